@@ -24,7 +24,7 @@ enum class DType : uint8_t {
 };
 
 /// Name used in IR text and error messages ("bf16", "q4_k").
-std::string_view dtype_name(DType dtype);
+const char* dtype_name(DType dtype);
 /// Inverse of dtype_name; nullopt for an unknown name.
 std::optional<DType> parse_dtype(std::string_view name);
 

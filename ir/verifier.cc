@@ -1,0 +1,101 @@
+// Verifier implementation.
+#include "ir/verifier.h"
+
+#include <unordered_set>
+
+#include "absl/strings/str_cat.h"
+#include "ir/printer.h"
+#include "ir/type_inference.h"
+
+namespace kiln {
+namespace {
+
+absl::Status check_type_symbols(const Type& type, const SymbolTable& symbols, absl::string_view where) {
+  for (const Dim& d : type.shape) {
+    if (d.is_symbolic() && symbols.find(d.symbol) == nullptr) {
+      return absl::InvalidArgumentError(absl::StrCat(where, ": type ", type.to_string(),
+                                                     " uses undeclared symbol ", d.symbol));
+    }
+    if (!d.is_symbolic() && d.value < 0) {
+      return absl::InvalidArgumentError(absl::StrCat(where, ": negative dim in ", type.to_string()));
+    }
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::Status verify(const Graph& graph) {
+  ValueNames names(graph);
+  std::unordered_set<const Value*> defined;
+  std::unordered_set<std::string> declared_names;
+  for (const auto* list : {&graph.inputs(), &graph.params()}) {
+    for (const Value* v : *list) {
+      std::string where = names(v);
+      if (!is_valid_value_name(v->name)) {
+        return absl::InvalidArgumentError(absl::StrCat("invalid name '", v->name, "' for ", where));
+      }
+      if (!declared_names.insert(where).second) {
+        return absl::InvalidArgumentError(absl::StrCat(where, " is declared twice"));
+      }
+      if (absl::Status s = check_type_symbols(v->type, graph.symbols(), where); !s.ok()) return s;
+      defined.insert(v);
+    }
+  }
+  for (const auto& node : graph.nodes()) {
+    auto fail = [&](absl::string_view msg) {
+      return absl::InvalidArgumentError(absl::StrCat(print_node(*node, names), ": ", msg));
+    };
+    const OpTraits traits = op_traits(node->op);
+    if (static_cast<int>(node->outputs.size()) != traits.num_outputs) {
+      return fail(absl::StrCat("has ", node->outputs.size(), " results, ", op_name(node->op), " has ",
+                               traits.num_outputs));
+    }
+    std::vector<Type> input_types;
+    for (size_t i = 0; i < node->inputs.size(); ++i) {
+      const Value* in = node->inputs[i];
+      if (in == nullptr || !defined.count(in)) {
+        return fail(absl::StrCat("input ", i, " (", in ? names(in) : "null",
+                                 ") is not defined before this node"));
+      }
+      input_types.push_back(in->type);
+    }
+    for (const Value* out : node->outputs) {
+      if (defined.count(out)) return fail(absl::StrCat(names(out), " is defined twice"));
+      if (out->producer != node.get()) return fail(absl::StrCat(names(out), " has another producer"));
+      if (absl::Status s = check_type_symbols(out->type, graph.symbols(), names(out)); !s.ok()) {
+        return fail(s.message());
+      }
+      if (!out->name.empty() && !is_valid_value_name(out->name)) {
+        return fail(absl::StrCat("invalid result name '", out->name, "'"));
+      }
+      if (!out->name.empty() && !declared_names.insert(names(out)).second) {
+        return fail(absl::StrCat(names(out), " is defined twice"));
+      }
+    }
+    absl::StatusOr<std::vector<Type>> inferred =
+        infer_types(node->op, input_types, node->attrs, graph.symbols());
+    if (!inferred.ok()) return fail(inferred.status().message());
+    for (size_t i = 0; i < node->outputs.size(); ++i) {
+      if (!((*inferred)[i] == node->outputs[i]->type)) {
+        return fail(absl::StrCat("result ", i, " is declared ", node->outputs[i]->type.to_string(),
+                                 " but ", op_name(node->op), " produces ", (*inferred)[i].to_string()));
+      }
+    }
+    for (const Value* out : node->outputs) defined.insert(out);
+  }
+  if (graph.outputs().empty()) return absl::InvalidArgumentError("graph has no outputs");
+  std::unordered_set<std::string> output_names;
+  for (const GraphOutput& o : graph.outputs()) {
+    if (!output_names.insert(o.name).second) {
+      return absl::InvalidArgumentError(absl::StrCat("output ", o.name, " is declared twice"));
+    }
+    if (o.value == nullptr || !defined.count(o.value)) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("output ", o.name, " is not defined by any input, param or node"));
+    }
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace kiln
