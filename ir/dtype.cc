@@ -1,4 +1,6 @@
 // Names and sizes of kiln's element types.
+#include <string>
+#include <vector>
 #include "ir/dtype.h"
 
 #include <array>
@@ -6,7 +8,7 @@
 
 namespace kiln {
 
-const char* dtype_name(DType dtype) {
+static const char* dtype_name_cstr(DType dtype) {
   switch (dtype) {
     case DType::kF32: return "f32";
     case DType::kF16: return "f16";
@@ -22,6 +24,18 @@ const char* dtype_name(DType dtype) {
     case DType::kQ6_K: return "q6_k";
   }
   return "?";
+}
+
+const std::string& dtype_name(DType v) {
+  // Interned names: comparing with == compares text, and StrCat accepts them.
+  static const std::vector<std::string> names = [] {
+    std::vector<std::string> out;
+    for (int i = 0; i <= static_cast<int>(DType::kQ6_K); ++i) {
+      out.emplace_back(dtype_name_cstr(static_cast<DType>(i)));
+    }
+    return out;
+  }();
+  return names[static_cast<int>(v)];
 }
 
 std::optional<DType> parse_dtype(std::string_view name) {

@@ -3,6 +3,7 @@
 
 #include <cstdint>
 #include <optional>
+#include <string>
 #include <string_view>
 
 namespace kiln {
@@ -24,7 +25,7 @@ enum class DType : uint8_t {
 };
 
 /// Name used in IR text and error messages ("bf16", "q4_k").
-const char* dtype_name(DType dtype);
+const std::string& dtype_name(DType dtype);
 /// Inverse of dtype_name; nullopt for an unknown name.
 std::optional<DType> parse_dtype(std::string_view name);
 

@@ -1,9 +1,11 @@
 // Names and traits of op kinds (one exhaustive switch each).
+#include <string>
+#include <vector>
 #include "ir/op_kind.h"
 
 namespace kiln {
 
-const char* op_name(OpKind kind) {
+static const char* op_name_cstr(OpKind kind) {
   switch (kind) {
     case OpKind::kConstant: return "constant";
     case OpKind::kRopeTable: return "rope_table";
@@ -37,6 +39,18 @@ const char* op_name(OpKind kind) {
     case OpKind::kGemm: return "gemm";
   }
   return "?";
+}
+
+const std::string& op_name(OpKind v) {
+  // Interned names: comparing with == compares text, and StrCat accepts them.
+  static const std::vector<std::string> names = [] {
+    std::vector<std::string> out;
+    for (int i = 0; i <= static_cast<int>(OpKind::kGemm); ++i) {
+      out.emplace_back(op_name_cstr(static_cast<OpKind>(i)));
+    }
+    return out;
+  }();
+  return names[static_cast<int>(v)];
 }
 
 std::optional<OpKind> parse_op_name(std::string_view name) {

@@ -4,6 +4,7 @@
 
 #include <cstdint>
 #include <optional>
+#include <string>
 #include <string_view>
 
 namespace kiln {
@@ -65,7 +66,7 @@ struct OpTraits {
   int num_outputs = 1;
 };
 
-const char* op_name(OpKind kind);  // "rmsnorm_residual"
+const std::string& op_name(OpKind kind);  // "rmsnorm_residual"
 std::optional<OpKind> parse_op_name(std::string_view name);
 OpTraits op_traits(OpKind kind);
 

@@ -71,7 +71,7 @@ class Lexer {
       return t;
     }
     if (absl::ascii_isdigit(static_cast<unsigned char>(c)) ||
-        ((c == '-' || c == '+') && pos_ + 1 < text_.size() &&
+        (c == '-' && pos_ + 1 < text_.size() &&
          (absl::ascii_isdigit(static_cast<unsigned char>(text_[pos_ + 1])) || text_[pos_ + 1] == 'i' ||
           text_[pos_ + 1] == 'n'))) {
       return number(t);
@@ -126,7 +126,7 @@ class Lexer {
 
   Token number(Token t) {
     size_t start = pos_;
-    if (text_[pos_] == '-' || text_[pos_] == '+') advance();
+    if (text_[pos_] == '-') advance();
     bool is_float = false;
     if (pos_ < text_.size() && (text_[pos_] == 'i' || text_[pos_] == 'n')) {  // -inf, -nan
       size_t word = pos_;
@@ -464,9 +464,10 @@ class Parser {
     if (absl::Status s = expect_punct("["); !s.ok()) return s;
     while (!is_punct("]")) {
       if (tok_.kind == Tok::kInt) {
+        Token at = tok_;
         absl::StatusOr<int64_t> v = parse_int();
         if (!v.ok()) return v.status();
-        if (*v < 0) return error_at(tok_, "dims must not be negative");
+        if (*v < 0) return error_at(at, "dims must not be negative");
         type.shape.push_back(Dim::constant(*v));
       } else if (tok_.kind == Tok::kIdent) {
         Token sym = tok_;

@@ -1,0 +1,119 @@
+// Each class of verifier error names the offending node.
+#include "ir/verifier.h"
+
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include "ir/parser.h"
+
+namespace kiln {
+namespace {
+
+using ::testing::HasSubstr;
+
+std::unique_ptr<Graph> parse_ok(const std::string& text) {
+  auto g = parse_graph(text);
+  EXPECT_TRUE(g.ok()) << g.status();
+  return g.ok() ? std::move(*g) : std::make_unique<Graph>();
+}
+
+const char* kHead = "graph @g {\n  symbol T <= 8\n  input %x : f32[T,4]\n  param @w : f32[3,4]\n";
+
+TEST(Verifier, AcceptsAValidGraph) {
+  auto g = parse_ok(std::string(kHead) + "  %y = matmul(%x, @w) : f32[T,3]\n  output y = %y\n}");
+  EXPECT_TRUE(verify(*g).ok()) << verify(*g);
+}
+
+TEST(Verifier, DeclaredTypeDiffersFromInferred) {
+  auto g = parse_ok(std::string(kHead) + "  %y = matmul(%x, @w) : f32[T,4]\n  output y = %y\n}");
+  EXPECT_THAT(verify(*g).message(),
+              HasSubstr("%y = matmul(%x, @w) : f32[T,4]: result 0 is declared f32[T,4] but matmul produces f32[T,3]"));
+}
+
+TEST(Verifier, InvalidInputTypesAreReportedWithTheNode) {
+  auto g = parse_ok(std::string(kHead) + "  input %i : i32[T]\n  %y = exp(%i) : i32[T]\n  output y = %y\n}");
+  EXPECT_THAT(verify(*g).message(),
+              HasSubstr("%y = exp(%i) : i32[T]: input 0 must be a float tensor, got i32[T]"));
+}
+
+TEST(Verifier, MissingRequiredAttribute) {
+  auto g = parse_ok("graph @g {\n  input %x : f32[4]\n  param @w : f32[4]\n"
+                    "  %y = rmsnorm(%x, @w) : f32[4]\n  output y = %y\n}");
+  EXPECT_THAT(verify(*g).message(), HasSubstr("%y = rmsnorm(%x, @w) : f32[4]: missing attribute 'eps'"));
+}
+
+TEST(Verifier, UseBeforeDefinition) {
+  auto g = parse_ok(std::string(kHead) + "  %a = neg(%x) : f32[T,4]\n  %b = exp(%a) : f32[T,4]\n"
+                                         "  output y = %b\n}");
+  // Move %b's node before %a's: %a is now read before it is defined.
+  Node* a = g->nodes()[0].get();
+  Node* b = g->nodes()[1].get();
+  Node* moved = g->add_node(b->op, b->inputs, b->attrs, {b->outputs[0]->type}, a);
+  g->replace_all_uses(b->outputs[0], moved->outputs[0]);
+  ASSERT_TRUE(g->erase_node(b).ok());
+  EXPECT_THAT(verify(*g).message(), HasSubstr("input 0 (%a) is not defined before this node"));
+}
+
+TEST(Verifier, WrongResultCount) {
+  Graph g;
+  ASSERT_TRUE(g.symbols().add({"T", 8}).ok());
+  Value* x = g.add_input("x", {DType::kF32, {Dim::symbolic("T")}});
+  Node* n = g.add_node(OpKind::kNeg, {x}, {}, {x->type, x->type});
+  g.add_output("y", n->outputs[0]);
+  EXPECT_THAT(verify(g).message(), HasSubstr("has 2 results, neg has 1"));
+}
+
+TEST(Verifier, UndeclaredSymbol) {
+  Graph g;
+  Value* x = g.add_input("x", {DType::kF32, {Dim::symbolic("T")}});
+  g.add_output("y", x);
+  EXPECT_THAT(verify(g).message(), HasSubstr("%x: type f32[T] uses undeclared symbol T"));
+}
+
+TEST(Verifier, NoOutputs) {
+  auto g = parse_ok(std::string(kHead) + "}");
+  EXPECT_EQ(verify(*g).message(), "graph has no outputs");
+}
+
+TEST(Verifier, OutputNotDefinedInTheGraph) {
+  auto g = parse_ok(std::string(kHead) + "  %y = neg(%x) : f32[T,4]\n  output y = %y\n}");
+  Graph other;
+  Value* stray = other.add_input("stray", {DType::kF32, {}});
+  g->set_output(0, stray);
+  EXPECT_EQ(verify(*g).message(), "output y is not defined by any input, param or node");
+}
+
+TEST(Verifier, DuplicateNames) {
+  Graph g;
+  Value* x = g.add_input("x", {DType::kF32, {}});
+  g.add_input("x", {DType::kF32, {}});
+  g.add_output("y", x);
+  EXPECT_EQ(verify(g).message(), "%x is declared twice");
+  Graph h;
+  Value* a = h.add_input("a", {DType::kF32, {}});
+  h.add_output("y", a);
+  h.add_output("y", a);
+  EXPECT_EQ(verify(h).message(), "output y is declared twice");
+}
+
+TEST(Verifier, InvalidName) {
+  Graph g;
+  Value* x = g.add_input("bad name", {DType::kF32, {}});
+  g.add_output("y", x);
+  EXPECT_THAT(verify(g).message(), HasSubstr("invalid name 'bad name'"));
+}
+
+TEST(Graph, DeadNodesAreRemovedButSideEffectsStay) {
+  auto g = parse_ok(
+      "graph @g {\n  symbol T <= 8\n  symbol NP <= 4\n  input %x : f32[T,2,4]\n  input %slots : i32[T]\n"
+      "  input %cache : f32[NP,16,2,4]\n  %dead = neg(%x) : f32[T,2,4]\n"
+      "  %kc = kv_write(%cache, %x, %slots) : f32[NP,16,2,4]\n  %y = exp(%x) : f32[T,2,4]\n  output y = %y\n}");
+  ASSERT_TRUE(verify(*g).ok()) << verify(*g);
+  EXPECT_EQ(g->remove_dead_nodes(), 1);
+  ASSERT_EQ(g->num_nodes(), 2);
+  EXPECT_EQ(g->nodes()[0]->op, OpKind::kKvWrite);
+  EXPECT_FALSE(g->erase_node(g->nodes()[1].get()).ok());  // %y is an output
+}
+
+}  // namespace
+}  // namespace kiln
