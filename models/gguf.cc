@@ -18,46 +18,68 @@ absl::string_view DTypeName(DType d) {
 }  // namespace
 namespace {
 
-constexpr uint32_t kTypeUint8 = 0, kTypeInt8 = 1, kTypeUint16 = 2, kTypeInt16 = 3,
-                   kTypeUint32 = 4, kTypeInt32 = 5, kTypeFloat32 = 6, kTypeBool = 7,
-                   kTypeString = 8, kTypeArray = 9, kTypeUint64 = 10, kTypeInt64 = 11,
-                   kTypeFloat64 = 12;
+constexpr uint32_t kTypeUint8 = 0, kTypeInt8 = 1, kTypeUint16 = 2, kTypeInt16 = 3, kTypeUint32 = 4,
+                   kTypeInt32 = 5, kTypeFloat32 = 6, kTypeBool = 7, kTypeString = 8, kTypeArray = 9,
+                   kTypeUint64 = 10, kTypeInt64 = 11, kTypeFloat64 = 12;
 constexpr int kMaxArrayDepth = 8;  // nested arrays beyond this are surely corrupt
 constexpr int kMaxDims = 4;        // GGML_MAX_DIMS
 constexpr uint64_t kDefaultAlignment = 32;
 
 absl::string_view type_name(uint32_t t) {
-  static constexpr absl::string_view kNames[] = {"uint8", "int8",    "uint16", "int16", "uint32",
-                                                "int32", "float32", "bool",   "string", "array",
-                                                "uint64", "int64",  "float64"};
+  static constexpr absl::string_view kNames[] = {"uint8",  "int8",    "uint16", "int16",  "uint32",
+                                                 "int32",  "float32", "bool",   "string", "array",
+                                                 "uint64", "int64",   "float64"};
   return t <= kTypeFloat64 ? kNames[t] : "unknown";
 }
 
 // Smallest encoded size of a value of type t; bounds array counts before any allocation.
 uint64_t min_encoded_size(uint32_t t) {
   switch (t) {
-    case kTypeUint8: case kTypeInt8: case kTypeBool: return 1;
-    case kTypeUint16: case kTypeInt16: return 2;
-    case kTypeUint32: case kTypeInt32: case kTypeFloat32: return 4;
-    case kTypeUint64: case kTypeInt64: case kTypeFloat64: return 8;
-    case kTypeString: return 8;  // the length prefix
-    case kTypeArray: return 12;  // element type + count
-    default: return 1;
+    case kTypeUint8:
+    case kTypeInt8:
+    case kTypeBool:
+      return 1;
+    case kTypeUint16:
+    case kTypeInt16:
+      return 2;
+    case kTypeUint32:
+    case kTypeInt32:
+    case kTypeFloat32:
+      return 4;
+    case kTypeUint64:
+    case kTypeInt64:
+    case kTypeFloat64:
+      return 8;
+    case kTypeString:
+      return 8;  // the length prefix
+    case kTypeArray:
+      return 12;  // element type + count
+    default:
+      return 1;
   }
 }
 
 // GGML tensor type codes kiln reads (ggml.h `enum ggml_type`).
 std::optional<DType> ggml_type_to_dtype(uint32_t t) {
   switch (t) {
-    case 0: return DType::kF32;
-    case 1: return DType::kF16;
-    case 2: return DType::kQ4_0;
-    case 3: return DType::kQ4_1;
-    case 8: return DType::kQ8_0;
-    case 12: return DType::kQ4_K;
-    case 14: return DType::kQ6_K;
-    case 30: return DType::kBF16;
-    default: return std::nullopt;
+    case 0:
+      return DType::kF32;
+    case 1:
+      return DType::kF16;
+    case 2:
+      return DType::kQ4_0;
+    case 3:
+      return DType::kQ4_1;
+    case 8:
+      return DType::kQ8_0;
+    case 12:
+      return DType::kQ4_K;
+    case 14:
+      return DType::kQ6_K;
+    case 30:
+      return DType::kBF16;
+    default:
+      return std::nullopt;
   }
 }
 
@@ -77,8 +99,8 @@ class Cursor {
   template <typename T>
   absl::Status read(T* out, absl::string_view field) {
     if (remaining() < sizeof(T)) {
-      return error(absl::StrFormat("%s at offset %d: needs %d bytes, file ends at %d", field,
-                                   pos_, sizeof(T), data_.size()));
+      return error(absl::StrFormat("%s at offset %d: needs %d bytes, file ends at %d", field, pos_,
+                                   sizeof(T), data_.size()));
     }
     std::memcpy(out, data_.data() + pos_, sizeof(T));
     pos_ += sizeof(T);
@@ -89,9 +111,10 @@ class Cursor {
     uint64_t len = 0;
     if (auto s = read(&len, absl::StrCat(field, " length")); !s.ok()) return s;
     if (len > remaining()) {
-      return error(absl::StrFormat("%s at offset %d: string length %d lies past the end of the "
-                                   "file (size %d)",
-                                   field, pos_ - 8, len, data_.size()));
+      return error(
+          absl::StrFormat("%s at offset %d: string length %d lies past the end of the "
+                          "file (size %d)",
+                          field, pos_ - 8, len, data_.size()));
     }
     out->assign(reinterpret_cast<const char*>(data_.data() + pos_), len);
     pos_ += len;
@@ -104,10 +127,10 @@ class Cursor {
   uint64_t pos_ = 0;
 };
 
-#define KILN_RETURN_IF_ERROR(expr)  \
-  do {                              \
-    absl::Status _s = (expr);       \
-    if (!_s.ok()) return _s;        \
+#define KILN_RETURN_IF_ERROR(expr) \
+  do {                             \
+    absl::Status _s = (expr);      \
+    if (!_s.ok()) return _s;       \
   } while (0)
 
 template <typename T, typename Wide>
@@ -122,16 +145,26 @@ absl::Status read_value(Cursor& c, uint32_t type, GgufValue* v, const std::strin
                         int depth) {
   v->stored_type = type;
   switch (type) {
-    case kTypeUint8: return read_scalar<uint8_t, uint64_t>(c, v, field);
-    case kTypeInt8: return read_scalar<int8_t, int64_t>(c, v, field);
-    case kTypeUint16: return read_scalar<uint16_t, uint64_t>(c, v, field);
-    case kTypeInt16: return read_scalar<int16_t, int64_t>(c, v, field);
-    case kTypeUint32: return read_scalar<uint32_t, uint64_t>(c, v, field);
-    case kTypeInt32: return read_scalar<int32_t, int64_t>(c, v, field);
-    case kTypeUint64: return read_scalar<uint64_t, uint64_t>(c, v, field);
-    case kTypeInt64: return read_scalar<int64_t, int64_t>(c, v, field);
-    case kTypeFloat32: return read_scalar<float, double>(c, v, field);
-    case kTypeFloat64: return read_scalar<double, double>(c, v, field);
+    case kTypeUint8:
+      return read_scalar<uint8_t, uint64_t>(c, v, field);
+    case kTypeInt8:
+      return read_scalar<int8_t, int64_t>(c, v, field);
+    case kTypeUint16:
+      return read_scalar<uint16_t, uint64_t>(c, v, field);
+    case kTypeInt16:
+      return read_scalar<int16_t, int64_t>(c, v, field);
+    case kTypeUint32:
+      return read_scalar<uint32_t, uint64_t>(c, v, field);
+    case kTypeInt32:
+      return read_scalar<int32_t, int64_t>(c, v, field);
+    case kTypeUint64:
+      return read_scalar<uint64_t, uint64_t>(c, v, field);
+    case kTypeInt64:
+      return read_scalar<int64_t, int64_t>(c, v, field);
+    case kTypeFloat32:
+      return read_scalar<float, double>(c, v, field);
+    case kTypeFloat64:
+      return read_scalar<double, double>(c, v, field);
     case kTypeBool: {
       uint8_t b;
       KILN_RETURN_IF_ERROR(c.read(&b, field));
@@ -159,13 +192,13 @@ absl::Status read_value(Cursor& c, uint32_t type, GgufValue* v, const std::strin
       // Division, not multiplication: count * size could overflow.
       if (count > c.remaining() / min_encoded_size(elem_type)) {
         return c.error(absl::StrFormat(
-            "%s: array of %d %s elements cannot fit in the %d bytes left in the file", field,
-            count, type_name(elem_type), c.remaining()));
+            "%s: array of %d %s elements cannot fit in the %d bytes left in the file", field, count,
+            type_name(elem_type), c.remaining()));
       }
       GgufValue::Array arr(count);
       for (uint64_t i = 0; i < count; ++i) {
-        KILN_RETURN_IF_ERROR(read_value(c, elem_type, &arr[i], absl::StrCat(field, "[", i, "]"),
-                                        depth + 1));
+        KILN_RETURN_IF_ERROR(
+            read_value(c, elem_type, &arr[i], absl::StrCat(field, "[", i, "]"), depth + 1));
       }
       v->value = std::move(arr);
       v->stored_type = kTypeArray;
@@ -200,8 +233,8 @@ absl::StatusOr<std::unique_ptr<GgufFile>> GgufFile::open(const std::string& path
   }
   KILN_RETURN_IF_ERROR(c.read(&g->version_, "version"));
   if (g->version_ != 2 && g->version_ != 3) {
-    return c.error(absl::StrCat("unsupported GGUF version ", g->version_,
-                                " (kiln reads versions 2 and 3)"));
+    return c.error(
+        absl::StrCat("unsupported GGUF version ", g->version_, " (kiln reads versions 2 and 3)"));
   }
   uint64_t n_tensors = 0, n_kv = 0;
   KILN_RETURN_IF_ERROR(c.read(&n_tensors, "tensor_count"));
@@ -209,12 +242,12 @@ absl::StatusOr<std::unique_ptr<GgufFile>> GgufFile::open(const std::string& path
   // Each metadata entry needs >= 13 bytes (key length, type, 1-byte value); each tensor info
   // >= 24 (name length, n_dims, type, offset).
   if (n_kv > c.remaining() / 13) {
-    return c.error(absl::StrFormat("metadata_kv_count %d cannot fit in the file (size %d)", n_kv,
-                                   file_size));
+    return c.error(
+        absl::StrFormat("metadata_kv_count %d cannot fit in the file (size %d)", n_kv, file_size));
   }
   if (n_tensors > c.remaining() / 24) {
-    return c.error(absl::StrFormat("tensor_count %d cannot fit in the file (size %d)", n_tensors,
-                                   file_size));
+    return c.error(
+        absl::StrFormat("tensor_count %d cannot fit in the file (size %d)", n_tensors, file_size));
   }
 
   for (uint64_t i = 0; i < n_kv; ++i) {
@@ -278,8 +311,8 @@ absl::StatusOr<std::unique_ptr<GgufFile>> GgufFile::open(const std::string& path
     const uint64_t be = static_cast<uint64_t>(block_elements(t.dtype));
     if (static_cast<uint64_t>(ne[0]) % be != 0) {
       return c.error(absl::StrCat(what, ": innermost dimension ", ne[0],
-                                  " is not a multiple of the ", DTypeName(t.dtype),
-                                  " block size ", be));
+                                  " is not a multiple of the ", DTypeName(t.dtype), " block size ",
+                                  be));
     }
     // elements < 2^63 and block_bytes <= 210 < block_elements * 8, so no overflow here.
     t.size = elements / be * static_cast<uint64_t>(block_bytes(t.dtype));
@@ -354,11 +387,11 @@ std::optional<double> as_float(const GgufValue& v) {
 
 }  // namespace
 
-#define KILN_FIND_KEY(key)                                                                  \
-  auto it = metadata_.find(key);                                                            \
-  if (it == metadata_.end()) {                                                              \
+#define KILN_FIND_KEY(key)                                                                   \
+  auto it = metadata_.find(key);                                                             \
+  if (it == metadata_.end()) {                                                               \
     return absl::NotFoundError(absl::StrCat(path_, ": metadata key '", key, "' not found")); \
-  }                                                                                         \
+  }                                                                                          \
   const GgufValue& v = it->second
 
 absl::StatusOr<int64_t> GgufFile::get_int(const std::string& key) const {

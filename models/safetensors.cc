@@ -108,8 +108,8 @@ absl::StatusOr<std::unique_ptr<SafetensorsFile>> SafetensorsFile::open(const std
       }
       const uint64_t dim = d.get<uint64_t>();
       if (dim > static_cast<uint64_t>(std::numeric_limits<int64_t>::max()) ||
-          (dim != 0 && elements > static_cast<uint64_t>(std::numeric_limits<int64_t>::max()) /
-                                      dim)) {
+          (dim != 0 &&
+           elements > static_cast<uint64_t>(std::numeric_limits<int64_t>::max()) / dim)) {
         return bad(path, absl::StrCat(what, ": shape ", sh->dump(), " overflows"));
       }
       elements *= dim;
@@ -119,24 +119,25 @@ absl::StatusOr<std::unique_ptr<SafetensorsFile>> SafetensorsFile::open(const std
     auto off = entry.find("data_offsets");
     if (off == entry.end() || !off->is_array() || off->size() != 2 ||
         !(*off)[0].is_number_unsigned() || !(*off)[1].is_number_unsigned()) {
-      return bad(path, absl::StrCat(what, ": 'data_offsets' is not a pair of non-negative integers"));
+      return bad(path,
+                 absl::StrCat(what, ": 'data_offsets' is not a pair of non-negative integers"));
     }
     const uint64_t begin = (*off)[0].get<uint64_t>();
     const uint64_t end = (*off)[1].get<uint64_t>();
     if (begin > end || end > data_size) {
-      return bad(path, absl::StrFormat(
-                           "%s data [offsets %d..%d] lies past the end of the data section "
-                           "(size %d; file size %d)",
-                           what, begin, end, data_size, file_size));
+      return bad(path,
+                 absl::StrFormat("%s data [offsets %d..%d] lies past the end of the data section "
+                                 "(size %d; file size %d)",
+                                 what, begin, end, data_size, file_size));
     }
     const uint64_t elem_bytes = static_cast<uint64_t>(block_bytes(t.dtype));
     // elements < 2^63 and elem_bytes <= 4: compare via division to stay overflow-free.
     if ((end - begin) % elem_bytes != 0 || (end - begin) / elem_bytes != elements) {
-      return bad(path, absl::StrFormat(
-                           "%s: data size %d bytes does not match dtype %s and shape %s "
-                           "(%d elements x %d bytes)",
-                           what, end - begin, dt->get<std::string>(), sh->dump(), elements,
-                           elem_bytes));
+      return bad(path,
+                 absl::StrFormat("%s: data size %d bytes does not match dtype %s and shape %s "
+                                 "(%d elements x %d bytes)",
+                                 what, end - begin, dt->get<std::string>(), sh->dump(), elements,
+                                 elem_bytes));
     }
     t.offset = data_start + begin;
     t.size = end - begin;

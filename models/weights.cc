@@ -75,8 +75,8 @@ absl::StatusOr<WeightSet> load_safetensors_weights(const std::string& model_dir)
     const SafetensorsFile& f = **opened;
     for (const SafetensorsTensorInfo& t : f.tensors()) {
       if (auto [it, inserted] = seen.emplace(t.name, path); !inserted) {
-        return absl::InvalidArgumentError(absl::StrCat(path, ": duplicate tensor '", t.name,
-                                                       "' (also in ", it->second, ")"));
+        return absl::InvalidArgumentError(
+            absl::StrCat(path, ": duplicate tensor '", t.name, "' (also in ", it->second, ")"));
       }
       if (!weight_map.empty()) {
         auto it = weight_map.find(t.name);
@@ -106,9 +106,9 @@ absl::StatusOr<WeightSet> load_safetensors_weights(const std::string& model_dir)
   for (const auto& [name, shard] : weight_map) {
     auto it = seen.find(name);
     if (it == seen.end() || it->second != (dir / shard).string()) {
-      return absl::InvalidArgumentError(
-          absl::StrCat((dir / shard).string(), ": tensor '", name, "' is listed in ",
-                       index_path.string(), " but absent from this shard"));
+      return absl::InvalidArgumentError(absl::StrCat((dir / shard).string(), ": tensor '", name,
+                                                     "' is listed in ", index_path.string(),
+                                                     " but absent from this shard"));
     }
   }
   return set;
@@ -149,9 +149,9 @@ absl::Status check_sizes(const Weight& w, size_t out_size) {
   }
   const int64_t be = block_elements(w.dtype);
   if (n % be != 0 || static_cast<uint64_t>(n / be * block_bytes(w.dtype)) != w.bytes.size()) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        w.source_file, ": tensor '", w.source_name, "' holds ", w.bytes.size(), " bytes, not ",
-        n, " elements of ", DTypeName(w.dtype)));
+    return absl::InvalidArgumentError(absl::StrCat(w.source_file, ": tensor '", w.source_name,
+                                                   "' holds ", w.bytes.size(), " bytes, not ", n,
+                                                   " elements of ", DTypeName(w.dtype)));
   }
   return absl::OkStatus();
 }

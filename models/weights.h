@@ -21,8 +21,8 @@ namespace kiln {
 /// orientation (GGUF's ne[] reversed gives the same). `bytes` points into a file the owning
 /// WeightSet keeps mapped.
 struct Weight {
-  std::string name;         // kiln's canonical name ("layers.3.q_proj")
-  DType dtype;              // f32, f16, bf16 or a GGUF block type
+  std::string name;  // kiln's canonical name ("layers.3.q_proj")
+  DType dtype;       // f32, f16, bf16 or a GGUF block type
   std::vector<int64_t> shape;
   absl::Span<const uint8_t> bytes;
   std::string source_file;  // the file the bytes live in

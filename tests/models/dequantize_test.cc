@@ -86,8 +86,8 @@ TEST(Dequantize, HandBuiltQ8_0Q4_0Q4_1) {
 
 TEST(Dequantize, HandBuiltQ4_K) {
   uint8_t b[144] = {};
-  put_f16(b, 0.25f);      // d
-  put_f16(b + 2, 0.5f);   // dmin
+  put_f16(b, 0.25f);     // d
+  put_f16(b + 2, 0.5f);  // dmin
   uint8_t* sc = b + 4;
   // Sub-blocks 0..3: scale in sc[j] & 63, min in sc[j+4] & 63. Sub-blocks 4..7: low 4 bits in
   // sc[j+4] (scale low / min high nibble), top 2 bits in the top bits of sc[j-4] / sc[j].

@@ -72,8 +72,20 @@ GgufSpec valid_spec() {
   g.kvs.push_back(Bytes().str("test.bool").u32(7).u8(1).s);
   g.kvs.push_back(Bytes().str("test.strings").u32(9).u32(8).u64(2).str("ab").str("c").s);
   // array of 2 arrays of 2 int32
-  g.kvs.push_back(Bytes().str("test.nested").u32(9).u32(9).u64(2)
-                      .u32(5).u64(2).u32(1).u32(2).u32(5).u64(2).u32(3).u32(4).s);
+  g.kvs.push_back(Bytes()
+                      .str("test.nested")
+                      .u32(9)
+                      .u32(9)
+                      .u64(2)
+                      .u32(5)
+                      .u64(2)
+                      .u32(1)
+                      .u32(2)
+                      .u32(5)
+                      .u64(2)
+                      .u32(3)
+                      .u32(4)
+                      .s);
   g.tensors.push_back({"a", {32, 2}, 0, 0});
   g.tensors.push_back({"b", {32}, 8, 256});
   g.data_bytes = 256 + 34;
@@ -211,8 +223,7 @@ TEST_F(GgufCorruption, TensorErrors) {
 
   g = valid_spec();
   g.tensors[1].type = 6;  // Q5_0
-  EXPECT_THAT(open_spec(g).message(),
-              HasSubstr("tensor 'b': unsupported tensor type code 6"));
+  EXPECT_THAT(open_spec(g).message(), HasSubstr("tensor 'b': unsupported tensor type code 6"));
 
   g = valid_spec();
   g.tensors[1].ne = {16};  // not a whole Q8_0 block
@@ -303,9 +314,9 @@ TEST(GgufFixture, TinyModelMetadataAndShapes) {
 
 TEST(GgufFixture, SmolLM2Directory) {
   const char* cache = std::getenv("KILN_CACHE");
-  const std::string path = std::string(cache ? cache : std::string(std::getenv("HOME")) +
-                                                           "/.cache/kiln") +
-                           "/models/SmolLM2-135M-Instruct.Q4_1.gguf";
+  const std::string path =
+      std::string(cache ? cache : std::string(std::getenv("HOME")) + "/.cache/kiln") +
+      "/models/SmolLM2-135M-Instruct.Q4_1.gguf";
   if (!std::ifstream(path)) GTEST_SKIP() << path << " not present (scripts/fetch-model.sh)";
   auto g = GgufFile::open(path);
   ASSERT_TRUE(g.ok()) << g.status();

@@ -30,11 +30,10 @@ std::string build(const std::string& header, size_t data_bytes) {
   return s;
 }
 
-const char kValidHeader[] =
-    R"({"__metadata__":{"format":"pt"},)"
-    R"("a":{"dtype":"F32","shape":[2,3],"data_offsets":[0,24]},)"
-    R"("b":{"dtype":"BF16","shape":[4],"data_offsets":[24,32]},)"
-    R"("c":{"dtype":"F16","shape":[],"data_offsets":[32,34]}})";
+const char kValidHeader[] = R"({"__metadata__":{"format":"pt"},)"
+                            R"("a":{"dtype":"F32","shape":[2,3],"data_offsets":[0,24]},)"
+                            R"("b":{"dtype":"BF16","shape":[4],"data_offsets":[24,32]},)"
+                            R"("c":{"dtype":"F16","shape":[],"data_offsets":[32,34]}})";
 
 class SafetensorsCorruption : public ::testing::Test {
  protected:
@@ -128,7 +127,9 @@ TEST_F(SafetensorsCorruption, FuzzFlipsAndTruncations) {
     }
     if (rng() % 4 == 0) bytes.resize(rng() % bytes.size());
     absl::Status s = open_bytes(bytes);
-    if (!s.ok()) EXPECT_THAT(s.message(), HasSubstr(path_));
+    if (!s.ok()) {
+      EXPECT_THAT(s.message(), HasSubstr(path_));
+    }
   }
 }
 
@@ -139,12 +140,12 @@ class ShardedIndex : public ::testing::Test {
     dir_ = ::testing::TempDir() + "/kiln_sharded_test";
     std::filesystem::remove_all(dir_);
     std::filesystem::create_directories(dir_);
-    write_file(dir_ + "/s1.safetensors",
-               build(R"({"model.norm.weight":{"dtype":"F32","shape":[2],"data_offsets":[0,8]}})",
-                     8));
-    write_file(dir_ + "/s2.safetensors",
-               build(R"({"lm_head.weight":{"dtype":"F32","shape":[1,2],"data_offsets":[0,8]}})",
-                     8));
+    write_file(
+        dir_ + "/s1.safetensors",
+        build(R"({"model.norm.weight":{"dtype":"F32","shape":[2],"data_offsets":[0,8]}})", 8));
+    write_file(
+        dir_ + "/s2.safetensors",
+        build(R"({"lm_head.weight":{"dtype":"F32","shape":[1,2],"data_offsets":[0,8]}})", 8));
   }
   void TearDown() override { std::filesystem::remove_all(dir_); }
   void write_index(const std::string& weight_map) {
@@ -166,15 +167,13 @@ TEST_F(ShardedIndex, TensorMissingFromItsShard) {
   write_index(R"({"model.norm.weight":"s1.safetensors","lm_head.weight":"s2.safetensors",)"
               R"("model.embed_tokens.weight":"s2.safetensors"})");
   auto w = load_safetensors_weights(dir_);
-  EXPECT_THAT(w.status().message(),
-              HasSubstr("tensor 'model.embed_tokens.weight' is listed in"));
+  EXPECT_THAT(w.status().message(), HasSubstr("tensor 'model.embed_tokens.weight' is listed in"));
   EXPECT_THAT(w.status().message(), HasSubstr("absent from this shard"));
 }
 
 TEST_F(ShardedIndex, TensorInTwoShards) {
   write_file(dir_ + "/s3.safetensors",
-             build(R"({"model.norm.weight":{"dtype":"F32","shape":[2],"data_offsets":[0,8]}})",
-                   8));
+             build(R"({"model.norm.weight":{"dtype":"F32","shape":[2],"data_offsets":[0,8]}})", 8));
   write_index(R"({"model.norm.weight":"s1.safetensors","lm_head.weight":"s3.safetensors"})");
   EXPECT_THAT(load_safetensors_weights(dir_).status().message(),
               HasSubstr("duplicate tensor 'model.norm.weight'"));

@@ -113,8 +113,12 @@ TEST_P(Preset, QuantizedGgufMatchesGgufPy) {
     const std::vector<char> expected = read_all(dir() + "/model." + type + ".expected.f32");
     size_t pos = 0;
     for (const GgufTensorInfo& t : gg->gguf()->tensors()) {
-      Weight w{.name = t.name, .dtype = t.dtype, .shape = t.shape,
-               .bytes = gg->gguf()->tensor_bytes(t), .source_file = "", .source_offset = 0,
+      Weight w{.name = t.name,
+               .dtype = t.dtype,
+               .shape = t.shape,
+               .bytes = gg->gguf()->tensor_bytes(t),
+               .source_file = "",
+               .source_offset = 0,
                .source_name = t.name};
       std::vector<float> got = f32_of(w);
       ASSERT_LE(pos + got.size() * 4, expected.size());
@@ -187,9 +191,9 @@ TEST(Weights, GgufErrorsSurfaceThroughTheLoader) {
 // The real default model, when present: a few tensors against gguf-py's dequantization.
 TEST(Weights, SmolLM2MatchesGgufPy) {
   const char* cache = std::getenv("KILN_CACHE");
-  const std::string path = std::string(cache ? cache : std::string(std::getenv("HOME")) +
-                                                           "/.cache/kiln") +
-                           "/models/SmolLM2-135M-Instruct.Q4_1.gguf";
+  const std::string path =
+      std::string(cache ? cache : std::string(std::getenv("HOME")) + "/.cache/kiln") +
+      "/models/SmolLM2-135M-Instruct.Q4_1.gguf";
   if (!std::ifstream(path)) GTEST_SKIP() << path << " not present (scripts/fetch-model.sh)";
   const std::string expect_dir = fixtures() + "/smollm2";
   if (!std::ifstream(expect_dir + "/.complete")) {
