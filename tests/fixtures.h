@@ -1,0 +1,30 @@
+// Where tests find generated fixtures (KILN_FIXTURES, set by ctest) and the cached default model.
+#pragma once
+
+#include <cstdlib>
+#include <filesystem>
+#include <string>
+
+namespace kiln::testing {
+
+/// The folder scripts/make_fixture.py --test-fixtures wrote (one subfolder per preset).
+inline std::string fixtures_dir() {
+  const char* d = std::getenv("KILN_FIXTURES");
+  return d ? d : "/KILN_FIXTURES-not-set-run-through-ctest";
+}
+
+inline std::string fixture(const std::string& preset, const std::string& file = "") {
+  std::string dir = fixtures_dir() + "/" + preset;
+  return file.empty() ? dir : dir + "/" + file;
+}
+
+/// The default model fetched by scripts/fetch-model.sh, or "" when it is not in the cache.
+inline std::string smollm2_gguf() {
+  const char* cache = std::getenv("KILN_CACHE");
+  const char* home = std::getenv("HOME");
+  std::string root = cache ? cache : std::string(home ? home : "/root") + "/.cache/kiln";
+  std::string path = root + "/models/SmolLM2-135M-Instruct.Q4_1.gguf";
+  return std::filesystem::exists(path) ? path : "";
+}
+
+}  // namespace kiln::testing
