@@ -245,8 +245,9 @@ void Tokenizer::bpe_byte_level(std::string_view piece, std::vector<int32_t>& out
     try_pair(c.left, l.next);
   }
   for (int32_t i = 0; i >= 0; i = syms[i].next) {
+    // A byte whose byte-level character the vocabulary lacks is dropped, as HF (BPE without
+    // unk_token) and llama.cpp do; SmolLM2's vocabulary lacks 21 of the 256 bytes.
     if (syms[i].id >= 0) out.push_back(syms[i].id);
-    else if (spec_.unk_id >= 0) out.push_back(spec_.unk_id);  // a byte the vocab lacks
   }
 }
 
