@@ -42,10 +42,10 @@ absl::StatusOr<ChatTemplate> ChatTemplate::detect(std::string_view jinja, bool v
         "the model has no chat template and its vocabulary has no <|im_start|>; kiln cannot "
         "choose a chat format (use a raw prompt instead)");
   }
-  return absl::InvalidArgumentError(absl::StrCat(
-      "unrecognized chat template (kiln renders ChatML (<|im_start|>) and Llama-3 "
-      "(<|start_header_id|>) templates); it begins: ",
-      std::string(jinja.substr(0, 120))));
+  return absl::InvalidArgumentError(
+      absl::StrCat("unrecognized chat template (kiln renders ChatML (<|im_start|>) and Llama-3 "
+                   "(<|start_header_id|>) templates); it begins: ",
+                   std::string(jinja.substr(0, 120))));
 }
 
 absl::StatusOr<ChatTemplate> ChatTemplate::for_tokenizer(const Tokenizer& tokenizer) {

@@ -132,7 +132,9 @@ std::vector<std::string_view> pretokenize(PreTokenizerKind kind, std::string_vie
   if (text.empty()) return out;
   const Chars c = decode_all(text);
   const size_t n = c.cp.size();
-  auto emit = [&](size_t a, size_t b) { out.push_back(text.substr(c.off[a], c.off[b] - c.off[a])); };
+  auto emit = [&](size_t a, size_t b) {
+    out.push_back(text.substr(c.off[a], c.off[b] - c.off[a]));
+  };
   size_t i = 0;
   switch (kind) {
     case PreTokenizerKind::kGpt2:

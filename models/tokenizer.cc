@@ -26,10 +26,14 @@ int parse_byte_token(std::string_view t) {
   int v = 0;
   for (char c : t.substr(3, 2)) {
     v <<= 4;
-    if (c >= '0' && c <= '9') v |= c - '0';
-    else if (c >= 'A' && c <= 'F') v |= c - 'A' + 10;
-    else if (c >= 'a' && c <= 'f') v |= c - 'a' + 10;
-    else return -1;
+    if (c >= '0' && c <= '9')
+      v |= c - '0';
+    else if (c >= 'A' && c <= 'F')
+      v |= c - 'A' + 10;
+    else if (c >= 'a' && c <= 'f')
+      v |= c - 'a' + 10;
+    else
+      return -1;
   }
   return v;
 }
@@ -54,18 +58,20 @@ absl::StatusOr<Tokenizer> Tokenizer::from_spec(TokenizerSpec spec) {
   }
   if (spec.types.empty()) spec.types.assign(n, TokenType::kNormal);
   if (spec.types.size() != n) {
-    return absl::InvalidArgumentError(absl::StrFormat(
-        "%s: %d token types for %d tokens", src, spec.types.size(), n));
+    return absl::InvalidArgumentError(
+        absl::StrFormat("%s: %d token types for %d tokens", src, spec.types.size(), n));
   }
   if (spec.kind == TokenizerKind::kSentencePieceBpe && spec.scores.size() != n) {
     return absl::InvalidArgumentError(absl::StrFormat(
         "%s: SentencePiece tokenizer has %d scores for %d tokens", src, spec.scores.size(), n));
   }
   for (auto [name, id] : {std::pair<const char*, int32_t*>{"bos", &spec.bos_id},
-                          {"eos", &spec.eos_id}, {"unk", &spec.unk_id}, {"pad", &spec.pad_id}}) {
+                          {"eos", &spec.eos_id},
+                          {"unk", &spec.unk_id},
+                          {"pad", &spec.pad_id}}) {
     if (*id < -1 || *id >= static_cast<int64_t>(n)) {
-      return absl::InvalidArgumentError(
-          absl::StrFormat("%s: %s token id %d is outside the vocabulary (size %d)", src, name, *id, n));
+      return absl::InvalidArgumentError(absl::StrFormat(
+          "%s: %s token id %d is outside the vocabulary (size %d)", src, name, *id, n));
     }
   }
 
@@ -80,7 +86,8 @@ absl::StatusOr<Tokenizer> Tokenizer::from_spec(TokenizerSpec spec) {
     for (int b = 0; b < 256; ++b) {
       std::string s;
       unicode::append_utf8(unicode::byte_to_unicode(static_cast<uint8_t>(b)), s);
-      if (auto it = t.token_to_id_.find(av(s)); it != t.token_to_id_.end()) t.byte_token_[b] = it->second;
+      if (auto it = t.token_to_id_.find(av(s)); it != t.token_to_id_.end())
+        t.byte_token_[b] = it->second;
     }
     t.merges_.reserve(spec.merges.size());
     for (size_t r = 0; r < spec.merges.size(); ++r) {
@@ -116,8 +123,10 @@ absl::StatusOr<Tokenizer> Tokenizer::from_spec(TokenizerSpec spec) {
       for (size_t k = 0; k < v.size();) {
         unicode::DecodedChar c = unicode::decode_utf8(v, k);
         const int b = unicode::unicode_to_byte(c.cp);
-        if (b >= 0) p.push_back(static_cast<char>(b));
-        else p.append(v, k, c.length);  // not in the byte alphabet: keep the text as is
+        if (b >= 0)
+          p.push_back(static_cast<char>(b));
+        else
+          p.append(v, k, c.length);  // not in the byte alphabet: keep the text as is
         k += c.length;
       }
     } else if (int b = parse_byte_token(v); type == TokenType::kByte && b >= 0) {
@@ -140,8 +149,9 @@ absl::StatusOr<Tokenizer> Tokenizer::from_spec(TokenizerSpec spec) {
     }
   }
   // Longest first, so a special token that contains another one wins at the same position.
-  std::stable_sort(t.specials_.begin(), t.specials_.end(),
-                   [](const SpecialToken& a, const SpecialToken& b) { return a.text.size() > b.text.size(); });
+  std::stable_sort(
+      t.specials_.begin(), t.specials_.end(),
+      [](const SpecialToken& a, const SpecialToken& b) { return a.text.size() > b.text.size(); });
   t.spec_ = std::move(spec);
   return t;
 }
@@ -184,7 +194,8 @@ std::vector<int32_t> Tokenizer::encode(std::string_view text, bool parse_special
 void Tokenizer::encode_fragment(std::string_view text, bool after_special,
                                 std::vector<int32_t>& out) const {
   if (spec_.kind == TokenizerKind::kByteLevelBpe) {
-    for (std::string_view piece : pretokenize(spec_.pre_tokenizer, text)) bpe_byte_level(piece, out);
+    for (std::string_view piece : pretokenize(spec_.pre_tokenizer, text))
+      bpe_byte_level(piece, out);
     return;
   }
   // SentencePiece: llama.cpp prefixes a space at the start of the text and after every special
@@ -193,8 +204,10 @@ void Tokenizer::encode_fragment(std::string_view text, bool after_special,
   escaped.reserve(text.size() + 8);
   if (spec_.add_space_prefix && after_special) escaped.append(kSpaceMarker);
   for (char c : text) {
-    if (c == ' ') escaped.append(kSpaceMarker);
-    else escaped.push_back(c);
+    if (c == ' ')
+      escaped.append(kSpaceMarker);
+    else
+      escaped.push_back(c);
   }
   bpe_sentencepiece(escaped, out);
 }
@@ -202,15 +215,19 @@ void Tokenizer::encode_fragment(std::string_view text, bool after_special,
 void Tokenizer::bpe_byte_level(std::string_view piece, std::vector<int32_t>& out) const {
   if (piece.empty()) return;
   if (spec_.ignore_merges) {
-    if (auto it = token_to_id_.find(unicode::bytes_to_byte_level(piece)); it != token_to_id_.end()) {
+    if (auto it = token_to_id_.find(unicode::bytes_to_byte_level(piece));
+        it != token_to_id_.end()) {
       out.push_back(it->second);
       return;
     }
   }
   std::vector<Symbol> syms(piece.size());
   for (size_t i = 0; i < piece.size(); ++i) {
-    syms[i] = {byte_token_[static_cast<uint8_t>(piece[i])], static_cast<uint32_t>(i), 1,
-               static_cast<int32_t>(i) - 1, i + 1 < piece.size() ? static_cast<int32_t>(i + 1) : -1,
+    syms[i] = {byte_token_[static_cast<uint8_t>(piece[i])],
+               static_cast<uint32_t>(i),
+               1,
+               static_cast<int32_t>(i) - 1,
+               i + 1 < piece.size() ? static_cast<int32_t>(i + 1) : -1,
                true};
   }
   // Lowest rank first, leftmost first among equal ranks (as HF and llama.cpp). Entries go stale
@@ -257,7 +274,8 @@ void Tokenizer::bpe_sentencepiece(std::string_view text, std::vector<int32_t>& o
   for (size_t i = 0; i < text.size();) {
     const int len = unicode::decode_utf8(text, i).length;
     const int32_t idx = static_cast<int32_t>(syms.size());
-    syms.push_back({-1, static_cast<uint32_t>(i), static_cast<uint32_t>(len), idx - 1, idx + 1, true});
+    syms.push_back(
+        {-1, static_cast<uint32_t>(i), static_cast<uint32_t>(len), idx - 1, idx + 1, true});
     i += len;
   }
   syms.back().next = -1;
@@ -299,8 +317,10 @@ void Tokenizer::bpe_sentencepiece(std::string_view text, std::vector<int32_t>& o
     }
     for (char c : s) {  // byte fallback
       const int32_t b = byte_token_[static_cast<uint8_t>(c)];
-      if (b >= 0) out.push_back(b);
-      else if (spec_.unk_id >= 0) out.push_back(spec_.unk_id);
+      if (b >= 0)
+        out.push_back(b);
+      else if (spec_.unk_id >= 0)
+        out.push_back(spec_.unk_id);
     }
   }
 }
@@ -338,8 +358,10 @@ std::string Tokenizer::StreamDecoder::push(int32_t id) {
   std::string out;
   for (size_t i = 0; i < ready;) {
     unicode::DecodedChar c = unicode::decode_utf8(pending_, i);
-    if (c.cp == unicode::kInvalid) out.append("\xEF\xBF\xBD");
-    else out.append(pending_, i, c.length);
+    if (c.cp == unicode::kInvalid)
+      out.append("\xEF\xBF\xBD");
+    else
+      out.append(pending_, i, c.length);
     i += c.length;
   }
   pending_.erase(0, ready);

@@ -42,9 +42,10 @@ enum class TokenType : int32_t {
 struct TokenizerSpec {
   TokenizerKind kind = TokenizerKind::kByteLevelBpe;
   std::vector<std::string> vocab;  // id -> token text (byte-level or U+2581 form)
-  std::vector<std::pair<std::string, std::string>> merges;  // byte-level BPE, highest priority first
-  std::vector<float> scores;      // SentencePiece: one per token (higher merges first)
-  std::vector<TokenType> types;   // one per token; empty means all kNormal
+  std::vector<std::pair<std::string, std::string>>
+      merges;                    // byte-level BPE, highest priority first
+  std::vector<float> scores;     // SentencePiece: one per token (higher merges first)
+  std::vector<TokenType> types;  // one per token; empty means all kNormal
   PreTokenizerKind pre_tokenizer = PreTokenizerKind::kGpt2;
   int32_t bos_id = -1, eos_id = -1, unk_id = -1, pad_id = -1;
   bool add_bos = false;          // whether prompts start with BOS

@@ -13,7 +13,8 @@ absl::StatusOr<int32_t> optional_id(const GgufFile& gguf, const std::string& key
   absl::StatusOr<int64_t> v = gguf.get_int(key);
   if (!v.ok()) return v.status();
   if (*v < -1 || *v > INT32_MAX) {
-    return absl::InvalidArgumentError(absl::StrFormat("%s: %s = %d is not a token id", gguf.path(), key, *v));
+    return absl::InvalidArgumentError(
+        absl::StrFormat("%s: %s = %d is not a token id", gguf.path(), key, *v));
   }
   return static_cast<int32_t>(*v);
 }
@@ -88,17 +89,19 @@ absl::StatusOr<TokenizerSpec> Tokenizer::spec_from_gguf(const GgufFile& gguf) {
       pre = *p;
     }
     absl::StatusOr<PreTokenizerKind> kind = pre_tokenizer_from_gguf(pre);
-    if (!kind.ok()) return absl::InvalidArgumentError(absl::StrCat(src, ": ", kind.status().message()));
+    if (!kind.ok())
+      return absl::InvalidArgumentError(absl::StrCat(src, ": ", kind.status().message()));
     spec.pre_tokenizer = *kind;
     // llama.cpp uses whole-word lookups before merging for Llama-3's vocabulary (HF's
     // ignore_merges = true in its tokenizer.json).
     spec.ignore_merges = spec.pre_tokenizer == PreTokenizerKind::kLlama3;
   }
 
-  for (auto [key, id] : {std::pair<const char*, int32_t*>{"tokenizer.ggml.bos_token_id", &spec.bos_id},
-                         {"tokenizer.ggml.eos_token_id", &spec.eos_id},
-                         {"tokenizer.ggml.unknown_token_id", &spec.unk_id},
-                         {"tokenizer.ggml.padding_token_id", &spec.pad_id}}) {
+  for (auto [key, id] :
+       {std::pair<const char*, int32_t*>{"tokenizer.ggml.bos_token_id", &spec.bos_id},
+        {"tokenizer.ggml.eos_token_id", &spec.eos_id},
+        {"tokenizer.ggml.unknown_token_id", &spec.unk_id},
+        {"tokenizer.ggml.padding_token_id", &spec.pad_id}}) {
     absl::StatusOr<int32_t> v = optional_id(gguf, key);
     if (!v.ok()) return v.status();
     *id = *v;

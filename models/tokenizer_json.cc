@@ -93,7 +93,8 @@ absl::StatusOr<Tokenizer> Tokenizer::from_tokenizer_json_text(std::string_view t
                                                               std::string_view config_json,
                                                               std::string_view source) {
   const std::string src(source);
-  const json root = json::parse(tokenizer_json.begin(), tokenizer_json.end(), nullptr, /*allow_exceptions=*/false);
+  const json root = json::parse(tokenizer_json.begin(), tokenizer_json.end(), nullptr,
+                                /*allow_exceptions=*/false);
   if (root.is_discarded() || !root.is_object()) {
     return absl::InvalidArgumentError(absl::StrCat(src, ": not a valid JSON object"));
   }
@@ -105,13 +106,14 @@ absl::StatusOr<Tokenizer> Tokenizer::from_tokenizer_json_text(std::string_view t
   std::string model_type = type_of(model);
   if (model_type.empty() && model.contains("merges")) model_type = "BPE";  // older files omit it
   if (model_type != "BPE") {
-    return absl::InvalidArgumentError(absl::StrCat(src, ": unknown model type '", model_type,
-                                                   "' in model.type; supported: BPE"));
+    return absl::InvalidArgumentError(
+        absl::StrCat(src, ": unknown model type '", model_type, "' in model.type; supported: BPE"));
   }
   if (bool_field(model, "byte_fallback", false)) {
-    return absl::UnimplementedError(absl::StrCat(
-        src, ": SentencePiece-style BPE (model.byte_fallback = true) is not supported from "
-             "tokenizer.json yet; load the model's GGUF instead"));
+    return absl::UnimplementedError(
+        absl::StrCat(src,
+                     ": SentencePiece-style BPE (model.byte_fallback = true) is not supported from "
+                     "tokenizer.json yet; load the model's GGUF instead"));
   }
 
   TokenizerSpec spec;
@@ -132,8 +134,8 @@ absl::StatusOr<Tokenizer> Tokenizer::from_tokenizer_json_text(std::string_view t
     }
     const int64_t id = id_json.get<int64_t>();
     if (id < 0 || id >= kMaxVocab) {
-      return absl::InvalidArgumentError(absl::StrFormat("%s: %s has id %d outside [0, %d)", src,
-                                                        where, id, kMaxVocab));
+      return absl::InvalidArgumentError(
+          absl::StrFormat("%s: %s has id %d outside [0, %d)", src, where, id, kMaxVocab));
     }
     if (static_cast<size_t>(id) >= spec.vocab.size()) {
       spec.vocab.resize(id + 1);
@@ -190,15 +192,16 @@ absl::StatusOr<Tokenizer> Tokenizer::from_tokenizer_json_text(std::string_view t
 
   auto pre_it = root.find("pre_tokenizer");
   if (pre_it == root.end() || pre_it->is_null()) {
-    return absl::InvalidArgumentError(
-        absl::StrCat(src, ": no pre_tokenizer; byte-level BPE needs one (", std::string(kSupportedPre), ")"));
+    return absl::InvalidArgumentError(absl::StrCat(
+        src, ": no pre_tokenizer; byte-level BPE needs one (", std::string(kSupportedPre), ")"));
   }
   absl::StatusOr<PreTokenizerKind> pre = pre_tokenizer_from_json(*pre_it, src);
   if (!pre.ok()) return pre.status();
   spec.pre_tokenizer = *pre;
 
   if (!config_json.empty()) {
-    const json config = json::parse(config_json.begin(), config_json.end(), nullptr, /*allow_exceptions=*/false);
+    const json config =
+        json::parse(config_json.begin(), config_json.end(), nullptr, /*allow_exceptions=*/false);
     if (config.is_discarded() || !config.is_object()) {
       return absl::InvalidArgumentError(
           absl::StrCat(src, ": tokenizer_config.json is not a valid JSON object"));
@@ -209,18 +212,22 @@ absl::StatusOr<Tokenizer> Tokenizer::from_tokenizer_json_text(std::string_view t
       }
       return -1;
     };
-    if (std::string bos = token_field(config, "bos_token"); !bos.empty()) spec.bos_id = find_id(bos);
-    if (std::string eos = token_field(config, "eos_token"); !eos.empty()) spec.eos_id = find_id(eos);
-    if (std::string unk = token_field(config, "unk_token"); !unk.empty()) spec.unk_id = find_id(unk);
-    if (std::string pad = token_field(config, "pad_token"); !pad.empty()) spec.pad_id = find_id(pad);
+    if (std::string bos = token_field(config, "bos_token"); !bos.empty())
+      spec.bos_id = find_id(bos);
+    if (std::string eos = token_field(config, "eos_token"); !eos.empty())
+      spec.eos_id = find_id(eos);
+    if (std::string unk = token_field(config, "unk_token"); !unk.empty())
+      spec.unk_id = find_id(unk);
+    if (std::string pad = token_field(config, "pad_token"); !pad.empty())
+      spec.pad_id = find_id(pad);
     spec.add_bos = bool_field(config, "add_bos_token", false);
     if (auto ct = config.find("chat_template"); ct != config.end()) {
       if (ct->is_string()) {
         spec.chat_template = ct->get<std::string>();
       } else if (ct->is_array()) {  // [{"name": "default", "template": ...}, ...]
         for (const json& t : *ct) {
-          if (t.is_object() && t.contains("name") && t["name"] == "default" && t.contains("template") &&
-              t["template"].is_string()) {
+          if (t.is_object() && t.contains("name") && t["name"] == "default" &&
+              t.contains("template") && t["template"].is_string()) {
             spec.chat_template = t["template"].get<std::string>();
           }
         }

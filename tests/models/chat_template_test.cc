@@ -46,8 +46,7 @@ TEST(ChatTemplateTest, ChatMlWithSystemMessage) {
 TEST(ChatTemplateTest, ChatMlWithoutSystemMessage) {
   absl::StatusOr<ChatTemplate> t = ChatTemplate::detect(kPlainChatMl, false);
   ASSERT_TRUE(t.ok());
-  const std::vector<ChatMessage> msgs = {
-      {"user", "Hi"}, {"assistant", "Hello!"}, {"user", "2+2?"}};
+  const std::vector<ChatMessage> msgs = {{"user", "Hi"}, {"assistant", "Hello!"}, {"user", "2+2?"}};
   EXPECT_EQ(t->render(msgs, true),
             "<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\nHello!<|im_end|>\n"
             "<|im_start|>user\n2+2?<|im_end|>\n<|im_start|>assistant\n");
@@ -91,9 +90,8 @@ TEST(ChatTemplateTest, NoTemplateFallsBackToChatMlOnlyWithImStart) {
 }
 
 TEST(ChatTemplateTest, UnknownTemplateIsAnError) {
-  absl::StatusOr<ChatTemplate> t =
-      ChatTemplate::detect("{% for m in messages %}[INST] {{ m['content'] }} [/INST]{% endfor %}",
-                           true);
+  absl::StatusOr<ChatTemplate> t = ChatTemplate::detect(
+      "{% for m in messages %}[INST] {{ m['content'] }} [/INST]{% endfor %}", true);
   ASSERT_FALSE(t.ok());
   EXPECT_EQ(t.status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_NE(t.status().message().find("unrecognized chat template"), std::string::npos);

@@ -1,4 +1,5 @@
-// Pre-tokenizer splits (expected pieces produced by HF `tokenizers` Split/Digits) and UTF-8 helpers.
+// Pre-tokenizer splits (expected pieces produced by HF `tokenizers` Split/Digits) and UTF-8
+// helpers.
 #include <string>
 #include <vector>
 
@@ -54,8 +55,8 @@ TEST(PreTokenizerTest, Qwen2SplitsEveryDigit) {
 
 TEST(PreTokenizerTest, SmolLmDigitsThenGpt2) {
   EXPECT_EQ(split(PreTokenizerKind::kSmolLm, kText1),
-            (V{"Hello", " world", "'s", " ", "1", "2", "3", "4", "5", " THEY", "'", "RE", "  ",
-               " x", "\n\n ", " y", "\t", "\t", "z", "  "}));
+            (V{"Hello", " world", "'s", " ",  "1",     "2",  "3",  "4",  "5", " THEY",
+               "'",     "RE",     "  ", " x", "\n\n ", " y", "\t", "\t", "z", "  "}));
   EXPECT_EQ(split(PreTokenizerKind::kSmolLm, kText3),
             (V{"a", "\r\n\r\n", " b", "  \n", " c", "   ", "7", "x"}));
 }
@@ -87,7 +88,7 @@ TEST(UnicodeTest, ByteLevelAlphabetIsABijection) {
   for (int b = 0; b < 256; ++b) {
     EXPECT_EQ(unicode::unicode_to_byte(unicode::byte_to_unicode(static_cast<uint8_t>(b))), b);
   }
-  EXPECT_EQ(unicode::byte_to_unicode(' '), U'\u0120');  // "Ġ"
+  EXPECT_EQ(unicode::byte_to_unicode(' '), U'\u0120');   // "Ġ"
   EXPECT_EQ(unicode::byte_to_unicode('\n'), U'\u010A');  // "Ċ"
   EXPECT_EQ(unicode::byte_to_unicode('A'), U'A');
   EXPECT_EQ(unicode::unicode_to_byte(U'\u0144'), -1);
@@ -95,10 +96,10 @@ TEST(UnicodeTest, ByteLevelAlphabetIsABijection) {
 
 TEST(UnicodeTest, CompletePrefixHoldsBackOnlyTruncatedSequences) {
   EXPECT_EQ(unicode::complete_utf8_prefix("abc"), 3u);
-  EXPECT_EQ(unicode::complete_utf8_prefix("ab\xe4\xbd"), 2u);    // 你 missing its last byte
+  EXPECT_EQ(unicode::complete_utf8_prefix("ab\xe4\xbd"), 2u);      // 你 missing its last byte
   EXPECT_EQ(unicode::complete_utf8_prefix("ab\xf0\x9f\x98"), 2u);  // 😀 missing one byte
-  EXPECT_EQ(unicode::complete_utf8_prefix("ab\xff"), 3u);        // never valid: release it
-  EXPECT_EQ(unicode::complete_utf8_prefix("ab\xe0\x80"), 4u);    // overlong: never valid
+  EXPECT_EQ(unicode::complete_utf8_prefix("ab\xff"), 3u);          // never valid: release it
+  EXPECT_EQ(unicode::complete_utf8_prefix("ab\xe0\x80"), 4u);      // overlong: never valid
   EXPECT_EQ(unicode::complete_utf8_prefix("\xe4\xbd\xa0"), 3u);
   EXPECT_FALSE(unicode::is_valid_utf8("\xed\xa0\x80"));  // surrogate
   EXPECT_TRUE(unicode::is_valid_utf8("\xf4\x8f\xbf\xbf"));

@@ -29,15 +29,21 @@ Tokenizer make_spm(bool add_space_prefix = true) {
   // Higher score merges first. "▁h" + "e" ... the pieces a tiny SentencePiece model would have.
   const std::vector<std::pair<std::string, float>> pieces = {
       {"\xE2\x96\x81", -1},  // 259 ▁
-      {"h", -2},    {"e", -2},  {"l", -2},  {"o", -2},  {"w", -2}, {"r", -2}, {"d", -2},  // 260..266
-      {"\xE2\x96\x81h", -3},    // 267 ▁h
-      {"ll", -4},               // 268
-      {"\xE2\x96\x81he", -5},   // 269
-      {"\xE2\x96\x81hell", -6}, // 270
-      {"lo", -3},               // 271: scores higher than "ll" -> "hel"+"lo" wins over "hell"+"o"
-      {"\xE2\x96\x81hel", -7},  // 272
-      {"\xE2\x96\x81hello", -8},// 273
-      {"\xE4\xBD\xA0", -2},     // 274 你
+      {"h", -2},
+      {"e", -2},
+      {"l", -2},
+      {"o", -2},
+      {"w", -2},
+      {"r", -2},
+      {"d", -2},                  // 260..266
+      {"\xE2\x96\x81h", -3},      // 267 ▁h
+      {"ll", -4},                 // 268
+      {"\xE2\x96\x81he", -5},     // 269
+      {"\xE2\x96\x81hell", -6},   // 270
+      {"lo", -3},                 // 271: scores higher than "ll" -> "hel"+"lo" wins over "hell"+"o"
+      {"\xE2\x96\x81hel", -7},    // 272
+      {"\xE2\x96\x81hello", -8},  // 273
+      {"\xE4\xBD\xA0", -2},       // 274 你
   };
   for (const auto& [p, s] : pieces) {
     spec.vocab.push_back(p);
@@ -67,7 +73,7 @@ TEST(SentencePieceTest, SpacesBecomeMarkersAndRoundTrip) {
   const std::vector<int32_t> ids = t.encode("hello world");
   ASSERT_FALSE(ids.empty());
   EXPECT_EQ(ids[0], 273);
-  EXPECT_EQ(ids[1], 259);  // ▁ before "world"
+  EXPECT_EQ(ids[1], 259);                   // ▁ before "world"
   EXPECT_EQ(t.decode(ids), "hello world");  // the prefixed space is stripped again
   std::vector<int32_t> with_bos = t.encode("hello world", true, true);
   EXPECT_EQ(t.decode(with_bos, /*skip_special=*/true), "hello world");
@@ -90,7 +96,8 @@ TEST(SentencePieceTest, ByteFallbackForUnknownCharacters) {
 TEST(SentencePieceTest, SpacePrefixAfterSpecialTokensAndOptOut) {
   const Tokenizer t = make_spm();
   EXPECT_EQ(t.encode("<s>hello"), (std::vector<int32_t>{1, 273}));
-  EXPECT_EQ(t.encode("<s>hello", /*parse_special=*/false).front(), 259);  // "▁" then the bytes of "<s>"
+  EXPECT_EQ(t.encode("<s>hello", /*parse_special=*/false).front(),
+            259);  // "▁" then the bytes of "<s>"
   const Tokenizer no_prefix = make_spm(/*add_space_prefix=*/false);
   EXPECT_EQ(no_prefix.encode("hello").front(), 260);  // "h": no ▁ prepended
   EXPECT_EQ(no_prefix.decode(no_prefix.encode(" hello")), " hello");
@@ -99,8 +106,8 @@ TEST(SentencePieceTest, SpacePrefixAfterSpecialTokensAndOptOut) {
 TEST(SentencePieceTest, RandomTextRoundTrips) {
   const Tokenizer t = make_spm();
   std::mt19937 rng(5);
-  const std::vector<std::string> alphabet = {"h", "e", "l", "o", " ", "  ", "\xC3\xA9", "\xE4\xBD\xA0",
-                                             "\xF0\x9F\x98\x80", "\n", "x"};
+  const std::vector<std::string> alphabet = {
+      "h", "e", "l", "o", " ", "  ", "\xC3\xA9", "\xE4\xBD\xA0", "\xF0\x9F\x98\x80", "\n", "x"};
   for (int i = 0; i < 200; ++i) {
     std::string s;
     for (int k = std::uniform_int_distribution<int>(0, 20)(rng); k > 0; --k) {

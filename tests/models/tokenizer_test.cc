@@ -40,8 +40,8 @@ struct GoldenCase {
 };
 
 std::vector<GoldenCase> load_goldens() {
-  const json g = json::parse(read(std::filesystem::path(KILN_SOURCE_DIR) /
-                                  "tests/models/testdata/smollm2_golden.json"));
+  const json g = json::parse(
+      read(std::filesystem::path(KILN_SOURCE_DIR) / "tests/models/testdata/smollm2_golden.json"));
   std::vector<GoldenCase> out;
   for (const json& c : g["cases"]) out.push_back({c["text"], c["ids"]});
   return out;
@@ -119,20 +119,31 @@ TEST_F(SmolLm2TokenizerTest, DecodeInvertsEncodeOnGoldenTexts) {
 // Random valid UTF-8 the vocabulary can represent: code points from every encoding length,
 // weighted towards the classes the pre-tokenizer distinguishes.
 std::string random_utf8(std::mt19937& rng, const Tokenizer& t) {
-  static const char32_t kPicks[] = {U' ', U'\n', U'\t', U'\'', U's', U'7', U'.', U'\u00a0',
-                                    U'\u0301', U'\u3000'};
+  static const char32_t kPicks[] = {U' ', U'\n', U'\t',     U'\'',     U's',
+                                    U'7', U'.',  U'\u00a0', U'\u0301', U'\u3000'};
   std::uniform_int_distribution<int> len(0, 40), kind(0, 5);
   std::string s;
   const int n = len(rng);
   for (int i = 0; i < n; ++i) {
     char32_t cp;
     switch (kind(rng)) {
-      case 0: cp = std::uniform_int_distribution<char32_t>(0x01, 0x7F)(rng); break;
-      case 1: cp = std::uniform_int_distribution<char32_t>(0x80, 0x7FF)(rng); break;
-      case 2: cp = std::uniform_int_distribution<char32_t>(0x800, 0xD7FF)(rng); break;
-      case 3: cp = std::uniform_int_distribution<char32_t>(0xE000, 0xFFFD)(rng); break;
-      case 4: cp = std::uniform_int_distribution<char32_t>(0x10000, 0x10FFFF)(rng); break;
-      default: cp = kPicks[std::uniform_int_distribution<int>(0, 9)(rng)];
+      case 0:
+        cp = std::uniform_int_distribution<char32_t>(0x01, 0x7F)(rng);
+        break;
+      case 1:
+        cp = std::uniform_int_distribution<char32_t>(0x80, 0x7FF)(rng);
+        break;
+      case 2:
+        cp = std::uniform_int_distribution<char32_t>(0x800, 0xD7FF)(rng);
+        break;
+      case 3:
+        cp = std::uniform_int_distribution<char32_t>(0xE000, 0xFFFD)(rng);
+        break;
+      case 4:
+        cp = std::uniform_int_distribution<char32_t>(0x10000, 0x10FFFF)(rng);
+        break;
+      default:
+        cp = kPicks[std::uniform_int_distribution<int>(0, 9)(rng)];
     }
     std::string ch;
     unicode::append_utf8(cp, ch);
@@ -219,7 +230,9 @@ TEST_F(SmolLm2TokenizerTest, StreamDecoderReplacesNeverValidBytes) {
 }
 
 TEST_F(SmolLm2TokenizerTest, BytesMissingFromTheVocabAreDropped) {
-  EXPECT_EQ(tokenizer_->decode(tokenizer_->encode("a\x04" "b")), "ab");
+  EXPECT_EQ(tokenizer_->decode(tokenizer_->encode("a\x04"
+                                                  "b")),
+            "ab");
 }
 
 TEST_F(SmolLm2TokenizerTest, SpecialTokens) {
@@ -263,11 +276,13 @@ TEST_F(SmolLm2TokenizerTest, EncodesTenKilobytesInMilliseconds) {
 // --- loader errors (small hand-written tokenizer.json files; no cache needed) ---
 
 absl::Status load_error(const std::string& tokenizer_json, const std::string& config = "") {
-  absl::StatusOr<Tokenizer> t = Tokenizer::from_tokenizer_json_text(tokenizer_json, config, "t.json");
+  absl::StatusOr<Tokenizer> t =
+      Tokenizer::from_tokenizer_json_text(tokenizer_json, config, "t.json");
   return t.status();
 }
 
-constexpr const char* kByteLevel = R"({"type": "ByteLevel", "add_prefix_space": false, "use_regex": true})";
+constexpr const char* kByteLevel =
+    R"({"type": "ByteLevel", "add_prefix_space": false, "use_regex": true})";
 
 std::string tiny_json(const std::string& model, const std::string& pre = kByteLevel) {
   return R"({"added_tokens": [{"id": 3, "content": "<s>", "special": true}], "pre_tokenizer": )" +
@@ -327,9 +342,8 @@ TEST(TokenizerJsonTest, MalformedFilesGiveClearErrors) {
                    R"({"type": "BPE", "byte_fallback": true, "vocab": {"a": 0}, "merges": []})")),
                "byte_fallback");
   expect_error(load_error(tiny_json(kTinyModel), "[1, 2]"), "tokenizer_config.json");
-  expect_error(load_error(R"({"model": )" + std::string(kTinyModel) +
-                          R"(, "pre_tokenizer": )" + kByteLevel +
-                          R"(, "added_tokens": [{"id": "x"}]})"),
+  expect_error(load_error(R"({"model": )" + std::string(kTinyModel) + R"(, "pre_tokenizer": )" +
+                          kByteLevel + R"(, "added_tokens": [{"id": "x"}]})"),
                "added_tokens[0]");
 }
 
@@ -345,10 +359,12 @@ TEST(TokenizerSpecTest, RejectsInconsistentSpecs) {
   EXPECT_FALSE(Tokenizer::from_spec(spec).ok());  // empty vocab
   spec.vocab = {"a", "b"};
   spec.eos_id = 5;
-  EXPECT_NE(Tokenizer::from_spec(spec).status().message().find("eos token id 5 is outside"), std::string::npos);
+  EXPECT_NE(Tokenizer::from_spec(spec).status().message().find("eos token id 5 is outside"),
+            std::string::npos);
   spec.eos_id = 1;
   spec.types = {TokenType::kNormal};
-  EXPECT_NE(Tokenizer::from_spec(spec).status().message().find("1 token types for 2 tokens"), std::string::npos);
+  EXPECT_NE(Tokenizer::from_spec(spec).status().message().find("1 token types for 2 tokens"),
+            std::string::npos);
 }
 
 }  // namespace
