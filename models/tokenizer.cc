@@ -152,6 +152,9 @@ absl::StatusOr<Tokenizer> Tokenizer::from_spec(TokenizerSpec spec) {
   std::stable_sort(
       t.specials_.begin(), t.specials_.end(),
       [](const SpecialToken& a, const SpecialToken& b) { return a.text.size() > b.text.size(); });
+  for (const SpecialToken& st : t.specials_) {
+    t.special_first_byte_[static_cast<uint8_t>(st.text[0])] = true;
+  }
   t.spec_ = std::move(spec);
   return t;
 }
@@ -168,6 +171,11 @@ std::vector<int32_t> Tokenizer::encode(std::string_view text, bool parse_special
   size_t i = 0;
   while (i < text.size()) {
     const SpecialToken* hit = nullptr;
+    // Most bytes cannot start a special token; skip the scan over them (Llama-3 has 256).
+    if (!special_first_byte_[static_cast<uint8_t>(text[i])]) {
+      ++i;
+      continue;
+    }
     for (const SpecialToken& s : specials_) {
       if (s.control && !parse_special) continue;
       if (text.compare(i, s.text.size(), s.text) == 0) {

@@ -146,6 +146,7 @@ class Tokenizer {
   std::array<int32_t, 256> byte_token_{};        // byte -> its single-byte token, or -1
   std::vector<std::string> pieces_;              // id -> decoded bytes
   std::vector<SpecialToken> specials_;           // longest first
+  std::array<bool, 256> special_first_byte_{};   // whether any special token starts with a byte
 };
 
 }  // namespace kiln
