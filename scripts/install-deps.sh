@@ -9,7 +9,7 @@ if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
 debs=(
   build-essential cmake ninja-build pkg-config python3 python3-pip
   libabsl-dev nlohmann-json3-dev libcli11-dev libxxhash-dev libgtest-dev libgmock-dev
-  libbenchmark-dev libcpp-httplib-dev
+  libbenchmark-dev libcpp-httplib-dev libicu-dev
 )
 missing=()
 for p in "${debs[@]}"; do
