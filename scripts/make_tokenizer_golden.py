@@ -147,9 +147,15 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     default = MODEL_PATH if MODEL_PATH.exists() else CACHE / "dl" / "smollm2.gguf"
     ap.add_argument("--gguf", type=Path, default=default)
+    ap.add_argument("--tokenizer-json-only", action="store_true",
+                    help="only (re)write the cached tokenizer.json (no llama-cpp-python needed; the "
+                         "committed golden ids are left alone)")
     args = ap.parse_args()
     if not args.gguf.exists():
         sys.exit(f"make_tokenizer_golden: {args.gguf} not found (pass --gguf PATH)")
+    if args.tokenizer_json_only:
+        write_tokenizer_fixture(build_hf_tokenizer(read_gguf_vocab(args.gguf)), read_gguf_vocab(args.gguf))
+        return
 
     from llama_cpp import Llama
 
@@ -177,6 +183,16 @@ def main():
     }
     GOLDEN.write_text(json.dumps(golden, ensure_ascii=False, indent=1) + "\n", encoding="utf-8")
 
+    write_tokenizer_fixture(hf, v)
+    if not MODEL_PATH.exists():
+        MODEL_PATH.parent.mkdir(parents=True, exist_ok=True)
+        MODEL_PATH.symlink_to(args.gguf.resolve())
+        print(f"linked {MODEL_PATH} -> {args.gguf.resolve()}")
+    print(f"wrote {GOLDEN} ({len(cases)} texts, {disagreements} llama.cpp/tokenizers disagreements)")
+
+
+def write_tokenizer_fixture(hf, v):
+    """The HF tokenizer.json + tokenizer_config.json built from the GGUF, into the cache."""
     FIXTURE_DIR.mkdir(parents=True, exist_ok=True)
     hf.save(str(FIXTURE_DIR / "tokenizer.json"))
     config = {
@@ -186,11 +202,6 @@ def main():
         "chat_template": v["chat_template"],
     }
     (FIXTURE_DIR / "tokenizer_config.json").write_text(json.dumps(config, ensure_ascii=False, indent=1))
-    if not MODEL_PATH.exists():
-        MODEL_PATH.parent.mkdir(parents=True, exist_ok=True)
-        MODEL_PATH.symlink_to(args.gguf.resolve())
-        print(f"linked {MODEL_PATH} -> {args.gguf.resolve()}")
-    print(f"wrote {GOLDEN} ({len(cases)} texts, {disagreements} llama.cpp/tokenizers disagreements)")
     print(f"wrote {FIXTURE_DIR}/tokenizer.json and tokenizer_config.json")
 
 

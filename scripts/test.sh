@@ -1,9 +1,13 @@
 #!/usr/bin/env bash
-# Builds kiln with AddressSanitizer + UndefinedBehaviorSanitizer and runs every test.
-# GPU tests (ctest label `gpu`) skip with a stated reason when no GPU is present.
+# The README's second command (and CI's): build kiln with AddressSanitizer + UBSan and run every
+# test. GPU tests (ctest label `gpu`) skip with a stated reason when no GPU is present.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install-deps.sh
+# The default model and the tokenizer.json built from it (cached; tests on them skip without).
+bash scripts/fetch-model.sh >/dev/null || echo "test.sh: could not fetch the default model; its tests will skip"
+python3 scripts/make_tokenizer_golden.py --tokenizer-json-only >/dev/null ||
+  echo "test.sh: could not build the SmolLM2 tokenizer.json; its tests will skip"
 jobs=$(nproc)
 cmake -S . -B build-test -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DKILN_SANITIZE=ON >/dev/null
 cmake --build build-test -j "$jobs"

