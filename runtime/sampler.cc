@@ -63,63 +63,79 @@ absl::StatusOr<SampledToken> Sampler::sample(absl::Span<const float> logits) {
 
   if (params_.temperature == 0.0f) return SampledToken{argmax, model_logprob(argmax), 0.0f};
 
-  // Candidates in descending logit order (ties: lower id first) when top-k or top-p needs an
-  // order; otherwise all tokens in id order.
+  // weights[i] ∝ exp((x_i - max) / T), indexed by token id: the max maps to exp(0) = 1, so
+  // nothing overflows and every candidate set holding the argmax has mass >= 1. Doubles keep
+  // the nucleus cut-off exact enough at V = 128k.
+  const double inv_t = 1.0 / params_.temperature;
+  weights_.resize(vocab);
+  for (int32_t i = 0; i < vocab; ++i) {
+    weights_[i] = std::exp((static_cast<double>(logits[i]) - max_logit) * inv_t);
+  }
+
+  // Candidates: ids_[0, n). Sorted by descending logit (ties: lower id first) when top-k or
+  // top-p needs an order, else all tokens in id order.
   auto before = [&](int32_t a, int32_t b) {
     return logits[a] > logits[b] || (logits[a] == logits[b] && a < b);
   };
+  // Puts the k best tokens, sorted, at the front of ids_: O(V + k log k).
+  auto sort_prefix = [&](int64_t k) {
+    std::nth_element(ids_.begin(), ids_.begin() + (k - 1), ids_.end(), before);
+    std::sort(ids_.begin(), ids_.begin() + k, before);
+  };
   ids_.resize(vocab);
   std::iota(ids_.begin(), ids_.end(), 0);
+  int64_t n = vocab;
+  bool sorted = false;
   if (params_.top_k > 0 && params_.top_k < vocab) {
-    std::nth_element(ids_.begin(), ids_.begin() + (params_.top_k - 1), ids_.end(), before);
-    ids_.resize(params_.top_k);
-    std::sort(ids_.begin(), ids_.end(), before);
-  } else if (params_.top_p < 1.0f) {
-    std::sort(ids_.begin(), ids_.end(), before);
+    n = params_.top_k;
+    sort_prefix(n);
+    sorted = true;
   }
+  auto prefix_mass = [&](int64_t count) {
+    double sum = 0.0;
+    for (int64_t j = 0; j < count; ++j) sum += weights_[ids_[j]];
+    return sum;
+  };
+  double mass = prefix_mass(n);
 
-  // weights ∝ exp((x - max) / T): the max maps to exp(0) = 1, so nothing overflows and the
-  // mass is at least 1. Doubles keep the nucleus cut-off exact enough at V = 128k.
-  const double inv_t = 1.0 / params_.temperature;
-  weights_.resize(ids_.size());
-  double mass = 0.0;
-  for (size_t i = 0; i < ids_.size(); ++i) {
-    weights_[i] = std::exp((static_cast<double>(logits[ids_[i]]) - max_logit) * inv_t);
-    mass += weights_[i];
-  }
-
-  size_t kept = ids_.size();
   if (params_.top_p < 1.0f) {
-    // The smallest prefix (descending order) whose mass reaches top_p; at least one token.
+    // The smallest prefix (descending order) whose mass reaches top_p * mass; at least one
+    // token. Without top-k, sort a growing prefix instead of all V tokens: the nucleus is
+    // usually a few hundred tokens, so one O(V) nth_element round mostly suffices.
     const double target = static_cast<double>(params_.top_p) * mass;
-    double cum = 0.0;
-    for (size_t i = 0; i < ids_.size(); ++i) {
-      cum += weights_[i];
-      if (cum >= target) {
-        kept = i + 1;
+    for (int64_t k = std::min<int64_t>(n, 1024);; k = std::min<int64_t>(n, 4 * k)) {
+      if (!sorted) sort_prefix(k);
+      double cum = 0.0;
+      int64_t cut = 0;
+      for (int64_t j = 0; j < k && cut == 0; ++j) {
+        cum += weights_[ids_[j]];
+        if (cum >= target) cut = j + 1;
+      }
+      if (cut > 0 || k == n) {
+        n = cut > 0 ? cut : n;  // rounding can leave cum a hair below target: keep all
         break;
       }
     }
-    mass = std::accumulate(weights_.begin(), weights_.begin() + kept, 0.0);
+    mass = prefix_mass(n);
   }
 
-  // Inverse-CDF draw over the kept weights; the last kept token absorbs rounding.
+  // Inverse-CDF draw over the candidates; the last one absorbs rounding.
   const double r = next_uniform() * mass;
-  size_t chosen = kept - 1;
+  int64_t chosen = n - 1;
   double cum = 0.0;
-  for (size_t i = 0; i < kept; ++i) {
-    cum += weights_[i];
+  for (int64_t j = 0; j < n; ++j) {
+    cum += weights_[ids_[j]];
     if (r < cum) {
-      chosen = i;
+      chosen = j;
       break;
     }
   }
-  // Tokens with zero weight (exp underflow at low temperature) can never be drawn: r < cum
-  // needs a positive step. The fallback keeps that true for the last token too.
-  while (chosen > 0 && weights_[chosen] == 0.0) --chosen;
+  // A token with zero weight (exp underflow at low temperature) must never be drawn: r < cum
+  // needs a positive step, and the rounding fallback steps back to a positive weight too.
+  while (chosen > 0 && weights_[ids_[chosen]] == 0.0) --chosen;
   const int32_t token = ids_[chosen];
   return SampledToken{token, model_logprob(token),
-                      static_cast<float>(std::log(weights_[chosen] / mass))};
+                      static_cast<float>(std::log(weights_[token] / mass))};
 }
 
 }  // namespace kiln

@@ -41,7 +41,8 @@ struct SampledToken {
 /// seed gives the same tokens on every platform and standard library.
 ///
 /// Cost for vocab V: greedy O(V); temperature alone O(V); with top_k = k, O(V + k log k)
-/// (nth_element, then a sort of the k survivors); top_p without top_k sorts all V.
+/// (nth_element, then a sort of the k survivors); top_p without top_k sorts a prefix of 1024
+/// tokens, growing it 4x while the nucleus is larger (a full sort only for a flat distribution).
 class Sampler {
  public:
   static absl::StatusOr<Sampler> create(const SamplingParams& params);
@@ -61,7 +62,7 @@ class Sampler {
   std::mt19937_64 rng_;
   // Scratch reused across calls: at V = 128k a fresh allocation per token would dominate.
   std::vector<int32_t> ids_;
-  std::vector<double> weights_;
+  std::vector<double> weights_;  // [V] by token id
 };
 
 }  // namespace kiln

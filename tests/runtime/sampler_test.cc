@@ -137,6 +137,33 @@ TEST(Sampler, TopPKeepsTheMinimalNucleus) {
   for (int i = 0; i < 20; ++i) ASSERT_TRUE(both.sample(big).ok());
 }
 
+TEST(Sampler, TopPWithANucleusLargerThanTheFirstPrefix) {
+  // A flat distribution: the nucleus holds thousands of tokens, more than the sampler's first
+  // 1024-token prefix, so the prefix must grow. Compare with a brute-force nucleus.
+  const std::vector<float> logits = random_logits(8192, 23, 0.5f);
+  const std::vector<double> p = softmax(logits, 1.0);
+  std::vector<int32_t> order(logits.size());
+  std::iota(order.begin(), order.end(), 0);
+  std::sort(order.begin(), order.end(), [&](int32_t a, int32_t b) { return p[a] > p[b]; });
+  std::set<int32_t> nucleus;
+  double cum = 0.0;
+  for (int32_t id : order) {
+    nucleus.insert(id);
+    if ((cum += p[id]) >= 0.6) break;
+  }
+  ASSERT_GT(nucleus.size(), 2048u);
+  Sampler sampler = *Sampler::create({.temperature = 1.0f, .top_p = 0.6f, .seed = 8});
+  std::vector<int32_t> rank(logits.size());
+  for (size_t r = 0; r < order.size(); ++r) rank[order[r]] = static_cast<int32_t>(r);
+  int beyond_first_prefix = 0;
+  for (int i = 0; i < 400; ++i) {
+    const int32_t t = sampler.sample(logits)->token;
+    ASSERT_TRUE(nucleus.contains(t)) << "token " << t << " is outside the nucleus";
+    beyond_first_prefix += rank[t] >= 1024;
+  }
+  EXPECT_GT(beyond_first_prefix, 100);
+}
+
 TEST(Sampler, SameSeedSameTokensDifferentSeedDifferentTokens) {
   const std::vector<float> logits = random_logits(4096, 17, 1.0f);
   auto draw = [&](uint64_t seed) {
