@@ -99,6 +99,9 @@ BlockFn block_fn(MatmulIsa isa) {
 constexpr int64_t kPanelRows = 16;     // must match kPanel in matmul_kernel.inc
 constexpr int64_t kSmallM = 16;        // below this, split over output columns
 constexpr int64_t kMinColsPerTask = 64;
+// Decode GEMVs with less weight than this run on one thread: they are L2/L3-resident (~40 GB/s
+// on one core) and the hand-off to a second thread costs more than it saves on shared cores.
+constexpr int64_t kMinThreadedWeightBytes = 4 << 20;
 
 }  // namespace
 
@@ -142,7 +145,9 @@ void matmul(const float* x, int64_t m, const WeightRef& w, float* y, ThreadPool*
     std::fill(y, y + m * n, 0.0f);
     return;
   }
-  const bool threaded = pool != nullptr && pool->num_threads() > 1;
+  const int64_t weight_bytes = n * k * (wtype == 0 ? 4 : 2);
+  const bool threaded = pool != nullptr && pool->num_threads() > 1 &&
+                        (m >= kSmallM || weight_bytes >= kMinThreadedWeightBytes);
   if (m < kSmallM || !threaded) {
     // Decode: every thread streams a disjoint slice of the weight rows once.
     auto cols = [&](int64_t b, int64_t e) {

@@ -33,37 +33,42 @@ ThreadPool::~ThreadPool() {
   for (std::thread& t : workers_) t.join();
 }
 
-static void chunk_range(int64_t n, int chunks, int c, int64_t* begin, int64_t* end) {
-  *begin = n * c / chunks;
-  *end = n * (c + 1) / chunks;
+void ThreadPool::run_chunks(Job& job) {
+  for (int64_t c = job.next.fetch_add(1); c < job.chunks; c = job.next.fetch_add(1)) {
+    (*job.fn)(job.n * c / job.chunks, job.n * (c + 1) / job.chunks);
+    job.done.fetch_add(1, std::memory_order_acq_rel);
+  }
 }
 
 void ThreadPool::parallel_for(int64_t n, const std::function<void(int64_t, int64_t)>& fn,
                               int64_t min_chunk) {
   if (n <= 0) return;
-  int chunks = static_cast<int>(std::min<int64_t>(num_threads(), std::max<int64_t>(1, n / std::max<int64_t>(1, min_chunk))));
+  // A few chunks per thread: enough to balance a late worker, few enough to keep chunks long.
+  const int64_t chunks =
+      std::min<int64_t>(4 * num_threads(), std::max<int64_t>(1, n / std::max<int64_t>(1, min_chunk)));
   if (chunks <= 1) {
     fn(0, n);
     return;
   }
+  Job job{&fn, n, chunks};
   {
     std::lock_guard<std::mutex> lock(mu_);
-    job_ = &fn;
-    job_n_ = n;
-    job_chunks_ = chunks;
-    pending_.store(chunks - 1);
+    job_ = &job;
     generation_.fetch_add(1);
   }
   work_cv_.notify_all();
-  int64_t b, e;
-  chunk_range(n, chunks, 0, &b, &e);
-  fn(b, e);
-  for (int spin = 0; pending_.load(std::memory_order_acquire) > 0 && spin < kSpinIterations; ++spin) {
-    KILN_CPU_RELAX();
+  run_chunks(job);
+  auto finished = [&] {
+    return job.done.load(std::memory_order_acquire) == chunks && active_.load() == 0;
+  };
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    job_ = nullptr;  // workers that wake from now on find nothing to do
   }
-  if (pending_.load(std::memory_order_acquire) > 0) {
+  for (int spin = 0; !finished() && spin < kSpinIterations; ++spin) KILN_CPU_RELAX();
+  if (!finished()) {
     std::unique_lock<std::mutex> lock(mu_);
-    done_cv_.wait(lock, [&] { return pending_.load() == 0; });
+    done_cv_.wait(lock, finished);
   }
 }
 
@@ -75,26 +80,20 @@ void ThreadPool::worker_loop(int index) {
       KILN_CPU_RELAX();
       gen = generation_.load(std::memory_order_acquire);
     }
-    const std::function<void(int64_t, int64_t)>* job;
-    int64_t n;
-    int chunks;
+    Job* job;
     {
       std::unique_lock<std::mutex> lock(mu_);
       work_cv_.wait(lock, [&] { return stop_ || generation_.load() != seen; });
       if (stop_) return;
       seen = generation_.load();
       job = job_;
-      n = job_n_;
-      chunks = job_chunks_;
+      if (job != nullptr) active_.fetch_add(1);
     }
-    if (index + 1 < chunks) {
-      int64_t b, e;
-      chunk_range(n, chunks, index + 1, &b, &e);
-      (*job)(b, e);
-      if (pending_.fetch_sub(1, std::memory_order_acq_rel) == 1) {
-        std::lock_guard<std::mutex> lock(mu_);
-        done_cv_.notify_all();
-      }
+    if (job != nullptr) {
+      run_chunks(*job);
+      std::lock_guard<std::mutex> lock(mu_);
+      active_.fetch_sub(1);
+      done_cv_.notify_all();
     }
   }
 }

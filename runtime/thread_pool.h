@@ -22,9 +22,10 @@ class ThreadPool {
 
   int num_threads() const { return static_cast<int>(workers_.size()) + 1; }
 
-  /// Splits [0, n) into at most num_threads() contiguous chunks of at least `min_chunk` items and
-  /// calls fn(begin, end) on each, the caller running one; returns when all are done. Not
-  /// reentrant: fn must not call parallel_for.
+  /// Splits [0, n) into contiguous chunks of at least `min_chunk` items and calls fn(begin, end)
+  /// on each; returns when all are done. Chunks are claimed dynamically and the caller works
+  /// too, so a worker the OS schedules late (shared cores) delays the call by at most one chunk.
+  /// Not reentrant: fn must not call parallel_for.
   void parallel_for(int64_t n, const std::function<void(int64_t, int64_t)>& fn,
                     int64_t min_chunk = 1);
 
@@ -35,13 +36,20 @@ class ThreadPool {
   std::mutex mu_;
   std::condition_variable work_cv_;
   std::condition_variable done_cv_;
-  // A job is published by bumping generation_; workers whose index < job_chunks_ - 1 take chunk
-  // index + 1 (the caller runs chunk 0).
+  struct Job {
+    const std::function<void(int64_t, int64_t)>* fn;
+    int64_t n;
+    int64_t chunks;
+    std::atomic<int64_t> next{0};  // next chunk to claim
+    std::atomic<int64_t> done{0};  // chunks finished
+  };
+  static void run_chunks(Job& job);
+
+  // A job is published by bumping generation_ and setting job_ (under mu_); the caller clears
+  // job_ and waits for active_ == 0 before its stack-allocated Job dies.
   std::atomic<uint64_t> generation_{0};
-  std::atomic<int> pending_{0};
-  const std::function<void(int64_t, int64_t)>* job_ = nullptr;
-  int64_t job_n_ = 0;
-  int job_chunks_ = 0;
+  std::atomic<int> active_{0};
+  Job* job_ = nullptr;
   bool stop_ = false;
 };
 

@@ -144,7 +144,9 @@ TEST(ReferenceOpsTest, RmsNormAndResidualMatchPrimitives) {
         run_graph(g, in, {{"w", ParamView{DType::kBF16, {24}, wb.data()}}});
     ASSERT_EQ(out.size(), residual ? 4u : 2u);
     EXPECT_LE(max_rel_err(out[1].f, out[0].f), 1e-6) << residual;
-    if (residual) EXPECT_EQ(out[3].f, out[2].f);
+    if (residual) {
+      EXPECT_EQ(out[3].f, out[2].f);
+    }
   }
 }
 
