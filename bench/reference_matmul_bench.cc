@@ -38,10 +38,10 @@ void BM_Matmul(benchmark::State& state, DType dtype, int64_t m, int64_t n, int64
     benchmark::DoNotOptimize(y.data());
   }
   state.SetBytesProcessed(state.iterations() * weight_bytes);
-  state.counters["GFLOP/s"] = benchmark::Counter(2.0 * m * n * k * state.iterations() / 1e9,
-                                                 benchmark::Counter::kIsRate);
-  state.SetLabel(std::string(matmul_isa_name(MatmulIsa::kAuto)) + " threads=" +
-                 std::to_string(threaded ? pool().num_threads() : 1));
+  state.counters["GFLOP/s"] =
+      benchmark::Counter(2.0 * m * n * k * state.iterations() / 1e9, benchmark::Counter::kIsRate);
+  state.SetLabel(std::string(matmul_isa_name(MatmulIsa::kAuto)) +
+                 " threads=" + std::to_string(threaded ? pool().num_threads() : 1));
 }
 
 BENCHMARK_CAPTURE(BM_Matmul, lm_head_bf16, DType::kBF16, 1, 49152, 576)->UseRealTime();
@@ -51,8 +51,7 @@ BENCHMARK_CAPTURE(BM_Matmul, lm_head_f16, DType::kF16, 1, 49152, 576)->UseRealTi
 BENCHMARK_CAPTURE(BM_Matmul, lm_head_f32, DType::kF32, 1, 49152, 576)->UseRealTime();
 BENCHMARK_CAPTURE(BM_Matmul, lm_head_bf16_1thread, DType::kBF16, 1, 49152, 576, false)
     ->UseRealTime();
-BENCHMARK_CAPTURE(BM_Matmul, mlp_up_bf16_1thread, DType::kBF16, 1, 1536, 576, false)
-    ->UseRealTime();
+BENCHMARK_CAPTURE(BM_Matmul, mlp_up_bf16_1thread, DType::kBF16, 1, 1536, 576, false)->UseRealTime();
 BENCHMARK_CAPTURE(BM_Matmul, mlp_up_bf16_m4, DType::kBF16, 4, 1536, 576)->UseRealTime();
 BENCHMARK_CAPTURE(BM_Matmul, prefill_bf16_m128, DType::kBF16, 128, 1536, 576)->UseRealTime();
 

@@ -15,8 +15,8 @@ namespace {
 
 constexpr int kMaxDepth = 200;  // bounds recursion on hostile input (fuzzers, edited .kir files)
 
-constexpr Expr::Kind kCalls[] = {Expr::Kind::kAdd, Expr::Kind::kSub,   Expr::Kind::kMul,
-                                 Expr::Kind::kDiv, Expr::Kind::kNeg,   Expr::Kind::kExp,
+constexpr Expr::Kind kCalls[] = {Expr::Kind::kAdd,   Expr::Kind::kSub, Expr::Kind::kMul,
+                                 Expr::Kind::kDiv,   Expr::Kind::kNeg, Expr::Kind::kExp,
                                  Expr::Kind::kRsqrt, Expr::Kind::kSilu};
 
 class Parser {
@@ -47,8 +47,8 @@ class Parser {
   }
 
   absl::Status error(std::string_view expected) const {
-    return absl::InvalidArgumentError(absl::StrCat("expr:", pos_ + 1, ": expected ",
-                                                   std::string(expected), ", got ", token_at(pos_)));
+    return absl::InvalidArgumentError(absl::StrCat(
+        "expr:", pos_ + 1, ": expected ", std::string(expected), ", got ", token_at(pos_)));
   }
 
   absl::Status parse_expr(int depth) {
@@ -71,11 +71,10 @@ class Parser {
     if (std::isdigit(static_cast<unsigned char>(c)) || c == '-' || c == '+' || c == '.') {
       // strtod accepts more than we want (hex, inf); check the characters first.
       size_t end = pos_ + 1;
-      while (end < text_.size() &&
-             (std::isdigit(static_cast<unsigned char>(text_[end])) || text_[end] == '.' ||
-              text_[end] == 'e' || text_[end] == 'E' ||
-              ((text_[end] == '-' || text_[end] == '+') &&
-               (text_[end - 1] == 'e' || text_[end - 1] == 'E')))) {
+      while (end < text_.size() && (std::isdigit(static_cast<unsigned char>(text_[end])) ||
+                                    text_[end] == '.' || text_[end] == 'e' || text_[end] == 'E' ||
+                                    ((text_[end] == '-' || text_[end] == '+') &&
+                                     (text_[end - 1] == 'e' || text_[end - 1] == 'E')))) {
         ++end;
       }
       std::string lit(text_.substr(pos_, end - pos_));
@@ -140,15 +139,24 @@ std::string literal_to_string(double v) {
 const char* Expr::call_name(Kind kind) {
   switch (kind) {
     case Kind::kInput:
-    case Kind::kLiteral: return "";
-    case Kind::kAdd: return "add";
-    case Kind::kSub: return "sub";
-    case Kind::kMul: return "mul";
-    case Kind::kDiv: return "div";
-    case Kind::kNeg: return "neg";
-    case Kind::kExp: return "exp";
-    case Kind::kRsqrt: return "rsqrt";
-    case Kind::kSilu: return "silu";
+    case Kind::kLiteral:
+      return "";
+    case Kind::kAdd:
+      return "add";
+    case Kind::kSub:
+      return "sub";
+    case Kind::kMul:
+      return "mul";
+    case Kind::kDiv:
+      return "div";
+    case Kind::kNeg:
+      return "neg";
+    case Kind::kExp:
+      return "exp";
+    case Kind::kRsqrt:
+      return "rsqrt";
+    case Kind::kSilu:
+      return "silu";
   }
   return "";
 }
@@ -156,15 +164,18 @@ const char* Expr::call_name(Kind kind) {
 int Expr::arity(Kind kind) {
   switch (kind) {
     case Kind::kInput:
-    case Kind::kLiteral: return 0;
+    case Kind::kLiteral:
+      return 0;
     case Kind::kAdd:
     case Kind::kSub:
     case Kind::kMul:
-    case Kind::kDiv: return 2;
+    case Kind::kDiv:
+      return 2;
     case Kind::kNeg:
     case Kind::kExp:
     case Kind::kRsqrt:
-    case Kind::kSilu: return 1;
+    case Kind::kSilu:
+      return 1;
   }
   return 0;
 }
@@ -184,9 +195,12 @@ std::string Expr::to_string() const {
   std::function<std::string(int)> print = [&](int i) -> std::string {
     const Node& n = nodes_[i];
     switch (n.kind) {
-      case Kind::kInput: return absl::StrCat("$", n.input);
-      case Kind::kLiteral: return literal_to_string(n.literal);
-      default: break;
+      case Kind::kInput:
+        return absl::StrCat("$", n.input);
+      case Kind::kLiteral:
+        return literal_to_string(n.literal);
+      default:
+        break;
     }
     std::string out = absl::StrCat(call_name(n.kind), "(", print(n.args[0]));
     if (arity(n.kind) == 2) absl::StrAppend(&out, ", ", print(n.args[1]));
@@ -202,16 +216,36 @@ float Expr::eval(const float* inputs, float* scratch) const {
     const float b = n.args[1] >= 0 ? scratch[n.args[1]] : 0.0f;
     float r = 0;
     switch (n.kind) {
-      case Kind::kInput: r = inputs[n.input]; break;
-      case Kind::kLiteral: r = static_cast<float>(n.literal); break;
-      case Kind::kAdd: r = a + b; break;
-      case Kind::kSub: r = a - b; break;
-      case Kind::kMul: r = a * b; break;
-      case Kind::kDiv: r = a / b; break;
-      case Kind::kNeg: r = -a; break;
-      case Kind::kExp: r = std::exp(a); break;
-      case Kind::kRsqrt: r = 1.0f / std::sqrt(a); break;
-      case Kind::kSilu: r = a / (1.0f + std::exp(-a)); break;
+      case Kind::kInput:
+        r = inputs[n.input];
+        break;
+      case Kind::kLiteral:
+        r = static_cast<float>(n.literal);
+        break;
+      case Kind::kAdd:
+        r = a + b;
+        break;
+      case Kind::kSub:
+        r = a - b;
+        break;
+      case Kind::kMul:
+        r = a * b;
+        break;
+      case Kind::kDiv:
+        r = a / b;
+        break;
+      case Kind::kNeg:
+        r = -a;
+        break;
+      case Kind::kExp:
+        r = std::exp(a);
+        break;
+      case Kind::kRsqrt:
+        r = 1.0f / std::sqrt(a);
+        break;
+      case Kind::kSilu:
+        r = a / (1.0f + std::exp(-a));
+        break;
     }
     scratch[i] = r;
   }
@@ -222,8 +256,8 @@ absl::Status validate_expr(std::string_view text, int num_inputs) {
   absl::StatusOr<Expr> e = Expr::parse(text);
   if (!e.ok()) return e.status();
   if (e->max_input_index() >= num_inputs) {
-    return absl::InvalidArgumentError(absl::StrCat("expr uses $", e->max_input_index(), " but the op has ",
-                                                   num_inputs, " inputs"));
+    return absl::InvalidArgumentError(absl::StrCat("expr uses $", e->max_input_index(),
+                                                   " but the op has ", num_inputs, " inputs"));
   }
   return absl::OkStatus();
 }

@@ -20,8 +20,8 @@ class Expr {
   enum class Kind : uint8_t { kInput, kLiteral, kAdd, kSub, kMul, kDiv, kNeg, kExp, kRsqrt, kSilu };
   struct Node {
     Kind kind = Kind::kLiteral;
-    int input = 0;       // kInput: the index N of `$N`
-    double literal = 0;  // kLiteral
+    int input = 0;           // kInput: the index N of `$N`
+    double literal = 0;      // kLiteral
     int args[2] = {-1, -1};  // operand node indices (unary ops use args[0])
   };
 

@@ -35,8 +35,9 @@ absl::StatusOr<std::vector<double>> rope_inv_freq(const Attributes& attrs) {
     if (!s->ok()) return s->status();
   }
   if (*high <= *low || *factor <= 0) {
-    return absl::InvalidArgumentError("rope: llama3 scaling needs high_freq_factor > low_freq_factor "
-                                      "and a positive factor");
+    return absl::InvalidArgumentError(
+        "rope: llama3 scaling needs high_freq_factor > low_freq_factor "
+        "and a positive factor");
   }
   const double low_wavelen = *orig / *low;
   const double high_wavelen = *orig / *high;

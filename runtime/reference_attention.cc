@@ -14,9 +14,7 @@ namespace {
 
 constexpr float kNegInf = -std::numeric_limits<float>::infinity();
 
-absl::Status bad(auto&&... parts) {
-  return absl::InvalidArgumentError(absl::StrCat(parts...));
-}
+absl::Status bad(auto&&... parts) { return absl::InvalidArgumentError(absl::StrCat(parts...)); }
 
 float dot(const float* a, const float* b, int64_t n) {
   float s = 0;
@@ -53,7 +51,8 @@ absl::StatusOr<PagedBatch> make_paged_batch(const IView& qo_indptr, const IView&
                kv_page_indptr.numel(), ") must have S+1 entries for kv_last_page_len's S = ", seqs);
   }
   if (absl::Status s = check_indptr(qo_indptr, "qo_indptr", num_tokens, true); !s.ok()) return s;
-  if (absl::Status s = check_indptr(kv_page_indptr, "kv_page_indptr", kv_page_indices.numel(), false);
+  if (absl::Status s =
+          check_indptr(kv_page_indptr, "kv_page_indptr", kv_page_indices.numel(), false);
       !s.ok()) {
     return s;
   }

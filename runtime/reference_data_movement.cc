@@ -67,9 +67,9 @@ absl::Status last_token_rows(const FView& x, const IView& qo_indptr, float* out)
   for (int64_t s = 0; s + 1 < qo_indptr.numel(); ++s) {
     const int64_t begin = qo_indptr.data[s], end = qo_indptr.data[s + 1];
     if (begin < 0 || end <= begin || end > tokens) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "qo_indptr[", s, "..", s + 1, "] = [", begin, ", ", end,
-          ") is not a non-empty token range within [0, ", tokens, ")"));
+      return absl::InvalidArgumentError(
+          absl::StrCat("qo_indptr[", s, "..", s + 1, "] = [", begin, ", ", end,
+                       ") is not a non-empty token range within [0, ", tokens, ")"));
     }
     std::memcpy(out + s * h, x.data + (end - 1) * h, h * sizeof(float));
   }

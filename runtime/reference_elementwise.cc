@@ -71,10 +71,14 @@ inline float silu(float x) { return x / (1.0f + std::exp(-x)); }
 void binary_op(OpKind op, const FView& a, const FView& b, const std::vector<int64_t>& out_shape,
                float* out) {
   switch (op) {
-    case OpKind::kAdd: return binary_loop(a, b, out_shape, out, [](float x, float y) { return x + y; });
-    case OpKind::kSub: return binary_loop(a, b, out_shape, out, [](float x, float y) { return x - y; });
-    case OpKind::kMul: return binary_loop(a, b, out_shape, out, [](float x, float y) { return x * y; });
-    default: return binary_loop(a, b, out_shape, out, [](float x, float y) { return x / y; });
+    case OpKind::kAdd:
+      return binary_loop(a, b, out_shape, out, [](float x, float y) { return x + y; });
+    case OpKind::kSub:
+      return binary_loop(a, b, out_shape, out, [](float x, float y) { return x - y; });
+    case OpKind::kMul:
+      return binary_loop(a, b, out_shape, out, [](float x, float y) { return x * y; });
+    default:
+      return binary_loop(a, b, out_shape, out, [](float x, float y) { return x / y; });
   }
 }
 

@@ -17,9 +17,7 @@
 namespace kiln {
 namespace {
 
-absl::Status invalid(auto&&... parts) {
-  return absl::InvalidArgumentError(absl::StrCat(parts...));
-}
+absl::Status invalid(auto&&... parts) { return absl::InvalidArgumentError(absl::StrCat(parts...)); }
 
 std::string dims_to_string(const std::vector<int64_t>& shape) {
   return absl::StrCat("[", absl::StrJoin(shape, ","), "]");
@@ -37,11 +35,15 @@ bool is_weight_operand(const Node& n, size_t i) {
 
 bool is_cache_operand(const Node& n, size_t i) {
   switch (n.op) {
-    case OpKind::kKvWrite: return i == 0;
+    case OpKind::kKvWrite:
+      return i == 0;
     case OpKind::kPagedQk:
-    case OpKind::kPagedPv: return i == 1;
-    case OpKind::kFlashAttention: return i == 3 || i == 4;
-    default: return false;
+    case OpKind::kPagedPv:
+      return i == 1;
+    case OpKind::kFlashAttention:
+      return i == 3 || i == 4;
+    default:
+      return false;
   }
 }
 
@@ -84,8 +86,8 @@ struct ReferenceExecutor::RunState {
 ReferenceExecutor::~ReferenceExecutor() = default;
 
 absl::StatusOr<std::unique_ptr<ReferenceExecutor>> ReferenceExecutor::create(const Graph& graph,
-                                                                            ParamViews params,
-                                                                            int num_threads) {
+                                                                             ParamViews params,
+                                                                             int num_threads) {
   if (absl::Status s = verify(graph); !s.ok()) return s;
   std::unique_ptr<ReferenceExecutor> ex(new ReferenceExecutor());
   ex->graph_ = graph.clone();
@@ -118,8 +120,8 @@ absl::StatusOr<std::unique_ptr<ReferenceExecutor>> ReferenceExecutor::create(con
   for (const Value* p : g.params()) {
     auto it = ex->params_.find(p->name);
     if (it == ex->params_.end()) {
-      return absl::NotFoundError(absl::StrCat("param @", p->name, " (", p->type.to_string(),
-                                              ") is not bound"));
+      return absl::NotFoundError(
+          absl::StrCat("param @", p->name, " (", p->type.to_string(), ") is not bound"));
     }
     const ParamView& view = it->second;
     if (p->type.dtype != DType::kF32 && p->type.dtype != DType::kBF16 &&
@@ -181,7 +183,8 @@ absl::Status ReferenceExecutor::bind_inputs(const InputBindings& in, RunState& s
             "InputBindings::caches", t != in.tensors.end() ? ", not tensors" : ""));
       }
       if (t != in.tensors.end()) return invalid("input %", v->name, " is bound twice");
-      if (c->second.data == nullptr) return invalid("KV cache %", v->name, " is bound to null data");
+      if (c->second.data == nullptr)
+        return invalid("KV cache %", v->name, " is bound to null data");
       actual[k] = c->second.shape;
     } else {
       if (t == in.tensors.end()) {
@@ -265,7 +268,8 @@ absl::StatusOr<std::vector<HostTensor>> ReferenceExecutor::run(const InputBindin
     const Node& node = *g.nodes()[idx];
     if (absl::Status s = execute(node, st); !s.ok()) {
       std::string outs;
-      for (const Value* o : node.outputs) absl::StrAppend(&outs, outs.empty() ? "" : ", ", value_ref(o));
+      for (const Value* o : node.outputs)
+        absl::StrAppend(&outs, outs.empty() ? "" : ", ", value_ref(o));
       return absl::Status(s.code(), absl::StrCat(outs, " = ", op_name(node.op), ": ", s.message()));
     }
     // Free what no later node reads (keeps the footprint at the live set, not the whole graph).
@@ -319,8 +323,8 @@ absl::Status ReferenceExecutor::execute(const Node& node, RunState& st) {
     }
     if (batch == nullptr) {
       absl::StatusOr<PagedBatch> b =
-          make_paged_batch(st.iview(key[0]), st.iview(key[1]), st.iview(key[2]),
-                           st.iview(key[3]), tokens, cshape[0], cshape[1]);
+          make_paged_batch(st.iview(key[0]), st.iview(key[1]), st.iview(key[2]), st.iview(key[3]),
+                           tokens, cshape[0], cshape[1]);
       if (!b.ok()) return b.status();
       st.batches.push_back({key, cshape[1], cshape[0], std::move(*b)});
       batch = &st.batches.back().batch;
@@ -331,8 +335,8 @@ absl::Status ReferenceExecutor::execute(const Node& node, RunState& st) {
       if (!k) {
         const Symbol* sym = graph_->symbols().find(kv_dim);
         if (sym != nullptr && batch->max_kv_len > sym->upper_bound) {
-          return invalid("longest KV length ", batch->max_kv_len, " exceeds ", kv_dim,
-                         "'s bound ", sym->upper_bound);
+          return invalid("longest KV length ", batch->max_kv_len, " exceeds ", kv_dim, "'s bound ",
+                         sym->upper_bound);
         }
         st.symbols.set(kv_dim, batch->max_kv_len);
       } else if (*k < batch->max_kv_len) {
@@ -366,7 +370,8 @@ absl::Status ReferenceExecutor::execute(const Node& node, RunState& st) {
   };
   auto out_raw = [&](int k) -> void* {
     Slot& s = alloc(k);
-    return s.i != nullptr ? static_cast<void*>(s.owned.i.data()) : static_cast<void*>(s.owned.f.data());
+    return s.i != nullptr ? static_cast<void*>(s.owned.i.data())
+                          : static_cast<void*>(s.owned.f.data());
   };
   auto weight = [&](const Value* w) {
     const Slot& s = st.slots[w->id];
@@ -406,7 +411,8 @@ absl::Status ReferenceExecutor::execute(const Node& node, RunState& st) {
       }
       return absl::OkStatus();
     }
-    case OpKind::kRopeTable: return rope_table(node.attrs, out_f(0));
+    case OpKind::kRopeTable:
+      return rope_table(node.attrs, out_f(0));
     case OpKind::kGather: {
       const Slot& table = st.slots[in[0]->id];
       const int64_t rows = table.shape[0];
@@ -464,7 +470,9 @@ absl::Status ReferenceExecutor::execute(const Node& node, RunState& st) {
     }
     case OpKind::kLastTokenRows:
       return last_token_rows(st.fview(in[0]), st.iview(in[1]), out_f(0));
-    case OpKind::kMatmul: run_matmul(out_f(0)); return absl::OkStatus();
+    case OpKind::kMatmul:
+      run_matmul(out_f(0));
+      return absl::OkStatus();
     case OpKind::kAdd:
     case OpKind::kSub:
     case OpKind::kMul:
@@ -505,7 +513,9 @@ absl::Status ReferenceExecutor::execute(const Node& node, RunState& st) {
     }
     case OpKind::kReduceSum:
     case OpKind::kReduceMean:
-    case OpKind::kReduceMax: reduce_last(node.op, st.fview(in[0]), out_f(0)); return absl::OkStatus();
+    case OpKind::kReduceMax:
+      reduce_last(node.op, st.fview(in[0]), out_f(0));
+      return absl::OkStatus();
     case OpKind::kKvWrite: {
       Slot& y = st.slots[node.outputs[0]->id];
       if (absl::Status s = kv_write(st.cache(in[0]), st.fview(in[1]), st.iview(in[2])); !s.ok()) {
@@ -521,7 +531,8 @@ absl::Status ReferenceExecutor::execute(const Node& node, RunState& st) {
                pool_.get());
       return absl::OkStatus();
     }
-    case OpKind::kCausalMask: return causal_mask(st.fview(in[0]), st.iview(in[1]), out_f(0));
+    case OpKind::kCausalMask:
+      return causal_mask(st.fview(in[0]), st.iview(in[1]), out_f(0));
     case OpKind::kPagedPv: {
       if (batch->max_kv_len > st.slots[in[0]->id].shape[2]) {
         return invalid("longest KV length ", batch->max_kv_len, " exceeds the probabilities' ",
@@ -544,13 +555,14 @@ absl::Status ReferenceExecutor::execute(const Node& node, RunState& st) {
               node.attrs.float_or("eps", 1e-6), y, sum);
       return absl::OkStatus();
     }
-    case OpKind::kRope: return rope(st.fview(in[0]), st.iview(in[1]), node.attrs, out_f(0));
+    case OpKind::kRope:
+      return rope(st.fview(in[0]), st.iview(in[1]), node.attrs, out_f(0));
     case OpKind::kFlashAttention: {
       float* y = out_f(0);
-      if (absl::Status s = flash_attention(
-              st.fview(in[0]), st.fview(in[1]), st.fview(in[2]), st.cache(in[3]), st.cache(in[4]),
-              st.iview(in[5]), st.iview(in[6]), *batch, node.attrs.float_or("scale", 1.0), y,
-              pool_.get());
+      if (absl::Status s =
+              flash_attention(st.fview(in[0]), st.fview(in[1]), st.fview(in[2]), st.cache(in[3]),
+                              st.cache(in[4]), st.iview(in[5]), st.iview(in[6]), *batch,
+                              node.attrs.float_or("scale", 1.0), y, pool_.get());
           !s.ok()) {
         return s;
       }

@@ -69,8 +69,8 @@ inline float vsum(Vec v) { return v; }
 
 namespace {
 
-using BlockFn = void (*)(const float*, int64_t, int64_t, const void*, int, int64_t, int64_t,
-                         float*, int64_t, float*);
+using BlockFn = void (*)(const float*, int64_t, int64_t, const void*, int, int64_t, int64_t, float*,
+                         int64_t, float*);
 
 MatmulIsa best_isa() {
   static const MatmulIsa best = [] {
@@ -84,20 +84,24 @@ MatmulIsa best_isa() {
 BlockFn block_fn(MatmulIsa isa) {
   switch (isa) {
 #if defined(__x86_64__)
-    case MatmulIsa::kAvx512: return matmul_avx512::matmul_block;
-    case MatmulIsa::kAvx2: return matmul_avx2::matmul_block;
+    case MatmulIsa::kAvx512:
+      return matmul_avx512::matmul_block;
+    case MatmulIsa::kAvx2:
+      return matmul_avx2::matmul_block;
 #else
     case MatmulIsa::kAvx512:
     case MatmulIsa::kAvx2:
 #endif
-    case MatmulIsa::kGeneric: return matmul_generic::matmul_block;
-    case MatmulIsa::kAuto: return block_fn(best_isa());
+    case MatmulIsa::kGeneric:
+      return matmul_generic::matmul_block;
+    case MatmulIsa::kAuto:
+      return block_fn(best_isa());
   }
   return matmul_generic::matmul_block;
 }
 
-constexpr int64_t kPanelRows = 16;     // must match kPanel in matmul_kernel.inc
-constexpr int64_t kSmallM = 16;        // below this, split over output columns
+constexpr int64_t kPanelRows = 16;  // must match kPanel in matmul_kernel.inc
+constexpr int64_t kSmallM = 16;     // below this, split over output columns
 constexpr int64_t kMinColsPerTask = 64;
 // Decode GEMVs with less weight than this run on one thread: they are L2/L3-resident (~40 GB/s
 // on one core) and the hand-off to a second thread costs more than it saves on shared cores.
@@ -108,7 +112,8 @@ constexpr int64_t kMinThreadedWeightBytes = 4 << 20;
 bool matmul_isa_supported(MatmulIsa isa) {
   switch (isa) {
     case MatmulIsa::kAuto:
-    case MatmulIsa::kGeneric: return true;
+    case MatmulIsa::kGeneric:
+      return true;
 #if defined(__x86_64__)
     case MatmulIsa::kAvx2:
       return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
@@ -118,7 +123,8 @@ bool matmul_isa_supported(MatmulIsa isa) {
              __builtin_cpu_supports("f16c") && __builtin_cpu_supports("fma");
 #else
     case MatmulIsa::kAvx2:
-    case MatmulIsa::kAvx512: return false;
+    case MatmulIsa::kAvx512:
+      return false;
 #endif
   }
   return false;
@@ -126,10 +132,14 @@ bool matmul_isa_supported(MatmulIsa isa) {
 
 const char* matmul_isa_name(MatmulIsa isa) {
   switch (isa) {
-    case MatmulIsa::kAuto: return matmul_isa_name(best_isa());
-    case MatmulIsa::kGeneric: return "generic";
-    case MatmulIsa::kAvx2: return "avx2";
-    case MatmulIsa::kAvx512: return "avx512";
+    case MatmulIsa::kAuto:
+      return matmul_isa_name(best_isa());
+    case MatmulIsa::kGeneric:
+      return "generic";
+    case MatmulIsa::kAvx2:
+      return "avx2";
+    case MatmulIsa::kAvx512:
+      return "avx512";
   }
   return "?";
 }
@@ -188,7 +198,8 @@ void widen_to_f32(DType dtype, const void* data, int64_t offset, int64_t count, 
       for (int64_t i = 0; i < count; ++i) out[i] = matmul_generic::half_to_f32(p[i]);
       return;
     }
-    default: std::memcpy(out, static_cast<const float*>(data) + offset, count * sizeof(float));
+    default:
+      std::memcpy(out, static_cast<const float*>(data) + offset, count * sizeof(float));
   }
 }
 

@@ -1,8 +1,8 @@
 // The matmul block kernel compiled for AVX2 + FMA + F16C; see runtime/matmul_kernel.inc. Built
 // with -mavx2 -mfma -mf16c (runtime/CMakeLists.txt), called only after a CPUID check.
 #if defined(__x86_64__)
-#include <cstdint>
 #include <immintrin.h>
+#include <cstdint>
 
 namespace kiln::matmul_avx2 {
 namespace {

@@ -2,8 +2,8 @@
 // This file is built with -mavx512f etc. (runtime/CMakeLists.txt) and called only after a CPUID
 // check, so it must include nothing with inline functions beyond <immintrin.h>.
 #if defined(__x86_64__)
-#include <cstdint>
 #include <immintrin.h>
+#include <cstdint>
 
 namespace kiln::matmul_avx512 {
 namespace {

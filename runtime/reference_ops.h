@@ -49,8 +49,8 @@ void rmsnorm(const FView& x, const float* residual, const float* w, double eps, 
 absl::Status gather_rows(const void* table, DType table_dtype, int64_t rows, int64_t row_elems,
                          const IView& idx, void* out);
 /// Slice along `axis` of 4-byte elements.
-void slice(const void* x, const std::vector<int64_t>& shape, int axis, int64_t start,
-           int64_t end, void* out);
+void slice(const void* x, const std::vector<int64_t>& shape, int axis, int64_t start, int64_t end,
+           void* out);
 /// Concatenation along `axis` of 4-byte elements.
 void concat(const std::vector<const void*>& xs, const std::vector<std::vector<int64_t>>& shapes,
             int axis, void* out);

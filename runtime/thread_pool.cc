@@ -17,7 +17,8 @@ constexpr int kSpinIterations = 4000;  // tens of µs of polling before blocking
 }
 
 ThreadPool::ThreadPool(int num_threads) {
-  if (num_threads <= 0) num_threads = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  if (num_threads <= 0)
+    num_threads = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
   for (int i = 0; i + 1 < num_threads; ++i) {
     workers_.emplace_back([this, i] { worker_loop(i); });
   }
@@ -44,8 +45,8 @@ void ThreadPool::parallel_for(int64_t n, const std::function<void(int64_t, int64
                               int64_t min_chunk) {
   if (n <= 0) return;
   // A few chunks per thread: enough to balance a late worker, few enough to keep chunks long.
-  const int64_t chunks =
-      std::min<int64_t>(4 * num_threads(), std::max<int64_t>(1, n / std::max<int64_t>(1, min_chunk)));
+  const int64_t chunks = std::min<int64_t>(
+      4 * num_threads(), std::max<int64_t>(1, n / std::max<int64_t>(1, min_chunk)));
   if (chunks <= 1) {
     fn(0, n);
     return;

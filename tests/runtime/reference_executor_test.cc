@@ -51,7 +51,8 @@ TEST(ReferenceExecutorTest, ParamBindingErrors) {
   expect_create_error(e.g, {}, "param @embed (f32[10,4]) is not bound");
   ParamViews p = e.params();
   p["embed"].shape = {10, 5};
-  expect_create_error(e.g, p, "param @embed is bound with shape [10,5] but the graph declares f32[10,4]");
+  expect_create_error(e.g, p,
+                      "param @embed is bound with shape [10,5] but the graph declares f32[10,4]");
   p = e.params();
   p["embed"].dtype = DType::kBF16;
   expect_create_error(e.g, p, "param @embed is bound as bf16");
@@ -121,7 +122,7 @@ TEST(ReferenceExecutorTest, AllOpsSmoke) {
   auto out = (*ex)->run(in);
   ASSERT_TRUE(out.ok()) << out.status();
   ASSERT_EQ(out->size(), 5u);
-  EXPECT_EQ((*out)[0].shape, (std::vector<int64_t>{2, 32}));   // logits [S, 32]
+  EXPECT_EQ((*out)[0].shape, (std::vector<int64_t>{2, 32}));    // logits [S, 32]
   EXPECT_EQ((*out)[1].shape, (std::vector<int64_t>{4, 4, 8}));  // pv
   EXPECT_EQ((*out)[4].shape, (std::vector<int64_t>{256, 8}));   // cos table
   // The fixture's arithmetic is only type-correct (rsqrt of a possibly negative value, pv of

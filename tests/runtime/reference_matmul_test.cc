@@ -64,8 +64,7 @@ TEST(ReferenceMatmulTest, MatchesNaiveOnAllPaths) {
               worst = std::max(worst, std::fabs(y[i] - ref[i]) / scale);
             }
             EXPECT_LE(worst, 1e-5) << dtype_name(dtype) << " m=" << m << " n=" << n << " k=" << k
-                                   << " isa=" << matmul_isa_name(isa)
-                                   << " threads=" << (p ? 3 : 1);
+                                   << " isa=" << matmul_isa_name(isa) << " threads=" << (p ? 3 : 1);
           }
         }
       }

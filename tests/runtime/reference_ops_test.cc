@@ -19,8 +19,8 @@ TEST(ReferenceOpsTest, ElementwiseBroadcastAndReductions) {
   Value* x = b.input("x", f32({sym("T"), c(4), c(6)}));
   Value* row = b.input("row", f32({c(6)}));
   Value* col = b.input("col", f32({sym("T"), c(4), c(1)}));
-  Value* a = b.add(x, row);                  // [T,4,6] + [6]
-  Value* s = b.sub(a, col);                  // [T,4,6] - [T,4,1]
+  Value* a = b.add(x, row);  // [T,4,6] + [6]
+  Value* s = b.sub(a, col);  // [T,4,6] - [T,4,1]
   Value* m = b.mul(s, x);
   Value* d = b.div(m, b.exp(col));
   Value* u = b.silu(b.neg(d));
@@ -78,14 +78,15 @@ TEST(ReferenceOpsTest, DataMovement) {
   Value* table = b.param("table", Type{DType::kBF16, {c(10), c(2), c(3)}});
   Value* idx = b.input("idx", i32({sym("T")}));
   Value* qo = b.input("qo_indptr", i32({sym("S", 1)}));
-  Value* e = b.gather(table, idx);                       // bf16[T,2,3]
-  Value* flat = b.reshape(e, {0, 6});                    // [T,6]
+  Value* e = b.gather(table, idx);     // bf16[T,2,3]
+  Value* flat = b.reshape(e, {0, 6});  // [T,6]
   Value* lo = b.slice(flat, 1, 0, 2);
   Value* hi = b.slice(flat, -1, 2, 6);
-  Value* cat = b.concat({hi, lo}, 1);                    // [T,6] rotated by 2
+  Value* cat = b.concat({hi, lo}, 1);  // [T,6] rotated by 2
   b.output("cat", cat);
   b.output("last", b.last_token_rows(cat, qo));
-  b.output("as_int", b.cast(b.mul(b.cast(cat, DType::kF32), b.constant(10, DType::kF32)), DType::kI32));
+  b.output("as_int",
+           b.cast(b.mul(b.cast(cat, DType::kF32), b.constant(10, DType::kF32)), DType::kI32));
   ASSERT_TRUE(b.status().ok()) << b.status();
   std::vector<float> tf = random_floats(60, 4);
   std::vector<uint16_t> tb(60);
@@ -123,11 +124,12 @@ TEST(ReferenceOpsTest, RmsNormAndResidualMatchPrimitives) {
     eps.set("eps", 1e-5);
     // Primitive: h = x (+ r); h * rsqrt(mean(h*h) + eps) * w
     Value* h = residual ? b.add(x, r) : x;
-    Value* prim = b.mul(b.mul(h, b.rsqrt(b.add(b.reduce_mean(b.mul(h, h)),
-                                               b.constant(1e-5, DType::kF32)))),
-                        b.cast(w, DType::kF32));
-    std::vector<Value*> fused = residual ? b.op(OpKind::kRmsNormResidual, {x, r, b.cast(w, DType::kF32)}, eps)
-                                         : b.op(OpKind::kRmsNorm, {x, b.cast(w, DType::kF32)}, eps);
+    Value* prim =
+        b.mul(b.mul(h, b.rsqrt(b.add(b.reduce_mean(b.mul(h, h)), b.constant(1e-5, DType::kF32)))),
+              b.cast(w, DType::kF32));
+    std::vector<Value*> fused =
+        residual ? b.op(OpKind::kRmsNormResidual, {x, r, b.cast(w, DType::kF32)}, eps)
+                 : b.op(OpKind::kRmsNorm, {x, b.cast(w, DType::kF32)}, eps);
     ASSERT_TRUE(b.status().ok()) << b.status();
     b.output("prim", prim);
     b.output("fused", fused[0]);
@@ -261,8 +263,8 @@ TEST(ReferenceOpsTest, FusedElementwiseAndGemmMatchPrimitives) {
   fe.set("expr", std::string("add(mul(silu($0), $1), div(exp(neg($0)), 2.5))"));
   fe.set("dtype", DType::kF32);
   b.output("fused", b.op1(OpKind::kFusedElementwise, {x, y}, fe));
-  b.output("prim", b.add(b.mul(b.silu(x), y),
-                         b.div(b.exp(b.neg(x)), b.constant(2.5, DType::kF32))));
+  b.output("prim",
+           b.add(b.mul(b.silu(x), y), b.div(b.exp(b.neg(x)), b.constant(2.5, DType::kF32))));
   Attributes ep;
   ep.set("epilogue", std::string("bias_residual"));
   b.output("gemm", b.op1(OpKind::kGemm, {x, w, bias, res}, ep));
