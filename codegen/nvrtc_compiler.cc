@@ -68,7 +68,7 @@ void parse_ptxas_info(const std::string& log, CompiledKernel& k) {
 
 std::vector<std::string> nvrtc_flags(const std::string& arch) {
   // -Xptxas -v makes ptxas report registers and shared memory in the program log.
-  return {"--gpu-architecture=" + arch, "-std=c++17", "--use_fast_math=false",
+  return {"--gpu-architecture=" + arch, "-std=c++17",
           "-default-device", "-Xptxas", "-v"};
 }
 
