@@ -72,7 +72,8 @@ absl::StatusOr<std::unique_ptr<Graph>> load_graph(const CompileOptions& o, const
     std::stringstream ss;
     ss << in.rdbuf();
     absl::StatusOr<std::unique_ptr<Graph>> g = parse_graph(ss.str());
-    if (!g.ok()) return absl::InvalidArgumentError(absl::StrCat(o.from_ir, ":", g.status().message()));
+    if (!g.ok())
+      return absl::InvalidArgumentError(absl::StrCat(o.from_ir, ":", g.status().message()));
     return g;
   }
   auto g = std::make_unique<Graph>();
@@ -113,7 +114,8 @@ absl::StatusOr<CompileReport> compile_model(const CompileOptions& o) {
   absl::StatusOr<std::unique_ptr<Graph>> graph = load_graph(o, *config);
   if (!graph.ok()) return graph.status();
   if (!o.dump_ir_dir.empty()) {
-    if (absl::Status s = dump(o.dump_ir_dir, "00-input.kir", print_graph(**graph)); !s.ok()) return s;
+    if (absl::Status s = dump(o.dump_ir_dir, "00-input.kir", print_graph(**graph)); !s.ok())
+      return s;
   }
   PassContext ctx;
   if (absl::Status s = run_compile_pipeline(**graph, ctx); !s.ok()) return s;
@@ -128,7 +130,8 @@ absl::StatusOr<CompileReport> compile_model(const CompileOptions& o) {
   std::vector<KernelJob> jobs;
   for (const KernelSpec& spec : lowered->kernels) {
     absl::StatusOr<std::string> src = emit_kernel_source(spec);
-    if (!src.ok()) return absl::InvalidArgumentError(absl::StrCat(spec.key(), ": ", src.status().message()));
+    if (!src.ok())
+      return absl::InvalidArgumentError(absl::StrCat(spec.key(), ": ", src.status().message()));
     jobs.push_back({spec.key(), *src});
   }
   KernelCache cache(o.cache_dir.empty() ? default_cache_root() + "/kernels" : o.cache_dir);
@@ -138,10 +141,10 @@ absl::StatusOr<CompileReport> compile_model(const CompileOptions& o) {
   if (!built.ok()) return built.status();
 
   // Weights: references into the checkpoint, hashed once here (in parallel), or packed blobs.
-  absl::StatusOr<WeightSet> weights = detect_model_format(o.model).value_or(ModelFormat::kGguf) ==
-                                              ModelFormat::kHuggingFaceDir
-                                          ? load_safetensors_weights(o.model)
-                                          : load_gguf_weights(o.model);
+  absl::StatusOr<WeightSet> weights =
+      detect_model_format(o.model).value_or(ModelFormat::kGguf) == ModelFormat::kHuggingFaceDir
+          ? load_safetensors_weights(o.model)
+          : load_gguf_weights(o.model);
   if (!weights.ok()) return weights.status();
   PlanWriter writer;
   nlohmann::json kernels = nlohmann::json::array();
@@ -163,24 +166,37 @@ absl::StatusOr<CompileReport> compile_model(const CompileOptions& o) {
   for (const KernelLaunch& l : lowered->launches) {
     nlohmann::json args = nlohmann::json::array();
     for (const KernelArg& a : l.args) args.push_back({{"kind", a.kind}, {"value", a.value}});
-    launches.push_back({{"node", l.node}, {"kernel", l.kernel}, {"launch", launch_json(l.launch)},
+    launches.push_back({{"node", l.node},
+                        {"kernel", l.kernel},
+                        {"launch", launch_json(l.launch)},
                         {"args", args}});
   }
   nlohmann::json gemms = nlohmann::json::array();
   for (const GemmEntry& g : lowered->gemms) {
-    gemms.push_back({{"node", g.node}, {"m", g.m}, {"n", g.n}, {"k", g.k},
-                     {"a_dtype", dtype_name(g.a_dtype)}, {"b_dtype", dtype_name(g.b_dtype)},
-                     {"out_dtype", dtype_name(g.out_dtype)}, {"epilogue", g.epilogue},
-                     {"a", g.a}, {"b", g.b}, {"bias", g.bias}, {"residual", g.residual},
+    gemms.push_back({{"node", g.node},
+                     {"m", g.m},
+                     {"n", g.n},
+                     {"k", g.k},
+                     {"a_dtype", dtype_name(g.a_dtype)},
+                     {"b_dtype", dtype_name(g.b_dtype)},
+                     {"out_dtype", dtype_name(g.out_dtype)},
+                     {"epilogue", g.epilogue},
+                     {"a", g.a},
+                     {"b", g.b},
+                     {"bias", g.bias},
+                     {"residual", g.residual},
                      {"out", g.out}});
   }
   nlohmann::json misc = {{"workspaces", nlohmann::json::array()},
                          {"aliases", nlohmann::json::array()},
                          {"constants", nlohmann::json::array()}};
-  for (const Workspace& w : lowered->workspaces) misc["workspaces"].push_back({{"name", w.name}, {"bytes", w.bytes}});
-  for (const Alias& a : lowered->aliases) misc["aliases"].push_back({{"value", a.value}, {"of", a.of}});
+  for (const Workspace& w : lowered->workspaces)
+    misc["workspaces"].push_back({{"name", w.name}, {"bytes", w.bytes}});
+  for (const Alias& a : lowered->aliases)
+    misc["aliases"].push_back({{"value", a.value}, {"of", a.of}});
   for (const Constant& c : lowered->constants) {
-    misc["constants"].push_back({{"value", c.value}, {"dtype", dtype_name(c.dtype)}, {"scalar", c.scalar}});
+    misc["constants"].push_back(
+        {{"value", c.value}, {"dtype", dtype_name(c.dtype)}, {"scalar", c.scalar}});
   }
   const std::vector<Weight>& all = weights->all();
   std::vector<uint64_t> sums(all.size());
@@ -202,9 +218,9 @@ absl::StatusOr<CompileReport> compile_model(const CompileOptions& o) {
     const Weight& w = all[i];
     nlohmann::json e = {{"name", w.name}, {"dtype", dtype_name(w.dtype)}, {"shape", w.shape}};
     if (o.pack_weights) {
-      e["blob"] = writer.add_blob("weight:" + w.name,
-                                  std::string(reinterpret_cast<const char*>(w.bytes.data()),
-                                              w.bytes.size()));
+      e["blob"] = writer.add_blob(
+          "weight:" + w.name,
+          std::string(reinterpret_cast<const char*>(w.bytes.data()), w.bytes.size()));
     } else {
       e["file"] = std::filesystem::absolute(w.source_file).string();
       e["offset"] = w.source_offset;
@@ -219,12 +235,16 @@ absl::StatusOr<CompileReport> compile_model(const CompileOptions& o) {
   if (ctx.memory_plan) {
     nlohmann::json bufs = nlohmann::json::array();
     for (const MemoryPlan::Buffer& b : ctx.memory_plan->buffers) {
-      bufs.push_back({{"value", b.value}, {"offset", b.offset}, {"size", b.size},
-                      {"first_use", b.first_use}, {"last_use", b.last_use}});
+      bufs.push_back({{"value", b.value},
+                      {"offset", b.offset},
+                      {"size", b.size},
+                      {"first_use", b.first_use},
+                      {"last_use", b.last_use}});
     }
     memory = {{"arena_bytes", ctx.memory_plan->arena_bytes},
               {"lower_bound_bytes", ctx.memory_plan->lower_bound_bytes},
-              {"alignment", ctx.memory_plan->alignment}, {"buffers", bufs}};
+              {"alignment", ctx.memory_plan->alignment},
+              {"buffers", bufs}};
   }
   std::string tokenizer = o.model;
   if (std::filesystem::is_directory(o.model)) tokenizer = o.model + "/tokenizer.json";
@@ -237,8 +257,11 @@ absl::StatusOr<CompileReport> compile_model(const CompileOptions& o) {
       {"model", config_json(*config)},
       {"model_path", std::filesystem::absolute(o.model).string()},
       {"tokenizer", std::filesystem::absolute(tokenizer).string()},
-      {"limits", {{"max_tokens", o.limits.max_tokens}, {"max_seqs", o.limits.max_seqs},
-                  {"page_size", o.limits.page_size}, {"dtype", dtype_name(o.limits.dtype)}}},
+      {"limits",
+       {{"max_tokens", o.limits.max_tokens},
+        {"max_seqs", o.limits.max_seqs},
+        {"page_size", o.limits.page_size},
+        {"dtype", dtype_name(o.limits.dtype)}}},
       {"ir", ir},
       {"kernels", kernels},
       {"launches", launches},
@@ -247,10 +270,15 @@ absl::StatusOr<CompileReport> compile_model(const CompileOptions& o) {
       {"aliases", misc["aliases"]},
       {"constants", misc["constants"]},
       {"memory_plan", memory},
-      {"kv_plan", {{"page_size", kv.page_size}, {"layout", kv.layout},
-                   {"dtype", dtype_name(kv.dtype)}, {"num_layers", kv.num_layers},
-                   {"num_kv_heads", kv.num_kv_heads}, {"head_dim", kv.head_dim},
-                   {"bytes_per_page", kv.bytes_per_page}, {"bytes_per_token", kv.bytes_per_token}}},
+      {"kv_plan",
+       {{"page_size", kv.page_size},
+        {"layout", kv.layout},
+        {"dtype", dtype_name(kv.dtype)},
+        {"num_layers", kv.num_layers},
+        {"num_kv_heads", kv.num_kv_heads},
+        {"head_dim", kv.head_dim},
+        {"bytes_per_page", kv.bytes_per_page},
+        {"bytes_per_token", kv.bytes_per_token}}},
       {"weights", wj},
   };
   if (absl::Status s = writer.write(o.output, manifest); !s.ok()) return s;

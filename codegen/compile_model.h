@@ -20,9 +20,9 @@ struct CompileOptions {
   std::string from_ir;      // compile this (fused) .kir instead of the model's own graph
   std::string dump_ir_dir;  // write the IR before and after the pipeline here
   bool pack_weights = false;
-  std::string cache_dir;    // kernel cache folder; "" = <default_cache_root()>/kernels
+  std::string cache_dir;  // kernel cache folder; "" = <default_cache_root()>/kernels
   bool use_cache = true;
-  int threads = 0;          // NVRTC threads; 0 = hardware concurrency
+  int threads = 0;  // NVRTC threads; 0 = hardware concurrency
 };
 
 struct CompileReport {

@@ -86,8 +86,8 @@ class Parser {
     return pos_ >= text_.size();
   }
   absl::Status error(std::string_view what, std::string_view got) const {
-    return absl::InvalidArgumentError(
-        absl::StrCat("expr:", pos_ + 1, ": expected ", std::string(what), ", got ", std::string(got)));
+    return absl::InvalidArgumentError(absl::StrCat("expr:", pos_ + 1, ": expected ",
+                                                   std::string(what), ", got ", std::string(got)));
   }
   std::string token() const {
     if (pos_ >= text_.size()) return "end of text";

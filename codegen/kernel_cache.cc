@@ -174,8 +174,7 @@ absl::StatusOr<std::vector<CompiledKernel>> build_kernels(const std::vector<Kern
                                                           KernelCache* cache, int threads,
                                                           BuildStats* stats) {
   const auto start = std::chrono::steady_clock::now();
-  std::vector<absl::StatusOr<CompiledKernel>> results(jobs.size(),
-                                                      absl::UnknownError("not built"));
+  std::vector<absl::StatusOr<CompiledKernel>> results(jobs.size(), absl::UnknownError("not built"));
   std::vector<char> hits(jobs.size(), 0);
   std::atomic<size_t> next{0};
   auto worker = [&] {

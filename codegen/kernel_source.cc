@@ -23,10 +23,14 @@ std::string header(const KernelSpec& spec) {
 }
 
 std::vector<EntryParam> attention_metadata_params() {
-  return {{"const int*", "positions"},        {"const int*", "qo_indptr"},
-          {"const int*", "kv_page_indptr"},   {"const int*", "kv_page_indices"},
-          {"const int*", "kv_last_page_len"}, {"int", "num_seqs"},
-          {"int", "num_kv_heads"},            {"int", "page_size"},
+  return {{"const int*", "positions"},
+          {"const int*", "qo_indptr"},
+          {"const int*", "kv_page_indptr"},
+          {"const int*", "kv_page_indices"},
+          {"const int*", "kv_last_page_len"},
+          {"int", "num_seqs"},
+          {"int", "num_kv_heads"},
+          {"int", "page_size"},
           {"float", "scale"}};
 }
 
@@ -96,15 +100,33 @@ absl::StatusOr<std::string> emit_elementwise(const KernelSpec& spec,
         }
         v = absl::StrCat("x", n.input);
         break;
-      case ElementwiseExpr::Kind::kLiteral: v = float_literal(n.literal); break;
-      case ElementwiseExpr::Kind::kAdd: v = absl::StrCat(a, " + ", b); break;
-      case ElementwiseExpr::Kind::kSub: v = absl::StrCat(a, " - ", b); break;
-      case ElementwiseExpr::Kind::kMul: v = absl::StrCat(a, " * ", b); break;
-      case ElementwiseExpr::Kind::kDiv: v = absl::StrCat(a, " / ", b); break;
-      case ElementwiseExpr::Kind::kNeg: v = absl::StrCat("-", a); break;
-      case ElementwiseExpr::Kind::kExp: v = absl::StrCat("expf(", a, ")"); break;
-      case ElementwiseExpr::Kind::kRsqrt: v = absl::StrCat("rsqrtf(", a, ")"); break;
-      case ElementwiseExpr::Kind::kSilu: v = absl::StrCat(a, " / (1.f + expf(-", a, "))"); break;
+      case ElementwiseExpr::Kind::kLiteral:
+        v = float_literal(n.literal);
+        break;
+      case ElementwiseExpr::Kind::kAdd:
+        v = absl::StrCat(a, " + ", b);
+        break;
+      case ElementwiseExpr::Kind::kSub:
+        v = absl::StrCat(a, " - ", b);
+        break;
+      case ElementwiseExpr::Kind::kMul:
+        v = absl::StrCat(a, " * ", b);
+        break;
+      case ElementwiseExpr::Kind::kDiv:
+        v = absl::StrCat(a, " / ", b);
+        break;
+      case ElementwiseExpr::Kind::kNeg:
+        v = absl::StrCat("-", a);
+        break;
+      case ElementwiseExpr::Kind::kExp:
+        v = absl::StrCat("expf(", a, ")");
+        break;
+      case ElementwiseExpr::Kind::kRsqrt:
+        v = absl::StrCat("rsqrtf(", a, ")");
+        break;
+      case ElementwiseExpr::Kind::kSilu:
+        v = absl::StrCat(a, " / (1.f + expf(-", a, "))");
+        break;
     }
     absl::StrAppend(&s, "    const float e", i, " = ", v, ";\n");
   }
@@ -121,13 +143,17 @@ absl::StatusOr<std::string> emit_elementwise(const KernelSpec& spec,
 
 absl::StatusOr<std::string> kernel_type_name(DType dtype) {
   switch (dtype) {
-    case DType::kF32: return std::string("float");
-    case DType::kF16: return std::string("kiln_k::f16");
-    case DType::kBF16: return std::string("kiln_k::bf16");
-    case DType::kI32: return std::string("int");
+    case DType::kF32:
+      return std::string("float");
+    case DType::kF16:
+      return std::string("kiln_k::f16");
+    case DType::kBF16:
+      return std::string("kiln_k::bf16");
+    case DType::kI32:
+      return std::string("int");
     default:
-      return absl::InvalidArgumentError(
-          absl::StrCat("GPU kernels support f32, f16, bf16 and i32 values, not ", dtype_name(dtype)));
+      return absl::InvalidArgumentError(absl::StrCat(
+          "GPU kernels support f32, f16, bf16 and i32 values, not ", dtype_name(dtype)));
   }
 }
 
@@ -135,52 +161,63 @@ absl::StatusOr<std::vector<EntryParam>> entry_params(const KernelSpec& spec) {
   std::vector<EntryParam> p;
   switch (spec.family) {
     case KernelFamily::kFlashAttentionPrefill:
-      p = {{"kiln_t*", "out"}, {"const kiln_t*", "q"}, {"const kiln_t*", "k_cache"},
+      p = {{"kiln_t*", "out"},
+           {"const kiln_t*", "q"},
+           {"const kiln_t*", "k_cache"},
            {"const kiln_t*", "v_cache"}};
       for (EntryParam& e : attention_metadata_params()) p.push_back(e);
       return p;
     case KernelFamily::kFlashAttentionDecode:
-      p = {{"float*", "o_partial"},         {"float*", "lse_partial"}, {"const kiln_t*", "q"},
-           {"const kiln_t*", "k_cache"}, {"const kiln_t*", "v_cache"}};
+      p = {{"float*", "o_partial"},
+           {"float*", "lse_partial"},
+           {"const kiln_t*", "q"},
+           {"const kiln_t*", "k_cache"},
+           {"const kiln_t*", "v_cache"}};
       for (EntryParam& e : attention_metadata_params()) p.push_back(e);
       return p;
     case KernelFamily::kFlashAttentionMerge:
-      return std::vector<EntryParam>{{"kiln_t*", "out"},           {"const float*", "o_partial"},
-                                     {"const float*", "lse_partial"}, {"const int*", "qo_indptr"},
-                                     {"int", "num_seqs"},          {"int", "num_q_heads"},
+      return std::vector<EntryParam>{{"kiln_t*", "out"},
+                                     {"const float*", "o_partial"},
+                                     {"const float*", "lse_partial"},
+                                     {"const int*", "qo_indptr"},
+                                     {"int", "num_seqs"},
+                                     {"int", "num_q_heads"},
                                      {"int", "num_splits"}};
     case KernelFamily::kKvAppend:
-      return std::vector<EntryParam>{{"kiln_t*", "k_cache"},       {"kiln_t*", "v_cache"},
-                                     {"const kiln_t*", "k"},       {"const kiln_t*", "v"},
+      return std::vector<EntryParam>{{"kiln_t*", "k_cache"},         {"kiln_t*", "v_cache"},
+                                     {"const kiln_t*", "k"},         {"const kiln_t*", "v"},
                                      {"const int*", "slot_mapping"}, {"int", "num_tokens"},
                                      {"int", "num_kv_heads"}};
     case KernelFamily::kRope:
-      return std::vector<EntryParam>{{"kiln_t*", "out"},        {"const kiln_t*", "x"},
-                                     {"const int*", "positions"}, {"int", "num_tokens"},
+      return std::vector<EntryParam>{{"kiln_t*", "out"},
+                                     {"const kiln_t*", "x"},
+                                     {"const int*", "positions"},
+                                     {"int", "num_tokens"},
                                      {"int", "num_heads"}};
     case KernelFamily::kRmsNorm:
       return std::vector<EntryParam>{
           {"kiln_t*", "y"}, {"const kiln_t*", "x"}, {"const kiln_t*", "w"}, {"float", "eps"}};
     case KernelFamily::kRmsNormResidual:
-      return std::vector<EntryParam>{{"kiln_t*", "y"},        {"kiln_t*", "residual_out"},
-                                     {"const kiln_t*", "x"},  {"const kiln_t*", "residual"},
-                                     {"const kiln_t*", "w"},  {"float", "eps"}};
+      return std::vector<EntryParam>{{"kiln_t*", "y"},       {"kiln_t*", "residual_out"},
+                                     {"const kiln_t*", "x"}, {"const kiln_t*", "residual"},
+                                     {"const kiln_t*", "w"}, {"float", "eps"}};
     case KernelFamily::kEmbedding:
-      return std::vector<EntryParam>{{"kiln_t*", "out"},    {"const kiln_t*", "table"},
-                                     {"const int*", "ids"}, {"int", "num_out"},
+      return std::vector<EntryParam>{{"kiln_t*", "out"},
+                                     {"const kiln_t*", "table"},
+                                     {"const int*", "ids"},
+                                     {"int", "num_out"},
                                      {"int", "num_rows"}};
     case KernelFamily::kLastTokenRows:
-      return std::vector<EntryParam>{{"kiln_t*", "out"},          {"const kiln_t*", "hidden"},
-                                     {"const int*", "qo_indptr"}, {"int", "num_out"},
+      return std::vector<EntryParam>{{"kiln_t*", "out"},
+                                     {"const kiln_t*", "hidden"},
+                                     {"const int*", "qo_indptr"},
+                                     {"int", "num_out"},
                                      {"int", "num_rows"}};
     case KernelFamily::kSampling:
-      return std::vector<EntryParam>{{"int*", "out"},
-                                     {"const float*", "logits"},
-                                     {"const float*", "temperature"},
-                                     {"const int*", "top_k"},
-                                     {"const float*", "top_p"},
-                                     {"const float*", "uniform"},
-                                     {"int", "vocab"}};
+      return std::vector<EntryParam>{
+          {"int*", "out"},         {"const float*", "logits"}, {"const float*", "temperature"},
+          {"const int*", "top_k"}, {"const float*", "top_p"},  {"const float*", "uniform"},
+          {"int", "vocab"}};
     case KernelFamily::kFusedElementwise: {
       p.push_back({"kiln_out_t*", "out"});
       for (size_t i = 0; i < spec.input_dtypes.size(); ++i) {

@@ -43,8 +43,8 @@ std::string product_expr(const Shape& s, size_t begin, size_t end) {
 }
 
 absl::Status unsupported(const Node& node, const ValueNames& names, const std::string& why) {
-  return absl::UnimplementedError(absl::StrCat("no GPU lowering for `", print_node(node, names),
-                                               "`: ", why));
+  return absl::UnimplementedError(
+      absl::StrCat("no GPU lowering for `", print_node(node, names), "`: ", why));
 }
 
 absl::StatusOr<int64_t> const_dim(const Dim& d, const char* what) {
@@ -62,7 +62,8 @@ absl::StatusOr<std::vector<float>> rope_inv_freq(const Attributes& a) {
   if (!rot.ok()) return rot.status();
   std::vector<float> out;
   const bool llama3 = a.string_or("scaling", "") == "llama3";
-  const double factor = a.float_or("scaling_factor", 1), low = a.float_or("scaling_low_freq_factor", 1),
+  const double factor = a.float_or("scaling_factor", 1),
+               low = a.float_or("scaling_low_freq_factor", 1),
                high = a.float_or("scaling_high_freq_factor", 4),
                old_ctx = a.float_or("scaling_original_max_positions", 8192);
   for (int64_t i = 0; i < *rot / 2; ++i) {
@@ -133,8 +134,9 @@ absl::Status Lowerer::attention(int index, const Node& n) {
   const Type& cache = n.inputs[3]->type;
   const DType dt = q.dtype;
   if (dt != DType::kBF16 && dt != DType::kF16) {
-    return unsupported(n, names_, "flash_attention kernels use bf16/f16 tensor cores (compile the "
-                                  "model with --dtype bf16 or f16)");
+    return unsupported(n, names_,
+                       "flash_attention kernels use bf16/f16 tensor cores (compile the "
+                       "model with --dtype bf16 or f16)");
   }
   if (cache.dtype != dt) return unsupported(n, names_, "KV cache dtype differs from q");
   absl::StatusOr<int64_t> hq = const_dim(q.shape[1], "query heads");
@@ -144,7 +146,8 @@ absl::Status Lowerer::attention(int index, const Node& n) {
   for (const auto* s : {&hq, &hkv, &d, &ps}) {
     if (!s->ok()) return unsupported(n, names_, std::string(s->status().message()));
   }
-  if (*d % 16 != 0 || *d > 256) return unsupported(n, names_, "head_dim must be a multiple of 16, <= 256");
+  if (*d % 16 != 0 || *d > 256)
+    return unsupported(n, names_, "head_dim must be a multiple of 16, <= 256");
   const int64_t g = *hq / *hkv;
   if (g > 16) return unsupported(n, names_, "GQA groups larger than 16 are not supported");
   absl::StatusOr<double> scale = n.attrs.get_float("scale");
@@ -164,16 +167,16 @@ absl::Status Lowerer::attention(int index, const Node& n) {
   KernelSpec append = make_spec(KernelFamily::kKvAppend, dt);
   append.params = {{"d", *d}};
   const int64_t chunks = *d * 2 / 16;
-  launch(index, append,
-         rule1d(absl::StrCat("cdiv(", T, "*", *hkv * chunks, ", 256)"), 256),
+  launch(index, append, rule1d(absl::StrCat("cdiv(", T, "*", *hkv * chunks, ", 256)"), 256),
          {tensor(n.inputs[3]), tensor(n.inputs[4]), tensor(n.inputs[1]), tensor(n.inputs[2]),
           tensor(n.inputs[6]), integer(T), integer(hkv_s)});
   out_.aliases.push_back({name(n.outputs[1]), name(n.inputs[3])});
   out_.aliases.push_back({name(n.outputs[2]), name(n.inputs[4])});
 
-  std::vector<KernelArg> meta = {tensor(n.inputs[5]), tensor(n.inputs[7]), tensor(n.inputs[8]),
-                                 tensor(n.inputs[9]), tensor(n.inputs[10]), integer("S"),
-                                 integer(hkv_s), integer(absl::StrCat(*ps)), real(*scale)};
+  std::vector<KernelArg> meta = {
+      tensor(n.inputs[5]), tensor(n.inputs[7]),        tensor(n.inputs[8]),
+      tensor(n.inputs[9]), tensor(n.inputs[10]),       integer("S"),
+      integer(hkv_s),      integer(absl::StrCat(*ps)), real(*scale)};
   KernelSpec prefill = make_spec(KernelFamily::kFlashAttentionPrefill, dt);
   prefill.params = {{"d", *d}, {"g", g}, {"q", tile_q}, {"kv", tile_kv}, {"w", warps}};
   LaunchRule pr;
@@ -187,7 +190,8 @@ absl::Status Lowerer::attention(int index, const Node& n) {
 
   // Flash-decoding: split_kv partials + LSE merge. Workspaces are per node but sized alike, so
   // the runtime may share them across layers.
-  const std::string ws = absl::StrCat("attn_partial_", index), wl = absl::StrCat("attn_lse_", index);
+  const std::string ws = absl::StrCat("attn_partial_", index),
+                    wl = absl::StrCat("attn_lse_", index);
   out_.workspaces.push_back({ws, absl::StrCat(split, "*S*", *hq * *d * 4)});
   out_.workspaces.push_back({wl, absl::StrCat(split, "*S*", *hq * 4)});
   KernelSpec decode = make_spec(KernelFamily::kFlashAttentionDecode, dt);
@@ -196,7 +200,10 @@ absl::Status Lowerer::attention(int index, const Node& n) {
   dr.grid = {"S", hkv_s, absl::StrCat(split)};
   dr.block = {"128", "1", "1"};
   dr.when = "decode";
-  args = {{"workspace", ws}, {"workspace", wl}, tensor(n.inputs[0]), tensor(n.inputs[3]),
+  args = {{"workspace", ws},
+          {"workspace", wl},
+          tensor(n.inputs[0]),
+          tensor(n.inputs[3]),
           tensor(n.inputs[4])};
   args.insert(args.end(), meta.begin(), meta.end());
   launch(index, decode, dr, args);
@@ -207,8 +214,13 @@ absl::Status Lowerer::attention(int index, const Node& n) {
   mr.block = {absl::StrCat(*d), "1", "1"};
   mr.when = "decode";
   launch(index, merge, mr,
-         {tensor(n.outputs[0]), {"workspace", ws}, {"workspace", wl}, tensor(n.inputs[7]),
-          integer("S"), integer(hq_s), integer(absl::StrCat(split))});
+         {tensor(n.outputs[0]),
+          {"workspace", ws},
+          {"workspace", wl},
+          tensor(n.inputs[7]),
+          integer("S"),
+          integer(hq_s),
+          integer(absl::StrCat(split))});
   return absl::OkStatus();
 }
 
@@ -230,7 +242,8 @@ absl::Status Lowerer::elementwise(int index, const Node& n, const std::string& e
     spec.input_patterns.push_back(pattern);
     args.push_back(tensor(in));
   }
-  for (const Dim& d : os) spec.output_dims.push_back(d.is_symbolic() ? d.symbol : absl::StrCat(d.value));
+  for (const Dim& d : os)
+    spec.output_dims.push_back(d.is_symbolic() ? d.symbol : absl::StrCat(d.value));
   spec.params = {{"n", static_cast<int64_t>(n.inputs.size())}, {"r", static_cast<int64_t>(rank)}};
   std::string payload = expr;
   for (size_t i = 0; i < n.inputs.size(); ++i) {
@@ -273,7 +286,8 @@ absl::Status Lowerer::lower(int index, const Node& n) {
       if (!kernel_type_name(dt).ok() || dt == DType::kI32) {
         return unsupported(n, names_, "gather supports f32/f16/bf16 tables");
       }
-      KernelSpec spec = make_spec(last ? KernelFamily::kLastTokenRows : KernelFamily::kEmbedding, dt);
+      KernelSpec spec =
+          make_spec(last ? KernelFamily::kLastTokenRows : KernelFamily::kEmbedding, dt);
       row_layout(h, dt, spec);
       spec.params.resize(2);  // h, vec
       const std::string rows_out = dim_expr(n.outputs[0]->type.shape[0]);
@@ -310,15 +324,24 @@ absl::Status Lowerer::lower(int index, const Node& n) {
       out_.gemms.push_back(e);
       return absl::OkStatus();
     }
-    case OpKind::kAdd: return elementwise(index, n, binary("add"), n.outputs[0]->type.dtype);
-    case OpKind::kSub: return elementwise(index, n, binary("sub"), n.outputs[0]->type.dtype);
-    case OpKind::kMul: return elementwise(index, n, binary("mul"), n.outputs[0]->type.dtype);
-    case OpKind::kDiv: return elementwise(index, n, binary("div"), n.outputs[0]->type.dtype);
-    case OpKind::kNeg: return elementwise(index, n, "neg($0)", n.outputs[0]->type.dtype);
-    case OpKind::kExp: return elementwise(index, n, "exp($0)", n.outputs[0]->type.dtype);
-    case OpKind::kRsqrt: return elementwise(index, n, "rsqrt($0)", n.outputs[0]->type.dtype);
-    case OpKind::kSilu: return elementwise(index, n, "silu($0)", n.outputs[0]->type.dtype);
-    case OpKind::kCast: return elementwise(index, n, "$0", n.outputs[0]->type.dtype);
+    case OpKind::kAdd:
+      return elementwise(index, n, binary("add"), n.outputs[0]->type.dtype);
+    case OpKind::kSub:
+      return elementwise(index, n, binary("sub"), n.outputs[0]->type.dtype);
+    case OpKind::kMul:
+      return elementwise(index, n, binary("mul"), n.outputs[0]->type.dtype);
+    case OpKind::kDiv:
+      return elementwise(index, n, binary("div"), n.outputs[0]->type.dtype);
+    case OpKind::kNeg:
+      return elementwise(index, n, "neg($0)", n.outputs[0]->type.dtype);
+    case OpKind::kExp:
+      return elementwise(index, n, "exp($0)", n.outputs[0]->type.dtype);
+    case OpKind::kRsqrt:
+      return elementwise(index, n, "rsqrt($0)", n.outputs[0]->type.dtype);
+    case OpKind::kSilu:
+      return elementwise(index, n, "silu($0)", n.outputs[0]->type.dtype);
+    case OpKind::kCast:
+      return elementwise(index, n, "$0", n.outputs[0]->type.dtype);
     case OpKind::kFusedElementwise: {
       absl::StatusOr<std::string> e = n.attrs.get_string("expr");
       if (!e.ok()) return e.status();
@@ -330,7 +353,8 @@ absl::Status Lowerer::lower(int index, const Node& n) {
       const Type& x = n.inputs[0]->type;
       absl::StatusOr<int64_t> h = const_dim(x.shape.back(), "hidden size");
       if (!h.ok()) return unsupported(n, names_, std::string(h.status().message()));
-      KernelSpec spec = make_spec(residual ? KernelFamily::kRmsNormResidual : KernelFamily::kRmsNorm, x.dtype);
+      KernelSpec spec =
+          make_spec(residual ? KernelFamily::kRmsNormResidual : KernelFamily::kRmsNorm, x.dtype);
       if (!kernel_type_name(x.dtype).ok()) return unsupported(n, names_, "dtype");
       row_layout(*h, x.dtype, spec);
       absl::StatusOr<double> eps = n.attrs.get_float("eps");
@@ -347,7 +371,8 @@ absl::Status Lowerer::lower(int index, const Node& n) {
     }
     case OpKind::kRope: {
       const Type& x = n.inputs[0]->type;
-      absl::StatusOr<int64_t> h = const_dim(x.shape[1], "heads"), d = const_dim(x.shape[2], "head_dim");
+      absl::StatusOr<int64_t> h = const_dim(x.shape[1], "heads"),
+                              d = const_dim(x.shape[2], "head_dim");
       if (!h.ok() || !d.ok()) return unsupported(n, names_, "heads and head_dim must be constants");
       if (!kernel_type_name(x.dtype).ok()) return unsupported(n, names_, "dtype");
       absl::StatusOr<std::vector<float>> f = rope_inv_freq(n.attrs);
@@ -357,14 +382,16 @@ absl::Status Lowerer::lower(int index, const Node& n) {
       spec.params = {{"d", *d}, {"r", rot}};
       spec.tags = {n.attrs.string_or("layout", "half")};
       spec.inv_freq = *f;
-      spec.payload = std::string(reinterpret_cast<const char*>(f->data()), f->size() * sizeof(float));
+      spec.payload =
+          std::string(reinterpret_cast<const char*>(f->data()), f->size() * sizeof(float));
       const std::string T = dim_expr(x.shape[0]);
       launch(index, spec, rule1d(absl::StrCat("cdiv(", T, "*", *h * *d / 2, ", 256)"), 256),
              {tensor(n.outputs[0]), tensor(n.inputs[0]), tensor(n.inputs[1]), integer(T),
               integer(absl::StrCat(*h))});
       return absl::OkStatus();
     }
-    case OpKind::kFlashAttention: return attention(index, n);
+    case OpKind::kFlashAttention:
+      return attention(index, n);
     case OpKind::kRopeTable:
     case OpKind::kSlice:
     case OpKind::kConcat:
@@ -402,8 +429,12 @@ absl::StatusOr<LoweredGraph> lower_graph(const Graph& graph, const LoweringOptio
       vocab = graph.outputs()[0].value->type.shape.back().value;
     }
     l.launch(-1, spec, r,
-             {{"runtime", "sampled_ids"}, {"tensor", logits}, {"runtime", "temperature"},
-              {"runtime", "top_k"}, {"runtime", "top_p"}, {"runtime", "uniform"},
+             {{"runtime", "sampled_ids"},
+              {"tensor", logits},
+              {"runtime", "temperature"},
+              {"runtime", "top_k"},
+              {"runtime", "top_p"},
+              {"runtime", "uniform"},
               {"int", absl::StrCat(vocab)}});
   }
   return out;
@@ -475,7 +506,8 @@ class ExprEval {
       while (i_ < s_.size() && std::isdigit(static_cast<unsigned char>(s_[i_]))) ++i_;
       return std::stoll(s_.substr(start, i_ - start));
     }
-    while (i_ < s_.size() && (std::isalnum(static_cast<unsigned char>(s_[i_])) || s_[i_] == '_')) ++i_;
+    while (i_ < s_.size() && (std::isalnum(static_cast<unsigned char>(s_[i_])) || s_[i_] == '_'))
+      ++i_;
     const std::string id = s_.substr(start, i_ - start);
     if (id.empty()) return err("a number, symbol or call");
     if (id == "cdiv" || id == "min" || id == "max") {

@@ -32,7 +32,7 @@ struct LaunchRule {
 };
 
 struct KernelLaunch {
-  int node = -1;      // index in program order; -1 for runtime-added kernels (sampling)
+  int node = -1;       // index in program order; -1 for runtime-added kernels (sampling)
   std::string kernel;  // KernelSpec::key()
   LaunchRule launch;
   std::vector<KernelArg> args;
@@ -45,7 +45,7 @@ struct GemmEntry {
   std::string m;  // expression of the symbols ("T", "S")
   int64_t n = 0, k = 0;
   DType a_dtype = DType::kBF16, b_dtype = DType::kBF16, out_dtype = DType::kBF16;
-  std::string epilogue = "none";  // none, bias, residual, bias_residual
+  std::string epilogue = "none";          // none, bias, residual, bias_residual
   std::string a, b, bias, residual, out;  // value names ("" when absent)
 };
 
@@ -85,7 +85,7 @@ struct LoweringOptions {
 absl::StatusOr<LoweredGraph> lower_graph(const Graph& graph, const LoweringOptions& options = {});
 
 /// Evaluates a launch-rule expression with the symbols bound (tests and the runtime).
-absl::StatusOr<int64_t> eval_launch_expr(const std::string& expr,
-                                         const std::vector<std::pair<std::string, int64_t>>& symbols);
+absl::StatusOr<int64_t> eval_launch_expr(
+    const std::string& expr, const std::vector<std::pair<std::string, int64_t>>& symbols);
 
 }  // namespace kiln

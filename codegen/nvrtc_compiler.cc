@@ -48,9 +48,8 @@ absl::Status check_arch(const std::string& arch) {
   for (const std::string& a : accepted_archs()) {
     if (a == arch) return absl::OkStatus();
   }
-  return absl::InvalidArgumentError(absl::StrCat("unsupported target arch \"", arch,
-                                                 "\"; accepted: ",
-                                                 absl::StrJoin(accepted_archs(), ", ")));
+  return absl::InvalidArgumentError(absl::StrCat(
+      "unsupported target arch \"", arch, "\"; accepted: ", absl::StrJoin(accepted_archs(), ", ")));
 }
 
 void parse_ptxas_info(const std::string& log, CompiledKernel& k) {
@@ -68,8 +67,7 @@ void parse_ptxas_info(const std::string& log, CompiledKernel& k) {
 
 std::vector<std::string> nvrtc_flags(const std::string& arch) {
   // -Xptxas -v makes ptxas report registers and shared memory in the program log.
-  return {"--gpu-architecture=" + arch, "-std=c++17",
-          "-default-device", "-Xptxas", "-v"};
+  return {"--gpu-architecture=" + arch, "-std=c++17", "-default-device", "-Xptxas", "-v"};
 }
 
 int64_t nvrtc_compile_count() { return g_compiles.load(); }
@@ -99,7 +97,8 @@ absl::StatusOr<CompiledKernel> nvrtc_compile(const std::string& name, const std:
                                          static_cast<int>(header_text.size()), header_text.data(),
                                          header_names.data());
       r != NVRTC_SUCCESS) {
-    return absl::InternalError(absl::StrCat(name, ": nvrtcCreateProgram: ", nvrtcGetErrorString(r)));
+    return absl::InternalError(
+        absl::StrCat(name, ": nvrtcCreateProgram: ", nvrtcGetErrorString(r)));
   }
   std::vector<std::string> flags = nvrtc_flags(arch);
   std::vector<const char*> argv;
@@ -118,8 +117,9 @@ absl::StatusOr<CompiledKernel> nvrtc_compile(const std::string& name, const std:
     nvrtcDestroyProgram(&prog);
     const int line = first_error_line(k.log);
     std::string msg = absl::StrCat("kernel ", name, " failed to compile for ", arch, ":\n", k.log);
-    if (line > 0) absl::StrAppend(&msg, "\ngenerated source around line ", line, ":\n",
-                                  source_excerpt(source, line, 4));
+    if (line > 0)
+      absl::StrAppend(&msg, "\ngenerated source around line ", line, ":\n",
+                      source_excerpt(source, line, 4));
     return absl::InvalidArgumentError(msg);
   }
   n = 0;

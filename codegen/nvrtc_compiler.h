@@ -21,7 +21,7 @@ struct CompiledKernel {
   std::string name;   // the entry (spec key)
   std::string cubin;  // bytes
   std::string ptx;
-  std::string log;    // NVRTC + ptxas messages
+  std::string log;  // NVRTC + ptxas messages
   int registers = 0;
   int shared_bytes = 0;  // static shared memory
   int stack_bytes = 0;   // local-memory stack frame (non-zero hints at register spills)

@@ -34,8 +34,7 @@ absl::Status check_field(const nlohmann::json& obj, const char* key, nlohmann::j
                   (type == nlohmann::json::value_t::number_integer && it->is_number_integer()) ||
                   (type == nlohmann::json::value_t::number_float && it->is_number());
   if (!ok) {
-    return absl::InvalidArgumentError(
-        absl::StrCat(where, ".", key, " has type ", it->type_name()));
+    return absl::InvalidArgumentError(absl::StrCat(where, ".", key, " has type ", it->type_name()));
   }
   return absl::OkStatus();
 }
@@ -43,11 +42,19 @@ absl::Status check_field(const nlohmann::json& obj, const char* key, nlohmann::j
 absl::Status check_manifest(const nlohmann::json& m) {
   using V = nlohmann::json::value_t;
   if (!m.is_object()) return absl::InvalidArgumentError("manifest is not a JSON object");
-  for (auto [key, type] : std::initializer_list<std::pair<const char*, V>>{
-           {"format_version", V::number_unsigned}, {"kiln_version", V::string},
-           {"arch", V::string}, {"nvrtc_version", V::string}, {"model", V::object},
-           {"ir", V::string}, {"kernels", V::array}, {"launches", V::array}, {"gemms", V::array},
-           {"weights", V::array}, {"blobs", V::array}, {"kv_plan", V::object}}) {
+  for (auto [key, type] :
+       std::initializer_list<std::pair<const char*, V>>{{"format_version", V::number_unsigned},
+                                                        {"kiln_version", V::string},
+                                                        {"arch", V::string},
+                                                        {"nvrtc_version", V::string},
+                                                        {"model", V::object},
+                                                        {"ir", V::string},
+                                                        {"kernels", V::array},
+                                                        {"launches", V::array},
+                                                        {"gemms", V::array},
+                                                        {"weights", V::array},
+                                                        {"blobs", V::array},
+                                                        {"kv_plan", V::object}}) {
     if (absl::Status s = check_field(m, key, type, "manifest"); !s.ok()) return s;
   }
   int i = 0;
@@ -72,8 +79,8 @@ absl::Status check_manifest(const nlohmann::json& m) {
     }
     for (const char* f : {"cubin_blob", "ptx_blob", "source_blob"}) {
       if (k[f].get<uint64_t>() >= nblobs) {
-        return absl::InvalidArgumentError(absl::StrCat(w, ".", f, " names blob ",
-                                                       k[f].get<uint64_t>(), " of ", nblobs));
+        return absl::InvalidArgumentError(
+            absl::StrCat(w, ".", f, " names blob ", k[f].get<uint64_t>(), " of ", nblobs));
       }
     }
   }
@@ -193,8 +200,8 @@ absl::StatusOr<LoadedPlan> parse_plan(std::string bytes, const PlanLoadOptions& 
   plan.bytes = std::move(bytes);
   const std::string& b = plan.bytes;
   if (b.size() < kHeaderBytes || std::memcmp(b.data(), kPlanMagic, 5) != 0) {
-    return corrupt(o, b.size() < 5 ? "file too short for the KPLAN header"
-                                    : "missing the \"KPLAN\" magic");
+    return corrupt(
+        o, b.size() < 5 ? "file too short for the KPLAN header" : "missing the \"KPLAN\" magic");
   }
   uint32_t version = 0;
   uint64_t len = 0;
@@ -218,7 +225,8 @@ absl::StatusOr<LoadedPlan> parse_plan(std::string bytes, const PlanLoadOptions& 
   if (XXH3_64bits(m.data(), m.size()) != mh) return corrupt(o, "manifest checksum mismatch");
   plan.manifest = nlohmann::json::parse(m, nullptr, /*allow_exceptions=*/false);
   if (plan.manifest.is_discarded()) return corrupt(o, "manifest is not valid JSON");
-  if (absl::Status s = check_manifest(plan.manifest); !s.ok()) return corrupt(o, std::string(s.message()));
+  if (absl::Status s = check_manifest(plan.manifest); !s.ok())
+    return corrupt(o, std::string(s.message()));
   const nlohmann::json& man = plan.manifest;
   if (man["format_version"].get<uint64_t>() != kPlanFormatVersion) {
     return corrupt(o, "manifest format_version disagrees with the header");
@@ -229,9 +237,9 @@ absl::StatusOr<LoadedPlan> parse_plan(std::string bytes, const PlanLoadOptions& 
   for (const nlohmann::json& blob : man["blobs"]) {
     const uint64_t off = blob["offset"], size = blob["size"];
     if (off % kPlanAlignment != 0 || off > region || size > region - off) {
-      return corrupt(o, absl::StrCat("blob ", i, " (", blob["name"].get<std::string>(),
-                                     ") at offset ", off, " size ", size, " lies outside the ",
-                                     region, "-byte blob region"));
+      return corrupt(
+          o, absl::StrCat("blob ", i, " (", blob["name"].get<std::string>(), ") at offset ", off,
+                          " size ", size, " lies outside the ", region, "-byte blob region"));
     }
     if (XXH3_64bits(b.data() + plan.blob_base + off, size) != blob["xxh3"].get<uint64_t>()) {
       return corrupt(o, absl::StrCat("blob ", i, " (", blob["name"].get<std::string>(),
@@ -276,9 +284,10 @@ absl::StatusOr<LoadedPlan> parse_plan(std::string bytes, const PlanLoadOptions& 
         absl::StatusOr<uint64_t> h = hash_file_range(file, off, size);
         if (!h.ok()) return h.status();
         if (*h != w["xxh3"].get<uint64_t>()) {
-          return absl::FailedPreconditionError(absl::StrCat(
-              "weight ", name, " in ", file, " does not match the checksum recorded at compile "
-              "time: the checkpoint changed; recompile the plan"));
+          return absl::FailedPreconditionError(
+              absl::StrCat("weight ", name, " in ", file,
+                           " does not match the checksum recorded at compile "
+                           "time: the checkpoint changed; recompile the plan"));
         }
       }
     }

@@ -41,8 +41,8 @@ class PlanWriter {
 enum class WeightCheck { kNone, kSize, kChecksum };
 
 struct PlanLoadOptions {
-  std::optional<std::string> device_arch;   // e.g. "sm_80": must match the plan's arch
-  std::optional<int> nvrtc_major;           // must match the plan's NVRTC major when set
+  std::optional<std::string> device_arch;  // e.g. "sm_80": must match the plan's arch
+  std::optional<int> nvrtc_major;          // must match the plan's NVRTC major when set
   WeightCheck weights = WeightCheck::kSize;
   std::string plan_path_for_messages = "model.kplan";
 };

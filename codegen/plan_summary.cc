@@ -26,15 +26,14 @@ std::string plan_kernel_list(const LoadedPlan& plan) {
   for (const nlohmann::json& l : m["launches"]) {
     if (l.is_object() && l.contains("kernel")) uses[s(l["kernel"])]++;
   }
-  std::string out = absl::StrFormat("%-64s %5s %8s %8s %6s\n", "kernel", "regs", "smem", "cubin",
-                                    "uses");
+  std::string out =
+      absl::StrFormat("%-64s %5s %8s %8s %6s\n", "kernel", "regs", "smem", "cubin", "uses");
   for (const nlohmann::json& k : m["kernels"]) {
     const std::string key = k["key"];
-    absl::StrAppend(&out, absl::StrFormat("%-64s %5d %8s %8s %6d\n", key,
-                                          k["registers"].get<int64_t>(),
-                                          bytes_str(k["shared_bytes"].get<double>()),
-                                          bytes_str(plan.blob(k["cubin_blob"].get<int>()).size()),
-                                          uses[key]));
+    absl::StrAppend(
+        &out, absl::StrFormat("%-64s %5d %8s %8s %6d\n", key, k["registers"].get<int64_t>(),
+                              bytes_str(k["shared_bytes"].get<double>()),
+                              bytes_str(plan.blob(k["cubin_blob"].get<int>()).size()), uses[key]));
   }
   return out;
 }
@@ -55,11 +54,10 @@ std::string plan_summary(const LoadedPlan& plan) {
   std::map<std::string, int> shapes;
   for (const nlohmann::json& g : m["gemms"]) {
     if (!g.is_object()) continue;
-    shapes[absl::StrCat("M=", s(g.value("m", nlohmann::json("?"))), " N=",
-                        s(g.value("n", nlohmann::json(0))), " K=",
-                        s(g.value("k", nlohmann::json(0))), " ",
-                        s(g.value("a_dtype", nlohmann::json("?"))), " epilogue=",
-                        s(g.value("epilogue", nlohmann::json("?"))))]++;
+    shapes[absl::StrCat(
+        "M=", s(g.value("m", nlohmann::json("?"))), " N=", s(g.value("n", nlohmann::json(0))),
+        " K=", s(g.value("k", nlohmann::json(0))), " ", s(g.value("a_dtype", nlohmann::json("?"))),
+        " epilogue=", s(g.value("epilogue", nlohmann::json("?"))))]++;
   }
   for (const auto& [shape, n] : shapes) absl::StrAppend(&out, "  ", n, " x ", shape, "\n");
   const nlohmann::json& mem = m.contains("memory_plan") ? m["memory_plan"] : nlohmann::json();
@@ -92,10 +90,11 @@ std::string plan_summary(const LoadedPlan& plan) {
 absl::StatusOr<std::string> plan_kernel_source(const LoadedPlan& plan, const std::string& key,
                                                bool ptx) {
   for (const nlohmann::json& k : plan.manifest["kernels"]) {
-    if (k["key"] == key) return std::string(plan.blob(k[ptx ? "ptx_blob" : "source_blob"].get<int>()));
+    if (k["key"] == key)
+      return std::string(plan.blob(k[ptx ? "ptx_blob" : "source_blob"].get<int>()));
   }
-  return absl::NotFoundError(absl::StrCat("no kernel named ", key,
-                                          " in this plan (list them with --kernels)"));
+  return absl::NotFoundError(
+      absl::StrCat("no kernel named ", key, " in this plan (list them with --kernels)"));
 }
 
 }  // namespace kiln

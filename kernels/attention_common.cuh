@@ -54,10 +54,9 @@ __device__ __forceinline__ void load_q_fragments(const T* q, u32 (&qf)[D / 16][4
 /// the tile is KV position `kv_base + j`; it is masked when >= kv_len or > the row's position
 /// (`pos[i]` = -1 masks the whole row: a padding row of a partial query tile).
 template <class T, int D, int TILE_KV>
-__device__ __forceinline__ void warp_attend_tile(const u32 (&qf)[D / 16][4], const T* k,
-                                                 const T* v, int kv_base, int kv_len,
-                                                 const int (&pos)[2], float scale_log2,
-                                                 WarpAttnState<D>& st) {
+__device__ __forceinline__ void warp_attend_tile(const u32 (&qf)[D / 16][4], const T* k, const T* v,
+                                                 int kv_base, int kv_len, const int (&pos)[2],
+                                                 float scale_log2, WarpAttnState<D>& st) {
   constexpr int kS = TileStride<D>::value;
   const int lane = threadIdx.x % 32;
   const int r = lane / 4, c = 2 * (lane % 4);
@@ -165,8 +164,8 @@ __device__ __forceinline__ void load_kv_tile(T* tile, const T* cache, const int*
     const T* src = cache;
     if (valid) {
       const int page = page_indices[page_begin + j / page_size];
-      src = cache + ((long long)(page * (long long)page_size + j % page_size) * num_kv_heads +
-                     kv_head) * D;
+      src = cache +
+            ((long long)(page * (long long)page_size + j % page_size) * num_kv_heads + kv_head) * D;
     }
     cp_async_16(tile + row * kS + chunk * (16 / (int)sizeof(T)),
                 reinterpret_cast<const char*>(src) + (valid ? chunk * 16 : 0), valid);

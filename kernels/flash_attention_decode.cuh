@@ -19,11 +19,10 @@ namespace kiln_k {
 template <class T, int D, int G, int TILE_KV, int WARPS>
 __device__ __forceinline__ void flash_attention_decode(
     float* __restrict__ o_partial, float* __restrict__ lse_partial, const T* __restrict__ q,
-    const T* __restrict__ k_cache, const T* __restrict__ v_cache,
-    const int* __restrict__ positions, const int* __restrict__ qo_indptr,
-    const int* __restrict__ kv_page_indptr, const int* __restrict__ kv_page_indices,
-    const int* __restrict__ kv_last_page_len, int num_seqs, int num_kv_heads, int page_size,
-    float scale) {
+    const T* __restrict__ k_cache, const T* __restrict__ v_cache, const int* __restrict__ positions,
+    const int* __restrict__ qo_indptr, const int* __restrict__ kv_page_indptr,
+    const int* __restrict__ kv_page_indices, const int* __restrict__ kv_last_page_len, int num_seqs,
+    int num_kv_heads, int page_size, float scale) {
   static_assert(G >= 1 && G <= 16, "the query heads of a group fill one 16-row mma tile");
   static_assert(TILE_KV % 16 == 0 && D % 16 == 0, "mma tiles are 16 wide");
   constexpr int kThreads = 32 * WARPS;
@@ -127,9 +126,8 @@ __device__ __forceinline__ void flash_attention_decode(
 /// M = max_i lse_i. Grid (S, Hq), D threads (one per head dim).
 template <class T, int D>
 __device__ __forceinline__ void flash_attention_decode_merge(
-    T* __restrict__ out, const float* __restrict__ o_partial,
-    const float* __restrict__ lse_partial, const int* __restrict__ qo_indptr, int num_seqs,
-    int num_q_heads, int num_splits) {
+    T* __restrict__ out, const float* __restrict__ o_partial, const float* __restrict__ lse_partial,
+    const int* __restrict__ qo_indptr, int num_seqs, int num_q_heads, int num_splits) {
   const int seq = blockIdx.x, head = blockIdx.y, d = threadIdx.x;
   float m = neg_inf();
   for (int i = 0; i < num_splits; ++i) {

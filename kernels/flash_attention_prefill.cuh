@@ -20,8 +20,8 @@ __device__ __forceinline__ void flash_attention_prefill(
     T* __restrict__ out, const T* __restrict__ q, const T* __restrict__ k_cache,
     const T* __restrict__ v_cache, const int* __restrict__ positions,
     const int* __restrict__ qo_indptr, const int* __restrict__ kv_page_indptr,
-    const int* __restrict__ kv_page_indices, const int* __restrict__ kv_last_page_len,
-    int num_seqs, int num_kv_heads, int page_size, float scale) {
+    const int* __restrict__ kv_page_indices, const int* __restrict__ kv_last_page_len, int num_seqs,
+    int num_kv_heads, int page_size, float scale) {
   static_assert(TILE_Q == 16 * WARPS, "a warp owns 16 query rows");
   static_assert(TILE_KV % 16 == 0 && D % 16 == 0, "mma tiles are 16 wide");
   constexpr int kThreads = 32 * WARPS;
