@@ -19,6 +19,7 @@ struct IrOptions {
   bool example = false;
   std::string dtype = "bf16";
   StepLimits limits;
+  PlanIrOptions plan;  // for a .kplan input
 };
 
 bool ends_with(const std::string& s, const std::string& suffix) {
@@ -41,6 +42,11 @@ absl::StatusOr<std::unique_ptr<Graph>> graph_from_model(const IrOptions& opts) {
 }
 
 int run_ir(const IrOptions& opts) {
+  if (ends_with(opts.input, ".kplan")) {  // a compiled plan: tools/cmd_plan_ir.cc
+    PlanIrOptions plan = opts.plan;
+    plan.plan = opts.input;
+    return run_plan_ir(plan);
+  }
   std::unique_ptr<Graph> graph;
   if (opts.example) {
     absl::StatusOr<std::unique_ptr<Graph>> g = build_example_graph();
@@ -97,6 +103,9 @@ void add_ir_command(CLI::App& app, int* exit_code) {
   cmd->add_option("--page-size", opts->limits.page_size, "KV cache page size in tokens")
       ->capture_default_str();
   cmd->add_flag("--example", opts->example, "Print the built-in example graph");
+  cmd->add_flag("--kernels", opts->plan.kernels, "(.kplan) list the plan's kernels");
+  cmd->add_option("--source", opts->plan.source, "(.kplan) print one kernel's CUDA source");
+  cmd->add_option("--ptx", opts->plan.ptx, "(.kplan) print one kernel's PTX");
   cmd->callback([opts, exit_code] { *exit_code = run_ir(*opts); });
 }
 
