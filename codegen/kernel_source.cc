@@ -6,7 +6,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
-#include "codegen/elementwise_expr.h"
+#include "ir/expr.h"
 
 namespace kiln {
 namespace {
@@ -50,7 +50,7 @@ std::string signature(const std::vector<EntryParam>& params) {
 // index arithmetic; constant dims are baked in (cheap division), symbolic dims come at run time.
 absl::StatusOr<std::string> emit_elementwise(const KernelSpec& spec,
                                              const std::vector<EntryParam>& params) {
-  absl::StatusOr<ElementwiseExpr> expr = ElementwiseExpr::parse(spec.expr);
+  absl::StatusOr<Expr> expr = Expr::parse(spec.expr);
   if (!expr.ok()) return expr.status();
   const int rank = static_cast<int>(spec.output_dims.size());
   std::string s = header(spec);
@@ -85,14 +85,14 @@ absl::StatusOr<std::string> emit_elementwise(const KernelSpec& spec,
     }
     absl::StrAppend(&s, "    const float x", in, " = to_float(in", in, "[", idx, "]);\n");
   }
-  const std::vector<ElementwiseExpr::Node>& nodes = expr->nodes();
+  const std::vector<Expr::Node>& nodes = expr->nodes();
   for (size_t i = 0; i < nodes.size(); ++i) {
-    const ElementwiseExpr::Node& n = nodes[i];
+    const Expr::Node& n = nodes[i];
     std::string a = n.args[0] >= 0 ? absl::StrCat("e", n.args[0]) : "";
     std::string b = n.args[1] >= 0 ? absl::StrCat("e", n.args[1]) : "";
     std::string v;
     switch (n.kind) {
-      case ElementwiseExpr::Kind::kInput:
+      case Expr::Kind::kInput:
         if (n.input >= static_cast<int>(spec.input_patterns.size())) {
           return absl::InvalidArgumentError(absl::StrCat("expr \"", spec.expr, "\" reads $",
                                                          n.input, " but the node has ",
@@ -100,31 +100,31 @@ absl::StatusOr<std::string> emit_elementwise(const KernelSpec& spec,
         }
         v = absl::StrCat("x", n.input);
         break;
-      case ElementwiseExpr::Kind::kLiteral:
+      case Expr::Kind::kLiteral:
         v = float_literal(n.literal);
         break;
-      case ElementwiseExpr::Kind::kAdd:
+      case Expr::Kind::kAdd:
         v = absl::StrCat(a, " + ", b);
         break;
-      case ElementwiseExpr::Kind::kSub:
+      case Expr::Kind::kSub:
         v = absl::StrCat(a, " - ", b);
         break;
-      case ElementwiseExpr::Kind::kMul:
+      case Expr::Kind::kMul:
         v = absl::StrCat(a, " * ", b);
         break;
-      case ElementwiseExpr::Kind::kDiv:
+      case Expr::Kind::kDiv:
         v = absl::StrCat(a, " / ", b);
         break;
-      case ElementwiseExpr::Kind::kNeg:
+      case Expr::Kind::kNeg:
         v = absl::StrCat("-", a);
         break;
-      case ElementwiseExpr::Kind::kExp:
+      case Expr::Kind::kExp:
         v = absl::StrCat("expf(", a, ")");
         break;
-      case ElementwiseExpr::Kind::kRsqrt:
+      case Expr::Kind::kRsqrt:
         v = absl::StrCat("rsqrtf(", a, ")");
         break;
-      case ElementwiseExpr::Kind::kSilu:
+      case Expr::Kind::kSilu:
         v = absl::StrCat(a, " / (1.f + expf(-", a, "))");
         break;
     }

@@ -8,6 +8,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
+#include "ir/rope.h"
 #include "codegen/kernel_source.h"
 #include "ir/printer.h"
 
@@ -54,32 +55,11 @@ absl::StatusOr<int64_t> const_dim(const Dim& d, const char* what) {
   return d.value;
 }
 
-// Rotary frequencies with HF's llama3 adjustment (mirrors ir/rope.h on branch `reference`).
-absl::StatusOr<std::vector<float>> rope_inv_freq(const Attributes& a) {
-  absl::StatusOr<double> theta = a.get_float("theta");
-  absl::StatusOr<int64_t> rot = a.get_int("rotary_dim");
-  if (!theta.ok()) return theta.status();
-  if (!rot.ok()) return rot.status();
-  std::vector<float> out;
-  const bool llama3 = a.string_or("scaling", "") == "llama3";
-  const double factor = a.float_or("scaling_factor", 1),
-               low = a.float_or("scaling_low_freq_factor", 1),
-               high = a.float_or("scaling_high_freq_factor", 4),
-               old_ctx = a.float_or("scaling_original_max_positions", 8192);
-  for (int64_t i = 0; i < *rot / 2; ++i) {
-    double f = 1.0 / std::pow(*theta, static_cast<double>(2 * i) / static_cast<double>(*rot));
-    if (llama3) {
-      const double wavelen = 2 * M_PI / f, low_wl = old_ctx / low, high_wl = old_ctx / high;
-      if (wavelen > low_wl) {
-        f /= factor;
-      } else if (wavelen >= high_wl) {
-        const double smooth = (old_ctx / wavelen - low) / (high - low);
-        f = (1 - smooth) * f / factor + smooth * f;
-      }
-    }
-    out.push_back(static_cast<float>(f));
-  }
-  return out;
+// The kernel takes fp32 inverse frequencies, computed once by the shared ir/rope.h (in double).
+absl::StatusOr<std::vector<float>> rope_inv_freq_f32(const Attributes& a) {
+  absl::StatusOr<std::vector<double>> f = rope_inv_freq(a);
+  if (!f.ok()) return f.status();
+  return std::vector<float>(f->begin(), f->end());
 }
 
 // Threads and vectors for a row of h elements (16-byte vectors when the row allows).
@@ -375,7 +355,7 @@ absl::Status Lowerer::lower(int index, const Node& n) {
                               d = const_dim(x.shape[2], "head_dim");
       if (!h.ok() || !d.ok()) return unsupported(n, names_, "heads and head_dim must be constants");
       if (!kernel_type_name(x.dtype).ok()) return unsupported(n, names_, "dtype");
-      absl::StatusOr<std::vector<float>> f = rope_inv_freq(n.attrs);
+      absl::StatusOr<std::vector<float>> f = rope_inv_freq_f32(n.attrs);
       if (!f.ok()) return f.status();
       KernelSpec spec = make_spec(KernelFamily::kRope, x.dtype);
       const int64_t rot = n.attrs.int_or("rotary_dim", *d);

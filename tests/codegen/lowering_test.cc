@@ -6,7 +6,6 @@
 
 #include <set>
 
-#include "codegen/elementwise_expr.h"
 #include "codegen/kernel_source.h"
 #include "ir/verifier.h"
 #include "tests/codegen/codegen_test_util.h"
@@ -101,18 +100,6 @@ TEST(LaunchExpr, Grammar) {
   EXPECT_FALSE(eval_launch_expr("T +", {{"T", 1}}).ok());
   EXPECT_FALSE(eval_launch_expr("Q", {{"T", 1}}).ok());
   EXPECT_FALSE(eval_launch_expr("cdiv(1, 0)", {}).ok());
-}
-
-TEST(ElementwiseExpr, ParsesAndRejects) {
-  absl::StatusOr<ElementwiseExpr> e = ElementwiseExpr::parse("mul(silu($0), add($1, -1.5e-3))");
-  ASSERT_TRUE(e.ok()) << e.status();
-  EXPECT_EQ(e->nodes().size(), 6u);
-  EXPECT_EQ(e->max_input_index(), 1);
-  EXPECT_EQ(e->nodes().back().kind, ElementwiseExpr::Kind::kMul);
-  for (const char* bad : {"", "mul($0)", "foo($0)", "$", "add($0, $1", "$0 $1", "silu($0))"}) {
-    EXPECT_FALSE(ElementwiseExpr::parse(bad).ok()) << bad;
-  }
-  EXPECT_NE(ElementwiseExpr::parse("foo($0)").status().message().find("expr:1"), std::string::npos);
 }
 
 TEST(KernelSource, ElementwiseBroadcastAndEntry) {
