@@ -4,6 +4,7 @@
 #include <algorithm>
 
 #include "absl/strings/str_cat.h"
+#include "ir/expr.h"
 
 namespace kiln {
 namespace {
@@ -373,7 +374,9 @@ absl::StatusOr<std::vector<Type>> infer_types(OpKind op, absl::Span<const Type> 
     }
     case OpKind::kFusedElementwise: {
       if (in.empty()) return invalid("fused_elementwise needs at least one input");
-      if (absl::StatusOr<std::string> e = attrs.get_string("expr"); !e.ok()) return e.status();
+      absl::StatusOr<std::string> expr = attrs.get_string("expr");
+      if (!expr.ok()) return expr.status();
+      if (absl::Status s = validate_expr(*expr, static_cast<int>(in.size())); !s.ok()) return s;
       absl::StatusOr<DType> dtype = attrs.get_dtype("dtype");
       if (!dtype.ok()) return dtype.status();
       Shape shape = in[0].shape;

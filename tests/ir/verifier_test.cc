@@ -117,3 +117,27 @@ TEST(Graph, DeadNodesAreRemovedButSideEffectsStay) {
 
 }  // namespace
 }  // namespace kiln
+
+namespace kiln {
+namespace {
+
+TEST(Verifier, FusedElementwiseExpressionIsChecked) {
+  auto ok = parse_graph("graph @g {\n  input %a : f32[4]\n  input %b : f32[4]\n"
+                        "  %y = fused_elementwise(%a, %b) {dtype = f32, expr = \"mul(silu($0), $1)\"} : f32[4]\n"
+                        "  output y = %y\n}");
+  ASSERT_TRUE(ok.ok()) << ok.status();
+  EXPECT_TRUE(verify(**ok).ok()) << verify(**ok);
+  auto bad = parse_graph("graph @g {\n  input %a : f32[4]\n  input %b : f32[4]\n"
+                         "  %y = fused_elementwise(%a, %b) {dtype = f32, expr = \"mul($0, $2)\"} : f32[4]\n"
+                         "  output y = %y\n}");
+  ASSERT_TRUE(bad.ok()) << bad.status();
+  EXPECT_THAT(verify(**bad).message(), ::testing::HasSubstr("$2"));
+  auto garbage = parse_graph("graph @g {\n  input %a : f32[4]\n"
+                             "  %y = fused_elementwise(%a) {dtype = f32, expr = \"frob($0)\"} : f32[4]\n"
+                             "  output y = %y\n}");
+  ASSERT_TRUE(garbage.ok());
+  EXPECT_THAT(verify(**garbage).message(), ::testing::HasSubstr("expr:"));
+}
+
+}  // namespace
+}  // namespace kiln
