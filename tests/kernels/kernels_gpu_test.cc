@@ -540,8 +540,7 @@ Case rmsnorm_case(DType dt, int64_t h, int64_t rows, bool residual, uint32_t see
   return c;
 }
 
-TEST(KernelsGpu, RmsNorm) {
-  REQUIRE_GPU();
+std::vector<Case> rmsnorm_sweep() {
   std::vector<Case> cases;
   uint32_t seed = 1;
   for (DType dt : {DType::kBF16, DType::kF16}) {
@@ -550,7 +549,12 @@ TEST(KernelsGpu, RmsNorm) {
       for (int64_t h : {576, 2048, 4100}) cases.push_back(rmsnorm_case(dt, h, 7, residual, seed++));
     }
   }
-  check_sweep(cases);
+  return cases;
+}
+
+TEST(KernelsGpu, RmsNorm) {
+  REQUIRE_GPU();
+  check_sweep(rmsnorm_sweep());
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -590,16 +594,20 @@ Case rope_case(DType dt, int64_t heads, int64_t d, int64_t rot, const std::strin
   return c;
 }
 
-TEST(KernelsGpu, Rope) {
-  REQUIRE_GPU();
-  check_sweep({
+std::vector<Case> rope_sweep() {
+  return {
       rope_case(DType::kBF16, 9, 64, 64, "half", false, 13, 11),      // SmolLM2 q
       rope_case(DType::kBF16, 3, 64, 64, "interleaved", true, 13, 12),
       rope_case(DType::kF16, 8, 128, 128, "half", true, 21, 13),      // Llama-3 style
       rope_case(DType::kF16, 2, 128, 128, "interleaved", false, 5, 14),
       rope_case(DType::kBF16, 4, 64, 32, "half", false, 9, 15),       // partial rotary
       rope_case(DType::kF16, 4, 128, 64, "interleaved", true, 9, 16),
-  });
+  };
+}
+
+TEST(KernelsGpu, Rope) {
+  REQUIRE_GPU();
+  check_sweep(rope_sweep());
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -644,16 +652,20 @@ Case last_token_case(DType dt, int64_t h, const std::vector<int32_t>& q_lens, ui
   return c;
 }
 
-TEST(KernelsGpu, EmbeddingAndLastTokenRows) {
-  REQUIRE_GPU();
-  check_sweep({
+std::vector<Case> gather_sweep() {
+  return {
       embedding_case(DType::kBF16, 1000, 576, 37, 21),
       embedding_case(DType::kF16, 513, 100, 9, 22),  // 100 % 8 != 0: 8-byte vectors
       embedding_case(DType::kBF16, 64, 2048, 300, 23),
       last_token_case(DType::kBF16, 576, {7, 1, 30}, 24),
       last_token_case(DType::kF16, 256, {1}, 25),
       last_token_case(DType::kF16, 100, {3, 64, 2, 1, 9}, 26),
-  });
+  };
+}
+
+TEST(KernelsGpu, EmbeddingAndLastTokenRows) {
+  REQUIRE_GPU();
+  check_sweep(gather_sweep());
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -693,10 +705,9 @@ Case elementwise_case(const std::string& label, const std::string& expr, DType o
   return c;
 }
 
-TEST(KernelsGpu, FusedElementwise) {
-  REQUIRE_GPU();
+std::vector<Case> elementwise_sweep() {
   using DT = DType;
-  check_sweep({
+  return {
       elementwise_case("swiglu", "mul(silu($0), $1)", DT::kBF16,
                        {{DT::kBF16, {-1, 1536}}, {DT::kBF16, {-1, 1536}}}, {-1, 1536}, 19, 31),
       elementwise_case("swiglu", "mul(silu($0), $1)", DT::kF16,
@@ -708,7 +719,12 @@ TEST(KernelsGpu, FusedElementwise) {
       elementwise_case("logits", "$0", DT::kF32, {{DT::kBF16, {-1, 49152}}}, {-1, 49152}, 3, 35),
       elementwise_case("mix", "sub(mul($0, exp(neg($1))), rsqrt(add(mul($1, $1), 1.5)))", DT::kF16,
                        {{DT::kF16, {-1, 256}}, {DT::kF16, {-1, 256}}}, {-1, 256}, 7, 36),
-  });
+  };
+}
+
+TEST(KernelsGpu, FusedElementwise) {
+  REQUIRE_GPU();
+  check_sweep(elementwise_sweep());
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -793,10 +809,9 @@ Case attention_case(DType dt, int64_t d, int64_t hq, int64_t hkv, int64_t page_s
   return c;
 }
 
-TEST(KernelsGpu, FlashAttentionPrefill) {
-  REQUIRE_GPU();
+std::vector<Case> prefill_sweep() {
   using DT = DType;
-  check_sweep({
+  return {
       // SmolLM2 shape (d64, 9/3 heads: G=3); prompt lengths not multiples of the 64-row tiles, a
       // sequence with cached context (chunked prefill) and a 1-token sequence in the same step.
       attention_case(DT::kBF16, 64, 9, 3, 16, {{0, 37}, {100, 70}, {16, 1}}, false, 41),
@@ -807,13 +822,17 @@ TEST(KernelsGpu, FlashAttentionPrefill) {
       // No GQA, page size 1 (every KV row on its own scattered page), odd lengths.
       attention_case(DT::kBF16, 128, 4, 4, 1, {{0, 45}, {20, 19}, {0, 3}}, false, 45),
       attention_case(DT::kF16, 64, 3, 3, 1, {{7, 33}}, false, 46),
-  });
+  };
 }
 
-TEST(KernelsGpu, FlashAttentionDecode) {
+TEST(KernelsGpu, FlashAttentionPrefill) {
   REQUIRE_GPU();
+  check_sweep(prefill_sweep());
+}
+
+std::vector<Case> decode_sweep() {
   using DT = DType;
-  check_sweep({
+  return {
       // Batch 1 with a 2k context: split-KV (8 splits of 256 rows) and the LSE merge.
       attention_case(DT::kBF16, 64, 9, 3, 16, {{1999, 1}}, true, 51),
       // Batch 5, lengths from 1 (only the new token; 7 of 8 splits empty) to 2047.
@@ -823,7 +842,12 @@ TEST(KernelsGpu, FlashAttentionDecode) {
                      true, 53),
       attention_case(DT::kF16, 64, 9, 3, 16, {{4, 1}}, true, 54),
       attention_case(DT::kF16, 64, 12, 3, 16, {{40, 1}, {1200, 1}}, true, 55),  // G=4, d64
-  });
+  };
+}
+
+TEST(KernelsGpu, FlashAttentionDecode) {
+  REQUIRE_GPU();
+  check_sweep(decode_sweep());
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -972,6 +996,62 @@ TEST(KernelsGpu, Sampling) {
       }
     }
   }
+}
+
+// Without a GPU: every case parses, lowers, runs on the reference backend, and (with NVRTC) every
+// kernel compiles for sm_90a, so a harness mistake shows up before the GPU run.
+TEST(KernelsGpuHarness, CasesLowerRunOnReferenceAndCompile) {
+  std::vector<Case> all;
+  for (auto sweep : {rmsnorm_sweep, rope_sweep, gather_sweep, elementwise_sweep, prefill_sweep,
+                     decode_sweep}) {
+    for (Case& c : sweep()) all.push_back(std::move(c));
+  }
+  std::vector<KernelJob> jobs;
+  std::map<std::string, bool> seen;
+  for (const Case& c : all) {
+    SCOPED_TRACE(c.name);
+    Lowered l = lower_case(c);
+    ASSERT_NE(l.graph, nullptr);
+    int launches = 0;
+    for (const KernelLaunch& k : l.plan.launches) {
+      if (!k.launch.when.empty() && k.launch.when != c.when) continue;
+      ++launches;
+      const KernelSpec* spec = find_spec(l.plan, k.kernel);
+      ASSERT_NE(spec, nullptr);
+      absl::StatusOr<std::vector<EntryParam>> params = entry_params(*spec);
+      ASSERT_TRUE(params.ok());
+      EXPECT_EQ(params->size(), k.args.size()) << k.kernel;
+      for (const std::string& e : k.launch.grid) EXPECT_TRUE(eval_launch_expr(e, c.symbols).ok()) << e;
+      if (seen.emplace(k.kernel, true).second) {
+        absl::StatusOr<std::string> src = emit_kernel_source(*spec);
+        ASSERT_TRUE(src.ok()) << src.status();
+        jobs.push_back({k.kernel, *src});
+      }
+    }
+    EXPECT_GT(launches, 0);
+    std::map<std::string, std::vector<float>> caches;
+    InputBindings in;
+    for (const auto& [name, t] : c.inputs) in.tensors.emplace(name, t);
+    for (const auto& [name, t] : c.caches) {
+      caches[name] = t.f;
+      in.caches[name] = KvCacheView{caches[name].data(), t.shape};
+    }
+    in.symbols.values = c.symbols;
+    absl::StatusOr<std::unique_ptr<ReferenceExecutor>> ex =
+        ReferenceExecutor::create(*l.graph, {}, 2);
+    ASSERT_TRUE(ex.ok()) << ex.status();
+    absl::StatusOr<std::vector<HostTensor>> ref = (*ex)->run(in);
+    ASSERT_TRUE(ref.ok()) << ref.status();
+    ASSERT_EQ(ref->size(), c.tol.size());
+  }
+  if (!nvrtc_available()) GTEST_SKIP() << "built without NVRTC: kernels not compiled";
+  KernelCache cache(std::string(KILN_BUILD_DIR) + "/gpu-kernel-cache");
+  BuildStats stats;
+  absl::StatusOr<std::vector<CompiledKernel>> built =
+      build_kernels(jobs, "sm_90a", &cache, 0, &stats);
+  ASSERT_TRUE(built.ok()) << built.status();
+  std::printf("[ kiln gpu ] %zu kernels: %d compiled, %d cache hits, %.1f s\n", jobs.size(),
+              stats.compiled, stats.hits, stats.seconds);
 }
 
 }  // namespace
