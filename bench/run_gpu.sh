@@ -4,6 +4,7 @@
 # tests (ctest -L gpu) and then the CPU tests, and print a summary table last. Logs go to $OUT
 # when set (else build/gpu-logs).
 #   usage (repository root):  bash bench/run_gpu.sh [DEPS_DIR]   (default .devdeps)
+#   KILN_GPU_ONLY=1 skips the CPU tests (a rerun then only rebuilds what changed).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 deps=${1:-.devdeps}
@@ -51,7 +52,9 @@ if [ $build_ok -eq 1 ]; then
   grep -E "kiln gpu|Skipped|SKIPPED|Failure|FAILED|out of bounds" "$logs/ctest-gpu.log" | head -40
   # CPU tests need the model fixtures (scripts/make_fixture.py: numpy, gguf, safetensors,
   # tokenizers). When those imports fail, say so and skip them rather than report noise.
-  if python3 -c "import numpy, gguf, safetensors, tokenizers" 2>"$logs/python-imports.log"; then
+  if [ -n "${KILN_GPU_ONLY:-}" ]; then
+    row "ctest -LE gpu (CPU)" SKIP "KILN_GPU_ONLY is set"
+  elif python3 -c "import numpy, gguf, safetensors, tokenizers" 2>"$logs/python-imports.log"; then
     step "ctest -LE gpu (CPU)" ctest-cpu.log ctest --test-dir build -LE gpu -j"$jobs" --timeout 600
   else
     row "ctest -LE gpu (CPU)" SKIP "fixture deps missing: $(tail -1 "$logs/python-imports.log")"
