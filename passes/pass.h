@@ -25,6 +25,9 @@ struct MemoryPlan {
     int64_t size = 0;     // bytes at the symbols' upper bounds
     int first_use = 0;    // node index that defines it
     int last_use = 0;     // last node index that reads it (or the graph's end for outputs)
+    /// For a view that shares its source's bytes (reshape): the source buffer's value name;
+    /// offset, size and live range are then the source's. Empty for buffers of their own.
+    std::string alias_of;
   };
   std::vector<Buffer> buffers;
   int64_t arena_bytes = 0;
