@@ -13,7 +13,7 @@ Writes tests/runtime/testdata/smollm2_llamacpp_golden.json (ids) and, in the cac
 smollm2_llamacpp_logits.f32 (full logit rows, too large for git; the JSON keeps each early
 position's 256 largest logits) with the offsets recorded in the JSON.
 
-Usage: python3 scripts/make_llamacpp_golden.py
+Usage: python3 scripts/make_llamacpp_golden.py [--f32-only]
 """
 import json
 import os
@@ -75,11 +75,20 @@ def dequantize_to_f32(src: Path, dst: Path):
 
 
 def main():
-    from llama_cpp import Llama
+    import argparse
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--f32-only", action="store_true",
+                    help="only write the dequantized F32 GGUF into the cache (needs gguf + numpy, "
+                         "not llama-cpp-python); the committed goldens are left alone")
+    args = ap.parse_args()
     if not Q41.exists():
         sys.exit(f"{Q41} missing: run scripts/fetch-model.sh")
     F32.parent.mkdir(parents=True, exist_ok=True)
     dequantize_to_f32(Q41, F32)
+    if args.f32_only:
+        print(F32)
+        return
+    from llama_cpp import Llama
 
     # type_k/type_v 0 = GGML_TYPE_F32: no f16 rounding of the KV cache.
     llm = Llama(model_path=str(F32), n_ctx=512, logits_all=True, type_k=0, type_v=0, n_threads=2,

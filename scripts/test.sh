@@ -8,6 +8,8 @@ bash scripts/install-deps.sh
 bash scripts/fetch-model.sh >/dev/null || echo "test.sh: could not fetch the default model; its tests will skip"
 python3 scripts/make_tokenizer_golden.py --tokenizer-json-only >/dev/null ||
   echo "test.sh: could not build the SmolLM2 tokenizer.json; its tests will skip"
+python3 scripts/make_llamacpp_golden.py --f32-only >/dev/null ||
+  echo "test.sh: could not write the F32 SmolLM2 GGUF; the llama.cpp comparison will skip"
 jobs=$(nproc)
 cmake -S . -B build-test -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DKILN_SANITIZE=ON >/dev/null
 cmake --build build-test -j "$jobs"

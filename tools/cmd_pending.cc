@@ -11,7 +11,6 @@ void add_pending_commands(CLI::App& app, int* exit_code) {
     const char* help;
   };
   for (Pending p : {Pending{"compile", "Compile a model to a plan file (.kplan)"},
-                    Pending{"run", "Generate text from a model or plan"},
                     Pending{"inspect", "Summarize a plan file"},
                     Pending{"bench", "Benchmark kernels and end-to-end decode"},
                     Pending{"serve", "Serve a plan over an OpenAI-compatible HTTP API"}}) {

@@ -7,6 +7,7 @@
 namespace kiln::tools {
 
 void add_ir_command(CLI::App& app, int* exit_code);
+void add_run_command(CLI::App& app, int* exit_code);
 /// Subcommands laid out but not implemented yet: they say so and exit non-zero.
 void add_pending_commands(CLI::App& app, int* exit_code);
 

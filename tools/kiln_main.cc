@@ -9,6 +9,7 @@ int main(int argc, char** argv) {
   app.require_subcommand(1);
   int exit_code = 0;
   kiln::tools::add_ir_command(app, &exit_code);
+  kiln::tools::add_run_command(app, &exit_code);
   kiln::tools::add_pending_commands(app, &exit_code);
   CLI11_PARSE(app, argc, argv);
   return exit_code;
