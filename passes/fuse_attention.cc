@@ -55,9 +55,9 @@ struct AttentionPattern {
       if (u->op == OpKind::kReduceMax) m.max = u;
       if (u->op == OpKind::kSub) m.sub = u;
     }
-    if (m.max == nullptr || m.sub == nullptr || s_users.size() != 2 ||
-        m.sub->inputs[0] != s || m.sub->inputs[1] != m.max->output() ||
-        !only_used_by(g, s, {m.max, m.sub}) || !only_used_by(g, m.max->output(), {m.sub})) {
+    if (m.max == nullptr || m.sub == nullptr || s_users.size() != 2 || m.sub->inputs[0] != s ||
+        m.sub->inputs[1] != m.max->output() || !only_used_by(g, s, {m.max, m.sub}) ||
+        !only_used_by(g, m.max->output(), {m.sub})) {
       return R::fail("masked scores do not feed a softmax's max and subtraction alone");
     }
     m.exp = sole_user(m.sub->output());
@@ -78,7 +78,8 @@ struct AttentionPattern {
       return R::fail("probabilities are not used only by paged_pv");
     }
     for (int i = 2; i < 6; ++i) {
-      if (m.pv->inputs[i] != qk->inputs[i]) return R::fail("paged_qk and paged_pv page differently");
+      if (m.pv->inputs[i] != qk->inputs[i])
+        return R::fail("paged_qk and paged_pv page differently");
     }
     m.v_write = producer_of(m.pv->inputs[1], OpKind::kKvWrite);
     if (m.v_write == nullptr) return R::fail("paged_pv reads a V cache not written in this step");

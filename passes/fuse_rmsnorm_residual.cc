@@ -39,7 +39,9 @@ struct RmsNormPattern {
     if (mean_value == nullptr) return R::fail("rsqrt does not read reduce_mean(x * x) + eps");
     m.mean = mean_value->producer;
     Value* eps_value = other_operand(m.add_eps, mean_value);
-    if (producer_of(eps_value, OpKind::kConstant) == nullptr) return R::fail("eps is not a constant");
+    const Value* source = eps_value;  // through reshapes, to tell a reshaped constant apart
+    while (Node* view = producer_of(source, OpKind::kReshape)) source = view->inputs[0];
+    if (producer_of(source, OpKind::kConstant) == nullptr) return R::fail("eps is not a constant");
     std::optional<double> eps = scalar_constant(eps_value);
     if (!eps) {
       return R::fail(
@@ -64,8 +66,8 @@ struct RmsNormPattern {
     }
     m.scale = n_users[0];
     m.w = other_operand(m.scale, m.normalize->output());
-    if (m.w == nullptr || m.w->type.rank() != 1 || !(m.w->type.shape[0] == m.x->type.shape.back()) ||
-        m.w->type.dtype != m.x->type.dtype) {
+    if (m.w == nullptr || m.w->type.rank() != 1 ||
+        !(m.w->type.shape[0] == m.x->type.shape.back()) || m.w->type.dtype != m.x->type.dtype) {
       return R::fail(absl::StrCat("weight ", m.w ? m.w->type.to_string() : "?", " is not ",
                                   dtype_name(m.x->type.dtype), "[",
                                   m.x->type.shape.back().to_string(), "]"));
@@ -77,9 +79,9 @@ struct RmsNormPattern {
       const Node* user;
       const char* what;
     };
-    for (const Single& s : {Single{m.square, m.mean, "x * x"}, Single{m.mean, m.add_eps, "mean"},
-                            Single{m.add_eps, m.rsqrt, "mean + eps"},
-                            Single{m.normalize, m.scale, "x * rsqrt"}}) {
+    for (const Single& s :
+         {Single{m.square, m.mean, "x * x"}, Single{m.mean, m.add_eps, "mean"},
+          Single{m.add_eps, m.rsqrt, "mean + eps"}, Single{m.normalize, m.scale, "x * rsqrt"}}) {
       if (!only_used_by(g, s.node->output(), {s.user})) {
         return R::fail(absl::StrCat("intermediate ", s.what, " has another user"));
       }

@@ -24,8 +24,8 @@ MatchResult<TableView> trace_table(const Value* v, int64_t head_dim) {
   if (reshape == nullptr) return R::fail("operand is not a reshaped rope table row");
   if (v->type.rank() != 3 || !(v->type.shape[1] == Dim::constant(1)) ||
       !(v->type.shape[2] == Dim::constant(head_dim))) {
-    return R::fail(absl::StrCat("rope table view is ", v->type.to_string(), ", not [T,1,",
-                                head_dim, "]"));
+    return R::fail(
+        absl::StrCat("rope table view is ", v->type.to_string(), ", not [T,1,", head_dim, "]"));
   }
   const Value* rows = reshape->inputs[0];
   if (Node* cast = producer_of(rows, OpKind::kCast); cast != nullptr) rows = cast->inputs[0];
@@ -71,8 +71,8 @@ struct RopePattern {
       return R::fail("concat is not along the last axis");
     }
     Node* neg = producer_of(concat->inputs[0], OpKind::kNeg);
-    Node* second = concat->inputs[1]->kind == ValueKind::kResult ? concat->inputs[1]->producer
-                                                                  : nullptr;
+    Node* second =
+        concat->inputs[1]->kind == ValueKind::kResult ? concat->inputs[1]->producer : nullptr;
     Node* first = neg ? producer_of(neg->inputs[0], OpKind::kSlice) : nullptr;
     if (neg == nullptr || first == nullptr || second == nullptr || second->op != OpKind::kSlice ||
         first->inputs[0] != second->inputs[0]) {
@@ -153,7 +153,8 @@ struct RopePattern {
     if (m.cos.part != "cos" || m.sin.part != "sin") {
       return R::fail("x is multiplied by the sin table and the rotation by the cos table");
     }
-    if (m.cos.positions != m.sin.positions) return R::fail("cos and sin gather different positions");
+    if (m.cos.positions != m.sin.positions)
+      return R::fail("cos and sin gather different positions");
     Attributes a = m.cos.table->attrs, b = m.sin.table->attrs;
     a.erase("part");
     b.erase("part");

@@ -32,8 +32,8 @@ absl::Status PassManager::add(const std::string& name) {
 }
 
 absl::Status PassManager::emit_ir(const Graph& graph, int index, const std::string& label) const {
-  const bool print = index > 0 && (options_.print_ir_after_all ||
-                                   options_.print_ir_after.count(label) > 0);
+  const bool print =
+      index > 0 && (options_.print_ir_after_all || options_.print_ir_after.count(label) > 0);
   if (!print && options_.dump_ir_dir.empty()) return absl::OkStatus();
   const std::string text = print_graph(graph);
   if (print) {
@@ -47,8 +47,7 @@ absl::Status PassManager::emit_ir(const Graph& graph, int index, const std::stri
       return absl::UnavailableError(
           absl::StrCat("cannot create IR dump folder ", options_.dump_ir_dir, ": ", ec.message()));
     }
-    const std::string path =
-        absl::StrFormat("%s/%02d-%s.kir", options_.dump_ir_dir, index, label);
+    const std::string path = absl::StrFormat("%s/%02d-%s.kir", options_.dump_ir_dir, index, label);
     std::ofstream file(path, std::ios::binary);
     file << text;
     if (!file) return absl::UnavailableError(absl::StrCat("cannot write ", path));
@@ -72,8 +71,7 @@ absl::Status PassManager::run(Graph& graph, PassContext& context) {
     const auto start = std::chrono::steady_clock::now();
     absl::StatusOr<bool> changed = pass.run(graph, context);
     record.millis =
-        std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start)
-            .count();
+        std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
     if (!changed.ok()) {
       return absl::Status(changed.status().code(),
                           absl::StrCat(pass.name(), ": ", changed.status().message()));
@@ -104,9 +102,9 @@ std::string PassManager::stats_report(const PassContext& context) const {
         first = false;
       }
     }
-    absl::StrAppend(&out, absl::StrFormat(" (%.2f ms, %d -> %d nodes%s)\n", r.millis,
-                                          r.nodes_before, r.nodes_after,
-                                          r.changed ? "" : ", unchanged"));
+    absl::StrAppend(&out,
+                    absl::StrFormat(" (%.2f ms, %d -> %d nodes%s)\n", r.millis, r.nodes_before,
+                                    r.nodes_after, r.changed ? "" : ", unchanged"));
   }
   return out;
 }

@@ -11,12 +11,11 @@ namespace {
 std::vector<RegisteredPass>& registry() {
   static std::vector<RegisteredPass>* passes = [] {
     auto* out = new std::vector<RegisteredPass>;
-    for (PassFactory f : {PassFactory(make_canonicalize_pass), PassFactory(make_fuse_rope_pass),
-                          PassFactory(make_fuse_rmsnorm_residual_pass),
-                          PassFactory(make_fuse_attention_pass),
-                          PassFactory(make_fuse_elementwise_pass),
-                          PassFactory(make_gemm_epilogue_pass), PassFactory(make_plan_memory_pass),
-                          PassFactory(make_plan_kv_pass)}) {
+    for (PassFactory f :
+         {PassFactory(make_canonicalize_pass), PassFactory(make_fuse_rope_pass),
+          PassFactory(make_fuse_rmsnorm_residual_pass), PassFactory(make_fuse_attention_pass),
+          PassFactory(make_fuse_elementwise_pass), PassFactory(make_gemm_epilogue_pass),
+          PassFactory(make_plan_memory_pass), PassFactory(make_plan_kv_pass)}) {
       std::unique_ptr<Pass> p = f();
       out->push_back({p->name(), p->description(), f});
     }

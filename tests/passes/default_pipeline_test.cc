@@ -101,7 +101,7 @@ TEST_P(DefaultPipeline, LeavesNoUnfusedPatterns) {
   EXPECT_EQ(counts[OpKind::kFlashAttention], layers);
   EXPECT_EQ(counts[OpKind::kRope], 2 * layers);
   EXPECT_EQ(counts[OpKind::kRmsNormResidual], 2 * layers - 1);
-  EXPECT_EQ(counts[OpKind::kRmsNorm], 2);  // the first layer's and the final norm
+  EXPECT_EQ(counts[OpKind::kRmsNorm], 2);                // the first layer's and the final norm
   EXPECT_EQ(counts[OpKind::kFusedElementwise], layers);  // SwiGLU
   EXPECT_EQ(counts[OpKind::kGemm], 7 * layers + 1);
   EXPECT_EQ(context.stats["fuse-attention"]["fused"], layers);
@@ -169,8 +169,8 @@ TEST_P(DefaultPipeline, FusedGraphMatchesPrimitiveGraphOnTheReferenceBackend) {
   ASSERT_TRUE(opt.ok()) << opt.status();
 
   // One set of KV caches per executor, same shapes.
-  const int64_t cache_elems = limits.max_pool_pages * limits.page_size * config->num_kv_heads *
-                              config->head_dim;
+  const int64_t cache_elems =
+      limits.max_pool_pages * limits.page_size * config->num_kv_heads * config->head_dim;
   const std::vector<int64_t> cache_shape = {limits.max_pool_pages, limits.page_size,
                                             config->num_kv_heads, config->head_dim};
   std::vector<std::vector<float>> caches[2];
@@ -213,8 +213,7 @@ TEST_P(DefaultPipeline, FusedGraphMatchesPrimitiveGraphOnTheReferenceBackend) {
     tokens.clear();
     for (int s = 0; s < 2; ++s) {
       auto row = a.begin() + s * config->vocab_size;
-      tokens.push_back(static_cast<int32_t>(
-          std::max_element(row, row + config->vocab_size) - row));
+      tokens.push_back(static_cast<int32_t>(std::max_element(row, row + config->vocab_size) - row));
       lens[s] += news[s];
       news[s] = 1;
     }
@@ -226,7 +225,8 @@ INSTANTIATE_TEST_SUITE_P(Models, DefaultPipeline,
                                            "tiny-gguf", "passes-hd64", "passes-hd128"),
                          [](const auto& info) {
                            std::string n = info.param;
-                           for (char& c : n) c = std::isalnum(static_cast<unsigned char>(c)) ? c : '_';
+                           for (char& c : n)
+                             c = std::isalnum(static_cast<unsigned char>(c)) ? c : '_';
                            return n;
                          });
 

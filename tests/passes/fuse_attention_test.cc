@@ -8,8 +8,8 @@
 namespace kiln {
 namespace {
 
-using ::testing::HasSubstr;
 using testing::canonical;
+using ::testing::HasSubstr;
 using testing::reasons;
 using testing::run_passes;
 
@@ -58,7 +58,11 @@ std::string attention(const std::string& outputs = "",
 TEST(FuseAttention, GqaAttentionBecomesFlashAttention) {
   auto run = run_passes(attention(), {"fuse-attention"});
   ASSERT_TRUE(run.ok()) << run.status();
-  EXPECT_EQ(run->text, canonical(absl::StrCat(kHeader, R"(  %0, %1, %2 = flash_attention(%q, %k, %v, %k_cache, %v_cache, %positions, %slot_mapping, %qo_indptr, %kv_page_indptr, %kv_page_indices, %kv_last_page_len) {scale = 0.35355339059327373} : f32[T,4,8], f32[NP,16,2,8], f32[NP,16,2,8]
+  EXPECT_EQ(
+      run->text,
+      canonical(absl::StrCat(
+          kHeader,
+          R"(  %0, %1, %2 = flash_attention(%q, %k, %v, %k_cache, %v_cache, %positions, %slot_mapping, %qo_indptr, %kv_page_indptr, %kv_page_indices, %kv_last_page_len) {scale = 0.35355339059327373} : f32[T,4,8], f32[NP,16,2,8], f32[NP,16,2,8]
   output o = %0
 })")));
   EXPECT_EQ(testing::stat(run->context, "fuse-attention", "fused"), 1);

@@ -9,8 +9,8 @@
 namespace kiln {
 namespace {
 
-using ::testing::HasSubstr;
 using testing::canonical;
+using ::testing::HasSubstr;
 using testing::reasons;
 using testing::run_passes;
 
@@ -23,7 +23,7 @@ constexpr char kResidual[] = R"(graph @g {
   %h = add(%a, %b) : f32[T,8]
   %sq = mul(%h, %h) : f32[T,8]
   %ms = reduce_mean(%sq) : f32[T,1]
-  %eps = constant() {dtype = f32, value = 1e-06} : f32$EPSSHAPE
+$EPS
   %ae = add(%ms, %eps) : f32[T,1]
   %r = rsqrt(%ae) : f32[T,1]
   %n = mul(%h, %r) : f32[T,8]
@@ -33,8 +33,13 @@ constexpr char kResidual[] = R"(graph @g {
 $OUTPUTS}
 )";
 
-std::string residual(const std::string& eps_shape = "[]", const std::string& outputs = "") {
-  return absl::StrReplaceAll(kResidual, {{"$EPSSHAPE", eps_shape}, {"$OUTPUTS", outputs}});
+constexpr char kScalarEps[] = "  %eps = constant() {dtype = f32, value = 1e-06} : f32[]";
+// A constant reshaped to [1]: the eps operand has the wrong shape for the fused op's attribute.
+constexpr char kVectorEps[] = R"(  %eps0 = constant() {dtype = f32, value = 1e-06} : f32[]
+  %eps = reshape(%eps0) {shape = [1]} : f32[1])";
+
+std::string residual(const std::string& eps = kScalarEps, const std::string& outputs = "") {
+  return absl::StrReplaceAll(kResidual, {{"$EPS", eps}, {"$OUTPUTS", outputs}});
 }
 
 TEST(FuseRmsNormResidual, ResidualAddAndNormBecomeOneOpWithTheSumAsSecondResult) {
@@ -78,7 +83,7 @@ TEST(FuseRmsNormResidual, NormWithoutResidualBecomesRmsNorm) {
 }
 
 TEST(FuseRmsNormResidual, DoesNotFuseWhenAnIntermediateHasASecondUser) {
-  const std::string in = residual("[]", "  output inv_rms = %r\n");
+  const std::string in = residual(kScalarEps, "  output inv_rms = %r\n");
   auto run = run_passes(in, {"fuse-rmsnorm-residual"});
   ASSERT_TRUE(run.ok()) << run.status();
   EXPECT_EQ(run->text, canonical(in));
@@ -86,7 +91,7 @@ TEST(FuseRmsNormResidual, DoesNotFuseWhenAnIntermediateHasASecondUser) {
 }
 
 TEST(FuseRmsNormResidual, DoesNotFuseWithANonScalarEps) {
-  const std::string in = residual("[1]");
+  const std::string in = residual(kVectorEps);
   auto run = run_passes(in, {"fuse-rmsnorm-residual"});
   ASSERT_TRUE(run.ok()) << run.status();
   EXPECT_EQ(run->text, canonical(in));

@@ -8,8 +8,8 @@
 namespace kiln {
 namespace {
 
-using ::testing::HasSubstr;
 using testing::canonical;
+using ::testing::HasSubstr;
 using testing::reasons;
 using testing::run_passes;
 

@@ -26,7 +26,9 @@ TEST(GemmEpilogue, BiasThenResidual) {
 })"),
                         {"gemm-epilogue"});
   ASSERT_TRUE(run.ok()) << run.status();
-  EXPECT_EQ(run->text, canonical(absl::StrCat(kHeader, R"(  %0 = gemm(%x, @w, @b, %r) {epilogue = "bias_residual"} : f32[T,4]
+  EXPECT_EQ(run->text,
+            canonical(absl::StrCat(
+                kHeader, R"(  %0 = gemm(%x, @w, @b, %r) {epilogue = "bias_residual"} : f32[T,4]
   output z = %0
 })")));
 }
@@ -40,7 +42,8 @@ TEST(GemmEpilogue, ResidualOnlyAndPlainMatmul) {
 })"),
                         {"gemm-epilogue"});
   ASSERT_TRUE(run.ok()) << run.status();
-  EXPECT_EQ(run->text, canonical(absl::StrCat(kHeader, R"(  %0 = gemm(%x, @w, %r) {epilogue = "residual"} : f32[T,4]
+  EXPECT_EQ(run->text, canonical(absl::StrCat(
+                           kHeader, R"(  %0 = gemm(%x, @w, %r) {epilogue = "residual"} : f32[T,4]
   %1 = gemm(%x, @w) {epilogue = "none"} : f32[T,4]
   output z = %0
   output m2 = %1
@@ -57,7 +60,8 @@ TEST(GemmEpilogue, DoesNotFoldAnAddWhenTheProductHasASecondReader) {
 })"),
                         {"gemm-epilogue"});
   ASSERT_TRUE(run.ok()) << run.status();
-  EXPECT_EQ(run->text, canonical(absl::StrCat(kHeader, R"(  %0 = gemm(%x, @w) {epilogue = "none"} : f32[T,4]
+  EXPECT_EQ(run->text,
+            canonical(absl::StrCat(kHeader, R"(  %0 = gemm(%x, @w) {epilogue = "none"} : f32[T,4]
   %y = add(%0, @b) : f32[T,4]
   output y = %y
   output m = %0

@@ -28,7 +28,8 @@ TEST(PlanKv, ReadsThePageLayoutOffTheCacheInputs) {
   EXPECT_EQ(kv.num_kv_heads, config->num_kv_heads);
   EXPECT_EQ(kv.head_dim, config->head_dim);
   EXPECT_EQ(kv.bytes_per_page, 2 * 32 * config->num_kv_heads * config->head_dim * 2);
-  EXPECT_EQ(kv.bytes_per_token, 2 * config->num_layers * config->num_kv_heads * config->head_dim * 2);
+  EXPECT_EQ(kv.bytes_per_token,
+            2 * config->num_layers * config->num_kv_heads * config->head_dim * 2);
 }
 
 }  // namespace

@@ -50,8 +50,9 @@ std::unique_ptr<Graph> random_graph(std::mt19937& rng) {
   std::vector<Value*> values;
   const int num_inputs = 1 + rng() % 3;
   for (int i = 0; i < num_inputs; ++i) {
-    values.push_back(b.input(absl::StrCat("x", i),
-                             {DType::kF32, {Dim::symbolic("T"), Dim::constant(widths[rng() % 4])}}));
+    values.push_back(
+        b.input(absl::StrCat("x", i),
+                {DType::kF32, {Dim::symbolic("T"), Dim::constant(widths[rng() % 4])}}));
   }
   const int num_nodes = 5 + rng() % 40;
   for (int i = 0; i < num_nodes; ++i) {
@@ -66,11 +67,14 @@ std::unique_ptr<Graph> random_graph(std::mt19937& rng) {
         values.push_back(b.add(a, same[rng() % same.size()]));
         break;
       }
-      case 1: values.push_back(b.exp(a)); break;
+      case 1:
+        values.push_back(b.exp(a));
+        break;
       case 2: {
         const int64_t n = widths[rng() % 4];
-        values.push_back(
-            b.matmul(a, b.param(absl::StrCat("w", i), {a->type.dtype, {Dim::constant(n), Dim::constant(w)}})));
+        values.push_back(b.matmul(
+            a,
+            b.param(absl::StrCat("w", i), {a->type.dtype, {Dim::constant(n), Dim::constant(w)}})));
         break;
       }
       case 3:
@@ -80,7 +84,9 @@ std::unique_ptr<Graph> random_graph(std::mt19937& rng) {
           values.push_back(b.silu(a));
         }
         break;
-      default: values.push_back(b.cast(a, rng() % 2 ? DType::kBF16 : DType::kF32)); break;
+      default:
+        values.push_back(b.cast(a, rng() % 2 ? DType::kBF16 : DType::kF32));
+        break;
     }
   }
   const int num_outputs = 1 + rng() % 3;
@@ -133,8 +139,8 @@ void expect_tight_llama_arena(const std::string& model) {
     // or [T, intermediate] activation.
     int64_t largest = 0;
     for (const auto& b : plan.buffers) largest = std::max(largest, b.size);
-    const int64_t widest = std::max({config->intermediate_size, config->vocab_size,
-                                     config->num_heads * config->head_dim});
+    const int64_t widest = std::max(
+        {config->intermediate_size, config->vocab_size, config->num_heads * config->head_dim});
     EXPECT_LE(largest, limits.max_tokens * widest * 4) << model;
   }
 }
