@@ -7,13 +7,6 @@
 
 namespace kiln {
 namespace {
-// dtype_name as an absl::string_view (this Abseil build does not alias std::string_view).
-absl::string_view DTypeName(DType d) {
-  const std::string_view n = dtype_name(d);
-  return absl::string_view(n.data(), n.size());
-}
-}  // namespace
-namespace {
 
 uint16_t load_u16(const uint8_t* p) {
   uint16_t v;
@@ -171,12 +164,12 @@ absl::Status dequantize_row(DType dtype, const uint8_t* blocks, int64_t n, float
   const int64_t be = block_elements(dtype);
   if (!is_quantized(dtype)) {
     return absl::InvalidArgumentError(
-        absl::StrCat("dequantize_row: ", DTypeName(dtype), " is not a block-quantized type"));
+        absl::StrCat("dequantize_row: ", dtype_name(dtype), " is not a block-quantized type"));
   }
   if (n < 0 || n % be != 0) {
     return absl::InvalidArgumentError(absl::StrCat("dequantize_row: ", n,
                                                    " elements is not a multiple of the ",
-                                                   DTypeName(dtype), " block size ", be));
+                                                   dtype_name(dtype), " block size ", be));
   }
   const int64_t nb = n / be;
   switch (dtype) {
@@ -197,7 +190,7 @@ absl::Status dequantize_row(DType dtype, const uint8_t* blocks, int64_t n, float
       break;
     default:
       return absl::InvalidArgumentError(
-          absl::StrCat("dequantize_row: ", DTypeName(dtype), " is not supported"));
+          absl::StrCat("dequantize_row: ", dtype_name(dtype), " is not supported"));
   }
   return absl::OkStatus();
 }

@@ -10,13 +10,6 @@
 
 namespace kiln {
 namespace {
-// dtype_name as an absl::string_view (this Abseil build does not alias std::string_view).
-absl::string_view DTypeName(DType d) {
-  const std::string_view n = dtype_name(d);
-  return absl::string_view(n.data(), n.size());
-}
-}  // namespace
-namespace {
 
 constexpr uint32_t kTypeUint8 = 0, kTypeInt8 = 1, kTypeUint16 = 2, kTypeInt16 = 3, kTypeUint32 = 4,
                    kTypeInt32 = 5, kTypeFloat32 = 6, kTypeBool = 7, kTypeString = 8, kTypeArray = 9,
@@ -311,7 +304,7 @@ absl::StatusOr<std::unique_ptr<GgufFile>> GgufFile::open(const std::string& path
     const uint64_t be = static_cast<uint64_t>(block_elements(t.dtype));
     if (static_cast<uint64_t>(ne[0]) % be != 0) {
       return c.error(absl::StrCat(what, ": innermost dimension ", ne[0],
-                                  " is not a multiple of the ", DTypeName(t.dtype), " block size ",
+                                  " is not a multiple of the ", dtype_name(t.dtype), " block size ",
                                   be));
     }
     // elements < 2^63 and block_bytes <= 210 < block_elements * 8, so no overflow here.

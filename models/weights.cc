@@ -11,13 +11,6 @@
 #include "models/weight_names.h"
 
 namespace kiln {
-namespace {
-// dtype_name as an absl::string_view (this Abseil build does not alias std::string_view).
-absl::string_view DTypeName(DType d) {
-  const std::string_view n = dtype_name(d);
-  return absl::string_view(n.data(), n.size());
-}
-}  // namespace
 
 int64_t Weight::elements() const {
   int64_t n = 1;
@@ -151,7 +144,7 @@ absl::Status check_sizes(const Weight& w, size_t out_size) {
   if (n % be != 0 || static_cast<uint64_t>(n / be * block_bytes(w.dtype)) != w.bytes.size()) {
     return absl::InvalidArgumentError(absl::StrCat(w.source_file, ": tensor '", w.source_name,
                                                    "' holds ", w.bytes.size(), " bytes, not ", n,
-                                                   " elements of ", DTypeName(w.dtype)));
+                                                   " elements of ", dtype_name(w.dtype)));
   }
   return absl::OkStatus();
 }
@@ -187,7 +180,7 @@ absl::Status to_f32(const Weight& w, absl::Span<float> out) {
       break;
   }
   return absl::InvalidArgumentError(absl::StrCat(w.source_file, ": tensor '", w.source_name,
-                                                 "' has dtype ", DTypeName(w.dtype),
+                                                 "' has dtype ", dtype_name(w.dtype),
                                                  ", which cannot be converted to f32"));
 }
 

@@ -7,7 +7,6 @@ bash scripts/install-deps.sh
 cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=Release -DKILN_TESTS=OFF >/dev/null
 cmake --build build -j "$(nproc)"
 model=$(bash scripts/fetch-model.sh | tail -n 1)
-echo "== kiln: the default model's configuration and step graph (first lines) =="
-./build/tools/kiln ir "$model" | grep -v -E '^  (input|param) ' | head -n 40
-echo "== kiln: the built-in example graph, verified =="
-./build/tools/kiln ir --example
+echo "== kiln: SmolLM2-135M-Instruct on the CPU reference backend =="
+./build/tools/kiln run "$model" --chat --prompt "${KILN_PROMPT:-Explain in two sentences why the sky is blue.}" \
+  --max-new-tokens "${KILN_MAX_NEW_TOKENS:-96}"

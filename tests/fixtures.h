@@ -28,3 +28,22 @@ inline std::string smollm2_gguf() {
 }
 
 }  // namespace kiln::testing
+
+#include <unistd.h>
+
+#include <gtest/gtest.h>
+
+namespace kiln::testing {
+
+/// A temp path unique to the running test case and process: ctest runs the cases of one binary
+/// in parallel processes, so a shared name would let one case truncate another's mapped file.
+inline std::string unique_temp_path(const std::string& name) {
+  const ::testing::TestInfo* info = ::testing::UnitTest::GetInstance()->current_test_info();
+  std::string test = info ? std::string(info->test_suite_name()) + "." + info->name() : "none";
+  for (char& c : test) {
+    if (c == '/') c = '_';
+  }
+  return ::testing::TempDir() + "/" + test + "." + std::to_string(getpid()) + "." + name;
+}
+
+}  // namespace kiln::testing

@@ -32,6 +32,7 @@ struct IrOptions {
   std::string dump_ir_dir;
   bool list_passes = false;
   bool stats = false;
+  PlanIrOptions plan;  // for a .kplan input
 };
 
 int list_passes() {
@@ -114,6 +115,11 @@ absl::StatusOr<std::unique_ptr<Graph>> graph_from_model(const IrOptions& opts) {
 
 int run_ir(const IrOptions& opts) {
   if (opts.list_passes) return list_passes();
+  if (ends_with(opts.input, ".kplan")) {  // a compiled plan: tools/cmd_plan_ir.cc
+    PlanIrOptions plan = opts.plan;
+    plan.plan = opts.input;
+    return run_plan_ir(plan);
+  }
   std::unique_ptr<Graph> graph;
   if (opts.example) {
     absl::StatusOr<std::unique_ptr<Graph>> g = build_example_graph();
@@ -186,6 +192,9 @@ void add_ir_command(CLI::App& app, int* exit_code) {
                   "write numbered .kir files (00-input.kir, 03-fuse-attention.kir, ...) here");
   cmd->add_flag("--list-passes", opts->list_passes, "list the registered passes");
   cmd->add_flag("--stats", opts->stats, "print per-pass statistics and the plans to stderr");
+  cmd->add_flag("--kernels", opts->plan.kernels, "(.kplan) list the plan's kernels");
+  cmd->add_option("--source", opts->plan.source, "(.kplan) print one kernel's CUDA source");
+  cmd->add_option("--ptx", opts->plan.ptx, "(.kplan) print one kernel's PTX");
   cmd->callback([opts, exit_code] { *exit_code = run_ir(*opts); });
 }
 

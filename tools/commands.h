@@ -3,11 +3,23 @@
 #pragma once
 
 #include <CLI/CLI.hpp>
+#include <string>
 
 namespace kiln::tools {
 
 void add_ir_command(CLI::App& app, int* exit_code);
 void add_run_command(CLI::App& app, int* exit_code);
+void add_compile_command(CLI::App& app, int* exit_code);
+void add_inspect_command(CLI::App& app, int* exit_code);
+
+/// `kiln ir <plan.kplan>` options (tools/cmd_plan_ir.cc).
+struct PlanIrOptions {
+  std::string plan;
+  bool kernels = false;   // list kernels
+  std::string source;     // print this kernel's generated CUDA source
+  std::string ptx;        // print this kernel's PTX
+};
+int run_plan_ir(const PlanIrOptions& options);
 /// Subcommands laid out but not implemented yet: they say so and exit non-zero.
 void add_pending_commands(CLI::App& app, int* exit_code);
 

@@ -1,5 +1,6 @@
 // GGUF reader: metadata and tensor directory of real fixtures, and every class of corruption.
 #include "models/gguf.h"
+#include "tests/fixtures.h"
 
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
@@ -109,7 +110,7 @@ std::string build(const GgufSpec& g) {
 
 class GgufCorruption : public ::testing::Test {
  protected:
-  std::string path_ = ::testing::TempDir() + "/kiln_gguf_test.gguf";
+  std::string path_ = testing::unique_temp_path("kiln_gguf_test.gguf");
   absl::Status open_bytes(const std::string& bytes) {
     write_file(path_, bytes);
     return GgufFile::open(path_).status();

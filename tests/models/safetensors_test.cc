@@ -1,5 +1,6 @@
 // safetensors reader: valid files, sharded indexes, and every class of corruption.
 #include "models/safetensors.h"
+#include "tests/fixtures.h"
 
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
@@ -37,7 +38,7 @@ const char kValidHeader[] = R"({"__metadata__":{"format":"pt"},)"
 
 class SafetensorsCorruption : public ::testing::Test {
  protected:
-  std::string path_ = ::testing::TempDir() + "/kiln_st_test.safetensors";
+  std::string path_ = testing::unique_temp_path("kiln_st_test.safetensors");
   absl::Status open_bytes(const std::string& bytes) {
     write_file(path_, bytes);
     return SafetensorsFile::open(path_).status();
@@ -137,7 +138,7 @@ TEST_F(SafetensorsCorruption, FuzzFlipsAndTruncations) {
 class ShardedIndex : public ::testing::Test {
  protected:
   void SetUp() override {
-    dir_ = ::testing::TempDir() + "/kiln_sharded_test";
+    dir_ = testing::unique_temp_path("kiln_sharded_test");
     std::filesystem::remove_all(dir_);
     std::filesystem::create_directories(dir_);
     write_file(

@@ -1,0 +1,72 @@
+// Rotary position embedding (rotate-half and interleaved pair layouts, any rotary_dim <= D) and
+// the paged-KV append that stores this step's K/V rows at their slots before attention reads them.
+//
+// The frequencies come from the generated config as `kiln_rope_inv_freq[ROT / 2]` in constant
+// memory: codegen computes them once on the host from the op's attributes (theta, llama3 scaling)
+// with the same formula the CPU reference uses, so both backends rotate by identical angles.
+#pragma once
+
+#include "common.cuh"
+
+namespace kiln_k {
+
+/// out[t, h, :] = rope(x[t, h, :], positions[t]); grid-stride over T x H x D/2 element pairs.
+/// HALF: pairs (i, i + ROT/2) (HF rotate_half); otherwise pairs (2i, 2i + 1) (GPT-J / llama.cpp).
+/// Dims from ROT on are copied unchanged (partial rotary).
+template <class T, int D, int ROT, bool HALF>
+__device__ __forceinline__ void rope(T* __restrict__ out, const T* __restrict__ x,
+                                     const int* __restrict__ positions,
+                                     const float* __restrict__ inv_freq, int num_tokens,
+                                     int num_heads) {
+  static_assert(ROT % 2 == 0 && ROT <= D && D % 2 == 0, "rotary pairs");
+  const long long pairs = (long long)num_tokens * num_heads * (D / 2);
+  for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < pairs;
+       i += (long long)gridDim.x * blockDim.x) {
+    const int p = i % (D / 2);
+    const long long row = i / (D / 2);  // t * H + h
+    const int t = row / num_heads;
+    const T* xr = x + row * D;
+    T* orow = out + row * D;
+    if (p >= ROT / 2) {  // pass-through dims, two per pair index
+      const int e = ROT + 2 * (p - ROT / 2);
+      orow[e] = xr[e];
+      orow[e + 1] = xr[e + 1];
+      continue;
+    }
+    const int a = HALF ? p : 2 * p, b = HALF ? p + ROT / 2 : 2 * p + 1;
+    // fp32 angle as HF computes it (position * inv_freq in float), then accurate sincos: the
+    // fast __sinf loses accuracy at the large angles of long contexts.
+    float sn, cs;
+    sincosf((float)positions[t] * inv_freq[p], &sn, &cs);
+    const float xa = to_float(xr[a]), xb = to_float(xr[b]);
+    orow[a] = from_float<T>(xa * cs - xb * sn);
+    orow[b] = from_float<T>(xb * cs + xa * sn);
+  }
+}
+
+/// cache[slot_mapping[t], h, :] = rows[t, h, :] for the K or V rows of this step; the cache is
+/// [NP * page_size, Hkv, D] viewed flat by slot (slot = page * page_size + offset). A negative
+/// slot marks a padding token and is skipped. 16-byte copies, grid-stride.
+template <class T, int D>
+__device__ __forceinline__ void kv_append(T* __restrict__ k_cache, T* __restrict__ v_cache,
+                                          const T* __restrict__ k, const T* __restrict__ v,
+                                          const int* __restrict__ slot_mapping, int num_tokens,
+                                          int num_kv_heads) {
+  constexpr int kChunks = D * (int)sizeof(T) / 16;
+  struct alignas(16) Chunk {
+    u32 w[4];
+  };
+  const long long n = (long long)num_tokens * num_kv_heads * kChunks;
+  for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < n;
+       i += (long long)gridDim.x * blockDim.x) {
+    const long long row = i / kChunks;  // t * Hkv + h
+    const int c = i % kChunks, t = row / num_kv_heads, h = row % num_kv_heads;
+    const int slot = slot_mapping[t];
+    if (slot < 0) continue;
+    const long long dst = ((long long)slot * num_kv_heads + h) * kChunks + c;
+    reinterpret_cast<Chunk*>(k_cache)[dst] = reinterpret_cast<const Chunk*>(k)[i];
+    reinterpret_cast<Chunk*>(v_cache)[dst] = reinterpret_cast<const Chunk*>(v)[i];
+  }
+}
+
+}  // namespace kiln_k

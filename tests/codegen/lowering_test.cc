@@ -1,0 +1,138 @@
+// Lowering of fused IR to kernel specs, launches and GEMM entries; spec keys; launch expressions;
+// the fused_elementwise expression parser; emitted sources.
+#include "codegen/lowering.h"
+
+#include <gtest/gtest.h>
+
+#include <set>
+
+#include "codegen/elementwise_expr.h"
+#include "codegen/kernel_source.h"
+#include "ir/verifier.h"
+#include "tests/codegen/codegen_test_util.h"
+
+namespace kiln {
+namespace {
+
+TEST(KernelSpec, KeyIsCanonical) {
+  KernelSpec s;
+  s.family = KernelFamily::kFlashAttentionPrefill;
+  s.dtype = DType::kBF16;
+  s.params = {{"d", 64}, {"g", 3}, {"q", 64}, {"kv", 64}, {"w", 4}};
+  EXPECT_EQ(s.key(), "flash_attention_prefill_bf16_d64_g3_q64_kv64_w4");
+  KernelSpec t = s;
+  t.payload = "x";
+  EXPECT_NE(t.key(), s.key());
+  EXPECT_EQ(t.key().rfind(s.key() + "_h", 0), 0u);
+}
+
+TEST(Lowering, SmolLM2FusedGraph) {
+  std::unique_ptr<Graph> g = testing::load_kir("smollm2_fused.kir");
+  ASSERT_NE(g, nullptr);
+  ASSERT_TRUE(verify(*g).ok());
+  absl::StatusOr<LoweredGraph> l = lower_graph(*g);
+  ASSERT_TRUE(l.ok()) << l.status();
+  std::set<std::string> keys;
+  for (const KernelSpec& s : l->kernels) keys.insert(s.key());
+  EXPECT_TRUE(keys.count("flash_attention_prefill_bf16_d64_g3_q64_kv64_w4"));
+  EXPECT_TRUE(keys.count("flash_attention_decode_bf16_d64_g3_kv16_w4"));
+  EXPECT_TRUE(keys.count("flash_attention_merge_bf16_d64"));
+  EXPECT_TRUE(keys.count("kv_append_bf16_d64"));
+  EXPECT_TRUE(keys.count("rmsnorm_residual_bf16_h576_vec8_vpt1_t96"));
+  EXPECT_TRUE(keys.count("embedding_bf16_h576_vec8"));
+  EXPECT_TRUE(keys.count("sampling_f32_w32"));
+  EXPECT_EQ(keys.size(), l->kernels.size());  // unique
+  // 2 layers x (q, k, v, o, gate, up, down) + lm_head.
+  EXPECT_EQ(l->gemms.size(), 15u);
+  int residual = 0;
+  for (const GemmEntry& e : l->gemms) residual += e.epilogue == "residual";
+  EXPECT_EQ(residual, 2);
+  // Every launch passes exactly the entry's parameters.
+  for (const KernelLaunch& launch : l->launches) {
+    const KernelSpec* spec = nullptr;
+    for (const KernelSpec& s : l->kernels) {
+      if (s.key() == launch.kernel) spec = &s;
+    }
+    ASSERT_NE(spec, nullptr);
+    absl::StatusOr<std::vector<EntryParam>> params = entry_params(*spec);
+    ASSERT_TRUE(params.ok());
+    EXPECT_EQ(params->size(), launch.args.size()) << launch.kernel;
+    for (const std::string& e : launch.launch.grid) {
+      absl::StatusOr<int64_t> v = eval_launch_expr(e, {{"T", 100}, {"S", 3}});
+      ASSERT_TRUE(v.ok()) << launch.kernel << ": " << v.status();
+      EXPECT_GE(*v, 1) << launch.kernel << " grid " << e;
+    }
+  }
+}
+
+TEST(Lowering, PrefillGridCoversEveryQueryTile) {
+  std::unique_ptr<Graph> g = testing::load_kir("smollm2_fused.kir");
+  ASSERT_NE(g, nullptr);
+  absl::StatusOr<LoweredGraph> l = lower_graph(*g);
+  ASSERT_TRUE(l.ok());
+  for (const KernelLaunch& launch : l->launches) {
+    if (launch.kernel.rfind("flash_attention_prefill", 0) != 0) continue;
+    // Ragged lengths 1, 17, 100 (T = 118): tiles of 64 rows of (token, head) with G = 3.
+    const int64_t tiles = (1 * 3 + 63) / 64 + (17 * 3 + 63) / 64 + (100 * 3 + 63) / 64;
+    absl::StatusOr<int64_t> grid = eval_launch_expr(launch.launch.grid[0], {{"T", 118}, {"S", 3}});
+    ASSERT_TRUE(grid.ok());
+    EXPECT_GE(*grid, tiles);
+  }
+}
+
+TEST(Lowering, PrimitiveGraphSaysPassesMustRun) {
+  std::unique_ptr<Graph> g = testing::load_kir("smollm2_fused.kir");
+  ASSERT_NE(g, nullptr);
+  Graph prim;
+  ASSERT_TRUE(prim.symbols().add({"T", 8}).ok());
+  Value* x = prim.add_input("x", {DType::kF32, {Dim::symbolic("T"), Dim::constant(4)}});
+  Node* n = prim.add_node(OpKind::kReduceSum, {x}, {},
+                          {{DType::kF32, {Dim::symbolic("T"), Dim::constant(1)}}});
+  prim.add_output("y", n->output());
+  absl::StatusOr<LoweredGraph> l = lower_graph(prim);
+  ASSERT_FALSE(l.ok());
+  EXPECT_NE(l.status().message().find("reduce_sum"), std::string::npos);
+  EXPECT_NE(l.status().message().find("fusion passes"), std::string::npos);
+}
+
+TEST(LaunchExpr, Grammar) {
+  EXPECT_EQ(*eval_launch_expr("cdiv(T*3, 64) + S", {{"T", 100}, {"S", 2}}), 7);
+  EXPECT_EQ(*eval_launch_expr("min(T, 5) * (S+1) - 1", {{"T", 9}, {"S", 2}}), 14);
+  EXPECT_FALSE(eval_launch_expr("T +", {{"T", 1}}).ok());
+  EXPECT_FALSE(eval_launch_expr("Q", {{"T", 1}}).ok());
+  EXPECT_FALSE(eval_launch_expr("cdiv(1, 0)", {}).ok());
+}
+
+TEST(ElementwiseExpr, ParsesAndRejects) {
+  absl::StatusOr<ElementwiseExpr> e = ElementwiseExpr::parse("mul(silu($0), add($1, -1.5e-3))");
+  ASSERT_TRUE(e.ok()) << e.status();
+  EXPECT_EQ(e->nodes().size(), 6u);
+  EXPECT_EQ(e->max_input_index(), 1);
+  EXPECT_EQ(e->nodes().back().kind, ElementwiseExpr::Kind::kMul);
+  for (const char* bad : {"", "mul($0)", "foo($0)", "$", "add($0, $1", "$0 $1", "silu($0))"}) {
+    EXPECT_FALSE(ElementwiseExpr::parse(bad).ok()) << bad;
+  }
+  EXPECT_NE(ElementwiseExpr::parse("foo($0)").status().message().find("expr:1"), std::string::npos);
+}
+
+TEST(KernelSource, ElementwiseBroadcastAndEntry) {
+  KernelSpec s;
+  s.family = KernelFamily::kFusedElementwise;
+  s.dtype = DType::kBF16;
+  s.expr = "mul($0, rsqrt($1))";
+  s.input_dtypes = {DType::kBF16, DType::kF32};
+  s.input_patterns = {"**", "*1"};
+  s.output_dims = {"T", "576"};
+  s.payload = "p";
+  absl::StatusOr<std::string> src = emit_kernel_source(s);
+  ASSERT_TRUE(src.ok()) << src.status();
+  EXPECT_NE(src->find("extern \"C\" __global__"), std::string::npos);
+  EXPECT_NE(src->find(s.key()), std::string::npos);
+  EXPECT_NE(src->find("GENERATED"), std::string::npos);
+  EXPECT_NE(src->find("rsqrtf"), std::string::npos);
+  s.expr = "add($0, $2)";  // reads an input the node lacks
+  EXPECT_FALSE(emit_kernel_source(s).ok());
+}
+
+}  // namespace
+}  // namespace kiln

@@ -1,0 +1,125 @@
+// The `kiln` binary end to end: exit codes and messages for good and bad input.
+#include <sys/wait.h>
+
+#include <array>
+#include <cstdio>
+#include <fstream>
+
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include "tests/fixtures.h"
+
+namespace kiln {
+namespace {
+
+using ::testing::HasSubstr;
+
+struct Result {
+  int exit_code = -1;
+  std::string output;  // stdout and stderr together
+};
+
+Result kiln(const std::string& args) {
+  std::string cmd = std::string(KILN_BINARY) + " " + args + " 2>&1";
+  Result r;
+  FILE* p = popen(cmd.c_str(), "r");
+  if (p == nullptr) return r;
+  std::array<char, 4096> buf;
+  size_t n;
+  while ((n = fread(buf.data(), 1, buf.size(), p)) > 0) r.output.append(buf.data(), n);
+  int status = pclose(p);
+  r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+  return r;
+}
+
+std::string write_temp(const std::string& name, const std::string& text) {
+  std::string path = testing::unique_temp_path(name);
+  std::ofstream(path, std::ios::binary) << text;
+  return path;
+}
+
+TEST(KilnCli, Version) {
+  Result r = kiln("--version");
+  EXPECT_EQ(r.exit_code, 0);
+  EXPECT_THAT(r.output, HasSubstr("kiln 0."));
+}
+
+TEST(KilnCli, PendingSubcommandsSaySoAndFail) {
+  for (const char* sub : {"bench", "serve"}) {
+    Result r = kiln(sub);
+    EXPECT_NE(r.exit_code, 0) << sub;
+    EXPECT_THAT(r.output, HasSubstr("not implemented yet")) << sub;
+  }
+}
+
+TEST(KilnCli, IrPrintsVerifiedText) {
+  Result r = kiln("ir --example");
+  EXPECT_EQ(r.exit_code, 0);
+  EXPECT_THAT(r.output, HasSubstr("graph @example_mlp_block {"));
+  std::string path = write_temp("g.kir", r.output);
+  Result again = kiln("ir " + path);
+  EXPECT_EQ(again.exit_code, 0);
+  EXPECT_EQ(again.output, r.output);
+}
+
+TEST(KilnCli, MalformedIrGetsLineAndColumn) {
+  std::string path = write_temp("bad.kir", "graph @g {\n  input %x : f32[4]\n  %y = nope(%x) : f32[4]\n}\n");
+  Result r = kiln("ir " + path);
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_THAT(r.output, HasSubstr(":3:8: unknown op 'nope'"));
+  std::string bad_type = write_temp("badtype.kir", "graph @g {\n  input %x : f32[4]\n  %y = neg(%x) : f32[5]\n"
+                                                   "  output y = %y\n}\n");
+  r = kiln("ir " + bad_type);
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_THAT(r.output, HasSubstr("verification failed: %y = neg(%x) : f32[5]: result 0 is declared f32[5]"));
+}
+
+TEST(KilnCli, IrOfAModel) {
+  Result r = kiln("ir " + testing::fixture("tiny-gqa"));
+  EXPECT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_THAT(r.output, HasSubstr("paged_qk("));
+  EXPECT_THAT(r.output, HasSubstr("output logits = "));
+}
+
+TEST(KilnCli, RunGeneratesFromAFixture) {
+  Result r = kiln("run " + testing::fixture("tiny") + " --prompt 'hello world' -n 5 --device cpu");
+  EXPECT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_THAT(r.output, HasSubstr("generated at"));
+}
+
+TEST(KilnCli, RunBadInput) {
+  const std::string model = testing::fixture("tiny");
+  Result r = kiln("run /nonexistent/model.gguf --prompt hi");
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_THAT(r.output, HasSubstr("/nonexistent/model.gguf: no such file or directory"));
+
+  r = kiln("run " + model + " --prompt ''");
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_THAT(r.output, HasSubstr("empty prompt"));
+
+  std::string long_prompt(400, 'x');
+  for (size_t i = 0; i < long_prompt.size(); i += 2) long_prompt[i] = ' ';
+  r = kiln("run " + model + " --max-context 64 --prompt '" + long_prompt + "'");
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_THAT(r.output, HasSubstr("tokens; the context holds 64"));
+
+  r = kiln("run " + model + " --max-context 16 --prompt 'a b c' -n 100");
+  EXPECT_EQ(r.exit_code, 0) << r.output;  // a clean stop, with a message
+  EXPECT_THAT(r.output, HasSubstr("stopped: reached the context length"));
+
+  r = kiln("run " + model + " --kv-pages 1 --prompt 'a b c' -n 40");
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_THAT(r.output, HasSubstr("out of pages"));
+
+  r = kiln("run " + model + " --prompt hi --temperature -1");
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_THAT(r.output, HasSubstr("temperature"));
+
+  r = kiln("run " + model + " --prompt hi --device cuda");
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_THAT(r.output, HasSubstr("not available yet"));
+}
+
+}  // namespace
+}  // namespace kiln

@@ -1,0 +1,70 @@
+// `kiln compile` (model -> .kplan) and `kiln inspect` (plan summary).
+#include <iostream>
+#include <memory>
+
+#include "codegen/compile_model.h"
+#include "codegen/nvrtc_compiler.h"
+#include "codegen/plan_file.h"
+#include "codegen/plan_summary.h"
+#include "tools/commands.h"
+
+namespace kiln::tools {
+
+void add_compile_command(CLI::App& app, int* exit_code) {
+  auto o = std::make_shared<CompileOptions>();
+  auto dtype = std::make_shared<std::string>("bf16");
+  CLI::App* cmd = app.add_subcommand("compile", "Compile a model to a plan file (.kplan)");
+  cmd->add_option("model", o->model, "model directory (HF) or .gguf file")->required();
+  cmd->add_option("-o,--output", o->output, "plan file to write")->required();
+  cmd->add_option("--arch", o->arch, "target: sm_90a, sm_89, sm_80")->capture_default_str();
+  cmd->add_option("--max-tokens", o->limits.max_tokens, "tokens per step (T bound)")
+      ->capture_default_str();
+  cmd->add_option("--max-seqs", o->limits.max_seqs, "sequences per step (S bound)")
+      ->capture_default_str();
+  cmd->add_option("--page-size", o->limits.page_size, "KV page size in tokens")
+      ->capture_default_str();
+  cmd->add_option("--dtype", *dtype, "activation / KV dtype (bf16, f16)")->capture_default_str();
+  cmd->add_option("--from-ir", o->from_ir, "compile this (fused) .kir instead of the model graph");
+  cmd->add_option("--dump-ir", o->dump_ir_dir, "write the IR before/after the passes here");
+  cmd->add_flag("--pack-weights", o->pack_weights, "store the weights inside the plan");
+  cmd->add_option("--cache-dir", o->cache_dir, "kernel cache folder (default $KILN_CACHE/kernels)");
+  cmd->add_flag("!--no-cache", o->use_cache, "compile every kernel, ignoring the cache");
+  cmd->add_option("-j,--jobs", o->threads, "NVRTC threads (0 = all cores)");
+  cmd->callback([o, dtype, exit_code] {
+    std::optional<DType> dt = parse_dtype(*dtype);
+    if (!dt || (*dt != DType::kBF16 && *dt != DType::kF16 && *dt != DType::kF32)) {
+      std::cerr << "kiln compile: --dtype must be bf16, f16 or f32\n";
+      *exit_code = 2;
+      return;
+    }
+    o->limits.dtype = *dt;
+    absl::StatusOr<CompileReport> r = compile_model(*o);
+    if (!r.ok()) {
+      std::cerr << "kiln compile: " << r.status().message() << "\n";
+      *exit_code = 1;
+      return;
+    }
+    std::cout << r->summary << "\n";
+  });
+}
+
+void add_inspect_command(CLI::App& app, int* exit_code) {
+  auto path = std::make_shared<std::string>();
+  auto verify = std::make_shared<bool>(false);
+  CLI::App* cmd = app.add_subcommand("inspect", "Summarize a plan file");
+  cmd->add_option("plan", *path, ".kplan file")->required();
+  cmd->add_flag("--verify", *verify, "also check every referenced weight's checksum");
+  cmd->callback([path, verify, exit_code] {
+    PlanLoadOptions opts;
+    opts.weights = *verify ? WeightCheck::kChecksum : WeightCheck::kSize;
+    absl::StatusOr<LoadedPlan> plan = read_plan(*path, opts);
+    if (!plan.ok()) {
+      std::cerr << "kiln inspect: " << plan.status().message() << "\n";
+      *exit_code = 1;
+      return;
+    }
+    std::cout << plan_summary(*plan);
+  });
+}
+
+}  // namespace kiln::tools
