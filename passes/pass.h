@@ -20,11 +20,14 @@ namespace kiln {
 /// upper bounds; offsets are in bytes from the arena's base.
 struct MemoryPlan {
   struct Buffer {
-    std::string value;    // the value's printed name ("%42")
-    int64_t offset = 0;   // bytes
-    int64_t size = 0;     // bytes at the symbols' upper bounds
-    int first_use = 0;    // node index that defines it
-    int last_use = 0;     // last node index that reads it (or the graph's end for outputs)
+    std::string value;   // the value's printed name ("%42")
+    int64_t offset = 0;  // bytes
+    int64_t size = 0;    // bytes at the symbols' upper bounds
+    int first_use = 0;   // node index that defines it
+    int last_use = 0;    // last node index that reads it (or the graph's end for outputs)
+    /// For a view that shares its source's bytes (reshape): the source buffer's value name;
+    /// offset, size and live range are then the source's. Empty for buffers of their own.
+    std::string alias_of;
   };
   std::vector<Buffer> buffers;
   int64_t arena_bytes = 0;
@@ -34,14 +37,14 @@ struct MemoryPlan {
 
 /// KV cache layout (plan-kv's result). Pages are counted at load time from a memory budget.
 struct KvPlan {
-  int64_t page_size = 16;          // tokens per page
-  std::string layout = "NHD";      // per page: [page_size, kv_heads, head_dim]
+  int64_t page_size = 16;      // tokens per page
+  std::string layout = "NHD";  // per page: [page_size, kv_heads, head_dim]
   DType dtype = DType::kBF16;
   int64_t num_layers = 0;
   int64_t num_kv_heads = 0;
   int64_t head_dim = 0;
-  int64_t bytes_per_page = 0;      // one page of K plus one of V, for one layer
-  int64_t bytes_per_token = 0;     // over all layers, K and V
+  int64_t bytes_per_page = 0;   // one page of K plus one of V, for one layer
+  int64_t bytes_per_token = 0;  // over all layers, K and V
 };
 
 /// What passes share within one pipeline run: options, statistics, analysis results.

@@ -1,4 +1,5 @@
-// `kiln ir`: parse, verify and pretty-print IR text (or the built-in example graph).
+// `kiln ir`: parse, verify and pretty-print IR text (or the built-in example graph), optionally
+// after running passes with IR dumps and statistics.
 #include <fstream>
 #include <iostream>
 #include <sstream>
@@ -8,6 +9,11 @@
 #include "models/model_source.h"
 #include "ir/printer.h"
 #include "ir/verifier.h"
+#include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
+#include "passes/pass_manager.h"
+#include "passes/pass_registry.h"
 #include "tools/commands.h"
 #include "tools/example_graph.h"
 
@@ -19,8 +25,74 @@ struct IrOptions {
   bool example = false;
   std::string dtype = "bf16";
   StepLimits limits;
+  std::string passes;  // comma-separated pass names
+  bool default_pipeline = false;
+  bool print_ir_after_all = false;
+  std::vector<std::string> print_ir_after;
+  std::string dump_ir_dir;
+  bool list_passes = false;
+  bool stats = false;
   PlanIrOptions plan;  // for a .kplan input
 };
+
+int list_passes() {
+  for (const RegisteredPass& p : registered_passes()) {
+    std::cout << absl::StrFormat("  %-22s %s\n", p.name, p.description);
+  }
+  std::cout << "default pipeline: " << absl::StrJoin(default_pipeline(), ",") << "\n";
+  return 0;
+}
+
+// Runs the requested passes; prints statistics and plans to stderr with --stats.
+int run_passes(const IrOptions& opts, Graph& graph, bool* printed) {
+  std::vector<std::string> names;
+  if (opts.default_pipeline) {
+    names = default_pipeline();
+  } else {
+    for (absl::string_view n : absl::StrSplit(opts.passes, ',', absl::SkipWhitespace())) {
+      names.emplace_back(n);
+    }
+  }
+  PassManagerOptions pm_opts;
+  pm_opts.verify_each = true;
+  pm_opts.print_ir_after_all = opts.print_ir_after_all;
+  pm_opts.print_ir_after.insert(opts.print_ir_after.begin(), opts.print_ir_after.end());
+  pm_opts.dump_ir_dir = opts.dump_ir_dir;
+  for (const std::string& p : pm_opts.print_ir_after) {
+    if (absl::StatusOr<std::unique_ptr<Pass>> known = create_pass(p); !known.ok()) {
+      std::cerr << "kiln ir: --print-ir-after: " << known.status().message() << "\n";
+      return 2;
+    }
+  }
+  absl::StatusOr<PassManager> pm = PassManager::from_names(names, pm_opts);
+  if (!pm.ok()) {
+    std::cerr << "kiln ir: " << pm.status().message() << "\n";
+    return 2;
+  }
+  PassContext context;
+  if (absl::Status s = pm->run(graph, context); !s.ok()) {
+    std::cerr << "kiln ir: " << s.message() << "\n";
+    return 1;
+  }
+  *printed = opts.print_ir_after_all || !opts.print_ir_after.empty();
+  if (opts.stats) {
+    std::cerr << pm->stats_report(context);
+    if (context.memory_plan) {
+      const MemoryPlan& m = *context.memory_plan;
+      std::cerr << absl::StrFormat("memory plan: arena %d bytes, max-live lower bound %d bytes (%.3fx)\n",
+                                   m.arena_bytes, m.lower_bound_bytes,
+                                   m.lower_bound_bytes ? double(m.arena_bytes) / m.lower_bound_bytes : 1.0);
+    }
+    if (context.kv_plan) {
+      const KvPlan& k = *context.kv_plan;
+      std::cerr << absl::StrFormat(
+          "kv plan: %d layers, page size %d, %s %s [%d heads x %d], %d bytes/page, %d bytes/token\n",
+          k.num_layers, k.page_size, k.layout, dtype_name(k.dtype), k.num_kv_heads, k.head_dim,
+          k.bytes_per_page, k.bytes_per_token);
+    }
+  }
+  return 0;
+}
 
 bool ends_with(const std::string& s, const std::string& suffix) {
   return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
@@ -42,6 +114,7 @@ absl::StatusOr<std::unique_ptr<Graph>> graph_from_model(const IrOptions& opts) {
 }
 
 int run_ir(const IrOptions& opts) {
+  if (opts.list_passes) return list_passes();
   if (ends_with(opts.input, ".kplan")) {  // a compiled plan: tools/cmd_plan_ir.cc
     PlanIrOptions plan = opts.plan;
     plan.plan = opts.input;
@@ -56,7 +129,7 @@ int run_ir(const IrOptions& opts) {
     }
     graph = std::move(*g);
   } else if (opts.input.empty()) {
-    std::cerr << "kiln ir: give a .kir file (or --example)\n";
+    std::cerr << "kiln ir: give a model or a .kir file (or --example)\n";
     return 2;
   } else if (!ends_with(opts.input, ".kir")) {
     absl::StatusOr<std::unique_ptr<Graph>> g = graph_from_model(opts);
@@ -84,7 +157,13 @@ int run_ir(const IrOptions& opts) {
     std::cerr << "kiln ir: verification failed: " << s.message() << "\n";
     return 1;
   }
-  std::cout << print_graph(*graph);
+  bool printed = false;
+  if (opts.default_pipeline || !opts.passes.empty()) {
+    if (int rc = run_passes(opts, *graph, &printed); rc != 0) return rc;
+  } else if (opts.stats) {
+    std::cerr << "kiln ir: --stats needs --passes or --default-pipeline\n";
+  }
+  if (!printed) std::cout << print_graph(*graph);
   return 0;
 }
 
@@ -103,6 +182,16 @@ void add_ir_command(CLI::App& app, int* exit_code) {
   cmd->add_option("--page-size", opts->limits.page_size, "KV cache page size in tokens")
       ->capture_default_str();
   cmd->add_flag("--example", opts->example, "Print the built-in example graph");
+  auto* passes = cmd->add_option("--passes", opts->passes, "comma-separated passes to run");
+  cmd->add_flag("--default-pipeline", opts->default_pipeline, "run the default pass pipeline")
+      ->excludes(passes);
+  cmd->add_flag("--print-ir-after-all", opts->print_ir_after_all, "print the IR after every pass");
+  cmd->add_option("--print-ir-after", opts->print_ir_after, "print the IR after this pass")
+      ->delimiter(',');
+  cmd->add_option("--dump-ir", opts->dump_ir_dir,
+                  "write numbered .kir files (00-input.kir, 03-fuse-attention.kir, ...) here");
+  cmd->add_flag("--list-passes", opts->list_passes, "list the registered passes");
+  cmd->add_flag("--stats", opts->stats, "print per-pass statistics and the plans to stderr");
   cmd->add_flag("--kernels", opts->plan.kernels, "(.kplan) list the plan's kernels");
   cmd->add_option("--source", opts->plan.source, "(.kplan) print one kernel's CUDA source");
   cmd->add_option("--ptx", opts->plan.ptx, "(.kplan) print one kernel's PTX");

@@ -1,0 +1,89 @@
+// plan-kv: the paged KV cache's layout, read off the graph's cache inputs.
+#include <string>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "passes/pass.h"
+#include "passes/pass_registry.h"
+
+namespace kiln {
+namespace {
+
+/// Derives the KvPlan (page size, NHD layout, dtype, bytes per page and per token) from the
+/// graph's KV cache inputs [NP, page_size, kv_heads, head_dim], which every layer must share.
+/// Runs last; the runtime sizes its page pool from the plan and a memory budget.
+class PlanKv : public Pass {
+ public:
+  std::string name() const override { return "plan-kv"; }
+  std::string description() const override {
+    return "KV cache plan: page size, layout, dtype, bytes per page and per token";
+  }
+
+  absl::StatusOr<bool> run(Graph& graph, PassContext& context) override {
+    std::vector<const Value*> caches;
+    auto note = [&](const Value* v) {
+      if (v->kind != ValueKind::kInput) return;
+      for (const Value* c : caches) {
+        if (c == v) return;
+      }
+      caches.push_back(v);
+    };
+    for (const auto& n : graph.nodes()) {
+      switch (n->op) {
+        case OpKind::kKvWrite:
+          note(n->inputs[0]);
+          break;
+        case OpKind::kPagedQk:
+        case OpKind::kPagedPv:
+          note(n->inputs[1]);
+          break;
+        case OpKind::kFlashAttention:
+          note(n->inputs[3]);
+          note(n->inputs[4]);
+          break;
+        default:
+          break;
+      }
+    }
+    context.count(name(), "caches", static_cast<int64_t>(caches.size()));
+    if (caches.empty()) return false;
+    const Type& t = caches[0]->type;
+    for (const Value* c : caches) {
+      if (!(c->type == t)) {
+        return absl::InvalidArgumentError(absl::StrCat("KV caches differ: %", caches[0]->name,
+                                                       " is ", t.to_string(), " but %", c->name,
+                                                       " is ", c->type.to_string()));
+      }
+    }
+    if (t.rank() != 4 || t.shape[1].is_symbolic() || t.shape[2].is_symbolic() ||
+        t.shape[3].is_symbolic()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("KV cache %", caches[0]->name, " is ", t.to_string(),
+                       ", expected [pages, page_size, kv_heads, head_dim] with constant sizes"));
+    }
+    KvPlan plan;
+    plan.page_size = t.shape[1].value;
+    plan.layout = "NHD";
+    plan.dtype = t.dtype;
+    plan.num_layers = static_cast<int64_t>(caches.size()) / 2;
+    plan.num_kv_heads = t.shape[2].value;
+    plan.head_dim = t.shape[3].value;
+    const int64_t row = plan.num_kv_heads * plan.head_dim;  // elements of one token's K (or V)
+    auto bytes = [&](int64_t elements) {
+      return (elements * block_bytes(t.dtype) + block_elements(t.dtype) - 1) /
+             block_elements(t.dtype);
+    };
+    plan.bytes_per_page = 2 * bytes(plan.page_size * row);
+    plan.bytes_per_token = 2 * plan.num_layers * bytes(row);
+    context.count(name(), "bytes_per_page", plan.bytes_per_page);
+    context.count(name(), "bytes_per_token", plan.bytes_per_token);
+    context.kv_plan = plan;
+    return false;
+  }
+};
+
+}  // namespace
+
+std::unique_ptr<Pass> make_plan_kv_pass() { return std::make_unique<PlanKv>(); }
+
+}  // namespace kiln

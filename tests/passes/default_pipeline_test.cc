@@ -1,0 +1,234 @@
+// The default pipeline on Llama step graphs: no unfused softmax/RMSNorm/RoPE pattern is left, and
+// the fused graph computes the same logits as the primitive one on the CPU reference backend
+// over a ragged prefill and 8 decode steps (fp32, relative error <= 1e-5).
+#include <cmath>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <random>
+
+#include <unistd.h>
+
+#include <gtest/gtest.h>
+
+#include "absl/strings/str_cat.h"
+#include "models/llama_graph.h"
+#include "models/model_source.h"
+#include "models/weights.h"
+#include "passes/pass_manager.h"
+#include "runtime/reference_executor.h"
+#include "tests/fixtures.h"
+
+namespace kiln {
+namespace {
+
+std::map<OpKind, int> count_ops(const Graph& g) {
+  std::map<OpKind, int> counts;
+  for (const auto& n : g.nodes()) counts[n->op]++;
+  return counts;
+}
+
+// Extra shapes beside the fixture presets: head_dim 64 (GQA, tied) and 128 (MHA, untied, llama3
+// scaling). Written once into the fixtures folder by scripts/make_fixture.py --config.
+std::string extra_fixture(const std::string& name) {
+  const std::string dir = testing::fixture(name);
+  if (std::filesystem::exists(dir + "/model.safetensors")) return dir;
+  std::string config;
+  if (name == "passes-hd64") {
+    config = R"({"architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidden_size": 128,
+      "intermediate_size": 96, "num_hidden_layers": 2, "num_attention_heads": 2,
+      "num_key_value_heads": 1, "head_dim": 64, "max_position_embeddings": 128,
+      "rms_norm_eps": 1e-06, "rope_theta": 10000.0, "tie_word_embeddings": true,
+      "vocab_size": 256, "bos_token_id": 1, "eos_token_id": 2, "torch_dtype": "float32"})";
+  } else {
+    config = R"({"architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidden_size": 256,
+      "intermediate_size": 128, "num_hidden_layers": 2, "num_attention_heads": 2,
+      "num_key_value_heads": 2, "head_dim": 128, "max_position_embeddings": 256,
+      "rms_norm_eps": 1e-05, "rope_theta": 500000.0, "tie_word_embeddings": false,
+      "rope_scaling": {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0,
+                       "high_freq_factor": 4.0, "original_max_position_embeddings": 32},
+      "vocab_size": 256, "bos_token_id": 1, "eos_token_id": 2, "torch_dtype": "float32"})";
+  }
+  const std::string tmp = absl::StrCat(dir, ".tmp", ::getpid());
+  std::filesystem::create_directories(tmp);
+  std::ofstream(tmp + "/config.json") << config;
+  const std::string cmd =
+      absl::StrCat("python3 ", KILN_SOURCE_DIR, "/scripts/make_fixture.py --config ", tmp,
+                   "/config.json --out ", tmp, " --no-gguf > /dev/null");
+  if (std::system(cmd.c_str()) != 0) return "";
+  // Atomic publish: a test running in parallel sees all or nothing (and may have won the race).
+  std::error_code ec;
+  std::filesystem::rename(tmp, dir, ec);
+  std::filesystem::remove_all(tmp, ec);
+  return std::filesystem::exists(dir + "/model.safetensors") ? dir : "";
+}
+
+std::string model_path(const std::string& name) {
+  if (name.rfind("passes-", 0) == 0) return extra_fixture(name);
+  if (name == "tiny-gguf") return testing::fixture("tiny", "model.f32.gguf");
+  return testing::fixture(name);
+}
+
+StepLimits small_limits() {
+  StepLimits limits;
+  limits.max_tokens = 32;
+  limits.max_seqs = 4;
+  limits.max_context = 64;
+  limits.page_size = 4;
+  limits.max_pool_pages = 64;
+  limits.dtype = DType::kF32;
+  return limits;
+}
+
+class DefaultPipeline : public ::testing::TestWithParam<std::string> {};
+
+TEST_P(DefaultPipeline, LeavesNoUnfusedPatterns) {
+  auto config = load_model_config(model_path(GetParam()));
+  ASSERT_TRUE(config.ok()) << config.status();
+  Graph g;
+  ASSERT_TRUE(build_llama(*config, small_limits(), g).ok());
+  PassContext context;
+  ASSERT_TRUE(run_default_pipeline(g, context).ok());
+  auto counts = count_ops(g);
+  for (OpKind op : {OpKind::kReduceMax, OpKind::kReduceSum, OpKind::kReduceMean, OpKind::kExp,
+                    OpKind::kRsqrt, OpKind::kRopeTable, OpKind::kSlice, OpKind::kConcat,
+                    OpKind::kNeg, OpKind::kPagedQk, OpKind::kPagedPv, OpKind::kCausalMask,
+                    OpKind::kKvWrite, OpKind::kMatmul, OpKind::kAdd, OpKind::kMul, OpKind::kSilu}) {
+    EXPECT_EQ(counts[op], 0) << op_name(op) << " left after the default pipeline";
+  }
+  const int layers = static_cast<int>(config->num_layers);
+  EXPECT_EQ(counts[OpKind::kFlashAttention], layers);
+  EXPECT_EQ(counts[OpKind::kRope], 2 * layers);
+  EXPECT_EQ(counts[OpKind::kRmsNormResidual], 2 * layers - 1);
+  EXPECT_EQ(counts[OpKind::kRmsNorm], 2);                // the first layer's and the final norm
+  EXPECT_EQ(counts[OpKind::kFusedElementwise], layers);  // SwiGLU
+  EXPECT_EQ(counts[OpKind::kGemm], 7 * layers + 1);
+  EXPECT_EQ(context.stats["fuse-attention"]["fused"], layers);
+}
+
+// Inputs of one step: `news[s]` new tokens for sequence s after `lens[s]` cached ones. Sequence s
+// owns pages [16 s, 16 s + 16) of the pool.
+InputBindings step_inputs(const std::vector<int32_t>& tokens, const std::vector<int>& lens,
+                          const std::vector<int>& news, int page_size) {
+  InputBindings in;
+  std::vector<int32_t> positions, slots, qo = {0}, kv_indptr = {0}, kv_indices, last;
+  for (size_t s = 0; s < lens.size(); ++s) {
+    const int base_page = 16 * static_cast<int>(s);
+    for (int i = 0; i < news[s]; ++i) {
+      const int pos = lens[s] + i;
+      positions.push_back(pos);
+      slots.push_back((base_page + pos / page_size) * page_size + pos % page_size);
+    }
+    qo.push_back(qo.back() + news[s]);
+    const int total = lens[s] + news[s];
+    const int pages = (total + page_size - 1) / page_size;
+    for (int p = 0; p < pages; ++p) kv_indices.push_back(base_page + p);
+    kv_indptr.push_back(kv_indptr.back() + pages);
+    last.push_back(total - (pages - 1) * page_size);
+  }
+  auto ints = [](const std::vector<int32_t>& v) {
+    return HostTensor::ints({static_cast<int64_t>(v.size())}, v);
+  };
+  in.tensors["tokens"] = ints(tokens);
+  in.tensors["positions"] = ints(positions);
+  in.tensors["slot_mapping"] = ints(slots);
+  in.tensors["qo_indptr"] = ints(qo);
+  in.tensors["kv_page_indptr"] = ints(kv_indptr);
+  in.tensors["kv_page_indices"] = ints(kv_indices);
+  in.tensors["kv_last_page_len"] = ints(last);
+  return in;
+}
+
+TEST_P(DefaultPipeline, FusedGraphMatchesPrimitiveGraphOnTheReferenceBackend) {
+  const std::string path = model_path(GetParam());
+  ASSERT_FALSE(path.empty()) << "could not write fixture " << GetParam();
+  auto config = load_model_config(path);
+  ASSERT_TRUE(config.ok()) << config.status();
+  const StepLimits limits = small_limits();
+  Graph primitive;
+  ASSERT_TRUE(build_llama(*config, limits, primitive).ok());
+  std::unique_ptr<Graph> fused = primitive.clone();
+  PassContext context;
+  ASSERT_TRUE(run_default_pipeline(*fused, context).ok());
+
+  auto weights = path.size() > 5 && path.substr(path.size() - 5) == ".gguf"
+                     ? load_gguf_weights(path)
+                     : load_safetensors_weights(path);
+  ASSERT_TRUE(weights.ok()) << weights.status();
+  ParamViews params;
+  for (const Value* p : primitive.params()) {
+    const Weight* w = weights->find(p->name);
+    ASSERT_NE(w, nullptr) << p->name;
+    ASSERT_EQ(w->dtype, DType::kF32) << p->name;
+    params[p->name] = ParamView{DType::kF32, w->shape, w->bytes.data()};
+  }
+  auto ref = ReferenceExecutor::create(primitive, params, 2);
+  ASSERT_TRUE(ref.ok()) << ref.status();
+  auto opt = ReferenceExecutor::create(*fused, params, 2);
+  ASSERT_TRUE(opt.ok()) << opt.status();
+
+  // One set of KV caches per executor, same shapes.
+  const int64_t cache_elems =
+      limits.max_pool_pages * limits.page_size * config->num_kv_heads * config->head_dim;
+  const std::vector<int64_t> cache_shape = {limits.max_pool_pages, limits.page_size,
+                                            config->num_kv_heads, config->head_dim};
+  std::vector<std::vector<float>> caches[2];
+  for (auto& set : caches) set.assign(2 * config->num_layers, std::vector<float>(cache_elems, 0));
+  auto bind_caches = [&](InputBindings& in, int which) {
+    for (int64_t l = 0; l < config->num_layers; ++l) {
+      in.caches[absl::StrCat("k_cache.", l)] = {caches[which][2 * l].data(), cache_shape};
+      in.caches[absl::StrCat("v_cache.", l)] = {caches[which][2 * l + 1].data(), cache_shape};
+    }
+  };
+
+  // A ragged prefill of two prompts (5 and 7 tokens), then 8 decode steps of both.
+  std::mt19937 rng(7);
+  std::vector<int32_t> tokens;
+  for (int i = 0; i < 12; ++i) tokens.push_back(static_cast<int32_t>(rng() % config->vocab_size));
+  std::vector<int> lens = {0, 0}, news = {5, 7};
+  constexpr double kTolerance = 1e-5;  // max |fused - primitive| / max |primitive| per step
+  for (int step = 0; step < 9; ++step) {
+    InputBindings in[2];
+    for (int e = 0; e < 2; ++e) {
+      in[e] = step_inputs(tokens, lens, news, static_cast<int>(limits.page_size));
+      bind_caches(in[e], e);
+    }
+    auto want = (*ref)->run(in[0]);
+    ASSERT_TRUE(want.ok()) << want.status();
+    auto got = (*opt)->run(in[1]);
+    ASSERT_TRUE(got.ok()) << got.status();
+    const std::vector<float>& a = (*want)[0].f;
+    const std::vector<float>& b = (*got)[0].f;
+    ASSERT_EQ(a.size(), b.size());
+    ASSERT_EQ(a.size(), 2 * static_cast<size_t>(config->vocab_size));
+    double max_abs = 0, max_diff = 0;
+    for (size_t i = 0; i < a.size(); ++i) {
+      max_abs = std::max(max_abs, std::abs(static_cast<double>(a[i])));
+      max_diff = std::max(max_diff, std::abs(static_cast<double>(a[i]) - b[i]));
+    }
+    ASSERT_GT(max_abs, 0);
+    EXPECT_LE(max_diff / max_abs, kTolerance) << GetParam() << " step " << step;
+    // Next: each sequence's greedy token from the primitive graph's logits.
+    tokens.clear();
+    for (int s = 0; s < 2; ++s) {
+      auto row = a.begin() + s * config->vocab_size;
+      tokens.push_back(static_cast<int32_t>(std::max_element(row, row + config->vocab_size) - row));
+      lens[s] += news[s];
+      news[s] = 1;
+    }
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Models, DefaultPipeline,
+                         ::testing::Values("tiny", "tiny-gqa", "tiny-qwen2", "tiny-llama3",
+                                           "tiny-gguf", "passes-hd64", "passes-hd128"),
+                         [](const auto& info) {
+                           std::string n = info.param;
+                           for (char& c : n)
+                             c = std::isalnum(static_cast<unsigned char>(c)) ? c : '_';
+                           return n;
+                         });
+
+}  // namespace
+}  // namespace kiln

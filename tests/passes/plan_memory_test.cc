@@ -1,0 +1,160 @@
+// plan-memory: a property test on random graphs (no two buffers live at once share bytes; all
+// fit the arena) and the arena vs. its max-live lower bound on Llama step graphs.
+#include <random>
+
+#include <gtest/gtest.h>
+
+#include "absl/strings/str_cat.h"
+#include "ir/builder.h"
+#include "ir/verifier.h"
+#include "models/llama_graph.h"
+#include "models/model_source.h"
+#include "passes/pass_manager.h"
+#include "passes/pass_registry.h"
+#include "tests/fixtures.h"
+
+namespace kiln {
+namespace {
+
+// Checks the plan's invariants; returns the number of buffers checked.
+void expect_valid_plan(const MemoryPlan& plan) {
+  ASSERT_GE(plan.arena_bytes, plan.lower_bound_bytes);
+  std::vector<const MemoryPlan::Buffer*> own;
+  for (const MemoryPlan::Buffer& b : plan.buffers) {
+    EXPECT_GE(b.offset, 0) << b.value;
+    EXPECT_LE(b.offset + b.size, plan.arena_bytes) << b.value;
+    EXPECT_EQ(b.offset % plan.alignment, 0) << b.value;
+    EXPECT_LE(b.first_use, b.last_use) << b.value;
+    if (b.alias_of.empty()) own.push_back(&b);
+  }
+  for (size_t i = 0; i < own.size(); ++i) {
+    for (size_t j = i + 1; j < own.size(); ++j) {
+      const auto& a = *own[i];
+      const auto& b = *own[j];
+      const bool live_together = a.first_use <= b.last_use && b.first_use <= a.last_use;
+      const bool share_bytes = a.offset < b.offset + b.size && b.offset < a.offset + a.size;
+      ASSERT_FALSE(live_together && share_bytes)
+          << a.value << " [" << a.offset << "+" << a.size << ", t" << a.first_use << ".."
+          << a.last_use << "] and " << b.value << " [" << b.offset << "+" << b.size << ", t"
+          << b.first_use << ".." << b.last_use << "]";
+    }
+  }
+}
+
+// A random DAG of elementwise ops, matmuls (changing widths) and reshapes (views) over [T, W].
+std::unique_ptr<Graph> random_graph(std::mt19937& rng) {
+  auto g = std::make_unique<Graph>("random");
+  GraphBuilder b(*g);
+  b.symbol("T", 1 + rng() % 64);
+  const int64_t widths[] = {4, 16, 64, 256};
+  std::vector<Value*> values;
+  const int num_inputs = 1 + rng() % 3;
+  for (int i = 0; i < num_inputs; ++i) {
+    values.push_back(
+        b.input(absl::StrCat("x", i),
+                {DType::kF32, {Dim::symbolic("T"), Dim::constant(widths[rng() % 4])}}));
+  }
+  const int num_nodes = 5 + rng() % 40;
+  for (int i = 0; i < num_nodes; ++i) {
+    Value* a = values[rng() % values.size()];
+    const int64_t w = a->type.shape.back().value;
+    switch (rng() % 5) {
+      case 0: {  // binary op with a same-shaped partner, if any
+        std::vector<Value*> same;
+        for (Value* v : values) {
+          if (v->type == a->type) same.push_back(v);
+        }
+        values.push_back(b.add(a, same[rng() % same.size()]));
+        break;
+      }
+      case 1:
+        values.push_back(b.exp(a));
+        break;
+      case 2: {
+        const int64_t n = widths[rng() % 4];
+        values.push_back(b.matmul(
+            a,
+            b.param(absl::StrCat("w", i), {a->type.dtype, {Dim::constant(n), Dim::constant(w)}})));
+        break;
+      }
+      case 3:
+        if (a->type.rank() == 2 && w % 2 == 0) {
+          values.push_back(b.reshape(b.reshape(a, {0, w / 2, 2}), {0, w}));
+        } else {
+          values.push_back(b.silu(a));
+        }
+        break;
+      default:
+        values.push_back(b.cast(a, rng() % 2 ? DType::kBF16 : DType::kF32));
+        break;
+    }
+  }
+  const int num_outputs = 1 + rng() % 3;
+  for (int i = 0; i < num_outputs; ++i) {
+    b.output(absl::StrCat("y", i), values[values.size() - 1 - rng() % values.size()]);
+  }
+  EXPECT_TRUE(b.status().ok()) << b.status();
+  return g;
+}
+
+TEST(PlanMemory, RandomGraphsNeverOverlapLiveBuffers) {
+  std::mt19937 rng(20260117);
+  for (int iter = 0; iter < 300; ++iter) {
+    std::unique_ptr<Graph> g = random_graph(rng);
+    ASSERT_TRUE(verify(*g).ok()) << verify(*g);
+    PassContext context;
+    auto pass = create_pass("plan-memory");
+    ASSERT_TRUE(pass.ok());
+    ASSERT_TRUE((*pass)->run(*g, context).ok());
+    ASSERT_TRUE(context.memory_plan.has_value());
+    // Every node result but a view is an arena buffer of its own; views of intermediates alias.
+    int views = 0;
+    for (const auto& n : g->nodes()) views += n->op == OpKind::kReshape ? 1 : 0;
+    int own = 0, alias = 0;
+    for (const auto& b : context.memory_plan->buffers) (b.alias_of.empty() ? own : alias)++;
+    EXPECT_EQ(own, g->num_nodes() - views) << "iteration " << iter;
+    EXPECT_LE(alias, views) << "iteration " << iter;
+    expect_valid_plan(*context.memory_plan);
+    if (::testing::Test::HasFatalFailure()) return;
+  }
+}
+
+// The Llama step graph after the default pipeline packs within 10% of the max-live bound.
+void expect_tight_llama_arena(const std::string& model) {
+  auto config = load_model_config(model);
+  ASSERT_TRUE(config.ok()) << config.status();
+  for (DType dtype : {DType::kF32, DType::kBF16}) {
+    Graph g;
+    StepLimits limits;
+    limits.dtype = dtype;
+    ASSERT_TRUE(build_llama(*config, limits, g).ok());
+    PassContext context;
+    ASSERT_TRUE(run_default_pipeline(g, context).ok());
+    ASSERT_TRUE(context.memory_plan.has_value());
+    const MemoryPlan& plan = *context.memory_plan;
+    expect_valid_plan(plan);
+    EXPECT_LE(static_cast<double>(plan.arena_bytes), 1.1 * plan.lower_bound_bytes)
+        << model << ": arena " << plan.arena_bytes << " vs lower bound " << plan.lower_bound_bytes;
+    // No [T, H, K] scores buffer survives fusion: the largest buffer is at most a [T, vocab]
+    // or [T, intermediate] activation.
+    int64_t largest = 0;
+    for (const auto& b : plan.buffers) largest = std::max(largest, b.size);
+    const int64_t widest = std::max(
+        {config->intermediate_size, config->vocab_size, config->num_heads * config->head_dim});
+    EXPECT_LE(largest, limits.max_tokens * widest * 4) << model;
+  }
+}
+
+TEST(PlanMemory, LlamaFixtureArenaIsNearTheLowerBound) {
+  expect_tight_llama_arena(testing::fixture("tiny-gqa"));
+  expect_tight_llama_arena(testing::fixture("tiny-qwen2"));
+}
+
+TEST(PlanMemory, SmolLm2ArenaIsNearTheLowerBound) {
+  const std::string gguf = testing::smollm2_gguf();
+  if (gguf.empty()) GTEST_SKIP() << "SmolLM2 GGUF not in the cache (scripts/fetch-model.sh)";
+  expect_tight_llama_arena(gguf);
+}
+
+}  // namespace
+}  // namespace kiln
