@@ -12,6 +12,7 @@
 #include "codegen/kernel_source.h"
 #include "codegen/lowering.h"
 #include "codegen/plan_file.h"
+#include "passes/pass_manager.h"
 #include "ir/parser.h"
 #include "ir/printer.h"
 #include "ir/verifier.h"
@@ -96,9 +97,13 @@ KvPlan kv_plan_for(const ModelConfig& c, const StepLimits& l) {
 
 }  // namespace
 
-absl::Status run_compile_pipeline(Graph& graph, PassContext& context) {
-  // Switch to passes/pass_manager.h's default pipeline (verify -> ... -> plan-kv) once it lands.
-  return verify(graph);
+absl::Status run_compile_pipeline(Graph& graph, PassContext& context, const std::string& dump_ir_dir) {
+  if (absl::Status s = verify(graph); !s.ok()) return s;
+  PassManagerOptions options;
+  options.dump_ir_dir = dump_ir_dir;  // numbered 00-input.kir, 01-canonicalize.kir, ...
+  // Already-fused IR (--from-ir, e.g. a tuned dump) passes through unchanged but still gets its
+  // memory and KV plans.
+  return run_default_pipeline(graph, context, options);
 }
 
 absl::StatusOr<CompileReport> compile_model(const CompileOptions& o) {
@@ -113,12 +118,8 @@ absl::StatusOr<CompileReport> compile_model(const CompileOptions& o) {
   if (!config.ok()) return config.status();
   absl::StatusOr<std::unique_ptr<Graph>> graph = load_graph(o, *config);
   if (!graph.ok()) return graph.status();
-  if (!o.dump_ir_dir.empty()) {
-    if (absl::Status s = dump(o.dump_ir_dir, "00-input.kir", print_graph(**graph)); !s.ok())
-      return s;
-  }
   PassContext ctx;
-  if (absl::Status s = run_compile_pipeline(**graph, ctx); !s.ok()) return s;
+  if (absl::Status s = run_compile_pipeline(**graph, ctx, o.dump_ir_dir); !s.ok()) return s;
   const std::string ir = print_graph(**graph);
   if (!o.dump_ir_dir.empty()) {
     if (absl::Status s = dump(o.dump_ir_dir, "99-final.kir", ir); !s.ok()) return s;

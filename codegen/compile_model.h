@@ -35,9 +35,10 @@ struct CompileReport {
   std::string summary;  // one line for the CLI
 };
 
-/// The pass pipeline `kiln compile` runs. Until passes/pass_manager.h lands on main this is the
-/// identity (the graph must already be fused, e.g. from --from-ir); it is the one place to switch.
-absl::Status run_compile_pipeline(Graph& graph, PassContext& context);
+/// The pass pipeline `kiln compile` runs: the verifier, then passes/'s default pipeline (fusions,
+/// plan-memory, plan-kv), dumping numbered IR files into `dump_ir_dir` when it is set.
+absl::Status run_compile_pipeline(Graph& graph, PassContext& context,
+                                  const std::string& dump_ir_dir = "");
 
 /// Compiles `options.model` into the plan file `options.output`.
 absl::StatusOr<CompileReport> compile_model(const CompileOptions& options);

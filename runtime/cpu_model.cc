@@ -6,6 +6,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "models/model_source.h"
+#include "passes/pass_manager.h"
 
 namespace kiln {
 namespace {
@@ -48,6 +49,10 @@ absl::StatusOr<std::unique_ptr<CpuModel>> CpuModel::load(const std::string& path
   model->limits_.dtype = options.weights_dtype;
   Graph graph;
   if (absl::Status s = build_llama(model->config_, model->limits_, graph); !s.ok()) return s;
+  if (options.run_passes) {
+    PassContext context;
+    if (absl::Status s = run_default_pipeline(graph, context); !s.ok()) return s;
+  }
 
   // Bind every graph param: use the mapped bytes when the file already holds the compute dtype,
   // convert (widen, narrow or dequantize) otherwise.

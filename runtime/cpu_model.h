@@ -23,6 +23,8 @@ struct CpuModelOptions {
   DType weights_dtype = DType::kBF16;
   StepLimits limits;  // limits.dtype is set from weights_dtype
   int num_threads = 0;  // 0 = hardware concurrency
+  /// Run passes/'s default pipeline (the fused graph the GPU runs too); off = the primitive graph.
+  bool run_passes = true;
 };
 
 class CpuModel {
