@@ -7,6 +7,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "codegen/cubin_info.h"
 #include "codegen/kernel_sources.h"
 
 #ifdef KILN_HAVE_NVRTC
@@ -134,7 +135,12 @@ absl::StatusOr<CompiledKernel> nvrtc_compile(const std::string& name, const std:
     k.ptx.resize(n - 1);  // drop the terminating NUL
   }
   nvrtcDestroyProgram(&prog);
-  parse_ptxas_info(k.log, k);
+  parse_ptxas_info(k.log, k);  // spill counts come only from the log
+  if (absl::StatusOr<CubinInfo> info = read_cubin_info(k.cubin, name); info.ok()) {
+    k.registers = info->registers;
+    k.shared_bytes = info->shared_bytes;
+    k.stack_bytes = info->frame_bytes;
+  }
   return k;
 }
 

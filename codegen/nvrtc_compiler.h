@@ -23,7 +23,7 @@ struct CompiledKernel {
   std::string ptx;
   std::string log;  // NVRTC + ptxas messages
   int registers = 0;
-  int shared_bytes = 0;  // static shared memory
+  int shared_bytes = 0;  // static shared memory (from the cubin; see codegen/cubin_info.h)
   int stack_bytes = 0;   // local-memory stack frame (non-zero hints at register spills)
   int spill_bytes = 0;
 };

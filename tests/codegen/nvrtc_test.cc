@@ -6,9 +6,11 @@
 
 #include <gtest/gtest.h>
 
+#include <cstring>
 #include <filesystem>
 #include <thread>
 
+#include "codegen/cubin_info.h"
 #include "codegen/kernel_cache.h"
 #include "codegen/kernel_source.h"
 #include "codegen/lowering.h"
@@ -181,6 +183,47 @@ TEST(KernelCache, TwoThreadsCompileOnce) {
   EXPECT_TRUE(status[1].ok()) << status[1];
   EXPECT_EQ(nvrtc_compile_count(), before + 1);
   EXPECT_NE(hits[0], hits[1]);  // one compiled, the other waited and hit
+}
+
+}  // namespace
+}  // namespace kiln
+
+namespace kiln {
+namespace {
+
+// The cubin's ELF attributes are the source of truth for resources; they must agree with what
+// ptxas -v printed whenever it printed (here it does), for every kernel of both test models.
+TEST(CubinInfo, AgreesWithPtxasForEveryKernel) {
+  SKIP_WITHOUT_NVRTC();
+  for (const char* kir : {"smollm2_fused.kir", "tiny_d128_fused.kir"}) {
+    for (const char* arch : {"sm_80", "sm_90a"}) {
+      KernelCache cache(testing::fixture_kernel_cache());
+      absl::StatusOr<std::vector<CompiledKernel>> built = build_kernels(jobs_for(kir), arch, &cache, 0, nullptr);
+      ASSERT_TRUE(built.ok()) << built.status();
+      for (const CompiledKernel& k : *built) {
+        absl::StatusOr<CubinInfo> info = read_cubin_info(k.cubin, k.name);
+        ASSERT_TRUE(info.ok()) << k.name << ": " << info.status();
+        CompiledKernel from_log;
+        parse_ptxas_info(k.log, from_log);
+        EXPECT_GT(info->registers, 0) << k.name;
+        if (from_log.registers == 0) continue;  // ptxas -v printed nothing (seen on the H200 box)
+        EXPECT_EQ(info->registers, from_log.registers) << k.name << " " << arch;
+        // On sm_90 a kernel's shared section also holds the 1 KiB the hardware reserves per
+        // block (when the kernel uses shared memory at all); ptxas leaves it out of its report.
+        const int reserved = std::string(arch) == "sm_90a" && from_log.shared_bytes > 0 ? 1024 : 0;
+        EXPECT_EQ(info->shared_bytes, from_log.shared_bytes + reserved) << k.name << " " << arch;
+        EXPECT_EQ(info->frame_bytes, from_log.stack_bytes) << k.name << " " << arch;
+      }
+    }
+  }
+}
+
+TEST(CubinInfo, MalformedInputIsAnError) {
+  EXPECT_FALSE(read_cubin_info("", "k").ok());
+  EXPECT_FALSE(read_cubin_info(std::string("\x7f" "ELF\x02", 5) + std::string(100, '\xff'), "k").ok());
+  std::string junk(4096, '\0');
+  std::memcpy(junk.data(), "\x7f" "ELF\x02", 5);
+  EXPECT_FALSE(read_cubin_info(junk, "k").ok());
 }
 
 }  // namespace
