@@ -124,29 +124,8 @@ class FuseAttention : public Pass {
   }
 
   absl::StatusOr<bool> run(Graph& graph, PassContext& context) override {
-    std::vector<Node*> anchors;
-    for (const auto& n : graph.nodes()) {
-      if (n->op == OpKind::kPagedQk) anchors.push_back(n.get());
-    }
-    bool changed = false;
-    for (Node* qk : anchors) {
-      MatchResult<AttentionMatch> m = AttentionPattern::match(graph, qk);
-      if (!m) {
-        context.count(name(), "not fused: " + m.reason);
-        continue;
-      }
-      FusedReplacement r = AttentionPattern::rewrite(*m.match);
-      if (std::string why = placement_problem(graph, r); !why.empty()) {
-        context.count(name(), "not fused: " + why);
-        continue;
-      }
-      absl::StatusOr<Node*> fused = apply_replacement(graph, r);
-      if (!fused.ok()) return fused.status();
-      context.count(name(), "fused");
-      changed = true;
-    }
-    if (changed) graph.remove_dead_nodes();
-    return changed;
+    return fuse_at_anchors<AttentionPattern>(graph, context, name(), OpKind::kPagedQk,
+                                             [](const FusedReplacement&) { return "fused"; });
   }
 };
 

@@ -130,29 +130,10 @@ class FuseRmsNormResidual : public Pass {
   }
 
   absl::StatusOr<bool> run(Graph& graph, PassContext& context) override {
-    std::vector<Node*> anchors;
-    for (const auto& n : graph.nodes()) {
-      if (n->op == OpKind::kRsqrt) anchors.push_back(n.get());
-    }
-    bool changed = false;
-    for (Node* rsqrt : anchors) {
-      MatchResult<RmsNormMatch> m = RmsNormPattern::match(graph, rsqrt);
-      if (!m) {
-        context.count(name(), "not fused: " + m.reason);
-        continue;
-      }
-      FusedReplacement r = RmsNormPattern::rewrite(*m.match);
-      if (std::string why = placement_problem(graph, r); !why.empty()) {
-        context.count(name(), "not fused: " + why);
-        continue;
-      }
-      absl::StatusOr<Node*> fused = apply_replacement(graph, r);
-      if (!fused.ok()) return fused.status();
-      context.count(name(), r.op == OpKind::kRmsNorm ? "rmsnorm" : "rmsnorm_residual");
-      changed = true;
-    }
-    if (changed) graph.remove_dead_nodes();
-    return changed;
+    return fuse_at_anchors<RmsNormPattern>(
+        graph, context, name(), OpKind::kRsqrt, [](const FusedReplacement& r) {
+          return r.op == OpKind::kRmsNorm ? "rmsnorm" : "rmsnorm_residual";
+        });
   }
 };
 

@@ -196,29 +196,8 @@ class FuseRope : public Pass {
   }
 
   absl::StatusOr<bool> run(Graph& graph, PassContext& context) override {
-    std::vector<Node*> anchors;
-    for (const auto& n : graph.nodes()) {
-      if (n->op == OpKind::kConcat) anchors.push_back(n.get());
-    }
-    bool changed = false;
-    for (Node* concat : anchors) {
-      MatchResult<RopeMatch> m = RopePattern::match(graph, concat);
-      if (!m) {
-        context.count(name(), "not fused: " + m.reason);
-        continue;
-      }
-      FusedReplacement r = RopePattern::rewrite(*m.match);
-      if (std::string why = placement_problem(graph, r); !why.empty()) {
-        context.count(name(), "not fused: " + why);
-        continue;
-      }
-      absl::StatusOr<Node*> fused = apply_replacement(graph, r);
-      if (!fused.ok()) return fused.status();
-      context.count(name(), "fused");
-      changed = true;
-    }
-    if (changed) graph.remove_dead_nodes();
-    return changed;
+    return fuse_at_anchors<RopePattern>(graph, context, name(), OpKind::kConcat,
+                                        [](const FusedReplacement&) { return "fused"; });
   }
 };
 

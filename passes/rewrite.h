@@ -8,6 +8,7 @@
 
 #include "absl/status/statusor.h"
 #include "ir/graph.h"
+#include "passes/pass.h"
 
 namespace kiln {
 
@@ -59,5 +60,37 @@ absl::StatusOr<Node*> apply_replacement(Graph& graph, const FusedReplacement& r)
 /// result plus a bias vector [N] or a residual of the product's type. fuse-elementwise leaves
 /// these adds alone so that the GEMM's epilogue, not a separate kernel, performs them.
 bool is_gemm_epilogue_add(const Graph& graph, const Node& add);
+
+/// The loop every anchored fusion runs: try `Pattern` at each node of kind `anchor` (collected
+/// before rewriting, so rewrites cannot disturb the walk); count each reason a match or placement
+/// fails as "not fused: <reason>" and each success under `counter(replacement)`; remove the dead
+/// nodes once at the end. Returns whether anything was fused.
+template <class Pattern, class Counter>
+absl::StatusOr<bool> fuse_at_anchors(Graph& graph, PassContext& context, const std::string& pass,
+                                     OpKind anchor, Counter counter) {
+  std::vector<Node*> anchors;
+  for (const auto& n : graph.nodes()) {
+    if (n->op == anchor) anchors.push_back(n.get());
+  }
+  bool changed = false;
+  for (Node* at : anchors) {
+    auto m = Pattern::match(graph, at);
+    if (!m) {
+      context.count(pass, "not fused: " + m.reason);
+      continue;
+    }
+    FusedReplacement r = Pattern::rewrite(*m.match);
+    if (std::string why = placement_problem(graph, r); !why.empty()) {
+      context.count(pass, "not fused: " + why);
+      continue;
+    }
+    absl::StatusOr<Node*> fused = apply_replacement(graph, r);
+    if (!fused.ok()) return fused.status();
+    context.count(pass, counter(r));
+    changed = true;
+  }
+  if (changed) graph.remove_dead_nodes();
+  return changed;
+}
 
 }  // namespace kiln
