@@ -12,12 +12,12 @@
 #include "codegen/kernel_source.h"
 #include "codegen/lowering.h"
 #include "codegen/plan_file.h"
-#include "passes/pass_manager.h"
 #include "ir/parser.h"
 #include "ir/printer.h"
 #include "ir/verifier.h"
 #include "models/model_source.h"
 #include "models/weights.h"
+#include "passes/pass_manager.h"
 #include "xxhash.h"
 
 namespace kiln {
@@ -97,7 +97,8 @@ KvPlan kv_plan_for(const ModelConfig& c, const StepLimits& l) {
 
 }  // namespace
 
-absl::Status run_compile_pipeline(Graph& graph, PassContext& context, const std::string& dump_ir_dir) {
+absl::Status run_compile_pipeline(Graph& graph, PassContext& context,
+                                  const std::string& dump_ir_dir) {
   if (absl::Status s = verify(graph); !s.ok()) return s;
   PassManagerOptions options;
   options.dump_ir_dir = dump_ir_dir;  // numbered 00-input.kir, 01-canonicalize.kir, ...

@@ -13,7 +13,8 @@ namespace kiln {
 namespace {
 
 // EIATTR codes and formats of NVIDIA's .nv.info sections (as cuobjdump -elf names them).
-constexpr uint8_t kFormatNoValue = 0x01, kFormatByte = 0x02, kFormatHalf = 0x03, kFormatSized = 0x04;
+constexpr uint8_t kFormatNoValue = 0x01, kFormatByte = 0x02, kFormatHalf = 0x03,
+                  kFormatSized = 0x04;
 constexpr uint8_t kAttrFrameSize = 0x11, kAttrRegCount = 0x2f;
 
 class Reader {
@@ -56,18 +57,24 @@ absl::Status bad(const std::string& what) {
 absl::StatusOr<CubinInfo> read_cubin_info(std::string_view cubin, std::string_view kernel_name) {
   const std::string kernel(kernel_name);
   Reader r(cubin);
-  if (cubin.size() < 64 || cubin.substr(0, 4) != "\x7f" "ELF" || cubin[4] != 2) {
+  if (cubin.size() < 64 ||
+      cubin.substr(0, 4) !=
+          "\x7f"
+          "ELF" ||
+      cubin[4] != 2) {
     return bad("not a 64-bit ELF file");
   }
   const auto shoff = r.at<uint64_t>(0x28);
-  const auto shentsize = r.at<uint16_t>(0x3a), shnum = r.at<uint16_t>(0x3c), shstrndx = r.at<uint16_t>(0x3e);
+  const auto shentsize = r.at<uint16_t>(0x3a), shnum = r.at<uint16_t>(0x3c),
+             shstrndx = r.at<uint16_t>(0x3e);
   if (!shoff || !shentsize || !shnum || !shstrndx || *shentsize < 64 || *shstrndx >= *shnum) {
     return bad("bad section header table");
   }
   std::vector<Section> sections(*shnum);
   for (uint16_t i = 0; i < *shnum; ++i) {
     const uint64_t base = *shoff + static_cast<uint64_t>(i) * *shentsize;
-    auto name = r.at<uint32_t>(base), type = r.at<uint32_t>(base + 4), link = r.at<uint32_t>(base + 40);
+    auto name = r.at<uint32_t>(base), type = r.at<uint32_t>(base + 4),
+         link = r.at<uint32_t>(base + 40);
     auto offset = r.at<uint64_t>(base + 24), size = r.at<uint64_t>(base + 32);
     if (!name || !type || !link || !offset || !size) return bad("section header past the end");
     sections[i] = {*name, *type, *offset, *size, *link};
@@ -104,7 +111,8 @@ absl::StatusOr<CubinInfo> read_cubin_info(std::string_view cubin, std::string_vi
     if (name != ".nv.info") continue;
     // Attributes: u8 format, u8 attribute, then by format nothing / u8 / u16 / u16 size + bytes.
     for (uint64_t p = s.offset, end = s.offset + s.size; p + 2 <= end;) {
-      const uint8_t format = static_cast<uint8_t>(cubin[p]), attr = static_cast<uint8_t>(cubin[p + 1]);
+      const uint8_t format = static_cast<uint8_t>(cubin[p]),
+                    attr = static_cast<uint8_t>(cubin[p + 1]);
       p += 2;
       if (format == kFormatNoValue) continue;
       if (format == kFormatByte || format == kFormatHalf) {

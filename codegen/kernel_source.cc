@@ -100,33 +100,15 @@ absl::StatusOr<std::string> emit_elementwise(const KernelSpec& spec,
         }
         v = absl::StrCat("x", n.input);
         break;
-      case Expr::Kind::kLiteral:
-        v = float_literal(n.literal);
-        break;
-      case Expr::Kind::kAdd:
-        v = absl::StrCat(a, " + ", b);
-        break;
-      case Expr::Kind::kSub:
-        v = absl::StrCat(a, " - ", b);
-        break;
-      case Expr::Kind::kMul:
-        v = absl::StrCat(a, " * ", b);
-        break;
-      case Expr::Kind::kDiv:
-        v = absl::StrCat(a, " / ", b);
-        break;
-      case Expr::Kind::kNeg:
-        v = absl::StrCat("-", a);
-        break;
-      case Expr::Kind::kExp:
-        v = absl::StrCat("expf(", a, ")");
-        break;
-      case Expr::Kind::kRsqrt:
-        v = absl::StrCat("rsqrtf(", a, ")");
-        break;
-      case Expr::Kind::kSilu:
-        v = absl::StrCat(a, " / (1.f + expf(-", a, "))");
-        break;
+      case Expr::Kind::kLiteral: v = float_literal(n.literal); break;
+      case Expr::Kind::kAdd: v = absl::StrCat(a, " + ", b); break;
+      case Expr::Kind::kSub: v = absl::StrCat(a, " - ", b); break;
+      case Expr::Kind::kMul: v = absl::StrCat(a, " * ", b); break;
+      case Expr::Kind::kDiv: v = absl::StrCat(a, " / ", b); break;
+      case Expr::Kind::kNeg: v = absl::StrCat("-", a); break;
+      case Expr::Kind::kExp: v = absl::StrCat("expf(", a, ")"); break;
+      case Expr::Kind::kRsqrt: v = absl::StrCat("rsqrtf(", a, ")"); break;
+      case Expr::Kind::kSilu: v = absl::StrCat(a, " / (1.f + expf(-", a, "))"); break;
     }
     absl::StrAppend(&s, "    const float e", i, " = ", v, ";\n");
   }
@@ -143,14 +125,10 @@ absl::StatusOr<std::string> emit_elementwise(const KernelSpec& spec,
 
 absl::StatusOr<std::string> kernel_type_name(DType dtype) {
   switch (dtype) {
-    case DType::kF32:
-      return std::string("float");
-    case DType::kF16:
-      return std::string("kiln_k::f16");
-    case DType::kBF16:
-      return std::string("kiln_k::bf16");
-    case DType::kI32:
-      return std::string("int");
+    case DType::kF32: return std::string("float");
+    case DType::kF16: return std::string("kiln_k::f16");
+    case DType::kBF16: return std::string("kiln_k::bf16");
+    case DType::kI32: return std::string("int");
     default:
       return absl::InvalidArgumentError(absl::StrCat(
           "GPU kernels support f32, f16, bf16 and i32 values, not ", dtype_name(dtype)));
@@ -302,8 +280,7 @@ absl::StatusOr<std::string> emit_kernel_source(const KernelSpec& spec) {
       threads = 32 * static_cast<int>(P("w"));
       call = absl::StrCat("kiln_k::sample_rows<", threads, ">");
       break;
-    case KernelFamily::kFusedElementwise:
-      break;
+    case KernelFamily::kFusedElementwise: break;
   }
   // Argument list of the template call: the entry's params, except that rmsnorm passes null
   // residual pointers and rope passes the baked frequency table.

@@ -8,9 +8,9 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
-#include "ir/rope.h"
 #include "codegen/kernel_source.h"
 #include "ir/printer.h"
+#include "ir/rope.h"
 
 namespace kiln {
 namespace {
@@ -304,24 +304,15 @@ absl::Status Lowerer::lower(int index, const Node& n) {
       out_.gemms.push_back(e);
       return absl::OkStatus();
     }
-    case OpKind::kAdd:
-      return elementwise(index, n, binary("add"), n.outputs[0]->type.dtype);
-    case OpKind::kSub:
-      return elementwise(index, n, binary("sub"), n.outputs[0]->type.dtype);
-    case OpKind::kMul:
-      return elementwise(index, n, binary("mul"), n.outputs[0]->type.dtype);
-    case OpKind::kDiv:
-      return elementwise(index, n, binary("div"), n.outputs[0]->type.dtype);
-    case OpKind::kNeg:
-      return elementwise(index, n, "neg($0)", n.outputs[0]->type.dtype);
-    case OpKind::kExp:
-      return elementwise(index, n, "exp($0)", n.outputs[0]->type.dtype);
-    case OpKind::kRsqrt:
-      return elementwise(index, n, "rsqrt($0)", n.outputs[0]->type.dtype);
-    case OpKind::kSilu:
-      return elementwise(index, n, "silu($0)", n.outputs[0]->type.dtype);
-    case OpKind::kCast:
-      return elementwise(index, n, "$0", n.outputs[0]->type.dtype);
+    case OpKind::kAdd: return elementwise(index, n, binary("add"), n.outputs[0]->type.dtype);
+    case OpKind::kSub: return elementwise(index, n, binary("sub"), n.outputs[0]->type.dtype);
+    case OpKind::kMul: return elementwise(index, n, binary("mul"), n.outputs[0]->type.dtype);
+    case OpKind::kDiv: return elementwise(index, n, binary("div"), n.outputs[0]->type.dtype);
+    case OpKind::kNeg: return elementwise(index, n, "neg($0)", n.outputs[0]->type.dtype);
+    case OpKind::kExp: return elementwise(index, n, "exp($0)", n.outputs[0]->type.dtype);
+    case OpKind::kRsqrt: return elementwise(index, n, "rsqrt($0)", n.outputs[0]->type.dtype);
+    case OpKind::kSilu: return elementwise(index, n, "silu($0)", n.outputs[0]->type.dtype);
+    case OpKind::kCast: return elementwise(index, n, "$0", n.outputs[0]->type.dtype);
     case OpKind::kFusedElementwise: {
       absl::StatusOr<std::string> e = n.attrs.get_string("expr");
       if (!e.ok()) return e.status();
@@ -370,8 +361,7 @@ absl::Status Lowerer::lower(int index, const Node& n) {
               integer(absl::StrCat(*h))});
       return absl::OkStatus();
     }
-    case OpKind::kFlashAttention:
-      return attention(index, n);
+    case OpKind::kFlashAttention: return attention(index, n);
     case OpKind::kRopeTable:
     case OpKind::kSlice:
     case OpKind::kConcat:

@@ -51,18 +51,21 @@ std::string attribute_to_string(const Attribute& attr) {
     std::string operator()(int64_t v) const { return absl::StrCat(v); }
     std::string operator()(double v) const { return float_to_string(v); }
     std::string operator()(const std::string& v) const { return escape(v); }
-    std::string operator()(const IntList& v) const { return absl::StrCat("[", absl::StrJoin(v, ", "), "]"); }
+    std::string operator()(const IntList& v) const {
+      return absl::StrCat("[", absl::StrJoin(v, ", "), "]");
+    }
     std::string operator()(DType v) const { return std::string(dtype_name(v)); }
   };
   return std::visit(Visitor{}, attr);
 }
 
-#define KILN_ATTR_GET(NAME, TYPE, WANT)                                                        \
-  absl::StatusOr<TYPE> Attributes::NAME(const std::string& name) const {                      \
-    auto it = values_.find(name);                                                              \
-    if (it == values_.end()) return absl::NotFoundError(absl::StrCat("missing attribute '", name, "'")); \
-    if (const TYPE* v = std::get_if<TYPE>(&it->second)) return *v;                             \
-    return absl::InvalidArgumentError(                                                         \
+#define KILN_ATTR_GET(NAME, TYPE, WANT)                                                         \
+  absl::StatusOr<TYPE> Attributes::NAME(const std::string& name) const {                        \
+    auto it = values_.find(name);                                                               \
+    if (it == values_.end())                                                                    \
+      return absl::NotFoundError(absl::StrCat("missing attribute '", name, "'"));               \
+    if (const TYPE* v = std::get_if<TYPE>(&it->second)) return *v;                              \
+    return absl::InvalidArgumentError(                                                          \
         absl::StrCat("attribute '", name, "' is ", kind_name(it->second), ", expected " WANT)); \
   }
 
@@ -74,7 +77,8 @@ KILN_ATTR_GET(get_dtype, DType, "a dtype")
 
 absl::StatusOr<double> Attributes::get_float(const std::string& name) const {
   auto it = values_.find(name);
-  if (it == values_.end()) return absl::NotFoundError(absl::StrCat("missing attribute '", name, "'"));
+  if (it == values_.end())
+    return absl::NotFoundError(absl::StrCat("missing attribute '", name, "'"));
   if (const double* v = std::get_if<double>(&it->second)) return *v;
   if (const int64_t* v = std::get_if<int64_t>(&it->second)) return static_cast<double>(*v);
   return absl::InvalidArgumentError(

@@ -16,7 +16,8 @@ namespace kiln {
 using IntList = std::vector<int64_t>;
 using Attribute = std::variant<int64_t, double, std::string, IntList, DType>;
 
-std::string attribute_to_string(const Attribute& attr);  // IR text form: 16, 1e-05, "cos", [1, 2], bf16
+std::string attribute_to_string(
+    const Attribute& attr);  // IR text form: 16, 1e-05, "cos", [1, 2], bf16
 
 class Attributes {
  public:

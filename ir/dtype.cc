@@ -1,7 +1,7 @@
 // Names and sizes of kiln's element types.
+#include "ir/dtype.h"
 #include <string>
 #include <vector>
-#include "ir/dtype.h"
 
 #include <array>
 #include <utility>
@@ -79,10 +79,11 @@ int64_t block_bytes(DType dtype) {
     case DType::kI32: return 4;
     case DType::kI64: return 8;
     case DType::kU8: return 1;
-    case DType::kQ8_0: return 34;   // f16 scale + 32 x i8
-    case DType::kQ4_0: return 18;   // f16 scale + 16 bytes of nibbles
-    case DType::kQ4_1: return 20;   // f16 scale + f16 min + 16 bytes of nibbles
-    case DType::kQ4_K: return 144;  // f16 d + f16 dmin + 12 bytes of 6-bit scales + 128 nibble bytes
+    case DType::kQ8_0: return 34;  // f16 scale + 32 x i8
+    case DType::kQ4_0: return 18;  // f16 scale + 16 bytes of nibbles
+    case DType::kQ4_1: return 20;  // f16 scale + f16 min + 16 bytes of nibbles
+    case DType::kQ4_K:
+      return 144;  // f16 d + f16 dmin + 12 bytes of 6-bit scales + 128 nibble bytes
     case DType::kQ6_K: return 210;  // 128 low nibbles + 64 high bits + 16 i8 scales + f16 d
   }
   return 0;

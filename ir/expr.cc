@@ -139,24 +139,15 @@ std::string literal_to_string(double v) {
 const char* Expr::call_name(Kind kind) {
   switch (kind) {
     case Kind::kInput:
-    case Kind::kLiteral:
-      return "";
-    case Kind::kAdd:
-      return "add";
-    case Kind::kSub:
-      return "sub";
-    case Kind::kMul:
-      return "mul";
-    case Kind::kDiv:
-      return "div";
-    case Kind::kNeg:
-      return "neg";
-    case Kind::kExp:
-      return "exp";
-    case Kind::kRsqrt:
-      return "rsqrt";
-    case Kind::kSilu:
-      return "silu";
+    case Kind::kLiteral: return "";
+    case Kind::kAdd: return "add";
+    case Kind::kSub: return "sub";
+    case Kind::kMul: return "mul";
+    case Kind::kDiv: return "div";
+    case Kind::kNeg: return "neg";
+    case Kind::kExp: return "exp";
+    case Kind::kRsqrt: return "rsqrt";
+    case Kind::kSilu: return "silu";
   }
   return "";
 }
@@ -164,18 +155,15 @@ const char* Expr::call_name(Kind kind) {
 int Expr::arity(Kind kind) {
   switch (kind) {
     case Kind::kInput:
-    case Kind::kLiteral:
-      return 0;
+    case Kind::kLiteral: return 0;
     case Kind::kAdd:
     case Kind::kSub:
     case Kind::kMul:
-    case Kind::kDiv:
-      return 2;
+    case Kind::kDiv: return 2;
     case Kind::kNeg:
     case Kind::kExp:
     case Kind::kRsqrt:
-    case Kind::kSilu:
-      return 1;
+    case Kind::kSilu: return 1;
   }
   return 0;
 }
@@ -195,12 +183,9 @@ std::string Expr::to_string() const {
   std::function<std::string(int)> print = [&](int i) -> std::string {
     const Node& n = nodes_[i];
     switch (n.kind) {
-      case Kind::kInput:
-        return absl::StrCat("$", n.input);
-      case Kind::kLiteral:
-        return literal_to_string(n.literal);
-      default:
-        break;
+      case Kind::kInput: return absl::StrCat("$", n.input);
+      case Kind::kLiteral: return literal_to_string(n.literal);
+      default: break;
     }
     std::string out = absl::StrCat(call_name(n.kind), "(", print(n.args[0]));
     if (arity(n.kind) == 2) absl::StrAppend(&out, ", ", print(n.args[1]));
@@ -216,36 +201,16 @@ float Expr::eval(const float* inputs, float* scratch) const {
     const float b = n.args[1] >= 0 ? scratch[n.args[1]] : 0.0f;
     float r = 0;
     switch (n.kind) {
-      case Kind::kInput:
-        r = inputs[n.input];
-        break;
-      case Kind::kLiteral:
-        r = static_cast<float>(n.literal);
-        break;
-      case Kind::kAdd:
-        r = a + b;
-        break;
-      case Kind::kSub:
-        r = a - b;
-        break;
-      case Kind::kMul:
-        r = a * b;
-        break;
-      case Kind::kDiv:
-        r = a / b;
-        break;
-      case Kind::kNeg:
-        r = -a;
-        break;
-      case Kind::kExp:
-        r = std::exp(a);
-        break;
-      case Kind::kRsqrt:
-        r = 1.0f / std::sqrt(a);
-        break;
-      case Kind::kSilu:
-        r = a / (1.0f + std::exp(-a));
-        break;
+      case Kind::kInput: r = inputs[n.input]; break;
+      case Kind::kLiteral: r = static_cast<float>(n.literal); break;
+      case Kind::kAdd: r = a + b; break;
+      case Kind::kSub: r = a - b; break;
+      case Kind::kMul: r = a * b; break;
+      case Kind::kDiv: r = a / b; break;
+      case Kind::kNeg: r = -a; break;
+      case Kind::kExp: r = std::exp(a); break;
+      case Kind::kRsqrt: r = 1.0f / std::sqrt(a); break;
+      case Kind::kSilu: r = a / (1.0f + std::exp(-a)); break;
     }
     scratch[i] = r;
   }

@@ -81,7 +81,8 @@ std::vector<Node*> Graph::users(const Value* value) const {
 
 int Graph::use_count(const Value* value) const {
   int count = 0;
-  for (const auto& n : nodes_) count += static_cast<int>(std::count(n->inputs.begin(), n->inputs.end(), value));
+  for (const auto& n : nodes_)
+    count += static_cast<int>(std::count(n->inputs.begin(), n->inputs.end(), value));
   for (const GraphOutput& o : outputs_) count += o.value == value ? 1 : 0;
   return count;
 }

@@ -1,7 +1,7 @@
 // Names and traits of op kinds (one exhaustive switch each).
+#include "ir/op_kind.h"
 #include <string>
 #include <vector>
-#include "ir/op_kind.h"
 
 namespace kiln {
 

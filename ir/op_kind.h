@@ -14,55 +14,85 @@ namespace kiln {
 // D = head_dim. "x·wᵀ" means weights are stored [out_features, in_features] as in HF checkpoints.
 enum class OpKind : uint8_t {
   // --- primitive: sources and data movement
-  kConstant,    // () {value, dtype} -> dtype[]  a scalar
-  kRopeTable,   // () {part, theta, rotary_dim, max_positions, layout[, scaling_*]} -> f32[max_positions, rotary_dim]
-  kGather,      // (table[N, ...], idx i32[T]) -> [T, ...]   row gather (embedding, cos/sin by position)
-  kReshape,     // (x) {shape} -> x reshaped; shape entry 0 copies the input dim at that index
-  kSlice,       // (x) {axis, start, end} -> x[..., start:end, ...]
-  kConcat,      // (x0, x1, ...) {axis} -> concatenation
-  kLastTokenRows,  // (x[T, H], qo_indptr i32[S+1]) -> [S, H]  each sequence's last token row
+  /// () {value, dtype} -> dtype[]: a scalar.
+  kConstant,
+  /// () {part = "cos"|"sin", theta, rotary_dim, max_positions, layout[, scaling_*]}
+  ///   -> f32[max_positions, rotary_dim]: the rotary table (see ir/rope.h).
+  kRopeTable,
+  /// (table[N, ...], idx i32[T]) -> [T, ...]: row gather (embedding, cos/sin by position).
+  kGather,
+  /// (x) {shape} -> x reshaped; a shape entry 0 copies the input dim at that index.
+  kReshape,
+  /// (x) {axis, start, end} -> x[..., start:end, ...].
+  kSlice,
+  /// (x0, x1, ...) {axis} -> their concatenation.
+  kConcat,
+  /// (x[T, H], qo_indptr i32[S+1]) -> [S, H]: each sequence's last token row.
+  kLastTokenRows,
   // --- primitive: compute
-  kMatmul,      // (x[..., K], w[N, K]) -> [..., N]   x·wᵀ
-  kAdd,         // binary elementwise ops broadcast numpy-style; both operands have one dtype
+  /// (x[..., K], w[N, K]) -> [..., N]: x·wᵀ.
+  kMatmul,
+  /// Binary elementwise ops broadcast numpy-style; both operands have one dtype.
+  kAdd,
   kSub,
   kMul,
   kDiv,
-  kNeg,         // unary elementwise
+  /// Unary elementwise ops.
+  kNeg,
   kExp,
   kRsqrt,
   kSilu,
-  kCast,        // (x) {dtype}
-  kReduceSum,   // reductions over the last axis, keeping it as size 1
+  /// (x) {dtype}.
+  kCast,
+  /// Reductions over the last axis, keeping it as size 1.
+  kReduceSum,
   kReduceMean,
   kReduceMax,
   // --- primitive: paged attention pieces
-  kKvWrite,     // (cache[NP, PS, Hkv, D], rows[T, Hkv, D], slot_mapping i32[T]) -> cache (in place)
-  kPagedQk,     // (q[T, Hq, D], k_cache, qo_indptr, kv_page_indptr, kv_page_indices, kv_last_page_len) {kv_dim}
-                //   -> f32[T, Hq, K]  q·k per KV position of the token's sequence (GQA: head h reads h/(Hq/Hkv))
-  kCausalMask,  // (scores[T, H, K], positions i32[T]) -> scores with -inf where kv position > token position
-  kPagedPv,     // (p f32[T, Hq, K], v_cache, qo_indptr, kv_page_indptr, kv_page_indices, kv_last_page_len)
-                //   -> [T, Hq, D] in v_cache's dtype
+  /// (cache[NP, PS, Hkv, D], rows[T, Hkv, D], slot_mapping i32[T]) -> cache, written in place.
+  kKvWrite,
+  /// (q[T, Hq, D], k_cache, qo_indptr, kv_page_indptr, kv_page_indices, kv_last_page_len)
+  /// {kv_dim} -> f32[T, Hq, K]: q·k per KV position of the token's sequence (GQA: head h reads
+  /// KV head h / (Hq / Hkv)).
+  kPagedQk,
+  /// (scores[T, H, K], positions i32[T]) -> scores with -inf where kv position > token position.
+  kCausalMask,
+  /// (p f32[T, Hq, K], v_cache, qo_indptr, kv_page_indptr, kv_page_indices, kv_last_page_len)
+  ///   -> [T, Hq, D] in v_cache's dtype.
+  kPagedPv,
   // --- fused (created by passes only)
-  kRmsNorm,          // (x[..., H], w[H]) {eps} -> x / rms(x) * w
-  kRmsNormResidual,  // (x, residual, w[H]) {eps} -> (rmsnorm(x + residual) * w, x + residual)
-  kRope,             // (x[T, Hh, D], positions i32[T]) {theta, rotary_dim, layout[, scaling_*]} -> x rotated
-  kFlashAttention,   // (q[T,Hq,D], k[T,Hkv,D], v[T,Hkv,D], k_cache, v_cache, positions, slot_mapping,
-                     //  qo_indptr, kv_page_indptr, kv_page_indices, kv_last_page_len) {scale}
-                     //   -> (out[T, Hq, D], k_cache, v_cache): writes k/v rows, then causal attention
-  kFusedElementwise, // (x0, x1, ...) {expr, dtype} -> broadcast shape; expr over $0, $1, ... (see ir/expr.h)
-  kGemm,             // (x[..., K], w[N, K][, bias[N]][, residual[..., N]]) {epilogue} -> [..., N]
+  /// (x[..., H], w[H]) {eps} -> x / rms(x) * w.
+  kRmsNorm,
+  /// (x, residual, w[H]) {eps} -> (rmsnorm(x + residual) * w, x + residual).
+  kRmsNormResidual,
+  /// (x[T, Hh, D], positions i32[T]) {theta, rotary_dim, layout[, scaling_*]} -> x rotated.
+  kRope,
+  /// (q[T,Hq,D], k[T,Hkv,D], v[T,Hkv,D], k_cache, v_cache, positions, slot_mapping, qo_indptr,
+  /// kv_page_indptr, kv_page_indices, kv_last_page_len) {scale} -> (out[T, Hq, D], k_cache,
+  /// v_cache): writes the k/v rows, then causal attention over each sequence's pages.
+  kFlashAttention,
+  /// (x0, x1, ...) {expr, dtype} -> the broadcast shape; expr over $0, $1, ... (ir/expr.h).
+  kFusedElementwise,
+  /// (x[..., K], w[N, K][, bias[N]][, residual[..., N]]) {epilogue} -> [..., N].
+  kGemm,
 };
 
 inline constexpr int kNumOpKinds = static_cast<int>(OpKind::kGemm) + 1;
 
 /// Group traits of an op kind.
 struct OpTraits {
-  bool elementwise = false;  // output element i depends only on input elements i (after broadcast)
-  bool reduction = false;    // reduces over the last axis
-  bool fused = false;        // created by a pass; never emitted by models/
-  bool side_effect = false;  // writes memory beyond its outputs (KV cache); never dead-code eliminated
-  bool view = false;         // changes only how data is indexed (reshape, slice)
-  int num_inputs = -1;       // fixed input count, or -1 for variadic / optional inputs
+  /// Output element i depends only on input elements i (after broadcasting).
+  bool elementwise = false;
+  /// Reduces over the last axis.
+  bool reduction = false;
+  /// Created by a pass; never emitted by models/.
+  bool fused = false;
+  /// Writes memory beyond its results (the KV cache), so it is never dead-code eliminated.
+  bool side_effect = false;
+  /// Changes only how data is indexed (reshape, slice).
+  bool view = false;
+  /// Fixed input count, or -1 for variadic / optional inputs.
+  int num_inputs = -1;
   int num_outputs = 1;
 };
 

@@ -60,8 +60,8 @@ class Lexer {
     }
     if (absl::ascii_isalpha(static_cast<unsigned char>(c)) || c == '_') {
       size_t start = pos_;
-      while (pos_ < text_.size() && (absl::ascii_isalnum(static_cast<unsigned char>(text_[pos_])) ||
-                                     text_[pos_] == '_')) {
+      while (pos_ < text_.size() &&
+             (absl::ascii_isalnum(static_cast<unsigned char>(text_[pos_])) || text_[pos_] == '_')) {
         advance();
       }
       t.kind = Tok::kIdent;
@@ -72,8 +72,8 @@ class Lexer {
     }
     if (absl::ascii_isdigit(static_cast<unsigned char>(c)) ||
         (c == '-' && pos_ + 1 < text_.size() &&
-         (absl::ascii_isdigit(static_cast<unsigned char>(text_[pos_ + 1])) || text_[pos_ + 1] == 'i' ||
-          text_[pos_ + 1] == 'n'))) {
+         (absl::ascii_isdigit(static_cast<unsigned char>(text_[pos_ + 1])) ||
+          text_[pos_ + 1] == 'i' || text_[pos_ + 1] == 'n'))) {
       return number(t);
     }
     if (c == '"') return string(t);
@@ -130,7 +130,8 @@ class Lexer {
     bool is_float = false;
     if (pos_ < text_.size() && (text_[pos_] == 'i' || text_[pos_] == 'n')) {  // -inf, -nan
       size_t word = pos_;
-      while (pos_ < text_.size() && absl::ascii_isalpha(static_cast<unsigned char>(text_[pos_]))) advance();
+      while (pos_ < text_.size() && absl::ascii_isalpha(static_cast<unsigned char>(text_[pos_])))
+        advance();
       std::string w(text_.substr(word, pos_ - word));
       if (w != "inf" && w != "nan") return error(t, absl::StrCat("a number, got '", w, "'"));
       is_float = true;
@@ -142,7 +143,8 @@ class Lexer {
         } else if (c == '.' || c == 'e' || c == 'E') {
           is_float = true;
           advance();
-          if ((c == 'e' || c == 'E') && pos_ < text_.size() && (text_[pos_] == '-' || text_[pos_] == '+')) {
+          if ((c == 'e' || c == 'E') && pos_ < text_.size() &&
+              (text_[pos_] == '-' || text_[pos_] == '+')) {
             advance();
           }
         } else {
@@ -233,7 +235,8 @@ class Parser {
     absl::string_view s = tok_.text;
     if (!s.empty() && s[0] == '+') s.remove_prefix(1);
     auto [end, ec] = std::from_chars(s.data(), s.data() + s.size(), v);
-    if (ec != std::errc() || end != s.data() + s.size()) return error_at(tok_, "integer out of range");
+    if (ec != std::errc() || end != s.data() + s.size())
+      return error_at(tok_, "integer out of range");
     bump();
     return v;
   }
@@ -252,7 +255,8 @@ class Parser {
       v = std::numeric_limits<double>::quiet_NaN();
     } else {
       auto [end, ec] = std::from_chars(s.data(), s.data() + s.size(), v);
-      if (ec != std::errc() || end != s.data() + s.size()) return error_at(tok_, "malformed number");
+      if (ec != std::errc() || end != s.data() + s.size())
+        return error_at(tok_, "malformed number");
     }
     bump();
     return neg ? -v : v;
@@ -295,10 +299,12 @@ class Parser {
     absl::StatusOr<Type> type = parse_type();
     if (!type.ok()) return type.status();
     if (is_param) {
-      if (params_.count(name.text)) return error_at(name, absl::StrCat("@", name.text, " is declared twice"));
+      if (params_.count(name.text))
+        return error_at(name, absl::StrCat("@", name.text, " is declared twice"));
       params_[name.text] = graph_->add_param(name.text, *type);
     } else {
-      if (locals_.count(name.text)) return error_at(name, absl::StrCat("%", name.text, " is defined twice"));
+      if (locals_.count(name.text))
+        return error_at(name, absl::StrCat("%", name.text, " is defined twice"));
       locals_[name.text] = graph_->add_input(name.text, *type);
     }
     return absl::OkStatus();
@@ -319,13 +325,15 @@ class Parser {
   absl::StatusOr<Value*> use() {
     if (tok_.kind == Tok::kLocal) {
       auto it = locals_.find(tok_.text);
-      if (it == locals_.end()) return error_at(tok_, absl::StrCat("use of undefined value %", tok_.text));
+      if (it == locals_.end())
+        return error_at(tok_, absl::StrCat("use of undefined value %", tok_.text));
       bump();
       return it->second;
     }
     if (tok_.kind == Tok::kGlobal) {
       auto it = params_.find(tok_.text);
-      if (it == params_.end()) return error_at(tok_, absl::StrCat("use of undeclared parameter @", tok_.text));
+      if (it == params_.end())
+        return error_at(tok_, absl::StrCat("use of undeclared parameter @", tok_.text));
       bump();
       return it->second;
     }
@@ -336,9 +344,11 @@ class Parser {
     std::vector<Token> results;
     while (true) {
       if (tok_.kind != Tok::kLocal) return expected("a result name like %0");
-      if (locals_.count(tok_.text)) return error_at(tok_, absl::StrCat("%", tok_.text, " is defined twice"));
+      if (locals_.count(tok_.text))
+        return error_at(tok_, absl::StrCat("%", tok_.text, " is defined twice"));
       for (const Token& r : results) {
-        if (r.text == tok_.text) return error_at(tok_, absl::StrCat("%", tok_.text, " is defined twice"));
+        if (r.text == tok_.text)
+          return error_at(tok_, absl::StrCat("%", tok_.text, " is defined twice"));
       }
       results.push_back(tok_);
       bump();
@@ -369,7 +379,8 @@ class Parser {
       while (!is_punct("}")) {
         if (tok_.kind != Tok::kIdent) return expected("an attribute name");
         Token name = tok_;
-        if (attrs.has(name.text)) return error_at(name, absl::StrCat("attribute '", name.text, "' is given twice"));
+        if (attrs.has(name.text))
+          return error_at(name, absl::StrCat("attribute '", name.text, "' is given twice"));
         bump();
         if (absl::Status s = expect_punct("="); !s.ok()) return s;
         absl::StatusOr<Attribute> value = parse_attribute();
@@ -393,13 +404,13 @@ class Parser {
       bump();
     }
     if (types.size() != results.size()) {
-      return error_at(op_tok, absl::StrCat(op_name(*op), " declares ", results.size(), " results but ",
-                                           types.size(), " types"));
+      return error_at(op_tok, absl::StrCat(op_name(*op), " declares ", results.size(),
+                                           " results but ", types.size(), " types"));
     }
     const int want_outputs = op_traits(*op).num_outputs;
     if (static_cast<int>(results.size()) != want_outputs) {
-      return error_at(results[0], absl::StrCat(op_name(*op), " has ", want_outputs, " result(s), got ",
-                                               results.size()));
+      return error_at(results[0], absl::StrCat(op_name(*op), " has ", want_outputs,
+                                               " result(s), got ", results.size()));
     }
     Node* n = graph_->add_node(*op, std::move(inputs), std::move(attrs), types);
     for (size_t i = 0; i < results.size(); ++i) {
@@ -458,7 +469,9 @@ class Parser {
   absl::StatusOr<Type> parse_type() {
     if (tok_.kind != Tok::kIdent) return expected("a type like bf16[T,576]");
     std::optional<DType> dtype = parse_dtype(tok_.text);
-    if (!dtype) return expected("a dtype (f32, f16, bf16, fp8e4m3, i32, i64, u8, q8_0, q4_0, q4_1, q4_k, q6_k)");
+    if (!dtype)
+      return expected(
+          "a dtype (f32, f16, bf16, fp8e4m3, i32, i64, u8, q8_0, q4_0, q4_1, q4_k, q6_k)");
     bump();
     Type type{*dtype, {}};
     if (absl::Status s = expect_punct("["); !s.ok()) return s;
@@ -472,8 +485,8 @@ class Parser {
       } else if (tok_.kind == Tok::kIdent) {
         Token sym = tok_;
         if (graph_->symbols().find(sym.text) == nullptr) {
-          return error_at(sym, absl::StrCat("unknown symbol '", sym.text, "' (declare it with `symbol ",
-                                            sym.text, " <= N`)"));
+          return error_at(sym, absl::StrCat("unknown symbol '", sym.text,
+                                            "' (declare it with `symbol ", sym.text, " <= N`)"));
         }
         bump();
         int64_t offset = 0;
@@ -510,6 +523,8 @@ class Parser {
 
 }  // namespace
 
-absl::StatusOr<std::unique_ptr<Graph>> parse_graph(std::string_view text) { return Parser(text).parse(); }
+absl::StatusOr<std::unique_ptr<Graph>> parse_graph(std::string_view text) {
+  return Parser(text).parse();
+}
 
 }  // namespace kiln

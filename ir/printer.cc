@@ -48,8 +48,9 @@ std::string ValueNames::operator()(const Value* value) const {
 
 std::string print_node(const Node& node, const ValueNames& names) {
   auto name_of = [&](std::string* out, const Value* v) { out->append(names(v)); };
-  std::string line = absl::StrCat(absl::StrJoin(node.outputs, ", ", name_of), " = ",
-                                  op_name(node.op), "(", absl::StrJoin(node.inputs, ", ", name_of), ")");
+  std::string line =
+      absl::StrCat(absl::StrJoin(node.outputs, ", ", name_of), " = ", op_name(node.op), "(",
+                   absl::StrJoin(node.inputs, ", ", name_of), ")");
   if (!node.attrs.empty()) {
     line += " {";
     line += absl::StrJoin(node.attrs.all(), ", ", [](std::string* out, const auto& kv) {

@@ -1,5 +1,6 @@
 // The IR's text form (MLIR-like, one op per line), e.g.
-//   %12, %13 = rmsnorm_residual(%10, %11, @layers.0.mlp_norm) {eps = 1e-05} : bf16[T,576], bf16[T,576]
+//   %12, %13 = rmsnorm_residual(%10, %11, @layers.0.mlp_norm) {eps = 1e-05} : bf16[T,576],
+//   bf16[T,576]
 // Unnamed results are numbered in program order, so printing is deterministic and
 // print(parse(print(g))) == print(g).
 #pragma once

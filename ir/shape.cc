@@ -14,7 +14,8 @@ std::string Dim::to_string() const {
 
 std::string shape_to_string(const Shape& shape) {
   return absl::StrCat(
-      "[", absl::StrJoin(shape, ",", [](std::string* out, const Dim& d) { out->append(d.to_string()); }),
+      "[",
+      absl::StrJoin(shape, ",", [](std::string* out, const Dim& d) { out->append(d.to_string()); }),
       "]");
 }
 

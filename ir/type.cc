@@ -5,6 +5,8 @@
 
 namespace kiln {
 
-std::string Type::to_string() const { return absl::StrCat(dtype_name(dtype), shape_to_string(shape)); }
+std::string Type::to_string() const {
+  return absl::StrCat(dtype_name(dtype), shape_to_string(shape));
+}
 
 }  // namespace kiln

@@ -28,7 +28,8 @@ absl::Status expect_index_vector(const Type& t, size_t i) {
 }
 
 absl::Status expect_float(const Type& t, size_t i) {
-  if (!is_float(t.dtype)) return invalid(ordinal(i), " must be a float tensor, got ", t.to_string());
+  if (!is_float(t.dtype))
+    return invalid(ordinal(i), " must be a float tensor, got ", t.to_string());
   return absl::OkStatus();
 }
 
@@ -52,7 +53,8 @@ absl::Status check_rope_attrs(const Attributes& attrs) {
   }
   absl::StatusOr<int64_t> dim = attrs.get_int("rotary_dim");
   if (!dim.ok()) return dim.status();
-  if (*dim <= 0 || *dim % 2 != 0) return invalid("attribute 'rotary_dim' must be positive and even");
+  if (*dim <= 0 || *dim % 2 != 0)
+    return invalid("attribute 'rotary_dim' must be positive and even");
   absl::StatusOr<std::string> layout = attrs.get_string("layout");
   if (!layout.ok()) return layout.status();
   if (*layout != "half" && *layout != "interleaved") {
@@ -61,7 +63,8 @@ absl::Status check_rope_attrs(const Attributes& attrs) {
   if (attrs.has("scaling")) {
     absl::StatusOr<std::string> kind = attrs.get_string("scaling");
     if (!kind.ok()) return kind.status();
-    if (*kind != "llama3") return invalid("unknown rope scaling \"", *kind, "\" (supported: llama3)");
+    if (*kind != "llama3")
+      return invalid("unknown rope scaling \"", *kind, "\" (supported: llama3)");
     for (const char* key : {"scaling_factor", "scaling_low_freq_factor", "scaling_high_freq_factor",
                             "scaling_original_max_positions"}) {
       if (absl::StatusOr<double> v = attrs.get_float(key); !v.ok()) return v.status();
@@ -136,7 +139,8 @@ absl::StatusOr<std::vector<Type>> infer_types(OpKind op, absl::Span<const Type> 
     case OpKind::kRopeTable: {
       absl::StatusOr<std::string> part = attrs.get_string("part");
       if (!part.ok()) return part.status();
-      if (*part != "cos" && *part != "sin") return invalid("attribute 'part' must be \"cos\" or \"sin\"");
+      if (*part != "cos" && *part != "sin")
+        return invalid("attribute 'part' must be \"cos\" or \"sin\"");
       if (absl::Status s = check_rope_attrs(attrs); !s.ok()) return s;
       absl::StatusOr<int64_t> max_pos = attrs.get_int("max_positions");
       if (!max_pos.ok()) return max_pos.status();
@@ -147,7 +151,8 @@ absl::StatusOr<std::vector<Type>> infer_types(OpKind op, absl::Span<const Type> 
     case OpKind::kGather: {
       const Type& table = in[0];
       if (table.rank() < 1) return invalid("input 0 (table) must have rank >= 1");
-      if (is_quantized(table.dtype)) return invalid("gather from a quantized table is not supported");
+      if (is_quantized(table.dtype))
+        return invalid("gather from a quantized table is not supported");
       if (absl::Status s = expect_index_vector(in[1], 1); !s.ok()) return s;
       Shape shape = {in[1].shape[0]};
       shape.insert(shape.end(), table.shape.begin() + 1, table.shape.end());
@@ -160,7 +165,8 @@ absl::StatusOr<std::vector<Type>> infer_types(OpKind op, absl::Span<const Type> 
       for (size_t i = 0; i < target->size(); ++i) {
         int64_t t = (*target)[i];
         if (t == 0) {
-          if (i >= in[0].shape.size()) return invalid("reshape: shape[", i, "] = 0 copies a dim the input lacks");
+          if (i >= in[0].shape.size())
+            return invalid("reshape: shape[", i, "] = 0 copies a dim the input lacks");
           out.push_back(in[0].shape[i]);
         } else if (t > 0) {
           out.push_back(Dim::constant(t));
@@ -222,7 +228,9 @@ absl::StatusOr<std::vector<Type>> infer_types(OpKind op, absl::Span<const Type> 
         }
         for (int k = 0; k < in[0].rank(); ++k) {
           if (k == *a) continue;
-          if (absl::Status s = expect_same_dim(in[i].shape[k], in[0].shape[k], "concat dim"); !s.ok()) return s;
+          if (absl::Status s = expect_same_dim(in[i].shape[k], in[0].shape[k], "concat dim");
+              !s.ok())
+            return s;
         }
         if (in[i].shape[*a].is_symbolic()) return invalid("concat along a symbolic dim");
         total += in[i].shape[*a].value;
@@ -235,7 +243,8 @@ absl::StatusOr<std::vector<Type>> infer_types(OpKind op, absl::Span<const Type> 
       if (absl::Status s = expect_index_vector(in[1], 1); !s.ok()) return s;
       Dim seqs = in[1].shape[0];
       seqs.value -= 1;  // qo_indptr has S+1 entries
-      if (!seqs.is_symbolic() && seqs.value < 1) return invalid("qo_indptr needs at least 2 entries");
+      if (!seqs.is_symbolic() && seqs.value < 1)
+        return invalid("qo_indptr needs at least 2 entries");
       return std::vector<Type>{{in[0].dtype, {seqs, in[0].shape[1]}}};
     }
     case OpKind::kMatmul: {
@@ -246,7 +255,9 @@ absl::StatusOr<std::vector<Type>> infer_types(OpKind op, absl::Span<const Type> 
       if (x.dtype != w.dtype) {
         return invalid("matmul of ", x.to_string(), " by ", w.to_string(), ": dtypes differ");
       }
-      if (absl::Status s = expect_same_dim(x.shape.back(), w.shape[1], "matmul contraction dim"); !s.ok()) return s;
+      if (absl::Status s = expect_same_dim(x.shape.back(), w.shape[1], "matmul contraction dim");
+          !s.ok())
+        return s;
       Type out = x;
       out.shape.back() = w.shape[0];
       return std::vector<Type>{out};
@@ -256,7 +267,8 @@ absl::StatusOr<std::vector<Type>> infer_types(OpKind op, absl::Span<const Type> 
     case OpKind::kMul:
     case OpKind::kDiv: {
       if (in[0].dtype != in[1].dtype) {
-        return invalid("operands have different dtypes: ", in[0].to_string(), " and ", in[1].to_string());
+        return invalid("operands have different dtypes: ", in[0].to_string(), " and ",
+                       in[1].to_string());
       }
       if (absl::Status s = expect_float(in[0], 0); !s.ok()) return s;
       absl::StatusOr<Shape> shape = broadcast_shapes(in[0].shape, in[1].shape);
@@ -272,7 +284,8 @@ absl::StatusOr<std::vector<Type>> infer_types(OpKind op, absl::Span<const Type> 
     case OpKind::kCast: {
       absl::StatusOr<DType> dtype = attrs.get_dtype("dtype");
       if (!dtype.ok()) return dtype.status();
-      if (is_quantized(*dtype) || is_quantized(in[0].dtype)) return invalid("cast to or from a quantized dtype");
+      if (is_quantized(*dtype) || is_quantized(in[0].dtype))
+        return invalid("cast to or from a quantized dtype");
       return std::vector<Type>{{*dtype, in[0].shape}};
     }
     case OpKind::kReduceSum:
@@ -291,9 +304,13 @@ absl::StatusOr<std::vector<Type>> infer_types(OpKind op, absl::Span<const Type> 
       if (absl::Status s = expect_rank(rows, 1, 3); !s.ok()) return s;
       if (absl::Status s = expect_float(rows, 1); !s.ok()) return s;
       if (absl::Status s = expect_index_vector(in[2], 2); !s.ok()) return s;
-      if (absl::Status s = expect_same_dim(rows.shape[1], cache.shape[2], "KV heads"); !s.ok()) return s;
-      if (absl::Status s = expect_same_dim(rows.shape[2], cache.shape[3], "head_dim"); !s.ok()) return s;
-      if (absl::Status s = expect_same_dim(rows.shape[0], in[2].shape[0], "rows vs slot_mapping"); !s.ok()) return s;
+      if (absl::Status s = expect_same_dim(rows.shape[1], cache.shape[2], "KV heads"); !s.ok())
+        return s;
+      if (absl::Status s = expect_same_dim(rows.shape[2], cache.shape[3], "head_dim"); !s.ok())
+        return s;
+      if (absl::Status s = expect_same_dim(rows.shape[0], in[2].shape[0], "rows vs slot_mapping");
+          !s.ok())
+        return s;
       return std::vector<Type>{cache};
     }
     case OpKind::kPagedQk: {
@@ -302,7 +319,8 @@ absl::StatusOr<std::vector<Type>> infer_types(OpKind op, absl::Span<const Type> 
       if (absl::Status s = expect_rank(q, 0, 3); !s.ok()) return s;
       if (absl::Status s = check_cache(cache, 1); !s.ok()) return s;
       if (absl::Status s = check_page_metadata(in, 2); !s.ok()) return s;
-      if (absl::Status s = expect_same_dim(q.shape[2], cache.shape[3], "head_dim"); !s.ok()) return s;
+      if (absl::Status s = expect_same_dim(q.shape[2], cache.shape[3], "head_dim"); !s.ok())
+        return s;
       if (absl::Status s = check_gqa(q.shape[1], cache.shape[2]); !s.ok()) return s;
       absl::StatusOr<std::string> kv_dim = attrs.get_string("kv_dim");
       if (!kv_dim.ok()) return kv_dim.status();
@@ -313,7 +331,8 @@ absl::StatusOr<std::vector<Type>> infer_types(OpKind op, absl::Span<const Type> 
       if (absl::Status s = expect_rank(in[0], 0, 3); !s.ok()) return s;
       if (absl::Status s = expect_float(in[0], 0); !s.ok()) return s;
       if (absl::Status s = expect_index_vector(in[1], 1); !s.ok()) return s;
-      if (absl::Status s = expect_same_dim(in[0].shape[0], in[1].shape[0], "tokens"); !s.ok()) return s;
+      if (absl::Status s = expect_same_dim(in[0].shape[0], in[1].shape[0], "tokens"); !s.ok())
+        return s;
       return std::vector<Type>{in[0]};
     }
     case OpKind::kPagedPv: {
@@ -357,7 +376,8 @@ absl::StatusOr<std::vector<Type>> infer_types(OpKind op, absl::Span<const Type> 
       const Type& q = in[0];
       const Type& k = in[1];
       const Type& v = in[2];
-      if (absl::StatusOr<double> scale = attrs.get_float("scale"); !scale.ok()) return scale.status();
+      if (absl::StatusOr<double> scale = attrs.get_float("scale"); !scale.ok())
+        return scale.status();
       for (size_t i = 0; i < 3; ++i) {
         if (absl::Status s = expect_rank(in[i], i, 3); !s.ok()) return s;
       }
@@ -368,7 +388,8 @@ absl::StatusOr<std::vector<Type>> infer_types(OpKind op, absl::Span<const Type> 
       if (absl::Status s = check_page_metadata(in, 7); !s.ok()) return s;
       if (!(k == v)) return invalid("k ", k.to_string(), " and v ", v.to_string(), " differ");
       if (absl::Status s = expect_same_dim(q.shape[2], k.shape[2], "head_dim"); !s.ok()) return s;
-      if (absl::Status s = expect_same_dim(k.shape[1], in[3].shape[2], "KV heads"); !s.ok()) return s;
+      if (absl::Status s = expect_same_dim(k.shape[1], in[3].shape[2], "KV heads"); !s.ok())
+        return s;
       if (absl::Status s = check_gqa(q.shape[1], k.shape[1]); !s.ok()) return s;
       return std::vector<Type>{q, in[3], in[4]};
     }
@@ -390,14 +411,18 @@ absl::StatusOr<std::vector<Type>> infer_types(OpKind op, absl::Span<const Type> 
     case OpKind::kGemm: {
       absl::StatusOr<std::string> epilogue = attrs.get_string("epilogue");
       if (!epilogue.ok()) return epilogue.status();
-      size_t want = *epilogue == "none" ? 2 : *epilogue == "bias" || *epilogue == "residual" ? 3
-                  : *epilogue == "bias_residual"                                        ? 4
-                                                                                        : 0;
+      size_t want = *epilogue == "none"                              ? 2
+                    : *epilogue == "bias" || *epilogue == "residual" ? 3
+                    : *epilogue == "bias_residual"                   ? 4
+                                                                     : 0;
       if (want == 0) {
-        return invalid("unknown gemm epilogue \"", *epilogue, "\" (none, bias, residual, bias_residual)");
+        return invalid("unknown gemm epilogue \"", *epilogue,
+                       "\" (none, bias, residual, bias_residual)");
       }
-      if (in.size() != want) return invalid("gemm with epilogue ", *epilogue, " takes ", want, " inputs");
-      absl::StatusOr<std::vector<Type>> mm = infer_types(OpKind::kMatmul, in.subspan(0, 2), {}, symbols);
+      if (in.size() != want)
+        return invalid("gemm with epilogue ", *epilogue, " takes ", want, " inputs");
+      absl::StatusOr<std::vector<Type>> mm =
+          infer_types(OpKind::kMatmul, in.subspan(0, 2), {}, symbols);
       if (!mm.ok()) return mm.status();
       const Type& out = (*mm)[0];
       size_t next = 2;
@@ -410,7 +435,8 @@ absl::StatusOr<std::vector<Type>> infer_types(OpKind op, absl::Span<const Type> 
       }
       if (*epilogue == "residual" || *epilogue == "bias_residual") {
         if (!(in[next] == out)) {
-          return invalid("residual ", in[next].to_string(), " must match the product ", out.to_string());
+          return invalid("residual ", in[next].to_string(), " must match the product ",
+                         out.to_string());
         }
       }
       return mm;

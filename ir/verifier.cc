@@ -10,14 +10,16 @@
 namespace kiln {
 namespace {
 
-absl::Status check_type_symbols(const Type& type, const SymbolTable& symbols, absl::string_view where) {
+absl::Status check_type_symbols(const Type& type, const SymbolTable& symbols,
+                                absl::string_view where) {
   for (const Dim& d : type.shape) {
     if (d.is_symbolic() && symbols.find(d.symbol) == nullptr) {
-      return absl::InvalidArgumentError(absl::StrCat(where, ": type ", type.to_string(),
-                                                     " uses undeclared symbol ", d.symbol));
+      return absl::InvalidArgumentError(
+          absl::StrCat(where, ": type ", type.to_string(), " uses undeclared symbol ", d.symbol));
     }
     if (!d.is_symbolic() && d.value < 0) {
-      return absl::InvalidArgumentError(absl::StrCat(where, ": negative dim in ", type.to_string()));
+      return absl::InvalidArgumentError(
+          absl::StrCat(where, ": negative dim in ", type.to_string()));
     }
   }
   return absl::OkStatus();
@@ -48,8 +50,8 @@ absl::Status verify(const Graph& graph) {
     };
     const OpTraits traits = op_traits(node->op);
     if (static_cast<int>(node->outputs.size()) != traits.num_outputs) {
-      return fail(absl::StrCat("has ", node->outputs.size(), " results, ", op_name(node->op), " has ",
-                               traits.num_outputs));
+      return fail(absl::StrCat("has ", node->outputs.size(), " results, ", op_name(node->op),
+                               " has ", traits.num_outputs));
     }
     std::vector<Type> input_types;
     for (size_t i = 0; i < node->inputs.size(); ++i) {
@@ -62,7 +64,8 @@ absl::Status verify(const Graph& graph) {
     }
     for (const Value* out : node->outputs) {
       if (defined.count(out)) return fail(absl::StrCat(names(out), " is defined twice"));
-      if (out->producer != node.get()) return fail(absl::StrCat(names(out), " has another producer"));
+      if (out->producer != node.get())
+        return fail(absl::StrCat(names(out), " has another producer"));
       if (absl::Status s = check_type_symbols(out->type, graph.symbols(), names(out)); !s.ok()) {
         return fail(s.message());
       }
@@ -79,7 +82,8 @@ absl::Status verify(const Graph& graph) {
     for (size_t i = 0; i < node->outputs.size(); ++i) {
       if (!((*inferred)[i] == node->outputs[i]->type)) {
         return fail(absl::StrCat("result ", i, " is declared ", node->outputs[i]->type.to_string(),
-                                 " but ", op_name(node->op), " produces ", (*inferred)[i].to_string()));
+                                 " but ", op_name(node->op), " produces ",
+                                 (*inferred)[i].to_string()));
       }
     }
     for (const Value* out : node->outputs) defined.insert(out);

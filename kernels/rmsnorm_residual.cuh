@@ -20,7 +20,8 @@ __device__ __forceinline__ void rmsnorm_residual(T* __restrict__ y, T* __restric
   static_assert(VPT * THREADS >= kVecs, "the block covers a row");
   __shared__ float scratch[THREADS / 32];
   const long long row = blockIdx.x;
-  struct alignas(VEC * sizeof(T)) Vec {  // exactly VEC elements: the row is read as an array of them
+  struct alignas(VEC * sizeof(T))
+      Vec {  // exactly VEC elements: the row is read as an array of them
     T v[VEC];
   };
   const Vec* xr = reinterpret_cast<const Vec*>(x + row * H);

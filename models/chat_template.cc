@@ -84,10 +84,8 @@ std::string ChatTemplate::render(absl::Span<const ChatMessage> messages,
 
 std::vector<std::string> ChatTemplate::stop_tokens() const {
   switch (kind_) {
-    case ChatTemplateKind::kChatMl:
-      return {"<|im_end|>"};
-    case ChatTemplateKind::kLlama3:
-      return {"<|eot_id|>"};
+    case ChatTemplateKind::kChatMl: return {"<|im_end|>"};
+    case ChatTemplateKind::kLlama3: return {"<|eot_id|>"};
   }
   return {};
 }

@@ -173,21 +173,11 @@ absl::Status dequantize_row(DType dtype, const uint8_t* blocks, int64_t n, float
   }
   const int64_t nb = n / be;
   switch (dtype) {
-    case DType::kQ8_0:
-      dequant_q8_0(blocks, nb, out);
-      break;
-    case DType::kQ4_0:
-      dequant_q4_0(blocks, nb, out);
-      break;
-    case DType::kQ4_1:
-      dequant_q4_1(blocks, nb, out);
-      break;
-    case DType::kQ4_K:
-      dequant_q4_k(blocks, nb, out);
-      break;
-    case DType::kQ6_K:
-      dequant_q6_k(blocks, nb, out);
-      break;
+    case DType::kQ8_0: dequant_q8_0(blocks, nb, out); break;
+    case DType::kQ4_0: dequant_q4_0(blocks, nb, out); break;
+    case DType::kQ4_1: dequant_q4_1(blocks, nb, out); break;
+    case DType::kQ4_K: dequant_q4_k(blocks, nb, out); break;
+    case DType::kQ6_K: dequant_q6_k(blocks, nb, out); break;
     default:
       return absl::InvalidArgumentError(
           absl::StrCat("dequantize_row: ", dtype_name(dtype), " is not supported"));

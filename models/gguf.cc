@@ -30,49 +30,33 @@ uint64_t min_encoded_size(uint32_t t) {
   switch (t) {
     case kTypeUint8:
     case kTypeInt8:
-    case kTypeBool:
-      return 1;
+    case kTypeBool: return 1;
     case kTypeUint16:
-    case kTypeInt16:
-      return 2;
+    case kTypeInt16: return 2;
     case kTypeUint32:
     case kTypeInt32:
-    case kTypeFloat32:
-      return 4;
+    case kTypeFloat32: return 4;
     case kTypeUint64:
     case kTypeInt64:
-    case kTypeFloat64:
-      return 8;
-    case kTypeString:
-      return 8;  // the length prefix
-    case kTypeArray:
-      return 12;  // element type + count
-    default:
-      return 1;
+    case kTypeFloat64: return 8;
+    case kTypeString: return 8;  // the length prefix
+    case kTypeArray: return 12;  // element type + count
+    default: return 1;
   }
 }
 
 // GGML tensor type codes kiln reads (ggml.h `enum ggml_type`).
 std::optional<DType> ggml_type_to_dtype(uint32_t t) {
   switch (t) {
-    case 0:
-      return DType::kF32;
-    case 1:
-      return DType::kF16;
-    case 2:
-      return DType::kQ4_0;
-    case 3:
-      return DType::kQ4_1;
-    case 8:
-      return DType::kQ8_0;
-    case 12:
-      return DType::kQ4_K;
-    case 14:
-      return DType::kQ6_K;
-    case 30:
-      return DType::kBF16;
-    default:
-      return std::nullopt;
+    case 0: return DType::kF32;
+    case 1: return DType::kF16;
+    case 2: return DType::kQ4_0;
+    case 3: return DType::kQ4_1;
+    case 8: return DType::kQ8_0;
+    case 12: return DType::kQ4_K;
+    case 14: return DType::kQ6_K;
+    case 30: return DType::kBF16;
+    default: return std::nullopt;
   }
 }
 
@@ -138,26 +122,16 @@ absl::Status read_value(Cursor& c, uint32_t type, GgufValue* v, const std::strin
                         int depth) {
   v->stored_type = type;
   switch (type) {
-    case kTypeUint8:
-      return read_scalar<uint8_t, uint64_t>(c, v, field);
-    case kTypeInt8:
-      return read_scalar<int8_t, int64_t>(c, v, field);
-    case kTypeUint16:
-      return read_scalar<uint16_t, uint64_t>(c, v, field);
-    case kTypeInt16:
-      return read_scalar<int16_t, int64_t>(c, v, field);
-    case kTypeUint32:
-      return read_scalar<uint32_t, uint64_t>(c, v, field);
-    case kTypeInt32:
-      return read_scalar<int32_t, int64_t>(c, v, field);
-    case kTypeUint64:
-      return read_scalar<uint64_t, uint64_t>(c, v, field);
-    case kTypeInt64:
-      return read_scalar<int64_t, int64_t>(c, v, field);
-    case kTypeFloat32:
-      return read_scalar<float, double>(c, v, field);
-    case kTypeFloat64:
-      return read_scalar<double, double>(c, v, field);
+    case kTypeUint8: return read_scalar<uint8_t, uint64_t>(c, v, field);
+    case kTypeInt8: return read_scalar<int8_t, int64_t>(c, v, field);
+    case kTypeUint16: return read_scalar<uint16_t, uint64_t>(c, v, field);
+    case kTypeInt16: return read_scalar<int16_t, int64_t>(c, v, field);
+    case kTypeUint32: return read_scalar<uint32_t, uint64_t>(c, v, field);
+    case kTypeInt32: return read_scalar<int32_t, int64_t>(c, v, field);
+    case kTypeUint64: return read_scalar<uint64_t, uint64_t>(c, v, field);
+    case kTypeInt64: return read_scalar<int64_t, int64_t>(c, v, field);
+    case kTypeFloat32: return read_scalar<float, double>(c, v, field);
+    case kTypeFloat64: return read_scalar<double, double>(c, v, field);
     case kTypeBool: {
       uint8_t b;
       KILN_RETURN_IF_ERROR(c.read(&b, field));
@@ -197,8 +171,7 @@ absl::Status read_value(Cursor& c, uint32_t type, GgufValue* v, const std::strin
       v->stored_type = kTypeArray;
       return absl::OkStatus();
     }
-    default:
-      return c.error(absl::StrFormat("%s: invalid metadata type code %d", field, type));
+    default: return c.error(absl::StrFormat("%s: invalid metadata type code %d", field, type));
   }
 }
 

@@ -43,9 +43,11 @@ class LlamaBuilder {
     Value* h = b_.gather(embed, tokens_);  // h: [T, hidden], the residual stream
     build_rope_tables(max_context);
     for (int64_t l = 0; l < cfg_.num_layers; ++l) h = layer(l, h);
-    Value* last = b_.last_token_rows(h, qo_indptr_);  // [S, hidden]: norm is per row, so select first
+    Value* last =
+        b_.last_token_rows(h, qo_indptr_);  // [S, hidden]: norm is per row, so select first
     Value* normed = rms_norm(last, vector_param("final_norm", cfg_.hidden_size));
-    Value* head = cfg_.tie_embeddings ? embed : matrix_param("lm_head", cfg_.vocab_size, cfg_.hidden_size);
+    Value* head =
+        cfg_.tie_embeddings ? embed : matrix_param("lm_head", cfg_.vocab_size, cfg_.hidden_size);
     Value* logits = b_.matmul(normed, head);  // [S, vocab]
     if (dt_ != DType::kF32) logits = b_.cast(logits, DType::kF32);
     b_.output("logits", logits);
@@ -60,7 +62,7 @@ class LlamaBuilder {
 
   // RMSNorm as its arithmetic: x * rsqrt(mean(x * x) + eps) * w.
   Value* rms_norm(Value* x, Value* w) {
-    Value* mean_sq = b_.reduce_mean(b_.mul(x, x));               // [..., 1]
+    Value* mean_sq = b_.reduce_mean(b_.mul(x, x));  // [..., 1]
     Value* inv_rms = b_.rsqrt(b_.add(mean_sq, b_.constant(cfg_.rms_eps, dt_)));
     return b_.mul(b_.mul(x, inv_rms), w);
   }
@@ -88,7 +90,7 @@ class LlamaBuilder {
       Value* table = b_.op1(OpKind::kRopeTable, {}, rope_attrs(part, max_positions));  // [ctx, D]
       Value* rows = b_.gather(table, positions_);                                      // [T, D]
       if (dt_ != DType::kF32) rows = b_.cast(rows, dt_);
-      Value* per_head = b_.reshape(rows, {0, 1, cfg_.head_dim});                       // [T, 1, D]
+      Value* per_head = b_.reshape(rows, {0, 1, cfg_.head_dim});  // [T, 1, D]
       (std::string_view(part) == "cos" ? cos_ : sin_) = per_head;
     }
   }
@@ -116,7 +118,8 @@ class LlamaBuilder {
 
   Value* projection(Value* x, const std::string& prefix, const char* proj, const char* bias,
                     int64_t out_features) {
-    Value* y = b_.matmul(x, matrix_param(absl::StrCat(prefix, proj), out_features, cfg_.hidden_size));
+    Value* y =
+        b_.matmul(x, matrix_param(absl::StrCat(prefix, proj), out_features, cfg_.hidden_size));
     if (cfg_.attention_bias && bias != nullptr) {
       y = b_.add(y, vector_param(absl::StrCat(prefix, bias), out_features));
     }
@@ -126,8 +129,10 @@ class LlamaBuilder {
   Value* attention(int64_t l, Value* x) {
     const std::string prefix = absl::StrCat("layers.", l, ".");
     const int64_t hq = cfg_.num_heads, hkv = cfg_.num_kv_heads, d = cfg_.head_dim;
-    Value* q = b_.reshape(projection(x, prefix, "q_proj", "q_bias", hq * d), {0, hq, d});   // [T, Hq, D]
-    Value* k = b_.reshape(projection(x, prefix, "k_proj", "k_bias", hkv * d), {0, hkv, d});  // [T, Hkv, D]
+    Value* q =
+        b_.reshape(projection(x, prefix, "q_proj", "q_bias", hq * d), {0, hq, d});  // [T, Hq, D]
+    Value* k =
+        b_.reshape(projection(x, prefix, "k_proj", "k_bias", hkv * d), {0, hkv, d});  // [T, Hkv, D]
     Value* v = b_.reshape(projection(x, prefix, "v_proj", "v_bias", hkv * d), {0, hkv, d});
     q = rope(q);
     k = rope(k);
@@ -135,18 +140,19 @@ class LlamaBuilder {
     Value* v_cache = b_.op1(OpKind::kKvWrite, {v_caches_[l], v, slot_mapping_});
     Attributes qk_attrs;
     qk_attrs.set("kv_dim", std::string("K"));
-    Value* scores = b_.op1(OpKind::kPagedQk,
-                           {q, k_cache, qo_indptr_, kv_page_indptr_, kv_page_indices_, kv_last_page_len_},
-                           std::move(qk_attrs));                                   // f32[T, Hq, K]
+    Value* scores =
+        b_.op1(OpKind::kPagedQk,
+               {q, k_cache, qo_indptr_, kv_page_indptr_, kv_page_indices_, kv_last_page_len_},
+               std::move(qk_attrs));  // f32[T, Hq, K]
     scores = b_.mul(scores, b_.constant(1.0 / std::sqrt(static_cast<double>(d)), DType::kF32));
     scores = b_.op1(OpKind::kCausalMask, {scores, positions_});
     // softmax over the KV axis: max, sub, exp, sum, div
     Value* shifted = b_.sub(scores, b_.reduce_max(scores));
     Value* e = b_.exp(shifted);
     Value* probs = b_.div(e, b_.reduce_sum(e));
-    Value* out = b_.op1(OpKind::kPagedPv,
-                        {probs, v_cache, qo_indptr_, kv_page_indptr_, kv_page_indices_, kv_last_page_len_});
-    out = b_.reshape(out, {0, hq * d});                                            // [T, Hq*D]
+    Value* out = b_.op1(OpKind::kPagedPv, {probs, v_cache, qo_indptr_, kv_page_indptr_,
+                                           kv_page_indices_, kv_last_page_len_});
+    out = b_.reshape(out, {0, hq * d});  // [T, Hq*D]
     return b_.matmul(out, b_.param(prefix + "o_proj", {dt_, {c(cfg_.hidden_size), c(hq * d)}}));
   }
 
@@ -155,7 +161,7 @@ class LlamaBuilder {
     const int64_t f = cfg_.intermediate_size;
     Value* gate = b_.matmul(x, matrix_param(prefix + "gate_proj", f, cfg_.hidden_size));  // [T, F]
     Value* up = b_.matmul(x, matrix_param(prefix + "up_proj", f, cfg_.hidden_size));
-    Value* act = b_.mul(b_.silu(gate), up);                                                 // SwiGLU
+    Value* act = b_.mul(b_.silu(gate), up);  // SwiGLU
     return b_.matmul(act, b_.param(prefix + "down_proj", {dt_, {c(cfg_.hidden_size), c(f)}}));
   }
 

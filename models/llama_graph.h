@@ -12,12 +12,12 @@ namespace kiln {
 
 /// Compile-time bounds of one step (the symbols' upper bounds) and the KV layout.
 struct StepLimits {
-  int64_t max_tokens = 2048;   // T: tokens in one step (prefill chunk + decodes)
-  int64_t max_seqs = 64;       // S: sequences in one step
-  int64_t max_context = 0;     // K: longest KV length; 0 = the model's context length
-  int64_t page_size = 16;      // tokens per KV page
+  int64_t max_tokens = 2048;         // T: tokens in one step (prefill chunk + decodes)
+  int64_t max_seqs = 64;             // S: sequences in one step
+  int64_t max_context = 0;           // K: longest KV length; 0 = the model's context length
+  int64_t page_size = 16;            // tokens per KV page
   int64_t max_pool_pages = 1 << 20;  // NP: pages in the pool (the actual count is fixed at load)
-  DType dtype = DType::kBF16;  // activations, weights and KV cache
+  DType dtype = DType::kBF16;        // activations, weights and KV cache
 };
 
 /// Graph inputs, in this order:

@@ -74,8 +74,8 @@ std::string supported_list() { return absl::StrJoin(supported_architectures(), "
 // llama.cpp stores llama3 rope scaling as per-frequency divisors (rope_freqs.weight). The rope only
 // depends on the factor and on the line s(1/wavelen) = a/wavelen + b through the smoothed band, so
 // any (original_max_positions, low, high) on that line reproduces it exactly; recover one.
-absl::StatusOr<std::optional<RopeScaling>> llama3_from_freq_factors(const std::vector<float>& factors,
-                                                                    double theta, int64_t head_dim) {
+absl::StatusOr<std::optional<RopeScaling>> llama3_from_freq_factors(
+    const std::vector<float>& factors, double theta, int64_t head_dim) {
   double big = 1.0;
   for (float f : factors) big = std::max(big, static_cast<double>(f));
   if (big <= 1.0 + 1e-6) return std::optional<RopeScaling>();  // all ones: no scaling
@@ -85,15 +85,17 @@ absl::StatusOr<std::optional<RopeScaling>> llama3_from_freq_factors(const std::v
   for (int64_t i = 0; i < n; ++i) {
     double f = factors[i];
     if (f <= 1.0 + 1e-6 || f >= big - 1e-6) continue;
-    double inv_freq = std::pow(theta, -2.0 * static_cast<double>(i) / static_cast<double>(head_dim));
+    double inv_freq =
+        std::pow(theta, -2.0 * static_cast<double>(i) / static_cast<double>(head_dim));
     double inv_wavelen = inv_freq / (2 * std::numbers::pi);
     band.emplace_back(inv_wavelen, (1.0 / f - 1.0 / big) / (1.0 - 1.0 / big));
   }
   RopeScaling s;
   s.factor = big;
   if (band.size() < 2) {
-    return invalid("rope_freqs.weight: cannot recover llama3 scaling from fewer than 2 smoothed "
-                   "frequencies");
+    return invalid(
+        "rope_freqs.weight: cannot recover llama3 scaling from fewer than 2 smoothed "
+        "frequencies");
   }
   double a = (band.back().second - band.front().second) / (band.back().first - band.front().first);
   double b = band.front().second - a * band.front().first;
@@ -123,7 +125,8 @@ absl::Status ModelConfig::validate() const {
     return invalid("model config has a non-positive size: ", summary());
   }
   if (num_heads % num_kv_heads != 0) {
-    return invalid("attention heads (", num_heads, ") must be a multiple of KV heads (", num_kv_heads, ")");
+    return invalid("attention heads (", num_heads, ") must be a multiple of KV heads (",
+                   num_kv_heads, ")");
   }
   if (head_dim % 2 != 0) return invalid("head_dim ", head_dim, " must be even for RoPE");
   if (max_context <= 0) return invalid("model config has no context length");
@@ -146,8 +149,8 @@ absl::StatusOr<ModelConfig> model_config_from_hf_json(const std::string& json_te
   if (j.is_discarded() || !j.is_object()) return invalid("config.json: not a JSON object");
   ModelConfig c;
   std::string arch;
-  if (auto it = j.find("architectures"); it != j.end() && it->is_array() && !it->empty() &&
-                                         (*it)[0].is_string()) {
+  if (auto it = j.find("architectures");
+      it != j.end() && it->is_array() && !it->empty() && (*it)[0].is_string()) {
     arch = (*it)[0].get<std::string>();
   } else {
     return invalid("config.json: missing \"architectures\" (supported: ", supported_list(), ")");
@@ -159,7 +162,8 @@ absl::StatusOr<ModelConfig> model_config_from_hf_json(const std::string& json_te
     return invalid("unsupported architecture ", arch, " (supported: ", supported_list(), ")");
   }
   c.source_architecture = arch;
-  auto get_int = [&](const char* key, std::optional<int64_t> fallback, int64_t* out) -> absl::Status {
+  auto get_int = [&](const char* key, std::optional<int64_t> fallback,
+                     int64_t* out) -> absl::Status {
     absl::StatusOr<int64_t> v = json_int(j, key, fallback);
     if (!v.ok()) return v.status();
     *out = *v;
@@ -173,9 +177,11 @@ absl::StatusOr<ModelConfig> model_config_from_hf_json(const std::string& json_te
                          get_int("max_position_embeddings", 2048, &c.max_context)}) {
     if (!s.ok()) return s;
   }
-  if (absl::Status s = get_int("num_key_value_heads", c.num_heads, &c.num_kv_heads); !s.ok()) return s;
+  if (absl::Status s = get_int("num_key_value_heads", c.num_heads, &c.num_kv_heads); !s.ok())
+    return s;
   if (c.num_heads <= 0) return invalid("config.json: num_attention_heads must be positive");
-  if (absl::Status s = get_int("head_dim", c.hidden_size / c.num_heads, &c.head_dim); !s.ok()) return s;
+  if (absl::Status s = get_int("head_dim", c.hidden_size / c.num_heads, &c.head_dim); !s.ok())
+    return s;
   absl::StatusOr<double> eps = json_float(j, "rms_norm_eps", 1e-6);
   absl::StatusOr<double> theta = json_float(j, "rope_theta", 10000.0);
   if (!eps.ok()) return eps.status();
@@ -210,9 +216,9 @@ absl::StatusOr<ModelConfig> model_config_from_hf_json(const std::string& json_te
   }
   // Mistral's sliding window only changes attention beyond the window: cap the context there so
   // every position kiln serves is computed exactly.
-  if (auto it = j.find("sliding_window"); it != j.end() && it->is_number_integer() &&
-                                         it->get<int64_t>() > 0 && it->get<int64_t>() < c.max_context &&
-                                         j.value("use_sliding_window", true)) {
+  if (auto it = j.find("sliding_window");
+      it != j.end() && it->is_number_integer() && it->get<int64_t>() > 0 &&
+      it->get<int64_t>() < c.max_context && j.value("use_sliding_window", true)) {
     c.max_context = it->get<int64_t>();
   }
   absl::StatusOr<std::vector<int32_t>> bos = json_ids(j, "bos_token_id");
@@ -222,7 +228,7 @@ absl::StatusOr<ModelConfig> model_config_from_hf_json(const std::string& json_te
   if (!bos->empty()) c.bos_id = (*bos)[0];
   c.eos_ids = *eos;
   std::string torch_dtype = j.value("torch_dtype", std::string("bfloat16"));
-  c.weights_dtype = torch_dtype == "float32" ? DType::kF32
+  c.weights_dtype = torch_dtype == "float32"   ? DType::kF32
                     : torch_dtype == "float16" ? DType::kF16
                                                : DType::kBF16;
   if (absl::Status s = c.validate(); !s.ok()) return s;
@@ -237,11 +243,13 @@ absl::StatusOr<ModelConfig> model_config_from_gguf(const GgufFile& gguf) {
     if (*arch == a) c.architecture = a;
   }
   if (c.architecture.empty()) {
-    return invalid(gguf.path(), ": unsupported architecture ", *arch, " (supported: ", supported_list(), ")");
+    return invalid(gguf.path(), ": unsupported architecture ", *arch,
+                   " (supported: ", supported_list(), ")");
   }
   c.source_architecture = *arch;
   const std::string& p = *arch;
-  auto get_int = [&](const std::string& key, std::optional<int64_t> fallback, int64_t* out) -> absl::Status {
+  auto get_int = [&](const std::string& key, std::optional<int64_t> fallback,
+                     int64_t* out) -> absl::Status {
     if (!gguf.has(key) && fallback) {
       *out = *fallback;
       return absl::OkStatus();
@@ -258,15 +266,20 @@ absl::StatusOr<ModelConfig> model_config_from_gguf(const GgufFile& gguf) {
                          get_int(p + ".context_length", 2048, &c.max_context)}) {
     if (!s.ok()) return s;
   }
-  if (absl::Status s = get_int(p + ".attention.head_count_kv", c.num_heads, &c.num_kv_heads); !s.ok()) return s;
+  if (absl::Status s = get_int(p + ".attention.head_count_kv", c.num_heads, &c.num_kv_heads);
+      !s.ok())
+    return s;
   if (c.num_heads <= 0) return invalid(gguf.path(), ": attention.head_count must be positive");
-  if (absl::Status s = get_int(p + ".attention.key_length", c.hidden_size / c.num_heads, &c.head_dim); !s.ok()) {
+  if (absl::Status s =
+          get_int(p + ".attention.key_length", c.hidden_size / c.num_heads, &c.head_dim);
+      !s.ok()) {
     return s;
   }
   // vocab_size is optional in GGUF; the token list is authoritative.
   if (gguf.has(p + ".vocab_size")) {
     if (absl::Status s = get_int(p + ".vocab_size", std::nullopt, &c.vocab_size); !s.ok()) return s;
-  } else if (absl::StatusOr<std::vector<std::string>> tokens = gguf.get_string_array("tokenizer.ggml.tokens");
+  } else if (absl::StatusOr<std::vector<std::string>> tokens =
+                 gguf.get_string_array("tokenizer.ggml.tokens");
              tokens.ok()) {
     c.vocab_size = static_cast<int64_t>(tokens->size());
   }
@@ -281,7 +294,8 @@ absl::StatusOr<ModelConfig> model_config_from_gguf(const GgufFile& gguf) {
   if (gguf.has(p + ".rope.dimension_count")) {
     absl::StatusOr<int64_t> rot = gguf.get_int(p + ".rope.dimension_count");
     if (!rot.ok() || *rot != c.head_dim) {
-      return invalid(gguf.path(), ": partial rotary embeddings (rope.dimension_count != head_dim) are "
+      return invalid(gguf.path(),
+                     ": partial rotary embeddings (rope.dimension_count != head_dim) are "
                      "not supported");
     }
   }
@@ -289,13 +303,15 @@ absl::StatusOr<ModelConfig> model_config_from_gguf(const GgufFile& gguf) {
   c.attention_bias = gguf.find_tensor("blk.0.attn_q.bias") != nullptr;
   c.rope_interleaved = c.architecture == "llama";
   if (const GgufTensorInfo* freqs = gguf.find_tensor("rope_freqs.weight")) {
-    if (freqs->dtype != DType::kF32 || freqs->shape.size() != 1 || freqs->shape[0] != c.head_dim / 2) {
+    if (freqs->dtype != DType::kF32 || freqs->shape.size() != 1 ||
+        freqs->shape[0] != c.head_dim / 2) {
       return invalid(gguf.path(), ": rope_freqs.weight must be f32[", c.head_dim / 2, "]");
     }
     absl::Span<const uint8_t> bytes = gguf.tensor_bytes(*freqs);
     std::vector<float> factors(freqs->shape[0]);
     std::memcpy(factors.data(), bytes.data(), factors.size() * sizeof(float));
-    absl::StatusOr<std::optional<RopeScaling>> s = llama3_from_freq_factors(factors, c.rope_theta, c.head_dim);
+    absl::StatusOr<std::optional<RopeScaling>> s =
+        llama3_from_freq_factors(factors, c.rope_theta, c.head_dim);
     if (!s.ok()) return invalid(gguf.path(), ": ", s.status().message());
     c.rope_scaling = *s;
   }

@@ -23,16 +23,16 @@ struct RopeScaling {
 };
 
 struct ModelConfig {
-  std::string architecture;     // normalized family: "llama" (also Mistral, SmolLM2) or "qwen2"
+  std::string architecture;         // normalized family: "llama" (also Mistral, SmolLM2) or "qwen2"
   std::string source_architecture;  // as the checkpoint names it: "LlamaForCausalLM", "llama", ...
   int64_t hidden_size = 0;
   int64_t num_layers = 0;
   int64_t num_heads = 0;
-  int64_t num_kv_heads = 0;     // < num_heads for grouped-query attention
+  int64_t num_kv_heads = 0;  // < num_heads for grouped-query attention
   int64_t head_dim = 0;
   int64_t intermediate_size = 0;
   int64_t vocab_size = 0;
-  int64_t max_context = 0;      // positions the model was trained for
+  int64_t max_context = 0;  // positions the model was trained for
   double rms_eps = 1e-5;
   double rope_theta = 10000.0;
   std::optional<RopeScaling> rope_scaling;

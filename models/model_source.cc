@@ -18,15 +18,16 @@ absl::StatusOr<ModelFormat> detect_model_format(const std::string& path) {
   }
   if (std::filesystem::is_directory(st)) {
     if (!std::filesystem::exists(std::filesystem::path(path) / "config.json")) {
-      return absl::InvalidArgumentError(
-          absl::StrCat(path, ": a model directory needs config.json (HF layout) beside its safetensors"));
+      return absl::InvalidArgumentError(absl::StrCat(
+          path, ": a model directory needs config.json (HF layout) beside its safetensors"));
     }
     return ModelFormat::kHuggingFaceDir;
   }
   std::ifstream in(path, std::ios::binary);
   char magic[4] = {};
   if (!in.read(magic, 4)) {
-    return absl::InvalidArgumentError(absl::StrCat(path, ": cannot read (empty or unreadable file)"));
+    return absl::InvalidArgumentError(
+        absl::StrCat(path, ": cannot read (empty or unreadable file)"));
   }
   if (std::string(magic, 4) == "GGUF") return ModelFormat::kGguf;
   return absl::InvalidArgumentError(absl::StrCat(
@@ -48,7 +49,8 @@ absl::StatusOr<ModelConfig> load_model_config(const std::string& path) {
   text << in.rdbuf();
   absl::StatusOr<ModelConfig> config = model_config_from_hf_json(text.str());
   if (!config.ok()) {
-    return absl::Status(config.status().code(), absl::StrCat(config_path, ": ", config.status().message()));
+    return absl::Status(config.status().code(),
+                        absl::StrCat(config_path, ": ", config.status().message()));
   }
   return config;
 }

@@ -103,14 +103,10 @@ size_t match_llama3(const std::vector<char32_t>& cp, size_t i, size_t n, size_t 
 
 std::string_view pre_tokenizer_name(PreTokenizerKind kind) {
   switch (kind) {
-    case PreTokenizerKind::kGpt2:
-      return "gpt2";
-    case PreTokenizerKind::kLlama3:
-      return "llama3";
-    case PreTokenizerKind::kQwen2:
-      return "qwen2";
-    case PreTokenizerKind::kSmolLm:
-      return "smollm";
+    case PreTokenizerKind::kGpt2: return "gpt2";
+    case PreTokenizerKind::kLlama3: return "llama3";
+    case PreTokenizerKind::kQwen2: return "qwen2";
+    case PreTokenizerKind::kSmolLm: return "smollm";
   }
   return "?";
 }

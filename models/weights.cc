@@ -171,13 +171,11 @@ absl::Status to_f32(const Weight& w, absl::Span<float> out) {
     case DType::kQ4_0:
     case DType::kQ4_1:
     case DType::kQ4_K:
-    case DType::kQ6_K:
-      return dequantize_row(w.dtype, p, static_cast<int64_t>(n), out.data());
+    case DType::kQ6_K: return dequantize_row(w.dtype, p, static_cast<int64_t>(n), out.data());
     case DType::kFP8E4M3:
     case DType::kI32:
     case DType::kI64:
-    case DType::kU8:
-      break;
+    case DType::kU8: break;
   }
   return absl::InvalidArgumentError(absl::StrCat(w.source_file, ": tensor '", w.source_name,
                                                  "' has dtype ", dtype_name(w.dtype),

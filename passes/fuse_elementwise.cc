@@ -22,21 +22,18 @@ namespace {
 
 bool is_candidate(const Graph& g, const Node& n) {
   switch (n.op) {
-    case OpKind::kAdd:
-      return !is_gemm_epilogue_add(g, n);
+    case OpKind::kAdd: return !is_gemm_epilogue_add(g, n);
     case OpKind::kSub:
     case OpKind::kMul:
     case OpKind::kDiv:
     case OpKind::kNeg:
     case OpKind::kExp:
     case OpKind::kRsqrt:
-    case OpKind::kSilu:
-      return true;
+    case OpKind::kSilu: return true;
     case OpKind::kCast:
       // Float-to-float only: the expression computes in fp32 and stores in `dtype`.
       return is_float(n.inputs[0]->type.dtype) && is_float(n.output()->type.dtype);
-    default:
-      return false;
+    default: return false;
   }
 }
 

@@ -30,19 +30,14 @@ class PlanKv : public Pass {
     };
     for (const auto& n : graph.nodes()) {
       switch (n->op) {
-        case OpKind::kKvWrite:
-          note(n->inputs[0]);
-          break;
+        case OpKind::kKvWrite: note(n->inputs[0]); break;
         case OpKind::kPagedQk:
-        case OpKind::kPagedPv:
-          note(n->inputs[1]);
-          break;
+        case OpKind::kPagedPv: note(n->inputs[1]); break;
         case OpKind::kFlashAttention:
           note(n->inputs[3]);
           note(n->inputs[4]);
           break;
-        default:
-          break;
+        default: break;
       }
     }
     context.count(name(), "caches", static_cast<int64_t>(caches.size()));

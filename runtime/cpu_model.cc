@@ -29,8 +29,8 @@ absl::StatusOr<std::unique_ptr<CpuModel>> CpuModel::load(const std::string& path
   std::unique_ptr<CpuModel> model(new CpuModel());
   model->path_ = path;
 
-  absl::StatusOr<WeightSet> weights = *format == ModelFormat::kGguf ? load_gguf_weights(path)
-                                                                     : load_safetensors_weights(path);
+  absl::StatusOr<WeightSet> weights =
+      *format == ModelFormat::kGguf ? load_gguf_weights(path) : load_safetensors_weights(path);
   if (!weights.ok()) return weights.status();
   model->weights_ = std::move(*weights);
 
@@ -41,7 +41,8 @@ absl::StatusOr<std::unique_ptr<CpuModel>> CpuModel::load(const std::string& path
   absl::StatusOr<Tokenizer> tokenizer =
       *format == ModelFormat::kGguf
           ? Tokenizer::from_gguf(*model->weights_.gguf())
-          : Tokenizer::from_tokenizer_json((std::filesystem::path(path) / "tokenizer.json").string());
+          : Tokenizer::from_tokenizer_json(
+                (std::filesystem::path(path) / "tokenizer.json").string());
   if (!tokenizer.ok()) return tokenizer.status();
   model->tokenizer_ = std::make_unique<Tokenizer>(std::move(*tokenizer));
 
@@ -60,15 +61,15 @@ absl::StatusOr<std::unique_ptr<CpuModel>> CpuModel::load(const std::string& path
   for (const Value* p : graph.params()) {
     const Weight* w = model->weights_.find(p->name);
     if (w == nullptr) {
-      return absl::NotFoundError(absl::StrCat(path, ": the checkpoint has no tensor for parameter '",
-                                              p->name, "'"));
+      return absl::NotFoundError(
+          absl::StrCat(path, ": the checkpoint has no tensor for parameter '", p->name, "'"));
     }
     std::vector<int64_t> shape;
     for (const Dim& d : p->type.shape) shape.push_back(d.value);
     if (w->shape != shape) {
-      return absl::InvalidArgumentError(absl::StrCat(path, ": tensor '", w->source_name, "' has shape [",
-                                                     absl::StrJoin(w->shape, ","), "], the config needs [",
-                                                     absl::StrJoin(shape, ","), "]"));
+      return absl::InvalidArgumentError(absl::StrCat(
+          path, ": tensor '", w->source_name, "' has shape [", absl::StrJoin(w->shape, ","),
+          "], the config needs [", absl::StrJoin(shape, ","), "]"));
     }
     ParamView view{want, shape, nullptr};
     const int64_t n = element_count(shape);
@@ -76,9 +77,10 @@ absl::StatusOr<std::unique_ptr<CpuModel>> CpuModel::load(const std::string& path
       view.data = w->bytes.data();
     } else {
       std::vector<uint8_t>& buf = model->converted_.emplace_back(n * block_bytes(want));
-      absl::Status s = want == DType::kF32
-                           ? to_f32(*w, absl::Span<float>(reinterpret_cast<float*>(buf.data()), n))
-                           : to_bf16(*w, absl::Span<uint16_t>(reinterpret_cast<uint16_t*>(buf.data()), n));
+      absl::Status s =
+          want == DType::kF32
+              ? to_f32(*w, absl::Span<float>(reinterpret_cast<float*>(buf.data()), n))
+              : to_bf16(*w, absl::Span<uint16_t>(reinterpret_cast<uint16_t*>(buf.data()), n));
       if (!s.ok()) return s;
       view.data = buf.data();
     }

@@ -21,7 +21,7 @@ struct CpuModelOptions {
   /// Weights are kept (or dequantized to) this dtype: bf16 halves the bytes each decode step
   /// streams (the CPU decode is bound by reading weights); f32 keeps quantized values exact.
   DType weights_dtype = DType::kBF16;
-  StepLimits limits;  // limits.dtype is set from weights_dtype
+  StepLimits limits;    // limits.dtype is set from weights_dtype
   int num_threads = 0;  // 0 = hardware concurrency
   /// Run passes/'s default pipeline (the fused graph the GPU runs too); off = the primitive graph.
   bool run_passes = true;

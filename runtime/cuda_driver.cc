@@ -83,9 +83,9 @@ absl::Status check(const CudaDriverApi& api, CUresult r, const char* call) {
   const char* text = nullptr;
   if (api.get_error_name) api.get_error_name(r, &name);
   if (api.get_error_string) api.get_error_string(r, &text);
-  std::string msg = absl::StrCat(call, " failed: ", name ? name : "CUDA error", " (",
-                                 text ? text : "no description", ", code ", static_cast<int>(r),
-                                 ")");
+  std::string msg =
+      absl::StrCat(call, " failed: ", name ? name : "CUDA error", " (",
+                   text ? text : "no description", ", code ", static_cast<int>(r), ")");
   if (r == CUDA_ERROR_NO_DEVICE) return absl::UnavailableError(msg);
   return absl::InternalError(msg);
 }
@@ -155,9 +155,8 @@ absl::StatusOr<std::shared_ptr<const CudaDriverApi>> load_driver() {
 absl::StatusOr<std::shared_ptr<const CudaDriverApi>> driver() {
   static std::once_flag once;
   static absl::StatusOr<std::shared_ptr<const CudaDriverApi>>* api = nullptr;
-  std::call_once(once, [] {
-    api = new absl::StatusOr<std::shared_ptr<const CudaDriverApi>>(load_driver());
-  });
+  std::call_once(
+      once, [] { api = new absl::StatusOr<std::shared_ptr<const CudaDriverApi>>(load_driver()); });
   return *api;
 }
 
@@ -214,8 +213,7 @@ std::string GpuDevice::describe() const {
 absl::StatusOr<DeviceBuffer> GpuDevice::alloc(size_t bytes) {
   CUdeviceptr p = 0;
   // A zero-byte buffer still gets a real (1-byte) allocation so kernels see a valid pointer.
-  if (absl::Status s = check(*api_, api_->mem_alloc(&p, bytes == 0 ? 1 : bytes),
-                             "cuMemAlloc_v2");
+  if (absl::Status s = check(*api_, api_->mem_alloc(&p, bytes == 0 ? 1 : bytes), "cuMemAlloc_v2");
       !s.ok()) {
     return absl::Status(s.code(), absl::StrCat(s.message(), " for ", bytes, " bytes"));
   }
@@ -265,34 +263,33 @@ absl::StatusOr<GpuKernel> GpuDevice::load_kernel(const std::string& cubin,
 absl::Status GpuDevice::launch(const GpuKernel& kernel, const LaunchDims& d, KernelArgs& args) {
   const unsigned threads = d.block[0] * d.block[1] * d.block[2];
   if (d.grid[0] * d.grid[1] * d.grid[2] == 0 || threads == 0) {
-    return absl::InvalidArgumentError(absl::StrCat(kernel.name, ": empty launch (grid ", d.grid[0],
-                                                   "x", d.grid[1], "x", d.grid[2], ", block ",
-                                                   d.block[0], "x", d.block[1], "x", d.block[2],
-                                                   ")"));
+    return absl::InvalidArgumentError(
+        absl::StrCat(kernel.name, ": empty launch (grid ", d.grid[0], "x", d.grid[1], "x",
+                     d.grid[2], ", block ", d.block[0], "x", d.block[1], "x", d.block[2], ")"));
   }
-  if (kernel.max_threads_per_block > 0 && static_cast<int>(threads) > kernel.max_threads_per_block) {
+  if (kernel.max_threads_per_block > 0 &&
+      static_cast<int>(threads) > kernel.max_threads_per_block) {
     return absl::InvalidArgumentError(absl::StrCat(kernel.name, ": block of ", threads,
                                                    " threads exceeds the kernel's limit of ",
                                                    kernel.max_threads_per_block));
   }
   CUfunction fn = static_cast<CUfunction>(kernel.function);
   if (d.dynamic_smem > 48 * 1024) {
-    if (absl::Status s = check(*api_,
-                               api_->func_set_attribute(
-                                   fn, CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
-                                   static_cast<int>(d.dynamic_smem)),
-                               "cuFuncSetAttribute(MAX_DYNAMIC_SHARED_SIZE_BYTES)");
+    if (absl::Status s =
+            check(*api_,
+                  api_->func_set_attribute(fn, CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
+                                           static_cast<int>(d.dynamic_smem)),
+                  "cuFuncSetAttribute(MAX_DYNAMIC_SHARED_SIZE_BYTES)");
         !s.ok()) {
       return absl::Status(s.code(), absl::StrCat(kernel.name, ": ", s.message()));
     }
   }
   std::vector<void*> params = args.pointers();
-  absl::Status s = check(*api_,
-                         api_->launch_kernel(fn, d.grid[0], d.grid[1], d.grid[2], d.block[0],
-                                             d.block[1], d.block[2],
-                                             static_cast<unsigned>(d.dynamic_smem), nullptr,
-                                             params.data(), nullptr),
-                         "cuLaunchKernel");
+  absl::Status s = check(
+      *api_,
+      api_->launch_kernel(fn, d.grid[0], d.grid[1], d.grid[2], d.block[0], d.block[1], d.block[2],
+                          static_cast<unsigned>(d.dynamic_smem), nullptr, params.data(), nullptr),
+      "cuLaunchKernel");
   if (!s.ok()) return absl::Status(s.code(), absl::StrCat(kernel.name, ": ", s.message()));
   return absl::OkStatus();
 }
@@ -401,9 +398,7 @@ absl::Status GpuDevice::launch(const GpuKernel&, const LaunchDims&, KernelArgs&)
   return no_cuda();
 }
 absl::Status GpuDevice::synchronize() { return no_cuda(); }
-absl::StatusOr<float> GpuDevice::time_ms(const std::function<absl::Status()>&) {
-  return no_cuda();
-}
+absl::StatusOr<float> GpuDevice::time_ms(const std::function<absl::Status()>&) { return no_cuda(); }
 absl::StatusOr<GpuDevice> open_gpu(int) { return no_cuda(); }
 
 #endif  // KILN_HAVE_CUDA_H

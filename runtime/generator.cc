@@ -38,8 +38,8 @@ struct Sequence {
   int64_t length = 0;            // tokens in the KV cache
   std::optional<Sampler> sampler;
   std::optional<Tokenizer::StreamDecoder> decoder;
-  std::string text;              // decoded so far (complete characters)
-  size_t streamed = 0;           // bytes of `text` already given to the callback
+  std::string text;     // decoded so far (complete characters)
+  size_t streamed = 0;  // bytes of `text` already given to the callback
   bool done = false;
 };
 
@@ -80,8 +80,10 @@ static absl::StatusOr<HostTensor> run_step(CpuModel& model, PagedKvCache& cache,
   const std::vector<int64_t> cache_shape = {cache.config().num_pages, cache.config().page_size,
                                             c.num_kv_heads, c.head_dim};
   for (int64_t l = 0; l < c.num_layers; ++l) {
-    in.caches[absl::StrCat("k_cache.", l)] = KvCacheView{cache.k_data(static_cast<int32_t>(l)), cache_shape};
-    in.caches[absl::StrCat("v_cache.", l)] = KvCacheView{cache.v_data(static_cast<int32_t>(l)), cache_shape};
+    in.caches[absl::StrCat("k_cache.", l)] =
+        KvCacheView{cache.k_data(static_cast<int32_t>(l)), cache_shape};
+    in.caches[absl::StrCat("v_cache.", l)] =
+        KvCacheView{cache.v_data(static_cast<int32_t>(l)), cache_shape};
   }
   in.symbols.set("K", meta->max_kv_len);
   absl::StatusOr<std::vector<HostTensor>> out = model.executor().run(in);
@@ -105,7 +107,8 @@ absl::StatusOr<std::vector<GenerationResult>> Generator::generate(
     GenerationStats* stats) {
   const ModelConfig& c = model_.config();
   const StepLimits& lim = model_.limits();
-  const int64_t context = lim.max_context > 0 ? std::min(lim.max_context, c.max_context) : c.max_context;
+  const int64_t context =
+      lim.max_context > 0 ? std::min(lim.max_context, c.max_context) : c.max_context;
   if (requests.empty()) return std::vector<GenerationResult>();
   if (static_cast<int64_t>(requests.size()) > lim.max_seqs) {
     return absl::InvalidArgumentError(absl::StrCat(requests.size(), " requests exceed the ",
@@ -114,24 +117,26 @@ absl::StatusOr<std::vector<GenerationResult>> Generator::generate(
   int64_t pages_wanted = 0;
   for (size_t i = 0; i < requests.size(); ++i) {
     const GenerationRequest& r = requests[i];
-    if (r.prompt.empty()) return absl::InvalidArgumentError("empty prompt: give at least one token");
+    if (r.prompt.empty())
+      return absl::InvalidArgumentError("empty prompt: give at least one token");
     if (static_cast<int64_t>(r.prompt.size()) > context) {
-      return absl::InvalidArgumentError(absl::StrCat("the prompt has ", r.prompt.size(),
-                                                     " tokens; the context holds ", context));
+      return absl::InvalidArgumentError(
+          absl::StrCat("the prompt has ", r.prompt.size(), " tokens; the context holds ", context));
     }
     if (r.max_new_tokens < 0) return absl::InvalidArgumentError("max_new_tokens must be >= 0");
     for (int32_t t : r.prompt) {
       if (t < 0 || t >= c.vocab_size) {
-        return absl::InvalidArgumentError(absl::StrCat("token id ", t, " is outside the vocabulary (",
-                                                       c.vocab_size, ")"));
+        return absl::InvalidArgumentError(
+            absl::StrCat("token id ", t, " is outside the vocabulary (", c.vocab_size, ")"));
       }
     }
     if (absl::Status s = validate(r.sampling); !s.ok()) return s;
-    int64_t total = std::min<int64_t>(context, static_cast<int64_t>(r.prompt.size()) + r.max_new_tokens);
+    int64_t total =
+        std::min<int64_t>(context, static_cast<int64_t>(r.prompt.size()) + r.max_new_tokens);
     pages_wanted += (total + lim.page_size - 1) / lim.page_size;
   }
-  absl::StatusOr<PagedKvCache> cache =
-      make_cache(model_, options_.num_pages > 0 ? options_.num_pages : std::max<int64_t>(pages_wanted, 1));
+  absl::StatusOr<PagedKvCache> cache = make_cache(
+      model_, options_.num_pages > 0 ? options_.num_pages : std::max<int64_t>(pages_wanted, 1));
   if (!cache.ok()) return cache.status();
 
   std::vector<GenerationResult> results(requests.size());
@@ -155,7 +160,8 @@ absl::StatusOr<std::vector<GenerationResult>> Generator::generate(
   };
   GenerationStats local;
   GenerationStats& st = stats ? *stats : local;
-  for (const GenerationRequest& r : requests) st.prompt_tokens += static_cast<int64_t>(r.prompt.size());
+  for (const GenerationRequest& r : requests)
+    st.prompt_tokens += static_cast<int64_t>(r.prompt.size());
 
   while (true) {
     // Assemble a step: every live sequence contributes its pending tokens, prompts chunked so the
@@ -241,7 +247,8 @@ absl::StatusOr<std::vector<std::vector<float>>> Generator::score_incremental(
     const std::vector<int32_t>& ids) {
   if (ids.empty()) return absl::InvalidArgumentError("empty token sequence");
   const int64_t ps = model_.limits().page_size;
-  absl::StatusOr<PagedKvCache> cache = make_cache(model_, (static_cast<int64_t>(ids.size()) + ps - 1) / ps);
+  absl::StatusOr<PagedKvCache> cache =
+      make_cache(model_, (static_cast<int64_t>(ids.size()) + ps - 1) / ps);
   if (!cache.ok()) return cache.status();
   SeqId seq = cache->add_sequence();
   std::vector<std::vector<float>> rows;
@@ -257,7 +264,8 @@ absl::StatusOr<std::vector<std::vector<float>>> Generator::score_incremental(
 absl::StatusOr<std::vector<float>> Generator::prefill_logits(const std::vector<int32_t>& ids) {
   if (ids.empty()) return absl::InvalidArgumentError("empty token sequence");
   const int64_t ps = model_.limits().page_size;
-  absl::StatusOr<PagedKvCache> cache = make_cache(model_, (static_cast<int64_t>(ids.size()) + ps - 1) / ps);
+  absl::StatusOr<PagedKvCache> cache =
+      make_cache(model_, (static_cast<int64_t>(ids.size()) + ps - 1) / ps);
   if (!cache.ok()) return cache.status();
   SeqId seq = cache->add_sequence();
   absl::StatusOr<HostTensor> logits =

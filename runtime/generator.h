@@ -58,13 +58,14 @@ class Generator {
 
   /// Runs all requests together. Errors: empty prompt, prompt longer than the context, the KV
   /// page pool running out (the message says how many pages were needed and free).
-  absl::StatusOr<std::vector<GenerationResult>> generate(const std::vector<GenerationRequest>& requests,
-                                                         const TextCallback& on_text = nullptr,
-                                                         GenerationStats* stats = nullptr);
+  absl::StatusOr<std::vector<GenerationResult>> generate(
+      const std::vector<GenerationRequest>& requests, const TextCallback& on_text = nullptr,
+      GenerationStats* stats = nullptr);
 
   /// Teacher forcing: the logits after each token of `ids`, feeding one token per step (the
   /// decode path), so row i predicts token i+1.
-  absl::StatusOr<std::vector<std::vector<float>>> score_incremental(const std::vector<int32_t>& ids);
+  absl::StatusOr<std::vector<std::vector<float>>> score_incremental(
+      const std::vector<int32_t>& ids);
   /// The logits after the last token of `ids` from one prefill step (the prefill path).
   absl::StatusOr<std::vector<float>> prefill_logits(const std::vector<int32_t>& ids);
 

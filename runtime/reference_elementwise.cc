@@ -77,8 +77,7 @@ void binary_op(OpKind op, const FView& a, const FView& b, const std::vector<int6
       return binary_loop(a, b, out_shape, out, [](float x, float y) { return x - y; });
     case OpKind::kMul:
       return binary_loop(a, b, out_shape, out, [](float x, float y) { return x * y; });
-    default:
-      return binary_loop(a, b, out_shape, out, [](float x, float y) { return x / y; });
+    default: return binary_loop(a, b, out_shape, out, [](float x, float y) { return x / y; });
   }
 }
 

@@ -35,15 +35,11 @@ bool is_weight_operand(const Node& n, size_t i) {
 
 bool is_cache_operand(const Node& n, size_t i) {
   switch (n.op) {
-    case OpKind::kKvWrite:
-      return i == 0;
+    case OpKind::kKvWrite: return i == 0;
     case OpKind::kPagedQk:
-    case OpKind::kPagedPv:
-      return i == 1;
-    case OpKind::kFlashAttention:
-      return i == 3 || i == 4;
-    default:
-      return false;
+    case OpKind::kPagedPv: return i == 1;
+    case OpKind::kFlashAttention: return i == 3 || i == 4;
+    default: return false;
   }
 }
 
@@ -411,8 +407,7 @@ absl::Status ReferenceExecutor::execute(const Node& node, RunState& st) {
       }
       return absl::OkStatus();
     }
-    case OpKind::kRopeTable:
-      return rope_table(node.attrs, out_f(0));
+    case OpKind::kRopeTable: return rope_table(node.attrs, out_f(0));
     case OpKind::kGather: {
       const Slot& table = st.slots[in[0]->id];
       const int64_t rows = table.shape[0];
@@ -468,11 +463,8 @@ absl::Status ReferenceExecutor::execute(const Node& node, RunState& st) {
       concat(xs, shapes, static_cast<int>(axis), out_raw(0));
       return absl::OkStatus();
     }
-    case OpKind::kLastTokenRows:
-      return last_token_rows(st.fview(in[0]), st.iview(in[1]), out_f(0));
-    case OpKind::kMatmul:
-      run_matmul(out_f(0));
-      return absl::OkStatus();
+    case OpKind::kLastTokenRows: return last_token_rows(st.fview(in[0]), st.iview(in[1]), out_f(0));
+    case OpKind::kMatmul: run_matmul(out_f(0)); return absl::OkStatus();
     case OpKind::kAdd:
     case OpKind::kSub:
     case OpKind::kMul:
@@ -531,8 +523,7 @@ absl::Status ReferenceExecutor::execute(const Node& node, RunState& st) {
                pool_.get());
       return absl::OkStatus();
     }
-    case OpKind::kCausalMask:
-      return causal_mask(st.fview(in[0]), st.iview(in[1]), out_f(0));
+    case OpKind::kCausalMask: return causal_mask(st.fview(in[0]), st.iview(in[1]), out_f(0));
     case OpKind::kPagedPv: {
       if (batch->max_kv_len > st.slots[in[0]->id].shape[2]) {
         return invalid("longest KV length ", batch->max_kv_len, " exceeds the probabilities' ",
@@ -555,8 +546,7 @@ absl::Status ReferenceExecutor::execute(const Node& node, RunState& st) {
               node.attrs.float_or("eps", 1e-6), y, sum);
       return absl::OkStatus();
     }
-    case OpKind::kRope:
-      return rope(st.fview(in[0]), st.iview(in[1]), node.attrs, out_f(0));
+    case OpKind::kRope: return rope(st.fview(in[0]), st.iview(in[1]), node.attrs, out_f(0));
     case OpKind::kFlashAttention: {
       float* y = out_f(0);
       if (absl::Status s =

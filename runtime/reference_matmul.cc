@@ -84,18 +84,14 @@ MatmulIsa best_isa() {
 BlockFn block_fn(MatmulIsa isa) {
   switch (isa) {
 #if defined(__x86_64__)
-    case MatmulIsa::kAvx512:
-      return matmul_avx512::matmul_block;
-    case MatmulIsa::kAvx2:
-      return matmul_avx2::matmul_block;
+    case MatmulIsa::kAvx512: return matmul_avx512::matmul_block;
+    case MatmulIsa::kAvx2: return matmul_avx2::matmul_block;
 #else
     case MatmulIsa::kAvx512:
     case MatmulIsa::kAvx2:
 #endif
-    case MatmulIsa::kGeneric:
-      return matmul_generic::matmul_block;
-    case MatmulIsa::kAuto:
-      return block_fn(best_isa());
+    case MatmulIsa::kGeneric: return matmul_generic::matmul_block;
+    case MatmulIsa::kAuto: return block_fn(best_isa());
   }
   return matmul_generic::matmul_block;
 }
@@ -112,8 +108,7 @@ constexpr int64_t kMinThreadedWeightBytes = 4 << 20;
 bool matmul_isa_supported(MatmulIsa isa) {
   switch (isa) {
     case MatmulIsa::kAuto:
-    case MatmulIsa::kGeneric:
-      return true;
+    case MatmulIsa::kGeneric: return true;
 #if defined(__x86_64__)
     case MatmulIsa::kAvx2:
       return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
@@ -123,8 +118,7 @@ bool matmul_isa_supported(MatmulIsa isa) {
              __builtin_cpu_supports("f16c") && __builtin_cpu_supports("fma");
 #else
     case MatmulIsa::kAvx2:
-    case MatmulIsa::kAvx512:
-      return false;
+    case MatmulIsa::kAvx512: return false;
 #endif
   }
   return false;
@@ -132,14 +126,10 @@ bool matmul_isa_supported(MatmulIsa isa) {
 
 const char* matmul_isa_name(MatmulIsa isa) {
   switch (isa) {
-    case MatmulIsa::kAuto:
-      return matmul_isa_name(best_isa());
-    case MatmulIsa::kGeneric:
-      return "generic";
-    case MatmulIsa::kAvx2:
-      return "avx2";
-    case MatmulIsa::kAvx512:
-      return "avx512";
+    case MatmulIsa::kAuto: return matmul_isa_name(best_isa());
+    case MatmulIsa::kGeneric: return "generic";
+    case MatmulIsa::kAvx2: return "avx2";
+    case MatmulIsa::kAvx512: return "avx512";
   }
   return "?";
 }
@@ -198,8 +188,7 @@ void widen_to_f32(DType dtype, const void* data, int64_t offset, int64_t count, 
       for (int64_t i = 0; i < count; ++i) out[i] = matmul_generic::half_to_f32(p[i]);
       return;
     }
-    default:
-      std::memcpy(out, static_cast<const float*>(data) + offset, count * sizeof(float));
+    default: std::memcpy(out, static_cast<const float*>(data) + offset, count * sizeof(float));
   }
 }
 

@@ -16,11 +16,11 @@ absl::StatusOr<std::unique_ptr<Graph>> build_example_graph() {
   Value* up_w = b.param("up_proj", {dt, {Dim::constant(ffn), Dim::constant(hidden)}});
   Value* down_w = b.param("down_proj", {dt, {Dim::constant(hidden), Dim::constant(ffn)}});
   // RMSNorm as its arithmetic: x * rsqrt(mean(x*x) + eps) * w
-  Value* ms = b.reduce_mean(b.mul(x, x));                        // [T, 1]
-  Value* inv = b.rsqrt(b.add(ms, b.constant(1e-5, dt)));         // [T, 1]
-  Value* n = b.mul(b.mul(x, inv), norm_w);                       // [T, 64]
+  Value* ms = b.reduce_mean(b.mul(x, x));                              // [T, 1]
+  Value* inv = b.rsqrt(b.add(ms, b.constant(1e-5, dt)));               // [T, 1]
+  Value* n = b.mul(b.mul(x, inv), norm_w);                             // [T, 64]
   Value* act = b.mul(b.silu(b.matmul(n, gate_w)), b.matmul(n, up_w));  // [T, 128]
-  Value* y = b.add(x, b.matmul(act, down_w));                    // [T, 64]
+  Value* y = b.add(x, b.matmul(act, down_w));                          // [T, 64]
   b.output("y", y);
   if (!b.status().ok()) return b.status();
   return graph;

@@ -4,14 +4,14 @@
 #include <iostream>
 #include <sstream>
 
-#include "ir/parser.h"
-#include "models/llama_graph.h"
-#include "models/model_source.h"
-#include "ir/printer.h"
-#include "ir/verifier.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
+#include "ir/parser.h"
+#include "ir/printer.h"
+#include "ir/verifier.h"
+#include "models/llama_graph.h"
+#include "models/model_source.h"
 #include "passes/pass_manager.h"
 #include "passes/pass_registry.h"
 #include "tools/commands.h"
@@ -79,14 +79,16 @@ int run_passes(const IrOptions& opts, Graph& graph, bool* printed) {
     std::cerr << pm->stats_report(context);
     if (context.memory_plan) {
       const MemoryPlan& m = *context.memory_plan;
-      std::cerr << absl::StrFormat("memory plan: arena %d bytes, max-live lower bound %d bytes (%.3fx)\n",
-                                   m.arena_bytes, m.lower_bound_bytes,
-                                   m.lower_bound_bytes ? double(m.arena_bytes) / m.lower_bound_bytes : 1.0);
+      std::cerr << absl::StrFormat(
+          "memory plan: arena %d bytes, max-live lower bound %d bytes (%.3fx)\n", m.arena_bytes,
+          m.lower_bound_bytes,
+          m.lower_bound_bytes ? double(m.arena_bytes) / m.lower_bound_bytes : 1.0);
     }
     if (context.kv_plan) {
       const KvPlan& k = *context.kv_plan;
       std::cerr << absl::StrFormat(
-          "kv plan: %d layers, page size %d, %s %s [%d heads x %d], %d bytes/page, %d bytes/token\n",
+          "kv plan: %d layers, page size %d, %s %s [%d heads x %d], %d bytes/page, %d "
+          "bytes/token\n",
           k.num_layers, k.page_size, k.layout, dtype_name(k.dtype), k.num_kv_heads, k.head_dim,
           k.bytes_per_page, k.bytes_per_token);
     }
@@ -95,7 +97,8 @@ int run_passes(const IrOptions& opts, Graph& graph, bool* printed) {
 }
 
 bool ends_with(const std::string& s, const std::string& suffix) {
-  return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
+  return s.size() >= suffix.size() &&
+         s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
 }
 
 // A model (HF dir or GGUF): its primitive step graph.
@@ -171,7 +174,8 @@ int run_ir(const IrOptions& opts) {
 
 void add_ir_command(CLI::App& app, int* exit_code) {
   auto opts = std::make_shared<IrOptions>();
-  CLI::App* cmd = app.add_subcommand("ir", "Print the verified IR of a model (HF dir or .gguf) or of IR text (.kir)");
+  CLI::App* cmd = app.add_subcommand(
+      "ir", "Print the verified IR of a model (HF dir or .gguf) or of IR text (.kir)");
   cmd->add_option("input", opts->input, "model directory, .gguf file, or .kir IR text");
   cmd->add_option("--dtype", opts->dtype, "compute dtype of a model's graph (f32, f16, bf16)")
       ->capture_default_str();

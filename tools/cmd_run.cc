@@ -86,7 +86,8 @@ int run(const RunOptions& o) {
   }
   std::cerr << absl::StrFormat(
       "kiln run: %d prompt tokens at %.1f tok/s, %d generated at %.1f tok/s (stop: %s)\n",
-      stats.prompt_tokens, stats.prefill_seconds > 0 ? stats.prompt_tokens / stats.prefill_seconds : 0.0,
+      stats.prompt_tokens,
+      stats.prefill_seconds > 0 ? stats.prompt_tokens / stats.prefill_seconds : 0.0,
       stats.generated_tokens,
       stats.decode_seconds > 0 ? (stats.generated_tokens - 1) / stats.decode_seconds : 0.0,
       finish_reason_name(r.finish));
@@ -103,16 +104,19 @@ void add_run_command(CLI::App& app, int* exit_code) {
   cmd->add_flag("--chat", o->chat, "wrap the prompt in the model's chat template");
   cmd->add_option("--system", o->system, "system message (with --chat)");
   cmd->add_option("-n,--max-new-tokens", o->max_new_tokens, "tokens to generate")
-      ->capture_default_str()->check(CLI::NonNegativeNumber);
+      ->capture_default_str()
+      ->check(CLI::NonNegativeNumber);
   cmd->add_option("--temperature", o->temperature, "0 = greedy")->capture_default_str();
   cmd->add_option("--top-k", o->top_k, "0 = off")->capture_default_str();
   cmd->add_option("--top-p", o->top_p, "nucleus mass")->capture_default_str();
   cmd->add_option("--seed", o->seed, "sampling seed")->capture_default_str();
   cmd->add_option("--stop", o->stop, "stop string (repeatable)");
   cmd->add_option("--device", o->device, "cpu, cuda or auto")
-      ->check(CLI::IsMember({"cpu", "cuda", "auto"}))->capture_default_str();
+      ->check(CLI::IsMember({"cpu", "cuda", "auto"}))
+      ->capture_default_str();
   cmd->add_option("--weights-dtype", o->weights_dtype, "CPU weights: bf16 (fast) or f32 (exact)")
-      ->check(CLI::IsMember({"bf16", "f32"}))->capture_default_str();
+      ->check(CLI::IsMember({"bf16", "f32"}))
+      ->capture_default_str();
   cmd->add_option("--threads", o->threads, "CPU threads (0 = all cores)")->capture_default_str();
   cmd->add_option("--kv-pages", o->kv_pages, "KV cache pages (0 = enough for the request)")
       ->capture_default_str();

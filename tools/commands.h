@@ -15,9 +15,9 @@ void add_inspect_command(CLI::App& app, int* exit_code);
 /// `kiln ir <plan.kplan>` options (tools/cmd_plan_ir.cc).
 struct PlanIrOptions {
   std::string plan;
-  bool kernels = false;   // list kernels
-  std::string source;     // print this kernel's generated CUDA source
-  std::string ptx;        // print this kernel's PTX
+  bool kernels = false;  // list kernels
+  std::string source;    // print this kernel's generated CUDA source
+  std::string ptx;       // print this kernel's PTX
 };
 int run_plan_ir(const PlanIrOptions& options);
 /// Subcommands laid out but not implemented yet: they say so and exit non-zero.

@@ -198,7 +198,8 @@ TEST(CubinInfo, AgreesWithPtxasForEveryKernel) {
   for (const char* kir : {"smollm2_fused.kir", "tiny_d128_fused.kir"}) {
     for (const char* arch : {"sm_80", "sm_90a"}) {
       KernelCache cache(testing::fixture_kernel_cache());
-      absl::StatusOr<std::vector<CompiledKernel>> built = build_kernels(jobs_for(kir), arch, &cache, 0, nullptr);
+      absl::StatusOr<std::vector<CompiledKernel>> built =
+          build_kernels(jobs_for(kir), arch, &cache, 0, nullptr);
       ASSERT_TRUE(built.ok()) << built.status();
       for (const CompiledKernel& k : *built) {
         absl::StatusOr<CubinInfo> info = read_cubin_info(k.cubin, k.name);
@@ -220,9 +221,17 @@ TEST(CubinInfo, AgreesWithPtxasForEveryKernel) {
 
 TEST(CubinInfo, MalformedInputIsAnError) {
   EXPECT_FALSE(read_cubin_info("", "k").ok());
-  EXPECT_FALSE(read_cubin_info(std::string("\x7f" "ELF\x02", 5) + std::string(100, '\xff'), "k").ok());
+  EXPECT_FALSE(read_cubin_info(std::string("\x7f"
+                                           "ELF\x02",
+                                           5) +
+                                   std::string(100, '\xff'),
+                               "k")
+                   .ok());
   std::string junk(4096, '\0');
-  std::memcpy(junk.data(), "\x7f" "ELF\x02", 5);
+  std::memcpy(junk.data(),
+              "\x7f"
+              "ELF\x02",
+              5);
   EXPECT_FALSE(read_cubin_info(junk, "k").ok());
 }
 

@@ -43,7 +43,8 @@ TEST(ParserErrors, UndeclaredParam) {
 }
 
 TEST(ParserErrors, Redefinition) {
-  EXPECT_EQ(error_of(std::string(kHead) + "  %x = neg(%x) : f32[T,4]\n}"), "4:3: %x is defined twice");
+  EXPECT_EQ(error_of(std::string(kHead) + "  %x = neg(%x) : f32[T,4]\n}"),
+            "4:3: %x is defined twice");
 }
 
 TEST(ParserErrors, UnknownSymbol) {
@@ -84,7 +85,9 @@ TEST(ParserErrors, UnterminatedString) {
 }
 
 TEST(ParserErrors, MissingClosingBrace) {
-  EXPECT_EQ(error_of(std::string(kHead)), "4:1: expected 'symbol', 'input', 'param', 'output' or a result like %0, got end of input");
+  EXPECT_EQ(
+      error_of(std::string(kHead)),
+      "4:1: expected 'symbol', 'input', 'param', 'output' or a result like %0, got end of input");
 }
 
 TEST(ParserErrors, TrailingText) {
@@ -94,11 +97,13 @@ TEST(ParserErrors, TrailingText) {
 }
 
 TEST(ParserErrors, BadSymbolBound) {
-  EXPECT_THAT(error_of("graph @g {\n  symbol T <= 0\n}"), HasSubstr("2:10: symbol T needs a positive upper bound"));
+  EXPECT_THAT(error_of("graph @g {\n  symbol T <= 0\n}"),
+              HasSubstr("2:10: symbol T needs a positive upper bound"));
 }
 
 TEST(ParserErrors, NegativeDim) {
-  EXPECT_EQ(error_of(std::string(kHead) + "  %y = neg(%x) : f32[-4]\n}"), "4:22: dims must not be negative");
+  EXPECT_EQ(error_of(std::string(kHead) + "  %y = neg(%x) : f32[-4]\n}"),
+            "4:22: dims must not be negative");
 }
 
 }  // namespace

@@ -21,7 +21,8 @@ TEST(RoundTrip, EveryOpKindPrintsAndParsesBack) {
   std::set<OpKind> seen;
   for (const auto& n : (*g)->nodes()) seen.insert(n->op);
   for (int i = 0; i < kNumOpKinds; ++i) {
-    EXPECT_TRUE(seen.count(static_cast<OpKind>(i))) << "all_ops.kir lacks " << op_name(static_cast<OpKind>(i));
+    EXPECT_TRUE(seen.count(static_cast<OpKind>(i)))
+        << "all_ops.kir lacks " << op_name(static_cast<OpKind>(i));
   }
 
   std::string printed = print_graph(**g);

@@ -49,7 +49,8 @@ TEST_F(TypeInference, BroadcastRejectsDifferentSymbolsAndSizes) {
 }
 
 TEST_F(TypeInference, MatmulContractsTheLastDim) {
-  auto out = infer(OpKind::kMatmul, {{DType::kBF16, {T(), C(576)}}, {DType::kBF16, {C(1536), C(576)}}});
+  auto out =
+      infer(OpKind::kMatmul, {{DType::kBF16, {T(), C(576)}}, {DType::kBF16, {C(1536), C(576)}}});
   ASSERT_TRUE(out.ok());
   EXPECT_EQ((*out)[0].to_string(), "bf16[T,1536]");
   out = infer(OpKind::kMatmul, {{DType::kBF16, {T(), C(64)}}, {DType::kBF16, {C(1536), C(576)}}});
@@ -94,11 +95,15 @@ TEST_F(TypeInference, PagedQkChecksGqaAndKvSymbol) {
 }
 
 TEST_F(TypeInference, MissingAndMistypedAttributesAreNamed) {
-  EXPECT_THAT(infer(OpKind::kRmsNorm, {{DType::kF32, {T(), C(8)}}, {DType::kF32, {C(8)}}}).status().message(),
+  EXPECT_THAT(infer(OpKind::kRmsNorm, {{DType::kF32, {T(), C(8)}}, {DType::kF32, {C(8)}}})
+                  .status()
+                  .message(),
               HasSubstr("missing attribute 'eps'"));
   Attributes a;
   a.set("eps", std::string("small"));
-  EXPECT_THAT(infer(OpKind::kRmsNorm, {{DType::kF32, {T(), C(8)}}, {DType::kF32, {C(8)}}}, a).status().message(),
+  EXPECT_THAT(infer(OpKind::kRmsNorm, {{DType::kF32, {T(), C(8)}}, {DType::kF32, {C(8)}}}, a)
+                  .status()
+                  .message(),
               HasSubstr("attribute 'eps' is a string, expected a float"));
 }
 
@@ -127,7 +132,8 @@ TEST_F(TypeInference, GemmEpilogues) {
   EXPECT_TRUE(infer(OpKind::kGemm, {x, w, res}, a).ok());
   EXPECT_FALSE(infer(OpKind::kGemm, {x, w, bias}, a).ok());
   a.set("epilogue", std::string("gelu"));
-  EXPECT_THAT(infer(OpKind::kGemm, {x, w}, a).status().message(), HasSubstr("unknown gemm epilogue"));
+  EXPECT_THAT(infer(OpKind::kGemm, {x, w}, a).status().message(),
+              HasSubstr("unknown gemm epilogue"));
 }
 
 TEST(GraphBuilder, KeepsTheFirstErrorAndNamesTheOp) {

@@ -26,25 +26,29 @@ TEST(Verifier, AcceptsAValidGraph) {
 
 TEST(Verifier, DeclaredTypeDiffersFromInferred) {
   auto g = parse_ok(std::string(kHead) + "  %y = matmul(%x, @w) : f32[T,4]\n  output y = %y\n}");
-  EXPECT_THAT(verify(*g).message(),
-              HasSubstr("%y = matmul(%x, @w) : f32[T,4]: result 0 is declared f32[T,4] but matmul produces f32[T,3]"));
+  EXPECT_THAT(verify(*g).message(), HasSubstr("%y = matmul(%x, @w) : f32[T,4]: result 0 is "
+                                              "declared f32[T,4] but matmul produces f32[T,3]"));
 }
 
 TEST(Verifier, InvalidInputTypesAreReportedWithTheNode) {
-  auto g = parse_ok(std::string(kHead) + "  input %i : i32[T]\n  %y = exp(%i) : i32[T]\n  output y = %y\n}");
+  auto g = parse_ok(std::string(kHead) +
+                    "  input %i : i32[T]\n  %y = exp(%i) : i32[T]\n  output y = %y\n}");
   EXPECT_THAT(verify(*g).message(),
               HasSubstr("%y = exp(%i) : i32[T]: input 0 must be a float tensor, got i32[T]"));
 }
 
 TEST(Verifier, MissingRequiredAttribute) {
-  auto g = parse_ok("graph @g {\n  input %x : f32[4]\n  param @w : f32[4]\n"
-                    "  %y = rmsnorm(%x, @w) : f32[4]\n  output y = %y\n}");
-  EXPECT_THAT(verify(*g).message(), HasSubstr("%y = rmsnorm(%x, @w) : f32[4]: missing attribute 'eps'"));
+  auto g = parse_ok(
+      "graph @g {\n  input %x : f32[4]\n  param @w : f32[4]\n"
+      "  %y = rmsnorm(%x, @w) : f32[4]\n  output y = %y\n}");
+  EXPECT_THAT(verify(*g).message(),
+              HasSubstr("%y = rmsnorm(%x, @w) : f32[4]: missing attribute 'eps'"));
 }
 
 TEST(Verifier, UseBeforeDefinition) {
-  auto g = parse_ok(std::string(kHead) + "  %a = neg(%x) : f32[T,4]\n  %b = exp(%a) : f32[T,4]\n"
-                                         "  output y = %b\n}");
+  auto g = parse_ok(std::string(kHead) +
+                    "  %a = neg(%x) : f32[T,4]\n  %b = exp(%a) : f32[T,4]\n"
+                    "  output y = %b\n}");
   // Move %b's node before %a's: %a is now read before it is defined.
   Node* a = g->nodes()[0].get();
   Node* b = g->nodes()[1].get();
@@ -105,9 +109,11 @@ TEST(Verifier, InvalidName) {
 
 TEST(Graph, DeadNodesAreRemovedButSideEffectsStay) {
   auto g = parse_ok(
-      "graph @g {\n  symbol T <= 8\n  symbol NP <= 4\n  input %x : f32[T,2,4]\n  input %slots : i32[T]\n"
+      "graph @g {\n  symbol T <= 8\n  symbol NP <= 4\n  input %x : f32[T,2,4]\n  input %slots : "
+      "i32[T]\n"
       "  input %cache : f32[NP,16,2,4]\n  %dead = neg(%x) : f32[T,2,4]\n"
-      "  %kc = kv_write(%cache, %x, %slots) : f32[NP,16,2,4]\n  %y = exp(%x) : f32[T,2,4]\n  output y = %y\n}");
+      "  %kc = kv_write(%cache, %x, %slots) : f32[NP,16,2,4]\n  %y = exp(%x) : f32[T,2,4]\n  "
+      "output y = %y\n}");
   ASSERT_TRUE(verify(*g).ok()) << verify(*g);
   EXPECT_EQ(g->remove_dead_nodes(), 1);
   ASSERT_EQ(g->num_nodes(), 2);
@@ -122,19 +128,22 @@ namespace kiln {
 namespace {
 
 TEST(Verifier, FusedElementwiseExpressionIsChecked) {
-  auto ok = parse_graph("graph @g {\n  input %a : f32[4]\n  input %b : f32[4]\n"
-                        "  %y = fused_elementwise(%a, %b) {dtype = f32, expr = \"mul(silu($0), $1)\"} : f32[4]\n"
-                        "  output y = %y\n}");
+  auto ok = parse_graph(
+      "graph @g {\n  input %a : f32[4]\n  input %b : f32[4]\n"
+      "  %y = fused_elementwise(%a, %b) {dtype = f32, expr = \"mul(silu($0), $1)\"} : f32[4]\n"
+      "  output y = %y\n}");
   ASSERT_TRUE(ok.ok()) << ok.status();
   EXPECT_TRUE(verify(**ok).ok()) << verify(**ok);
-  auto bad = parse_graph("graph @g {\n  input %a : f32[4]\n  input %b : f32[4]\n"
-                         "  %y = fused_elementwise(%a, %b) {dtype = f32, expr = \"mul($0, $2)\"} : f32[4]\n"
-                         "  output y = %y\n}");
+  auto bad = parse_graph(
+      "graph @g {\n  input %a : f32[4]\n  input %b : f32[4]\n"
+      "  %y = fused_elementwise(%a, %b) {dtype = f32, expr = \"mul($0, $2)\"} : f32[4]\n"
+      "  output y = %y\n}");
   ASSERT_TRUE(bad.ok()) << bad.status();
   EXPECT_THAT(verify(**bad).message(), ::testing::HasSubstr("$2"));
-  auto garbage = parse_graph("graph @g {\n  input %a : f32[4]\n"
-                             "  %y = fused_elementwise(%a) {dtype = f32, expr = \"frob($0)\"} : f32[4]\n"
-                             "  output y = %y\n}");
+  auto garbage = parse_graph(
+      "graph @g {\n  input %a : f32[4]\n"
+      "  %y = fused_elementwise(%a) {dtype = f32, expr = \"frob($0)\"} : f32[4]\n"
+      "  output y = %y\n}");
   ASSERT_TRUE(garbage.ok());
   EXPECT_THAT(verify(**garbage).message(), ::testing::HasSubstr("expr:"));
 }

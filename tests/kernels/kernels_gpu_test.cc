@@ -110,7 +110,9 @@ HostTensor ints(std::vector<int32_t> v) {
   return HostTensor::ints({n}, std::move(v));
 }
 
-const char* dt_name(DType dt) { return dt == DType::kBF16 ? "bf16" : dt == DType::kF16 ? "f16" : "f32"; }
+const char* dt_name(DType dt) {
+  return dt == DType::kBF16 ? "bf16" : dt == DType::kF16 ? "f16" : "f32";
+}
 
 // ---------------------------------------------------------------------------------------------
 // Per-family error bounds: |gpu - ref| <= atol + rtol * |ref| for every element.
@@ -122,8 +124,9 @@ struct Tolerance {
 
 /// Unit roundoff of the output dtype (half an ulp, relative).
 double unit_roundoff(DType dt) {
-  return dt == DType::kBF16 ? std::ldexp(1.0, -8) : dt == DType::kF16 ? std::ldexp(1.0, -11)
-                                                                      : std::ldexp(1.0, -24);
+  return dt == DType::kBF16  ? std::ldexp(1.0, -8)
+         : dt == DType::kF16 ? std::ldexp(1.0, -11)
+                             : std::ldexp(1.0, -24);
 }
 
 std::string multi_index(int64_t flat, const std::vector<int64_t>& shape) {
@@ -188,8 +191,8 @@ GpuContext& gpu() {
   return *ctx;
 }
 
-#define REQUIRE_GPU()                                                                  \
-  do {                                                                                 \
+#define REQUIRE_GPU()                                                                      \
+  do {                                                                                     \
     if (!gpu().status.ok()) GTEST_SKIP() << "GPU unavailable: " << gpu().status.message(); \
   } while (0)
 
@@ -280,7 +283,7 @@ class GpuRun {
     for (const Value* v : g_.inputs()) {
       auto t = c_.inputs.find(v->name);
       auto ch = c_.caches.find(v->name);
-      const HostTensor* h = t != c_.inputs.end() ? &t->second
+      const HostTensor* h = t != c_.inputs.end()    ? &t->second
                             : ch != c_.caches.end() ? &ch->second
                                                     : nullptr;
       if (h == nullptr) return absl::NotFoundError(absl::StrCat("input %", v->name, " unbound"));
@@ -456,7 +459,8 @@ void check_case(const Case& c, const Lowered& l) {
     in.caches[name] = KvCacheView{ref_caches[name].data(), t.shape};
   }
   in.symbols.values = c.symbols;
-  absl::StatusOr<std::unique_ptr<ReferenceExecutor>> ex = ReferenceExecutor::create(*l.graph, {}, 4);
+  absl::StatusOr<std::unique_ptr<ReferenceExecutor>> ex =
+      ReferenceExecutor::create(*l.graph, {}, 4);
   ASSERT_TRUE(ex.ok()) << ex.status();
   absl::StatusOr<std::vector<HostTensor>> ref = (*ex)->run(in);
   ASSERT_TRUE(ref.ok()) << ref.status();
@@ -474,9 +478,7 @@ void check_case(const Case& c, const Lowered& l) {
     const HostTensor& r = (*ref)[k];
     absl::StatusOr<std::vector<float>> got = run.download(run.names()(v), v->type.dtype, r.numel());
     ASSERT_TRUE(got.ok()) << got.status();
-    const std::vector<float> want = r.is_index()
-                                        ? std::vector<float>(r.i.begin(), r.i.end())
-                                        : r.f;
+    const std::vector<float> want = r.is_index() ? std::vector<float>(r.i.begin(), r.i.end()) : r.f;
     expect_close(absl::StrCat(c.name, " [", run.kernels_run(), "] output ", outs[k].name), *got,
                  want, r.shape, c.tol[k]);
   }
@@ -596,11 +598,11 @@ Case rope_case(DType dt, int64_t heads, int64_t d, int64_t rot, const std::strin
 
 std::vector<Case> rope_sweep() {
   return {
-      rope_case(DType::kBF16, 9, 64, 64, "half", false, 13, 11),      // SmolLM2 q
+      rope_case(DType::kBF16, 9, 64, 64, "half", false, 13, 11),  // SmolLM2 q
       rope_case(DType::kBF16, 3, 64, 64, "interleaved", true, 13, 12),
-      rope_case(DType::kF16, 8, 128, 128, "half", true, 21, 13),      // Llama-3 style
+      rope_case(DType::kF16, 8, 128, 128, "half", true, 21, 13),  // Llama-3 style
       rope_case(DType::kF16, 2, 128, 128, "interleaved", false, 5, 14),
-      rope_case(DType::kBF16, 4, 64, 32, "half", false, 9, 15),       // partial rotary
+      rope_case(DType::kBF16, 4, 64, 32, "half", false, 9, 15),  // partial rotary
       rope_case(DType::kF16, 4, 128, 64, "interleaved", true, 9, 16),
   };
 }
@@ -696,9 +698,9 @@ Case elementwise_case(const std::string& label, const std::string& expr, DType o
     args.push_back("%" + n);
     c.inputs[n] = random_floats(resolved(ins[i].second), ins[i].first, rng, -4, 4);
   }
-  absl::StrAppend(&c.ir, "  %y = fused_elementwise(", absl::StrJoin(args, ", "), ") {dtype = ",
-                  dt_name(out), ", expr = \"", expr, "\"} : ", dt_name(out), shape_str(out_shape),
-                  "\n  output y = %y\n}\n");
+  absl::StrAppend(&c.ir, "  %y = fused_elementwise(", absl::StrJoin(args, ", "),
+                  ") {dtype = ", dt_name(out), ", expr = \"", expr, "\"} : ", dt_name(out),
+                  shape_str(out_shape), "\n  output y = %y\n}\n");
   c.symbols = {{"T", tokens}};
   // "mix" subtracts terms up to ~200: allow fp32 cancellation error in absolute terms.
   c.tol = {{label == "mix" ? 1e-3 : 1e-6, 2 * unit_roundoff(out) + 1e-6}};
@@ -712,10 +714,10 @@ std::vector<Case> elementwise_sweep() {
                        {{DT::kBF16, {-1, 1536}}, {DT::kBF16, {-1, 1536}}}, {-1, 1536}, 19, 31),
       elementwise_case("swiglu", "mul(silu($0), $1)", DT::kF16,
                        {{DT::kF16, {-1, 1000}}, {DT::kF16, {-1, 1000}}}, {-1, 1000}, 5, 32),
-      elementwise_case("bias", "add($0, $1)", DT::kBF16, {{DT::kBF16, {-1, 576}}, {DT::kBF16, {576}}},
-                       {-1, 576}, 23, 33),
-      elementwise_case("bias", "add($0, $1)", DT::kF16, {{DT::kF16, {-1, 3, 64}}, {DT::kF16, {3, 1}}},
-                       {-1, 3, 64}, 11, 34),
+      elementwise_case("bias", "add($0, $1)", DT::kBF16,
+                       {{DT::kBF16, {-1, 576}}, {DT::kBF16, {576}}}, {-1, 576}, 23, 33),
+      elementwise_case("bias", "add($0, $1)", DT::kF16,
+                       {{DT::kF16, {-1, 3, 64}}, {DT::kF16, {3, 1}}}, {-1, 3, 64}, 11, 34),
       elementwise_case("logits", "$0", DT::kF32, {{DT::kBF16, {-1, 49152}}}, {-1, 49152}, 3, 35),
       elementwise_case("mix", "sub(mul($0, exp(neg($1))), rsqrt(add(mul($1, $1), 1.5)))", DT::kF16,
                        {{DT::kF16, {-1, 256}}, {DT::kF16, {-1, 256}}}, {-1, 256}, 7, 36),
@@ -745,9 +747,9 @@ Case attention_case(DType dt, int64_t d, int64_t hq, int64_t hkv, int64_t page_s
   const std::string t = dt_name(dt);
   std::vector<std::string> shape;
   for (const SeqSpec& s : seqs) shape.push_back(absl::StrCat(s.cached, "+", s.q_len));
-  c.name = absl::StrCat(decode ? "attention decode " : "attention prefill ", t, " d=", d, " Hq=", hq,
-                        " Hkv=", hkv, " page=", page_size, " seqs(cached+new)=",
-                        absl::StrJoin(shape, ","));
+  c.name = absl::StrCat(decode ? "attention decode " : "attention prefill ", t, " d=", d,
+                        " Hq=", hq, " Hkv=", hkv, " page=", page_size,
+                        " seqs(cached+new)=", absl::StrJoin(shape, ","));
   c.when = decode ? "decode" : "prefill";
   // Pages: each sequence's pages drawn from a shuffled pool larger than needed (scattered).
   int64_t pages_needed = 0;
@@ -838,8 +840,8 @@ std::vector<Case> decode_sweep() {
       // Batch 5, lengths from 1 (only the new token; 7 of 8 splits empty) to 2047.
       attention_case(DT::kBF16, 128, 8, 2, 16, {{0, 1}, {16, 1}, {299, 1}, {1023, 1}, {2046, 1}},
                      true, 52),
-      attention_case(DT::kF16, 128, 4, 4, 1, {{1, 1}, {32, 1}, {128, 1}, {699, 1}, {1499, 1}},
-                     true, 53),
+      attention_case(DT::kF16, 128, 4, 4, 1, {{1, 1}, {32, 1}, {128, 1}, {699, 1}, {1499, 1}}, true,
+                     53),
       attention_case(DT::kF16, 64, 9, 3, 16, {{4, 1}}, true, 54),
       attention_case(DT::kF16, 64, 12, 3, 16, {{40, 1}, {1200, 1}}, true, 55),  // G=4, d64
   };
@@ -923,9 +925,8 @@ std::string check_sample_row(const float* logits, int64_t vocab, const SampleRow
 TEST(KernelsGpu, Sampling) {
   REQUIRE_GPU();
   const std::vector<SampleRow> rows = {
-      {0.0f, 0, 1.0f},   {0.7f, 1, 1.0f},   {1.0f, 0, 1.0f},  {0.8f, 50, 1.0f},
-      {1.0f, 0, 0.9f},   {0.6f, 40, 0.8f},  {1.3f, 5, 1.0f},  {1.0f, 0, 0.5f},
-      {0.0f, 7, 0.3f},   {2.0f, 1000, 0.95f},
+      {0.0f, 0, 1.0f},  {0.7f, 1, 1.0f}, {1.0f, 0, 1.0f}, {0.8f, 50, 1.0f}, {1.0f, 0, 0.9f},
+      {0.6f, 40, 0.8f}, {1.3f, 5, 1.0f}, {1.0f, 0, 0.5f}, {0.0f, 7, 0.3f},  {2.0f, 1000, 0.95f},
   };
   const int64_t S = static_cast<int64_t>(rows.size());
   for (int64_t vocab : {int64_t{32003}, int64_t{151}}) {
@@ -934,8 +935,8 @@ TEST(KernelsGpu, Sampling) {
     c.name = absl::StrCat("sampling vocab=", vocab);
     c.ir = graph_header({"S <= 64"});
     absl::StrAppend(&c.ir, "  input %lg : f32[S,", vocab, "]\n",
-                    "  %logits = fused_elementwise(%lg) {dtype = f32, expr = \"$0\"} : f32[S,", vocab,
-                    "]\n  output logits = %logits\n}\n");
+                    "  %logits = fused_elementwise(%lg) {dtype = f32, expr = \"$0\"} : f32[S,",
+                    vocab, "]\n  output logits = %logits\n}\n");
     c.symbols = {{"S", S}};
     Lowered l = lower_case(c, {.add_sampling = true});
     ASSERT_NE(l.graph, nullptr);
@@ -1002,8 +1003,8 @@ TEST(KernelsGpu, Sampling) {
 // kernel compiles for sm_90a, so a harness mistake shows up before the GPU run.
 TEST(KernelsGpuHarness, CasesLowerRunOnReferenceAndCompile) {
   std::vector<Case> all;
-  for (auto sweep : {rmsnorm_sweep, rope_sweep, gather_sweep, elementwise_sweep, prefill_sweep,
-                     decode_sweep}) {
+  for (auto sweep :
+       {rmsnorm_sweep, rope_sweep, gather_sweep, elementwise_sweep, prefill_sweep, decode_sweep}) {
     for (Case& c : sweep()) all.push_back(std::move(c));
   }
   std::vector<KernelJob> jobs;
@@ -1021,7 +1022,8 @@ TEST(KernelsGpuHarness, CasesLowerRunOnReferenceAndCompile) {
       absl::StatusOr<std::vector<EntryParam>> params = entry_params(*spec);
       ASSERT_TRUE(params.ok());
       EXPECT_EQ(params->size(), k.args.size()) << k.kernel;
-      for (const std::string& e : k.launch.grid) EXPECT_TRUE(eval_launch_expr(e, c.symbols).ok()) << e;
+      for (const std::string& e : k.launch.grid)
+        EXPECT_TRUE(eval_launch_expr(e, c.symbols).ok()) << e;
       if (seen.emplace(k.kernel, true).second) {
         absl::StatusOr<std::string> src = emit_kernel_source(*spec);
         ASSERT_TRUE(src.ok()) << src.status();

@@ -51,7 +51,8 @@ TEST_P(LlamaGraphFixture, VerifiesAndMatchesTheCheckpoint) {
     const Weight* w = weights->find(p->name);
     ASSERT_NE(w, nullptr) << "graph param @" << p->name << " is not in the checkpoint";
     ASSERT_EQ(w->shape.size(), p->type.shape.size()) << p->name;
-    for (size_t i = 0; i < w->shape.size(); ++i) EXPECT_EQ(w->shape[i], p->type.shape[i].value) << p->name;
+    for (size_t i = 0; i < w->shape.size(); ++i)
+      EXPECT_EQ(w->shape[i], p->type.shape[i].value) << p->name;
   }
   EXPECT_EQ(g.params().size(), weights->all().size());
 

@@ -40,7 +40,8 @@ TEST(ModelConfigHf, Llama) {
 }
 
 TEST(ModelConfigHf, MistralSlidingWindowCapsTheContext) {
-  auto c = model_config_from_hf_json(R"({"architectures": ["MistralForCausalLM"], "hidden_size": 4096,
+  auto c =
+      model_config_from_hf_json(R"({"architectures": ["MistralForCausalLM"], "hidden_size": 4096,
     "num_hidden_layers": 32, "num_attention_heads": 32, "num_key_value_heads": 8, "intermediate_size": 14336,
     "vocab_size": 32000, "max_position_embeddings": 32768, "sliding_window": 4096, "rms_norm_eps": 1e-05,
     "rope_theta": 10000.0, "torch_dtype": "float16"})");
@@ -66,27 +67,39 @@ TEST(ModelConfigHf, Qwen2HasQkvBias) {
 }
 
 TEST(ModelConfigHf, UnknownArchitectureNamesTheSupportedOnes) {
-  auto c = model_config_from_hf_json(R"({"architectures": ["GPTNeoXForCausalLM"], "hidden_size": 8})");
+  auto c =
+      model_config_from_hf_json(R"({"architectures": ["GPTNeoXForCausalLM"], "hidden_size": 8})");
   ASSERT_FALSE(c.ok());
   EXPECT_THAT(c.status().message(), HasSubstr("unsupported architecture GPTNeoXForCausalLM"));
-  EXPECT_THAT(c.status().message(), HasSubstr("LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM"));
+  EXPECT_THAT(c.status().message(),
+              HasSubstr("LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM"));
 }
 
 TEST(ModelConfigHf, BadFieldsAreNamed) {
-  EXPECT_THAT(model_config_from_hf_json("[1, 2]").status().message(), HasSubstr("not a JSON object"));
-  EXPECT_THAT(model_config_from_hf_json(R"({"architectures": ["LlamaForCausalLM"]})").status().message(),
-              HasSubstr("missing \"hidden_size\""));
-  EXPECT_THAT(model_config_from_hf_json(R"({"architectures": ["LlamaForCausalLM"], "hidden_size": "big"})")
-                  .status().message(),
-              HasSubstr("\"hidden_size\" must be an integer"));
-  EXPECT_THAT(model_config_from_hf_json(R"({"architectures": ["LlamaForCausalLM"], "hidden_size": 64,
+  EXPECT_THAT(model_config_from_hf_json("[1, 2]").status().message(),
+              HasSubstr("not a JSON object"));
+  EXPECT_THAT(
+      model_config_from_hf_json(R"({"architectures": ["LlamaForCausalLM"]})").status().message(),
+      HasSubstr("missing \"hidden_size\""));
+  EXPECT_THAT(
+      model_config_from_hf_json(R"({"architectures": ["LlamaForCausalLM"], "hidden_size": "big"})")
+          .status()
+          .message(),
+      HasSubstr("\"hidden_size\" must be an integer"));
+  EXPECT_THAT(
+      model_config_from_hf_json(R"({"architectures": ["LlamaForCausalLM"], "hidden_size": 64,
     "num_hidden_layers": 1, "num_attention_heads": 4, "num_key_value_heads": 3, "intermediate_size": 8,
-    "vocab_size": 10})").status().message(),
-              HasSubstr("must be a multiple of KV heads"));
-  EXPECT_THAT(model_config_from_hf_json(R"({"architectures": ["LlamaForCausalLM"], "hidden_size": 64,
+    "vocab_size": 10})")
+          .status()
+          .message(),
+      HasSubstr("must be a multiple of KV heads"));
+  EXPECT_THAT(
+      model_config_from_hf_json(R"({"architectures": ["LlamaForCausalLM"], "hidden_size": 64,
     "num_hidden_layers": 1, "num_attention_heads": 4, "intermediate_size": 8, "vocab_size": 10,
-    "rope_scaling": {"rope_type": "yarn", "factor": 4}})").status().message(),
-              HasSubstr("unsupported rope_scaling type \"yarn\""));
+    "rope_scaling": {"rope_type": "yarn", "factor": 4}})")
+          .status()
+          .message(),
+      HasSubstr("unsupported rope_scaling type \"yarn\""));
 }
 
 // Per-frequency llama3 divisors (HF's _compute_llama3_parameters) for comparing scalings.
@@ -151,7 +164,8 @@ INSTANTIATE_TEST_SUITE_P(Presets, ModelConfigFixture,
 
 TEST(ModelConfigGguf, SmolLM2) {
   std::string path = testing::smollm2_gguf();
-  if (path.empty()) GTEST_SKIP() << "SmolLM2 GGUF not in the cache (scripts/fetch-model.sh fetches it)";
+  if (path.empty())
+    GTEST_SKIP() << "SmolLM2 GGUF not in the cache (scripts/fetch-model.sh fetches it)";
   auto c = load_model_config(path);
   ASSERT_TRUE(c.ok()) << c.status();
   EXPECT_EQ(c->architecture, "llama");
@@ -175,7 +189,8 @@ TEST(ModelSource, ErrorsNameThePath) {
               HasSubstr("/nonexistent/model.gguf: no such file or directory"));
   EXPECT_THAT(load_model_config(KILN_SOURCE_DIR "/CMakeLists.txt").status().message(),
               HasSubstr("not a model: expected a GGUF file or an HF directory"));
-  EXPECT_THAT(load_model_config(KILN_SOURCE_DIR "/ir").status().message(), HasSubstr("needs config.json"));
+  EXPECT_THAT(load_model_config(KILN_SOURCE_DIR "/ir").status().message(),
+              HasSubstr("needs config.json"));
 }
 
 }  // namespace

@@ -127,23 +127,12 @@ std::string random_utf8(std::mt19937& rng, const Tokenizer& t) {
   for (int i = 0; i < n; ++i) {
     char32_t cp;
     switch (kind(rng)) {
-      case 0:
-        cp = std::uniform_int_distribution<char32_t>(0x01, 0x7F)(rng);
-        break;
-      case 1:
-        cp = std::uniform_int_distribution<char32_t>(0x80, 0x7FF)(rng);
-        break;
-      case 2:
-        cp = std::uniform_int_distribution<char32_t>(0x800, 0xD7FF)(rng);
-        break;
-      case 3:
-        cp = std::uniform_int_distribution<char32_t>(0xE000, 0xFFFD)(rng);
-        break;
-      case 4:
-        cp = std::uniform_int_distribution<char32_t>(0x10000, 0x10FFFF)(rng);
-        break;
-      default:
-        cp = kPicks[std::uniform_int_distribution<int>(0, 9)(rng)];
+      case 0: cp = std::uniform_int_distribution<char32_t>(0x01, 0x7F)(rng); break;
+      case 1: cp = std::uniform_int_distribution<char32_t>(0x80, 0x7FF)(rng); break;
+      case 2: cp = std::uniform_int_distribution<char32_t>(0x800, 0xD7FF)(rng); break;
+      case 3: cp = std::uniform_int_distribution<char32_t>(0xE000, 0xFFFD)(rng); break;
+      case 4: cp = std::uniform_int_distribution<char32_t>(0x10000, 0x10FFFF)(rng); break;
+      default: cp = kPicks[std::uniform_int_distribution<int>(0, 9)(rng)];
     }
     std::string ch;
     unicode::append_utf8(cp, ch);

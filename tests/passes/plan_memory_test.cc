@@ -67,9 +67,7 @@ std::unique_ptr<Graph> random_graph(std::mt19937& rng) {
         values.push_back(b.add(a, same[rng() % same.size()]));
         break;
       }
-      case 1:
-        values.push_back(b.exp(a));
-        break;
+      case 1: values.push_back(b.exp(a)); break;
       case 2: {
         const int64_t n = widths[rng() % 4];
         values.push_back(b.matmul(
@@ -84,9 +82,7 @@ std::unique_ptr<Graph> random_graph(std::mt19937& rng) {
           values.push_back(b.silu(a));
         }
         break;
-      default:
-        values.push_back(b.cast(a, rng() % 2 ? DType::kBF16 : DType::kF32));
-        break;
+      default: values.push_back(b.cast(a, rng() % 2 ? DType::kBF16 : DType::kF32)); break;
     }
   }
   const int num_outputs = 1 + rng() % 3;

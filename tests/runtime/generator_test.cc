@@ -41,8 +41,9 @@ TEST_P(GeneratorFixture, BatchedSequencesGetExactlyTheirOwnTokens) {
   ASSERT_NE(model, nullptr);
   Generator gen(*model);
   std::vector<GenerationRequest> reqs = {greedy(ids({5, 17, 42, 99, 3}), 12), greedy(ids({7}), 9),
-                                         greedy(ids({300, 301, 302, 303, 304, 305, 306, 307, 308, 309,
-                                                     310, 311, 312, 313, 314, 315, 316, 317}), 14)};
+                                         greedy(ids({300, 301, 302, 303, 304, 305, 306, 307, 308,
+                                                     309, 310, 311, 312, 313, 314, 315, 316, 317}),
+                                                14)};
   reqs[1].sampling = {0.8f, 40, 0.9f, 1234};  // a sampled one too
   auto together = gen.generate(reqs);
   ASSERT_TRUE(together.ok()) << together.status();
@@ -130,13 +131,15 @@ TEST(Generator, ContextLimits) {
   Generator gen(*model);
   std::vector<int32_t> long_prompt(17, 9);
   auto too_long = gen.generate({greedy(long_prompt, 4)});
-  EXPECT_THAT(too_long.status().message(), HasSubstr("the prompt has 17 tokens; the context holds 16"));
+  EXPECT_THAT(too_long.status().message(),
+              HasSubstr("the prompt has 17 tokens; the context holds 16"));
   auto full = gen.generate({greedy(std::vector<int32_t>(10, 9), 100)});
   ASSERT_TRUE(full.ok()) << full.status();
   EXPECT_EQ((*full)[0].finish, FinishReason::kContextFull);
   EXPECT_EQ((*full)[0].tokens.size(), 7u);  // positions 10..15 fed back, plus the last sampled one
   EXPECT_THAT(gen.generate({greedy({}, 4)}).status().message(), HasSubstr("empty prompt"));
-  EXPECT_THAT(gen.generate({greedy(ids({100000}), 4)}).status().message(), HasSubstr("outside the vocabulary"));
+  EXPECT_THAT(gen.generate({greedy(ids({100000}), 4)}).status().message(),
+              HasSubstr("outside the vocabulary"));
 }
 
 TEST(Generator, PagePoolRunningOutIsAnError) {

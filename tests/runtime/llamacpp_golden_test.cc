@@ -53,7 +53,8 @@ TEST(LlamaCppGolden, F32GreedyTokensAndLogits) {
   for (const auto& c : g["cases"]) {
     GenerationRequest r;
     r.prompt = c["prompt_ids"].get<std::vector<int32_t>>();
-    EXPECT_EQ(model->tokenizer().encode(c["prompt"].get<std::string>()), r.prompt) << "tokenization";
+    EXPECT_EQ(model->tokenizer().encode(c["prompt"].get<std::string>()), r.prompt)
+        << "tokenization";
     r.max_new_tokens = static_cast<int64_t>(c["greedy_ids"].size());
     r.stop_ids = {-1};  // llama.cpp's generate() was run without stopping on EOS
     reqs.push_back(r);
@@ -62,14 +63,16 @@ TEST(LlamaCppGolden, F32GreedyTokensAndLogits) {
   auto out = gen.generate(reqs);
   ASSERT_TRUE(out.ok()) << out.status();
   for (size_t i = 0; i < reqs.size(); ++i) {
-    EXPECT_EQ((*out)[i].tokens, g["cases"][i]["greedy_ids"].get<std::vector<int32_t>>()) << "prompt " << i;
+    EXPECT_EQ((*out)[i].tokens, g["cases"][i]["greedy_ids"].get<std::vector<int32_t>>())
+        << "prompt " << i;
   }
   // Logits of the first positions, teacher forced: top-256 values agree within 1e-3 of the row's
   // largest magnitude, and the argmax is the same.
   for (const auto& c : g["cases"]) {
     auto prompt = c["prompt_ids"].get<std::vector<int32_t>>();
     const size_t positions = c["top_logits"].size();
-    auto rows = gen.score_incremental(std::vector<int32_t>(prompt.begin(), prompt.begin() + positions));
+    auto rows =
+        gen.score_incremental(std::vector<int32_t>(prompt.begin(), prompt.begin() + positions));
     ASSERT_TRUE(rows.ok()) << rows.status();
     for (size_t p = 0; p < positions; ++p) {
       const auto& top = c["top_logits"][p];

@@ -64,15 +64,18 @@ TEST(KilnCli, IrPrintsVerifiedText) {
 }
 
 TEST(KilnCli, MalformedIrGetsLineAndColumn) {
-  std::string path = write_temp("bad.kir", "graph @g {\n  input %x : f32[4]\n  %y = nope(%x) : f32[4]\n}\n");
+  std::string path =
+      write_temp("bad.kir", "graph @g {\n  input %x : f32[4]\n  %y = nope(%x) : f32[4]\n}\n");
   Result r = kiln("ir " + path);
   EXPECT_EQ(r.exit_code, 1);
   EXPECT_THAT(r.output, HasSubstr(":3:8: unknown op 'nope'"));
-  std::string bad_type = write_temp("badtype.kir", "graph @g {\n  input %x : f32[4]\n  %y = neg(%x) : f32[5]\n"
-                                                   "  output y = %y\n}\n");
+  std::string bad_type = write_temp("badtype.kir",
+                                    "graph @g {\n  input %x : f32[4]\n  %y = neg(%x) : f32[5]\n"
+                                    "  output y = %y\n}\n");
   r = kiln("ir " + bad_type);
   EXPECT_EQ(r.exit_code, 1);
-  EXPECT_THAT(r.output, HasSubstr("verification failed: %y = neg(%x) : f32[5]: result 0 is declared f32[5]"));
+  EXPECT_THAT(r.output,
+              HasSubstr("verification failed: %y = neg(%x) : f32[5]: result 0 is declared f32[5]"));
 }
 
 TEST(KilnCli, IrOfAModel) {
