@@ -1,0 +1,221 @@
+#!/usr/bin/env python3
+"""Times kiln's attention kernels from a compiled plan against the PyTorch SDPA peers, in one run.
+
+The GPU runtime that executes whole plans does not exist yet, so this script loads the
+flash_attention prefill / decode / merge cubins straight out of a `.kplan` (compiled by
+`kiln compile` on the development machine; NVRTC needs no GPU) with the CUDA driver API through
+ctypes, launches them with the grid rules the plan records, on paged KV caches made with torch,
+checks each output against torch SDPA, and times them with CUDA events (median of repeats,
+warm-up first). Shapes follow ../shared/BENCH.md (32 query / 8 KV heads, head_dim 128, bf16,
+page size 16). Prints one JSON line per measurement, like peers/torch_peers.py.
+
+  python3 bench/attention_bench.py PLAN.kplan [--peers path/to/torch_peers.py]
+"""
+import argparse, ctypes, json, math, struct, subprocess, sys
+import torch
+import torch.nn.functional as F
+
+HQ, HKV, D, PAGE = 32, 8, 128, 16
+
+
+RECORDS = []
+
+
+def emit(**kw):
+    kw["device"] = torch.cuda.get_device_name(0)
+    RECORDS.append(kw)
+    print(json.dumps(kw), flush=True)
+
+
+def median_ms(fn, iters=30, warm=5):
+    for _ in range(warm):
+        fn()
+    torch.cuda.synchronize()
+    ts = []
+    for _ in range(iters):
+        s, e = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        s.record(); fn(); e.record(); torch.cuda.synchronize()
+        ts.append(s.elapsed_time(e))
+    ts.sort()
+    return ts[len(ts) // 2]
+
+
+class Plan:
+    """Reads a .kplan: magic | u32 version | u64 manifest length | JSON | 256-aligned blobs."""
+
+    def __init__(self, path):
+        b = open(path, "rb").read()
+        assert b[:5] == b"KPLAN", "not a kiln plan"
+        n = struct.unpack_from("<Q", b, 9)[0]
+        self.m = json.loads(b[17:17 + n])
+        self.base = (17 + n + 255) // 256 * 256
+        self.b = b
+
+    def kernel(self, family):
+        for k in self.m["kernels"]:
+            if k["family"] == family:
+                blob = self.m["blobs"][k["cubin_blob"]]
+                return k["entry"], self.b[self.base + blob["offset"]:self.base + blob["offset"] + blob["size"]]
+        raise KeyError(family)
+
+
+class Driver:
+    def __init__(self):
+        self.cu = ctypes.CDLL("libcuda.so.1")
+        torch.zeros(1, device="cuda")  # makes torch's primary context current on this thread
+
+    def check(self, r, what):
+        if r != 0:
+            s = ctypes.c_char_p()
+            self.cu.cuGetErrorString(r, ctypes.byref(s))
+            raise RuntimeError(f"{what}: {s.value.decode() if s.value else r}")
+
+    def function(self, entry, cubin):
+        mod, fn = ctypes.c_void_p(), ctypes.c_void_p()
+        self.check(self.cu.cuModuleLoadData(ctypes.byref(mod), ctypes.c_char_p(cubin)), "cuModuleLoadData")
+        self.check(self.cu.cuModuleGetFunction(ctypes.byref(fn), mod, entry.encode()), "cuModuleGetFunction")
+        return fn
+
+    def launch(self, fn, grid, block, args):
+        vals = []
+        for a in args:
+            if isinstance(a, torch.Tensor):
+                vals.append(ctypes.c_void_p(a.data_ptr()))
+            elif isinstance(a, float):
+                vals.append(ctypes.c_float(a))
+            else:
+                vals.append(ctypes.c_int(a))
+        ptrs = (ctypes.c_void_p * len(vals))(*[ctypes.cast(ctypes.pointer(v), ctypes.c_void_p) for v in vals])
+        stream = ctypes.c_void_p(torch.cuda.current_stream().cuda_stream)
+        self.check(self.cu.cuLaunchKernel(fn, *grid, *block, 0, stream, ptrs, None), "cuLaunchKernel")
+
+
+def paged(B, ctx, gen):
+    """Random K/V for B sequences of `ctx` tokens in a paged pool with shuffled pages."""
+    pages_per_seq = (ctx + PAGE - 1) // PAGE
+    npages = B * pages_per_seq
+    perm = torch.randperm(npages, generator=gen).to(torch.int32).cuda()
+    k = torch.randn(npages, PAGE, HKV, D, dtype=torch.bfloat16, device="cuda")
+    v = torch.randn_like(k)
+    indptr = (torch.arange(B + 1, dtype=torch.int32) * pages_per_seq).cuda()
+    last = torch.full((B,), ctx - (pages_per_seq - 1) * PAGE, dtype=torch.int32, device="cuda")
+    return k, v, perm, indptr, last
+
+
+def dense_kv(k, v, perm, B, ctx):
+    """[B, HKV, ctx, D] views of the paged caches, for the SDPA reference."""
+    pages = k[perm.long()].view(B, -1, PAGE, HKV, D).flatten(1, 2)[:, :ctx]
+    vp = v[perm.long()].view(B, -1, PAGE, HKV, D).flatten(1, 2)[:, :ctx]
+    return pages.permute(0, 2, 1, 3), vp.permute(0, 2, 1, 3)
+
+
+def prefill(drv, plan, seq, tokens):
+    entry, cubin = plan.kernel("flash_attention_prefill")
+    fn = drv.function(entry, cubin)
+    B = max(1, tokens // seq)
+    T = B * seq
+    gen = torch.Generator().manual_seed(seq)
+    k, v, perm, indptr, last = paged(B, seq, gen)
+    q = torch.randn(T, HQ, D, dtype=torch.bfloat16, device="cuda")
+    out = torch.full_like(q, float("nan"))
+    positions = torch.arange(seq, dtype=torch.int32, device="cuda").repeat(B)
+    qo = (torch.arange(B + 1, dtype=torch.int32) * seq).cuda()
+    scale = 1.0 / math.sqrt(D)
+    g = HQ // HKV
+    grid = ((T * g + 63) // 64 + B, HKV, 1)
+    args = [out, q, k, v, positions, qo, indptr, perm, last, B, HKV, PAGE, scale]
+    run = lambda: drv.launch(fn, grid, (128, 1, 1), args)
+    run(); torch.cuda.synchronize()
+    kd, vd = dense_kv(k, v, perm, B, seq)
+    qd = q.view(B, seq, HQ, D).permute(0, 2, 1, 3)
+    ref = F.scaled_dot_product_attention(qd, kd.repeat_interleave(g, 1), vd.repeat_interleave(g, 1),
+                                         is_causal=True).permute(0, 2, 1, 3).reshape(T, HQ, D)
+    err = (out.float() - ref.float()).abs().max().item()
+    ms = median_ms(run)
+    flops = 4 * B * HQ * seq * seq * D / 2
+    emit(bench="attn_prefill", impl="kiln", seq=seq, tokens=T, TFLOPs=round(flops / ms / 1e9, 1),
+         ms=round(ms, 4), max_abs_err=round(err, 4), kernel=entry)
+
+
+def decode(drv, plan, B, ctx):
+    pe, pc = plan.kernel("flash_attention_decode")
+    me, mc = plan.kernel("flash_attention_merge")
+    fd, fm = drv.function(pe, pc), drv.function(me, mc)
+    split = next(l for l in plan.m["launches"] if l["kernel"] == pe)["launch"]["grid"][2]
+    split = int(split)
+    gen = torch.Generator().manual_seed(ctx + B)
+    k, v, perm, indptr, last = paged(B, ctx, gen)
+    q = torch.randn(B, HQ, D, dtype=torch.bfloat16, device="cuda")
+    out = torch.full_like(q, float("nan"))
+    positions = torch.full((B,), ctx - 1, dtype=torch.int32, device="cuda")
+    qo = torch.arange(B + 1, dtype=torch.int32, device="cuda")
+    o_part = torch.empty(split * B * HQ * D, dtype=torch.float32, device="cuda")
+    lse = torch.empty(split * B * HQ, dtype=torch.float32, device="cuda")
+    scale = 1.0 / math.sqrt(D)
+
+    def run():
+        drv.launch(fd, (B, HKV, split), (128, 1, 1),
+                   [o_part, lse, q, k, v, positions, qo, indptr, perm, last, B, HKV, PAGE, scale])
+        drv.launch(fm, (B, HQ, 1), (D, 1, 1), [out, o_part, lse, qo, B, HQ, split])
+
+    run(); torch.cuda.synchronize()
+    kd, vd = dense_kv(k, v, perm, B, ctx)
+    g = HQ // HKV
+    ref = F.scaled_dot_product_attention(q.unsqueeze(2), kd.repeat_interleave(g, 1),
+                                         vd.repeat_interleave(g, 1)).squeeze(2)
+    err = (out.float() - ref.float()).abs().max().item()
+    ms = median_ms(run)
+    kv_bytes = 2 * B * ctx * HKV * D * 2
+    emit(bench="attn_decode", impl="kiln", batch=B, ctx=ctx, TBps=round(kv_bytes / ms / 1e9, 3),
+         ms=round(ms, 4), max_abs_err=round(err, 4), split_kv=split, kernel=pe)
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("plan")
+    p.add_argument("--peers", default=".devdeps/torch_peers.py")
+    a = p.parse_args()
+    plan = Plan(a.plan)
+    drv = Driver()
+    for seq in (1024, 4096, 16384):
+        prefill(drv, plan, seq, 16384)
+    for B, ctx in ((1, 32768), (16, 4096), (64, 4096)):
+        decode(drv, plan, B, ctx)
+    torch.cuda.synchronize()
+    peer = [sys.executable, a.peers]
+    for args in (["ceilings"],
+                 *[["attn-prefill", "--seq", str(s), "--tokens", "16384"] for s in (1024, 4096, 16384)],
+                 *[["attn-decode", "--batch", str(b), "--ctx", str(c)] for b, c in ((1, 32768), (16, 4096), (64, 4096))]):
+        r = subprocess.run(peer + args, capture_output=True, text=True)
+        sys.stdout.write(r.stdout)
+        RECORDS.extend(json.loads(line) for line in r.stdout.splitlines() if line.startswith("{"))
+        if r.returncode != 0:
+            emit(bench=" ".join(args), peer="torch", error=r.stderr.strip().splitlines()[-1:])
+    summary()
+
+
+def summary():
+    """kiln vs the peers, case by case (ratios > 1 mean kiln is faster)."""
+    def find(bench, impl, **key):
+        for r in RECORDS:
+            if r.get("bench") == bench and (r.get("impl") == impl or r.get("peer") == impl) and \
+                    all(r.get(k) == v for k, v in key.items()):
+                return r
+        return None
+    copy = find("copy", "torch")
+    print(f"\n== kiln attention vs peers on {torch.cuda.get_device_name(0)}"
+          f" (copy ceiling {copy['TBps'] if copy else '?'} TB/s) ==")
+    print(f"{'case':28} {'kiln':>10} {'fa2':>10} {'cudnn':>10} {'vs fa2':>7} {'vs cudnn':>8}")
+    cases = [("attn_prefill", "TFLOPs", {"seq": s}, f"prefill seq {s}") for s in (1024, 4096, 16384)]
+    cases += [("attn_decode", "TBps", {"batch": b, "ctx": c}, f"decode b{b} ctx {c}")
+              for b, c in ((1, 32768), (16, 4096), (64, 4096))]
+    for bench, unit, key, label in cases:
+        k, f, c = (find(bench, i, **key) for i in ("kiln", "fa2", "cudnn"))
+        kv, fv, cv = (r.get(unit) if r else None for r in (k, f, c))
+        ratio = lambda a, b: f"{a / b:.2f}x" if a and b else "-"
+        print(f"{label:28} {kv or '-':>10} {fv or '-':>10} {cv or '-':>10} {ratio(kv, fv):>7} "
+              f"{ratio(kv, cv):>8}  ({unit})")
+
+
+if __name__ == "__main__":
+    main()
