@@ -90,6 +90,12 @@ class Driver:
         self.check(self.cu.cuLaunchKernel(fn, *grid, *block, 0, stream, ptrs, None), "cuLaunchKernel")
 
 
+def launch_expr(expr, **symbols):
+    """Evaluates a plan launch rule (ints, symbols, + * and cdiv/min/max calls)."""
+    env = dict(symbols, min=min, max=max, _cdiv=lambda a, b: -(-a // b))
+    return int(eval(expr.replace("cdiv(", "_cdiv("), {"__builtins__": {}}, env))
+
+
 def paged(B, ctx, gen):
     """Random K/V for B sequences of `ctx` tokens in a paged pool with shuffled pages."""
     pages_per_seq = (ctx + PAGE - 1) // PAGE
@@ -141,8 +147,8 @@ def decode(drv, plan, B, ctx):
     pe, pc = plan.kernel("flash_attention_decode")
     me, mc = plan.kernel("flash_attention_merge")
     fd, fm = drv.function(pe, pc), drv.function(me, mc)
-    split = next(l for l in plan.m["launches"] if l["kernel"] == pe)["launch"]["grid"][2]
-    split = int(split)
+    rule = next(l for l in plan.m["launches"] if l["kernel"] == pe)["launch"]["grid"][2]
+    split = launch_expr(rule, S=B, K=ctx, T=B)
     gen = torch.Generator().manual_seed(ctx + B)
     k, v, perm, indptr, last = paged(B, ctx, gen)
     q = torch.randn(B, HQ, D, dtype=torch.bfloat16, device="cuda")

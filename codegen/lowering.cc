@@ -48,6 +48,13 @@ absl::Status unsupported(const Node& node, const ValueNames& names, const std::s
       absl::StrCat("no GPU lowering for `", print_node(node, names), "`: ", why));
 }
 
+// Flash-decoding's split policy (see Lowerer::flash_attention).
+constexpr int64_t kMaxSplitKv = 32;
+// About 4 blocks per SM of a 132-SM H100/H200. Measured on the H200 (bench/attention_bench.py,
+// Llama-3-8B shapes): targets of 264 and 1056 blocks, and a fixed 8 splits, were each best for one
+// of batch 1 / 16 / 64 and within ~15% elsewhere; this sits between them.
+constexpr int64_t kDecodeTargetBlocks = 4 * 132;
+
 absl::StatusOr<int64_t> const_dim(const Dim& d, const char* what) {
   if (d.is_symbolic()) {
     return absl::InvalidArgumentError(absl::StrCat(what, " must be a constant, got ", d.symbol));
@@ -137,7 +144,14 @@ absl::Status Lowerer::attention(int index, const Node& n) {
   const int64_t warps = n.attrs.int_or("warps", 4);
   const int64_t tile_q = n.attrs.int_or("tile_q", 16 * warps);
   const int64_t tile_kv = n.attrs.int_or("tile_kv", *d > 128 ? 32 : 64);
-  const int64_t split = n.attrs.int_or("split_kv", 8);
+  // split_kv: a fixed count when the attribute is set; otherwise chosen per step from the launch
+  // symbols so the decode grid fills the GPU (kDecodeTargetBlocks) while each split keeps at least
+  // 256 KV positions (8 KV heads: batch 1 at 32k gets 32 splits, batch 64 at 4k gets 2). Workspaces
+  // are sized for the largest count.
+  const bool fixed_split = n.attrs.has("split_kv");
+  const int64_t max_split = fixed_split ? n.attrs.int_or("split_kv", 8) : kMaxSplitKv;
+  if (max_split < 1 || max_split > 256)
+    return unsupported(n, names_, "split_kv must be in [1, 256]");
   if (tile_q != 16 * warps || tile_kv % 16 != 0 || tile_q > tile_kv) {
     return unsupported(n, names_, "needs tile_q == 16 * warps <= tile_kv, tile_kv % 16 == 0");
   }
@@ -172,12 +186,16 @@ absl::Status Lowerer::attention(int index, const Node& n) {
   // the runtime may share them across layers.
   const std::string ws = absl::StrCat("attn_partial_", index),
                     wl = absl::StrCat("attn_lse_", index);
-  out_.workspaces.push_back({ws, absl::StrCat(split, "*S*", *hq * *d * 4)});
-  out_.workspaces.push_back({wl, absl::StrCat(split, "*S*", *hq * 4)});
+  out_.workspaces.push_back({ws, absl::StrCat(max_split, "*S*", *hq * *d * 4)});
+  out_.workspaces.push_back({wl, absl::StrCat(max_split, "*S*", *hq * 4)});
+  const std::string split =
+      fixed_split ? absl::StrCat(max_split)
+                  : absl::StrCat("min(", max_split, ", max(1, min(cdiv(K, 256), cdiv(",
+                                 kDecodeTargetBlocks, ", S*", *hkv, "))))");
   KernelSpec decode = make_spec(KernelFamily::kFlashAttentionDecode, dt);
   decode.params = {{"d", *d}, {"g", g}, {"kv", 16}, {"w", 4}};
   LaunchRule dr;
-  dr.grid = {"S", hkv_s, absl::StrCat(split)};
+  dr.grid = {"S", hkv_s, split};
   dr.block = {"128", "1", "1"};
   dr.when = "decode";
   args = {{"workspace", ws},
@@ -200,7 +218,7 @@ absl::Status Lowerer::attention(int index, const Node& n) {
           tensor(n.inputs[7]),
           integer("S"),
           integer(hq_s),
-          integer(absl::StrCat(split))});
+          integer(split)});
   return absl::OkStatus();
 }
 

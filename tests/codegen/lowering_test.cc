@@ -57,10 +57,35 @@ TEST(Lowering, SmolLM2FusedGraph) {
     ASSERT_TRUE(params.ok());
     EXPECT_EQ(params->size(), launch.args.size()) << launch.kernel;
     for (const std::string& e : launch.launch.grid) {
-      absl::StatusOr<int64_t> v = eval_launch_expr(e, {{"T", 100}, {"S", 3}});
+      absl::StatusOr<int64_t> v = eval_launch_expr(e, {{"T", 100}, {"S", 3}, {"K", 700}});
       ASSERT_TRUE(v.ok()) << launch.kernel << ": " << v.status();
       EXPECT_GE(*v, 1) << launch.kernel << " grid " << e;
     }
+  }
+}
+
+TEST(Lowering, DecodeSplitFollowsBatchAndContext) {
+  std::unique_ptr<Graph> g = testing::load_kir("smollm2_fused.kir");
+  ASSERT_NE(g, nullptr);
+  absl::StatusOr<LoweredGraph> l = lower_graph(*g);
+  ASSERT_TRUE(l.ok()) << l.status();
+  const KernelLaunch* decode = nullptr;
+  for (const KernelLaunch& k : l->launches) {
+    if (k.kernel.rfind("flash_attention_decode", 0) == 0) decode = &k;
+  }
+  ASSERT_NE(decode, nullptr);
+  auto splits = [&](int64_t seqs, int64_t kv) {
+    return *eval_launch_expr(decode->launch.grid[2], {{"S", seqs}, {"K", kv}});
+  };
+  // SmolLM2 has 3 KV heads: the grid aims at ~528 blocks, at least 256 KV rows per split, <= 32.
+  EXPECT_EQ(splits(1, 32768), 32);
+  EXPECT_EQ(splits(1, 2000), 8);
+  EXPECT_EQ(splits(1, 100), 1);
+  EXPECT_EQ(splits(16, 4096), 11);
+  EXPECT_EQ(splits(64, 4096), 3);
+  // The workspaces hold the largest split count for the most sequences.
+  for (const Workspace& w : l->workspaces) {
+    EXPECT_EQ(w.bytes.rfind("32*S*", 0), 0u) << w.bytes;
   }
 }
 

@@ -740,8 +740,10 @@ struct SeqSpec {
   int32_t q_len;   // new tokens this step
 };
 
+// `extra_attrs` is appended to flash_attention's attributes (e.g. ", split_kv = 8").
 Case attention_case(DType dt, int64_t d, int64_t hq, int64_t hkv, int64_t page_size,
-                    const std::vector<SeqSpec>& seqs, bool decode, uint32_t seed) {
+                    const std::vector<SeqSpec>& seqs, bool decode, uint32_t seed,
+                    const std::string& extra_attrs = "") {
   std::mt19937 rng(seed);
   Case c;
   const std::string t = dt_name(dt);
@@ -749,7 +751,7 @@ Case attention_case(DType dt, int64_t d, int64_t hq, int64_t hkv, int64_t page_s
   for (const SeqSpec& s : seqs) shape.push_back(absl::StrCat(s.cached, "+", s.q_len));
   c.name = absl::StrCat(decode ? "attention decode " : "attention prefill ", t, " d=", d,
                         " Hq=", hq, " Hkv=", hkv, " page=", page_size,
-                        " seqs(cached+new)=", absl::StrJoin(shape, ","));
+                        " seqs(cached+new)=", absl::StrJoin(shape, ","), extra_attrs);
   c.when = decode ? "decode" : "prefill";
   // Pages: each sequence's pages drawn from a shuffled pool larger than needed (scattered).
   int64_t pages_needed = 0;
@@ -779,7 +781,7 @@ Case attention_case(DType dt, int64_t d, int64_t hq, int64_t hkv, int64_t page_s
   const std::string q_ty = absl::StrCat(t, "[T,", hq, ",", d, "]");
   const std::string kv_ty = absl::StrCat(t, "[T,", hkv, ",", d, "]");
   const std::string cache_ty = absl::StrCat(t, "[NP,", page_size, ",", hkv, ",", d, "]");
-  c.ir = graph_header({"T <= 4096", "S <= 64", "P <= 65536", "NP <= 1048576"});
+  c.ir = graph_header({"T <= 4096", "S <= 64", "P <= 65536", "NP <= 1048576", "K <= 65536"});
   absl::StrAppend(
       &c.ir, "  input %q : ", q_ty, "\n  input %k : ", kv_ty, "\n  input %v : ", kv_ty,
       "\n  input %k_cache : ", cache_ty, "\n  input %v_cache : ", cache_ty,
@@ -789,8 +791,8 @@ Case attention_case(DType dt, int64_t d, int64_t hq, int64_t hkv, int64_t page_s
       "  %o, %kc, %vc = flash_attention(%q, %k, %v, %k_cache, %v_cache, %positions, "
       "%slot_mapping, %qo_indptr, %kv_page_indptr, %kv_page_indices, %kv_last_page_len) "
       "{scale = ",
-      absl::StrFormat("%.17g", 1.0 / std::sqrt(static_cast<double>(d))), "} : ", q_ty, ", ",
-      cache_ty, ", ", cache_ty, "\n  output o = %o\n}\n");
+      absl::StrFormat("%.17g", 1.0 / std::sqrt(static_cast<double>(d))), extra_attrs, "} : ", q_ty,
+      ", ", cache_ty, ", ", cache_ty, "\n  output o = %o\n}\n");
   c.inputs["q"] = random_floats({tokens, hq, d}, dt, rng, -2, 2);
   c.inputs["k"] = random_floats({tokens, hkv, d}, dt, rng, -2, 2);
   c.inputs["v"] = random_floats({tokens, hkv, d}, dt, rng, -1, 1);
@@ -803,10 +805,13 @@ Case attention_case(DType dt, int64_t d, int64_t hq, int64_t hkv, int64_t page_s
   c.inputs["kv_page_indptr"] = ints(kv_page_indptr);
   c.inputs["kv_page_indices"] = ints(kv_page_indices);
   c.inputs["kv_last_page_len"] = ints(last_page_len);
+  int64_t max_kv = 0;
+  for (const SeqSpec& s : seqs) max_kv = std::max<int64_t>(max_kv, s.cached + s.q_len);
   c.symbols = {{"T", tokens},
                {"S", num_seqs},
                {"P", static_cast<int64_t>(kv_page_indices.size())},
-               {"NP", pool}};
+               {"NP", pool},
+               {"K", max_kv}};
   c.tol = {{dt == DType::kBF16 ? 2e-2 : 4e-3, 0}};
   return c;
 }
@@ -844,6 +849,11 @@ std::vector<Case> decode_sweep() {
                      53),
       attention_case(DT::kF16, 64, 9, 3, 16, {{4, 1}}, true, 54),
       attention_case(DT::kF16, 64, 12, 3, 16, {{40, 1}, {1200, 1}}, true, 55),  // G=4, d64
+      // The split count is chosen per step (up to 32); batch 1 at 8k gets the most splits, and a
+      // fixed split_kv attribute (a tuning knob) overrides the policy.
+      attention_case(DT::kBF16, 128, 32, 8, 16, {{8191, 1}}, true, 56),
+      attention_case(DT::kBF16, 128, 32, 8, 16, {{3000, 1}, {17, 1}}, true, 57, ", split_kv = 8"),
+      attention_case(DT::kBF16, 64, 9, 3, 16, {{5000, 1}}, true, 58, ", split_kv = 1"),
   };
 }
 
