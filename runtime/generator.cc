@@ -38,8 +38,9 @@ struct Sequence {
   int64_t length = 0;            // tokens in the KV cache
   std::optional<Sampler> sampler;
   std::optional<Tokenizer::StreamDecoder> decoder;
-  std::string text;     // decoded so far (complete characters)
-  size_t streamed = 0;  // bytes of `text` already given to the callback
+  std::vector<int32_t> stop_ids;  // tokens that end this sequence
+  std::string text;               // decoded so far (complete characters)
+  size_t streamed = 0;            // bytes of `text` already given to the callback
   bool done = false;
 };
 
@@ -151,13 +152,12 @@ absl::StatusOr<std::vector<GenerationResult>> Generator::generate(
     if (!sampler.ok()) return sampler.status();
     s.sampler.emplace(std::move(*sampler));
     if (requests[i].max_new_tokens == 0) s.done = true;
+    s.stop_ids = requests[i].stop_ids;
+    if (s.stop_ids.empty()) {  // default: the model's EOS ids and the tokenizer's stop tokens
+      s.stop_ids = c.eos_ids;
+      for (int32_t t : model_.tokenizer().stop_ids()) s.stop_ids.push_back(t);
+    }
   }
-  auto stop_ids_of = [&](const GenerationRequest& r) {
-    if (!r.stop_ids.empty()) return r.stop_ids;
-    std::vector<int32_t> ids = c.eos_ids;
-    for (int32_t t : model_.tokenizer().stop_ids()) ids.push_back(t);
-    return ids;
-  };
   GenerationStats local;
   GenerationStats& st = stats ? *stats : local;
   for (const GenerationRequest& r : requests)
@@ -200,8 +200,7 @@ absl::StatusOr<std::vector<GenerationResult>> Generator::generate(
       absl::StatusOr<SampledToken> tok =
           s.sampler->sample(absl::Span<const float>(logits->f.data() + k * vocab, vocab));
       if (!tok.ok()) return tok.status();
-      const std::vector<int32_t> stops = stop_ids_of(r);
-      if (std::find(stops.begin(), stops.end(), tok->token) != stops.end()) {
+      if (std::find(s.stop_ids.begin(), s.stop_ids.end(), tok->token) != s.stop_ids.end()) {
         s.done = true;
         res.finish = FinishReason::kStopToken;
       } else {
