@@ -1,0 +1,32 @@
+// The kernel families a plan can launch. Part of the contract: codegen/families/ defines each
+// family once (parameters, key, source, signature, launch rule, bindings), and the runtime may
+// dispatch on the family (e.g. `kiln run --check` names the op a launch belongs to).
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string_view>
+
+namespace kiln {
+
+/// Each but kFusedElementwise is (part of) a kernels/<name>.cuh file.
+enum class KernelFamily : uint8_t {
+  kFlashAttentionPrefill,  // flash_attention_prefill.cuh
+  kFlashAttentionDecode,   // flash_attention_decode.cuh (split-KV partials)
+  kFlashAttentionMerge,    // flash_attention_decode.cuh (LSE merge of the splits)
+  kKvAppend,               // rope.cuh: K/V rows -> paged cache at slot_mapping
+  kRope,                   // rope.cuh
+  kRmsNorm,                // rmsnorm_residual.cuh without the residual
+  kRmsNormResidual,        // rmsnorm_residual.cuh
+  kEmbedding,              // embedding.cuh: table[ids]
+  kLastTokenRows,          // embedding.cuh: hidden[qo_indptr[s+1]-1]
+  kSampling,               // sampling.cuh
+  kFusedElementwise,       // generated from the expression DAG
+};
+
+/// "flash_attention_prefill", "rmsnorm_residual", ...
+const char* family_name(KernelFamily family);
+/// The family named `name`, or nullopt.
+std::optional<KernelFamily> family_from_name(std::string_view name);
+
+}  // namespace kiln

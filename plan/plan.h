@@ -1,0 +1,186 @@
+// The compiler–runtime contract: a typed Plan (what `kiln compile` produces and every backend
+// runs). codegen/ fills it, plan/plan_json.cc is the only place it meets JSON, plan/plan_file.h
+// reads and writes the .kplan container, and runtime/ consumes it. Nothing here depends on
+// codegen/ or runtime/; everything is plain data a test can build by hand.
+#pragma once
+
+#include <array>
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "ir/dtype.h"
+#include "models/llama_graph.h"   // StepLimits
+#include "models/model_config.h"  // ModelConfig
+#include "plan/kernel_family.h"
+#include "plan/kv_layout.h"
+#include "plan/memory_plan.h"
+
+namespace kiln {
+
+/// C type of one kernel entry parameter, as the launch packs it.
+enum class ParamType : uint8_t {
+  kPointer,  ///< a device pointer (const or not)
+  kI32,
+  kI64,
+  kF32,
+};
+
+/// One parameter of a kernel's `extern "C" __global__` entry, in order.
+struct EntryParam {
+  std::string name;  ///< "q", "kv_page_indptr", "eps"
+  ParamType type = ParamType::kPointer;
+};
+
+/// One compiled kernel specialization. `key` is the KernelSpec's canonical key and the entry
+/// name in the cubin.
+struct PlanKernel {
+  std::string key;
+  KernelFamily family = KernelFamily::kRmsNorm;
+  std::vector<EntryParam> params;
+  int registers = 0;
+  int shared_bytes = 0;
+  int stack_bytes = 0;
+  int spill_bytes = 0;
+  /// Blob indices in the plan file (-1 = absent). The bytes are reached through LoadedPlan.
+  int cubin_blob = -1;
+  int ptx_blob = -1;
+  int source_blob = -1;
+};
+
+/// Sampling inputs the runtime supplies per step (one value per sequence, device buffers).
+enum class RuntimeInput : uint8_t {
+  kSampledIds,   ///< i32[S] output of the sampling kernel
+  kTemperature,  ///< f32[S]
+  kTopK,         ///< i32[S]
+  kTopP,         ///< f32[S]
+  kUniform,      ///< f32[S] uniform draws in [0, 1) made by the engine
+};
+
+/// How one launch argument is produced. Exactly one of the fields after `kind` is meaningful.
+struct LaunchArg {
+  enum class Kind : uint8_t {
+    kTensor,     ///< the device address of an IR value (`value`: "%12", "@embed", "tokens")
+    kInt,        ///< an integer expression of the step's symbols (`expr`: "cdiv(T*3, 64) + S")
+    kFloat,      ///< a literal (`real`)
+    kWorkspace,  ///< the address of a scratch buffer (`value`: a PlanWorkspace name)
+    kRuntime,    ///< a runtime-supplied per-sequence buffer (`runtime`)
+  };
+  Kind kind = Kind::kTensor;
+  std::string value;  // kTensor, kWorkspace
+  std::string expr;   // kInt
+  double real = 0;    // kFloat
+  RuntimeInput runtime = RuntimeInput::kSampledIds;
+
+  static LaunchArg tensor(std::string v) { return {Kind::kTensor, std::move(v), "", 0, {}}; }
+  static LaunchArg integer(std::string e) { return {Kind::kInt, "", std::move(e), 0, {}}; }
+  static LaunchArg floating(double x) { return {Kind::kFloat, "", "", x, {}}; }
+  static LaunchArg workspace(std::string w) { return {Kind::kWorkspace, std::move(w), "", 0, {}}; }
+  static LaunchArg runtime_input(RuntimeInput r) { return {Kind::kRuntime, "", "", 0, r}; }
+  bool operator==(const LaunchArg&) const = default;
+};
+
+/// Which steps a launch runs in: every step, or only prefill steps (some sequence has more than
+/// one query token), or only decode steps (every sequence has exactly one).
+enum class StepKind : uint8_t { kAlways, kPrefill, kDecode };
+
+/// Grid and block as integer expressions of the step's symbols (grammar: plan/launch_expr.h).
+struct LaunchRule {
+  std::array<std::string, 3> grid = {"1", "1", "1"};
+  std::array<std::string, 3> block = {"1", "1", "1"};
+  std::string dynamic_shared_bytes = "0";
+  StepKind when = StepKind::kAlways;
+  bool operator==(const LaunchRule&) const = default;
+};
+
+/// One kernel launch in program order. `args` follow the kernel's EntryParam list one to one.
+struct PlanLaunch {
+  int node = -1;   ///< node index in the final IR's program order; -1 = runtime-added (sampling)
+  int kernel = 0;  ///< index into Plan::kernels
+  LaunchRule rule;
+  std::vector<LaunchArg> args;
+};
+
+enum class GemmEpilogue : uint8_t { kNone, kBias, kResidual, kBiasResidual };
+
+/// A matmul / gemm node, run by cuBLASLt (or the reference backend): out[M, N] = a[M, K]·b[N, K]ᵀ
+/// (+ bias[N]) (+ residual[M, N], through beta = 1 with the residual as the output's contents).
+struct PlanGemm {
+  int node = -1;
+  std::string m;  ///< expression of the symbols ("T", "S")
+  int64_t n = 0, k = 0;
+  DType a_dtype = DType::kBF16, b_dtype = DType::kBF16, out_dtype = DType::kBF16;
+  GemmEpilogue epilogue = GemmEpilogue::kNone;
+  std::string a, b, bias, residual, out;  ///< value names ("" when absent)
+};
+
+/// Scratch memory a kernel needs beyond the IR's values (split-KV partials), sized by an
+/// expression of the symbols.
+struct PlanWorkspace {
+  std::string name;
+  std::string bytes;
+};
+
+/// A value that shares another's bytes (reshape views; the in-place KV cache results).
+struct PlanAlias {
+  std::string value, of;
+};
+
+/// A scalar constant value of the graph, materialized once at load.
+struct PlanConstant {
+  std::string value;
+  DType dtype = DType::kF32;
+  double scalar = 0;
+};
+
+/// One weight the plan's IR reads as a param (`@name`). Either a reference into the source
+/// checkpoint (file + byte range + checksum; the default) or a blob packed into the plan.
+struct PlanWeight {
+  std::string name;  ///< the IR param name ("layers.0.q_proj")
+  DType dtype = DType::kBF16;
+  std::vector<int64_t> shape;
+  // Reference into the checkpoint:
+  std::string file;         ///< absolute path
+  std::string source_name;  ///< the tensor's name inside that file
+  uint64_t offset = 0;      ///< bytes from the file's start
+  uint64_t size = 0;        ///< bytes
+  uint64_t xxh3 = 0;
+  // Or packed:
+  int blob = -1;
+  bool packed() const { return blob >= 0; }
+};
+
+/// Everything `kiln compile` decided. The final IR text is the program; launches and GEMMs are
+/// its GPU lowering in program order (ascending `node`; within one node, launches in list order).
+struct Plan {
+  uint32_t format_version = 0;
+  std::string kiln_version;
+  std::string arch;           ///< "sm_90a"
+  std::string nvrtc_version;  ///< "13.0"
+  std::vector<std::string> nvrtc_flags;
+
+  ModelConfig model;
+  std::string model_path;      ///< the checkpoint it was compiled from (absolute)
+  std::string tokenizer_path;  ///< tokenizer.json or the .gguf (absolute)
+  StepLimits limits;
+
+  std::string ir;  ///< the final IR text (parseable by ir/parser.h)
+  std::vector<PlanKernel> kernels;
+  std::vector<PlanLaunch> launches;
+  std::vector<PlanGemm> gemms;
+  std::vector<PlanWorkspace> workspaces;
+  std::vector<PlanAlias> aliases;
+  std::vector<PlanConstant> constants;
+  std::optional<MemoryPlan> memory;
+  KvLayout kv;
+  std::vector<PlanWeight> weights;
+
+  /// Index of the kernel with `key`, or -1.
+  int find_kernel(std::string_view key) const;
+  /// Weight named `name`, or null.
+  const PlanWeight* find_weight(std::string_view name) const;
+};
+
+}  // namespace kiln
