@@ -29,7 +29,7 @@
 #include "ir/parser.h"
 #include "ir/printer.h"
 #include "models/dequantize.h"
-#include "runtime/cuda_driver.h"
+#include "runtime/cuda/driver.h"
 #include "runtime/reference_executor.h"
 
 namespace kiln {
@@ -382,8 +382,8 @@ class GpuRun {
     return a;
   }
 
-  absl::StatusOr<LaunchDims> dims(const LaunchRule& r) const {
-    LaunchDims d;
+  absl::StatusOr<KernelDims> dims(const LaunchRule& r) const {
+    KernelDims d;
     for (int k = 0; k < 3; ++k) {
       absl::StatusOr<int64_t> gx = eval_launch_expr(r.grid[k], c_.symbols);
       absl::StatusOr<int64_t> bx = eval_launch_expr(r.block[k], c_.symbols);
@@ -405,7 +405,7 @@ class GpuRun {
     }
     absl::StatusOr<KernelArgs> a = args_for(l, *spec, runtime);
     if (!a.ok()) return a.status();
-    absl::StatusOr<LaunchDims> d = dims(l.launch);
+    absl::StatusOr<KernelDims> d = dims(l.launch);
     if (!d.ok()) return d.status();
     if (absl::Status s = ctx.device->launch(k->second, *d, *a); !s.ok()) return s;
     absl::Status s = ctx.device->synchronize();

@@ -1,7 +1,7 @@
 // The dlopen'd CUDA driver API (see cuda_driver.h). cuda.h is used for its types only: nothing
 // here links against libcuda, and without cuda.h (no toolkit at build time) open_gpu() reports
 // Unavailable.
-#include "runtime/cuda_driver.h"
+#include "runtime/cuda/driver.h"
 
 #include <dlfcn.h>
 
@@ -67,6 +67,21 @@ struct CudaDriverApi {
   CUresult (*memset_d8)(CUdeviceptr, unsigned char, size_t) = nullptr;
   CUresult (*get_error_string)(CUresult, const char**) = nullptr;
   CUresult (*get_error_name)(CUresult, const char**) = nullptr;
+  CUresult (*mem_get_info)(size_t*, size_t*) = nullptr;
+  CUresult (*memcpy_htod_async)(CUdeviceptr, const void*, size_t, CUstream) = nullptr;
+  CUresult (*memcpy_dtoh_async)(void*, CUdeviceptr, size_t, CUstream) = nullptr;
+  CUresult (*memcpy_dtod_async)(CUdeviceptr, CUdeviceptr, size_t, CUstream) = nullptr;
+  CUresult (*mem_alloc_host)(void**, size_t) = nullptr;
+  CUresult (*mem_free_host)(void*) = nullptr;
+  CUresult (*stream_create)(CUstream*, unsigned) = nullptr;
+  CUresult (*stream_destroy)(CUstream) = nullptr;
+  CUresult (*stream_synchronize)(CUstream) = nullptr;
+  CUresult (*stream_begin_capture)(CUstream, CUstreamCaptureMode) = nullptr;
+  CUresult (*stream_end_capture)(CUstream, CUgraph*) = nullptr;
+  CUresult (*graph_instantiate)(CUgraphExec*, CUgraph, unsigned long long) = nullptr;
+  CUresult (*graph_launch)(CUgraphExec, CUstream) = nullptr;
+  CUresult (*graph_exec_destroy)(CUgraphExec) = nullptr;
+  CUresult (*graph_destroy)(CUgraph) = nullptr;
   // Optional (timing only).
   CUresult (*event_create)(CUevent*, unsigned) = nullptr;
   CUresult (*event_record)(CUevent, CUstream) = nullptr;
@@ -130,6 +145,21 @@ absl::StatusOr<std::shared_ptr<const CudaDriverApi>> load_driver() {
   need(api->memset_d8, "cuMemsetD8_v2");
   need(api->get_error_string, "cuGetErrorString");
   need(api->get_error_name, "cuGetErrorName");
+  need(api->mem_get_info, "cuMemGetInfo_v2");
+  need(api->memcpy_htod_async, "cuMemcpyHtoDAsync_v2");
+  need(api->memcpy_dtoh_async, "cuMemcpyDtoHAsync_v2");
+  need(api->memcpy_dtod_async, "cuMemcpyDtoDAsync_v2");
+  need(api->mem_alloc_host, "cuMemAllocHost_v2");
+  need(api->mem_free_host, "cuMemFreeHost");
+  need(api->stream_create, "cuStreamCreate");
+  need(api->stream_destroy, "cuStreamDestroy_v2");
+  need(api->stream_synchronize, "cuStreamSynchronize");
+  need(api->stream_begin_capture, "cuStreamBeginCapture_v2");
+  need(api->stream_end_capture, "cuStreamEndCapture");
+  need(api->graph_instantiate, "cuGraphInstantiateWithFlags");
+  need(api->graph_launch, "cuGraphLaunch");
+  need(api->graph_exec_destroy, "cuGraphExecDestroy");
+  need(api->graph_destroy, "cuGraphDestroy");
   if (missing != nullptr) {
     return absl::UnavailableError(absl::StrCat("libcuda.so.1 has no ", missing,
                                                " (driver too old for kiln; needs CUDA 12+)"));
@@ -185,6 +215,8 @@ GpuDevice& GpuDevice::operator=(GpuDevice&& o) noexcept {
     api_ = std::move(o.api_);
     ordinal_ = o.ordinal_;
     context_ = o.context_;
+    stream_ = o.stream_;
+    o.stream_ = nullptr;
     modules_ = std::move(o.modules_);
     name_ = std::move(o.name_);
     arch_ = std::move(o.arch_);
@@ -200,6 +232,7 @@ GpuDevice& GpuDevice::operator=(GpuDevice&& o) noexcept {
 
 GpuDevice::~GpuDevice() {
   if (!api_ || context_ == nullptr) return;
+  if (stream_ != nullptr) api_->stream_destroy(static_cast<CUstream>(stream_));
   for (void* m : modules_) api_->module_unload(static_cast<CUmodule>(m));
   CUdevice dev = 0;
   if (api_->device_get(&dev, ordinal_) == CUDA_SUCCESS) api_->primary_ctx_release(dev);
@@ -218,6 +251,76 @@ absl::StatusOr<DeviceBuffer> GpuDevice::alloc(size_t bytes) {
     return absl::Status(s.code(), absl::StrCat(s.message(), " for ", bytes, " bytes"));
   }
   return DeviceBuffer(api_, p, bytes);
+}
+
+absl::Status GpuDevice::memory_info(size_t* free_bytes, size_t* total_bytes) {
+  return check(*api_, api_->mem_get_info(free_bytes, total_bytes), "cuMemGetInfo_v2");
+}
+
+absl::Status GpuDevice::upload_async(DevicePtr dst, const void* src, size_t bytes) {
+  if (bytes == 0) return absl::OkStatus();
+  return check(*api_, api_->memcpy_htod_async(dst, src, bytes, static_cast<CUstream>(stream_)),
+               "cuMemcpyHtoDAsync_v2");
+}
+
+absl::Status GpuDevice::download_async(void* dst, DevicePtr src, size_t bytes) {
+  if (bytes == 0) return absl::OkStatus();
+  return check(*api_, api_->memcpy_dtoh_async(dst, src, bytes, static_cast<CUstream>(stream_)),
+               "cuMemcpyDtoHAsync_v2");
+}
+
+absl::Status GpuDevice::copy_async(DevicePtr dst, DevicePtr src, size_t bytes) {
+  if (bytes == 0) return absl::OkStatus();
+  return check(*api_, api_->memcpy_dtod_async(dst, src, bytes, static_cast<CUstream>(stream_)),
+               "cuMemcpyDtoDAsync_v2");
+}
+
+absl::StatusOr<void*> GpuDevice::alloc_host(size_t bytes) {
+  void* p = nullptr;
+  if (absl::Status s =
+          check(*api_, api_->mem_alloc_host(&p, bytes == 0 ? 1 : bytes), "cuMemAllocHost_v2");
+      !s.ok()) {
+    return absl::Status(s.code(), absl::StrCat(s.message(), " for ", bytes, " pinned bytes"));
+  }
+  return p;
+}
+
+void GpuDevice::free_host(void* p) {
+  if (p != nullptr) api_->mem_free_host(p);
+}
+
+absl::Status GpuDevice::begin_capture() {
+  return check(
+      *api_,
+      api_->stream_begin_capture(static_cast<CUstream>(stream_), CU_STREAM_CAPTURE_MODE_RELAXED),
+      "cuStreamBeginCapture_v2");
+}
+
+absl::StatusOr<void*> GpuDevice::end_capture() {
+  CUgraph graph = nullptr;
+  if (absl::Status s =
+          check(*api_, api_->stream_end_capture(static_cast<CUstream>(stream_), &graph),
+                "cuStreamEndCapture");
+      !s.ok()) {
+    return s;
+  }
+  CUgraphExec exec = nullptr;
+  absl::Status s =
+      check(*api_, api_->graph_instantiate(&exec, graph, 0), "cuGraphInstantiateWithFlags");
+  api_->graph_destroy(graph);  // the executable graph keeps what it needs
+  if (!s.ok()) return s;
+  return static_cast<void*>(exec);
+}
+
+absl::Status GpuDevice::replay(void* graph_exec) {
+  return check(
+      *api_,
+      api_->graph_launch(static_cast<CUgraphExec>(graph_exec), static_cast<CUstream>(stream_)),
+      "cuGraphLaunch");
+}
+
+void GpuDevice::destroy_graph(void* graph_exec) {
+  if (graph_exec != nullptr) api_->graph_exec_destroy(static_cast<CUgraphExec>(graph_exec));
 }
 
 absl::Status GpuDevice::upload(DevicePtr dst, const void* src, size_t bytes) {
@@ -260,7 +363,7 @@ absl::StatusOr<GpuKernel> GpuDevice::load_kernel(const std::string& cubin,
   return k;
 }
 
-absl::Status GpuDevice::launch(const GpuKernel& kernel, const LaunchDims& d, KernelArgs& args) {
+absl::Status GpuDevice::launch(const GpuKernel& kernel, const KernelDims& d, KernelArgs& args) {
   const unsigned threads = d.block[0] * d.block[1] * d.block[2];
   if (d.grid[0] * d.grid[1] * d.grid[2] == 0 || threads == 0) {
     return absl::InvalidArgumentError(
@@ -285,11 +388,12 @@ absl::Status GpuDevice::launch(const GpuKernel& kernel, const LaunchDims& d, Ker
     }
   }
   std::vector<void*> params = args.pointers();
-  absl::Status s = check(
-      *api_,
-      api_->launch_kernel(fn, d.grid[0], d.grid[1], d.grid[2], d.block[0], d.block[1], d.block[2],
-                          static_cast<unsigned>(d.dynamic_smem), nullptr, params.data(), nullptr),
-      "cuLaunchKernel");
+  absl::Status s =
+      check(*api_,
+            api_->launch_kernel(fn, d.grid[0], d.grid[1], d.grid[2], d.block[0], d.block[1],
+                                d.block[2], static_cast<unsigned>(d.dynamic_smem),
+                                static_cast<CUstream>(stream_), params.data(), nullptr),
+            "cuLaunchKernel");
   if (!s.ok()) return absl::Status(s.code(), absl::StrCat(kernel.name, ": ", s.message()));
   return absl::OkStatus();
 }
@@ -314,9 +418,10 @@ absl::StatusOr<float> GpuDevice::time_ms(const std::function<absl::Status()>& fn
     return s;
   }
   float ms = 0;
-  absl::Status s = check(*api_, api_->event_record(start, nullptr), "cuEventRecord");
+  CUstream stream = static_cast<CUstream>(stream_);
+  absl::Status s = check(*api_, api_->event_record(start, stream), "cuEventRecord");
   if (s.ok()) s = fn();
-  if (s.ok()) s = check(*api_, api_->event_record(stop, nullptr), "cuEventRecord");
+  if (s.ok()) s = check(*api_, api_->event_record(stop, stream), "cuEventRecord");
   if (s.ok()) s = check(*api_, api_->event_synchronize(stop), "cuEventSynchronize");
   if (s.ok()) s = check(*api_, api_->event_elapsed_time(&ms, start, stop), "cuEventElapsedTime");
   api_->event_destroy(start);
@@ -363,6 +468,12 @@ absl::StatusOr<GpuDevice> open_gpu(int ordinal) {
   }
   g.context_ = ctx;
   if (absl::Status s = check(a, a.ctx_set_current(ctx), "cuCtxSetCurrent"); !s.ok()) return s;
+  CUstream stream = nullptr;
+  if (absl::Status s = check(a, a.stream_create(&stream, CU_STREAM_DEFAULT), "cuStreamCreate");
+      !s.ok()) {
+    return s;
+  }
+  g.stream_ = stream;
   return g;
 }
 
@@ -389,12 +500,22 @@ absl::Status no_cuda() {
 }  // namespace
 absl::StatusOr<DeviceBuffer> GpuDevice::alloc(size_t) { return no_cuda(); }
 absl::Status GpuDevice::upload(DevicePtr, const void*, size_t) { return no_cuda(); }
+absl::Status GpuDevice::memory_info(size_t*, size_t*) { return no_cuda(); }
+absl::Status GpuDevice::upload_async(DevicePtr, const void*, size_t) { return no_cuda(); }
+absl::Status GpuDevice::download_async(void*, DevicePtr, size_t) { return no_cuda(); }
+absl::Status GpuDevice::copy_async(DevicePtr, DevicePtr, size_t) { return no_cuda(); }
+absl::StatusOr<void*> GpuDevice::alloc_host(size_t) { return no_cuda(); }
+void GpuDevice::free_host(void*) {}
+absl::Status GpuDevice::begin_capture() { return no_cuda(); }
+absl::StatusOr<void*> GpuDevice::end_capture() { return no_cuda(); }
+absl::Status GpuDevice::replay(void*) { return no_cuda(); }
+void GpuDevice::destroy_graph(void*) {}
 absl::Status GpuDevice::download(void*, DevicePtr, size_t) { return no_cuda(); }
 absl::Status GpuDevice::fill_bytes(DevicePtr, uint8_t, size_t) { return no_cuda(); }
 absl::StatusOr<GpuKernel> GpuDevice::load_kernel(const std::string&, const std::string&) {
   return no_cuda();
 }
-absl::Status GpuDevice::launch(const GpuKernel&, const LaunchDims&, KernelArgs&) {
+absl::Status GpuDevice::launch(const GpuKernel&, const KernelDims&, KernelArgs&) {
   return no_cuda();
 }
 absl::Status GpuDevice::synchronize() { return no_cuda(); }

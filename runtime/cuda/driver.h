@@ -22,7 +22,7 @@ using DevicePtr = uint64_t;
 struct CudaDriverApi;  // the dlsym'd function table (cuda_driver.cc)
 
 /// Launch geometry: grid and block per axis.
-struct LaunchDims {
+struct KernelDims {
   unsigned grid[3] = {1, 1, 1};
   unsigned block[3] = {1, 1, 1};
   size_t dynamic_smem = 0;
@@ -93,18 +93,40 @@ class GpuDevice {
   std::string describe() const;
 
   absl::StatusOr<DeviceBuffer> alloc(size_t bytes);
+  /// Free and total device memory in bytes (cuMemGetInfo).
+  absl::Status memory_info(size_t* free_bytes, size_t* total_bytes);
+  /// Synchronous copies (they wait for the device's stream first).
   absl::Status upload(DevicePtr dst, const void* src, size_t bytes);
   absl::Status download(void* dst, DevicePtr src, size_t bytes);
+  /// Copies enqueued on the device's stream (stream order; `src` / `dst` host memory must stay
+  /// valid until the stream reaches them — pinned memory from alloc_host() for true overlap).
+  absl::Status upload_async(DevicePtr dst, const void* src, size_t bytes);
+  absl::Status download_async(void* dst, DevicePtr src, size_t bytes);
+  absl::Status copy_async(DevicePtr dst, DevicePtr src, size_t bytes);
+  /// Page-locked host memory (freed with free_host), so async copies do not stage.
+  absl::StatusOr<void*> alloc_host(size_t bytes);
+  void free_host(void* p);
   /// Sets every byte of [dst, dst + bytes) to `value` (0xFF poisons floats with NaN).
   absl::Status fill_bytes(DevicePtr dst, uint8_t value, size_t bytes);
 
   /// Loads `cubin` and resolves `entry`. Modules live until the device is destroyed.
   absl::StatusOr<GpuKernel> load_kernel(const std::string& cubin, const std::string& entry);
-  /// Launches on the default stream; raises the kernel's dynamic shared-memory limit first when
+  /// Launches on the device's stream; raises the kernel's dynamic shared-memory limit first when
   /// `dims.dynamic_smem` exceeds the 48 KB default.
-  absl::Status launch(const GpuKernel& kernel, const LaunchDims& dims, KernelArgs& args);
+  absl::Status launch(const GpuKernel& kernel, const KernelDims& dims, KernelArgs& args);
   /// Waits for all work; a kernel fault (illegal address, ...) surfaces here.
   absl::Status synchronize();
+
+  /// The one stream every launch, GEMM and async copy of this device is ordered on (a CUstream,
+  /// created with the context; blocking, so the legacy stream's synchronous copies order with it).
+  void* stream() const { return stream_; }
+
+  /// CUDA graphs: everything enqueued on stream() between begin_capture and end_capture is
+  /// recorded, not run; end_capture instantiates it. replay() launches it on stream().
+  absl::Status begin_capture();
+  absl::StatusOr<void*> end_capture();  // a CUgraphExec
+  absl::Status replay(void* graph_exec);
+  void destroy_graph(void* graph_exec);
   /// Milliseconds `fn` takes on the GPU (events around it), or an error.
   absl::StatusOr<float> time_ms(const std::function<absl::Status()>& fn);
 
@@ -115,6 +137,7 @@ class GpuDevice {
   std::shared_ptr<const CudaDriverApi> api_;
   int ordinal_ = 0;
   void* context_ = nullptr;  // CUcontext (the primary context)
+  void* stream_ = nullptr;   // CUstream
   std::vector<void*> modules_;
   std::string name_, arch_;
   int cc_major_ = 0, cc_minor_ = 0, sm_count_ = 0, driver_version_ = 0;
