@@ -46,11 +46,18 @@ TEST(KilnCli, Version) {
 }
 
 TEST(KilnCli, PendingSubcommandsSaySoAndFail) {
-  for (const char* sub : {"bench", "serve"}) {
+  for (const char* sub : {"serve"}) {
     Result r = kiln(sub);
     EXPECT_NE(r.exit_code, 0) << sub;
     EXPECT_THAT(r.output, HasSubstr("not implemented yet")) << sub;
   }
+}
+
+TEST(KilnCli, BenchOfAMissingPlanSaysWhy) {
+  Result r = kiln("bench /nonexistent/x.kplan --batch 2");
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_THAT(r.output, HasSubstr("kiln bench: "));
+  EXPECT_THAT(r.output, HasSubstr("x.kplan"));
 }
 
 TEST(KilnCli, IrPrintsVerifiedText) {

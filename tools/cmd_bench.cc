@@ -1,0 +1,192 @@
+// `kiln bench x.kplan --batch B --prompt-len P --gen-len G`: end-to-end prefill and decode on the
+// CUDA backend, printed as one JSON line shaped like ../shared/peers/torch_peers.py's `e2e_decode`
+// (bench, peer, batch, prompt, gen, ms_per_step, tok_s, ...) so one script can join kiln and the
+// peers. The floor is the bytes a decode step must move (weights + the KV it reads) over the copy
+// bandwidth measured in the same run.
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <iostream>
+#include <random>
+
+#include "absl/strings/str_cat.h"
+#include "nlohmann/json.hpp"
+#include "plan/plan_file.h"
+#include "runtime/cuda/cuda_backend.h"
+#include "runtime/kv/page_tables.h"
+#include "runtime/kv/step_metadata.h"
+#include "tools/commands.h"
+
+namespace kiln::tools {
+namespace {
+
+struct BenchOptions {
+  std::string plan;
+  int batch = 1;
+  int prompt_len = 128;
+  int gen_len = 64;
+  double kv_cache_gb = 0;
+  double gpu_memory_fraction = 0.9;
+  bool cuda_graphs = true;
+};
+
+double now_s() {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch())
+      .count();
+}
+
+int fail(const absl::Status& s) {
+  std::cerr << "kiln bench: " << s.message() << "\n";
+  return 1;
+}
+
+/// Device-to-device copy bandwidth (bytes read + written per second) over a 1 GiB buffer, the
+/// median of 10 copies after a warm-up.
+absl::StatusOr<double> copy_bandwidth(GpuDevice& dev) {
+  const size_t bytes = size_t{1} << 30;
+  absl::StatusOr<DeviceBuffer> a = dev.alloc(bytes), b = dev.alloc(bytes);
+  if (!a.ok()) return a.status();
+  if (!b.ok()) return b.status();
+  if (absl::Status s = dev.fill_bytes(a->ptr(), 0x3c, bytes); !s.ok()) return s;
+  std::vector<float> ms;
+  for (int i = 0; i < 12; ++i) {
+    absl::StatusOr<float> t = dev.time_ms([&] { return dev.copy_async(b->ptr(), a->ptr(), bytes); });
+    if (!t.ok()) return t.status();
+    if (i >= 2) ms.push_back(*t);
+  }
+  std::sort(ms.begin(), ms.end());
+  return 2.0 * bytes / (ms[ms.size() / 2] * 1e-3);
+}
+
+int run_bench(const BenchOptions& o) {
+  absl::StatusOr<LoadedPlan> plan = read_plan(o.plan);
+  if (!plan.ok()) return fail(plan.status());
+  const Plan& p = plan->plan;
+  BackendOptions bo;
+  bo.kv_cache_gb = o.kv_cache_gb;
+  bo.gpu_memory_fraction = o.gpu_memory_fraction;
+  bo.cuda_graphs = o.cuda_graphs;
+  const double t_load = now_s();
+  absl::StatusOr<std::unique_ptr<CudaBackend>> backend = CudaBackend::create(
+      p, bo, [&](int i) -> absl::StatusOr<std::string_view> { return plan->blob(i); });
+  if (!backend.ok()) return fail(backend.status());
+  const double load_s = now_s() - t_load;
+  CudaBackend& b = **backend;
+  std::cerr << b.load_report() << "\n";
+  if (o.batch > p.limits.max_seqs) {
+    return fail(absl::InvalidArgumentError(absl::StrCat("--batch ", o.batch,
+                                                        " exceeds the plan's max_seqs of ",
+                                                        p.limits.max_seqs)));
+  }
+  absl::StatusOr<KvPageTables> tables =
+      KvPageTables::create({p.kv.page_size, static_cast<int32_t>(b.kv_pages())});
+  if (!tables.ok()) return fail(tables.status());
+  std::mt19937 rng(0);
+  std::uniform_int_distribution<int32_t> tok(0, static_cast<int32_t>(p.model.vocab_size) - 1);
+  std::vector<SeqId> seqs(o.batch);
+  std::vector<std::vector<int32_t>> prompts(o.batch);
+  for (int i = 0; i < o.batch; ++i) {
+    seqs[i] = tables->add_sequence();
+    for (int t = 0; t < o.prompt_len; ++t) prompts[i].push_back(tok(rng));
+  }
+  auto step = [&](const std::vector<StepSequence>& batch,
+                  const std::vector<int32_t>& tokens) -> absl::StatusOr<StepResult> {
+    absl::StatusOr<StepMetadata> meta = build_step_metadata(*tables, batch);
+    if (!meta.ok()) return meta.status();
+    StepRequest req;
+    req.inputs.tokens = tokens;
+    req.inputs.metadata = std::move(*meta);
+    req.sampling.assign(batch.size(), SequenceSampling{});
+    return b.run_step(req);
+  };
+
+  // Prefill: whole prompts packed into steps of at most max_tokens tokens / max_seqs sequences.
+  std::vector<int32_t> next(o.batch);
+  const double t_prefill = now_s();
+  double ttft_s = 0;
+  for (int i = 0; i < o.batch;) {
+    std::vector<StepSequence> batch;
+    std::vector<int32_t> tokens;
+    std::vector<int> members;
+    while (i < o.batch && static_cast<int64_t>(batch.size()) < p.limits.max_seqs &&
+           (batch.empty() || static_cast<int64_t>(tokens.size()) + o.prompt_len <= p.limits.max_tokens)) {
+      batch.push_back({seqs[i], o.prompt_len});
+      tokens.insert(tokens.end(), prompts[i].begin(), prompts[i].end());
+      members.push_back(i++);
+    }
+    absl::StatusOr<StepResult> r = step(batch, tokens);
+    if (!r.ok()) return fail(r.status());
+    for (size_t k = 0; k < members.size(); ++k) next[members[k]] = r->tokens[k];
+    if (ttft_s == 0) ttft_s = now_s() - t_prefill;
+  }
+  const double prefill_s = now_s() - t_prefill;
+
+  // Decode: every sequence one token per step; the first steps (graph capture) are warm-up.
+  const int warm = std::min(3, std::max(0, o.gen_len - 1));
+  std::vector<double> times;
+  int launches = 0;
+  for (int g = 0; g < o.gen_len; ++g) {
+    std::vector<StepSequence> batch;
+    for (int i = 0; i < o.batch; ++i) batch.push_back({seqs[i], 1});
+    const double t0 = now_s();
+    absl::StatusOr<StepResult> r = step(batch, next);
+    if (!r.ok()) return fail(r.status());
+    const double dt = now_s() - t0;
+    next = r->tokens;
+    if (g >= warm) times.push_back(dt);
+    launches = b.last_step().launches;
+  }
+  if (times.empty()) return fail(absl::InvalidArgumentError("--gen-len must be at least 1"));
+  std::sort(times.begin(), times.end());
+  const double step_s = times[times.size() / 2];
+  absl::StatusOr<double> copy = copy_bandwidth(b.device());
+  // Bytes a decode step must move: every weight once, and each sequence's KV at its mean length.
+  const double mean_ctx = o.prompt_len + o.gen_len / 2.0;
+  const double kv_bytes = static_cast<double>(o.batch) * mean_ctx * b.kv_bytes_per_token();
+  const double bytes = static_cast<double>(b.weight_bytes()) + kv_bytes;
+  nlohmann::json j = {{"bench", "e2e_decode"},
+                      {"peer", "kiln"},
+                      {"batch", o.batch},
+                      {"prompt", o.prompt_len},
+                      {"gen", o.gen_len},
+                      {"load_s", std::round(load_s * 100) / 100},
+                      {"ttft_ms", std::round(ttft_s * 1e5) / 100},
+                      {"prefill_ms", std::round(prefill_s * 1e5) / 100},
+                      {"prefill_tok_s", std::round(o.batch * o.prompt_len / prefill_s)},
+                      {"ms_per_step", std::round(step_s * 1e6) / 1000},
+                      {"tok_s", std::round(o.batch / step_s * 10) / 10},
+                      {"launches_per_step", launches},
+                      {"cuda_graphs", o.cuda_graphs},
+                      {"step_bytes", bytes},
+                      {"weight_bytes", b.weight_bytes()},
+                      {"TBps", std::round(bytes / step_s / 1e9) / 1000},
+                      {"device", b.device().name()}};
+  if (copy.ok()) {
+    j["copy_TBps"] = std::round(*copy / 1e9) / 1000;
+    j["floor_ms"] = std::round(bytes / *copy * 1e6) / 1000;
+    j["floor_fraction"] = std::round(bytes / *copy / step_s * 1000) / 1000;
+  }
+  std::cout << j.dump() << std::endl;
+  return 0;
+}
+
+}  // namespace
+
+void add_bench_command(CLI::App& app, int* exit_code) {
+  auto o = std::make_shared<BenchOptions>();
+  CLI::App* cmd = app.add_subcommand("bench", "End-to-end prefill and decode timing on the GPU");
+  cmd->add_option("plan", o->plan, "plan file (.kplan)")->required();
+  cmd->add_option("--batch", o->batch, "sequences decoded together")->check(CLI::PositiveNumber);
+  cmd->add_option("--prompt-len", o->prompt_len, "prompt tokens per sequence")
+      ->check(CLI::PositiveNumber);
+  cmd->add_option("--gen-len", o->gen_len, "decode steps")->check(CLI::PositiveNumber);
+  cmd->add_option("--kv-cache-gb", o->kv_cache_gb, "KV pool size in GiB (default: a fraction "
+                                                    "of free memory)");
+  cmd->add_option("--gpu-memory-fraction", o->gpu_memory_fraction,
+                  "fraction of free GPU memory for the KV pool")
+      ->check(CLI::Range(0.01, 1.0));
+  cmd->add_flag("!--no-cuda-graphs", o->cuda_graphs, "run decode steps eagerly");
+  cmd->callback([o, exit_code] { *exit_code = run_bench(*o); });
+}
+
+}  // namespace kiln::tools
