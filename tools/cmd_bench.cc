@@ -31,8 +31,7 @@ struct BenchOptions {
 };
 
 double now_s() {
-  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch())
-      .count();
+  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
 }
 
 int fail(const absl::Status& s) {
@@ -50,7 +49,8 @@ absl::StatusOr<double> copy_bandwidth(GpuDevice& dev) {
   if (absl::Status s = dev.fill_bytes(a->ptr(), 0x3c, bytes); !s.ok()) return s;
   std::vector<float> ms;
   for (int i = 0; i < 12; ++i) {
-    absl::StatusOr<float> t = dev.time_ms([&] { return dev.copy_async(b->ptr(), a->ptr(), bytes); });
+    absl::StatusOr<float> t =
+        dev.time_ms([&] { return dev.copy_async(b->ptr(), a->ptr(), bytes); });
     if (!t.ok()) return t.status();
     if (i >= 2) ms.push_back(*t);
   }
@@ -74,9 +74,8 @@ int run_bench(const BenchOptions& o) {
   CudaBackend& b = **backend;
   std::cerr << b.load_report() << "\n";
   if (o.batch > p.limits.max_seqs) {
-    return fail(absl::InvalidArgumentError(absl::StrCat("--batch ", o.batch,
-                                                        " exceeds the plan's max_seqs of ",
-                                                        p.limits.max_seqs)));
+    return fail(absl::InvalidArgumentError(
+        absl::StrCat("--batch ", o.batch, " exceeds the plan's max_seqs of ", p.limits.max_seqs)));
   }
   absl::StatusOr<KvPageTables> tables =
       KvPageTables::create({p.kv.page_size, static_cast<int32_t>(b.kv_pages())});
@@ -109,7 +108,8 @@ int run_bench(const BenchOptions& o) {
     std::vector<int32_t> tokens;
     std::vector<int> members;
     while (i < o.batch && static_cast<int64_t>(batch.size()) < p.limits.max_seqs &&
-           (batch.empty() || static_cast<int64_t>(tokens.size()) + o.prompt_len <= p.limits.max_tokens)) {
+           (batch.empty() ||
+            static_cast<int64_t>(tokens.size()) + o.prompt_len <= p.limits.max_tokens)) {
       batch.push_back({seqs[i], o.prompt_len});
       tokens.insert(tokens.end(), prompts[i].begin(), prompts[i].end());
       members.push_back(i++);
@@ -180,8 +180,9 @@ void add_bench_command(CLI::App& app, int* exit_code) {
   cmd->add_option("--prompt-len", o->prompt_len, "prompt tokens per sequence")
       ->check(CLI::PositiveNumber);
   cmd->add_option("--gen-len", o->gen_len, "decode steps")->check(CLI::PositiveNumber);
-  cmd->add_option("--kv-cache-gb", o->kv_cache_gb, "KV pool size in GiB (default: a fraction "
-                                                    "of free memory)");
+  cmd->add_option("--kv-cache-gb", o->kv_cache_gb,
+                  "KV pool size in GiB (default: a fraction "
+                  "of free memory)");
   cmd->add_option("--gpu-memory-fraction", o->gpu_memory_fraction,
                   "fraction of free GPU memory for the KV pool")
       ->check(CLI::Range(0.01, 1.0));

@@ -49,17 +49,12 @@ constexpr size_t kMaxGraphs = 128;
 int64_t align_up(int64_t n, int64_t a) { return (n + a - 1) / a * a; }
 
 double seconds_since(std::chrono::steady_clock::time_point t0) {
-  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0)
-      .count();
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 }
 
-std::string mb(int64_t bytes) {
-  return absl::StrFormat("%.1f MB", bytes / 1e6);
-}
+std::string mb(int64_t bytes) { return absl::StrFormat("%.1f MB", bytes / 1e6); }
 
-int64_t elem_bytes(DType dt) {
-  return block_bytes(dt) / std::max<int64_t>(1, block_elements(dt));
-}
+int64_t elem_bytes(DType dt) { return block_bytes(dt) / std::max<int64_t>(1, block_elements(dt)); }
 
 // The step inputs the engine supplies, by graph input name, and the sampling
 // inputs.
@@ -74,59 +69,43 @@ enum class StepArray : uint8_t {
   kTopK,
   kTopP,
   kUniform,
-  kKvPageIndices, // last: the largest, uploaded only up to its used length
+  kKvPageIndices,  // last: the largest, uploaded only up to its used length
 };
 
 std::optional<StepArray> step_array(std::string_view input) {
-  if (input == "tokens")
-    return StepArray::kTokens;
-  if (input == "positions")
-    return StepArray::kPositions;
-  if (input == "slot_mapping")
-    return StepArray::kSlotMapping;
-  if (input == "qo_indptr")
-    return StepArray::kQoIndptr;
-  if (input == "kv_page_indptr")
-    return StepArray::kKvPageIndptr;
-  if (input == "kv_page_indices")
-    return StepArray::kKvPageIndices;
-  if (input == "kv_last_page_len")
-    return StepArray::kKvLastPageLen;
+  if (input == "tokens") return StepArray::kTokens;
+  if (input == "positions") return StepArray::kPositions;
+  if (input == "slot_mapping") return StepArray::kSlotMapping;
+  if (input == "qo_indptr") return StepArray::kQoIndptr;
+  if (input == "kv_page_indptr") return StepArray::kKvPageIndptr;
+  if (input == "kv_page_indices") return StepArray::kKvPageIndices;
+  if (input == "kv_last_page_len") return StepArray::kKvLastPageLen;
   return std::nullopt;
 }
 
 StepArray runtime_array(RuntimeInput r) {
   switch (r) {
-  case RuntimeInput::kTemperature:
-    return StepArray::kTemperature;
-  case RuntimeInput::kTopK:
-    return StepArray::kTopK;
-  case RuntimeInput::kTopP:
-    return StepArray::kTopP;
-  case RuntimeInput::kUniform:
-    return StepArray::kUniform;
-  case RuntimeInput::kSampledIds:
-    break;
+    case RuntimeInput::kTemperature: return StepArray::kTemperature;
+    case RuntimeInput::kTopK: return StepArray::kTopK;
+    case RuntimeInput::kTopP: return StepArray::kTopP;
+    case RuntimeInput::kUniform: return StepArray::kUniform;
+    case RuntimeInput::kSampledIds: break;
   }
-  return StepArray::kTokens; // unreachable for kSampledIds (handled by the
-                             // caller)
+  return StepArray::kTokens;  // unreachable for kSampledIds (handled by the
+                              // caller)
 }
 
 /// "layers.3" style cache input names: "k_cache.<l>" / "v_cache.<l>" -> (layer,
 /// is_v).
 std::optional<std::pair<int, bool>> cache_input(std::string_view name) {
-  for (auto [prefix, is_v] :
-       {std::pair{"k_cache.", false}, std::pair{"v_cache.", true}}) {
+  for (auto [prefix, is_v] : {std::pair{"k_cache.", false}, std::pair{"v_cache.", true}}) {
     const std::string_view p(prefix);
-    if (name.substr(0, p.size()) != p)
-      continue;
+    if (name.substr(0, p.size()) != p) continue;
     int layer = 0;
     std::string_view digits = name.substr(p.size());
-    if (digits.empty())
-      return std::nullopt;
+    if (digits.empty()) return std::nullopt;
     for (char c : digits) {
-      if (c < '0' || c > '9')
-        return std::nullopt;
+      if (c < '0' || c > '9') return std::nullopt;
       layer = layer * 10 + (c - '0');
     }
     return std::pair{layer, is_v};
@@ -134,59 +113,53 @@ std::optional<std::pair<int, bool>> cache_input(std::string_view name) {
   return std::nullopt;
 }
 
-uint16_t f32_to_f16_bits(float f) { // round to nearest even (constants only)
+uint16_t f32_to_f16_bits(float f) {  // round to nearest even (constants only)
   uint32_t b;
   std::memcpy(&b, &f, 4);
   const uint32_t sign = (b >> 16) & 0x8000;
   const int32_t exp = static_cast<int32_t>((b >> 23) & 0xff) - 127 + 15;
   uint32_t mant = b & 0x7fffff;
-  if (exp <= 0)
-    return static_cast<uint16_t>(sign); // constants are never that small
-  if (exp >= 31)
-    return static_cast<uint16_t>(sign | 0x7c00);
+  if (exp <= 0) return static_cast<uint16_t>(sign);  // constants are never that small
+  if (exp >= 31) return static_cast<uint16_t>(sign | 0x7c00);
   uint32_t h = sign | (static_cast<uint32_t>(exp) << 10) | (mant >> 13);
-  if ((mant & 0x1fff) > 0x1000 || ((mant & 0x1fff) == 0x1000 && (h & 1)))
-    ++h;
+  if ((mant & 0x1fff) > 0x1000 || ((mant & 0x1fff) == 0x1000 && (h & 1))) ++h;
   return static_cast<uint16_t>(h);
 }
 
-} // namespace
+}  // namespace
 
 struct CudaBackend::InputRegion {
-  int64_t offset = 0;   // bytes into inputs_ (and the pinned mirror)
-  int64_t capacity = 0; // elements (4 bytes each)
+  int64_t offset = 0;    // bytes into inputs_ (and the pinned mirror)
+  int64_t capacity = 0;  // elements (4 bytes each)
 };
 
 struct CudaBackend::Op {
   // A kernel launch when kernel >= 0, else a GEMM.
   int kernel = -1;
-  const PlanLaunch *launch = nullptr;
-  const PlanGemm *gemm = nullptr;
+  const PlanLaunch* launch = nullptr;
+  const PlanGemm* gemm = nullptr;
   StepKind when = StepKind::kAlways;
-  std::vector<DevicePtr>
-      pointers;    // per argument: the address of pointer arguments
-  GemmShape shape; // GEMM: m filled per step
+  std::vector<DevicePtr> pointers;  // per argument: the address of pointer arguments
+  GemmShape shape;                  // GEMM: m filled per step
   GemmOperands operands;
-  std::string label; // "node 12 rmsnorm_residual (<key>)" for errors
+  std::string label;  // "node 12 rmsnorm_residual (<key>)" for errors
 };
 
-absl::StatusOr<std::unique_ptr<CudaBackend>>
-CudaBackend::create(const Plan &plan, const BackendOptions &options,
-                    const PlanBlobReader &blobs) {
+absl::StatusOr<std::unique_ptr<CudaBackend>> CudaBackend::create(const Plan& plan,
+                                                                 const BackendOptions& options,
+                                                                 const PlanBlobReader& blobs) {
   const auto t0 = std::chrono::steady_clock::now();
   absl::StatusOr<GpuDevice> device = open_gpu(0);
   if (!device.ok()) {
-    return absl::Status(
-        device.status().code(),
-        absl::StrCat("no GPU found: ", device.status().message()));
+    return absl::Status(device.status().code(),
+                        absl::StrCat("no GPU found: ", device.status().message()));
   }
   if (device->arch() != plan.arch) {
     return absl::FailedPreconditionError(absl::StrCat(
-        "the plan was compiled for ",
-        plan.arch.empty() ? "an unknown arch" : plan.arch, ", this GPU is ",
-        device->describe(), ": recompile it for this GPU with `kiln compile ",
-        plan.model_path.empty() ? "<model>" : plan.model_path, " --arch ",
-        device->arch(), " -o <plan>.kplan`"));
+        "the plan was compiled for ", plan.arch.empty() ? "an unknown arch" : plan.arch,
+        ", this GPU is ", device->describe(), ": recompile it for this GPU with `kiln compile ",
+        plan.model_path.empty() ? "<model>" : plan.model_path, " --arch ", device->arch(),
+        " -o <plan>.kplan`"));
   }
   std::unique_ptr<CudaBackend> b(new CudaBackend());
   b->plan_ = plan;
@@ -195,197 +168,172 @@ CudaBackend::create(const Plan &plan, const BackendOptions &options,
   b->device_ = std::make_unique<GpuDevice>(std::move(*device));
   absl::StatusOr<std::unique_ptr<Graph>> graph = parse_graph(plan.ir);
   if (!graph.ok()) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "the plan's IR does not parse: ", graph.status().message()));
+    return absl::InvalidArgumentError(
+        absl::StrCat("the plan's IR does not parse: ", graph.status().message()));
   }
   b->graph_ = std::move(*graph);
-  absl::StatusOr<std::unique_ptr<GemmRunner>> gemm =
-      GemmRunner::create(*b->device_);
-  if (!gemm.ok())
-    return gemm.status();
+  absl::StatusOr<std::unique_ptr<GemmRunner>> gemm = GemmRunner::create(*b->device_);
+  if (!gemm.ok()) return gemm.status();
   b->gemm_ = std::move(*gemm);
 
-  if (absl::Status s = b->load_kernels(blobs); !s.ok())
-    return s;
-  if (absl::Status s = b->upload_weights(blobs, options); !s.ok())
-    return s;
-  if (absl::Status s = b->allocate_activations(); !s.ok())
-    return s;
-  if (absl::Status s = b->allocate_kv(options); !s.ok())
-    return s;
-  if (absl::Status s = b->prepare_ops(); !s.ok())
-    return s;
-  absl::StrAppend(&b->report_, "; ", b->ops_.size(), " ops (",
-                  b->kernels_.size(), " kernels, cuBLASLt), ready in ",
-                  absl::StrFormat("%.2f s", seconds_since(t0)));
+  if (absl::Status s = b->load_kernels(blobs); !s.ok()) return s;
+  if (absl::Status s = b->upload_weights(blobs, options); !s.ok()) return s;
+  if (absl::Status s = b->allocate_activations(); !s.ok()) return s;
+  if (absl::Status s = b->allocate_kv(options); !s.ok()) return s;
+  if (absl::Status s = b->prepare_ops(); !s.ok()) return s;
+  absl::StrAppend(&b->report_, "; ", b->ops_.size(), " ops (", b->kernels_.size(),
+                  " kernels, cuBLASLt), ready in ", absl::StrFormat("%.2f s", seconds_since(t0)));
   return b;
 }
 
 CudaBackend::~CudaBackend() {
-  if (!device_)
-    return;
-  for (auto &[sig, exec] : graphs_)
-    device_->destroy_graph(exec);
+  if (!device_) return;
+  for (auto& [sig, exec] : graphs_) device_->destroy_graph(exec);
   device_->free_host(host_inputs_);
   device_->free_host(host_out_);
 }
 
 int64_t CudaBackend::kv_bytes_per_token() const {
-  return plan_.kv.page_size > 0
-             ? 2 * kv_layers_ * kv_page_bytes_ / plan_.kv.page_size
-             : 0;
+  return plan_.kv.page_size > 0 ? 2 * kv_layers_ * kv_page_bytes_ / plan_.kv.page_size : 0;
 }
 
-absl::Status CudaBackend::load_kernels(const PlanBlobReader &blobs) {
-  for (const PlanKernel &k : plan_.kernels) {
+absl::Status CudaBackend::load_kernels(const PlanBlobReader& blobs) {
+  for (const PlanKernel& k : plan_.kernels) {
     if (k.cubin_blob < 0 || !blobs) {
       return absl::FailedPreconditionError(absl::StrCat(
-          "kernel ", k.key,
-          " has no cubin in the plan: recompile with `kiln compile --arch ",
+          "kernel ", k.key, " has no cubin in the plan: recompile with `kiln compile --arch ",
           device_->arch(), "`"));
     }
     absl::StatusOr<std::string_view> cubin = blobs(k.cubin_blob);
-    if (!cubin.ok())
-      return cubin.status();
-    absl::StatusOr<GpuKernel> loaded =
-        device_->load_kernel(std::string(*cubin), k.key);
-    if (!loaded.ok())
-      return loaded.status();
+    if (!cubin.ok()) return cubin.status();
+    absl::StatusOr<GpuKernel> loaded = device_->load_kernel(std::string(*cubin), k.key);
+    if (!loaded.ok()) return loaded.status();
     kernels_.push_back(*loaded);
   }
   return absl::OkStatus();
 }
 
-absl::Status CudaBackend::upload_weights(const PlanBlobReader &blobs,
-                                         const BackendOptions &options) {
+absl::Status CudaBackend::upload_weights(const PlanBlobReader& blobs,
+                                         const BackendOptions& options) {
   (void)options;
   const auto t0 = std::chrono::steady_clock::now();
   const ValueNames names(*graph_);
   // One buffer, each param at a 256-byte boundary (cuBLASLt's default alignment
   // assumption).
   struct Slot {
-    const Value *param;
-    const PlanWeight *weight;
+    const Value* param;
+    const PlanWeight* weight;
     int64_t offset, bytes;
   };
   std::vector<Slot> slots;
   int64_t total = 0;
-  for (const Value *p : graph_->params()) {
-    const PlanWeight *w = plan_.find_weight(p->name);
+  for (const Value* p : graph_->params()) {
+    const PlanWeight* w = plan_.find_weight(p->name);
     if (w == nullptr) {
-      return absl::NotFoundError(
-          absl::StrCat("the plan has no weight for parameter @", p->name));
+      return absl::NotFoundError(absl::StrCat("the plan has no weight for parameter @", p->name));
     }
     absl::StatusOr<int64_t> n = graph_->symbols().max_elements(p->type.shape);
-    if (!n.ok())
-      return n.status();
+    if (!n.ok()) return n.status();
     const int64_t bytes = *n * elem_bytes(p->type.dtype);
     slots.push_back({p, w, total, bytes});
     total = align_up(total + bytes, kAlign);
   }
   absl::StatusOr<DeviceBuffer> buf = device_->alloc(total);
   if (!buf.ok()) {
-    return absl::ResourceExhaustedError(absl::StrCat(
-        "weights need ", mb(total), " on the GPU: ", buf.status().message()));
+    return absl::ResourceExhaustedError(
+        absl::StrCat("weights need ", mb(total), " on the GPU: ", buf.status().message()));
   }
   weights_ = std::move(*buf);
   std::map<std::string, std::unique_ptr<MappedFile>> files;
   int64_t converted = 0, done = 0;
   std::vector<uint8_t> host;
   const bool tty = isatty(STDERR_FILENO) != 0;
-  for (const Slot &s : slots) {
-    const PlanWeight &w = *s.weight;
+  for (const Slot& s : slots) {
+    const PlanWeight& w = *s.weight;
     absl::Span<const uint8_t> src;
     if (w.packed()) {
-      if (!blobs)
-        return absl::InternalError("packed weights but no blob reader");
+      if (!blobs) return absl::InternalError("packed weights but no blob reader");
       absl::StatusOr<std::string_view> b = blobs(w.blob);
-      if (!b.ok())
-        return b.status();
-      src = {reinterpret_cast<const uint8_t *>(b->data()), b->size()};
+      if (!b.ok()) return b.status();
+      src = {reinterpret_cast<const uint8_t*>(b->data()), b->size()};
     } else {
       auto it = files.find(w.file);
       if (it == files.end()) {
-        absl::StatusOr<std::unique_ptr<MappedFile>> f =
-            MappedFile::open(w.file);
+        absl::StatusOr<std::unique_ptr<MappedFile>> f = MappedFile::open(w.file);
         if (!f.ok()) {
-          return absl::FailedPreconditionError(absl::StrCat(
-              "weight ", w.name, ": cannot map ", w.file, " (",
-              f.status().message(),
-              "); recompile the plan from the model's current location"));
+          return absl::FailedPreconditionError(
+              absl::StrCat("weight ", w.name, ": cannot map ", w.file, " (", f.status().message(),
+                           "); recompile the plan from the model's current location"));
         }
         it = files.emplace(w.file, std::move(*f)).first;
       }
       if (w.offset + w.size > it->second->size()) {
         return absl::FailedPreconditionError(absl::StrCat(
-            "weight ", w.name, ": ", w.file, " is ", it->second->size(),
-            " bytes, the plan needs [", w.offset, ", ", w.offset + w.size,
-            "); the file changed: recompile the plan"));
+            "weight ", w.name, ": ", w.file, " is ", it->second->size(), " bytes, the plan needs [",
+            w.offset, ", ", w.offset + w.size, "); the file changed: recompile the plan"));
       }
       src = it->second->bytes().subspan(w.offset, w.size);
     }
     const DType want = s.param->type.dtype;
-    const uint8_t *data = src.data();
+    const uint8_t* data = src.data();
     if (w.dtype != want) {
-      Weight tmp{w.name, w.dtype,  w.shape,      src,
-                 w.file, w.offset, w.source_name};
+      Weight tmp{w.name, w.dtype, w.shape, src, w.file, w.offset, w.source_name};
       const int64_t n = s.bytes / elem_bytes(want);
       if (tmp.elements() != n) {
-        return absl::InvalidArgumentError(
-            absl::StrCat("weight ", w.name, " has ", tmp.elements(),
-                         " elements, @", s.param->name, " needs ", n));
+        return absl::InvalidArgumentError(absl::StrCat("weight ", w.name, " has ", tmp.elements(),
+                                                       " elements, @", s.param->name, " needs ",
+                                                       n));
       }
       host.resize(s.bytes);
       absl::Status st;
       if (want == DType::kBF16) {
-        st = to_bf16(tmp, absl::Span<uint16_t>(
-                              reinterpret_cast<uint16_t *>(host.data()), n));
+        st = to_bf16(tmp, absl::Span<uint16_t>(reinterpret_cast<uint16_t*>(host.data()), n));
       } else if (want == DType::kF32) {
-        st = to_f32(
-            tmp, absl::Span<float>(reinterpret_cast<float *>(host.data()), n));
+        st = to_f32(tmp, absl::Span<float>(reinterpret_cast<float*>(host.data()), n));
       } else {
-        st = absl::UnimplementedError(absl::StrCat(
-            "weight ", w.name, ": converting ", dtype_name(w.dtype), " to ",
-            dtype_name(want), " on upload is not supported"));
+        st = absl::UnimplementedError(absl::StrCat("weight ", w.name, ": converting ",
+                                                   dtype_name(w.dtype), " to ", dtype_name(want),
+                                                   " on upload is not supported"));
       }
-      if (!st.ok())
-        return st;
+      if (!st.ok()) return st;
       data = host.data();
       ++converted;
     } else if (static_cast<int64_t>(src.size()) != s.bytes) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("weight ", w.name, " is ", src.size(), " bytes, @",
-                       s.param->name, " needs ", s.bytes));
+      return absl::InvalidArgumentError(absl::StrCat(
+          "weight ", w.name, " is ", src.size(), " bytes, @", s.param->name, " needs ", s.bytes));
     }
-    if (absl::Status st =
-            device_->upload(weights_.ptr() + s.offset, data, s.bytes);
-        !st.ok()) {
+    if (absl::Status st = device_->upload(weights_.ptr() + s.offset, data, s.bytes); !st.ok()) {
       return st;
     }
     addresses_[names(s.param)] = weights_.ptr() + s.offset;
     done += s.bytes;
     if (tty) {
       std::fprintf(stderr, "\ruploading weights %3d%% (%s of %s)",
-                   static_cast<int>(100 * done / std::max<int64_t>(1, total)),
-                   mb(done).c_str(), mb(total).c_str());
+                   static_cast<int>(100 * done / std::max<int64_t>(1, total)), mb(done).c_str(),
+                   mb(total).c_str());
     }
   }
-  if (tty)
-    std::fprintf(stderr, "\r\033[K");
+  if (tty) std::fprintf(stderr, "\r\033[K");
   weight_bytes_ = done;
-  report_ = absl::StrCat(
-      "cuda: ", device_->describe(), "; weights ", mb(done), " (", slots.size(),
-      " tensors",
-      converted ? absl::StrCat(", ", converted, " converted on the host") : "",
-      ") uploaded in ", absl::StrFormat("%.2f s", seconds_since(t0)));
+  report_ = absl::StrCat("cuda: ", device_->describe(), "; weights ", mb(done), " (", slots.size(),
+                         " tensors",
+                         converted ? absl::StrCat(", ", converted, " converted on the host") : "",
+                         ") uploaded in ", absl::StrFormat("%.2f s", seconds_since(t0)));
   return absl::OkStatus();
 }
 
 absl::Status CudaBackend::allocate_activations() {
   const ValueNames names(*graph_);
-  const SymbolTable &symtab = graph_->symbols();
-  for (const Symbol &s : symtab.symbols())
+  const SymbolTable& symtab = graph_->symbols();
+  // The symbols a step binds (stage_inputs); a plan declaring any other cannot run here.
+  for (const Symbol& s : symtab.symbols()) {
+    if (s.name != "T" && s.name != "S" && s.name != "P" && s.name != "K" && s.name != "NP") {
+      return absl::UnimplementedError(
+          absl::StrCat("the plan's IR declares symbol ", s.name,
+                       ", which the CUDA backend does not bind (it binds T, S, P, K and NP)"));
+    }
     symbol_bounds_.emplace_back(s.name, s.upper_bound);
+  }
 
   // The arena, every intermediate at its MemoryPlan offset, poisoned (0xFF =
   // NaN) so a read of memory no launch wrote shows up in the logits.
@@ -394,20 +342,16 @@ absl::Status CudaBackend::allocate_activations() {
         "the plan has no activation memory plan (plan-memory did not run): "
         "recompile it");
   }
-  const MemoryPlan &mp = *plan_.memory;
+  const MemoryPlan& mp = *plan_.memory;
   absl::StatusOr<DeviceBuffer> arena = device_->alloc(mp.arena_bytes);
-  if (!arena.ok())
-    return arena.status();
+  if (!arena.ok()) return arena.status();
   arena_ = std::move(*arena);
-  if (absl::Status s = device_->fill_bytes(arena_.ptr(), 0xFF, mp.arena_bytes);
-      !s.ok())
-    return s;
-  for (const MemoryPlan::Buffer &buf : mp.buffers) {
+  if (absl::Status s = device_->fill_bytes(arena_.ptr(), 0xFF, mp.arena_bytes); !s.ok()) return s;
+  for (const MemoryPlan::Buffer& buf : mp.buffers) {
     if (buf.offset < 0 || buf.offset + buf.size > mp.arena_bytes) {
       return absl::InvalidArgumentError(
-          absl::StrCat("memory plan: ", buf.value, " at [", buf.offset, ", ",
-                       buf.offset + buf.size, ") is outside the arena of ",
-                       mp.arena_bytes, " bytes"));
+          absl::StrCat("memory plan: ", buf.value, " at [", buf.offset, ", ", buf.offset + buf.size,
+                       ") is outside the arena of ", mp.arena_bytes, " bytes"));
     }
     addresses_[buf.value] = arena_.ptr() + buf.offset;
   }
@@ -415,31 +359,26 @@ absl::Status CudaBackend::allocate_activations() {
   // Constants: their own buffer (arena bytes are reused by other values),
   // written once.
   int64_t cbytes = 0;
-  std::vector<std::pair<const PlanConstant *, int64_t>> cslots;
-  std::map<std::string, const Value *> by_name;
-  for (const auto &n : graph_->nodes()) {
-    for (const Value *o : n->outputs)
-      by_name[names(o)] = o;
+  std::vector<std::pair<const PlanConstant*, int64_t>> cslots;
+  std::map<std::string, const Value*> by_name;
+  for (const auto& n : graph_->nodes()) {
+    for (const Value* o : n->outputs) by_name[names(o)] = o;
   }
-  for (const PlanConstant &c : plan_.constants) {
+  for (const PlanConstant& c : plan_.constants) {
     auto it = by_name.find(c.value);
     int64_t elems = 1;
     if (it != by_name.end()) {
       absl::StatusOr<int64_t> n = symtab.max_elements(it->second->type.shape);
-      if (n.ok())
-        elems = std::max<int64_t>(1, *n);
+      if (n.ok()) elems = std::max<int64_t>(1, *n);
     }
     cslots.emplace_back(&c, cbytes);
-    cbytes = align_up(
-        cbytes + elems * std::max<int64_t>(4, elem_bytes(c.dtype)), kAlign);
+    cbytes = align_up(cbytes + elems * std::max<int64_t>(4, elem_bytes(c.dtype)), kAlign);
   }
-  absl::StatusOr<DeviceBuffer> cbuf =
-      device_->alloc(std::max<int64_t>(cbytes, 1));
-  if (!cbuf.ok())
-    return cbuf.status();
+  absl::StatusOr<DeviceBuffer> cbuf = device_->alloc(std::max<int64_t>(cbytes, 1));
+  if (!cbuf.ok()) return cbuf.status();
   constants_ = std::move(*cbuf);
   for (size_t i = 0; i < cslots.size(); ++i) {
-    const PlanConstant &c = *cslots[i].first;
+    const PlanConstant& c = *cslots[i].first;
     const int64_t end = i + 1 < cslots.size() ? cslots[i + 1].second : cbytes;
     const int64_t eb = elem_bytes(c.dtype);
     std::vector<uint8_t> bytes(end - cslots[i].second);
@@ -457,21 +396,19 @@ absl::Status CudaBackend::allocate_activations() {
         const int32_t v = static_cast<int32_t>(c.scalar);
         std::memcpy(&bytes[off], &v, 4);
       } else {
-        return absl::UnimplementedError(absl::StrCat(
-            "constant ", c.value, " of dtype ", dtype_name(c.dtype)));
+        return absl::UnimplementedError(
+            absl::StrCat("constant ", c.value, " of dtype ", dtype_name(c.dtype)));
       }
     }
     const DevicePtr p = constants_.ptr() + cslots[i].second;
-    if (absl::Status s = device_->upload(p, bytes.data(), bytes.size());
-        !s.ok())
-      return s;
+    if (absl::Status s = device_->upload(p, bytes.data(), bytes.size()); !s.ok()) return s;
     addresses_[c.value] = p;
   }
 
   // Workspaces, sized for the symbols' upper bounds.
   int64_t wbytes = 0;
   std::vector<std::pair<std::string, int64_t>> wslots;
-  for (const PlanWorkspace &w : plan_.workspaces) {
+  for (const PlanWorkspace& w : plan_.workspaces) {
     absl::StatusOr<int64_t> n = eval_launch_expr(w.bytes, symbol_bounds_);
     if (!n.ok()) {
       return absl::InvalidArgumentError(
@@ -480,109 +417,92 @@ absl::Status CudaBackend::allocate_activations() {
     wslots.emplace_back(w.name, wbytes);
     wbytes = align_up(wbytes + std::max<int64_t>(*n, 1), kAlign);
   }
-  absl::StatusOr<DeviceBuffer> wbuf =
-      device_->alloc(std::max<int64_t>(wbytes, 1));
-  if (!wbuf.ok())
-    return wbuf.status();
+  absl::StatusOr<DeviceBuffer> wbuf = device_->alloc(std::max<int64_t>(wbytes, 1));
+  if (!wbuf.ok()) return wbuf.status();
   workspaces_ = std::move(*wbuf);
-  for (const auto &[name, off] : wslots)
-    addresses_["workspace:" + name] = workspaces_.ptr() + off;
+  for (const auto& [name, off] : wslots) addresses_["workspace:" + name] = workspaces_.ptr() + off;
 
   // Step inputs: one fixed slice per array (graph inputs and sampling inputs),
   // so a graph captured once reads each step's values from the same addresses.
   regions_.assign(static_cast<size_t>(StepArray::kKvPageIndices) + 1, {});
   std::vector<std::pair<StepArray, int64_t>> caps;
   int64_t s_max = 1;
-  if (const Symbol *s = symtab.find("S"))
-    s_max = s->upper_bound;
-  for (const Value *in : graph_->inputs()) {
-    if (cache_input(in->name))
-      continue;
+  if (const Symbol* s = symtab.find("S")) s_max = s->upper_bound;
+  for (const Value* in : graph_->inputs()) {
+    if (cache_input(in->name)) continue;
     std::optional<StepArray> a = step_array(in->name);
     if (!a) {
-      return absl::UnimplementedError(absl::StrCat(
-          "graph input %", in->name, " has no binding in the CUDA backend"));
+      return absl::UnimplementedError(
+          absl::StrCat("graph input %", in->name, " has no binding in the CUDA backend"));
     }
     if (in->type.dtype != DType::kI32) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("graph input %", in->name, " must be i32"));
+      return absl::InvalidArgumentError(absl::StrCat("graph input %", in->name, " must be i32"));
     }
     absl::StatusOr<int64_t> n = symtab.max_elements(in->type.shape);
-    if (!n.ok())
-      return n.status();
+    if (!n.ok()) return n.status();
     caps.emplace_back(*a, *n);
   }
-  for (StepArray a : {StepArray::kTemperature, StepArray::kTopK,
-                      StepArray::kTopP, StepArray::kUniform}) {
+  for (StepArray a :
+       {StepArray::kTemperature, StepArray::kTopK, StepArray::kTopP, StepArray::kUniform}) {
     caps.emplace_back(a, s_max);
   }
   std::sort(caps.begin(), caps.end());
   int64_t ibytes = 0;
-  for (const auto &[a, n] : caps) {
+  for (const auto& [a, n] : caps) {
     regions_[static_cast<size_t>(a)] = {ibytes, n};
     ibytes = align_up(ibytes + 4 * std::max<int64_t>(n, 1), kAlign);
   }
   const int64_t ids_offset = ibytes;
   ibytes += align_up(4 * s_max, kAlign);
   absl::StatusOr<DeviceBuffer> ibuf = device_->alloc(ibytes);
-  if (!ibuf.ok())
-    return ibuf.status();
+  if (!ibuf.ok()) return ibuf.status();
   inputs_ = std::move(*ibuf);
-  if (absl::Status s = device_->fill_bytes(inputs_.ptr(), 0, ibytes); !s.ok())
-    return s;
-  absl::StatusOr<void *> host = device_->alloc_host(ibytes);
-  if (!host.ok())
-    return host.status();
+  if (absl::Status s = device_->fill_bytes(inputs_.ptr(), 0, ibytes); !s.ok()) return s;
+  absl::StatusOr<void*> host = device_->alloc_host(ibytes);
+  if (!host.ok()) return host.status();
   host_inputs_ = *host;
   std::memset(host_inputs_, 0, ibytes);
   sampled_ids_ = inputs_.ptr() + ids_offset;
-  for (const Value *in : graph_->inputs()) {
+  for (const Value* in : graph_->inputs()) {
     if (std::optional<StepArray> a = step_array(in->name)) {
-      addresses_[names(in)] =
-          inputs_.ptr() + regions_[static_cast<size_t>(*a)].offset;
+      addresses_[names(in)] = inputs_.ptr() + regions_[static_cast<size_t>(*a)].offset;
     }
   }
 
   // The logits output and the pinned buffer its rows come back in.
-  if (graph_->outputs().empty())
-    return absl::InvalidArgumentError("the plan's IR has no output");
-  const Value *logits = graph_->outputs()[0].value;
+  if (graph_->outputs().empty()) return absl::InvalidArgumentError("the plan's IR has no output");
+  const Value* logits = graph_->outputs()[0].value;
   if (logits->type.dtype != DType::kF32 || logits->type.shape.size() != 2 ||
       logits->type.shape[1].is_symbolic()) {
-    return absl::InvalidArgumentError(
-        "the plan's output must be logits f32[S, vocab]");
+    return absl::InvalidArgumentError("the plan's output must be logits f32[S, vocab]");
   }
   vocab_ = logits->type.shape[1].value;
   absl::StatusOr<DevicePtr> la = address(names(logits));
-  if (!la.ok())
-    return la.status();
+  if (!la.ok()) return la.status();
   logits_ = *la;
   host_out_bytes_ = static_cast<size_t>(4 * s_max * (vocab_ + 1) + kAlign);
-  absl::StatusOr<void *> out = device_->alloc_host(host_out_bytes_);
-  if (!out.ok())
-    return out.status();
+  absl::StatusOr<void*> out = device_->alloc_host(host_out_bytes_);
+  if (!out.ok()) return out.status();
   host_out_ = *out;
-  absl::StrAppend(&report_, "; arena ", mb(mp.arena_bytes),
-                  " (max-live lower bound ", mb(mp.lower_bound_bytes),
-                  "), workspaces ", mb(wbytes));
+  absl::StrAppend(&report_, "; arena ", mb(mp.arena_bytes), " (max-live lower bound ",
+                  mb(mp.lower_bound_bytes), "), workspaces ", mb(wbytes));
   return absl::OkStatus();
 }
 
-absl::Status CudaBackend::allocate_kv(const BackendOptions &options) {
+absl::Status CudaBackend::allocate_kv(const BackendOptions& options) {
   // Page bytes from the cache inputs' own type [NP, page_size, kv_heads,
   // head_dim], checked against the plan's KvLayout.
   int64_t page_bytes = 0;
   int layers = 0;
-  for (const Value *in : graph_->inputs()) {
+  for (const Value* in : graph_->inputs()) {
     std::optional<std::pair<int, bool>> c = cache_input(in->name);
-    if (!c)
-      continue;
+    if (!c) continue;
     layers = std::max(layers, c->first + 1);
     int64_t per_page = elem_bytes(in->type.dtype);
     for (size_t d = 1; d < in->type.shape.size(); ++d) {
       if (in->type.shape[d].is_symbolic()) {
-        return absl::InvalidArgumentError(absl::StrCat(
-            "cache input %", in->name, " has a symbolic page shape"));
+        return absl::InvalidArgumentError(
+            absl::StrCat("cache input %", in->name, " has a symbolic page shape"));
       }
       per_page *= in->type.shape[d].value;
     }
@@ -591,11 +511,11 @@ absl::Status CudaBackend::allocate_kv(const BackendOptions &options) {
   kv_layers_ = layers;
   kv_page_bytes_ = page_bytes;
   if (layers > 0 && 2 * page_bytes * layers != plan_.kv.bytes_per_page()) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "the plan's KV layout says ", plan_.kv.bytes_per_page(),
-        " bytes per page, its IR's cache "
-        "inputs ",
-        2 * page_bytes * layers, ": the plan is inconsistent, recompile it"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("the plan's KV layout says ", plan_.kv.bytes_per_page(),
+                     " bytes per page, its IR's cache "
+                     "inputs ",
+                     2 * page_bytes * layers, ": the plan is inconsistent, recompile it"));
   }
   const int64_t per_page = std::max<int64_t>(1, 2 * page_bytes * layers);
   int64_t pages = 0;
@@ -608,188 +528,157 @@ absl::Status CudaBackend::allocate_kv(const BackendOptions &options) {
     how = absl::StrFormat("--kv-cache-gb %g", options.kv_cache_gb);
   } else {
     size_t free_bytes = 0, total_bytes = 0;
-    if (absl::Status s = device_->memory_info(&free_bytes, &total_bytes);
-        !s.ok())
-      return s;
-    pages = static_cast<int64_t>(static_cast<double>(free_bytes) *
-                                 options.gpu_memory_fraction) /
+    if (absl::Status s = device_->memory_info(&free_bytes, &total_bytes); !s.ok()) return s;
+    pages = static_cast<int64_t>(static_cast<double>(free_bytes) * options.gpu_memory_fraction) /
             per_page;
-    how =
-        absl::StrFormat("%.0f%% of %s free", 100 * options.gpu_memory_fraction,
-                        mb(static_cast<int64_t>(free_bytes)));
+    how = absl::StrFormat("%.0f%% of %s free", 100 * options.gpu_memory_fraction,
+                          mb(static_cast<int64_t>(free_bytes)));
   }
   int64_t np_bound = 0;
-  if (const Symbol *np = graph_->symbols().find("NP"))
-    np_bound = np->upper_bound;
-  if (np_bound > 0 && pages > np_bound)
-    pages = np_bound;
+  if (const Symbol* np = graph_->symbols().find("NP")) np_bound = np->upper_bound;
+  if (np_bound > 0 && pages > np_bound) pages = np_bound;
   if (pages < 1) {
     return absl::ResourceExhaustedError(
-        absl::StrCat("no room for a single KV page (", how, "; a page takes ",
-                     mb(per_page), ")"));
+        absl::StrCat("no room for a single KV page (", how, "; a page takes ", mb(per_page), ")"));
   }
   absl::StatusOr<DeviceBuffer> pool = device_->alloc(pages * per_page);
   if (!pool.ok()) {
-    return absl::ResourceExhaustedError(
-        absl::StrCat("KV pool of ", pages, " pages (", mb(pages * per_page),
-                     ", ", how, "): ", pool.status().message()));
+    return absl::ResourceExhaustedError(absl::StrCat("KV pool of ", pages, " pages (",
+                                                     mb(pages * per_page), ", ", how,
+                                                     "): ", pool.status().message()));
   }
   kv_ = std::move(*pool);
-  if (absl::Status s = device_->fill_bytes(kv_.ptr(), 0, pages * per_page);
-      !s.ok())
-    return s;
+  if (absl::Status s = device_->fill_bytes(kv_.ptr(), 0, pages * per_page); !s.ok()) return s;
   kv_pages_ = pages;
   const ValueNames names(*graph_);
-  for (const Value *in : graph_->inputs()) {
+  for (const Value* in : graph_->inputs()) {
     if (std::optional<std::pair<int, bool>> c = cache_input(in->name)) {
       // Layer l's K pages, then its V pages: [layer][K|V][page][page_size,
       // kv_heads, head_dim].
-      addresses_[names(in)] =
-          kv_.ptr() + (2 * c->first + (c->second ? 1 : 0)) * pages * page_bytes;
+      addresses_[names(in)] = kv_.ptr() + (2 * c->first + (c->second ? 1 : 0)) * pages * page_bytes;
     }
   }
-  absl::StrAppend(&report_, "; KV pool ", pages, " pages x ",
-                  plan_.kv.page_size, " = ", pages * plan_.kv.page_size,
-                  " tokens (", mb(pages * per_page), ", ", how, ")");
+  absl::StrAppend(&report_, "; KV pool ", pages, " pages x ", plan_.kv.page_size, " = ",
+                  pages * plan_.kv.page_size, " tokens (", mb(pages * per_page), ", ", how, ")");
   return absl::OkStatus();
 }
 
 absl::StatusOr<DevicePtr> CudaBackend::address(std::string_view value) const {
   std::string name(value);
   for (int hops = 0; hops < 64; ++hops) {
-    if (auto it = addresses_.find(name); it != addresses_.end())
-      return it->second;
-    const PlanAlias *next = nullptr;
-    for (const PlanAlias &a : plan_.aliases) {
-      if (a.value == name)
-        next = &a;
+    if (auto it = addresses_.find(name); it != addresses_.end()) return it->second;
+    const PlanAlias* next = nullptr;
+    for (const PlanAlias& a : plan_.aliases) {
+      if (a.value == name) next = &a;
     }
-    if (next == nullptr)
-      break;
+    if (next == nullptr) break;
     name = next->of;
   }
-  return absl::NotFoundError(absl::StrCat(
-      "value ", std::string(value),
-      " has no device buffer (not an input, weight, constant, alias or arena "
-      "buffer of the plan)"));
+  return absl::NotFoundError(
+      absl::StrCat("value ", std::string(value),
+                   " has no device buffer (not an input, weight, constant, alias or arena "
+                   "buffer of the plan)"));
 }
 
 absl::Status CudaBackend::prepare_ops() {
   // Program order: ascending node, launches of a node in list order;
   // runtime-added launches (node -1: sampling) after the graph.
-  std::vector<std::pair<int, Op>> order;
-  auto key = [](int node) { return node < 0 ? 1 << 30 : node; };
-  for (const PlanLaunch &l : plan_.launches) {
+  std::vector<std::pair<int64_t, Op>> order;
+  auto key = [](int node) -> int64_t { return node < 0 ? int64_t{1} << 40 : node; };
+  for (const PlanLaunch& l : plan_.launches) {
     if (l.kernel < 0 || l.kernel >= static_cast<int>(plan_.kernels.size())) {
       return absl::InvalidArgumentError(
           absl::StrCat("launch of node ", l.node, " names kernel ", l.kernel));
     }
-    const PlanKernel &k = plan_.kernels[l.kernel];
+    const PlanKernel& k = plan_.kernels[l.kernel];
     Op op;
     op.kernel = l.kernel;
     op.launch = &l;
     op.when = l.rule.when;
-    op.label = absl::StrCat("node ", l.node, " ", family_name(k.family), " (",
-                            k.key, ")");
+    op.label = absl::StrCat("node ", l.node, " ", family_name(k.family), " (", k.key, ")");
     if (k.params.size() != l.args.size()) {
-      return absl::InvalidArgumentError(
-          absl::StrCat(op.label, ": the launch passes ", l.args.size(),
-                       " arguments, the entry takes ", k.params.size()));
+      return absl::InvalidArgumentError(absl::StrCat(op.label, ": the launch passes ",
+                                                     l.args.size(), " arguments, the entry takes ",
+                                                     k.params.size()));
     }
     for (size_t i = 0; i < l.args.size(); ++i) {
-      const LaunchArg &a = l.args[i];
-      const EntryParam &p = k.params[i];
+      const LaunchArg& a = l.args[i];
+      const EntryParam& p = k.params[i];
       const bool want_ptr = a.kind == LaunchArg::Kind::kTensor ||
                             a.kind == LaunchArg::Kind::kWorkspace ||
                             a.kind == LaunchArg::Kind::kRuntime;
-      const bool ok =
-          want_ptr ? p.type == ParamType::kPointer
-          : a.kind == LaunchArg::Kind::kInt
-              ? p.type == ParamType::kI32 || p.type == ParamType::kI64
-              : p.type == ParamType::kF32;
+      const bool ok = want_ptr ? p.type == ParamType::kPointer
+                      : a.kind == LaunchArg::Kind::kInt
+                          ? p.type == ParamType::kI32 || p.type == ParamType::kI64
+                          : p.type == ParamType::kF32;
       if (!ok) {
-        return absl::InvalidArgumentError(absl::StrCat(
-            op.label, ": argument ", i, " (", p.name, ") has the wrong kind"));
+        return absl::InvalidArgumentError(
+            absl::StrCat(op.label, ": argument ", i, " (", p.name, ") has the wrong kind"));
       }
       DevicePtr ptr = 0;
       if (a.kind == LaunchArg::Kind::kTensor) {
         absl::StatusOr<DevicePtr> addr = address(a.value);
         if (!addr.ok())
-          return absl::NotFoundError(
-              absl::StrCat(op.label, ": ", addr.status().message()));
+          return absl::NotFoundError(absl::StrCat(op.label, ": ", addr.status().message()));
         ptr = *addr;
       } else if (a.kind == LaunchArg::Kind::kWorkspace) {
         auto it = addresses_.find("workspace:" + a.value);
         if (it == addresses_.end()) {
-          return absl::NotFoundError(
-              absl::StrCat(op.label, ": no workspace ", a.value));
+          return absl::NotFoundError(absl::StrCat(op.label, ": no workspace ", a.value));
         }
         ptr = it->second;
       } else if (a.kind == LaunchArg::Kind::kRuntime) {
         ptr = a.runtime == RuntimeInput::kSampledIds
                   ? sampled_ids_
-                  : inputs_.ptr() +
-                        regions_[static_cast<size_t>(runtime_array(a.runtime))]
-                            .offset;
+                  : inputs_.ptr() + regions_[static_cast<size_t>(runtime_array(a.runtime))].offset;
       }
       op.pointers.push_back(ptr);
     }
     order.emplace_back(key(l.node) * 2 + 1, std::move(op));
   }
-  for (const PlanGemm &g : plan_.gemms) {
+  for (const PlanGemm& g : plan_.gemms) {
     Op op;
     op.gemm = &g;
-    op.label = absl::StrCat("node ", g.node, " gemm ", g.out, " = ", g.a, "·",
-                            g.b, "ᵀ");
-    op.shape = {0,         g.n,         g.k,       g.a_dtype,
-                g.b_dtype, g.out_dtype, g.a_dtype, g.epilogue};
-    auto bind = [&](const std::string &v, DevicePtr *out) -> absl::Status {
-      if (v.empty())
-        return absl::OkStatus();
+    op.label = absl::StrCat("node ", g.node, " gemm ", g.out, " = ", g.a, "·", g.b, "ᵀ");
+    op.shape = {0, g.n, g.k, g.a_dtype, g.b_dtype, g.out_dtype, g.a_dtype, g.epilogue};
+    auto bind = [&](const std::string& v, DevicePtr* out) -> absl::Status {
+      if (v.empty()) return absl::OkStatus();
       absl::StatusOr<DevicePtr> addr = address(v);
       if (!addr.ok())
-        return absl::NotFoundError(
-            absl::StrCat(op.label, ": ", addr.status().message()));
+        return absl::NotFoundError(absl::StrCat(op.label, ": ", addr.status().message()));
       *out = *addr;
       return absl::OkStatus();
     };
     for (auto [v, out] :
          {std::pair{&g.a, &op.operands.a}, std::pair{&g.b, &op.operands.b},
-          std::pair{&g.bias, &op.operands.bias},
-          std::pair{&g.residual, &op.operands.residual},
+          std::pair{&g.bias, &op.operands.bias}, std::pair{&g.residual, &op.operands.residual},
           std::pair{&g.out, &op.operands.out}}) {
-      if (absl::Status s = bind(*v, out); !s.ok())
-        return s;
+      if (absl::Status s = bind(*v, out); !s.ok()) return s;
     }
     if (!g.bias.empty()) {
       // The bias is a param: its device dtype is the IR param's.
-      for (const Value *p : graph_->params()) {
-        if ("@" + p->name == g.bias)
-          op.shape.bias_dtype = p->type.dtype;
+      for (const Value* p : graph_->params()) {
+        if ("@" + p->name == g.bias) op.shape.bias_dtype = p->type.dtype;
       }
     }
     order.emplace_back(key(g.node) * 2, std::move(op));
   }
-  std::stable_sort(
-      order.begin(), order.end(),
-      [](const auto &x, const auto &y) { return x.first < y.first; });
-  for (auto &[k, op] : order)
-    ops_.push_back(std::move(op));
+  std::stable_sort(order.begin(), order.end(),
+                   [](const auto& x, const auto& y) { return x.first < y.first; });
+  for (auto& [k, op] : order) ops_.push_back(std::move(op));
   return absl::OkStatus();
 }
 
 absl::Status CudaBackend::copy_kv_pages(absl::Span<const PageCopy> copies) {
-  for (const PageCopy &c : copies) {
+  for (const PageCopy& c : copies) {
     if (c.src < 0 || c.src >= kv_pages_ || c.dst < 0 || c.dst >= kv_pages_) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("KV page copy ", c.src, " -> ", c.dst,
-                       " is outside the pool of ", kv_pages_, " pages"));
+      return absl::InvalidArgumentError(absl::StrCat(
+          "KV page copy ", c.src, " -> ", c.dst, " is outside the pool of ", kv_pages_, " pages"));
     }
     for (int64_t half = 0; half < 2 * kv_layers_; ++half) {
       const DevicePtr base = kv_.ptr() + half * kv_pages_ * kv_page_bytes_;
       if (absl::Status s = device_->copy_async(base + c.dst * kv_page_bytes_,
-                                               base + c.src * kv_page_bytes_,
-                                               kv_page_bytes_);
+                                               base + c.src * kv_page_bytes_, kv_page_bytes_);
           !s.ok()) {
         return s;
       }
@@ -798,100 +687,79 @@ absl::Status CudaBackend::copy_kv_pages(absl::Span<const PageCopy> copies) {
   return absl::OkStatus();
 }
 
-absl::Status CudaBackend::stage_inputs(const StepRequest &step) {
-  const StepInputs &in = step.inputs;
-  const StepMetadata &m = in.metadata;
+absl::Status CudaBackend::stage_inputs(const StepRequest& step) {
+  const StepInputs& in = step.inputs;
+  const StepMetadata& m = in.metadata;
   const int64_t T = in.num_tokens(), S = in.num_sequences();
   const int64_t P = static_cast<int64_t>(m.kv_page_indices.size());
   const int64_t ps = plan_.kv.page_size;
-  auto bad = [](auto &&...parts) {
-    return absl::InvalidArgumentError(absl::StrCat(parts...));
-  };
-  if (T < 1 || S < 1)
-    return bad("a step needs at least one token and one sequence");
+  auto bad = [](auto&&... parts) { return absl::InvalidArgumentError(absl::StrCat(parts...)); };
+  if (T < 1 || S < 1) return bad("a step needs at least one token and one sequence");
   if (static_cast<int64_t>(m.positions.size()) != T ||
       static_cast<int64_t>(m.slot_mapping.size()) != T) {
-    return bad("step inputs: positions and slot_mapping must have one entry "
-               "per token (",
-               T, ")");
+    return bad(
+        "step inputs: positions and slot_mapping must have one entry "
+        "per token (",
+        T, ")");
   }
   if (static_cast<int64_t>(m.qo_indptr.size()) != S + 1 ||
       static_cast<int64_t>(m.kv_page_indptr.size()) != S + 1) {
-    return bad("step inputs: qo_indptr and kv_page_indptr must have S + 1 = ",
-               S + 1, " entries");
+    return bad("step inputs: qo_indptr and kv_page_indptr must have S + 1 = ", S + 1, " entries");
   }
   if (static_cast<int64_t>(step.sampling.size()) != S) {
-    return bad("step has ", S, " sequences but ", step.sampling.size(),
-               " sampling settings");
+    return bad("step has ", S, " sequences but ", step.sampling.size(), " sampling settings");
   }
   if (m.qo_indptr[0] != 0 || m.qo_indptr[S] != T || m.kv_page_indptr[0] != 0 ||
       m.kv_page_indptr[S] != P) {
-    return bad("step inputs: qo_indptr must run from 0 to T and kv_page_indptr "
-               "from 0 to P");
+    return bad(
+        "step inputs: qo_indptr must run from 0 to T and kv_page_indptr "
+        "from 0 to P");
   }
   int32_t max_kv = 0;
   for (int64_t s = 0; s < S; ++s) {
     const int32_t q = m.qo_indptr[s + 1] - m.qo_indptr[s];
     const int32_t pages = m.kv_page_indptr[s + 1] - m.kv_page_indptr[s];
-    if (q < 1 || pages < 1 || m.kv_last_page_len[s] < 1 ||
-        m.kv_last_page_len[s] > ps) {
-      return bad("step inputs: sequence ", s, " has ", q, " query tokens, ",
-                 pages, " pages and a last page of ", m.kv_last_page_len[s],
-                 " tokens");
+    if (q < 1 || pages < 1 || m.kv_last_page_len[s] < 1 || m.kv_last_page_len[s] > ps) {
+      return bad("step inputs: sequence ", s, " has ", q, " query tokens, ", pages,
+                 " pages and a last page of ", m.kv_last_page_len[s], " tokens");
     }
-    const int32_t kv_len =
-        (pages - 1) * static_cast<int32_t>(ps) + m.kv_last_page_len[s];
-    if (kv_len < q)
-      return bad("step inputs: sequence ", s,
-                 " has fewer KV rows than queries");
+    const int32_t kv_len = (pages - 1) * static_cast<int32_t>(ps) + m.kv_last_page_len[s];
+    if (kv_len < q) return bad("step inputs: sequence ", s, " has fewer KV rows than queries");
     max_kv = std::max(max_kv, kv_len);
   }
   for (int32_t p : m.kv_page_indices) {
     if (p < 0 || p >= kv_pages_)
-      return bad("step inputs: KV page ", p, " is outside the pool of ",
-                 kv_pages_, " pages");
+      return bad("step inputs: KV page ", p, " is outside the pool of ", kv_pages_, " pages");
   }
   for (int32_t slot : m.slot_mapping) {
     if (slot < 0 || slot >= kv_pages_ * ps) {
-      return bad("step inputs: slot ", slot, " is outside the pool of ",
-                 kv_pages_ * ps, " slots");
+      return bad("step inputs: slot ", slot, " is outside the pool of ", kv_pages_ * ps, " slots");
     }
   }
   for (int32_t t : in.tokens) {
-    if (t < 0 || t >= vocab_)
-      return bad("token id ", t, " is outside the vocabulary of ", vocab_);
+    if (t < 0 || t >= vocab_) return bad("token id ", t, " is outside the vocabulary of ", vocab_);
   }
   symbols_ = {{"T", T},
               {"S", S},
               {"P", P},
               {"K", std::max<int32_t>(max_kv, m.max_kv_len)},
               {"NP", kv_pages_}};
-  for (const auto &[name, value] : symbols_) {
-    for (const auto &[bname, bound] : symbol_bounds_) {
+  for (const auto& [name, value] : symbols_) {
+    for (const auto& [bname, bound] : symbol_bounds_) {
       if (bname == name && value > bound) {
-        return absl::OutOfRangeError(absl::StrCat(
-            "the step has ", name, " = ", value, ", above the plan's bound of ",
-            bound, " (recompile with larger step limits)"));
+        return absl::OutOfRangeError(absl::StrCat("the step has ", name, " = ", value,
+                                                  ", above the plan's bound of ", bound,
+                                                  " (recompile with larger step limits)"));
       }
     }
   }
-  for (const auto &[bname, bound] : symbol_bounds_) {
-    bool bound_here = false;
-    for (const auto &[name, v] : symbols_)
-      bound_here |= name == bname;
-    if (!bound_here)
-      return absl::UnimplementedError(
-          absl::StrCat("the plan's symbol ", bname, " has no binding"));
-  }
-
-  auto put = [&](StepArray a, const void *src, int64_t n) -> absl::Status {
-    const InputRegion &r = regions_[static_cast<size_t>(a)];
+  auto put = [&](StepArray a, const void* src, int64_t n) -> absl::Status {
+    const InputRegion& r = regions_[static_cast<size_t>(a)];
     if (n > r.capacity) {
       return absl::OutOfRangeError(
-          absl::StrCat("step input of ", n,
-                       " elements exceeds the plan's bound of ", r.capacity));
+          absl::StrCat("step input of ", n, " elements exceeds the plan's bound of ", r.capacity));
     }
-    std::memcpy(static_cast<char *>(host_inputs_) + r.offset, src, 4 * n);
+    std::memcpy(static_cast<char*>(host_inputs_) + r.offset, src, 4 * n);
     return absl::OkStatus();
   };
   std::vector<float> temp(S), top_p(S), uniform(S);
@@ -903,65 +771,48 @@ absl::Status CudaBackend::stage_inputs(const StepRequest &step) {
     uniform[s] = step.sampling[s].uniform;
   }
   for (auto [a, src, n] :
-       {std::tuple{StepArray::kTokens,
-                   static_cast<const void *>(in.tokens.data()), T},
-        std::tuple{StepArray::kPositions,
-                   static_cast<const void *>(m.positions.data()), T},
-        std::tuple{StepArray::kSlotMapping,
-                   static_cast<const void *>(m.slot_mapping.data()), T},
-        std::tuple{StepArray::kQoIndptr,
-                   static_cast<const void *>(m.qo_indptr.data()), S + 1},
-        std::tuple{StepArray::kKvPageIndptr,
-                   static_cast<const void *>(m.kv_page_indptr.data()), S + 1},
-        std::tuple{StepArray::kKvLastPageLen,
-                   static_cast<const void *>(m.kv_last_page_len.data()), S},
-        std::tuple{StepArray::kTemperature,
-                   static_cast<const void *>(temp.data()), S},
-        std::tuple{StepArray::kTopK, static_cast<const void *>(top_k.data()),
+       {std::tuple{StepArray::kTokens, static_cast<const void*>(in.tokens.data()), T},
+        std::tuple{StepArray::kPositions, static_cast<const void*>(m.positions.data()), T},
+        std::tuple{StepArray::kSlotMapping, static_cast<const void*>(m.slot_mapping.data()), T},
+        std::tuple{StepArray::kQoIndptr, static_cast<const void*>(m.qo_indptr.data()), S + 1},
+        std::tuple{StepArray::kKvPageIndptr, static_cast<const void*>(m.kv_page_indptr.data()),
+                   S + 1},
+        std::tuple{StepArray::kKvLastPageLen, static_cast<const void*>(m.kv_last_page_len.data()),
                    S},
-        std::tuple{StepArray::kTopP, static_cast<const void *>(top_p.data()),
-                   S},
-        std::tuple{StepArray::kUniform,
-                   static_cast<const void *>(uniform.data()), S},
-        std::tuple{StepArray::kKvPageIndices,
-                   static_cast<const void *>(m.kv_page_indices.data()), P}}) {
-    if (absl::Status s = put(a, src, n); !s.ok())
-      return s;
+        std::tuple{StepArray::kTemperature, static_cast<const void*>(temp.data()), S},
+        std::tuple{StepArray::kTopK, static_cast<const void*>(top_k.data()), S},
+        std::tuple{StepArray::kTopP, static_cast<const void*>(top_p.data()), S},
+        std::tuple{StepArray::kUniform, static_cast<const void*>(uniform.data()), S},
+        std::tuple{StepArray::kKvPageIndices, static_cast<const void*>(m.kv_page_indices.data()),
+                   P}}) {
+    if (absl::Status s = put(a, src, n); !s.ok()) return s;
   }
-  staged_bytes_ =
-      regions_[static_cast<size_t>(StepArray::kKvPageIndices)].offset + 4 * P;
+  staged_bytes_ = regions_[static_cast<size_t>(StepArray::kKvPageIndices)].offset + 4 * P;
   return absl::OkStatus();
 }
 
-absl::StatusOr<std::vector<int64_t>>
-CudaBackend::launch_signature(bool decode) const {
+absl::StatusOr<std::vector<int64_t>> CudaBackend::launch_signature(bool decode) const {
   std::vector<int64_t> sig;
-  for (const Op &op : ops_) {
-    if (op.when == StepKind::kPrefill && decode)
-      continue;
-    if (op.when == StepKind::kDecode && !decode)
-      continue;
+  for (const Op& op : ops_) {
+    if (op.when == StepKind::kPrefill && decode) continue;
+    if (op.when == StepKind::kDecode && !decode) continue;
     if (op.gemm != nullptr) {
       absl::StatusOr<int64_t> m = eval_launch_expr(op.gemm->m, symbols_);
-      if (!m.ok())
-        return m.status();
+      if (!m.ok()) return m.status();
       sig.push_back(*m);
       continue;
     }
     absl::StatusOr<LaunchDims> d = eval_launch_rule(op.launch->rule, symbols_);
     if (!d.ok())
-      return absl::InvalidArgumentError(
-          absl::StrCat(op.label, ": ", d.status().message()));
+      return absl::InvalidArgumentError(absl::StrCat(op.label, ": ", d.status().message()));
     sig.insert(sig.end(), d->grid.begin(), d->grid.end());
     sig.insert(sig.end(), d->block.begin(), d->block.end());
     sig.push_back(d->dynamic_shared_bytes);
-    for (const LaunchArg &a : op.launch->args) {
-      if (a.kind != LaunchArg::Kind::kInt)
-        continue;
+    for (const LaunchArg& a : op.launch->args) {
+      if (a.kind != LaunchArg::Kind::kInt) continue;
       absl::StatusOr<int64_t> v = eval_launch_expr(a.expr, symbols_);
       if (!v.ok())
-        return absl::InvalidArgumentError(
-            absl::StrCat(op.label, ": ", v.status().message()));
+        return absl::InvalidArgumentError(absl::StrCat(op.label, ": ", v.status().message()));
       sig.push_back(*v);
     }
   }
@@ -970,75 +821,59 @@ CudaBackend::launch_signature(bool decode) const {
 
 absl::Status CudaBackend::enqueue_ops(bool decode, bool checked) {
   int launches = 0;
-  for (const Op &op : ops_) {
-    if (op.when == StepKind::kPrefill && decode)
-      continue;
-    if (op.when == StepKind::kDecode && !decode)
-      continue;
+  for (const Op& op : ops_) {
+    if (op.when == StepKind::kPrefill && decode) continue;
+    if (op.when == StepKind::kDecode && !decode) continue;
     ++launches;
     if (op.gemm != nullptr) {
       absl::StatusOr<int64_t> m = eval_launch_expr(op.gemm->m, symbols_);
       if (!m.ok())
-        return absl::InvalidArgumentError(
-            absl::StrCat(op.label, ": ", m.status().message()));
+        return absl::InvalidArgumentError(absl::StrCat(op.label, ": ", m.status().message()));
       GemmShape shape = op.shape;
       shape.m = *m;
-      if (absl::Status s = gemm_->run(shape, op.operands, device_->stream());
-          !s.ok()) {
-        return absl::Status(s.code(),
-                            absl::StrCat(op.label, ": ", s.message()));
+      if (absl::Status s = gemm_->run(shape, op.operands, device_->stream()); !s.ok()) {
+        return absl::Status(s.code(), absl::StrCat(op.label, ": ", s.message()));
       }
     } else {
-      absl::StatusOr<LaunchDims> d =
-          eval_launch_rule(op.launch->rule, symbols_);
+      absl::StatusOr<LaunchDims> d = eval_launch_rule(op.launch->rule, symbols_);
       if (!d.ok())
-        return absl::InvalidArgumentError(
-            absl::StrCat(op.label, ": ", d.status().message()));
+        return absl::InvalidArgumentError(absl::StrCat(op.label, ": ", d.status().message()));
       KernelDims dims;
       for (int a = 0; a < 3; ++a) {
         dims.grid[a] = static_cast<unsigned>(d->grid[a]);
         dims.block[a] = static_cast<unsigned>(d->block[a]);
       }
       dims.dynamic_smem = static_cast<size_t>(d->dynamic_shared_bytes);
-      const PlanKernel &k = plan_.kernels[op.kernel];
+      const PlanKernel& k = plan_.kernels[op.kernel];
       KernelArgs args;
       for (size_t i = 0; i < op.launch->args.size(); ++i) {
-        const LaunchArg &a = op.launch->args[i];
+        const LaunchArg& a = op.launch->args[i];
         switch (a.kind) {
-        case LaunchArg::Kind::kTensor:
-        case LaunchArg::Kind::kWorkspace:
-        case LaunchArg::Kind::kRuntime:
-          args.ptr(op.pointers[i]);
-          break;
-        case LaunchArg::Kind::kFloat:
-          args.f32(static_cast<float>(a.real));
-          break;
-        case LaunchArg::Kind::kInt: {
-          absl::StatusOr<int64_t> v = eval_launch_expr(a.expr, symbols_);
-          if (!v.ok())
-            return absl::InvalidArgumentError(
-                absl::StrCat(op.label, ": ", v.status().message()));
-          if (k.params[i].type == ParamType::kI64) {
-            args.i64(*v);
-          } else {
-            args.i32(static_cast<int32_t>(*v));
+          case LaunchArg::Kind::kTensor:
+          case LaunchArg::Kind::kWorkspace:
+          case LaunchArg::Kind::kRuntime: args.ptr(op.pointers[i]); break;
+          case LaunchArg::Kind::kFloat: args.f32(static_cast<float>(a.real)); break;
+          case LaunchArg::Kind::kInt: {
+            absl::StatusOr<int64_t> v = eval_launch_expr(a.expr, symbols_);
+            if (!v.ok())
+              return absl::InvalidArgumentError(absl::StrCat(op.label, ": ", v.status().message()));
+            if (k.params[i].type == ParamType::kI64) {
+              args.i64(*v);
+            } else {
+              args.i32(static_cast<int32_t>(*v));
+            }
+            break;
           }
-          break;
-        }
         }
       }
-      if (absl::Status s = device_->launch(kernels_[op.kernel], dims, args);
-          !s.ok()) {
-        return absl::Status(s.code(),
-                            absl::StrCat(op.label, ": ", s.message()));
+      if (absl::Status s = device_->launch(kernels_[op.kernel], dims, args); !s.ok()) {
+        return absl::Status(s.code(), absl::StrCat(op.label, ": ", s.message()));
       }
     }
     if (checked) {
       if (absl::Status s = device_->synchronize(); !s.ok()) {
         return absl::Status(
-            s.code(),
-            absl::StrCat(op.label,
-                         " failed on the GPU (--debug-sync): ", s.message()));
+            s.code(), absl::StrCat(op.label, " failed on the GPU (--debug-sync): ", s.message()));
       }
     }
   }
@@ -1046,85 +881,68 @@ absl::Status CudaBackend::enqueue_ops(bool decode, bool checked) {
   return absl::OkStatus();
 }
 
-absl::StatusOr<StepResult> CudaBackend::run_step(const StepRequest &step) {
+absl::StatusOr<StepResult> CudaBackend::run_step(const StepRequest& step) {
   last_step_ = {};
-  if (absl::Status s = stage_inputs(step); !s.ok())
-    return s;
+  if (absl::Status s = stage_inputs(step); !s.ok()) return s;
   const bool decode = step.inputs.is_decode();
   const int64_t S = step.inputs.num_sequences();
-  if (absl::Status s =
-          device_->upload_async(inputs_.ptr(), host_inputs_, staged_bytes_);
-      !s.ok()) {
+  if (absl::Status s = device_->upload_async(inputs_.ptr(), host_inputs_, staged_bytes_); !s.ok()) {
     return s;
   }
   bool ran = false;
   if (decode && cuda_graphs_) {
     absl::StatusOr<std::vector<int64_t>> sig = launch_signature(true);
-    if (!sig.ok())
-      return sig.status();
+    if (!sig.ok()) return sig.status();
     auto it = graphs_.find(*sig);
     if (it == graphs_.end() && graphs_.size() < kMaxGraphs) {
-      if (absl::Status s = device_->begin_capture(); !s.ok())
-        return s;
+      if (absl::Status s = device_->begin_capture(); !s.ok()) return s;
       absl::Status run = enqueue_ops(true, false);
-      absl::StatusOr<void *> exec = device_->end_capture();
+      absl::StatusOr<void*> exec = device_->end_capture();
       if (!run.ok()) {
-        if (exec.ok())
-          device_->destroy_graph(*exec);
+        if (exec.ok()) device_->destroy_graph(*exec);
         return run;
       }
-      if (!exec.ok())
-        return exec.status();
+      if (!exec.ok()) return exec.status();
       it = graphs_.emplace(*sig, *exec).first;
       last_step_.graph_captured = true;
     }
     if (it != graphs_.end()) {
       const int launches = last_step_.launches;
-      if (absl::Status s = device_->replay(it->second); !s.ok())
-        return s;
+      if (absl::Status s = device_->replay(it->second); !s.ok()) return s;
       last_step_.graph_replay = true;
-      if (launches == 0) { // replay of a graph captured earlier: count its ops
+      if (launches == 0) {  // replay of a graph captured earlier: count its ops
         int n = 0;
-        for (const Op &op : ops_)
-          n += op.when != StepKind::kPrefill;
+        for (const Op& op : ops_) n += op.when != StepKind::kPrefill;
         last_step_.launches = n;
       }
       ran = true;
     }
   }
   if (!ran) {
-    if (absl::Status s = enqueue_ops(decode, debug_sync_); !s.ok())
-      return s;
+    if (absl::Status s = enqueue_ops(decode, debug_sync_); !s.ok()) return s;
   }
   // Only the sampled ids (and logits when asked) cross PCIe.
-  if (absl::Status s = device_->download_async(host_out_, sampled_ids_, 4 * S);
-      !s.ok())
-    return s;
-  const size_t logits_bytes =
-      step.return_logits ? static_cast<size_t>(4 * S * vocab_) : 0;
-  char *logits_host = static_cast<char *>(host_out_) + align_up(4 * S, 16);
+  if (absl::Status s = device_->download_async(host_out_, sampled_ids_, 4 * S); !s.ok()) return s;
+  const size_t logits_bytes = step.return_logits ? static_cast<size_t>(4 * S * vocab_) : 0;
+  char* logits_host = static_cast<char*>(host_out_) + align_up(4 * S, 16);
   if (logits_bytes > 0) {
-    if (absl::Status s =
-            device_->download_async(logits_host, logits_, logits_bytes);
-        !s.ok()) {
+    if (absl::Status s = device_->download_async(logits_host, logits_, logits_bytes); !s.ok()) {
       return s;
     }
   }
   if (absl::Status s = device_->synchronize(); !s.ok()) {
-    return absl::Status(
-        s.code(),
-        absl::StrCat("step failed on the GPU (run with --debug-sync to "
-                     "name the op): ",
-                     s.message()));
+    return absl::Status(s.code(), absl::StrCat("step failed on the GPU (run with --debug-sync to "
+                                               "name the op): ",
+                                               s.message()));
   }
   StepResult result;
   result.tokens.resize(S);
   std::memcpy(result.tokens.data(), host_out_, 4 * S);
   for (int64_t s = 0; s < S; ++s) {
     if (result.tokens[s] < 0 || result.tokens[s] >= vocab_) {
-      return absl::InternalError(
-          absl::StrCat("the sampling kernel returned token ", result.tokens[s],
-                       " for sequence ", s, " (the logits are likely NaN)"));
+      return absl::InternalError(absl::StrCat("the sampling kernel returned token ",
+                                              result.tokens[s], " for sequence ", s,
+                                              " (the logits are likely NaN)"));
     }
   }
   if (logits_bytes > 0) {
@@ -1134,4 +952,4 @@ absl::StatusOr<StepResult> CudaBackend::run_step(const StepRequest &step) {
   return result;
 }
 
-} // namespace kiln
+}  // namespace kiln

@@ -27,58 +27,55 @@ namespace kiln {
 /// The bytes of a plan file's blob `index` (cubins, packed weights); views must
 /// outlive `create`. (The same alias as
 /// runtime/reference/reference_backend.h's.)
-using PlanBlobReader =
-    std::function<absl::StatusOr<std::string_view>(int index)>;
+using PlanBlobReader = std::function<absl::StatusOr<std::string_view>(int index)>;
 
 /// Counters of the last run_step, for `kiln bench` and the tests.
 struct CudaStepStats {
-  int launches =
-      0; ///< kernel launches + GEMMs enqueued (or recorded in the graph)
-  bool graph_replay = false;   ///< the step was a CUDA-graph replay
-  bool graph_captured = false; ///< this step captured a new graph
+  int launches = 0;             ///< kernel launches + GEMMs enqueued (or recorded in the graph)
+  bool graph_replay = false;    ///< the step was a CUDA-graph replay
+  bool graph_captured = false;  ///< this step captured a new graph
 };
 
 class CudaBackend : public Backend {
-public:
+ public:
   /// Opens GPU 0 and loads `plan` onto it. Unavailable when there is no usable
   /// GPU (the message says why); FailedPrecondition when the plan was compiled
   /// for another arch (the message says how to recompile); other errors name
   /// the weight, kernel or buffer.
-  static absl::StatusOr<std::unique_ptr<CudaBackend>>
-  create(const Plan &plan, const BackendOptions &options,
-         const PlanBlobReader &blobs);
+  static absl::StatusOr<std::unique_ptr<CudaBackend>> create(const Plan& plan,
+                                                             const BackendOptions& options,
+                                                             const PlanBlobReader& blobs);
   ~CudaBackend() override;
 
   std::string name() const override { return "cuda"; }
-  const Plan &plan() const override { return plan_; }
+  const Plan& plan() const override { return plan_; }
   int64_t kv_pages() const override { return kv_pages_; }
   std::string load_report() const override { return report_; }
   absl::Status copy_kv_pages(absl::Span<const PageCopy> copies) override;
-  absl::StatusOr<StepResult> run_step(const StepRequest &step) override;
+  absl::StatusOr<StepResult> run_step(const StepRequest& step) override;
 
-  const CudaStepStats &last_step() const { return last_step_; }
+  const CudaStepStats& last_step() const { return last_step_; }
   /// Bytes of weights on the device (what one decode step must read).
   int64_t weight_bytes() const { return weight_bytes_; }
   /// Bytes of one token's K and V over every layer.
   int64_t kv_bytes_per_token() const;
-  GpuDevice &device() { return *device_; }
+  GpuDevice& device() { return *device_; }
 
-private:
-  struct Op;          // one prepared launch or GEMM
-  struct InputRegion; // one step input's slice of the fixed input buffer
+ private:
+  struct Op;           // one prepared launch or GEMM
+  struct InputRegion;  // one step input's slice of the fixed input buffer
   CudaBackend() = default;
 
-  absl::Status load_kernels(const PlanBlobReader &blobs);
-  absl::Status upload_weights(const PlanBlobReader &blobs,
-                              const BackendOptions &options);
+  absl::Status load_kernels(const PlanBlobReader& blobs);
+  absl::Status upload_weights(const PlanBlobReader& blobs, const BackendOptions& options);
   absl::Status allocate_activations();
-  absl::Status allocate_kv(const BackendOptions &options);
+  absl::Status allocate_kv(const BackendOptions& options);
   absl::Status prepare_ops();
   absl::StatusOr<DevicePtr> address(std::string_view value) const;
 
   /// Checks the step against the plan's bounds and the pool, binds the symbols,
   /// and stages every input into the pinned mirror of the input buffer.
-  absl::Status stage_inputs(const StepRequest &step);
+  absl::Status stage_inputs(const StepRequest& step);
   /// Enqueues the step's ops (those whose StepKind matches) on the stream.
   absl::Status enqueue_ops(bool decode, bool checked);
   /// The evaluated grids and integer arguments of the step's ops: two steps
@@ -93,32 +90,29 @@ private:
   bool debug_sync_ = false;
   bool cuda_graphs_ = true;
 
-  std::vector<GpuKernel> kernels_; // by Plan::kernels index
+  std::vector<GpuKernel> kernels_;  // by Plan::kernels index
   DeviceBuffer weights_, arena_, constants_, workspaces_, kv_, inputs_;
-  absl::flat_hash_map<std::string, DevicePtr>
-      addresses_; // every bound value and workspace
+  absl::flat_hash_map<std::string, DevicePtr> addresses_;  // every bound value and workspace
   std::vector<Op> ops_;
   std::vector<InputRegion> regions_;
-  void *host_inputs_ = nullptr; // pinned mirror of inputs_
-  int64_t staged_bytes_ = 0;    // bytes of the mirror the current step uses
-  void *host_out_ = nullptr;    // pinned: sampled ids, then logits
+  void* host_inputs_ = nullptr;  // pinned mirror of inputs_
+  int64_t staged_bytes_ = 0;     // bytes of the mirror the current step uses
+  void* host_out_ = nullptr;     // pinned: sampled ids, then logits
   size_t host_out_bytes_ = 0;
 
-  std::vector<std::pair<std::string, int64_t>>
-      symbols_; // bound for the current step
+  std::vector<std::pair<std::string, int64_t>> symbols_;  // bound for the current step
   std::vector<std::pair<std::string, int64_t>> symbol_bounds_;
   DevicePtr logits_ = 0, sampled_ids_ = 0;
   int64_t vocab_ = 0;
 
   int64_t kv_pages_ = 0;
-  int64_t kv_page_bytes_ = 0; // one page of one layer's K (or V)
+  int64_t kv_page_bytes_ = 0;  // one page of one layer's K (or V)
   int32_t kv_layers_ = 0;
   int64_t weight_bytes_ = 0;
 
-  absl::flat_hash_map<std::vector<int64_t>, void *>
-      graphs_; // launch signature -> CUgraphExec
+  absl::flat_hash_map<std::vector<int64_t>, void*> graphs_;  // launch signature -> CUgraphExec
   CudaStepStats last_step_;
   std::string report_;
 };
 
-} // namespace kiln
+}  // namespace kiln

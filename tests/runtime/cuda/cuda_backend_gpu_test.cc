@@ -49,8 +49,8 @@ absl::StatusOr<std::string> gpu_arch() {
   return *arch;
 }
 
-#define REQUIRE_GPU()                                                                  \
-  do {                                                                                 \
+#define REQUIRE_GPU()                                                                 \
+  do {                                                                                \
     if (!gpu_arch().ok()) GTEST_SKIP() << "GPU unavailable: " << gpu_arch().status(); \
   } while (0)
 
@@ -95,10 +95,9 @@ absl::StatusOr<std::string> make_fixture(const Fixture& f, const std::string& ex
     std::ofstream(dir + "/fixture-config.json") << f.config_json;
     source = "--config " + dir + "/fixture-config.json";
   }
-  const std::string cmd =
-      absl::StrCat("python3 ", KILN_SOURCE_DIR, "/scripts/make_fixture.py ", source, " --out ",
-                   dir, " --dtype f32 ", extra.empty() ? "--no-gguf" : extra, " > ", dir,
-                   "/make_fixture.log 2>&1");
+  const std::string cmd = absl::StrCat(
+      "python3 ", KILN_SOURCE_DIR, "/scripts/make_fixture.py ", source, " --out ", dir,
+      " --dtype f32 ", extra.empty() ? "--no-gguf" : extra, " > ", dir, "/make_fixture.log 2>&1");
   if (std::system(cmd.c_str()) != 0) {
     std::ifstream log(dir + "/make_fixture.log");
     std::string tail((std::istreambuf_iterator<char>(log)), {});
@@ -141,8 +140,8 @@ struct Trace {
 /// inputs), else the backend's own greedy token.
 absl::StatusOr<Trace> drive(Backend& backend, const std::vector<std::vector<int32_t>>& prompts,
                             int decodes, const Trace* forced = nullptr) {
-  absl::StatusOr<KvPageTables> tables = KvPageTables::create(
-      {backend.plan().kv.page_size, static_cast<int32_t>(backend.kv_pages())});
+  absl::StatusOr<KvPageTables> tables =
+      KvPageTables::create({backend.plan().kv.page_size, static_cast<int32_t>(backend.kv_pages())});
   if (!tables.ok()) return tables.status();
   std::vector<SeqId> seqs;
   for (size_t i = 0; i < prompts.size(); ++i) seqs.push_back(tables->add_sequence());
@@ -167,7 +166,9 @@ absl::StatusOr<Trace> drive(Backend& backend, const std::vector<std::vector<int3
     req.sampling.assign(prompts.size(), SequenceSampling{});  // greedy
     req.return_logits = true;
     absl::StatusOr<StepResult> r = backend.run_step(req);
-    if (!r.ok()) return absl::Status(r.status().code(), absl::StrCat("step ", step, ": ", r.status().message()));
+    if (!r.ok())
+      return absl::Status(r.status().code(),
+                          absl::StrCat("step ", step, ": ", r.status().message()));
     next = r->tokens;
     trace.tokens.push_back(r->tokens);
     trace.logits.push_back(std::move(r->logits));
@@ -276,9 +277,9 @@ TEST_P(CudaBackendGpu, RaggedBatchMatchesEachSequenceAlone) {
   ASSERT_TRUE(gpu.ok()) << gpu.status();
   const int64_t vocab = plan->plan.model.vocab_size;
   // Ragged: three lengths, one shorter than a page, one across several pages.
-  const std::vector<std::vector<int32_t>> prompts = {
-      random_prompt(5, vocab, 1), random_prompt(f.prompt_len, vocab, 2),
-      random_prompt(33, vocab, 3)};
+  const std::vector<std::vector<int32_t>> prompts = {random_prompt(5, vocab, 1),
+                                                     random_prompt(f.prompt_len, vocab, 2),
+                                                     random_prompt(33, vocab, 3)};
   absl::StatusOr<Trace> batched = drive(**gpu, prompts, 4);
   ASSERT_TRUE(batched.ok()) << batched.status();
   double worst = 0;
