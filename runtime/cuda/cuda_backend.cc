@@ -37,6 +37,7 @@
 #include "models/dequantize.h"
 #include "models/mapped_file.h"
 #include "models/weights.h"
+#include "plan/launch_binding.h"
 #include "plan/launch_expr.h"
 
 namespace kiln {
@@ -139,10 +140,29 @@ struct CudaBackend::Op {
   const PlanLaunch* launch = nullptr;
   const PlanGemm* gemm = nullptr;
   StepKind when = StepKind::kAlways;
-  std::vector<DevicePtr> pointers;  // per argument: the address of pointer arguments
-  GemmShape shape;                  // GEMM: m filled per step
+  GemmShape shape;  // GEMM: m filled per step
   GemmOperands operands;
   std::string label;  // "node 12 rmsnorm_residual (<key>)" for errors
+};
+
+/// Launch arguments from the backend's fixed addresses (plan/launch_binding.h packs them).
+struct CudaBackend::Resolver : LaunchResolver {
+  explicit Resolver(const CudaBackend& b) : b(b) {}
+  absl::StatusOr<uint64_t> tensor(const std::string& value) override {
+    if (auto it = b.addresses_.find(value); it != b.addresses_.end()) return it->second;
+    return b.address(value);
+  }
+  absl::StatusOr<uint64_t> workspace(const std::string& name) override {
+    if (auto it = b.addresses_.find("workspace:" + name); it != b.addresses_.end()) {
+      return it->second;
+    }
+    return absl::NotFoundError(absl::StrCat("no workspace ", name));
+  }
+  absl::StatusOr<uint64_t> runtime(RuntimeInput input) override {
+    if (input == RuntimeInput::kSampledIds) return b.sampled_ids_;
+    return b.inputs_.ptr() + b.regions_[static_cast<size_t>(runtime_array(input))].offset;
+  }
+  const CudaBackend& b;
 };
 
 absl::StatusOr<std::unique_ptr<CudaBackend>> CudaBackend::create(const Plan& plan,
@@ -581,6 +601,11 @@ absl::StatusOr<DevicePtr> CudaBackend::address(std::string_view value) const {
 }
 
 absl::Status CudaBackend::prepare_ops() {
+  // Every alias gets its own entry, so a step's look-ups are one hash probe each.
+  for (const PlanAlias& a : plan_.aliases) {
+    if (addresses_.contains(a.value)) continue;
+    if (absl::StatusOr<DevicePtr> p = address(a.of); p.ok()) addresses_[a.value] = *p;
+  }
   // Program order: ascending node, launches of a node in list order;
   // runtime-added launches (node -1: sampling) after the graph.
   std::vector<std::pair<int64_t, Op>> order;
@@ -596,43 +621,11 @@ absl::Status CudaBackend::prepare_ops() {
     op.launch = &l;
     op.when = l.rule.when;
     op.label = absl::StrCat("node ", l.node, " ", family_name(k.family), " (", k.key, ")");
-    if (k.params.size() != l.args.size()) {
-      return absl::InvalidArgumentError(absl::StrCat(op.label, ": the launch passes ",
-                                                     l.args.size(), " arguments, the entry takes ",
-                                                     k.params.size()));
-    }
-    for (size_t i = 0; i < l.args.size(); ++i) {
-      const LaunchArg& a = l.args[i];
-      const EntryParam& p = k.params[i];
-      const bool want_ptr = a.kind == LaunchArg::Kind::kTensor ||
-                            a.kind == LaunchArg::Kind::kWorkspace ||
-                            a.kind == LaunchArg::Kind::kRuntime;
-      const bool ok = want_ptr ? p.type == ParamType::kPointer
-                      : a.kind == LaunchArg::Kind::kInt
-                          ? p.type == ParamType::kI32 || p.type == ParamType::kI64
-                          : p.type == ParamType::kF32;
-      if (!ok) {
-        return absl::InvalidArgumentError(
-            absl::StrCat(op.label, ": argument ", i, " (", p.name, ") has the wrong kind"));
-      }
-      DevicePtr ptr = 0;
-      if (a.kind == LaunchArg::Kind::kTensor) {
-        absl::StatusOr<DevicePtr> addr = address(a.value);
-        if (!addr.ok())
-          return absl::NotFoundError(absl::StrCat(op.label, ": ", addr.status().message()));
-        ptr = *addr;
-      } else if (a.kind == LaunchArg::Kind::kWorkspace) {
-        auto it = addresses_.find("workspace:" + a.value);
-        if (it == addresses_.end()) {
-          return absl::NotFoundError(absl::StrCat(op.label, ": no workspace ", a.value));
-        }
-        ptr = it->second;
-      } else if (a.kind == LaunchArg::Kind::kRuntime) {
-        ptr = a.runtime == RuntimeInput::kSampledIds
-                  ? sampled_ids_
-                  : inputs_.ptr() + regions_[static_cast<size_t>(runtime_array(a.runtime))].offset;
-      }
-      op.pointers.push_back(ptr);
+    // Bound once at the symbols' upper bounds, so a binding error shows at load, not mid-step.
+    Resolver resolver(*this);
+    if (absl::StatusOr<std::vector<BoundArg>> bound = bind_launch(k, l, symbol_bounds_, resolver);
+        !bound.ok()) {
+      return absl::InvalidArgumentError(absl::StrCat(op.label, ": ", bound.status().message()));
     }
     order.emplace_back(key(l.node) * 2 + 1, std::move(op));
   }
@@ -794,15 +787,14 @@ absl::Status CudaBackend::stage_inputs(const StepRequest& step) {
 absl::StatusOr<std::vector<int64_t>> CudaBackend::launch_signature(bool decode) const {
   std::vector<int64_t> sig;
   for (const Op& op : ops_) {
-    if (op.when == StepKind::kPrefill && decode) continue;
-    if (op.when == StepKind::kDecode && !decode) continue;
+    if (!launch_runs_in(op.when, !decode)) continue;
     if (op.gemm != nullptr) {
       absl::StatusOr<int64_t> m = eval_launch_expr(op.gemm->m, symbols_);
       if (!m.ok()) return m.status();
       sig.push_back(*m);
       continue;
     }
-    absl::StatusOr<LaunchDims> d = eval_launch_rule(op.launch->rule, symbols_);
+    absl::StatusOr<LaunchGeometry> d = eval_launch_rule(op.launch->rule, symbols_);
     if (!d.ok())
       return absl::InvalidArgumentError(absl::StrCat(op.label, ": ", d.status().message()));
     sig.insert(sig.end(), d->grid.begin(), d->grid.end());
@@ -822,8 +814,7 @@ absl::StatusOr<std::vector<int64_t>> CudaBackend::launch_signature(bool decode) 
 absl::Status CudaBackend::enqueue_ops(bool decode, bool checked) {
   int launches = 0;
   for (const Op& op : ops_) {
-    if (op.when == StepKind::kPrefill && decode) continue;
-    if (op.when == StepKind::kDecode && !decode) continue;
+    if (!launch_runs_in(op.when, !decode)) continue;
     ++launches;
     if (op.gemm != nullptr) {
       absl::StatusOr<int64_t> m = eval_launch_expr(op.gemm->m, symbols_);
@@ -835,35 +826,29 @@ absl::Status CudaBackend::enqueue_ops(bool decode, bool checked) {
         return absl::Status(s.code(), absl::StrCat(op.label, ": ", s.message()));
       }
     } else {
-      absl::StatusOr<LaunchDims> d = eval_launch_rule(op.launch->rule, symbols_);
-      if (!d.ok())
-        return absl::InvalidArgumentError(absl::StrCat(op.label, ": ", d.status().message()));
-      KernelDims dims;
-      for (int a = 0; a < 3; ++a) {
-        dims.grid[a] = static_cast<unsigned>(d->grid[a]);
-        dims.block[a] = static_cast<unsigned>(d->block[a]);
+      absl::StatusOr<LaunchGeometry> g = eval_launch_rule(op.launch->rule, symbols_);
+      if (!g.ok()) {
+        return absl::InvalidArgumentError(absl::StrCat(op.label, ": ", g.status().message()));
       }
-      dims.dynamic_smem = static_cast<size_t>(d->dynamic_shared_bytes);
-      const PlanKernel& k = plan_.kernels[op.kernel];
+      LaunchDims dims;
+      for (int a = 0; a < 3; ++a) {
+        dims.grid[a] = static_cast<unsigned>(g->grid[a]);
+        dims.block[a] = static_cast<unsigned>(g->block[a]);
+      }
+      dims.dynamic_smem = static_cast<size_t>(g->dynamic_shared_bytes);
+      Resolver resolver(*this);
+      absl::StatusOr<std::vector<BoundArg>> bound =
+          bind_launch(plan_.kernels[op.kernel], *op.launch, symbols_, resolver);
+      if (!bound.ok()) {
+        return absl::InvalidArgumentError(absl::StrCat(op.label, ": ", bound.status().message()));
+      }
       KernelArgs args;
-      for (size_t i = 0; i < op.launch->args.size(); ++i) {
-        const LaunchArg& a = op.launch->args[i];
-        switch (a.kind) {
-          case LaunchArg::Kind::kTensor:
-          case LaunchArg::Kind::kWorkspace:
-          case LaunchArg::Kind::kRuntime: args.ptr(op.pointers[i]); break;
-          case LaunchArg::Kind::kFloat: args.f32(static_cast<float>(a.real)); break;
-          case LaunchArg::Kind::kInt: {
-            absl::StatusOr<int64_t> v = eval_launch_expr(a.expr, symbols_);
-            if (!v.ok())
-              return absl::InvalidArgumentError(absl::StrCat(op.label, ": ", v.status().message()));
-            if (k.params[i].type == ParamType::kI64) {
-              args.i64(*v);
-            } else {
-              args.i32(static_cast<int32_t>(*v));
-            }
-            break;
-          }
+      for (const BoundArg& a : *bound) {
+        switch (a.type) {
+          case ParamType::kPointer: args.ptr(a.pointer); break;
+          case ParamType::kI32: args.i32(static_cast<int32_t>(a.integer)); break;
+          case ParamType::kI64: args.i64(a.integer); break;
+          case ParamType::kF32: args.f32(a.real); break;
         }
       }
       if (absl::Status s = device_->launch(kernels_[op.kernel], dims, args); !s.ok()) {
@@ -912,7 +897,7 @@ absl::StatusOr<StepResult> CudaBackend::run_step(const StepRequest& step) {
       last_step_.graph_replay = true;
       if (launches == 0) {  // replay of a graph captured earlier: count its ops
         int n = 0;
-        for (const Op& op : ops_) n += op.when != StepKind::kPrefill;
+        for (const Op& op : ops_) n += launch_runs_in(op.when, /*prefill_step=*/false);
         last_step_.launches = n;
       }
       ran = true;

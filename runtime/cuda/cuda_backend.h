@@ -64,6 +64,7 @@ class CudaBackend : public Backend {
  private:
   struct Op;           // one prepared launch or GEMM
   struct InputRegion;  // one step input's slice of the fixed input buffer
+  struct Resolver;     // plan/launch_binding.h's LaunchResolver over addresses_
   CudaBackend() = default;
 
   absl::Status load_kernels(const PlanBlobReader& blobs);

@@ -363,7 +363,7 @@ absl::StatusOr<GpuKernel> GpuDevice::load_kernel(const std::string& cubin,
   return k;
 }
 
-absl::Status GpuDevice::launch(const GpuKernel& kernel, const KernelDims& d, KernelArgs& args) {
+absl::Status GpuDevice::launch(const GpuKernel& kernel, const LaunchDims& d, KernelArgs& args) {
   const unsigned threads = d.block[0] * d.block[1] * d.block[2];
   if (d.grid[0] * d.grid[1] * d.grid[2] == 0 || threads == 0) {
     return absl::InvalidArgumentError(
@@ -515,7 +515,7 @@ absl::Status GpuDevice::fill_bytes(DevicePtr, uint8_t, size_t) { return no_cuda(
 absl::StatusOr<GpuKernel> GpuDevice::load_kernel(const std::string&, const std::string&) {
   return no_cuda();
 }
-absl::Status GpuDevice::launch(const GpuKernel&, const KernelDims&, KernelArgs&) {
+absl::Status GpuDevice::launch(const GpuKernel&, const LaunchDims&, KernelArgs&) {
   return no_cuda();
 }
 absl::Status GpuDevice::synchronize() { return no_cuda(); }

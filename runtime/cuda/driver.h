@@ -22,7 +22,7 @@ using DevicePtr = uint64_t;
 struct CudaDriverApi;  // the dlsym'd function table (cuda_driver.cc)
 
 /// Launch geometry: grid and block per axis.
-struct KernelDims {
+struct LaunchDims {
   unsigned grid[3] = {1, 1, 1};
   unsigned block[3] = {1, 1, 1};
   size_t dynamic_smem = 0;
@@ -113,7 +113,7 @@ class GpuDevice {
   absl::StatusOr<GpuKernel> load_kernel(const std::string& cubin, const std::string& entry);
   /// Launches on the device's stream; raises the kernel's dynamic shared-memory limit first when
   /// `dims.dynamic_smem` exceeds the 48 KB default.
-  absl::Status launch(const GpuKernel& kernel, const KernelDims& dims, KernelArgs& args);
+  absl::Status launch(const GpuKernel& kernel, const LaunchDims& dims, KernelArgs& args);
   /// Waits for all work; a kernel fault (illegal address, ...) surfaces here.
   absl::Status synchronize();
 
