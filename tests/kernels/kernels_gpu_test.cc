@@ -29,8 +29,8 @@
 #include "ir/parser.h"
 #include "ir/printer.h"
 #include "models/dequantize.h"
-#include "runtime/cuda_driver.h"
-#include "runtime/reference_executor.h"
+#include "runtime/cuda/driver.h"
+#include "runtime/reference/executor.h"
 
 namespace kiln {
 namespace {
