@@ -4,13 +4,13 @@
 #include <string>
 
 #include "absl/status/statusor.h"
-#include "codegen/plan_file.h"
+#include "plan/plan_file.h"
 
 namespace kiln {
 
-/// Model, arch, toolchain, kernels (registers, shared memory), GEMMs, arena, KV plan, weights.
+/// Model, arch, toolchain, kernels (registers, shared memory), GEMMs, arena, KV layout, weights.
 std::string plan_summary(const LoadedPlan& plan);
-/// One line per kernel: key, family, registers, shared memory, cubin size, launches.
+/// One line per kernel: key, registers, shared memory, cubin size, launches.
 std::string plan_kernel_list(const LoadedPlan& plan);
 /// The generated CUDA source of kernel `key` (`ptx = true`: its PTX instead).
 absl::StatusOr<std::string> plan_kernel_source(const LoadedPlan& plan, const std::string& key,
