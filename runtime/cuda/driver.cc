@@ -1,4 +1,4 @@
-// The dlopen'd CUDA driver API (see cuda_driver.h). cuda.h is used for its types only: nothing
+// The dlopen'd CUDA driver API (see driver.h). cuda.h is used for its types only: nothing
 // here links against libcuda, and without cuda.h (no toolkit at build time) open_gpu() reports
 // Unavailable.
 #include "runtime/cuda/driver.h"

@@ -1,7 +1,7 @@
 // The CUDA driver API, loaded at run time with dlopen("libcuda.so.1") and never linked, so every
 // kiln binary starts on a machine without a GPU driver (DESIGN.md, runtime/device). Every CUresult
 // becomes an absl::Status naming the call and the driver's error string. cuda.h supplies types
-// only, inside cuda_driver.cc; this header exposes none of them.
+// only, inside driver.cc; this header exposes none of them.
 #pragma once
 
 #include <cstddef>
@@ -19,7 +19,7 @@ namespace kiln {
 /// A device address (CUdeviceptr).
 using DevicePtr = uint64_t;
 
-struct CudaDriverApi;  // the dlsym'd function table (cuda_driver.cc)
+struct CudaDriverApi;  // the dlsym'd function table (driver.cc)
 
 /// Launch geometry: grid and block per axis.
 struct LaunchDims {

@@ -32,7 +32,7 @@
 #include "plan/launch_binding.h"
 #include "plan/launch_expr.h"
 #include "runtime/cuda/driver.h"
-#include "runtime/reference_executor.h"
+#include "runtime/reference/executor.h"
 
 namespace kiln {
 namespace {
