@@ -1,6 +1,7 @@
 // `kiln run`: generate text from a plan (or a model compiled in memory into one), streamed as it
-// is produced. A token's path: load_plan (a .kplan, or build_plan in memory) -> Backend (the CPU
-// reference backend) -> Engine::generate -> Backend::run_step per step -> streamed text.
+// is produced. A token's path: load_plan (a .kplan, or build_plan in memory) -> Backend (the GPU
+// or the CPU reference backend, tools/run_backend.h) -> Engine::generate -> Backend::run_step per
+// step -> streamed text.
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
@@ -13,9 +14,11 @@
 #include "models/tokenizer_source.h"
 #include "models/weights.h"
 #include "passes/pass_manager.h"
+#include "plan/plan_file.h"
 #include "runtime/engine/engine.h"
 #include "runtime/reference/reference_backend.h"
 #include "tools/commands.h"
+#include "tools/run_backend.h"
 #include "xxhash.h"
 
 namespace kiln::tools {
@@ -38,6 +41,10 @@ struct RunOptions {
   int64_t kv_pages = 0;
   int64_t max_context = 0;
   bool verify_weights = false;
+  double kv_cache_gb = 0;            // cuda: KV pool size (GiB)
+  double gpu_memory_fraction = 0.9;  // cuda: else this fraction of free memory
+  bool debug_sync = false;           // cuda: synchronize and check after every launch
+  bool cuda_graphs = true;           // cuda: replay decode steps from CUDA graphs
 };
 
 // TODO(runtime): replaced by codegen's build_plan (kernels off) when the plan branch lands.
@@ -113,13 +120,20 @@ int fail(const absl::Status& s) {
 }
 
 int run(const RunOptions& o) {
-  if (o.device == "cuda") {
-    std::cerr << "kiln run: the CUDA backend is not available yet; use --device cpu (or auto)\n";
-    return 2;
+  // A .kplan runs as compiled: its kernels on the GPU, or its own IR on the CPU.
+  std::optional<LoadedPlan> file;
+  absl::StatusOr<Plan> plan = absl::UnknownError("");
+  if (std::filesystem::path(o.model).extension() == ".kplan") {
+    absl::StatusOr<LoadedPlan> loaded = read_plan(o.model);
+    if (!loaded.ok()) return fail(loaded.status());
+    file = std::move(*loaded);
+    plan = file->plan;
+  } else {
+    plan = load_plan(o);
   }
-  if (o.device == "auto") std::cerr << "kiln run: using the CPU reference backend\n";
-  absl::StatusOr<Plan> plan = load_plan(o);
   if (!plan.ok()) return fail(plan.status());
+  PlanBlobReader blobs = nullptr;
+  if (file) blobs = [&file](int i) -> absl::StatusOr<std::string_view> { return file->blob(i); };
   absl::StatusOr<Tokenizer> tok = load_tokenizer(plan->tokenizer_path);
   if (!tok.ok()) return fail(tok.status());
   absl::StatusOr<GenerationRequest> req = make_request(o, *tok, plan->model);
@@ -130,11 +144,18 @@ int run(const RunOptions& o) {
   bo.verify_weights = o.verify_weights;
   // Unless told otherwise, KV pages for exactly this request (prompt + new tokens).
   const int64_t ps = plan->kv.page_size;
-  bo.kv_pages = o.kv_pages > 0
-                    ? o.kv_pages
-                    : (static_cast<int64_t>(req->prompt.size()) + o.max_new_tokens + ps - 1) / ps;
-  absl::StatusOr<std::unique_ptr<ReferenceBackend>> backend = ReferenceBackend::create(*plan, bo);
+  const int64_t request_pages =
+      (static_cast<int64_t>(req->prompt.size()) + o.max_new_tokens + ps - 1) / ps;
+  // On the GPU the pool is sized by --kv-cache-gb or --gpu-memory-fraction unless --kv-pages.
+  bo.kv_pages = o.kv_pages;
+  bo.kv_cache_gb = o.kv_cache_gb;
+  bo.gpu_memory_fraction = o.gpu_memory_fraction;
+  bo.debug_sync = o.debug_sync;
+  bo.cuda_graphs = o.cuda_graphs;
+  absl::StatusOr<std::unique_ptr<Backend>> backend =
+      open_backend(o.device, *plan, bo, blobs, request_pages);
   if (!backend.ok()) return fail(backend.status());
+  if ((*backend)->name() == "cuda") std::cerr << "kiln run: " << (*backend)->load_report() << "\n";
 
   Engine engine(**backend, *tok);
   GenerationStats stats;
@@ -194,6 +215,15 @@ void add_run_command(CLI::App& app, int* exit_code) {
       ->capture_default_str();
   cmd->add_flag("--verify-weights", o->verify_weights,
                 "check every referenced weight file's checksum before running");
+  cmd->add_option("--kv-cache-gb", o->kv_cache_gb,
+                  "GPU: KV pool size in GiB (default: --gpu-memory-fraction of free memory)");
+  cmd->add_option("--gpu-memory-fraction", o->gpu_memory_fraction,
+                  "GPU: fraction of the free memory the KV pool takes")
+      ->check(CLI::Range(0.01, 1.0))
+      ->capture_default_str();
+  cmd->add_flag("--debug-sync", o->debug_sync,
+                "GPU: synchronize and check after every launch, naming the op that failed");
+  cmd->add_flag("!--no-cuda-graphs", o->cuda_graphs, "GPU: run decode steps eagerly");
   cmd->callback([o, exit_code] { *exit_code = run(*o); });
 }
 

@@ -1,0 +1,37 @@
+// --device for `kiln run` (see run_backend.h).
+#include "tools/run_backend.h"
+
+#include <algorithm>
+#include <iostream>
+
+#include "runtime/reference/reference_backend.h"
+
+namespace kiln::tools {
+
+absl::StatusOr<std::unique_ptr<Backend>> open_backend(const std::string& device, const Plan& plan,
+                                                      const BackendOptions& options,
+                                                      const PlanBlobReader& blobs,
+                                                      int64_t cpu_kv_pages) {
+  const bool has_kernels = !plan.kernels.empty() && blobs != nullptr &&
+                           std::all_of(plan.kernels.begin(), plan.kernels.end(),
+                                       [](const PlanKernel& k) { return k.cubin_blob >= 0; });
+  if (device == "cuda" || (device == "auto" && has_kernels)) {
+    absl::StatusOr<std::unique_ptr<CudaBackend>> gpu = CudaBackend::create(plan, options, blobs);
+    if (gpu.ok()) return std::unique_ptr<Backend>(std::move(*gpu));
+    // auto falls back only when there is no GPU; a GPU that cannot run the plan is an error.
+    if (device == "cuda" || gpu.status().code() != absl::StatusCode::kUnavailable) {
+      return gpu.status();
+    }
+    std::cerr << "kiln: " << gpu.status().message() << "; using the CPU reference backend\n";
+  } else if (device == "auto") {
+    std::cerr << "kiln: the plan has no GPU kernels; using the CPU reference backend\n";
+  }
+  BackendOptions cpu_options = options;
+  if (cpu_options.kv_pages == 0) cpu_options.kv_pages = cpu_kv_pages;
+  absl::StatusOr<std::unique_ptr<ReferenceBackend>> cpu =
+      ReferenceBackend::create(plan, cpu_options, blobs);
+  if (!cpu.ok()) return cpu.status();
+  return std::unique_ptr<Backend>(std::move(*cpu));
+}
+
+}  // namespace kiln::tools

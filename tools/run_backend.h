@@ -1,0 +1,26 @@
+// The backend `kiln run` / `kiln bench` execute a plan on, chosen by --device: the GPU (CUDA) or
+// the CPU reference backend, with "auto" taking the GPU when one is present and the plan carries
+// kernels for it.
+#pragma once
+
+#include <memory>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "plan/plan.h"
+#include "runtime/backend.h"
+#include "runtime/cuda/cuda_backend.h"
+
+namespace kiln::tools {
+
+/// `device` is "cuda" (the GPU, or an error that says why not: no GPU found, a plan for another
+/// arch), "cpu", or "auto" (the GPU when there is one and `plan` has cubins, else the CPU; the
+/// choice is printed on stderr). `blobs` reads the plan file's blobs (null for a plan built in
+/// memory without kernels). With options.kv_pages 0 the GPU sizes its pool from kv_cache_gb or
+/// gpu_memory_fraction and the CPU backend takes `cpu_kv_pages`.
+absl::StatusOr<std::unique_ptr<Backend>> open_backend(const std::string& device, const Plan& plan,
+                                                      const BackendOptions& options,
+                                                      const PlanBlobReader& blobs,
+                                                      int64_t cpu_kv_pages);
+
+}  // namespace kiln::tools
