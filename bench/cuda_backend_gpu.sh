@@ -39,19 +39,21 @@ nvidia-smi -L >"$logs/nvidia-smi.txt" 2>&1
 step "configure" configure.log cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=Release \
   -DKILN_TESTS=ON -DCUDAToolkit_ROOT=/usr/local/cuda || true
 step "build" build.log cmake --build build -j"$jobs" --target kiln runtime_cuda_gemm_gpu_test \
-  runtime_cuda_cuda_backend_gpu_test kernels_kernels_gpu_test
+  runtime_cuda_cuda_backend_gpu_test
 if [ -x build/tools/kiln ]; then
-  step "ctest -L gpu" ctest-gpu.log ctest --test-dir build -L gpu --output-on-failure -j3 \
-    --timeout 400
+  # The CUDA backend's GPU tests (the kernel tests are bench/run_gpu.sh's).
+  step "ctest -L gpu (cuda backend)" ctest-gpu.log ctest --test-dir build -L gpu \
+    -R "CudaBackend|GemmGpu" --output-on-failure -j4 --timeout 300
   grep -hE "^\[ kiln gpu \]" build/Testing/Temporary/LastTest.log 2>/dev/null | sort -u | head -40
   grep -hE "kiln gpu \].*(rel error|report|cuda:)" "$logs/ctest-gpu.log" | head -20
   step "HF transformers vs kiln logits" hf-compare.log python3 scripts/compare_hf_logits.py \
     build/gpu-fixtures/*/
   cat "$logs/hf-compare.log" | tail -8
 
-  # kiln run on both backends (a test fixture's plan, compiled by the GPU tests for this GPU).
-  tiny=build/gpu-fixtures/mha-hd64/model.kplan
-  if [ -f "$tiny" ]; then
+  # kiln run on both backends (a test fixture written by the GPU tests, compiled by the CLI).
+  tiny=build/gpu-fixtures/mha-hd64/cli.kplan
+  if [ -d build/gpu-fixtures/mha-hd64 ] && step "kiln compile mha-hd64" tiny-compile.log \
+       build/tools/kiln compile build/gpu-fixtures/mha-hd64 -o "$tiny"; then
     step "kiln run (cuda)" run-cuda.log build/tools/kiln run "$tiny" --prompt "The quick brown" \
       --max-new-tokens 24
     step "kiln run (cuda, --debug-sync)" run-debug.log build/tools/kiln run "$tiny" \

@@ -10,10 +10,14 @@
 
 #include <gtest/gtest.h>
 
+#include <fcntl.h>
+#include <sys/file.h>
+#include <unistd.h>
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
+
 #include <filesystem>
 #include <fstream>
 #include <map>
@@ -88,8 +92,17 @@ std::string fixture_root() { return std::string(KILN_BUILD_DIR) + "/gpu-fixtures
 absl::StatusOr<std::string> make_fixture(const Fixture& f, const std::string& extra = "") {
   const std::string dir = absl::StrCat(fixture_root(), "/", f.name);
   const std::string stamp = dir + "/.complete" + (extra.empty() ? "" : "-gguf");
-  if (fs::exists(stamp)) return dir;
   fs::create_directories(dir);
+  // ctest runs each case in its own process, several at once: one writer per fixture.
+  const int lock = open((dir + ".lock").c_str(), O_CREAT | O_RDWR, 0644);
+  if (lock >= 0) flock(lock, LOCK_EX);
+  struct Unlock {
+    int fd;
+    ~Unlock() {
+      if (fd >= 0) close(fd);
+    }
+  } unlock{lock};
+  if (fs::exists(stamp)) return dir;
   std::string source = "--preset " + f.preset;
   if (f.preset.empty()) {
     std::ofstream(dir + "/fixture-config.json") << f.config_json;
@@ -123,6 +136,11 @@ absl::StatusOr<LoadedPlan> compile_plan(const std::string& model, const std::str
   absl::StatusOr<CompileReport> r = compile_model(o);
   if (!r.ok()) return r.status();
   return read_plan(plan_path);
+}
+
+/// A plan file per test process (cases of one fixture run concurrently).
+std::string plan_path(const std::string& dir) {
+  return absl::StrCat(dir, "/model.", getpid(), ".kplan");
 }
 
 PlanBlobReader blob_reader(const LoadedPlan& p) {
@@ -238,7 +256,7 @@ TEST_P(CudaBackendGpu, LogitsMatchReferenceOverPrefillAndDecodes) {
   const Fixture& f = GetParam();
   absl::StatusOr<std::string> dir = make_fixture(f);
   if (!dir.ok()) GTEST_SKIP() << f.name << ": " << dir.status().message();
-  absl::StatusOr<LoadedPlan> plan = compile_plan(*dir, *dir + "/model.kplan");
+  absl::StatusOr<LoadedPlan> plan = compile_plan(*dir, plan_path(*dir));
   ASSERT_TRUE(plan.ok()) << plan.status();
   BackendOptions opts;
   opts.kv_pages = 256;
@@ -268,7 +286,7 @@ TEST_P(CudaBackendGpu, RaggedBatchMatchesEachSequenceAlone) {
   const Fixture& f = GetParam();
   absl::StatusOr<std::string> dir = make_fixture(f);
   if (!dir.ok()) GTEST_SKIP() << f.name << ": " << dir.status().message();
-  absl::StatusOr<LoadedPlan> plan = compile_plan(*dir, *dir + "/model.kplan");
+  absl::StatusOr<LoadedPlan> plan = compile_plan(*dir, plan_path(*dir));
   ASSERT_TRUE(plan.ok()) << plan.status();
   BackendOptions opts;
   opts.kv_pages = 256;
@@ -307,7 +325,7 @@ TEST_P(CudaBackendGpu, GraphReplayGivesEagerTokens) {
   const Fixture& f = GetParam();
   absl::StatusOr<std::string> dir = make_fixture(f);
   if (!dir.ok()) GTEST_SKIP() << f.name << ": " << dir.status().message();
-  absl::StatusOr<LoadedPlan> plan = compile_plan(*dir, *dir + "/model.kplan");
+  absl::StatusOr<LoadedPlan> plan = compile_plan(*dir, plan_path(*dir));
   ASSERT_TRUE(plan.ok()) << plan.status();
   BackendOptions eager_opts, graph_opts;
   eager_opts.kv_pages = graph_opts.kv_pages = 256;
@@ -343,7 +361,7 @@ TEST(CudaBackendGpuGguf, QuantizedGgufMatchesItsCpuRun) {
   const Fixture f{"tiny-q4_1", "tiny", "", 21};
   absl::StatusOr<std::string> dir = make_fixture(f, "--no-hf --gguf-type q4_1");
   if (!dir.ok()) GTEST_SKIP() << "needs the gguf Python package: " << dir.status().message();
-  absl::StatusOr<LoadedPlan> plan = compile_plan(*dir + "/model.q4_1.gguf", *dir + "/model.kplan");
+  absl::StatusOr<LoadedPlan> plan = compile_plan(*dir + "/model.q4_1.gguf", plan_path(*dir));
   ASSERT_TRUE(plan.ok()) << plan.status();
   BackendOptions opts;
   opts.kv_pages = 64;
@@ -373,7 +391,7 @@ TEST(CudaBackendGpuErrors, StepOutsideThePoolIsAnErrorNotACrash) {
   const Fixture& f = fixtures()[0];
   absl::StatusOr<std::string> dir = make_fixture(f);
   if (!dir.ok()) GTEST_SKIP() << dir.status().message();
-  absl::StatusOr<LoadedPlan> plan = compile_plan(*dir, *dir + "/model.kplan");
+  absl::StatusOr<LoadedPlan> plan = compile_plan(*dir, plan_path(*dir));
   ASSERT_TRUE(plan.ok()) << plan.status();
   BackendOptions opts;
   opts.kv_pages = 4;
