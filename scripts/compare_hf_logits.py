@@ -6,7 +6,8 @@
 Each FIXTURE_DIR is a model folder written by scripts/make_fixture.py in which
 tests/runtime/cuda/cuda_backend_gpu_test.cc left kiln-trace.json (the prompt and the token fed at
 each decode step) and kiln-logits.f32 (kiln's logits after the prompt and after each fed token).
-transformers runs prompt + fed tokens as one fp32 forward on the GPU; the logits at the same
+transformers runs prompt + fed tokens as one fp32 forward on the GPU, with the weights rounded to
+bf16 first as kiln stores them (so the comparison measures the computation); the logits at the same
 positions are compared: relative L2 error per position (bound 2e-2, bf16 activations) and argmax
 agreement (bound 99%). Prints one row per fixture; exits 1 when a bound fails.
 """
@@ -24,6 +25,9 @@ def compare(d):
     prompt, fed, steps = trace["prompt"], trace["fed"], trace["steps"]
     kiln = np.fromfile(os.path.join(d, "kiln-logits.f32"), dtype="<f4").reshape(steps, -1)
     model = AutoModelForCausalLM.from_pretrained(d, torch_dtype=torch.float32).cuda().eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.copy_(p.to(torch.bfloat16).float())
     ids = torch.tensor([prompt + fed], device="cuda")
     with torch.no_grad():
         hf = model(ids).logits[0].float().cpu().numpy()
