@@ -72,6 +72,7 @@ class CudaBackend : public Backend {
   absl::Status allocate_activations();
   absl::Status allocate_kv(const BackendOptions& options);
   absl::Status prepare_ops();
+  absl::Status warm_up();
   absl::StatusOr<DevicePtr> address(std::string_view value) const;
 
   /// Checks the step against the plan's bounds and the pool, binds the symbols,

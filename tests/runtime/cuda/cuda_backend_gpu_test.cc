@@ -202,6 +202,14 @@ std::vector<int32_t> random_prompt(int len, int64_t vocab, uint32_t seed) {
   return p;
 }
 
+/// Six prompts of mixed lengths (one of a single token, so the prefill step is mixed): 6 x 17
+/// logits rows, enough positions for the 99% argmax bound to allow one near-tie.
+std::vector<std::vector<int32_t>> mixed_prompts(int len, int64_t vocab, uint32_t seed) {
+  std::vector<std::vector<int32_t>> p;
+  for (int n : {len, 3, 17, len / 2 + 1, 33, 1}) p.push_back(random_prompt(n, vocab, seed++));
+  return p;
+}
+
 struct Agreement {
   double max_rel = 0;
   int argmax_equal = 0, positions = 0;
@@ -235,7 +243,7 @@ Agreement compare(const Trace& gpu, const Trace& ref, int64_t vocab) {
 /// The GPU's logits for scripts/compare_hf_logits.py: kiln-trace.json (prompt, the tokens fed at
 /// each decode step, vocab) and kiln-logits.f32 (one row per step, f32 little-endian).
 void write_trace(const std::string& dir, const std::vector<int32_t>& prompt, const Trace& fed,
-                 const Trace& gpu) {
+                 const Trace& gpu, int64_t vocab) {
   std::ofstream meta(dir + "/kiln-trace.json");
   meta << "{\"prompt\": [";
   for (size_t i = 0; i < prompt.size(); ++i) meta << (i ? ", " : "") << prompt[i];
@@ -243,9 +251,9 @@ void write_trace(const std::string& dir, const std::vector<int32_t>& prompt, con
   for (size_t i = 0; i + 1 < fed.tokens.size(); ++i) meta << (i ? ", " : "") << fed.tokens[i][0];
   meta << "], \"steps\": " << gpu.logits.size() << "}\n";
   std::ofstream bin(dir + "/kiln-logits.f32", std::ios::binary);
-  for (const std::vector<float>& row : gpu.logits) {
-    bin.write(reinterpret_cast<const char*>(row.data()),
-              static_cast<std::streamsize>(row.size() * sizeof(float)));
+  for (const std::vector<float>& rows : gpu.logits) {  // sequence 0's row of each step
+    bin.write(reinterpret_cast<const char*>(rows.data()),
+              static_cast<std::streamsize>(vocab * sizeof(float)));
   }
 }
 
@@ -268,7 +276,7 @@ TEST_P(CudaBackendGpu, LogitsMatchReferenceOverPrefillAndDecodes) {
   ASSERT_TRUE(gpu.ok()) << gpu.status();
   std::printf("[ kiln gpu ] %s: %s\n", f.name.c_str(), (*gpu)->load_report().c_str());
   const int64_t vocab = plan->plan.model.vocab_size;
-  const std::vector<std::vector<int32_t>> prompts = {random_prompt(f.prompt_len, vocab, 7)};
+  const std::vector<std::vector<int32_t>> prompts = mixed_prompts(f.prompt_len, vocab, 7);
   absl::StatusOr<Trace> ref = drive(**cpu, prompts, kDecodes);
   ASSERT_TRUE(ref.ok()) << ref.status();
   absl::StatusOr<Trace> out = drive(**gpu, prompts, kDecodes, &*ref);
@@ -276,7 +284,7 @@ TEST_P(CudaBackendGpu, LogitsMatchReferenceOverPrefillAndDecodes) {
   const Agreement a = compare(*out, *ref, vocab);
   std::printf("[ kiln gpu ] %s: max rel error %.3g, argmax equal %d/%d\n", f.name.c_str(),
               a.max_rel, a.argmax_equal, a.positions);
-  write_trace(*dir, prompts[0], *ref, *out);
+  write_trace(*dir, prompts[0], *ref, *out, vocab);
   EXPECT_LE(a.max_rel, kMaxRelError) << f.name;
   EXPECT_GE(a.argmax_equal, kMinArgmaxAgreement * a.positions) << f.name;
 }
@@ -374,7 +382,7 @@ TEST(CudaBackendGpuGguf, QuantizedGgufMatchesItsCpuRun) {
   EXPECT_NE((*gpu)->load_report().find("converted on the host"), std::string::npos)
       << (*gpu)->load_report();
   const int64_t vocab = plan->plan.model.vocab_size;
-  const std::vector<std::vector<int32_t>> prompts = {random_prompt(f.prompt_len, vocab, 5)};
+  const std::vector<std::vector<int32_t>> prompts = mixed_prompts(f.prompt_len, vocab, 5);
   absl::StatusOr<Trace> ref = drive(**cpu, prompts, kDecodes);
   ASSERT_TRUE(ref.ok()) << ref.status();
   absl::StatusOr<Trace> out = drive(**gpu, prompts, kDecodes, &*ref);
