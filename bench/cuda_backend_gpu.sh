@@ -83,6 +83,23 @@ if [ -x build/tools/kiln ]; then
   else
     row "smollm2-135m fixture" SKIP "no $smol_config or make_fixture failed (smol-fixture.log)"
   fi
+  # With KILN_BENCH_1B=1: the Llama-3.2-1B shape too (random bf16 weights, ~2.5 GB written).
+  one_b_config=$(dirname "$smol_config")/llama3.2-1b.config.json
+  if [ -n "${KILN_BENCH_1B:-}" ] && [ -f "$one_b_config" ]; then
+    oneb=build/gpu-fixtures/llama3.2-1b
+    if python3 scripts/make_fixture.py --config "$one_b_config" --out "$oneb" --dtype bf16 \
+         --no-gguf >"$logs/1b-fixture.log" 2>&1 &&
+       step "kiln compile llama3.2-1b" 1b-compile.log build/tools/kiln compile "$oneb" \
+         -o "$oneb/model.kplan"; then
+      for b in 1 16; do
+        step "kiln bench llama3.2-1b batch $b" bench-1b-b$b.log build/tools/kiln bench \
+          "$oneb/model.kplan" --batch $b --prompt-len 512 --gen-len 48 --kv-cache-gb 8
+        grep '^{' "$logs/bench-1b-b$b.log" >>"$logs/bench.jsonl"
+      done
+    else
+      row "llama3.2-1b fixture" FAIL "1b-fixture.log / 1b-compile.log"
+    fi
+  fi
 fi
 
 echo
