@@ -194,11 +194,6 @@ absl::StatusOr<GemmRunner::ShapePlan*> GemmRunner::plan_for(const GemmShape& s) 
   }
   const uint64_t ws = workspace_.bytes();
   api.pref_set(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws, sizeof(ws));
-  // Split-K partial sums only in fp32 workspace: the in-place and output-type reductions add the
-  // parts in bf16/f16 in the output buffer, which rounds each partial sum and, with the residual
-  // epilogue in place (C == D), gave errors of several ulps on an H200.
-  const uint32_t reductions = CUBLASLT_REDUCTION_SCHEME_COMPUTE_TYPE;
-  api.pref_set(pref, CUBLASLT_MATMUL_PREF_REDUCTION_SCHEME_MASK, &reductions, sizeof(reductions));
   cublasLtMatmulHeuristicResult_t result{};
   int found = 0;
   absl::Status st = check(api,
