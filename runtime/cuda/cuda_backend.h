@@ -96,6 +96,7 @@ class CudaBackend : public Backend {
   DeviceBuffer weights_, arena_, constants_, workspaces_, kv_, inputs_;
   absl::flat_hash_map<std::string, DevicePtr> addresses_;  // every bound value and workspace
   std::vector<Op> ops_;
+  std::vector<std::string> exprs_;  // the distinct integer expressions of ops_
   std::vector<InputRegion> regions_;
   void* host_inputs_ = nullptr;  // pinned mirror of inputs_
   int64_t staged_bytes_ = 0;     // bytes of the mirror the current step uses
