@@ -12,6 +12,7 @@
 
 #include "absl/status/statusor.h"
 #include "models/mapped_file.h"
+#include "plan/plan_file.h"
 #include "runtime/backend.h"
 #include "runtime/reference/executor.h"
 #include "runtime/reference/host_tensor.h"
@@ -31,6 +32,9 @@ class ReferenceBackend : public Backend {
   /// `kiln compile` command that rebuilds the plan. Packed weights are read through `blobs`.
   static absl::StatusOr<std::unique_ptr<ReferenceBackend>> create(
       const Plan& plan, const BackendOptions& options = {}, const PlanBlobReader& blobs = nullptr);
+  /// create() over a plan read from a .kplan file (its packed weights are the file's blobs).
+  static absl::StatusOr<std::unique_ptr<ReferenceBackend>> create(
+      const LoadedPlan& plan, const BackendOptions& options = {});
   ~ReferenceBackend() override;
 
   std::string name() const override { return "cpu"; }
