@@ -20,7 +20,8 @@
 
 namespace kiln {
 
-/// The bytes of a plan file's blob `index` (packed weights); the view must outlive `create`.
+/// The bytes of a plan file's blob `index` (packed weights). The bytes must outlive the backend:
+/// weights already in their param's dtype are used in place, not copied.
 using PlanBlobReader = std::function<absl::StatusOr<std::string_view>(int index)>;
 
 class ReferenceBackend : public Backend {
@@ -32,7 +33,8 @@ class ReferenceBackend : public Backend {
   /// `kiln compile` command that rebuilds the plan. Packed weights are read through `blobs`.
   static absl::StatusOr<std::unique_ptr<ReferenceBackend>> create(
       const Plan& plan, const BackendOptions& options = {}, const PlanBlobReader& blobs = nullptr);
-  /// create() over a plan read from a .kplan file (its packed weights are the file's blobs).
+  /// create() over a plan read from a .kplan file (its packed weights are the file's blobs);
+  /// `plan` must outlive the backend.
   static absl::StatusOr<std::unique_ptr<ReferenceBackend>> create(
       const LoadedPlan& plan, const BackendOptions& options = {});
   ~ReferenceBackend() override;

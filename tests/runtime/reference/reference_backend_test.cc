@@ -45,9 +45,11 @@ std::vector<std::vector<int32_t>> generate(Backend& backend, const Tokenizer& to
 
 // `kiln compile <model> -o x.kplan` (default limits), `kiln run x.kplan` and `kiln run <model>`
 // (max_seqs 1, compiled in memory) must give the same greedy tokens.
-void expect_plan_file_runs_like_the_model(const std::string& model, int64_t new_tokens) {
+void expect_plan_file_runs_like_the_model(const std::string& model, int64_t new_tokens,
+                                          bool pack_weights = false) {
   CompileOptions co;
   co.model = model;
+  co.pack_weights = pack_weights;
   co.output = testing::unique_temp_path("model.kplan");
   co.build_kernels = nvrtc_available();  // the kernels are carried, not run, on the CPU
   co.cache_dir = testing::unique_temp_path("kernels");
@@ -83,6 +85,11 @@ class PlanFileRuns : public ::testing::TestWithParam<std::string> {};
 
 TEST_P(PlanFileRuns, LikeTheModelCompiledInMemory) {
   expect_plan_file_runs_like_the_model(testing::fixture(GetParam()), 12);
+}
+
+TEST(PlanFileRunsPacked, LikeTheModelCompiledInMemory) {
+  // The weights travel inside the plan (blobs) instead of referencing the checkpoint.
+  expect_plan_file_runs_like_the_model(testing::fixture("tiny-gqa"), 12, /*pack_weights=*/true);
 }
 
 INSTANTIATE_TEST_SUITE_P(Presets, PlanFileRuns,
