@@ -10,8 +10,7 @@ namespace kiln::tools {
 
 absl::StatusOr<std::unique_ptr<Backend>> open_backend(const std::string& device, const Plan& plan,
                                                       const BackendOptions& options,
-                                                      const PlanBlobReader& blobs,
-                                                      int64_t cpu_kv_pages) {
+                                                      const PlanBlobReader& blobs) {
   const bool has_kernels = !plan.kernels.empty() && blobs != nullptr &&
                            std::all_of(plan.kernels.begin(), plan.kernels.end(),
                                        [](const PlanKernel& k) { return k.cubin_blob >= 0; });
@@ -26,10 +25,8 @@ absl::StatusOr<std::unique_ptr<Backend>> open_backend(const std::string& device,
   } else if (device == "auto") {
     std::cerr << "kiln: the plan has no GPU kernels; using the CPU reference backend\n";
   }
-  BackendOptions cpu_options = options;
-  if (cpu_options.kv_pages == 0) cpu_options.kv_pages = cpu_kv_pages;
   absl::StatusOr<std::unique_ptr<ReferenceBackend>> cpu =
-      ReferenceBackend::create(plan, cpu_options, blobs);
+      ReferenceBackend::create(plan, options, blobs);
   if (!cpu.ok()) return cpu.status();
   return std::unique_ptr<Backend>(std::move(*cpu));
 }

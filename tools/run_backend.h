@@ -16,11 +16,10 @@ namespace kiln::tools {
 /// `device` is "cuda" (the GPU, or an error that says why not: no GPU found, a plan for another
 /// arch), "cpu", or "auto" (the GPU when there is one and `plan` has cubins, else the CPU; the
 /// choice is printed on stderr). `blobs` reads the plan file's blobs (null for a plan built in
-/// memory without kernels). With options.kv_pages 0 the GPU sizes its pool from kv_cache_gb or
-/// gpu_memory_fraction and the CPU backend takes `cpu_kv_pages`.
+/// memory without kernels). With options.kv_pages 0 each backend sizes its own pool (the GPU from
+/// kv_cache_gb or gpu_memory_fraction).
 absl::StatusOr<std::unique_ptr<Backend>> open_backend(const std::string& device, const Plan& plan,
                                                       const BackendOptions& options,
-                                                      const PlanBlobReader& blobs,
-                                                      int64_t cpu_kv_pages);
+                                                      const PlanBlobReader& blobs);
 
 }  // namespace kiln::tools
