@@ -10,7 +10,6 @@
 #include <gtest/gtest.h>
 
 #include "runtime/cuda/driver.h"
-
 #include "tests/fixtures.h"
 
 namespace kiln {
