@@ -65,6 +65,9 @@ struct Fixture {
   int prompt_len = 37;
 };
 
+// gtest prints a parameter by its name, not its bytes.
+void PrintTo(const Fixture& f, std::ostream* os) { *os << f.name; }
+
 const std::vector<Fixture>& fixtures() {
   static const std::vector<Fixture> f = {
       {"mha-hd64", "",
