@@ -4,14 +4,15 @@
 The GPU runtime that executes whole plans does not exist yet, so this script loads the
 flash_attention prefill / decode / merge cubins straight out of a `.kplan` (compiled by
 `kiln compile` on the development machine; NVRTC needs no GPU) with the CUDA driver API through
-ctypes, launches them with the grid rules the plan records, on paged KV caches made with torch,
+ctypes, binds and launches them as the plan's launches say (argument kinds, entry parameter types,
+grid rules, workspace sizes), on paged KV caches made with torch,
 checks each output against torch SDPA, and times them with CUDA events (median of repeats,
 warm-up first). Shapes follow ../shared/BENCH.md (32 query / 8 KV heads, head_dim 128, bf16,
 page size 16). Prints one JSON line per measurement, like peers/torch_peers.py.
 
   python3 bench/attention_bench.py PLAN.kplan [--peers path/to/torch_peers.py]
 """
-import argparse, ctypes, json, math, struct, subprocess, sys
+import argparse, ctypes, json, struct, subprocess, sys
 import torch
 import torch.nn.functional as F
 
@@ -41,22 +42,33 @@ def median_ms(fn, iters=30, warm=5):
 
 
 class Plan:
-    """Reads a .kplan: magic | u32 version | u64 manifest length | JSON | 256-aligned blobs."""
+    """Reads a .kplan: magic | u32 version | u64 manifest length | JSON | 256-aligned blobs. The
+    manifest is plan/plan_json.cc's JSON form of the typed plan (format version 2)."""
 
     def __init__(self, path):
         b = open(path, "rb").read()
         assert b[:5] == b"KPLAN", "not a kiln plan"
+        version = struct.unpack_from("<I", b, 5)[0]
+        assert version == 2, f"plan format {version}; this script reads 2: recompile the plan"
         n = struct.unpack_from("<Q", b, 9)[0]
         self.m = json.loads(b[17:17 + n])
         self.base = (17 + n + 255) // 256 * 256
         self.b = b
 
-    def kernel(self, family):
-        for k in self.m["kernels"]:
+    def blob(self, index):
+        blob = self.m["blobs"][index]
+        return self.b[self.base + blob["offset"]:self.base + blob["offset"] + blob["size"]]
+
+    def launch(self, family):
+        """The first launch of a `family` kernel, with its kernel entry."""
+        for l in self.m["launches"]:
+            k = self.m["kernels"][l["kernel"]]
             if k["family"] == family:
-                blob = self.m["blobs"][k["cubin_blob"]]
-                return k["entry"], self.b[self.base + blob["offset"]:self.base + blob["offset"] + blob["size"]]
+                return l, k
         raise KeyError(family)
+
+    def workspace_bytes(self, name):
+        return next(w["bytes"] for w in self.m["workspaces"] if w["name"] == name)
 
 
 class Driver:
@@ -76,24 +88,57 @@ class Driver:
         self.check(self.cu.cuModuleGetFunction(ctypes.byref(fn), mod, entry.encode()), "cuModuleGetFunction")
         return fn
 
-    def launch(self, fn, grid, block, args):
-        vals = []
-        for a in args:
-            if isinstance(a, torch.Tensor):
-                vals.append(ctypes.c_void_p(a.data_ptr()))
-            elif isinstance(a, float):
-                vals.append(ctypes.c_float(a))
-            else:
-                vals.append(ctypes.c_int(a))
+    def launch(self, fn, grid, block, vals):
         ptrs = (ctypes.c_void_p * len(vals))(*[ctypes.cast(ctypes.pointer(v), ctypes.c_void_p) for v in vals])
         stream = ctypes.c_void_p(torch.cuda.current_stream().cuda_stream)
         self.check(self.cu.cuLaunchKernel(fn, *grid, *block, 0, stream, ptrs, None), "cuLaunchKernel")
 
 
 def launch_expr(expr, **symbols):
-    """Evaluates a plan launch rule (ints, symbols, + * and cdiv/min/max calls)."""
+    """Evaluates a plan launch expression (ints, symbols, + - * and cdiv/min/max calls)."""
     env = dict(symbols, min=min, max=max, _cdiv=lambda a, b: -(-a // b))
     return int(eval(expr.replace("cdiv(", "_cdiv("), {"__builtins__": {}}, env))
+
+
+class Bound:
+    """One launch bound the way plan/launch_binding.cc binds it: the plan's arguments, typed by
+    the kernel's entry parameters. Tensor arguments are the script's own buffers, looked up by
+    the entry parameter's name (the plan names IR values the script does not have); integer
+    expressions and grids are evaluated with the step's symbols; workspaces are allocated at the
+    plan's sizes."""
+
+    CTYPES = {"ptr": ctypes.c_void_p, "i32": ctypes.c_int, "i64": ctypes.c_longlong,
+              "f32": ctypes.c_float}
+
+    def __init__(self, drv, plan, family, tensors, **symbols):
+        launch, kernel = plan.launch(family)
+        self.kernel = kernel["key"]
+        self.fn = drv.function(kernel["key"], plan.blob(kernel["cubin_blob"]))
+        self.drv = drv
+        self.grid = tuple(launch_expr(e, **symbols) for e in launch["grid"])
+        self.block = tuple(launch_expr(e, **symbols) for e in launch["block"])
+        self.ints = {}
+        self.vals = []
+        assert len(launch["args"]) == len(kernel["params"]), self.kernel
+        for param, arg in zip(kernel["params"], launch["args"]):
+            kind, value, ctype = arg["kind"], arg["value"], self.CTYPES[param["type"]]
+            if kind == "tensor":
+                v = tensors[param["name"]].data_ptr()
+            elif kind == "workspace":
+                if value not in tensors:
+                    n = launch_expr(plan.workspace_bytes(value), **symbols)
+                    tensors[value] = torch.empty(n, dtype=torch.uint8, device="cuda")
+                v = tensors[value].data_ptr()
+            elif kind == "int":
+                v = self.ints[param["name"]] = launch_expr(value, **symbols)
+            elif kind == "float":
+                v = value
+            else:
+                raise ValueError(f"{self.kernel}: {kind} argument {param['name']} is not benchmarked")
+            self.vals.append(ctype(v))
+
+    def __call__(self):
+        self.drv.launch(self.fn, self.grid, self.block, self.vals)
 
 
 def paged(B, ctx, gen):
@@ -116,8 +161,6 @@ def dense_kv(k, v, perm, B, ctx):
 
 
 def prefill(drv, plan, seq, tokens):
-    entry, cubin = plan.kernel("flash_attention_prefill")
-    fn = drv.function(entry, cubin)
     B = max(1, tokens // seq)
     T = B * seq
     gen = torch.Generator().manual_seed(seq)
@@ -126,12 +169,13 @@ def prefill(drv, plan, seq, tokens):
     out = torch.full_like(q, float("nan"))
     positions = torch.arange(seq, dtype=torch.int32, device="cuda").repeat(B)
     qo = (torch.arange(B + 1, dtype=torch.int32) * seq).cuda()
-    scale = 1.0 / math.sqrt(D)
-    g = HQ // HKV
-    grid = ((T * g + 63) // 64 + B, HKV, 1)
-    args = [out, q, k, v, positions, qo, indptr, perm, last, B, HKV, PAGE, scale]
-    run = lambda: drv.launch(fn, grid, (128, 1, 1), args)
+    run = Bound(drv, plan, "flash_attention_prefill",
+                dict(out=out, q=q, k_cache=k, v_cache=v, positions=positions, qo_indptr=qo,
+                     kv_page_indptr=indptr, kv_page_indices=perm, kv_last_page_len=last),
+                T=T, S=B, K=seq)
+    assert (run.ints["num_kv_heads"], run.ints["page_size"]) == (HKV, PAGE), "plan shape != bench shape"
     run(); torch.cuda.synchronize()
+    g = HQ // HKV
     kd, vd = dense_kv(k, v, perm, B, seq)
     qd = q.view(B, seq, HQ, D).permute(0, 2, 1, 3)
     ref = F.scaled_dot_product_attention(qd, kd.repeat_interleave(g, 1), vd.repeat_interleave(g, 1),
@@ -140,29 +184,26 @@ def prefill(drv, plan, seq, tokens):
     ms = median_ms(run)
     flops = 4 * B * HQ * seq * seq * D / 2
     emit(bench="attn_prefill", impl="kiln", seq=seq, tokens=T, TFLOPs=round(flops / ms / 1e9, 1),
-         ms=round(ms, 4), max_abs_err=round(err, 4), kernel=entry)
+         ms=round(ms, 4), max_abs_err=round(err, 4), kernel=run.kernel)
 
 
 def decode(drv, plan, B, ctx):
-    pe, pc = plan.kernel("flash_attention_decode")
-    me, mc = plan.kernel("flash_attention_merge")
-    fd, fm = drv.function(pe, pc), drv.function(me, mc)
-    rule = next(l for l in plan.m["launches"] if l["kernel"] == pe)["launch"]["grid"][2]
-    split = launch_expr(rule, S=B, K=ctx, T=B)
     gen = torch.Generator().manual_seed(ctx + B)
     k, v, perm, indptr, last = paged(B, ctx, gen)
     q = torch.randn(B, HQ, D, dtype=torch.bfloat16, device="cuda")
     out = torch.full_like(q, float("nan"))
     positions = torch.full((B,), ctx - 1, dtype=torch.int32, device="cuda")
     qo = torch.arange(B + 1, dtype=torch.int32, device="cuda")
-    o_part = torch.empty(split * B * HQ * D, dtype=torch.float32, device="cuda")
-    lse = torch.empty(split * B * HQ, dtype=torch.float32, device="cuda")
-    scale = 1.0 / math.sqrt(D)
+    # The decode and merge launches share the plan's workspaces (bound once, by name).
+    tensors = dict(out=out, q=q, k_cache=k, v_cache=v, positions=positions, qo_indptr=qo,
+                   kv_page_indptr=indptr, kv_page_indices=perm, kv_last_page_len=last)
+    part = Bound(drv, plan, "flash_attention_decode", tensors, T=B, S=B, K=ctx)
+    merge = Bound(drv, plan, "flash_attention_merge", tensors, T=B, S=B, K=ctx)
+    split = merge.ints["num_splits"]
 
     def run():
-        drv.launch(fd, (B, HKV, split), (128, 1, 1),
-                   [o_part, lse, q, k, v, positions, qo, indptr, perm, last, B, HKV, PAGE, scale])
-        drv.launch(fm, (B, HQ, 1), (D, 1, 1), [out, o_part, lse, qo, B, HQ, split])
+        part()
+        merge()
 
     run(); torch.cuda.synchronize()
     kd, vd = dense_kv(k, v, perm, B, ctx)
@@ -173,7 +214,7 @@ def decode(drv, plan, B, ctx):
     ms = median_ms(run)
     kv_bytes = 2 * B * ctx * HKV * D * 2
     emit(bench="attn_decode", impl="kiln", batch=B, ctx=ctx, TBps=round(kv_bytes / ms / 1e9, 3),
-         ms=round(ms, 4), max_abs_err=round(err, 4), split_kv=split, kernel=pe)
+         ms=round(ms, 4), max_abs_err=round(err, 4), split_kv=split, kernel=part.kernel)
 
 
 def main():

@@ -8,14 +8,11 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "ir/expr.h"
 #include "ir/type_inference.h"
 #include "passes/pass.h"
 #include "passes/pass_registry.h"
 #include "passes/rewrite.h"
-#if __has_include("ir/expr.h")
-#include "ir/expr.h"
-#define KILN_HAVE_EXPR 1
-#endif
 
 namespace kiln {
 namespace {
@@ -86,11 +83,9 @@ struct ElementwisePattern {
     if (!t.ok() || !((*t)[0] == root->output()->type)) {
       return R::fail("the inputs do not broadcast to the chain's result shape");
     }
-#ifdef KILN_HAVE_EXPR
     if (absl::Status s = validate_expr(m.expr, static_cast<int>(m.inputs.size())); !s.ok()) {
       return R::fail(absl::StrCat("generated expression is invalid: ", s.message()));
     }
-#endif
     return R::ok(m);
   }
 

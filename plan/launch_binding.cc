@@ -23,9 +23,9 @@ absl::StatusOr<std::vector<BoundArg>> bind_launch(const PlanKernel& kernel,
     const LaunchArg& arg = launch.args[i];
     const EntryParam& param = kernel.params[i];
     auto mismatch = [&] {
-      return absl::InvalidArgumentError(absl::StrCat(kernel.key, ": parameter ", param.name, " (",
-                                                     param_type_name(param.type), ") gets a ",
-                                                     launch_arg_kind_name(arg.kind), " argument"));
+      return absl::InvalidArgumentError(
+          absl::StrCat(kernel.key, ": parameter ", param.name, " (", param_type_name(param.type),
+                       ") is bound to an argument of kind ", launch_arg_kind_name(arg.kind)));
     };
     auto context = [&](const absl::Status& s) {
       return absl::Status(s.code(),

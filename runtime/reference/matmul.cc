@@ -6,6 +6,7 @@
 #include <cstring>
 #include <vector>
 
+#include "models/dequantize.h"
 #include "runtime/reference/thread_pool.h"
 
 namespace kiln {
@@ -29,29 +30,8 @@ constexpr int64_t kWidth = 1;
 constexpr int kMaxRows = 4;
 inline Vec vzero() { return 0.0f; }
 inline Vec vload(const float* p) { return *p; }
-float half_to_f32(uint16_t h) {
-  const uint32_t sign = static_cast<uint32_t>(h & 0x8000) << 16;
-  const uint32_t exp = (h >> 10) & 0x1f;
-  uint32_t mant = h & 0x3ff;
-  uint32_t bits;
-  if (exp == 0x1f) {
-    bits = sign | 0x7f800000u | (mant << 13);  // inf / nan
-  } else if (exp != 0) {
-    bits = sign | ((exp + 112) << 23) | (mant << 13);
-  } else if (mant == 0) {
-    bits = sign;
-  } else {  // subnormal half: renormalize
-    int e = -1;
-    do {
-      ++e;
-      mant <<= 1;
-    } while ((mant & 0x400) == 0);
-    bits = sign | static_cast<uint32_t>(112 - e) << 23 | ((mant & 0x3ff) << 13);
-  }
-  float f;
-  std::memcpy(&f, &bits, 4);
-  return f;
-}
+// The one f16 -> f32 conversion of the tree (models/dequantize.h).
+inline float half_to_f32(uint16_t h) { return f16_to_f32(h); }
 inline Vec vload_bf16(const uint16_t* p) {
   const uint32_t bits = static_cast<uint32_t>(*p) << 16;
   float f;

@@ -1,5 +1,5 @@
-// Lowering of fused IR to kernel specs, launches and GEMM entries; spec keys; launch expressions;
-// the fused_elementwise expression parser; emitted sources.
+// Lowering of fused graphs (build_llama + the default pipeline, as `kiln compile` makes them) to
+// kernel specs, launches and GEMM entries; spec keys; bound arguments; emitted sources.
 #include "codegen/lowering.h"
 
 #include <gtest/gtest.h>
@@ -10,6 +10,7 @@
 #include "codegen/families/fused_elementwise.h"
 #include "codegen/kernel_source.h"
 #include "ir/verifier.h"
+#include "plan/launch_binding.h"
 #include "plan/launch_expr.h"
 #include "tests/codegen/codegen_test_util.h"
 
@@ -29,8 +30,20 @@ TEST(KernelSpec, KeyIsCanonical) {
   EXPECT_NE(baked, spec_key(KernelFamily::kRope, DType::kF16, {{"d", 64}}, {}, "y"));
 }
 
+// Every buffer at a distinct dummy address.
+class AnyBuffer : public LaunchResolver {
+ public:
+  absl::StatusOr<uint64_t> tensor(const std::string&) override { return next_ += 256; }
+  absl::StatusOr<uint64_t> workspace(const std::string&) override { return next_ += 256; }
+  absl::StatusOr<uint64_t> runtime(RuntimeInput) override { return next_ += 256; }
+
+ private:
+  uint64_t next_ = 0;
+};
+
 TEST(Lowering, SmolLM2FusedGraph) {
-  std::unique_ptr<Graph> g = testing::load_kir("smollm2_fused.kir");
+  AnyBuffer any;
+  std::unique_ptr<Graph> g = testing::fused_graph(testing::smollm2_config());
   ASSERT_NE(g, nullptr);
   ASSERT_TRUE(verify(*g).ok());
   absl::StatusOr<LoweredGraph> l = lower_graph(*g);
@@ -47,15 +60,26 @@ TEST(Lowering, SmolLM2FusedGraph) {
   EXPECT_EQ(keys.size(), l->kernels.size());  // unique
   // 2 layers x (q, k, v, o, gate, up, down) + lm_head.
   EXPECT_EQ(l->gemms.size(), 15u);
-  int residual = 0;
+  // Every residual add but the last feeds the next RMSNorm and fuses into rmsnorm_residual; the
+  // last feeds last_token_rows (the final norm runs on [S] rows), so down_proj takes it.
+  int residual = 0, fused_norms = 0;
   for (const PlanGemm& e : l->gemms) residual += e.epilogue == GemmEpilogue::kResidual;
-  EXPECT_EQ(residual, 2);
+  for (const PlanKernel& k : l->kernels) {
+    if (k.family != KernelFamily::kRmsNormResidual) continue;
+    for (const PlanLaunch& launch : l->launches) fused_norms += &l->kernels[launch.kernel] == &k;
+  }
+  EXPECT_EQ(residual, 1);
+  EXPECT_EQ(fused_norms, 2 * 2 - 1);
   // Every launch passes exactly the entry's parameters.
   for (const PlanLaunch& launch : l->launches) {
     ASSERT_LT(launch.kernel, static_cast<int>(l->kernels.size()));
     const KernelSpec& spec = *l->specs[launch.kernel];
     EXPECT_EQ(entry_params(spec), l->kernels[launch.kernel].params);
     EXPECT_EQ(l->kernels[launch.kernel].params.size(), launch.args.size()) << spec.key();
+    // The plan's binding accepts every argument (kinds fit the entry's types, symbols bound).
+    absl::StatusOr<std::vector<BoundArg>> bound =
+        bind_launch(l->kernels[launch.kernel], launch, {{"T", 100}, {"S", 3}, {"K", 700}}, any);
+    EXPECT_TRUE(bound.ok()) << bound.status();
     absl::StatusOr<LaunchGeometry> dims =
         eval_launch_rule(launch.rule, {{"T", 100}, {"S", 3}, {"K", 700}});
     EXPECT_TRUE(dims.ok()) << spec.key() << ": " << dims.status();
@@ -63,7 +87,7 @@ TEST(Lowering, SmolLM2FusedGraph) {
 }
 
 TEST(Lowering, DecodeSplitFollowsBatchAndContext) {
-  std::unique_ptr<Graph> g = testing::load_kir("smollm2_fused.kir");
+  std::unique_ptr<Graph> g = testing::fused_graph(testing::smollm2_config());
   ASSERT_NE(g, nullptr);
   absl::StatusOr<LoweredGraph> l = lower_graph(*g);
   ASSERT_TRUE(l.ok()) << l.status();
@@ -88,7 +112,7 @@ TEST(Lowering, DecodeSplitFollowsBatchAndContext) {
 }
 
 TEST(Lowering, PrefillGridCoversEveryQueryTile) {
-  std::unique_ptr<Graph> g = testing::load_kir("smollm2_fused.kir");
+  std::unique_ptr<Graph> g = testing::fused_graph(testing::smollm2_config());
   ASSERT_NE(g, nullptr);
   absl::StatusOr<LoweredGraph> l = lower_graph(*g);
   ASSERT_TRUE(l.ok());
@@ -103,8 +127,6 @@ TEST(Lowering, PrefillGridCoversEveryQueryTile) {
 }
 
 TEST(Lowering, PrimitiveGraphSaysPassesMustRun) {
-  std::unique_ptr<Graph> g = testing::load_kir("smollm2_fused.kir");
-  ASSERT_NE(g, nullptr);
   Graph prim;
   ASSERT_TRUE(prim.symbols().add({"T", 8}).ok());
   Value* x = prim.add_input("x", {DType::kF32, {Dim::symbolic("T"), Dim::constant(4)}});

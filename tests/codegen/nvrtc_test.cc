@@ -22,8 +22,14 @@ namespace {
 #define SKIP_WITHOUT_NVRTC() \
   if (!nvrtc_available()) GTEST_SKIP() << "built without NVRTC"
 
-std::vector<KernelJob> jobs_for(const std::string& kir) {
-  std::unique_ptr<Graph> g = testing::load_kir(kir);
+// The fused graphs of the two test models, as `kiln compile` makes them.
+std::unique_ptr<Graph> model_graph(const std::string& model) {
+  if (model == "smollm2") return testing::fused_graph(testing::smollm2_config(), DType::kBF16);
+  return testing::fused_graph(testing::d128_llama3_config(), DType::kF16);
+}
+
+std::vector<KernelJob> jobs_for(const std::string& model) {
+  std::unique_ptr<Graph> g = model_graph(model);
   EXPECT_NE(g, nullptr);
   if (!g) return {};
   absl::StatusOr<LoweredGraph> l = lower_graph(*g);
@@ -66,8 +72,7 @@ TEST_P(CompileAll, EveryKernelCompiles) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Models, CompileAll,
-                         ::testing::Combine(::testing::Values("smollm2_fused.kir",
-                                                              "tiny_d128_fused.kir"),
+                         ::testing::Combine(::testing::Values("smollm2", "d128_llama3_f16"),
                                             ::testing::Values("sm_80", "sm_90a")),
                          [](const auto& info) {
                            std::string n = std::get<0>(info.param) + "_" + std::get<1>(info.param);
@@ -195,7 +200,7 @@ namespace {
 // ptxas -v printed whenever it printed (here it does), for every kernel of both test models.
 TEST(CubinInfo, AgreesWithPtxasForEveryKernel) {
   SKIP_WITHOUT_NVRTC();
-  for (const char* kir : {"smollm2_fused.kir", "tiny_d128_fused.kir"}) {
+  for (const char* kir : {"smollm2", "d128_llama3_f16"}) {
     for (const char* arch : {"sm_80", "sm_90a"}) {
       KernelCache cache(testing::fixture_kernel_cache());
       absl::StatusOr<std::vector<CompiledKernel>> built =

@@ -1,10 +1,11 @@
 // Numerical GPU tests of every kernel family against the CPU reference backend, in the spirit of
-// llama.cpp's test-backend-ops: each case is a one-node fused IR graph; codegen lowers it (specs,
-// launch rules, argument order), NVRTC compiles the specs for the device's arch (through a kernel
-// cache in the build folder), the driver API runs them on fresh random inputs (rounded to
-// bf16/f16 first so both sides see identical values) with every output poisoned with NaN first,
-// and the ReferenceExecutor runs the same node. Every element is compared with a per-family
-// bound. Without a GPU driver every test skips, saying why.
+// llama.cpp's test-backend-ops: each case is a one-node fused IR graph; codegen lowers it (the
+// families' specs, launch rules and bound arguments, in the plan's types), NVRTC compiles the specs
+// for the device's arch (through a kernel cache in the build folder), the driver API runs them with
+// the arguments plan/launch_binding.h binds (as the CUDA backend does) on fresh random inputs
+// (rounded to bf16/f16 first so both sides see identical values) with every output poisoned with
+// NaN first, and the ReferenceExecutor runs the same node. Every element is compared with a
+// per-family bound. Without a GPU driver every test skips, saying why.
 #include <gtest/gtest.h>
 
 #include <algorithm>
