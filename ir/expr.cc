@@ -13,7 +13,7 @@
 namespace kiln {
 namespace {
 
-constexpr int kMaxDepth = 200;  // bounds recursion on hostile input (fuzzers, edited .kir files)
+constexpr int kMaxDepth = kMaxExprDepth;  // bounds recursion on hostile input
 
 constexpr Expr::Kind kCalls[] = {Expr::Kind::kAdd,   Expr::Kind::kSub, Expr::Kind::kMul,
                                  Expr::Kind::kDiv,   Expr::Kind::kNeg, Expr::Kind::kExp,

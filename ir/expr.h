@@ -13,6 +13,10 @@
 
 namespace kiln {
 
+/// Deepest call nesting an expression may have (bounds the parser's recursion on hostile input);
+/// fuse-elementwise keeps the expressions it builds within it.
+inline constexpr int kMaxExprDepth = 200;
+
 /// A parsed expression, stored as nodes in post-order (children before parents; root last), so
 /// evaluation is one forward sweep and codegen can emit one SSA line per node.
 class Expr {

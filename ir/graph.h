@@ -1,7 +1,10 @@
 // The graph IR: one Node type, SSA Values, named params (weights), inputs and outputs.
 #pragma once
 
+#include <atomic>
+#include <cstdint>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <vector>
 
@@ -14,6 +17,7 @@
 namespace kiln {
 
 struct Node;
+class Graph;
 
 enum class ValueKind : uint8_t { kInput, kParam, kResult };
 
@@ -25,8 +29,21 @@ struct Value {
   std::string name;          // required for inputs and params; optional for results
   Node* producer = nullptr;  // set for results
   int output_index = 0;
+
+ private:
+  friend class Graph;
+  // One entry per read by a node operand (a node reading the value twice appears twice), kept by
+  // the Graph's mutation API so that users() and use_count() cost O(reads), not O(graph).
+  struct Use {
+    Node* node;
+    int operand;
+  };
+  std::vector<Use> uses_;
+  int output_reads_ = 0;  // graph outputs that name this value
 };
 
+/// A node. Its fields are read freely; `inputs` is changed only through the Graph (add_node,
+/// set_input, replace_all_uses), which keeps every value's use-list in step with it.
 struct Node {
   int id = 0;
   OpKind op = OpKind::kConstant;
@@ -35,6 +52,23 @@ struct Node {
   Attributes attrs;
 
   Value* output(int i = 0) const { return outputs[i]; }
+
+ private:
+  friend class Graph;
+  // Program order is a doubly linked list with gapped order keys (as MLIR's blocks), so that a
+  // rewrite inserts and erases in O(1) and compares positions with is_before() in O(1).
+  const Graph* owner_ = nullptr;
+  Node* prev_ = nullptr;
+  Node* next_ = nullptr;
+  uint64_t order_ = 0;
+  int slot_ = 0;                // index in Graph::nodes_ (the program position when materialized)
+  std::vector<int> use_slots_;  // use_slots_[i]: where this read sits in inputs[i]->uses_
+};
+
+/// Counters of the Graph's own bookkeeping, for tests that assert the passes stay linear.
+struct GraphStats {
+  int64_t order_rebuilds = 0;  // O(nodes) rebuilds of nodes() after a mid-graph insert or erase
+  int64_t renumbers = 0;       // O(nodes) renumberings of the order keys (a gap ran out)
 };
 
 struct GraphOutput {
@@ -56,49 +90,77 @@ class Graph {
   Value* add_input(const std::string& name, Type type);
   Value* add_param(const std::string& name, Type type);
   /// Appends a node (or inserts it before `insert_before`) with results of the given types.
-  /// Types are not checked here: builders infer them and the verifier checks them.
+  /// Types are not checked here: builders infer them and the verifier checks them. O(inputs).
   Node* add_node(OpKind op, std::vector<Value*> inputs, Attributes attrs,
                  const std::vector<Type>& output_types, Node* insert_before = nullptr);
+  /// Rewires operand `operand` of `node` to `value`.
+  void set_input(Node* node, int operand, Value* value);
   void add_output(const std::string& name, Value* value);
-  void set_output(int index, Value* value) { outputs_[index].value = value; }
+  void set_output(int index, Value* value);
 
   const std::vector<Value*>& inputs() const { return inputs_; }
   const std::vector<Value*>& params() const { return params_; }
   const std::vector<GraphOutput>& outputs() const { return outputs_; }
-  /// Nodes in program order (a topological order).
-  const std::vector<std::unique_ptr<Node>>& nodes() const { return nodes_; }
-  int num_nodes() const { return static_cast<int>(nodes_.size()); }
+  /// Nodes in program order (a topological order). O(1), except for the first call after a
+  /// mid-graph insert or an erase, which rebuilds the vector (O(nodes)): a rewrite loop walks
+  /// with next() / is_before() instead of calling this per step.
+  const std::vector<std::unique_ptr<Node>>& nodes() const;
+  int num_nodes() const { return num_nodes_; }
+  /// The first node in program order, and the node after `node` (nullptr at the end). O(1).
+  Node* first_node() const { return first_; }
+  Node* next(const Node* node) const { return node->next_; }
+  /// True when `a` comes before `b` in program order (both in this graph). O(1).
+  bool is_before(const Node* a, const Node* b) const { return a->order_ < b->order_; }
 
   Value* find_input(std::string_view name) const;
   Value* find_param(std::string_view name) const;
 
-  /// Nodes that read `value` (a node reading it twice appears once).
+  /// Nodes that read `value`, in program order (a node reading it twice appears once).
+  /// O(r log r) for r reads.
   std::vector<Node*> users(const Value* value) const;
-  /// Number of reads of `value` by nodes and graph outputs.
-  int use_count(const Value* value) const;
-  /// Rewires every read of `from` (node inputs and graph outputs) to `to`.
+  /// Number of reads of `value` by nodes and graph outputs. O(1).
+  int use_count(const Value* value) const {
+    return static_cast<int>(value->uses_.size()) + value->output_reads_;
+  }
+  /// Rewires every read of `from` (node inputs and graph outputs) to `to`. O(reads of `from`).
   void replace_all_uses(const Value* from, Value* to);
-  /// Removes a node whose results are unused; returns FailedPrecondition otherwise.
+  /// Removes a node whose results are unused; returns FailedPrecondition otherwise. O(inputs).
   absl::Status erase_node(Node* node);
   /// Removes nodes whose results are unused and that have no side effects; returns how many.
   int remove_dead_nodes();
-  /// Position of `node` in program order, or -1.
+  /// Position of `node` in program order, or -1 for a node of another graph. O(1) when nodes()
+  /// is current (see nodes()).
   int index_of(const Node* node) const;
 
   /// A deep copy (same names, types, attributes and order).
   std::unique_ptr<Graph> clone() const;
 
+  const GraphStats& stats() const { return stats_; }
+
  private:
   Value* new_value(ValueKind kind, Type type, std::string name);
+  void add_use(Node* node, int operand);
+  void remove_use(Node* node, int operand);
+  void link_before(Node* node, Node* before);
+  void renumber();
+  void materialize() const;
 
   std::string name_;
   SymbolTable symbols_;
   std::vector<std::unique_ptr<Value>> values_;
   std::vector<Value*> inputs_;
   std::vector<Value*> params_;
-  std::vector<std::unique_ptr<Node>> nodes_;
   std::vector<GraphOutput> outputs_;
   int next_node_id_ = 0;
+  // Ownership of the nodes. In program order while order_dirty_ is false; after a mid-graph
+  // insert or an erase it is in arrival order with holes until nodes() rebuilds it from the list.
+  mutable std::vector<std::unique_ptr<Node>> nodes_;
+  mutable std::atomic<bool> order_dirty_ = false;
+  mutable std::mutex order_mutex_;  // concurrent const readers may trigger the rebuild
+  mutable GraphStats stats_;
+  Node* first_ = nullptr;
+  Node* last_ = nullptr;
+  int num_nodes_ = 0;
 };
 
 }  // namespace kiln

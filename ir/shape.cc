@@ -27,15 +27,14 @@ absl::Status SymbolTable::add(const Symbol& symbol) {
     return absl::InvalidArgumentError(
         absl::StrCat("symbol ", symbol.name, " needs a positive upper bound"));
   }
+  index_.emplace(symbol.name, symbols_.size());
   symbols_.push_back(symbol);
   return absl::OkStatus();
 }
 
 const Symbol* SymbolTable::find(std::string_view name) const {
-  for (const Symbol& s : symbols_) {
-    if (s.name == name) return &s;
-  }
-  return nullptr;
+  auto it = index_.find(absl::string_view(name.data(), name.size()));
+  return it == index_.end() ? nullptr : &symbols_[it->second];
 }
 
 absl::StatusOr<int64_t> SymbolTable::upper_bound(const Dim& dim) const {

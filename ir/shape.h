@@ -6,6 +6,7 @@
 #include <string>
 #include <vector>
 
+#include "absl/container/flat_hash_map.h"
 #include "absl/status/statusor.h"
 
 namespace kiln {
@@ -37,6 +38,7 @@ std::string shape_to_string(const Shape& shape);  // "[T,576]"
 class SymbolTable {
  public:
   absl::Status add(const Symbol& symbol);
+  /// O(1): a hashed index beside the declaration-ordered list.
   const Symbol* find(std::string_view name) const;
   const std::vector<Symbol>& symbols() const { return symbols_; }
 
@@ -46,7 +48,8 @@ class SymbolTable {
   absl::StatusOr<int64_t> max_elements(const Shape& shape) const;
 
  private:
-  std::vector<Symbol> symbols_;
+  std::vector<Symbol> symbols_;                     // in declaration order (the printer's order)
+  absl::flat_hash_map<std::string, size_t> index_;  // name -> position in symbols_
 };
 
 /// Actual sizes of the symbols for one step ({"T": 7, "S": 2, ...}).

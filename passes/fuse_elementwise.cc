@@ -5,6 +5,7 @@
 #include <map>
 #include <set>
 #include <string>
+#include <unordered_map>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
@@ -16,6 +17,9 @@
 
 namespace kiln {
 namespace {
+
+// Most call nodes in one generated expression, counting a shared subexpression once per use.
+constexpr int64_t kMaxExprNodes = 4096;
 
 bool is_candidate(const Graph& g, const Node& n) {
   switch (n.op) {
@@ -55,18 +59,38 @@ struct ElementwisePattern {
     using R = MatchResult<ElementwiseMatch>;
     ElementwiseMatch m{};
     m.root = root;
+    // Grow to the fixpoint: a producer joins once all of its result's reads are by group nodes.
+    // A worklist counts the group's reads of each value, so the growth is O(group x operands);
+    // reads only grow, so the fixpoint is the same whatever the order. Two caps keep the
+    // expression valid and small (the only order-dependent part, deterministic): its nesting
+    // (each node one level below its deepest reader, every level counted so that emit()'s
+    // recursion is bounded too) stays within kMaxExprDepth, and its size with shared
+    // subexpressions repeated (emit() writes a node once per path from the root) within
+    // kMaxExprNodes.
     std::set<Node*> group = {root};
-    // Grow to a fixpoint: a producer joins once all of its readers are in the group.
-    for (bool grew = true; grew;) {
-      grew = false;
-      for (const Node* n : std::vector<Node*>(group.begin(), group.end())) {
-        for (const Value* in : n->inputs) {
-          Node* p = in->kind == ValueKind::kResult ? in->producer : nullptr;
-          if (p == nullptr || group.count(p) || claimed.count(p) || !is_candidate(g, *p)) continue;
-          if (!only_used_by(g, in, std::vector<const Node*>(group.begin(), group.end()))) continue;
-          group.insert(p);
-          grew = true;
-        }
+    std::unordered_map<const Value*, int> reads;      // reads of a value by group nodes
+    std::unordered_map<const Node*, int> level;       // a group node's nesting depth
+    std::unordered_map<const Value*, int64_t> paths;  // paths from the root to a value's read
+    level[root] = 0;
+    int64_t expr_nodes = 1;
+    std::vector<Node*> work = {root};
+    while (!work.empty()) {
+      Node* n = work.back();
+      work.pop_back();
+      const int64_t n_paths = n == root ? 1 : paths[n->output()];
+      for (const Value* in : n->inputs) {
+        ++reads[in];
+        paths[in] = std::min(paths[in] + n_paths, kMaxExprNodes + 1);
+        Node* p = in->kind == ValueKind::kResult ? in->producer : nullptr;
+        if (p == nullptr || group.count(p) || claimed.count(p) || !is_candidate(g, *p)) continue;
+        if (reads[in] != g.use_count(in)) continue;  // read outside the group (or an output)
+        int depth = 0;
+        for (const Node* reader : g.users(in)) depth = std::max(depth, level[reader] + 1);
+        if (depth + 1 > kMaxExprDepth || expr_nodes + paths[in] > kMaxExprNodes) continue;
+        group.insert(p);
+        level[p] = depth;
+        expr_nodes += paths[in];
+        work.push_back(p);
       }
     }
     m.nodes.assign(group.begin(), group.end());

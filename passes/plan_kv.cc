@@ -1,5 +1,6 @@
 // plan-kv: the paged KV cache's layout, read off the graph's cache inputs.
 #include <string>
+#include <unordered_set>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
@@ -22,13 +23,10 @@ class PlanKv : public Pass {
   }
 
   absl::StatusOr<bool> run(Graph& graph, PassContext& context) override {
-    std::vector<const Value*> caches;
+    std::vector<const Value*> caches;  // in order of first use
+    std::unordered_set<const Value*> seen;
     auto note = [&](const Value* v) {
-      if (v->kind != ValueKind::kInput) return;
-      for (const Value* c : caches) {
-        if (c == v) return;
-      }
-      caches.push_back(v);
+      if (v->kind == ValueKind::kInput && seen.insert(v).second) caches.push_back(v);
     };
     for (const auto& n : graph.nodes()) {
       if (auto w = op_view<KvWriteOp>(n.get())) note(w->cache());

@@ -1,8 +1,8 @@
 // plan-memory: arena offsets for every intermediate value, from liveness intervals and greedy
 // packing at the symbols' upper bounds.
 #include <algorithm>
-#include <map>
 #include <string>
+#include <unordered_map>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
@@ -15,6 +15,46 @@ namespace kiln {
 namespace {
 
 int64_t align_up(int64_t n, int64_t a) { return (n + a - 1) / a * a; }
+
+/// Live intervals [first, last] over program points 0..end, answering "which of the intervals
+/// added so far overlap [a, b]?" in O(log end + (b - a) + answers): an interval overlaps [a, b]
+/// when it starts inside it (found through per-point start lists) or contains a while starting
+/// before it (a stabbing query on a segment tree over the points). This keeps first-fit placement
+/// near-linear where a scan of every placed buffer per buffer was quadratic in the graph.
+class IntervalIndex {
+ public:
+  explicit IntervalIndex(int end) : starts_(end + 1) {
+    while (leaves_ < end + 1) leaves_ *= 2;
+    cover_.resize(2 * leaves_);
+  }
+
+  void add(int id, int first, int last) {
+    starts_[first].push_back(id);
+    for (int l = first + leaves_, r = last + leaves_ + 1; l < r; l /= 2, r /= 2) {
+      if (l & 1) cover_[l++].push_back(id);
+      if (r & 1) cover_[--r].push_back(id);
+    }
+  }
+
+  /// Calls `f(id)` once for every added interval that overlaps [a, b]; `first_of(id)` is its
+  /// first point.
+  template <class F, class First>
+  void overlapping(int a, int b, First first_of, F f) const {
+    for (int t = a; t <= b; ++t) {
+      for (int id : starts_[t]) f(id);
+    }
+    for (int i = a + leaves_; i >= 1; i /= 2) {
+      for (int id : cover_[i]) {
+        if (first_of(id) < a) f(id);
+      }
+    }
+  }
+
+ private:
+  int leaves_ = 1;
+  std::vector<std::vector<int>> starts_;  // interval ids by first point
+  std::vector<std::vector<int>> cover_;   // segment tree: ids whose interval covers the node
+};
 
 // Results that are the KV cache updated in place: they live in the page pool, not the arena.
 bool aliases_cache(const Node& n, int output) {
@@ -49,10 +89,11 @@ class PlanMemory : public Pass {
       int64_t offset = 0;
     };
     std::vector<Group> groups;
-    std::map<const Value*, int> group_of;  // value -> index in groups (arena values only)
+    std::unordered_map<const Value*, int> group_of;  // value -> index in groups (arena only)
     const int end = graph.num_nodes();
+    const auto& nodes = graph.nodes();
     for (int i = 0; i < end; ++i) {
-      const Node& n = *graph.nodes()[i];
+      const Node& n = *nodes[i];
       for (int o = 0; o < static_cast<int>(n.outputs.size()); ++o) {
         const Value* v = n.outputs[o];
         if (aliases_cache(n, o)) continue;
@@ -84,12 +125,17 @@ class PlanMemory : public Pass {
       if (it != group_of.end()) groups[it->second].last = end;
     }
 
-    // Lower bound: the most bytes live at one program point.
-    std::vector<int64_t> live(end + 1, 0);
+    // Lower bound: the most bytes live at one program point (a difference array over points).
+    std::vector<int64_t> delta(end + 2, 0);
     for (const Group& g : groups) {
-      for (int t = g.first; t <= g.last; ++t) live[t] += g.size;
+      delta[g.first] += g.size;
+      delta[g.last + 1] -= g.size;
     }
-    plan.lower_bound_bytes = live.empty() ? 0 : *std::max_element(live.begin(), live.end());
+    int64_t live = 0;
+    for (int t = 0; t <= end; ++t) {
+      live += delta[t];
+      plan.lower_bound_bytes = std::max(plan.lower_bound_bytes, live);
+    }
 
     // Greedy first fit, largest first: big buffers pack tightly and small ones fill the gaps.
     std::vector<int> order(groups.size());
@@ -98,14 +144,16 @@ class PlanMemory : public Pass {
       if (groups[a].size != groups[b].size) return groups[a].size > groups[b].size;
       return groups[a].first < groups[b].first;
     });
-    std::vector<int> placed;
+    IntervalIndex placed(end);
+    std::vector<std::pair<int64_t, int64_t>> busy;  // [offset, end) of time-overlapping buffers
     for (int gi : order) {
       Group& g = groups[gi];
-      std::vector<std::pair<int64_t, int64_t>> busy;  // [offset, end) of time-overlapping buffers
-      for (int pi : placed) {
-        const Group& p = groups[pi];
-        if (p.first <= g.last && g.first <= p.last) busy.emplace_back(p.offset, p.offset + p.size);
-      }
+      busy.clear();
+      placed.overlapping(
+          g.first, g.last, [&](int pi) { return groups[pi].first; },
+          [&](int pi) {
+            busy.emplace_back(groups[pi].offset, groups[pi].offset + groups[pi].size);
+          });
       std::sort(busy.begin(), busy.end());
       int64_t offset = 0;
       for (const auto& [lo, hi] : busy) {
@@ -114,7 +162,7 @@ class PlanMemory : public Pass {
       }
       g.offset = offset;
       plan.arena_bytes = std::max(plan.arena_bytes, offset + g.size);
-      placed.push_back(gi);
+      placed.add(gi, g.first, g.last);
     }
 
     for (const Group& g : groups) {

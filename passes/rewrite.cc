@@ -41,30 +41,37 @@ Value* other_operand(const Node* binary, const Value* one) {
 
 namespace {
 
-// Index of the node before which the fused node goes: where the pattern's first node after the
-// last-defined input was, so fused nodes keep the order of the patterns they replace.
-int insertion_index(const Graph& graph, const FusedReplacement& r) {
-  int pos = 0;
+// The node before which the fused node goes (nullptr: the end): where the pattern's first node
+// after the last-defined input was, so fused nodes keep the order of the patterns they replace.
+// O(inputs + pattern nodes), through the graph's O(1) order comparisons.
+Node* insertion_point(const Graph& graph, const FusedReplacement& r) {
+  const Node* last_input = nullptr;  // the latest producer of an input
   for (const Value* in : r.inputs) {
-    if (in->kind == ValueKind::kResult) pos = std::max(pos, graph.index_of(in->producer) + 1);
+    if (in->kind == ValueKind::kResult &&
+        (last_input == nullptr || graph.is_before(last_input, in->producer))) {
+      last_input = in->producer;
+    }
   }
-  int at = -1;
-  for (const Node* n : r.erase) {
-    const int i = graph.index_of(n);
-    if (i >= pos && (at < 0 || i < at)) at = i;
+  Node* at = nullptr;
+  for (Node* n : r.erase) {
+    if ((last_input == nullptr || graph.is_before(last_input, n)) &&
+        (at == nullptr || graph.is_before(n, at))) {
+      at = n;
+    }
   }
-  return at >= 0 ? at : pos;
+  if (at != nullptr) return at;
+  return last_input != nullptr ? graph.next(last_input) : graph.first_node();
 }
 
 }  // namespace
 
 std::string placement_problem(const Graph& graph, const FusedReplacement& r) {
-  const int pos = insertion_index(graph, r);
+  const Node* at = insertion_point(graph, r);
   for (const Value* v : r.replaces) {
     if (v == nullptr) continue;
     for (const Node* user : graph.users(v)) {
       if (std::find(r.erase.begin(), r.erase.end(), user) != r.erase.end()) continue;
-      if (graph.index_of(user) < pos) {
+      if (at == nullptr || graph.is_before(user, at)) {
         return absl::StrCat("a ", op_name(user->op),
                             " reading a replaced value runs before the fused op's last input is "
                             "defined");
@@ -89,16 +96,13 @@ absl::StatusOr<Node*> apply_replacement(Graph& graph, const FusedReplacement& r)
                                               r.replaces[i]->type.to_string()));
     }
   }
-  const int pos = insertion_index(graph, r);
-  Node* before = pos < graph.num_nodes() ? graph.nodes()[pos].get() : nullptr;
-  Node* fused = graph.add_node(r.op, r.inputs, r.attrs, *types, before);
+  Node* fused = graph.add_node(r.op, r.inputs, r.attrs, *types, insertion_point(graph, r));
   for (size_t i = 0; i < r.replaces.size(); ++i) {
     if (r.replaces[i] != nullptr) graph.replace_all_uses(r.replaces[i], fused->outputs[i]);
   }
   // Erase the pattern from its last node back, so every node is unused when erased.
   std::vector<Node*> erase = r.erase;
-  std::sort(erase.begin(), erase.end(),
-            [&](Node* a, Node* b) { return graph.index_of(a) > graph.index_of(b); });
+  std::sort(erase.begin(), erase.end(), [&](Node* a, Node* b) { return graph.is_before(b, a); });
   erase.erase(std::unique(erase.begin(), erase.end()), erase.end());
   for (Node* n : erase) {
     if (absl::Status s = graph.erase_node(n); !s.ok()) {

@@ -3,6 +3,7 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include "absl/strings/str_cat.h"
 #include "ir/expr.h"
 #include "tests/passes/pass_test_util.h"
 
@@ -96,6 +97,51 @@ TEST(FuseElementwise, LeavesBiasAndResidualAddsOfAMatmulToGemmEpilogue) {
   auto run = run_passes(kIn, {"fuse-elementwise"});
   ASSERT_TRUE(run.ok()) << run.status();
   EXPECT_EQ(run->text, canonical(kIn));
+}
+
+// A chain longer than an expression may nest (kMaxExprDepth) fuses into several expressions, each
+// valid, instead of failing at the top and leaving the chain unfused; the pass stays linear.
+TEST(FuseElementwise, LongChainsSplitAtTheNestingLimit) {
+  constexpr int kChain = 1000;
+  std::string ir = "graph @g {\n  symbol T <= 4\n  input %x : f32[T,8]\n";
+  std::string prev = "%x";
+  for (int i = 0; i < kChain; ++i) {
+    absl::StrAppend(&ir, "  %n", i, " = neg(", prev, ") : f32[T,8]\n");
+    prev = absl::StrCat("%n", i);
+  }
+  absl::StrAppend(&ir, "  output y = ", prev, "\n}\n");
+  auto run = run_passes(ir, {"fuse-elementwise"});
+  ASSERT_TRUE(run.ok()) << run.status();
+  int fused = 0, negs = 0;
+  for (const auto& n : run->graph->nodes()) {
+    ASSERT_EQ(n->op, OpKind::kFusedElementwise);
+    const std::string expr = *n->attrs.get_string("expr");
+    EXPECT_TRUE(validate_expr(expr, 1).ok());
+    for (size_t at = expr.find("neg("); at != std::string::npos; at = expr.find("neg(", at + 1))
+      ++negs;
+    ++fused;
+  }
+  EXPECT_EQ(negs, kChain);  // every op is in exactly one expression
+  EXPECT_EQ(fused, (kChain + kMaxExprDepth - 1) / kMaxExprDepth);
+}
+
+// Squaring repeatedly doubles the expression text per step (a shared operand is written once per
+// use); the group stops growing at a bounded size instead of hanging on an exponential string.
+TEST(FuseElementwise, RepeatedSquaringStaysBounded) {
+  std::string ir = "graph @g {\n  symbol T <= 4\n  input %x : f32[T,8]\n";
+  std::string prev = "%x";
+  for (int i = 0; i < 64; ++i) {
+    absl::StrAppend(&ir, "  %s", i, " = mul(", prev, ", ", prev, ") : f32[T,8]\n");
+    prev = absl::StrCat("%s", i);
+  }
+  absl::StrAppend(&ir, "  output y = ", prev, "\n}\n");
+  auto run = run_passes(ir, {"fuse-elementwise"});
+  ASSERT_TRUE(run.ok()) << run.status();
+  EXPECT_GT(run->graph->num_nodes(), 1);
+  for (const auto& n : run->graph->nodes()) {
+    ASSERT_EQ(n->op, OpKind::kFusedElementwise);
+    EXPECT_LT(n->attrs.get_string("expr")->size(), 100000u);
+  }
 }
 
 }  // namespace

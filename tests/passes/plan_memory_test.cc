@@ -1,5 +1,6 @@
 // plan-memory: a property test on random graphs (no two buffers live at once share bytes; all
 // fit the arena) and the arena vs. its max-live lower bound on Llama step graphs.
+#include <algorithm>
 #include <random>
 
 #include <gtest/gtest.h>
@@ -93,6 +94,41 @@ std::unique_ptr<Graph> random_graph(std::mt19937& rng) {
   return g;
 }
 
+// The placement a plain quadratic first-fit computes from the plan's own buffers (largest first,
+// then earliest; each at the lowest offset clear of every placed buffer whose live range
+// overlaps): the oracle for plan-memory's indexed overlap queries.
+std::vector<int64_t> brute_force_offsets(const MemoryPlan& plan) {
+  std::vector<const MemoryPlan::Buffer*> own;
+  for (const auto& b : plan.buffers) {
+    if (b.alias_of.empty()) own.push_back(&b);
+  }
+  std::vector<int> order(own.size());
+  for (size_t i = 0; i < order.size(); ++i) order[i] = static_cast<int>(i);
+  std::stable_sort(order.begin(), order.end(), [&](int a, int b) {
+    if (own[a]->size != own[b]->size) return own[a]->size > own[b]->size;
+    return own[a]->first_use < own[b]->first_use;
+  });
+  std::vector<int64_t> offsets(own.size(), 0);
+  std::vector<int> placed;
+  for (int i : order) {
+    std::vector<std::pair<int64_t, int64_t>> busy;
+    for (int p : placed) {
+      if (own[p]->first_use <= own[i]->last_use && own[i]->first_use <= own[p]->last_use) {
+        busy.emplace_back(offsets[p], offsets[p] + own[p]->size);
+      }
+    }
+    std::sort(busy.begin(), busy.end());
+    int64_t offset = 0;
+    for (const auto& [lo, hi] : busy) {
+      if (offset + own[i]->size <= lo) break;
+      offset = std::max(offset, hi);
+    }
+    offsets[i] = offset;
+    placed.push_back(i);
+  }
+  return offsets;
+}
+
 TEST(PlanMemory, RandomGraphsNeverOverlapLiveBuffers) {
   std::mt19937 rng(20260117);
   for (int iter = 0; iter < 300; ++iter) {
@@ -111,6 +147,11 @@ TEST(PlanMemory, RandomGraphsNeverOverlapLiveBuffers) {
     EXPECT_EQ(own, g->num_nodes() - views) << "iteration " << iter;
     EXPECT_LE(alias, views) << "iteration " << iter;
     expect_valid_plan(*context.memory_plan);
+    std::vector<int64_t> placed;
+    for (const auto& b : context.memory_plan->buffers) {
+      if (b.alias_of.empty()) placed.push_back(b.offset);
+    }
+    EXPECT_EQ(placed, brute_force_offsets(*context.memory_plan)) << "iteration " << iter;
     if (::testing::Test::HasFatalFailure()) return;
   }
 }
