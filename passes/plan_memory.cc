@@ -2,10 +2,12 @@
 // packing at the symbols' upper bounds.
 #include <algorithm>
 #include <map>
+#include <optional>
 #include <string>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "ir/checked_arithmetic.h"
 #include "ir/printer.h"
 #include "passes/pass.h"
 #include "passes/pass_registry.h"
@@ -13,7 +15,22 @@
 namespace kiln {
 namespace {
 
-int64_t align_up(int64_t n, int64_t a) { return (n + a - 1) / a * a; }
+// Byte counts at the symbols' upper bounds can exceed int64 for hostile IR (a dim of 2^40 times
+// another of 2^40): every size, offset and sum below is checked, and a plan that does not fit is
+// refused rather than wrapped around into a small arena.
+absl::Status too_large(absl::string_view what) {
+  return absl::InvalidArgumentError(
+      absl::StrCat(what, " needs 2^63 bytes or more at the symbols' upper bounds; lower the "
+                         "bounds (max tokens, sequences, context) or the sizes"));
+}
+
+// Bytes of `elements` values of `dtype` (whole blocks for block-quantized types).
+std::optional<int64_t> buffer_bytes(int64_t elements, DType dtype) {
+  const int64_t per_block = block_elements(dtype);
+  std::optional<int64_t> blocks = checked_add(elements, per_block - 1);
+  if (!blocks) return std::nullopt;
+  return checked_mul(*blocks / per_block, block_bytes(dtype));
+}
 
 // Results that are the KV cache updated in place: they live in the page pool, not the arena.
 bool aliases_cache(const Node& n, int output) {
@@ -67,11 +84,11 @@ class PlanMemory : public Pass {
           return absl::InvalidArgumentError(
               absl::StrCat(names(v), ": ", elements.status().message()));
         }
-        const int64_t bytes =
-            (*elements * block_bytes(v->type.dtype) + block_elements(v->type.dtype) - 1) /
-            block_elements(v->type.dtype);
+        std::optional<int64_t> bytes = buffer_bytes(*elements, v->type.dtype);
+        if (bytes) bytes = checked_align_up(std::max<int64_t>(*bytes, 1), plan.alignment);
+        if (!bytes) return too_large(absl::StrCat(names(v), " (", v->type.to_string(), ")"));
         group_of[v] = static_cast<int>(groups.size());
-        groups.push_back({v, {}, align_up(std::max<int64_t>(bytes, 1), plan.alignment), i, i, 0});
+        groups.push_back({v, {}, *bytes, i, i, 0});
       }
       for (const Value* in : n.inputs) {
         auto it = group_of.find(in);
@@ -86,7 +103,11 @@ class PlanMemory : public Pass {
     // Lower bound: the most bytes live at one program point.
     std::vector<int64_t> live(end + 1, 0);
     for (const Group& g : groups) {
-      for (int t = g.first; t <= g.last; ++t) live[t] += g.size;
+      for (int t = g.first; t <= g.last; ++t) {
+        std::optional<int64_t> sum = checked_add(live[t], g.size);
+        if (!sum) return too_large(absl::StrCat("the values live at node ", t));
+        live[t] = *sum;
+      }
     }
     plan.lower_bound_bytes = live.empty() ? 0 : *std::max_element(live.begin(), live.end());
 
@@ -103,16 +124,20 @@ class PlanMemory : public Pass {
       std::vector<std::pair<int64_t, int64_t>> busy;  // [offset, end) of time-overlapping buffers
       for (int pi : placed) {
         const Group& p = groups[pi];
+        // p.offset + p.size was checked when p was placed.
         if (p.first <= g.last && g.first <= p.last) busy.emplace_back(p.offset, p.offset + p.size);
       }
       std::sort(busy.begin(), busy.end());
       int64_t offset = 0;
       for (const auto& [lo, hi] : busy) {
-        if (offset + g.size <= lo) break;
+        if (g.size <= lo - offset) break;  // both non-negative: the difference cannot overflow
         offset = std::max(offset, hi);
       }
+      // Every placed end fits (checked when placed), and the live sum bounded above covers g.
+      std::optional<int64_t> end_bytes = checked_add(offset, g.size);
+      if (!end_bytes) return too_large("the activation arena");
       g.offset = offset;
-      plan.arena_bytes = std::max(plan.arena_bytes, offset + g.size);
+      plan.arena_bytes = std::max(plan.arena_bytes, *end_bytes);
       placed.push_back(gi);
     }
 
