@@ -536,6 +536,22 @@ class Parser {
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<Graph>> parse_graph(std::string_view text) {
+  // A control byte anywhere (a .kplan or .gguf passed as IR starts with printable magic, so the
+  // lexer alone would report "expected 'graph', got 'KPLAN'"): say it is not text at all.
+  int line = 1, col = 1;
+  for (char c : text) {
+    const unsigned char u = static_cast<unsigned char>(c);
+    if ((u < 0x20 && c != '\n' && c != '\t' && c != '\r') || u == 0x7f) {
+      return absl::InvalidArgumentError(absl::StrFormat(
+          "%d:%d: not IR text (binary byte 0x%02x at %d:%d)", line, col, u, line, col));
+    }
+    if (c == '\n') {
+      ++line;
+      col = 1;
+    } else {
+      ++col;
+    }
+  }
   return Parser(text).parse();
 }
 

@@ -56,15 +56,21 @@ absl::StatusOr<nlohmann::json> parse_json_document(std::string_view text, std::s
     if (size_t colon = reason.find(": "); colon != std::string::npos) reason.erase(0, colon + 2);
     // nlohmann quotes the last token it read, which can be a megabyte-long string.
     if (reason.size() > 200) reason = absl::StrCat(reason.substr(0, 200), "...");
-    return absl::InvalidArgumentError(absl::StrCat(std::string(source), ": not valid JSON at line ", line,
-                                                   ", column ", column, " (byte ", offset,
+    return absl::InvalidArgumentError(absl::StrCat(std::string(source), ": not valid JSON at line ",
+                                                   line, ", column ", column, " (byte ", offset,
                                                    "): ", reason));
   } catch (const json::exception& e) {
-    return absl::InvalidArgumentError(absl::StrCat(std::string(source), ": not valid JSON: ", e.what()));
+    // e.g. out_of_range.406 "number overflow parsing '1e999'": no position, keep the reason.
+    std::string reason = e.what();
+    if (size_t bracket = reason.find("] "); bracket != std::string::npos)
+      reason.erase(0, bracket + 2);
+    if (reason.size() > 200) reason = absl::StrCat(reason.substr(0, 200), "...");
+    return absl::InvalidArgumentError(
+        absl::StrCat(std::string(source), ": not valid JSON: ", reason));
   }
   if (too_deep) {
-    return absl::InvalidArgumentError(
-        absl::StrCat(std::string(source), ": JSON nested more than ", kMaxJsonDepth, " levels deep"));
+    return absl::InvalidArgumentError(absl::StrCat(std::string(source), ": JSON nested more than ",
+                                                   kMaxJsonDepth, " levels deep"));
   }
   return out;
 }

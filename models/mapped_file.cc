@@ -26,8 +26,9 @@ absl::StatusOr<int> open_regular(const std::string& path, struct stat* st) {
   if (fstat(fd, st) != 0 || !S_ISREG(st->st_mode)) {
     ::close(fd);
     return absl::InvalidArgumentError(
-        absl::StrCat(path, ": not a regular file (a device, FIFO or directory cannot be a model "
-                           "file)"));
+        absl::StrCat(path,
+                     ": not a regular file (a device, FIFO or directory cannot be a model "
+                     "file)"));
   }
   return fd;
 }

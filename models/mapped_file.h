@@ -33,7 +33,8 @@ class MappedFile {
 };
 
 /// The whole of the regular file at `path`, refusing anything larger than `max_bytes` before
-/// reading it ("x/config.json: 3000000000 bytes is more than the 16777216 bytes such a file may have").
+/// reading it ("x/config.json: 3000000000 bytes is more than the 16777216 bytes such a file may
+/// have").
 absl::StatusOr<std::string> read_small_file(const std::string& path, uint64_t max_bytes);
 
 }  // namespace kiln

@@ -4,18 +4,18 @@
 #include <cmath>
 #include <cstring>
 #include <limits>
-#include <tuple>
 #include <numbers>
 #include <set>
+#include <tuple>
 
 #include <nlohmann/json.hpp>
 
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
-#include "absl/strings/strip.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
+#include "absl/strings/strip.h"
 #include "ir/checked_arithmetic.h"
 #include "models/dequantize.h"
 #include "models/json_document.h"
@@ -84,8 +84,8 @@ class ConfigFields {
 
   absl::Status missing(const char* key, const char* kind) const {
     auto it = j_.find(key);
-    return error(key, absl::StrCat(it == j_.end() ? "is missing" : "is null", "; it must be ",
-                                   kind));
+    return error(key,
+                 absl::StrCat(it == j_.end() ? "is missing" : "is null", "; it must be ", kind));
   }
 
   absl::Status wrong(const char* key, const json& v, const char* kind) const {
@@ -142,7 +142,8 @@ class ConfigFields {
     for (const json& id : is_list ? *v : json::array({*v})) {
       if (!id.is_number_integer() || id.get<double>() < 0 ||
           id.get<double>() > std::numeric_limits<int32_t>::max()) {
-        return error(key, absl::StrCat("holds ", clip(id), ", which is not a token id "
+        return error(key, absl::StrCat("holds ", clip(id),
+                                       ", which is not a token id "
                                        "(an integer in 0..2^31-1)"));
       }
       out.push_back(static_cast<int32_t>(id.get<int64_t>()));
@@ -256,22 +257,24 @@ const std::vector<std::string>& supported_architectures() {
 }
 
 absl::Status ModelConfig::validate() const {
-  const std::pair<const char*, int64_t> sizes[] = {
-      {"hidden size", hidden_size},         {"layer count", num_layers},
-      {"attention head count", num_heads},  {"KV head count", num_kv_heads},
-      {"head_dim", head_dim},               {"intermediate size", intermediate_size},
-      {"vocabulary size", vocab_size},      {"context length", max_context}};
+  const std::pair<const char*, int64_t> sizes[] = {{"hidden size", hidden_size},
+                                                   {"layer count", num_layers},
+                                                   {"attention head count", num_heads},
+                                                   {"KV head count", num_kv_heads},
+                                                   {"head_dim", head_dim},
+                                                   {"intermediate size", intermediate_size},
+                                                   {"vocabulary size", vocab_size},
+                                                   {"context length", max_context}};
   for (const auto& [what, v] : sizes) {
     if (v <= 0) return invalid(what, " ", v, " must be positive");
   }
-  for (const auto& [what, v, cap] :
-       {std::tuple{"hidden size", hidden_size, kMaxDim},
-        std::tuple{"layer count", num_layers, kMaxLayers},
-        std::tuple{"attention head count", num_heads, kMaxDim},
-        std::tuple{"head_dim", head_dim, kMaxDim},
-        std::tuple{"intermediate size", intermediate_size, kMaxDim},
-        std::tuple{"vocabulary size", vocab_size, kMaxVocab},
-        std::tuple{"context length", max_context, kMaxContext}}) {
+  for (const auto& [what, v, cap] : {std::tuple{"hidden size", hidden_size, kMaxDim},
+                                     std::tuple{"layer count", num_layers, kMaxLayers},
+                                     std::tuple{"attention head count", num_heads, kMaxDim},
+                                     std::tuple{"head_dim", head_dim, kMaxDim},
+                                     std::tuple{"intermediate size", intermediate_size, kMaxDim},
+                                     std::tuple{"vocabulary size", vocab_size, kMaxVocab},
+                                     std::tuple{"context length", max_context, kMaxContext}}) {
     if (v > cap) return invalid(what, " ", v, " is implausibly large (at most ", cap, ")");
   }
   if (num_heads % num_kv_heads != 0) {
@@ -369,16 +372,17 @@ absl::StatusOr<ModelConfig> model_config_from_hf_json(const std::string& json_te
   ModelConfig c;
   const json* archs = f.find("architectures");
   if (archs == nullptr || !archs->is_array() || archs->empty() || !(*archs)[0].is_string()) {
-    return f.error("architectures", absl::StrCat("must be a list naming the model class (supported: ",
-                                                 supported_list(), ")"));
+    return f.error(
+        "architectures",
+        absl::StrCat("must be a list naming the model class (supported: ", supported_list(), ")"));
   }
   const std::string arch = (*archs)[0].get<std::string>();
   for (const ArchInfo& a : kArchitectures) {
     if (arch == a.hf_name) c.architecture = a.family;
   }
   if (c.architecture.empty()) {
-    return invalid(source, ": unsupported architecture ", arch,
-                   " (supported: ", supported_list(), ")");
+    return invalid(source, ": unsupported architecture ", arch, " (supported: ", supported_list(),
+                   ")");
   }
   c.source_architecture = arch;
   KILN_ASSIGN_OR_RETURN(c.hidden_size, f.integer("hidden_size", std::nullopt));
@@ -406,8 +410,8 @@ absl::StatusOr<ModelConfig> model_config_from_hf_json(const std::string& json_te
   // is refused by name, never ignored.
   KILN_ASSIGN_OR_RETURN(const std::string act, f.string("hidden_act", "silu"));
   if (act != "silu") {
-    return f.error("hidden_act", absl::StrCat("= \"", act,
-                                              "\" is not supported (kiln's MLP is SwiGLU: silu)"));
+    return f.error("hidden_act",
+                   absl::StrCat("= \"", act, "\" is not supported (kiln's MLP is SwiGLU: silu)"));
   }
   KILN_ASSIGN_OR_RETURN(const bool attention_bias, f.boolean("attention_bias", false));
   if (attention_bias && c.architecture != "qwen2") {
@@ -444,8 +448,8 @@ absl::StatusOr<ModelConfig> model_config_from_hf_json(const std::string& json_te
   } else if (torch_dtype == "bfloat16") {
     c.weights_dtype = DType::kBF16;
   } else {
-    return f.error("torch_dtype", absl::StrCat("= \"", torch_dtype,
-                                               "\" is not float32, float16 or bfloat16"));
+    return f.error("torch_dtype",
+                   absl::StrCat("= \"", torch_dtype, "\" is not float32, float16 or bfloat16"));
   }
   if (absl::Status s = c.validate(); !s.ok()) return invalid(source, ": ", s.message());
   return c;

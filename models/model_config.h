@@ -9,8 +9,8 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
-#include "ir/dtype.h"
 #include "absl/types/span.h"
+#include "ir/dtype.h"
 #include "models/gguf.h"
 #include "models/weight_names.h"
 

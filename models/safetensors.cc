@@ -63,11 +63,11 @@ absl::StatusOr<std::unique_ptr<SafetensorsFile>> SafetensorsFile::open(const std
   const uint64_t data_start = 8 + header_len;
   const uint64_t data_size = file_size - data_start;
   if (data_start % kDataAlignment != 0) {
-    return bad(path, absl::StrFormat(
-                         "header length %d leaves the tensor data at byte %d, which is not a "
-                         "multiple of %d (the format pads the header with spaces to align the "
-                         "data; re-save the file with the safetensors library)",
-                         header_len, data_start, kDataAlignment));
+    return bad(
+        path, absl::StrFormat("header length %d leaves the tensor data at byte %d, which is not a "
+                              "multiple of %d (the format pads the header with spaces to align the "
+                              "data; re-save the file with the safetensors library)",
+                              header_len, data_start, kDataAlignment));
   }
   std::string duplicate;
   absl::StatusOr<json> parsed = parse_json_document(
@@ -166,10 +166,11 @@ absl::StatusOr<std::unique_ptr<SafetensorsFile>> SafetensorsFile::open(const std
     const SafetensorsTensorInfo& prev = *by_offset[i - 1];
     const SafetensorsTensorInfo& cur = *by_offset[i];
     if (cur.offset < prev.offset + prev.size) {
-      return bad(path, absl::StrFormat(
-                           "tensors '%s' [offsets %d..%d] and '%s' [offsets %d..%d] overlap",
-                           prev.name, prev.offset - data_start, prev.offset - data_start + prev.size,
-                           cur.name, cur.offset - data_start, cur.offset - data_start + cur.size));
+      return bad(
+          path,
+          absl::StrFormat("tensors '%s' [offsets %d..%d] and '%s' [offsets %d..%d] overlap",
+                          prev.name, prev.offset - data_start, prev.offset - data_start + prev.size,
+                          cur.name, cur.offset - data_start, cur.offset - data_start + cur.size));
     }
   }
   return f;

@@ -20,8 +20,9 @@ namespace {
 // refused rather than wrapped around into a small arena.
 absl::Status too_large(absl::string_view what) {
   return absl::InvalidArgumentError(
-      absl::StrCat(what, " needs 2^63 bytes or more at the symbols' upper bounds; lower the "
-                         "bounds (max tokens, sequences, context) or the sizes"));
+      absl::StrCat(what,
+                   " needs 2^63 bytes or more at the symbols' upper bounds; lower the "
+                   "bounds (max tokens, sequences, context) or the sizes"));
 }
 
 // Bytes of `elements` values of `dtype` (whole blocks for block-quantized types).

@@ -31,8 +31,9 @@ TEST(HostileIr, VerifierErrorsClipAHugeEchoedLine) {
   // A node with a 10 MB attribute and a wrong declared type: the message shows the start of the
   // line and how much was cut, not 10 MB.
   const std::string big(10 << 20, 'a');
-  const std::string text = "graph @g {\n  symbol T <= 8\n  input %x : f32[T,4]\n  %y = neg(%x) {note = \"" +
-                           big + "\"} : f32[T,5]\n  output y = %y\n}";
+  const std::string text =
+      "graph @g {\n  symbol T <= 8\n  input %x : f32[T,4]\n  %y = neg(%x) {note = \"" + big +
+      "\"} : f32[T,5]\n  output y = %y\n}";
   absl::StatusOr<std::unique_ptr<Graph>> g = parse_graph(text);
   ASSERT_TRUE(g.ok()) << g.status().message().substr(0, 300);
   absl::Status s = verify(**g);
