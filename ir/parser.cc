@@ -97,8 +97,8 @@ class Lexer {
     if (u < 0x20 || u >= 0x7f) {
       // A control or non-ASCII byte where a token should start: most likely a binary file
       // (a .kplan or .gguf passed where a .kir was expected), not a typo.
-      return error(t, absl::StrFormat("not IR text (binary byte 0x%02x at %d:%d)", u, t.line,
-                                      t.col));
+      return error(t,
+                   absl::StrFormat("not IR text (binary byte 0x%02x at %d:%d)", u, t.line, t.col));
     }
     return error(t, absl::StrCat("unexpected character '", std::string(1, c), "'"));
   }

@@ -44,7 +44,8 @@ absl::StatusOr<int64_t> SymbolTable::upper_bound(const Dim& dim) const {
   const Symbol* s = find(dim.symbol);
   if (s == nullptr) return absl::NotFoundError(absl::StrCat("unknown symbol ", dim.symbol));
   std::optional<int64_t> bound = checked_add(s->upper_bound, dim.value);
-  if (!bound) return absl::InvalidArgumentError(absl::StrCat("dim ", dim.to_string(), " overflows"));
+  if (!bound)
+    return absl::InvalidArgumentError(absl::StrCat("dim ", dim.to_string(), " overflows"));
   return *bound;
 }
 
