@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # The README's second command (and CI's): build kiln with AddressSanitizer + UBSan and run every
-# test. GPU tests (ctest label `gpu`) skip with a stated reason when no GPU is present.
+# test, then fuzz every reader of untrusted input for a bounded time (scripts/fuzz.sh; ~5 min,
+# KILN_SKIP_FUZZ=1 skips it). GPU tests (ctest label `gpu`) skip with a stated reason when no GPU
+# is present.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install-deps.sh
@@ -15,3 +17,6 @@ cmake -S . -B build-test -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DKILN_SANIT
 cmake --build build-test -j "$jobs"
 export ASAN_OPTIONS=detect_leaks=1:abort_on_error=1
 ctest --test-dir build-test --output-on-failure -j "$jobs"
+if [ "${KILN_SKIP_FUZZ:-0}" != 1 ]; then
+  bash scripts/fuzz.sh
+fi
