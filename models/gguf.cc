@@ -1,6 +1,7 @@
 // GGUF reader: every count, length and offset is checked against the file before it is used.
 #include "models/gguf.h"
 
+#include <algorithm>
 #include <cstring>
 #include <limits>
 #include <set>
@@ -320,6 +321,20 @@ absl::StatusOr<std::unique_ptr<GgufFile>> GgufFile::open(const std::string& path
           t.offset, t.size, file_size));
     }
     t.offset += data_start;
+  }
+  // Tensors sharing bytes would alias each other's weights (llama.cpp lays them out back to back).
+  std::vector<const GgufTensorInfo*> by_offset;
+  for (const GgufTensorInfo& t : g->tensors_) by_offset.push_back(&t);
+  std::sort(by_offset.begin(), by_offset.end(),
+            [](const auto* a, const auto* b) { return a->offset < b->offset; });
+  for (size_t i = 1; i < by_offset.size(); ++i) {
+    const GgufTensorInfo& prev = *by_offset[i - 1];
+    const GgufTensorInfo& cur = *by_offset[i];
+    if (cur.offset < prev.offset + prev.size) {  // both lie inside the file: no overflow
+      return c.error(absl::StrFormat(
+          "tensors '%s' [offset %d, size %d] and '%s' [offset %d, size %d] overlap", prev.name,
+          prev.offset - data_start, prev.size, cur.name, cur.offset - data_start, cur.size));
+    }
   }
   return g;
 }
