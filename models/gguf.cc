@@ -164,15 +164,15 @@ absl::Status read_value(Cursor& c, uint32_t type, GgufValue* v, const std::strin
         return c.error(absl::StrFormat("%s: invalid array element type code %d", field, elem_type));
       }
       KILN_RETURN_IF_ERROR(c.read(&count, absl::StrCat(field, " array count")));
-      if (count > kMaxArrayElements) {
-        return c.error(absl::StrFormat("%s: array of %d elements is more than the %d kiln reads",
-                                       field, count, kMaxArrayElements));
-      }
       // Division, not multiplication: count * size could overflow.
       if (count > c.remaining() / min_encoded_size(elem_type)) {
         return c.error(absl::StrFormat(
             "%s: array of %d %s elements cannot fit in the %d bytes left in the file", field, count,
             type_name(elem_type), c.remaining()));
+      }
+      if (count > kMaxArrayElements) {
+        return c.error(absl::StrFormat("%s: array of %d elements is more than the %d kiln reads",
+                                       field, count, kMaxArrayElements));
       }
       if (c.elements_read += count; c.elements_read > kMaxMetadataElements) {
         return c.error(absl::StrFormat("%s: the metadata arrays hold more than %d elements in all",

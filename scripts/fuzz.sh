@@ -28,7 +28,7 @@ for t in "${targets[@]}"; do
   mkdir -p "$corpus" "$findings"
   log="$build/fuzz-$t.log"
   if "$build/fuzz/fuzz_$t" -max_total_time="$seconds" -timeout=10 -rss_limit_mb=2048 \
-      -max_len=65536 -artifact_prefix="$findings/" -print_final_stats=1 \
+      -max_len=131072 -artifact_prefix="$findings/" -print_final_stats=1 \
       "$corpus" "$seeds/$t" >"$log" 2>&1; then
     runs=$(grep -o 'stat::number_of_executed_units: *[0-9]*' "$log" | grep -o '[0-9]*$' || echo '?')
     peak=$(grep -o 'stat::peak_rss_mb: *[0-9]*' "$log" | grep -o '[0-9]*$' || echo '?')

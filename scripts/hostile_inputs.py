@@ -22,9 +22,9 @@ import sys
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TIMEOUT = 20
-TINY = {"architectures": ["LlamaForCausalLM"], "hidden_size": 16, "intermediate_size": 32,
+TINY = {"architectures": ["LlamaForCausalLM"], "hidden_size": 32, "intermediate_size": 64,
         "num_hidden_layers": 2, "num_attention_heads": 2, "num_key_value_heads": 1,
-        "vocab_size": 64, "max_position_embeddings": 64, "torch_dtype": "float32"}
+        "max_position_embeddings": 64, "torch_dtype": "float32"}
 
 
 class Tally:
@@ -33,6 +33,7 @@ class Tally:
 
     def run(self, reader, label, argv):
         row = self.rows.setdefault(reader, {"inputs": 0, "rejected": 0, "accepted": 0,
+                                            "accepted_labels": [],
                                             "crashed": [], "hung": [], "peak_kb": 0,
                                             "peak_label": ""})
         row["inputs"] += 1
@@ -52,6 +53,8 @@ class Tally:
             row["crashed"].append(f"{label}: {err.strip()[-200:]}")
         elif status == 0:
             row["accepted"] += 1
+            if not re.match(r"(flip|truncate)\d+$", label):
+                row["accepted_labels"].append(label)
         elif err.strip():
             row["rejected"] += 1
         else:
@@ -64,6 +67,9 @@ class Tally:
             out.append(f"| {reader} | {r['inputs']} | {r['rejected']} | {r['accepted']} | "
                        f"{len(r['crashed'])} | {len(r['hung'])} | {r['peak_kb'] / 1024:.0f} MB "
                        f"({r['peak_label']}) |")
+        for reader, r in self.rows.items():
+            if r["accepted_labels"]:
+                out.append(f"- accepted {reader} (targeted): {', '.join(r['accepted_labels'])}")
         for reader, r in self.rows.items():
             for c in r["crashed"]:
                 out.append(f"- CRASH {reader}: {c}")
@@ -294,6 +300,20 @@ def main():
     ir_case("10k-symbols", "graph @g {\n" + "".join(f"  symbol S{i} <= 4\n" for i in range(10000))
             + "  input %x : f32[4]\n  %y = exp(%x) : f32[4]\n  output y = %y\n}")
     ir_case("deep-parens", head + "  %y = neg(" + "(" * 100000 + "\n}")
+    # Through the compiler too: plan-memory must refuse what its sizes cannot hold.
+    gguf_q8 = os.path.join(model, "model.q8_0.gguf")
+    for label, text in [
+            ("compile-2^63-bytes", "graph @g {\n  symbol T <= 1099511627776\n"
+             "  input %x : f32[T,8388608]\n  %y = exp(%x) : f32[T,8388608]\n  output y = %y\n}"),
+            ("compile-2^62-elements", "graph @g {\n  input %x : f32[4611686018427387904]\n"
+             "  %y = exp(%x) : f32[4611686018427387904]\n  output y = %y\n}"),
+            ("compile-live-sum", "graph @g {\n  input %x : f32[1152921504606846976]\n"
+             "  %a = exp(%x) : f32[1152921504606846976]\n  %b = neg(%x) : f32[1152921504606846976]\n"
+             "  %y = add(%a, %b) : f32[1152921504606846976]\n  output y = %y\n}")]:
+        with open(k_path, "w") as f:
+            f.write(text)
+        t.run("IR text", label, [kiln, "compile", gguf_q8, "--from-ir", k_path, "-o",
+                                 os.path.join(work, "ir.kplan")])
     for label, d in mutations(kir, a.mutations, rng):
         ir_case(label, d)
 

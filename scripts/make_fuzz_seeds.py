@@ -19,7 +19,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # Small enough that every seed is tens of kilobytes (libFuzzer mutates each input whole).
 TINY = {"architectures": ["LlamaForCausalLM"], "hidden_size": 16, "intermediate_size": 32,
         "num_hidden_layers": 2, "num_attention_heads": 2, "num_key_value_heads": 1,
-        "vocab_size": 64, "max_position_embeddings": 64, "torch_dtype": "float32"}
+        "max_position_embeddings": 64, "torch_dtype": "float32"}
 VARIANTS = [
     TINY,
     dict(TINY, architectures=["Qwen2ForCausalLM"], tie_word_embeddings=True,
