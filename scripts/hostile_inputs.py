@@ -205,8 +205,8 @@ def main():
         c = dict(config, rope_scaling={"rope_type": rs, "factor": 4.0})
         hf_case("config.json", f"rope_scaling={rs}", config=json.dumps(c))
     for label, text in [("deep[", "[" * 100000), ("deep{}", '{"a":' * 100000),
-                        ("nested-field", json.dumps(dict(config)).replace(
-                            '"hidden_size": 16', '"hidden_size": ' + "[" * 50000 + "]" * 50000)),
+                        ("nested-field", json.dumps(dict(config, hidden_size="@V@")).replace(
+                            '"@V@"', "[" * 50000 + "]" * 50000)),
                         ("empty", ""), ("binary", "\x00\x01\xff"), ("17MB", " " * (17 << 20))]:
         hf_case("config.json", label, config=text)
     for label, data in mutations(json.dumps(config, indent=1).encode(), a.mutations, rng):
