@@ -6,6 +6,7 @@
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 
 namespace kiln {
 namespace {
@@ -53,7 +54,9 @@ class Lexer {
       advance();
       size_t start = pos_;
       while (pos_ < text_.size() && is_name_char(text_[pos_])) advance();
-      if (pos_ == start) return error(t, absl::StrCat("a name after '", std::string(1, c), "'"));
+      if (pos_ == start) {
+        return error(t, absl::StrCat("expected a name after '", std::string(1, c), "'"));
+      }
       t.kind = c == '%' ? Tok::kLocal : Tok::kGlobal;
       t.text = std::string(text_.substr(start, pos_ - start));
       return t;
@@ -89,6 +92,13 @@ class Lexer {
       t.kind = Tok::kPunct;
       t.text = std::string(1, c);
       return t;
+    }
+    const unsigned char u = static_cast<unsigned char>(c);
+    if (u < 0x20 || u >= 0x7f) {
+      // A control or non-ASCII byte where a token should start: most likely a binary file
+      // (a .kplan or .gguf passed where a .kir was expected), not a typo.
+      return error(t,
+                   absl::StrFormat("not IR text (binary byte 0x%02x at %d:%d)", u, t.line, t.col));
     }
     return error(t, absl::StrCat("unexpected character '", std::string(1, c), "'"));
   }
@@ -133,7 +143,9 @@ class Lexer {
       while (pos_ < text_.size() && absl::ascii_isalpha(static_cast<unsigned char>(text_[pos_])))
         advance();
       std::string w(text_.substr(word, pos_ - word));
-      if (w != "inf" && w != "nan") return error(t, absl::StrCat("a number, got '", w, "'"));
+      if (w != "inf" && w != "nan") {
+        return error(t, absl::StrCat("expected a number, got '", w, "'"));
+      }
       is_float = true;
     } else {
       while (pos_ < text_.size()) {
@@ -162,7 +174,7 @@ class Lexer {
     std::string out;
     while (pos_ < text_.size() && text_[pos_] != '"') {
       char c = text_[pos_];
-      if (c == '\n') return error(t, "a closing '\"' before the end of the line");
+      if (c == '\n') return error(t, "expected a closing '\"' before the end of the line");
       if (c == '\\') {
         advance();
         if (pos_ >= text_.size()) break;
@@ -173,7 +185,7 @@ class Lexer {
       }
       advance();
     }
-    if (pos_ >= text_.size()) return error(t, "a closing '\"'");
+    if (pos_ >= text_.size()) return error(t, "expected a closing '\"'");
     advance();
     t.kind = Tok::kString;
     t.text = std::move(out);
@@ -215,7 +227,7 @@ class Parser {
     return absl::InvalidArgumentError(absl::StrCat(t.line, ":", t.col, ": ", msg));
   }
   absl::Status expected(absl::string_view what) const {
-    if (tok_.kind == Tok::kError) return error_at(tok_, absl::StrCat("expected ", tok_.text));
+    if (tok_.kind == Tok::kError) return error_at(tok_, tok_.text);  // the lexer's whole message
     return error_at(tok_, absl::StrCat("expected ", what, ", got ", describe(tok_)));
   }
   absl::Status expect_punct(absl::string_view p) {
@@ -524,6 +536,22 @@ class Parser {
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<Graph>> parse_graph(std::string_view text) {
+  // A control byte anywhere (a .kplan or .gguf passed as IR starts with printable magic, so the
+  // lexer alone would report "expected 'graph', got 'KPLAN'"): say it is not text at all.
+  int line = 1, col = 1;
+  for (char c : text) {
+    const unsigned char u = static_cast<unsigned char>(c);
+    if ((u < 0x20 && c != '\n' && c != '\t' && c != '\r') || u == 0x7f) {
+      return absl::InvalidArgumentError(absl::StrFormat(
+          "%d:%d: not IR text (binary byte 0x%02x at %d:%d)", line, col, u, line, col));
+    }
+    if (c == '\n') {
+      ++line;
+      col = 1;
+    } else {
+      ++col;
+    }
+  }
   return Parser(text).parse();
 }
 

@@ -3,6 +3,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "ir/checked_arithmetic.h"
 
 namespace kiln {
 
@@ -41,7 +42,10 @@ absl::StatusOr<int64_t> SymbolTable::upper_bound(const Dim& dim) const {
   if (!dim.is_symbolic()) return dim.value;
   const Symbol* s = find(dim.symbol);
   if (s == nullptr) return absl::NotFoundError(absl::StrCat("unknown symbol ", dim.symbol));
-  return s->upper_bound + dim.value;
+  std::optional<int64_t> bound = checked_add(s->upper_bound, dim.value);
+  if (!bound)
+    return absl::InvalidArgumentError(absl::StrCat("dim ", dim.to_string(), " overflows"));
+  return *bound;
 }
 
 absl::StatusOr<int64_t> SymbolTable::max_elements(const Shape& shape) const {
@@ -49,7 +53,12 @@ absl::StatusOr<int64_t> SymbolTable::max_elements(const Shape& shape) const {
   for (const Dim& d : shape) {
     absl::StatusOr<int64_t> b = upper_bound(d);
     if (!b.ok()) return b.status();
-    n *= *b;
+    std::optional<int64_t> next = checked_mul(n, *b);
+    if (!next) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "shape ", shape_to_string(shape), " has more than 2^63 elements at its upper bounds"));
+    }
+    n = *next;
   }
   return n;
 }

@@ -10,6 +10,14 @@
 namespace kiln {
 namespace {
 
+// An echoed IR line is cut short: a hostile or generated file can hold a megabyte-long
+// attribute or name on one line, and the error must stay readable.
+std::string clip_for_message(absl::string_view text) {
+  constexpr size_t kMaxEcho = 240;
+  if (text.size() <= kMaxEcho) return std::string(text);
+  return absl::StrCat(text.substr(0, kMaxEcho), "... (", text.size() - kMaxEcho, " more bytes)");
+}
+
 absl::Status check_type_symbols(const Type& type, const SymbolTable& symbols,
                                 absl::string_view where) {
   for (const Dim& d : type.shape) {
@@ -35,7 +43,8 @@ absl::Status verify(const Graph& graph) {
     for (const Value* v : *list) {
       std::string where = names(v);
       if (!is_valid_value_name(v->name)) {
-        return absl::InvalidArgumentError(absl::StrCat("invalid name '", v->name, "' for ", where));
+        return absl::InvalidArgumentError(
+            absl::StrCat("invalid name '", clip_for_message(v->name), "' for ", where));
       }
       if (!declared_names.insert(where).second) {
         return absl::InvalidArgumentError(absl::StrCat(where, " is declared twice"));
@@ -46,7 +55,8 @@ absl::Status verify(const Graph& graph) {
   }
   for (const auto& node : graph.nodes()) {
     auto fail = [&](absl::string_view msg) {
-      return absl::InvalidArgumentError(absl::StrCat(print_node(*node, names), ": ", msg));
+      return absl::InvalidArgumentError(
+          absl::StrCat(clip_for_message(print_node(*node, names)), ": ", clip_for_message(msg)));
     };
     const OpTraits traits = op_traits(node->op);
     if (static_cast<int>(node->outputs.size()) != traits.num_outputs) {

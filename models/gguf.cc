@@ -1,6 +1,7 @@
 // GGUF reader: every count, length and offset is checked against the file before it is used.
 #include "models/gguf.h"
 
+#include <algorithm>
 #include <cstring>
 #include <limits>
 #include <set>
@@ -17,6 +18,12 @@ constexpr uint32_t kTypeUint8 = 0, kTypeInt8 = 1, kTypeUint16 = 2, kTypeInt16 = 
 constexpr int kMaxArrayDepth = 8;  // nested arrays beyond this are surely corrupt
 constexpr int kMaxDims = 4;        // GGML_MAX_DIMS
 constexpr uint64_t kDefaultAlignment = 32;
+// A metadata value is held as a GgufValue of ~48 bytes whatever its encoded size, so a 1-byte
+// element costs 48x its file bytes once read. Real files hold at most a few hundred thousand
+// elements per array (vocabularies, merges, token types); these caps keep a hostile file's
+// metadata to a few hundred MB however large the file.
+constexpr uint64_t kMaxArrayElements = uint64_t{1} << 22;
+constexpr uint64_t kMaxMetadataElements = uint64_t{1} << 23;
 
 absl::string_view type_name(uint32_t t) {
   static constexpr absl::string_view kNames[] = {"uint8",  "int8",    "uint16", "int16",  "uint32",
@@ -67,6 +74,7 @@ class Cursor {
   Cursor(const std::string& path, absl::Span<const uint8_t> data) : path_(path), data_(data) {}
 
   uint64_t pos() const { return pos_; }
+  uint64_t elements_read = 0;  // metadata array elements so far (bounded by kMaxMetadataElements)
   uint64_t remaining() const { return data_.size() - pos_; }
 
   absl::Status error(absl::string_view what) const {
@@ -149,8 +157,8 @@ absl::Status read_value(Cursor& c, uint32_t type, GgufValue* v, const std::strin
       if (depth >= kMaxArrayDepth) {
         return c.error(absl::StrCat(field, ": arrays nested more than ", kMaxArrayDepth, " deep"));
       }
-      uint32_t elem_type;
-      uint64_t count;
+      uint32_t elem_type = 0;
+      uint64_t count = 0;
       KILN_RETURN_IF_ERROR(c.read(&elem_type, absl::StrCat(field, " array element type")));
       if (elem_type > kTypeFloat64) {
         return c.error(absl::StrFormat("%s: invalid array element type code %d", field, elem_type));
@@ -161,6 +169,14 @@ absl::Status read_value(Cursor& c, uint32_t type, GgufValue* v, const std::strin
         return c.error(absl::StrFormat(
             "%s: array of %d %s elements cannot fit in the %d bytes left in the file", field, count,
             type_name(elem_type), c.remaining()));
+      }
+      if (count > kMaxArrayElements) {
+        return c.error(absl::StrFormat("%s: array of %d elements is more than the %d kiln reads",
+                                       field, count, kMaxArrayElements));
+      }
+      if (c.elements_read += count; c.elements_read > kMaxMetadataElements) {
+        return c.error(absl::StrFormat("%s: the metadata arrays hold more than %d elements in all",
+                                       field, kMaxMetadataElements));
       }
       GgufValue::Array arr(count);
       for (uint64_t i = 0; i < count; ++i) {
@@ -240,10 +256,11 @@ absl::StatusOr<std::unique_ptr<GgufFile>> GgufFile::open(const std::string& path
     alignment = *a;
   }
 
-  std::set<absl::string_view> names;
-  g->tensors_.resize(n_tensors);
+  std::set<std::string> names;
+  // Grown as entries are read, not sized from the declared count: each entry's record is a few
+  // times larger than its minimum 24 bytes in the file.
   for (uint64_t i = 0; i < n_tensors; ++i) {
-    GgufTensorInfo& t = g->tensors_[i];
+    GgufTensorInfo& t = g->tensors_.emplace_back();
     KILN_RETURN_IF_ERROR(c.read_string(&t.name, absl::StrCat("tensor[", i, "] name")));
     const std::string what = absl::StrCat("tensor '", t.name, "'");
     if (t.name.empty()) return c.error(absl::StrCat("tensor[", i, "] has an empty name"));
@@ -291,7 +308,6 @@ absl::StatusOr<std::unique_ptr<GgufFile>> GgufFile::open(const std::string& path
       return c.error(absl::StrCat("duplicate tensor name '", t.name, "'"));
     }
   }
-  // `names` views strings inside tensors_, which no longer changes size.
 
   const uint64_t header_end = c.pos();
   const uint64_t data_start = (header_end + alignment - 1) / alignment * alignment;
@@ -305,6 +321,20 @@ absl::StatusOr<std::unique_ptr<GgufFile>> GgufFile::open(const std::string& path
           t.offset, t.size, file_size));
     }
     t.offset += data_start;
+  }
+  // Tensors sharing bytes would alias each other's weights (llama.cpp lays them out back to back).
+  std::vector<const GgufTensorInfo*> by_offset;
+  for (const GgufTensorInfo& t : g->tensors_) by_offset.push_back(&t);
+  std::sort(by_offset.begin(), by_offset.end(),
+            [](const auto* a, const auto* b) { return a->offset < b->offset; });
+  for (size_t i = 1; i < by_offset.size(); ++i) {
+    const GgufTensorInfo& prev = *by_offset[i - 1];
+    const GgufTensorInfo& cur = *by_offset[i];
+    if (cur.offset < prev.offset + prev.size) {  // both lie inside the file: no overflow
+      return c.error(absl::StrFormat(
+          "tensors '%s' [offset %d, size %d] and '%s' [offset %d, size %d] overlap", prev.name,
+          prev.offset - data_start, prev.size, cur.name, cur.offset - data_start, cur.size));
+    }
   }
   return g;
 }

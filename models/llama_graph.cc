@@ -5,6 +5,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "ir/builder.h"
+#include "ir/checked_arithmetic.h"
 
 namespace kiln {
 namespace {
@@ -194,8 +195,27 @@ class LlamaBuilder {
 
 absl::Status build_llama(const ModelConfig& config, const StepLimits& limits, Graph& graph) {
   if (absl::Status s = config.validate(); !s.ok()) return s;
-  if (limits.max_tokens <= 0 || limits.max_seqs <= 0 || limits.page_size <= 0) {
+  if (limits.max_tokens <= 0 || limits.max_seqs <= 0 || limits.page_size <= 0 ||
+      limits.max_pool_pages <= 0 || limits.max_context < 0) {
     return absl::InvalidArgumentError("step limits must be positive");
+  }
+  if (config.sliding_window > 0 && limits.max_context > config.sliding_window) {
+    // Full causal attention equals the model's sliding-window attention only inside the window.
+    return absl::InvalidArgumentError(absl::StrCat(
+        "max context ", limits.max_context, " exceeds the model's sliding_window of ",
+        config.sliding_window,
+        ": sliding-window attention is not implemented, so positions past the window would be "
+        "computed wrongly; use a max context of at most ",
+        config.sliding_window));
+  }
+  // The symbols' bounds multiply into buffer sizes (plan-memory checks those); their own
+  // products must fit too: P = S x pages per sequence.
+  const int64_t context = limits.max_context > 0 ? limits.max_context : config.max_context;
+  if (!checked_product({limits.max_seqs, context / limits.page_size + 1}) ||
+      !checked_product({limits.max_pool_pages, limits.page_size})) {
+    return absl::InvalidArgumentError(
+        "step limits overflow: max sequences x context pages or pool pages x page size exceeds "
+        "2^63");
   }
   if (graph.num_nodes() > 0 || !graph.inputs().empty()) {
     return absl::InvalidArgumentError("build_llama needs an empty graph");

@@ -1,4 +1,6 @@
-// A read-only memory-mapped file (the loaders' view of weights without copying them).
+// How the loaders get at a file's bytes: a read-only memory map (weights, without copying them)
+// or a bounded read (small JSON files). Both refuse what is not a regular file (a FIFO or
+// /dev/zero would otherwise block or be read forever).
 #pragma once
 
 #include <cstdint>
@@ -12,7 +14,8 @@ namespace kiln {
 
 class MappedFile {
  public:
-  /// Maps `path` read-only. An empty file maps to an empty span.
+  /// Maps `path` read-only. An empty file maps to an empty span; a path that is not a regular
+  /// file is an error (opened without blocking, so a FIFO cannot hang the caller).
   static absl::StatusOr<std::unique_ptr<MappedFile>> open(const std::string& path);
   ~MappedFile();
   MappedFile(const MappedFile&) = delete;
@@ -28,5 +31,10 @@ class MappedFile {
   const uint8_t* data_ = nullptr;
   uint64_t size_ = 0;
 };
+
+/// The whole of the regular file at `path`, refusing anything larger than `max_bytes` before
+/// reading it ("x/config.json: 3000000000 bytes is more than the 16777216 bytes such a file may
+/// have").
+absl::StatusOr<std::string> read_small_file(const std::string& path, uint64_t max_bytes);
 
 }  // namespace kiln

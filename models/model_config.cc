@@ -3,14 +3,23 @@
 
 #include <cmath>
 #include <cstring>
+#include <limits>
 #include <numbers>
+#include <set>
+#include <tuple>
 
 #include <nlohmann/json.hpp>
 
+#include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
+#include "absl/strings/strip.h"
+#include "ir/checked_arithmetic.h"
 #include "models/dequantize.h"
+#include "models/json_document.h"
+#include "models/weight_names.h"
 
 namespace kiln {
 namespace {
@@ -30,44 +39,149 @@ constexpr const char* kGgufArchitectures[] = {"llama", "qwen2"};
 
 absl::Status invalid(auto&&... parts) { return absl::InvalidArgumentError(absl::StrCat(parts...)); }
 
-// Reads an integer key; `fallback` when absent (nullopt = required).
-absl::StatusOr<int64_t> json_int(const json& j, const char* key, std::optional<int64_t> fallback) {
-  auto it = j.find(key);
-  if (it == j.end() || it->is_null()) {
-    if (fallback) return *fallback;
-    return invalid("config.json: missing \"", key, "\"");
+// Size caps far above any real checkpoint (the largest have hidden 16384, 126 layers, 256k
+// vocabularies) but low enough that every product of them used for a shape fits in int64 and a
+// hostile value cannot make build_llama allocate proportionally to it.
+constexpr int64_t kMaxDim = int64_t{1} << 24;
+constexpr int64_t kMaxLayers = int64_t{1} << 16;
+constexpr int64_t kMaxContext = int64_t{1} << 27;
+constexpr int64_t kMaxVocab = std::numeric_limits<int32_t>::max();  // token ids are i32
+
+const char* json_kind(const json& v) {
+  switch (v.type()) {
+    case json::value_t::null: return "null";
+    case json::value_t::object: return "an object";
+    case json::value_t::array: return "an array";
+    case json::value_t::string: return "a string";
+    case json::value_t::boolean: return "a bool";
+    case json::value_t::number_integer:
+    case json::value_t::number_unsigned: return "an integer";
+    case json::value_t::number_float: return "a float";
+    case json::value_t::binary: return "binary data";
+    case json::value_t::discarded: return "invalid";
   }
-  if (!it->is_number_integer()) return invalid("config.json: \"", key, "\" must be an integer");
-  return it->get<int64_t>();
+  return "?";
 }
 
-absl::StatusOr<double> json_float(const json& j, const char* key, std::optional<double> fallback) {
-  auto it = j.find(key);
-  if (it == j.end() || it->is_null()) {
-    if (fallback) return *fallback;
-    return invalid("config.json: missing \"", key, "\"");
-  }
-  if (!it->is_number()) return invalid("config.json: \"", key, "\" must be a number");
-  return it->get<double>();
-}
+// Typed reads of one JSON object of config.json: the only way model_config_from_hf_json looks at
+// a field, so every wrong type, null or missing key gets the same kind of error naming the file
+// and the field, and no nlohmann exception can escape. A null value means "not set" (HF writes
+// `"rope_scaling": null`), so it takes the default where there is one.
+class ConfigFields {
+ public:
+  ConfigFields(const json& object, std::string source, std::string prefix = "")
+      : j_(object), source_(std::move(source)), prefix_(std::move(prefix)) {}
 
-// bos/eos ids may be an int or a list of ints.
-absl::StatusOr<std::vector<int32_t>> json_ids(const json& j, const char* key) {
-  std::vector<int32_t> out;
-  auto it = j.find(key);
-  if (it == j.end() || it->is_null()) return out;
-  if (it->is_number_integer()) {
-    out.push_back(it->get<int32_t>());
-  } else if (it->is_array()) {
-    for (const json& v : *it) {
-      if (!v.is_number_integer()) return invalid("config.json: \"", key, "\" must hold integers");
-      out.push_back(v.get<int32_t>());
+  absl::Status error(absl::string_view key, absl::string_view what) const {
+    return invalid(source_, ": \"", prefix_, key, "\" ", what);
+  }
+
+  // The value at `key`, or nullptr when absent or null.
+  const json* find(const char* key) const {
+    auto it = j_.find(key);
+    return it == j_.end() || it->is_null() ? nullptr : &*it;
+  }
+
+  absl::Status missing(const char* key, const char* kind) const {
+    auto it = j_.find(key);
+    return error(key,
+                 absl::StrCat(it == j_.end() ? "is missing" : "is null", "; it must be ", kind));
+  }
+
+  absl::Status wrong(const char* key, const json& v, const char* kind) const {
+    return error(key, absl::StrCat("must be ", kind, ", got ", json_kind(v), " ", clip(v)));
+  }
+
+  absl::StatusOr<int64_t> integer(const char* key, std::optional<int64_t> fallback) const {
+    const json* v = find(key);
+    if (v == nullptr) {
+      if (fallback) return *fallback;
+      return missing(key, "an integer");
     }
-  } else {
-    return invalid("config.json: \"", key, "\" must be an integer or a list of integers");
+    if (v->is_number_unsigned() &&
+        v->get<uint64_t>() > static_cast<uint64_t>(std::numeric_limits<int64_t>::max())) {
+      return error(key, absl::StrCat("= ", v->dump(), " is out of range"));
+    }
+    if (!v->is_number_integer()) return wrong(key, *v, "an integer");
+    return v->get<int64_t>();
   }
-  return out;
-}
+
+  absl::StatusOr<double> number(const char* key, std::optional<double> fallback) const {
+    const json* v = find(key);
+    if (v == nullptr) {
+      if (fallback) return *fallback;
+      return missing(key, "a number");
+    }
+    if (!v->is_number()) return wrong(key, *v, "a number");
+    return v->get<double>();
+  }
+
+  absl::StatusOr<bool> boolean(const char* key, bool fallback) const {
+    const json* v = find(key);
+    if (v == nullptr) return fallback;
+    if (!v->is_boolean()) return wrong(key, *v, "true or false");
+    return v->get<bool>();
+  }
+
+  absl::StatusOr<std::string> string(const char* key, std::string fallback) const {
+    const json* v = find(key);
+    if (v == nullptr) return fallback;
+    if (!v->is_string()) return wrong(key, *v, "a string");
+    return v->get<std::string>();
+  }
+
+  // bos/eos ids: an integer or a list of integers, each a valid token id (>= 0, fits i32).
+  absl::StatusOr<std::vector<int32_t>> ids(const char* key) const {
+    std::vector<int32_t> out;
+    const json* v = find(key);
+    if (v == nullptr) return out;
+    const bool is_list = v->is_array();
+    if (!is_list && !v->is_number_integer()) {
+      return wrong(key, *v, "an integer or a list of integers");
+    }
+    for (const json& id : is_list ? *v : json::array({*v})) {
+      if (!id.is_number_integer() || id.get<double>() < 0 ||
+          id.get<double>() > std::numeric_limits<int32_t>::max()) {
+        return error(key, absl::StrCat("holds ", clip(id),
+                                       ", which is not a token id "
+                                       "(an integer in 0..2^31-1)"));
+      }
+      out.push_back(static_cast<int32_t>(id.get<int64_t>()));
+    }
+    return out;
+  }
+
+  // A nested object (nullptr when absent or null).
+  absl::StatusOr<const json*> object(const char* key) const {
+    const json* v = find(key);
+    if (v != nullptr && !v->is_object()) return wrong(key, *v, "an object");
+    return v;
+  }
+
+  const std::string& source() const { return source_; }
+
+ private:
+  // A value for an error message, cut short: a hostile file may hold megabytes in one field.
+  static std::string clip(const json& v) {
+    std::string s = v.dump();
+    if (s.size() > 40) s = absl::StrCat(s.substr(0, 40), "...");
+    return s;
+  }
+
+  const json& j_;
+  std::string source_;
+  std::string prefix_;
+};
+
+#define KILN_ASSIGN_OR_RETURN_IMPL(lhs, expr, tmp) \
+  auto tmp = (expr);                               \
+  if (!tmp.ok()) return tmp.status();              \
+  lhs = std::move(*tmp)
+#define KILN_CONCAT_INNER(a, b) a##b
+#define KILN_CONCAT(a, b) KILN_CONCAT_INNER(a, b)
+// Assigns the value of a StatusOr expression or returns its error.
+#define KILN_ASSIGN_OR_RETURN(lhs, expr) \
+  KILN_ASSIGN_OR_RETURN_IMPL(lhs, expr, KILN_CONCAT(_status_or_, __LINE__))
 
 std::string supported_list() { return absl::StrJoin(supported_architectures(), ", "); }
 
@@ -109,6 +223,29 @@ absl::StatusOr<std::optional<RopeScaling>> llama3_from_freq_factors(
 
 }  // namespace
 
+absl::Status check_layer_count(int64_t declared, WeightNaming naming,
+                               absl::Span<const std::string_view> tensor_names) {
+  std::set<int64_t> seen;
+  for (std::string_view name : tensor_names) {
+    std::optional<std::string> canonical = canonical_weight_name(naming, name);
+    if (!canonical) continue;
+    absl::string_view rest = *canonical;
+    int64_t layer = 0;
+    if (!absl::ConsumePrefix(&rest, "layers.") ||
+        !absl::SimpleAtoi(rest.substr(0, rest.find('.')), &layer)) {
+      continue;
+    }
+    seen.insert(layer);
+  }
+  const int64_t held = seen.empty() ? 0 : *seen.rbegin() + 1;
+  if (held == declared && static_cast<int64_t>(seen.size()) == held) return absl::OkStatus();
+  if (static_cast<int64_t>(seen.size()) != held) {
+    return invalid("is ", declared, ", and the checkpoint's layer tensors go up to layer ",
+                   held - 1, " but only ", seen.size(), " layers have any");
+  }
+  return invalid("is ", declared, " but the checkpoint holds tensors for ", held, " layers");
+}
+
 const std::vector<std::string>& supported_architectures() {
   static const std::vector<std::string> names = [] {
     std::vector<std::string> out;
@@ -120,17 +257,65 @@ const std::vector<std::string>& supported_architectures() {
 }
 
 absl::Status ModelConfig::validate() const {
-  if (hidden_size <= 0 || num_layers <= 0 || num_heads <= 0 || num_kv_heads <= 0 || head_dim <= 0 ||
-      intermediate_size <= 0 || vocab_size <= 0) {
-    return invalid("model config has a non-positive size: ", summary());
+  const std::pair<const char*, int64_t> sizes[] = {{"hidden size", hidden_size},
+                                                   {"layer count", num_layers},
+                                                   {"attention head count", num_heads},
+                                                   {"KV head count", num_kv_heads},
+                                                   {"head_dim", head_dim},
+                                                   {"intermediate size", intermediate_size},
+                                                   {"vocabulary size", vocab_size},
+                                                   {"context length", max_context}};
+  for (const auto& [what, v] : sizes) {
+    if (v <= 0) return invalid(what, " ", v, " must be positive");
+  }
+  for (const auto& [what, v, cap] : {std::tuple{"hidden size", hidden_size, kMaxDim},
+                                     std::tuple{"layer count", num_layers, kMaxLayers},
+                                     std::tuple{"attention head count", num_heads, kMaxDim},
+                                     std::tuple{"head_dim", head_dim, kMaxDim},
+                                     std::tuple{"intermediate size", intermediate_size, kMaxDim},
+                                     std::tuple{"vocabulary size", vocab_size, kMaxVocab},
+                                     std::tuple{"context length", max_context, kMaxContext}}) {
+    if (v > cap) return invalid(what, " ", v, " is implausibly large (at most ", cap, ")");
   }
   if (num_heads % num_kv_heads != 0) {
     return invalid("attention heads (", num_heads, ") must be a multiple of KV heads (",
                    num_kv_heads, ")");
   }
   if (head_dim % 2 != 0) return invalid("head_dim ", head_dim, " must be even for RoPE");
-  if (max_context <= 0) return invalid("model config has no context length");
-  if (rms_eps <= 0 || rope_theta <= 0) return invalid("rms eps and rope theta must be positive");
+  // Every weight's element count (q/o: heads x head_dim x hidden) must fit in int64.
+  if (!checked_product({num_heads, head_dim, hidden_size}) ||
+      !checked_product({vocab_size, hidden_size})) {
+    return invalid("weights of ", summary(), " have more than 2^63 elements");
+  }
+  if (!std::isfinite(rms_eps) || rms_eps <= 0 || rms_eps >= 1) {
+    return invalid("rms_norm_eps ", rms_eps, " must be a finite number in (0, 1)");
+  }
+  if (!std::isfinite(rope_theta) || rope_theta <= 1) {
+    return invalid("rope theta ", rope_theta, " must be a finite number above 1");
+  }
+  if (rope_scaling) {
+    const RopeScaling& r = *rope_scaling;
+    if (!std::isfinite(r.factor) || r.factor < 1) {
+      return invalid("rope_scaling factor ", r.factor, " must be a finite number >= 1");
+    }
+    if (!std::isfinite(r.low_freq_factor) || !std::isfinite(r.high_freq_factor) ||
+        r.low_freq_factor <= 0 || r.high_freq_factor <= r.low_freq_factor) {
+      return invalid("rope_scaling low_freq_factor ", r.low_freq_factor, " and high_freq_factor ",
+                     r.high_freq_factor, " must be finite with 0 < low < high");
+    }
+    if (r.original_max_positions <= 0 || r.original_max_positions > kMaxContext) {
+      return invalid("rope_scaling original_max_position_embeddings ", r.original_max_positions,
+                     " must be in 1..", kMaxContext);
+    }
+  }
+  if (bos_id >= vocab_size) {
+    return invalid("bos token id ", bos_id, " is outside the vocabulary (", vocab_size, ")");
+  }
+  for (int32_t id : eos_ids) {
+    if (id < 0 || id >= vocab_size) {
+      return invalid("eos token id ", id, " is outside the vocabulary (", vocab_size, ")");
+    }
+  }
   return absl::OkStatus();
 }
 
@@ -141,97 +326,132 @@ std::string ModelConfig::summary() const {
       vocab_size, max_context, rope_theta, rope_scaling ? " (llama3 scaling)" : "",
       rope_interleaved ? " interleaved" : "", tie_embeddings ? ", tied embeddings" : "");
   if (attention_bias) s += ", qkv bias";
+  if (sliding_window > 0) {
+    absl::StrAppend(&s, ", ctx capped at the sliding window of ", sliding_window, " (trained for ",
+                    trained_context, ")");
+  }
   return s;
 }
 
-absl::StatusOr<ModelConfig> model_config_from_hf_json(const std::string& json_text) {
-  json j = json::parse(json_text, nullptr, /*allow_exceptions=*/false);
-  if (j.is_discarded() || !j.is_object()) return invalid("config.json: not a JSON object");
-  ModelConfig c;
-  std::string arch;
-  if (auto it = j.find("architectures");
-      it != j.end() && it->is_array() && !it->empty() && (*it)[0].is_string()) {
-    arch = (*it)[0].get<std::string>();
-  } else {
-    return invalid("config.json: missing \"architectures\" (supported: ", supported_list(), ")");
+namespace {
+
+// rope_scaling: llama3 is implemented; the other HF types would silently change every position's
+// rotation, so they are refused by name rather than ignored.
+absl::StatusOr<std::optional<RopeScaling>> rope_scaling_from_hf(const ConfigFields& top) {
+  KILN_ASSIGN_OR_RETURN(const json* rs, top.object("rope_scaling"));
+  if (rs == nullptr) return std::optional<RopeScaling>();
+  const ConfigFields f(*rs, top.source(), "rope_scaling.");
+  KILN_ASSIGN_OR_RETURN(std::string legacy_type, f.string("type", ""));
+  KILN_ASSIGN_OR_RETURN(std::string type, f.string("rope_type", legacy_type));
+  if (type.empty() || type == "default") return std::optional<RopeScaling>();
+  if (type != "llama3") {
+    const bool known = type == "linear" || type == "dynamic" || type == "yarn" ||
+                       type == "longrope" || type == "su" || type == "ntk";
+    return invalid(top.source(), ": unsupported rope_scaling type \"", type, "\"",
+                   known ? " (a known HF scaling kiln does not implement)" : "",
+                   "; kiln implements \"llama3\" rope scaling only");
   }
+  RopeScaling s;
+  KILN_ASSIGN_OR_RETURN(s.factor, f.number("factor", std::nullopt));
+  KILN_ASSIGN_OR_RETURN(s.low_freq_factor, f.number("low_freq_factor", 1.0));
+  KILN_ASSIGN_OR_RETURN(s.high_freq_factor, f.number("high_freq_factor", 4.0));
+  KILN_ASSIGN_OR_RETURN(s.original_max_positions,
+                        f.integer("original_max_position_embeddings", 8192));
+  return std::optional<RopeScaling>(s);
+}
+
+}  // namespace
+
+absl::StatusOr<ModelConfig> model_config_from_hf_json(const std::string& json_text,
+                                                      const std::string& source) {
+  KILN_ASSIGN_OR_RETURN(const json j, parse_json_document(json_text, source));
+  if (!j.is_object()) {
+    return invalid(source, ": must be a JSON object, got ", json_kind(j));
+  }
+  const ConfigFields f(j, source);
+  ModelConfig c;
+  const json* archs = f.find("architectures");
+  if (archs == nullptr || !archs->is_array() || archs->empty() || !(*archs)[0].is_string()) {
+    return f.error(
+        "architectures",
+        absl::StrCat("must be a list naming the model class (supported: ", supported_list(), ")"));
+  }
+  const std::string arch = (*archs)[0].get<std::string>();
   for (const ArchInfo& a : kArchitectures) {
     if (arch == a.hf_name) c.architecture = a.family;
   }
   if (c.architecture.empty()) {
-    return invalid("unsupported architecture ", arch, " (supported: ", supported_list(), ")");
+    return invalid(source, ": unsupported architecture ", arch, " (supported: ", supported_list(),
+                   ")");
   }
   c.source_architecture = arch;
-  auto get_int = [&](const char* key, std::optional<int64_t> fallback,
-                     int64_t* out) -> absl::Status {
-    absl::StatusOr<int64_t> v = json_int(j, key, fallback);
-    if (!v.ok()) return v.status();
-    *out = *v;
-    return absl::OkStatus();
-  };
-  for (absl::Status s : {get_int("hidden_size", std::nullopt, &c.hidden_size),
-                         get_int("num_hidden_layers", std::nullopt, &c.num_layers),
-                         get_int("num_attention_heads", std::nullopt, &c.num_heads),
-                         get_int("intermediate_size", std::nullopt, &c.intermediate_size),
-                         get_int("vocab_size", std::nullopt, &c.vocab_size),
-                         get_int("max_position_embeddings", 2048, &c.max_context)}) {
-    if (!s.ok()) return s;
+  KILN_ASSIGN_OR_RETURN(c.hidden_size, f.integer("hidden_size", std::nullopt));
+  KILN_ASSIGN_OR_RETURN(c.num_layers, f.integer("num_hidden_layers", std::nullopt));
+  KILN_ASSIGN_OR_RETURN(c.num_heads, f.integer("num_attention_heads", std::nullopt));
+  KILN_ASSIGN_OR_RETURN(c.intermediate_size, f.integer("intermediate_size", std::nullopt));
+  KILN_ASSIGN_OR_RETURN(c.vocab_size, f.integer("vocab_size", std::nullopt));
+  KILN_ASSIGN_OR_RETURN(c.max_context, f.integer("max_position_embeddings", 2048));
+  KILN_ASSIGN_OR_RETURN(c.num_kv_heads, f.integer("num_key_value_heads", c.num_heads));
+  if (c.num_heads <= 0) {
+    return f.error("num_attention_heads", absl::StrCat("= ", c.num_heads, " must be positive"));
   }
-  if (absl::Status s = get_int("num_key_value_heads", c.num_heads, &c.num_kv_heads); !s.ok())
-    return s;
-  if (c.num_heads <= 0) return invalid("config.json: num_attention_heads must be positive");
-  if (absl::Status s = get_int("head_dim", c.hidden_size / c.num_heads, &c.head_dim); !s.ok())
-    return s;
-  absl::StatusOr<double> eps = json_float(j, "rms_norm_eps", 1e-6);
-  absl::StatusOr<double> theta = json_float(j, "rope_theta", 10000.0);
-  if (!eps.ok()) return eps.status();
-  if (!theta.ok()) return theta.status();
-  c.rms_eps = *eps;
-  c.rope_theta = *theta;
-  c.tie_embeddings = j.value("tie_word_embeddings", false);
-  c.attention_bias = c.architecture == "qwen2" || j.value("attention_bias", false);
-  if (auto it = j.find("rope_scaling"); it != j.end() && !it->is_null()) {
-    if (!it->is_object()) return invalid("config.json: \"rope_scaling\" must be an object");
-    std::string type = it->value("rope_type", it->value("type", std::string()));
-    if (type == "llama3") {
-      RopeScaling s;
-      absl::StatusOr<double> factor = json_float(*it, "factor", std::nullopt);
-      absl::StatusOr<double> low = json_float(*it, "low_freq_factor", 1.0);
-      absl::StatusOr<double> high = json_float(*it, "high_freq_factor", 4.0);
-      absl::StatusOr<int64_t> orig = json_int(*it, "original_max_position_embeddings", 8192);
-      for (const absl::Status& st : {factor.status(), low.status(), high.status(), orig.status()}) {
-        if (!st.ok()) return invalid("rope_scaling: ", st.message());
-      }
-      s.factor = *factor;
-      s.low_freq_factor = *low;
-      s.high_freq_factor = *high;
-      s.original_max_positions = *orig;
-      if (s.high_freq_factor <= s.low_freq_factor) {
-        return invalid("rope_scaling: high_freq_factor must exceed low_freq_factor");
-      }
-      c.rope_scaling = s;
-    } else if (type != "default" && !type.empty()) {
-      return invalid("unsupported rope_scaling type \"", type, "\" (supported: llama3)");
-    }
+  if (f.find("head_dim") == nullptr && c.hidden_size % c.num_heads != 0) {
+    return invalid(source, ": num_attention_heads (", c.num_heads,
+                   ") does not divide hidden_size (", c.hidden_size,
+                   "), and there is no head_dim to say the head size");
   }
+  KILN_ASSIGN_OR_RETURN(c.head_dim, f.integer("head_dim", c.hidden_size / c.num_heads));
+  KILN_ASSIGN_OR_RETURN(c.rms_eps, f.number("rms_norm_eps", 1e-6));
+  KILN_ASSIGN_OR_RETURN(c.rope_theta, f.number("rope_theta", 10000.0));
+  KILN_ASSIGN_OR_RETURN(c.tie_embeddings, f.boolean("tie_word_embeddings", false));
+  KILN_ASSIGN_OR_RETURN(c.rope_scaling, rope_scaling_from_hf(f));
+
+  // Variants of the family that change the math: each either maps onto what build_llama emits or
+  // is refused by name, never ignored.
+  KILN_ASSIGN_OR_RETURN(const std::string act, f.string("hidden_act", "silu"));
+  if (act != "silu") {
+    return f.error("hidden_act",
+                   absl::StrCat("= \"", act, "\" is not supported (kiln's MLP is SwiGLU: silu)"));
+  }
+  KILN_ASSIGN_OR_RETURN(const bool attention_bias, f.boolean("attention_bias", false));
+  if (attention_bias && c.architecture != "qwen2") {
+    // Llama's attention_bias puts biases on q/k/v *and* o_proj; build_llama has no o_proj bias.
+    return f.error("attention_bias",
+                   "= true (biases on the q/k/v and o projections) is not supported; kiln "
+                   "supports q/k/v biases only as Qwen2 has them");
+  }
+  c.attention_bias = c.architecture == "qwen2";
+  KILN_ASSIGN_OR_RETURN(const bool mlp_bias, f.boolean("mlp_bias", false));
+  if (mlp_bias) return f.error("mlp_bias", "= true (biased MLP projections) is not supported");
+
   // Mistral's sliding window only changes attention beyond the window: cap the context there so
-  // every position kiln serves is computed exactly.
-  if (auto it = j.find("sliding_window");
-      it != j.end() && it->is_number_integer() && it->get<int64_t>() > 0 &&
-      it->get<int64_t>() < c.max_context && j.value("use_sliding_window", true)) {
-    c.max_context = it->get<int64_t>();
+  // every position kiln serves is computed exactly (build_llama refuses longer limits by name).
+  KILN_ASSIGN_OR_RETURN(const bool use_window, f.boolean("use_sliding_window", true));
+  KILN_ASSIGN_OR_RETURN(const int64_t window, f.integer("sliding_window", 0));
+  if (window < 0) return f.error("sliding_window", absl::StrCat("= ", window, " is negative"));
+  if (use_window && window > 0 && window < c.max_context) {
+    c.trained_context = c.max_context;
+    c.max_context = window;
+    c.sliding_window = window;
   }
-  absl::StatusOr<std::vector<int32_t>> bos = json_ids(j, "bos_token_id");
-  absl::StatusOr<std::vector<int32_t>> eos = json_ids(j, "eos_token_id");
-  if (!bos.ok()) return bos.status();
-  if (!eos.ok()) return eos.status();
-  if (!bos->empty()) c.bos_id = (*bos)[0];
-  c.eos_ids = *eos;
-  std::string torch_dtype = j.value("torch_dtype", std::string("bfloat16"));
-  c.weights_dtype = torch_dtype == "float32"   ? DType::kF32
-                    : torch_dtype == "float16" ? DType::kF16
-                                               : DType::kBF16;
-  if (absl::Status s = c.validate(); !s.ok()) return s;
+
+  KILN_ASSIGN_OR_RETURN(const std::vector<int32_t> bos, f.ids("bos_token_id"));
+  KILN_ASSIGN_OR_RETURN(c.eos_ids, f.ids("eos_token_id"));
+  if (!bos.empty()) c.bos_id = bos[0];
+  // Newer transformers write "dtype"; older ones "torch_dtype".
+  KILN_ASSIGN_OR_RETURN(const std::string dtype_alias, f.string("dtype", "bfloat16"));
+  KILN_ASSIGN_OR_RETURN(const std::string torch_dtype, f.string("torch_dtype", dtype_alias));
+  if (torch_dtype == "float32") {
+    c.weights_dtype = DType::kF32;
+  } else if (torch_dtype == "float16") {
+    c.weights_dtype = DType::kF16;
+  } else if (torch_dtype == "bfloat16") {
+    c.weights_dtype = DType::kBF16;
+  } else {
+    return f.error("torch_dtype",
+                   absl::StrCat("= \"", torch_dtype, "\" is not float32, float16 or bfloat16"));
+  }
+  if (absl::Status s = c.validate(); !s.ok()) return invalid(source, ": ", s.message());
   return c;
 }
 
@@ -270,10 +490,22 @@ absl::StatusOr<ModelConfig> model_config_from_gguf(const GgufFile& gguf) {
       !s.ok())
     return s;
   if (c.num_heads <= 0) return invalid(gguf.path(), ": attention.head_count must be positive");
+  if (!gguf.has(p + ".attention.key_length") && c.hidden_size % c.num_heads != 0) {
+    return invalid(gguf.path(), ": ", p, ".attention.head_count (", c.num_heads,
+                   ") does not divide ", p, ".embedding_length (", c.hidden_size,
+                   "), and there is no ", p, ".attention.key_length to say the head size");
+  }
   if (absl::Status s =
           get_int(p + ".attention.key_length", c.hidden_size / c.num_heads, &c.head_dim);
       !s.ok()) {
     return s;
+  }
+  // The declared layer count must be the layers the file holds: a hostile block_count of 2^31
+  // would otherwise size the step graph before any tensor is looked at.
+  std::vector<std::string_view> names;
+  for (const GgufTensorInfo& t : gguf.tensors()) names.push_back(t.name);
+  if (absl::Status s = check_layer_count(c.num_layers, WeightNaming::kGguf, names); !s.ok()) {
+    return invalid(gguf.path(), ": ", p, ".block_count ", s.message());
   }
   // vocab_size is optional in GGUF; the token list is authoritative.
   if (gguf.has(p + ".vocab_size")) {
@@ -293,10 +525,10 @@ absl::StatusOr<ModelConfig> model_config_from_gguf(const GgufFile& gguf) {
   }
   if (gguf.has(p + ".rope.dimension_count")) {
     absl::StatusOr<int64_t> rot = gguf.get_int(p + ".rope.dimension_count");
-    if (!rot.ok() || *rot != c.head_dim) {
-      return invalid(gguf.path(),
-                     ": partial rotary embeddings (rope.dimension_count != head_dim) are "
-                     "not supported");
+    if (!rot.ok()) return invalid(gguf.path(), ": ", rot.status().message());
+    if (*rot != c.head_dim) {
+      return invalid(gguf.path(), ": ", p, ".rope.dimension_count is ", *rot, " but head_dim is ",
+                     c.head_dim, "; partial rotary embeddings are not supported");
     }
   }
   c.tie_embeddings = gguf.find_tensor("output.weight") == nullptr;

@@ -1,14 +1,13 @@
 // safetensors: u64 header length | JSON header | raw tensor data. Validated before any read.
 #include "models/safetensors.h"
 
+#include <algorithm>
 #include <cstring>
-#include <fstream>
 #include <limits>
-#include <set>
-#include <sstream>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "models/json_document.h"
 #include "nlohmann/json.hpp"
 
 namespace kiln {
@@ -30,19 +29,11 @@ std::optional<DType> parse_st_dtype(const std::string& s) {
   return std::nullopt;
 }
 
-// Parses JSON without exceptions, reporting a repeated key among the top-level object's keys
-// (nlohmann would otherwise keep the last one silently).
-json parse_json_checking_duplicates(absl::string_view text, std::string* duplicate) {
-  std::set<std::string> seen;
-  json::parser_callback_t cb = [&](int depth, json::parse_event_t event, json& parsed) {
-    if (event == json::parse_event_t::key && depth == 1 && parsed.is_string()) {
-      const auto& k = parsed.get_ref<const std::string&>();
-      if (!seen.insert(k).second && duplicate->empty()) *duplicate = k;
-    }
-    return true;
-  };
-  return json::parse(text.begin(), text.end(), cb, /*allow_exceptions=*/false);
-}
+// Tensor data must start 8-byte aligned (the format pads the header with spaces to get there),
+// so every element of every dtype is naturally aligned in the mapped file.
+constexpr uint64_t kDataAlignment = 8;
+// An index lists each tensor once: a few hundred kilobytes for the largest models.
+constexpr uint64_t kMaxIndexBytes = 64ull << 20;
 
 }  // namespace
 
@@ -71,10 +62,19 @@ absl::StatusOr<std::unique_ptr<SafetensorsFile>> SafetensorsFile::open(const std
   }
   const uint64_t data_start = 8 + header_len;
   const uint64_t data_size = file_size - data_start;
+  if (data_start % kDataAlignment != 0) {
+    return bad(
+        path, absl::StrFormat("header length %d leaves the tensor data at byte %d, which is not a "
+                              "multiple of %d (the format pads the header with spaces to align the "
+                              "data; re-save the file with the safetensors library)",
+                              header_len, data_start, kDataAlignment));
+  }
   std::string duplicate;
-  const json header = parse_json_checking_duplicates(
-      absl::string_view(reinterpret_cast<const char*>(data.data() + 8), header_len), &duplicate);
-  if (header.is_discarded()) return bad(path, "header is not valid JSON");
+  absl::StatusOr<json> parsed = parse_json_document(
+      std::string_view(reinterpret_cast<const char*>(data.data() + 8), header_len),
+      absl::StrCat(path, ": header"), &duplicate);
+  if (!parsed.ok()) return parsed.status();
+  const json& header = *parsed;
   if (!header.is_object()) return bad(path, "header is not a JSON object");
   if (!duplicate.empty()) return bad(path, absl::StrCat("duplicate tensor '", duplicate, "'"));
 
@@ -124,13 +124,22 @@ absl::StatusOr<std::unique_ptr<SafetensorsFile>> SafetensorsFile::open(const std
     }
     const uint64_t begin = (*off)[0].get<uint64_t>();
     const uint64_t end = (*off)[1].get<uint64_t>();
-    if (begin > end || end > data_size) {
+    if (begin > end) {
+      return bad(path, absl::StrFormat("%s: data_offsets [%d, %d] are reversed (begin after end)",
+                                       what, begin, end));
+    }
+    if (end > data_size) {
       return bad(path,
                  absl::StrFormat("%s data [offsets %d..%d] lies past the end of the data section "
                                  "(size %d; file size %d)",
                                  what, begin, end, data_size, file_size));
     }
     const uint64_t elem_bytes = static_cast<uint64_t>(block_bytes(t.dtype));
+    if (begin % elem_bytes != 0) {
+      return bad(path, absl::StrFormat("%s: data offset %d is not a multiple of its %s element "
+                                       "size %d (misaligned data)",
+                                       what, begin, dt->get<std::string>(), elem_bytes));
+    }
     // elements < 2^63 and elem_bytes <= 4: compare via division to stay overflow-free.
     if ((end - begin) % elem_bytes != 0 || (end - begin) / elem_bytes != elements) {
       return bad(path,
@@ -143,6 +152,26 @@ absl::StatusOr<std::unique_ptr<SafetensorsFile>> SafetensorsFile::open(const std
     t.size = end - begin;
     f->by_name_.emplace(t.name, f->tensors_.size());
     f->tensors_.push_back(std::move(t));
+  }
+  // Two tensors sharing bytes would alias each other's weights: sort the ranges and refuse any
+  // that starts before the previous one ends (empty tensors occupy nothing).
+  std::vector<const SafetensorsTensorInfo*> by_offset;
+  for (const SafetensorsTensorInfo& t : f->tensors_) {
+    if (t.size > 0) by_offset.push_back(&t);
+  }
+  std::sort(by_offset.begin(), by_offset.end(), [](const auto* a, const auto* b) {
+    return a->offset != b->offset ? a->offset < b->offset : a->name < b->name;
+  });
+  for (size_t i = 1; i < by_offset.size(); ++i) {
+    const SafetensorsTensorInfo& prev = *by_offset[i - 1];
+    const SafetensorsTensorInfo& cur = *by_offset[i];
+    if (cur.offset < prev.offset + prev.size) {
+      return bad(
+          path,
+          absl::StrFormat("tensors '%s' [offsets %d..%d] and '%s' [offsets %d..%d] overlap",
+                          prev.name, prev.offset - data_start, prev.offset - data_start + prev.size,
+                          cur.name, cur.offset - data_start, cur.offset - data_start + cur.size));
+    }
   }
   return f;
 }
@@ -158,15 +187,12 @@ absl::Span<const uint8_t> SafetensorsFile::tensor_bytes(const SafetensorsTensorI
 
 absl::StatusOr<std::map<std::string, std::string>> read_safetensors_index(
     const std::string& index_path) {
-  std::ifstream in(index_path, std::ios::binary);
-  if (!in) return absl::NotFoundError(absl::StrCat(index_path, ": cannot open"));
-  std::stringstream ss;
-  ss << in.rdbuf();
-  const std::string text = ss.str();
-  const json index = json::parse(text, nullptr, /*allow_exceptions=*/false);
-  if (index.is_discarded() || !index.is_object()) {
-    return bad(index_path, "not a valid JSON object");
-  }
+  absl::StatusOr<std::string> text = read_small_file(index_path, kMaxIndexBytes);
+  if (!text.ok()) return text.status();
+  absl::StatusOr<json> parsed = parse_json_document(*text, index_path);
+  if (!parsed.ok()) return parsed.status();
+  const json& index = *parsed;
+  if (!index.is_object()) return bad(index_path, "not a JSON object");
   auto wm = index.find("weight_map");
   if (wm == index.end() || !wm->is_object()) {
     return bad(index_path, "missing or non-object 'weight_map'");

@@ -1,11 +1,13 @@
 // plan-memory: arena offsets for every intermediate value, from liveness intervals and greedy
 // packing at the symbols' upper bounds.
 #include <algorithm>
+#include <optional>
 #include <string>
 #include <unordered_map>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "ir/checked_arithmetic.h"
 #include "ir/ops.h"
 #include "ir/printer.h"
 #include "passes/pass.h"
@@ -14,7 +16,23 @@
 namespace kiln {
 namespace {
 
-int64_t align_up(int64_t n, int64_t a) { return (n + a - 1) / a * a; }
+// Byte counts at the symbols' upper bounds can exceed int64 for hostile IR (a dim of 2^40 times
+// another of 2^40): every size, offset and sum below is checked, and a plan that does not fit is
+// refused rather than wrapped around into a small arena.
+absl::Status too_large(absl::string_view what) {
+  return absl::InvalidArgumentError(
+      absl::StrCat(what,
+                   " needs 2^63 bytes or more at the symbols' upper bounds; lower the "
+                   "bounds (max tokens, sequences, context) or the sizes"));
+}
+
+// Bytes of `elements` values of `dtype` (whole blocks for block-quantized types).
+std::optional<int64_t> buffer_bytes(int64_t elements, DType dtype) {
+  const int64_t per_block = block_elements(dtype);
+  std::optional<int64_t> blocks = checked_add(elements, per_block - 1);
+  if (!blocks) return std::nullopt;
+  return checked_mul(*blocks / per_block, block_bytes(dtype));
+}
 
 /// Live intervals [first, last] over program points 0..end, answering "which of the intervals
 /// added so far overlap [a, b]?" in O(log end + (b - a) + answers): an interval overlaps [a, b]
@@ -109,11 +127,11 @@ class PlanMemory : public Pass {
           return absl::InvalidArgumentError(
               absl::StrCat(names(v), ": ", elements.status().message()));
         }
-        const int64_t bytes =
-            (*elements * block_bytes(v->type.dtype) + block_elements(v->type.dtype) - 1) /
-            block_elements(v->type.dtype);
+        std::optional<int64_t> bytes = buffer_bytes(*elements, v->type.dtype);
+        if (bytes) bytes = checked_align_up(std::max<int64_t>(*bytes, 1), plan.alignment);
+        if (!bytes) return too_large(absl::StrCat(names(v), " (", v->type.to_string(), ")"));
         group_of[v] = static_cast<int>(groups.size());
-        groups.push_back({v, {}, align_up(std::max<int64_t>(bytes, 1), plan.alignment), i, i, 0});
+        groups.push_back({v, {}, *bytes, i, i, 0});
       }
       for (const Value* in : n.inputs) {
         auto it = group_of.find(in);
@@ -128,12 +146,18 @@ class PlanMemory : public Pass {
     // Lower bound: the most bytes live at one program point (a difference array over points).
     std::vector<int64_t> delta(end + 2, 0);
     for (const Group& g : groups) {
-      delta[g.first] += g.size;
-      delta[g.last + 1] -= g.size;
+      std::optional<int64_t> up = checked_add(delta[g.first], g.size);
+      if (!up) return too_large(absl::StrCat("the values live at node ", g.first));
+      delta[g.first] = *up;
+      std::optional<int64_t> down = checked_add(delta[g.last + 1], -g.size);
+      if (!down) return too_large(absl::StrCat("the values live at node ", g.last));
+      delta[g.last + 1] = *down;
     }
     int64_t live = 0;
     for (int t = 0; t <= end; ++t) {
-      live += delta[t];
+      std::optional<int64_t> sum = checked_add(live, delta[t]);
+      if (!sum) return too_large(absl::StrCat("the values live at node ", t));
+      live = *sum;
       plan.lower_bound_bytes = std::max(plan.lower_bound_bytes, live);
     }
 
@@ -157,11 +181,14 @@ class PlanMemory : public Pass {
       std::sort(busy.begin(), busy.end());
       int64_t offset = 0;
       for (const auto& [lo, hi] : busy) {
-        if (offset + g.size <= lo) break;
+        if (g.size <= lo - offset) break;  // both non-negative: the difference cannot overflow
         offset = std::max(offset, hi);
       }
+      // Every placed end fits (checked when placed), and the live sum bounded above covers g.
+      std::optional<int64_t> end_bytes = checked_add(offset, g.size);
+      if (!end_bytes) return too_large("the activation arena");
       g.offset = offset;
-      plan.arena_bytes = std::max(plan.arena_bytes, offset + g.size);
+      plan.arena_bytes = std::max(plan.arena_bytes, *end_bytes);
       placed.add(gi, g.first, g.last);
     }
 

@@ -10,6 +10,7 @@ debs=(
   build-essential cmake ninja-build pkg-config python3 python3-pip
   libabsl-dev nlohmann-json3-dev libcli11-dev libxxhash-dev libgtest-dev libgmock-dev
   libbenchmark-dev libcpp-httplib-dev libicu-dev
+  clang libclang-rt-dev  # libFuzzer + sanitizer runtimes for scripts/fuzz.sh
 )
 missing=()
 for p in "${debs[@]}"; do

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The README's second command (and CI's): build kiln with AddressSanitizer + UBSan and run every
-# test. GPU tests (ctest label `gpu`) skip with a stated reason when no GPU is present, and the
-# run says it. In CI (CI=true) the default model and its goldens must be there: a failed fetch
-# fails the run instead of letting the llama.cpp golden tests skip while it stays green.
+# test, then fuzz every reader of untrusted input for a bounded time (scripts/fuzz.sh;
+# KILN_SKIP_FUZZ=1 skips it). GPU tests (ctest label `gpu`) skip with a stated reason when no GPU
+# is present, and the run says it. In CI (CI=true) the default model and its goldens must be
+# there: a failed fetch fails the run instead of letting the llama.cpp golden tests skip.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install-deps.sh
@@ -48,4 +49,7 @@ for why, names in reasons.items():
     shown = ", ".join(names[:3]) + (", ..." if len(names) > 3 else "")
     print(f"test.sh: skipped {len(names)} test(s) ({shown}): {why}")
 PY
+if [ "$status" -eq 0 ] && [ "${KILN_SKIP_FUZZ:-0}" != 1 ]; then
+  bash scripts/fuzz.sh || status=$?
+fi
 exit "$status"

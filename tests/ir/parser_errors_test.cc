@@ -24,7 +24,7 @@ TEST(ParserErrors, MissingGraphKeyword) {
 
 TEST(ParserErrors, UnexpectedCharacter) {
   EXPECT_THAT(error_of(std::string(kHead) + "  %y = neg(%x) : f32[T,4] $\n}"),
-              StartsWith("4:27: expected unexpected character '$'"));
+              StartsWith("4:27: unexpected character '$'"));
 }
 
 TEST(ParserErrors, UnknownOp) {

@@ -258,6 +258,27 @@ TEST_F(GgufCorruption, TensorErrors) {
   g = valid_spec();
   g.tensors[0].name = "";
   EXPECT_THAT(open_spec(g).message(), HasSubstr("empty name"));
+
+  // Two tensors on the same bytes loaded on main (each weight silently the other's data).
+  g = valid_spec();
+  g.tensors[1].offset = 224;  // a is [0, 256): b's 34 bytes would start inside it
+  EXPECT_THAT(open_spec(g).message(),
+              HasSubstr("tensors 'a' [offset 0, size 256] and 'b' [offset 224, size 34] overlap"));
+  g = valid_spec();
+  g.tensors[1].offset = 0;
+  EXPECT_THAT(open_spec(g).message(), HasSubstr("overlap"));
+}
+
+// A uint8 array of millions of elements fits in a small file but would cost ~48 bytes an element
+// once read: refused by count before anything is allocated.
+TEST_F(GgufCorruption, HugeMetadataArraysAreRefused) {
+  GgufSpec g = valid_spec();
+  const uint64_t n = (1ull << 22) + 1;
+  std::string kv = Bytes().str("test.big").u32(9).u32(0).u64(n).s;
+  kv.append(n, '\1');
+  g.kvs.push_back(kv);
+  EXPECT_THAT(open_spec(g).message(),
+              HasSubstr("metadata 'test.big': array of 4194305 elements is more than the"));
 }
 
 TEST_F(GgufCorruption, EveryTruncationFails) {

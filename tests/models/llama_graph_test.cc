@@ -88,5 +88,59 @@ TEST(LlamaGraph, RejectsBadLimitsAndReusedGraphs) {
   EXPECT_FALSE(build_llama(*config, StepLimits{}, g).ok());
 }
 
+// A small Llama config for the variant tests (no checkpoint needed to build the graph).
+ModelConfig small_config() {
+  auto c = model_config_from_hf_json(R"({"architectures": ["LlamaForCausalLM"], "hidden_size": 64,
+    "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2,
+    "intermediate_size": 96, "vocab_size": 128, "max_position_embeddings": 256})");
+  EXPECT_TRUE(c.ok()) << c.status();
+  return c.ok() ? *c : ModelConfig{};
+}
+
+// head_dim independent of hidden / heads (e.g. Gemma-style 4 x 32 heads over hidden 64): the
+// projections are [heads x head_dim, hidden] and o_proj maps back to hidden.
+TEST(LlamaGraph, HeadDimOtherThanHiddenOverHeads) {
+  ModelConfig c = small_config();
+  c.head_dim = 32;  // 4 x 32 = 128 != 64
+  Graph g;
+  StepLimits limits;
+  limits.max_tokens = 16;
+  limits.max_seqs = 2;
+  ASSERT_TRUE(build_llama(c, limits, g).ok());
+  ASSERT_TRUE(verify(g).ok()) << verify(g);
+  std::map<std::string, std::string> params;
+  for (const Value* p : g.params()) params[p->name] = p->type.to_string();
+  EXPECT_EQ(params["layers.0.q_proj"], "bf16[128,64]");
+  EXPECT_EQ(params["layers.0.k_proj"], "bf16[64,64]");
+  EXPECT_EQ(params["layers.0.o_proj"], "bf16[64,128]");
+}
+
+TEST(LlamaGraph, SlidingWindowRefusesLongerContextByName) {
+  ModelConfig c = small_config();
+  c.sliding_window = 128;
+  c.max_context = 128;
+  Graph g;
+  StepLimits limits;
+  limits.max_context = 256;
+  absl::Status s = build_llama(c, limits, g);
+  ASSERT_FALSE(s.ok());
+  EXPECT_THAT(std::string(s.message()),
+              ::testing::HasSubstr("exceeds the model's sliding_window of 128"));
+  limits.max_context = 128;  // within the window: full attention is exact
+  Graph ok;
+  EXPECT_TRUE(build_llama(c, limits, ok).ok());
+}
+
+TEST(LlamaGraph, LimitsWhoseProductsOverflowAreRefused) {
+  ModelConfig c = small_config();
+  Graph g;
+  StepLimits limits;
+  limits.max_pool_pages = int64_t{1} << 62;
+  limits.page_size = 16;
+  absl::Status s = build_llama(c, limits, g);
+  ASSERT_FALSE(s.ok());
+  EXPECT_THAT(std::string(s.message()), ::testing::HasSubstr("overflow"));
+}
+
 }  // namespace
 }  // namespace kiln

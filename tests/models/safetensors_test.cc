@@ -21,8 +21,9 @@ void write_file(const std::string& path, const std::string& bytes) {
   std::ofstream(path, std::ios::binary).write(bytes.data(), bytes.size());
 }
 
-// header JSON + `data_bytes` bytes of data.
-std::string build(const std::string& header, size_t data_bytes) {
+// header JSON (padded with spaces to 8 bytes, as the format asks) + `data_bytes` bytes of data.
+std::string build(std::string header, size_t data_bytes, bool pad = true) {
+  if (pad) header.resize((header.size() + 7) / 8 * 8, ' ');
   std::string s(8, '\0');
   const uint64_t n = header.size();
   std::memcpy(s.data(), &n, 8);
@@ -58,7 +59,7 @@ TEST_F(SafetensorsCorruption, ValidFileOpens) {
   ASSERT_NE(b, nullptr);
   EXPECT_EQ(b->dtype, DType::kBF16);
   EXPECT_EQ(b->shape, (std::vector<int64_t>{4}));
-  EXPECT_EQ(b->offset, 8 + sizeof(kValidHeader) - 1 + 24);
+  EXPECT_EQ(b->offset, 8 + (sizeof(kValidHeader) - 1 + 7) / 8 * 8 + 24);
   EXPECT_EQ((*f)->tensor_bytes(*b).size(), 8u);
   EXPECT_EQ((*f)->find_tensor("c")->shape.size(), 0u);
   EXPECT_EQ((*f)->find_tensor("__metadata__"), nullptr);
@@ -92,9 +93,13 @@ TEST_F(SafetensorsCorruption, TensorErrors) {
   EXPECT_THAT(open_header(R"({"a":{"dtype":"F32","shape":[9],"data_offsets":[0,36]}})").message(),
               HasSubstr("tensor 'a' data [offsets 0..36] lies past the end of the data section"));
   EXPECT_THAT(open_header(R"({"a":{"dtype":"F32","shape":[1],"data_offsets":[8,4]}})").message(),
-              HasSubstr("lies past the end"));
+              HasSubstr("tensor 'a': data_offsets [8, 4] are reversed (begin after end)"));
   EXPECT_THAT(
       open_header(R"({"a":{"dtype":"F32","shape":[1],"data_offsets":[18446744073709551615,3]}})")
+          .message(),
+      HasSubstr("are reversed"));
+  EXPECT_THAT(
+      open_header(R"({"a":{"dtype":"F32","shape":[1],"data_offsets":[0,18446744073709551615]}})")
           .message(),
       HasSubstr("lies past the end"));
   EXPECT_THAT(open_header(R"({"a":{"dtype":"F32","shape":[1],"data_offsets":[0]}})").message(),
@@ -103,6 +108,38 @@ TEST_F(SafetensorsCorruption, TensorErrors) {
                           R"("a":{"dtype":"F32","shape":[1],"data_offsets":[4,8]}})")
                   .message(),
               HasSubstr("duplicate tensor 'a'"));
+}
+
+// Each of these loaded on main and only produced wrong numbers later.
+TEST_F(SafetensorsCorruption, OverlapMisalignmentAndDtypeMismatchAreRefused) {
+  EXPECT_THAT(open_header(R"({"a":{"dtype":"F32","shape":[4],"data_offsets":[0,16]},)"
+                          R"("b":{"dtype":"F32","shape":[4],"data_offsets":[8,24]}})")
+                  .message(),
+              HasSubstr("tensors 'a' [offsets 0..16] and 'b' [offsets 8..24] overlap"));
+  // Identical ranges (one tensor's bytes read as two weights) overlap too.
+  EXPECT_THAT(open_header(R"({"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},)"
+                          R"("b":{"dtype":"BF16","shape":[4],"data_offsets":[0,8]}})")
+                  .message(),
+              HasSubstr("overlap"));
+  // Adjacent and empty tensors do not.
+  EXPECT_TRUE(open_header(R"({"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},)"
+                          R"("e":{"dtype":"F32","shape":[0],"data_offsets":[4,4]},)"
+                          R"("b":{"dtype":"F32","shape":[2],"data_offsets":[8,16]}})")
+                  .ok());
+  EXPECT_THAT(open_header(R"({"a":{"dtype":"F32","shape":[2],"data_offsets":[2,10]}})").message(),
+              HasSubstr("tensor 'a': data offset 2 is not a multiple of its F32 element size 4"));
+  EXPECT_THAT(open_header(R"({"a":{"dtype":"BF16","shape":[2],"data_offsets":[0,8]}})").message(),
+              HasSubstr("data size 8 bytes does not match dtype BF16 and shape [2]"));
+  // A header whose length leaves the data at an odd byte.
+  const std::string unpadded = R"({"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]}})";
+  ASSERT_NE(unpadded.size() % 8, 0u);
+  EXPECT_THAT(open_bytes(build(unpadded, 4, /*pad=*/false)).message(),
+              HasSubstr("leaves the tensor data at byte"));
+}
+
+TEST_F(SafetensorsCorruption, JsonErrorsSayWhere) {
+  EXPECT_THAT(open_header("{\"a\": {\"dtype\" 5}}").message(),
+              HasSubstr(": header: not valid JSON at line 1, column 16 (byte 15)"));
 }
 
 TEST_F(SafetensorsCorruption, EveryTruncationFails) {

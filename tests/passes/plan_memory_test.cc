@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <random>
 
+#include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
 #include "absl/strings/str_cat.h"
@@ -191,6 +192,68 @@ TEST(PlanMemory, SmolLm2ArenaIsNearTheLowerBound) {
   const std::string gguf = testing::smollm2_gguf();
   if (gguf.empty()) GTEST_SKIP() << "SmolLM2 GGUF not in the cache (scripts/fetch-model.sh)";
   expect_tight_llama_arena(gguf);
+}
+
+// One buffer exp(x) of `n` f32 elements, planned alone.
+absl::StatusOr<MemoryPlan> plan_one_buffer(int64_t n) {
+  Graph g("big");
+  GraphBuilder b(g);
+  Value* x = b.input("x", {DType::kF32, {Dim::constant(n)}});
+  b.output("y", b.exp(x));
+  if (!b.status().ok()) return b.status();
+  PassContext context;
+  auto pass = create_pass("plan-memory");
+  if (!pass.ok()) return pass.status();
+  if (absl::StatusOr<bool> r = (*pass)->run(g, context); !r.ok()) return r.status();
+  return *context.memory_plan;
+}
+
+// At the int64 boundary: 4 * (2^61 - 64) bytes is 2^63 - 256, which fits and is 256-aligned;
+// one more element needs 2^63 - 252 bytes, whose alignment to 256 no longer fits.
+TEST(PlanMemory, SizesAtTheInt64BoundaryAreCheckedNotWrapped) {
+  const int64_t fits = (int64_t{1} << 61) - 64;
+  absl::StatusOr<MemoryPlan> ok = plan_one_buffer(fits);
+  ASSERT_TRUE(ok.ok()) << ok.status();
+  EXPECT_EQ(ok->arena_bytes, 4 * fits);
+  absl::StatusOr<MemoryPlan> over = plan_one_buffer(fits + 1);
+  ASSERT_FALSE(over.ok());
+  EXPECT_THAT(std::string(over.status().message()), ::testing::HasSubstr("2^63 bytes or more"));
+  EXPECT_FALSE(plan_one_buffer(int64_t{1} << 62).ok());  // 2^64 bytes: the multiply overflows
+}
+
+// Two symbols whose product overflows int64 elements: refused, not planned into a small arena.
+TEST(PlanMemory, SymbolBoundsWhoseProductOverflowsAreRefused) {
+  Graph g("big");
+  GraphBuilder b(g);
+  b.symbol("T", int64_t{1} << 40);
+  b.symbol("W", int64_t{1} << 40);
+  Value* x = b.input("x", {DType::kF32, {Dim::symbolic("T"), Dim::symbolic("W")}});
+  b.output("y", b.exp(x));
+  ASSERT_TRUE(b.status().ok()) << b.status();
+  PassContext context;
+  auto pass = create_pass("plan-memory");
+  ASSERT_TRUE(pass.ok());
+  absl::StatusOr<bool> r = (*pass)->run(g, context);
+  ASSERT_FALSE(r.ok());
+  EXPECT_THAT(std::string(r.status().message()), ::testing::HasSubstr("more than 2^63 elements"));
+}
+
+// Buffers that each fit but are live together past 2^63 bytes: the live sum is checked too.
+TEST(PlanMemory, LiveBuffersWhoseSumOverflowsAreRefused) {
+  Graph g("big");
+  GraphBuilder b(g);
+  const int64_t n = int64_t{1} << 60;  // 2^62 bytes of f32 each
+  Value* x = b.input("x", {DType::kF32, {Dim::constant(n)}});
+  Value* e1 = b.exp(x);
+  Value* e2 = b.exp(x);
+  b.output("y", b.add(e1, e2));  // e1, e2 and the sum: 3 * 2^62 bytes live at once
+  ASSERT_TRUE(b.status().ok()) << b.status();
+  PassContext context;
+  auto pass = create_pass("plan-memory");
+  ASSERT_TRUE(pass.ok());
+  absl::StatusOr<bool> r = (*pass)->run(g, context);
+  ASSERT_FALSE(r.ok());
+  EXPECT_THAT(std::string(r.status().message()), ::testing::HasSubstr("2^63 bytes or more"));
 }
 
 }  // namespace
