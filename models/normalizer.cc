@@ -38,7 +38,8 @@ absl::StatusOr<Normalizer> Normalizer::from_json(const json& j, std::string_view
       if (pat == n->end() || !pat->is_object() || !pat->contains("String") ||
           !(*pat)["String"].is_string()) {
         return absl::UnimplementedError(absl::StrCat(
-            what, " Replace with pattern ", describe_json(pat == n->end() ? json() : *pat),
+            what, " Replace with pattern ",
+            (pat == n->end() ? std::string("(none)") : describe_json(*pat)),
             " is not supported (only {\"String\": ...} patterns; regex patterns are not)"));
       }
       absl::StatusOr<std::string> content = string_field(*n, "content", what + " Replace");

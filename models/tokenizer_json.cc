@@ -1,8 +1,9 @@
 // Loads a Hugging Face tokenizer.json (+ tokenizer_config.json beside it) into a TokenizerSpec.
+#include <fcntl.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <cerrno>
-#include <cstdio>
 #include <cstring>
 #include <filesystem>
 #include <memory>
@@ -34,14 +35,19 @@ constexpr std::string_view kSupportedPre =
 constexpr int64_t kMaxTokenizerFileBytes = int64_t{1} << 30;
 
 // Reads a whole file after checking that it is a regular file of sane size: a FIFO, a device such
-// as /dev/zero or a directory would otherwise block or read forever.
+// as /dev/zero or a directory would otherwise block or read forever. O_NONBLOCK makes opening a
+// FIFO return at once (instead of waiting for a writer) so that fstat can refuse it.
 absl::StatusOr<std::string> read_file(const std::string& path) {
-  std::unique_ptr<FILE, int (*)(FILE*)> f(std::fopen(path.c_str(), "rb"), &std::fclose);
-  if (!f) {
+  const int fd = ::open(path.c_str(), O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+  if (fd < 0) {
     return absl::NotFoundError(absl::StrCat(path, ": cannot open (", std::strerror(errno), ")"));
   }
+  struct Closer {
+    int fd;
+    ~Closer() { ::close(fd); }
+  } closer{fd};
   struct stat st;
-  if (fstat(fileno(f.get()), &st) != 0) {
+  if (::fstat(fd, &st) != 0) {
     return absl::InvalidArgumentError(
         absl::StrCat(path, ": cannot stat (", std::strerror(errno), ")"));
   }
@@ -54,12 +60,19 @@ absl::StatusOr<std::string> read_file(const std::string& path) {
   if (st.st_size > kMaxTokenizerFileBytes) {
     return absl::InvalidArgumentError(
         absl::StrFormat("%s: %d bytes is too large for a tokenizer file (limit %d)", path,
-                        st.st_size, kMaxTokenizerFileBytes));
+                        static_cast<int64_t>(st.st_size), kMaxTokenizerFileBytes));
   }
   std::string text(static_cast<size_t>(st.st_size), '\0');
-  if (!text.empty() && std::fread(text.data(), 1, text.size(), f.get()) != text.size()) {
-    return absl::DataLossError(
-        absl::StrCat(path, ": short read (the file changed while reading?)"));
+  size_t done = 0;
+  while (done < text.size()) {
+    const ssize_t r = ::read(fd, text.data() + done, text.size() - done);
+    if (r < 0 && errno == EINTR) continue;
+    if (r <= 0) {
+      return absl::DataLossError(absl::StrCat(path, ": short read (",
+                                              r < 0 ? std::strerror(errno) : "end of file",
+                                              "; did the file change while it was read?)"));
+    }
+    done += static_cast<size_t>(r);
   }
   return text;
 }
@@ -289,8 +302,9 @@ absl::StatusOr<Tokenizer> Tokenizer::from_tokenizer_json_text(std::string_view t
 
   auto pre_it = root.find("pre_tokenizer");
   if (spec.kind == TokenizerKind::kBpeByteFallback) {
+    static const json kNull;  // a reference, never a copy: the component may be deeply nested
     absl::StatusOr<std::optional<Metaspace>> m =
-        metaspace_from_json(pre_it == root.end() ? json() : *pre_it, src);
+        metaspace_from_json(pre_it == root.end() ? kNull : *pre_it, src);
     if (!m.ok()) return m.status();
     spec.metaspace = *m;
   } else if (pre_it == root.end() || pre_it->is_null()) {
