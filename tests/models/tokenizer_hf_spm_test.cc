@@ -170,6 +170,25 @@ TEST(HfSpmParseTest, NfcNormalizerComposes) {
   EXPECT_EQ(t->encode("e\xcc\x81"), std::vector<int32_t>{7});
 }
 
+TEST(HfSpmParseTest, CompatibilityNormalizersAndSequences) {
+  // NFKC folds fullwidth "ａｂ" to "ab"; nested in a Sequence with Prepend and Replace as
+  // Llama-2 writes them.
+  absl::StatusOr<Tokenizer> t = Tokenizer::from_tokenizer_json_text(
+      spm_json(R"({"type": "Sequence", "normalizers": [{"type": "NFKC"}, {"type": "Sequence",
+               "normalizers": [{"type": "Prepend", "prepend": "\u2581"}, {"type": "Replace",
+               "pattern": {"String": " "}, "content": "\u2581"}]}]})",
+               "null"),
+      "", "t.json");
+  ASSERT_TRUE(t.ok()) << t.status();
+  EXPECT_EQ(t->encode("\xef\xbd\x81\xef\xbd\x82"), (std::vector<int32_t>{5, 3}));  // "▁a" "b"
+  // NFD splits U+00E9 into "e" + U+0301, neither in the vocabulary: unk (fuse_unk off) twice.
+  t = Tokenizer::from_tokenizer_json_text(spm_json(R"({"type": "NFD"})", "null"), "", "t.json");
+  ASSERT_TRUE(t.ok()) << t.status();
+  EXPECT_EQ(t->encode("\xc3\xa9"), (std::vector<int32_t>{0, 0}));
+  // Invalid UTF-8 passes normalization unchanged; with no <0xFF> token it is unk.
+  EXPECT_EQ(t->encode("\xff"), (std::vector<int32_t>{0}));
+}
+
 TEST(HfSpmParseTest, UnsupportedPartsAreNamed) {
   absl::StatusOr<Tokenizer> t = Tokenizer::from_tokenizer_json_text(
       spm_json(R"({"type": "Precompiled", "precompiled_charsmap": "AAAA"})", "null"), "", "t.json");

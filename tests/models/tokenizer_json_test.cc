@@ -139,6 +139,17 @@ TEST_F(TokenizerFileTest, FifoTokenizerConfigIsRefused) {
       << t.status();
 }
 
+TEST_F(TokenizerFileTest, HugeFileIsRefusedBeforeReading) {
+  // A sparse file: 1 GiB + 1 byte of size, no disk used.
+  const std::string path = (dir_ / "tokenizer.json").string();
+  std::ofstream(path).close();
+  std::filesystem::resize_file(path, (std::uintmax_t{1} << 30) + 1);
+  absl::StatusOr<Tokenizer> t = Tokenizer::from_tokenizer_json(path);
+  ASSERT_FALSE(t.ok());
+  EXPECT_NE(t.status().message().find("too large for a tokenizer file"), std::string::npos)
+      << t.status();
+}
+
 TEST_F(TokenizerFileTest, DirectoryIsRefused) {
   absl::StatusOr<Tokenizer> t = Tokenizer::from_tokenizer_json(dir_.string());
   ASSERT_FALSE(t.ok());
