@@ -5,6 +5,7 @@
 #include <fstream>
 #include <sstream>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "gtest/gtest.h"
@@ -94,6 +95,11 @@ TEST(ChatTemplateTest, HostileNestingIsRefusedBeforeParsing) {
   for (int i = 0; i < 50000; ++i) blocks += "{% if true %}";
   expect_error(blocks, "blocks ({% if %}) nested more than 64");
   expect_error(std::string((1 << 20) + 1, 'x'), "over the 1048576-byte limit");
+  // Just under the limits the parser copes (no stack overflow).
+  absl::StatusOr<ChatTemplate> parens = ChatTemplate::compile(
+      "{{ " + std::string(250, '(') + "1" + std::string(250, ')') + " }}", {});
+  ASSERT_TRUE(parens.ok()) << parens.status();
+  EXPECT_EQ(*parens->render({}, false), "1");
   // A realistic depth still works.
   std::string ok;
   for (int i = 0; i < 20; ++i) ok += "{% if true %}";
@@ -150,6 +156,31 @@ TEST(ChatTemplateTest, NoTemplateFallsBackToChatMlOnlyWithImStart) {
   absl::StatusOr<ChatTemplate> none = ChatTemplate::for_tokenizer(*plain);
   ASSERT_FALSE(none.ok());
   EXPECT_NE(none.status().message().find("no chat template"), std::string::npos);
+}
+
+TEST(ChatTemplateTest, EndlessRecursionIsAnErrorNotACrash) {
+  // On the main thread and on a thread with the default stack (as the server's workers).
+  for (const char* jinja : {"{% macro f(n) %}{{ f(n + 1) }}{% endmacro %}{{ f(0) }}",
+                            "{% for m in messages recursive %}{{ loop(messages) }}{% endfor %}"}) {
+    absl::StatusOr<ChatTemplate> t = ChatTemplate::compile(jinja, {});
+    ASSERT_TRUE(t.ok()) << t.status();
+    for (int pass = 0; pass < 2; ++pass) {
+      absl::Status s;
+      auto run = [&] { s = t->render({{"user", "Hi"}}, false).status(); };
+      if (pass == 0) {
+        run();
+      } else {
+        std::thread(run).join();
+      }
+      ASSERT_FALSE(s.ok()) << jinja;
+      EXPECT_NE(s.message().find("recursion deeper than 400"), std::string::npos) << s.message();
+    }
+  }
+  // Bounded recursion (as templates that render nested JSON schemas use) still works.
+  absl::StatusOr<ChatTemplate> t = ChatTemplate::compile(
+      "{% macro f(n) %}{% if n > 0 %}({{ f(n - 1) }}){% endif %}{% endmacro %}{{ f(30) }}", {});
+  ASSERT_TRUE(t.ok()) << t.status();
+  EXPECT_EQ(*t->render({}, false), std::string(30, '(') + std::string(30, ')'));
 }
 
 TEST(ChatTemplateTest, StrftimeNowIsDefined) {

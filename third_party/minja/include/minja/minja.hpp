@@ -866,7 +866,21 @@ protected:
 
 public:
     TemplateNode(const Location & location) : location_(location) {}
+    // Nested renders (macro calls, recursive loops) are bounded so that a template recursing
+    // without end fails with an error instead of overflowing the stack.
+    static constexpr int kMaxRenderDepth = 400;
     void render(std::ostringstream & out, const std::shared_ptr<Context> & context) const {
+        static thread_local int depth = 0;
+        struct DepthGuard {
+            int & d;
+            explicit DepthGuard(int & d) : d(d) {
+                if (++d > kMaxRenderDepth) {
+                    --d;
+                    throw std::runtime_error("Template recursion deeper than " + std::to_string(kMaxRenderDepth) + " nested renders (a macro or recursive loop that does not end?)");
+                }
+            }
+            ~DepthGuard() { --d; }
+        } guard(depth);
         try {
             do_render(out, context);
         } catch (const LoopControlException & e) {
