@@ -168,13 +168,15 @@ absl::StatusOr<Tokenizer> Tokenizer::from_spec(TokenizerSpec spec) {
       }
     }
   }
+  absl::flat_hash_map<int32_t, size_t> special_index;  // id -> position in specials_
+  for (size_t k = 0; k < t.specials_.size(); ++k) special_index.emplace(t.specials_[k].id, k);
   for (const auto& [id, options] : spec.added_token_options) {
-    auto it = std::find_if(t.specials_.begin(), t.specials_.end(),
-                           [id = id](const SpecialToken& st) { return st.id == id; });
-    if (it == t.specials_.end()) {
+    auto found = special_index.find(id);
+    if (found == special_index.end()) {
       return absl::InvalidArgumentError(absl::StrFormat(
           "%s: added-token options for id %d, which is not an added or special token", src, id));
     }
+    SpecialToken* it = &t.specials_[found->second];
     it->options = options;
     // HF matches a normalized added token by its normalized content.
     if (options.normalized) {

@@ -98,7 +98,8 @@ class Tokenizer {
   /// lookup tables.
   static absl::StatusOr<Tokenizer> from_spec(TokenizerSpec spec);
   /// Loads a Hugging Face tokenizer.json; a tokenizer_config.json in the same directory, when
-  /// present, supplies bos/eos tokens, add_bos and the chat template.
+  /// present, supplies bos/eos tokens, add_bos and the chat template. Both must be regular files
+  /// under 1 GiB (a FIFO or device is refused, not read).
   static absl::StatusOr<Tokenizer> from_tokenizer_json(const std::string& path);
   /// Same, from the files' contents (`config_json` may be empty); `source` names them in errors.
   static absl::StatusOr<Tokenizer> from_tokenizer_json_text(std::string_view tokenizer_json,
@@ -111,8 +112,10 @@ class Tokenizer {
 
   /// Token ids of `text`. With `parse_special`, control tokens written in the text (<|im_start|>)
   /// become their ids; otherwise they are tokenized as plain text. User-defined added tokens are
-  /// always matched. BOS is prepended when `add_bos` and the vocabulary has one. Never fails:
-  /// any byte string (valid UTF-8 or not) has an encoding.
+  /// always matched. Added tokens follow HF's rules: matched leftmost-longest in the raw text, or
+  /// in the normalized text when `normalized`, with their lstrip / rstrip / single_word options.
+  /// BOS is prepended when `add_bos` and the vocabulary has one. Never fails: any byte string
+  /// (valid UTF-8 or not) has an encoding.
   std::vector<int32_t> encode(std::string_view text, bool parse_special = true,
                               bool add_bos = false) const;
   /// The text of `ids` (special tokens rendered as their text, unless `skip_special`). Ids out of

@@ -110,19 +110,21 @@ TEST_P(HfSpmTest, InvalidUtf8FallsBackToByteTokens) {
 
 // decode(encode(s)) == s wherever the encoding keeps the information: HF's Metaspace drops a
 // leading space into the prefix it would add anyway ("first"/"always": " x" and "x" encode alike),
-// and added tokens with lstrip/rstrip or normalized content absorb text, so those golden texts (the
-// last ones, after the plain texts) are left out.
+// and added tokens with lstrip/rstrip or normalized content absorb text, so texts whose ids hold
+// an added token are left out.
 TEST_P(HfSpmTest, DecodeInvertsEncode) {
   const bool metaspace = GetParam() != "llama2-spm";
+  int checked = 0;
   for (const Golden& c : cases_) {
-    if (c.text.find('<') != std::string::npos || c.text.find("word") != std::string::npos ||
-        c.text.find("hello friend") != std::string::npos) {
+    if (std::any_of(c.ids.begin(), c.ids.end(), [&](int32_t id) { return tok_->is_special(id); })) {
       continue;
     }
     std::string want = c.text;
     if (metaspace && !want.empty() && want[0] == ' ') want.erase(0, 1);
     EXPECT_EQ(tok_->decode(tok_->encode(c.text)), want) << absl::CEscape(c.text);
+    ++checked;
   }
+  EXPECT_GT(checked, 100);
 }
 
 TEST_P(HfSpmTest, StreamingDecodeIsUtf8SafeAndMatchesDecode) {
