@@ -214,6 +214,32 @@ TEMPLATES = {
         "{{ '[INST] ' + message['content'] + ' [/INST]' }}{% elif message['role'] == 'assistant' "
         "%}{{ message['content'] + eos_token + ' ' }}{% else %}{{ raise_exception('Only user and "
         "assistant roles are supported!') }}{% endif %}{% endfor %}"),
+    # Mistral-7B-Instruct-v0.3's (without its tool-calling branches): the system message goes
+    # into the last user turn.
+    "mistral-v0.3": (
+        "{%- if messages[0][\"role\"] == \"system\" %}\n"
+        "    {%- set system_message = messages[0][\"content\"] %}\n"
+        "    {%- set loop_messages = messages[1:] %}\n"
+        "{%- else %}\n    {%- set loop_messages = messages %}\n{%- endif %}\n\n"
+        "{{- bos_token }}\n"
+        "{%- for message in loop_messages %}\n"
+        "    {%- if (message['role'] == 'user') != (loop.index0 % 2 == 0) %}\n"
+        "        {{- raise_exception('After the optional system message, conversation roles must "
+        "alternate user/assistant/user/assistant/...') }}\n"
+        "    {%- endif %}\n"
+        "    {%- if message['role'] == 'user' %}\n"
+        "        {%- if loop.last and system_message is defined %}\n"
+        "            {{- '[INST] ' + system_message + '\\n\\n' + message['content'] + '[/INST]' }}\n"
+        "        {%- else %}\n"
+        "            {{- '[INST] ' + message['content'] + '[/INST]' }}\n"
+        "        {%- endif %}\n"
+        "    {%- elif message['role'] == 'assistant' %}\n"
+        "        {{- ' ' + message['content'] + eos_token}}\n"
+        "    {%- else %}\n"
+        "        {{- raise_exception('Only user and assistant roles are supported, with the "
+        "exception of an initial optional system message!') }}\n"
+        "    {%- endif %}\n"
+        "{%- endfor %}\n"),
     # Qwen2-7B-Instruct's: a default system message when the conversation has none.
     "qwen2": (
         "{% for message in messages %}{% if loop.first and messages[0]['role'] != 'system' %}"
