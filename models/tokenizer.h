@@ -98,8 +98,9 @@ class Tokenizer {
   /// lookup tables.
   static absl::StatusOr<Tokenizer> from_spec(TokenizerSpec spec);
   /// Loads a Hugging Face tokenizer.json; a tokenizer_config.json in the same directory, when
-  /// present, supplies bos/eos tokens, add_bos and the chat template. Both must be regular files
-  /// under 1 GiB (a FIFO or device is refused, not read).
+  /// present, supplies bos/eos tokens, add_bos and the chat template (else chat_template.jinja
+  /// beside it, as transformers >= 4.43 saves it). All must be regular files under 1 GiB (a FIFO
+  /// or device is refused, not read).
   static absl::StatusOr<Tokenizer> from_tokenizer_json(const std::string& path);
   /// Same, from the files' contents (`config_json` may be empty); `source` names them in errors.
   static absl::StatusOr<Tokenizer> from_tokenizer_json_text(std::string_view tokenizer_json,

@@ -366,7 +366,17 @@ absl::StatusOr<Tokenizer> Tokenizer::from_tokenizer_json(const std::string& path
     if (!c.ok()) return c.status();
     config = std::move(*c);
   }
-  return from_tokenizer_json_text(*text, config, path);
+  absl::StatusOr<Tokenizer> t = from_tokenizer_json_text(*text, config, path);
+  if (!t.ok() || !t->spec_.chat_template.empty()) return t;
+  // transformers >= 4.43 saves the template as chat_template.jinja beside tokenizer_config.json.
+  const std::filesystem::path jinja_path =
+      std::filesystem::path(path).parent_path() / "chat_template.jinja";
+  if (std::filesystem::exists(jinja_path, ec)) {
+    absl::StatusOr<std::string> j = read_file(jinja_path.string());
+    if (!j.ok()) return j.status();
+    t->spec_.chat_template = std::move(*j);
+  }
+  return t;
 }
 
 }  // namespace kiln

@@ -150,6 +150,29 @@ TEST_F(TokenizerFileTest, HugeFileIsRefusedBeforeReading) {
       << t.status();
 }
 
+TEST_F(TokenizerFileTest, ChatTemplateJinjaFileBesideTheConfig) {
+  const std::string tj = (dir_ / "tokenizer.json").string();
+  std::ofstream(tj) << file(kModel, kByteLevel, "null", "null");
+  std::ofstream(dir_ / "tokenizer_config.json") << R"({"bos_token": null})";
+  std::ofstream(dir_ / "chat_template.jinja") << "{{ messages[0]['content'] }}";
+  absl::StatusOr<Tokenizer> t = Tokenizer::from_tokenizer_json(tj);
+  ASSERT_TRUE(t.ok()) << t.status();
+  EXPECT_EQ(t->chat_template(), "{{ messages[0]['content'] }}");
+  // The config's own template wins over the file.
+  std::ofstream(dir_ / "tokenizer_config.json") << R"({"chat_template": "from config"})";
+  t = Tokenizer::from_tokenizer_json(tj);
+  ASSERT_TRUE(t.ok()) << t.status();
+  EXPECT_EQ(t->chat_template(), "from config");
+  // A FIFO in its place is refused like the other files.
+  std::ofstream(dir_ / "tokenizer_config.json") << "{}";
+  std::filesystem::remove(dir_ / "chat_template.jinja");
+  ASSERT_EQ(mkfifo((dir_ / "chat_template.jinja").c_str(), 0600), 0);
+  t = Tokenizer::from_tokenizer_json(tj);
+  ASSERT_FALSE(t.ok());
+  EXPECT_NE(t.status().message().find("chat_template.jinja: not a regular file"), std::string::npos)
+      << t.status();
+}
+
 TEST_F(TokenizerFileTest, DirectoryIsRefused) {
   absl::StatusOr<Tokenizer> t = Tokenizer::from_tokenizer_json(dir_.string());
   ASSERT_FALSE(t.ok());
