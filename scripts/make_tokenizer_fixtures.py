@@ -291,6 +291,11 @@ def render_chat_goldens(path):
         renderer = f"transformers {transformers.__version__}"
     except ImportError:
         renderer = None
+        try:
+            import jinja2  # noqa: F401
+        except ImportError:
+            sys.exit("make_tokenizer_fixtures: chat-template goldens need transformers or jinja2 "
+                     "(pip install transformers, or apt-get install python3-jinja2)")
     cases = []
     for name, template in TEMPLATES.items():
         for ci, conv in enumerate(CONVERSATIONS):
