@@ -38,16 +38,30 @@ int parse_byte_token(std::string_view t) {
   return v;
 }
 
+// The last code point of `text` (kInvalid for a trailing invalid byte) and its length.
+size_t last_char_length(std::string_view text) {
+  for (size_t len = 1; len <= 4 && len <= text.size(); ++len) {
+    const unicode::DecodedChar c = unicode::decode_utf8(text, text.size() - len);
+    if (c.cp != unicode::kInvalid && static_cast<size_t>(c.length) == len) return len;
+  }
+  return 1;
+}
+char32_t last_char(std::string_view text) {
+  const size_t len = last_char_length(text);
+  const unicode::DecodedChar c = unicode::decode_utf8(text, text.size() - len);
+  return static_cast<size_t>(c.length) == len ? c.cp : unicode::kInvalid;
+}
+
+}  // namespace
+
 // A symbol of the BPE working list: a token id (byte-level) or a byte span (SentencePiece), doubly
 // linked so merges are O(1); `alive` is false once merged into its left neighbour.
-struct Symbol {
+struct Tokenizer::Symbol {
   int32_t id;
   uint32_t start, len;
   int32_t prev, next;
   bool alive;
 };
-
-}  // namespace
 
 absl::StatusOr<Tokenizer> Tokenizer::from_spec(TokenizerSpec spec) {
   const std::string& src = spec.source.empty() ? std::string("tokenizer") : spec.source;
@@ -89,6 +103,14 @@ absl::StatusOr<Tokenizer> Tokenizer::from_spec(TokenizerSpec spec) {
       if (auto it = t.token_to_id_.find(av(s)); it != t.token_to_id_.end())
         t.byte_token_[b] = it->second;
     }
+  } else {
+    for (size_t i = 0; i < n; ++i) {
+      if (spec.types[i] != TokenType::kByte && spec.types[i] != TokenType::kNormal) continue;
+      const int b = parse_byte_token(spec.vocab[i]);
+      if (b >= 0 && t.byte_token_[b] < 0) t.byte_token_[b] = static_cast<int32_t>(i);
+    }
+  }
+  if (spec.kind != TokenizerKind::kSentencePieceBpe) {
     t.merges_.reserve(spec.merges.size());
     for (size_t r = 0; r < spec.merges.size(); ++r) {
       const auto& [a, b] = spec.merges[r];
@@ -102,13 +124,9 @@ absl::StatusOr<Tokenizer> Tokenizer::from_spec(TokenizerSpec spec) {
       t.merges_.try_emplace(pair_key(ia->second, ib->second),
                             Merge{static_cast<int32_t>(r), im->second});
     }
-  } else {
-    for (size_t i = 0; i < n; ++i) {
-      if (spec.types[i] != TokenType::kByte && spec.types[i] != TokenType::kNormal) continue;
-      const int b = parse_byte_token(spec.vocab[i]);
-      if (b >= 0 && t.byte_token_[b] < 0) t.byte_token_[b] = static_cast<int32_t>(i);
-    }
   }
+  const std::string space_marker =
+      spec.metaspace ? spec.metaspace->replacement : std::string(kSpaceMarker);
 
   // Decoded bytes of every token, computed once so decode is a concatenation.
   t.pieces_.resize(n);
@@ -129,13 +147,15 @@ absl::StatusOr<Tokenizer> Tokenizer::from_spec(TokenizerSpec spec) {
           p.append(v, k, c.length);  // not in the byte alphabet: keep the text as is
         k += c.length;
       }
-    } else if (int b = parse_byte_token(v); type == TokenType::kByte && b >= 0) {
+    } else if (int b = parse_byte_token(v);
+               b >= 0 &&
+               (type == TokenType::kByte || t.byte_token_[b] == static_cast<int32_t>(i))) {
       p.push_back(static_cast<char>(b));
     } else {
       for (size_t k = 0; k < v.size();) {
-        if (v.compare(k, kSpaceMarker.size(), kSpaceMarker) == 0) {
+        if (!space_marker.empty() && v.compare(k, space_marker.size(), space_marker) == 0) {
           p.push_back(' ');
-          k += kSpaceMarker.size();
+          k += space_marker.size();
         } else {
           p.push_back(v[k++]);
         }
@@ -144,8 +164,45 @@ absl::StatusOr<Tokenizer> Tokenizer::from_spec(TokenizerSpec spec) {
     if (type == TokenType::kControl || type == TokenType::kUserDefined ||
         type == TokenType::kUnknown) {
       if (!v.empty()) {
-        t.specials_.push_back({v, static_cast<int32_t>(i), type != TokenType::kUserDefined});
+        t.specials_.push_back({v, static_cast<int32_t>(i), type != TokenType::kUserDefined, {}});
       }
+    }
+  }
+  absl::flat_hash_map<int32_t, size_t> special_index;  // id -> position in specials_
+  for (size_t k = 0; k < t.specials_.size(); ++k) special_index.emplace(t.specials_[k].id, k);
+  for (const auto& [id, options] : spec.added_token_options) {
+    auto found = special_index.find(id);
+    if (found == special_index.end()) {
+      return absl::InvalidArgumentError(absl::StrFormat(
+          "%s: added-token options for id %d, which is not an added or special token", src, id));
+    }
+    SpecialToken* it = &t.specials_[found->second];
+    it->options = options;
+    // HF matches a normalized added token by its normalized content.
+    if (options.normalized) {
+      it->text = spec.normalizer.apply(it->text);
+      t.has_normalized_specials_ = true;
+    }
+  }
+  std::erase_if(t.specials_, [](const SpecialToken& st) { return st.text.empty(); });
+  // Where encode adds a space the text did not have, decode takes it away again.
+  switch (spec.kind) {
+    case TokenizerKind::kByteLevelBpe: break;
+    case TokenizerKind::kSentencePieceBpe:
+      t.strip_at_start_ = t.strip_after_special_ = spec.add_space_prefix;
+      break;
+    case TokenizerKind::kBpeByteFallback: {
+      PrependScheme scheme = PrependScheme::kNever;
+      if (spec.metaspace) {
+        scheme = spec.metaspace->prepend;
+      } else if (!spec.normalizer.steps().empty() &&
+                 spec.normalizer.steps()[0].kind == Normalizer::StepKind::kPrepend &&
+                 spec.normalizer.steps()[0].a == kSpaceMarker) {
+        scheme = PrependScheme::kAlways;  // Llama-2's Prepend("▁"): every segment
+      }
+      t.strip_at_start_ = scheme != PrependScheme::kNever;
+      t.strip_after_special_ = scheme == PrependScheme::kAlways;
+      break;
     }
   }
   // Longest first, so a special token that contains another one wins at the same position.
@@ -159,25 +216,20 @@ absl::StatusOr<Tokenizer> Tokenizer::from_spec(TokenizerSpec spec) {
   return t;
 }
 
-std::vector<int32_t> Tokenizer::encode(std::string_view text, bool parse_special,
-                                       bool add_bos) const {
-  std::vector<int32_t> out;
-  out.reserve(text.size() / 3 + 4);
-  if (add_bos && spec_.bos_id >= 0) out.push_back(spec_.bos_id);
-  // Split the text at special tokens (leftmost match, longest at a position), then tokenize the
-  // plain fragments between them.
-  bool after_special = true;
-  size_t frag_start = 0;
+std::vector<Tokenizer::Split> Tokenizer::split_added(std::string_view text, bool normalized_pass,
+                                                     bool parse_special) const {
+  std::vector<Split> out;
+  size_t start_offset = 0;  // end of the last emitted split
   size_t i = 0;
   while (i < text.size()) {
-    const SpecialToken* hit = nullptr;
     // Most bytes cannot start a special token; skip the scan over them (Llama-3 has 256).
     if (!special_first_byte_[static_cast<uint8_t>(text[i])]) {
       ++i;
       continue;
     }
-    for (const SpecialToken& s : specials_) {
-      if (s.control && !parse_special) continue;
+    const SpecialToken* hit = nullptr;
+    for (const SpecialToken& s : specials_) {  // longest first: leftmost-longest matching
+      if (s.options.normalized != normalized_pass) continue;
       if (text.compare(i, s.text.size(), s.text) == 0) {
         hit = &s;
         break;
@@ -187,57 +239,127 @@ std::vector<int32_t> Tokenizer::encode(std::string_view text, bool parse_special
       ++i;
       continue;
     }
-    if (i > frag_start) {
-      encode_fragment(text.substr(frag_start, i - frag_start), after_special, out);
+    size_t start = i, stop = i + hit->text.size();
+    i = stop;  // a discarded match is skipped as a whole, as HF's non-overlapping search does
+    if (hit->control && !parse_special) continue;
+    if (hit->options.single_word) {
+      const bool word_before = start > 0 && unicode::is_word_char(last_char(text.substr(0, start)));
+      const bool word_after =
+          stop < text.size() && unicode::is_word_char(unicode::decode_utf8(text, stop).cp);
+      if (word_before || word_after) continue;
     }
-    out.push_back(hit->id);
-    after_special = true;
-    i += hit->text.size();
-    frag_start = i;
+    if (hit->options.lstrip) {
+      size_t s = start;
+      while (s > start_offset && unicode::is_whitespace(last_char(text.substr(0, s)))) {
+        s -= last_char_length(text.substr(0, s));
+      }
+      start = s;
+    }
+    if (hit->options.rstrip) {
+      while (stop < text.size()) {
+        const unicode::DecodedChar c = unicode::decode_utf8(text, stop);
+        if (!unicode::is_whitespace(c.cp)) break;
+        stop += c.length;
+      }
+      i = stop;
+    }
+    if (start_offset < start) out.push_back({start_offset, start, -1});
+    out.push_back({start, stop, hit->id});
+    start_offset = stop;
   }
-  if (frag_start < text.size()) encode_fragment(text.substr(frag_start), after_special, out);
+  if (start_offset < text.size()) out.push_back({start_offset, text.size(), -1});
   return out;
 }
 
-void Tokenizer::encode_fragment(std::string_view text, bool after_special,
-                                std::vector<int32_t>& out) const {
-  if (spec_.kind == TokenizerKind::kByteLevelBpe) {
-    for (std::string_view piece : pretokenize(spec_.pre_tokenizer, text))
-      bpe_byte_level(piece, out);
-    return;
+std::vector<int32_t> Tokenizer::encode(std::string_view text, bool parse_special,
+                                       bool add_bos) const {
+  std::vector<int32_t> out;
+  out.reserve(text.size() / 3 + 4);
+  if (add_bos && spec_.bos_id >= 0) out.push_back(spec_.bos_id);
+  // As HF's AddedVocabulary: cut the raw text at the added tokens matched as written, normalize
+  // each plain segment, cut that at the normalized added tokens, and tokenize what is left.
+  for (const Split& seg : split_added(text, /*normalized_pass=*/false, parse_special)) {
+    if (seg.id >= 0) {
+      out.push_back(seg.id);
+      continue;
+    }
+    const std::string_view raw = text.substr(seg.begin, seg.end - seg.begin);
+    if (spec_.normalizer.empty() && !has_normalized_specials_) {
+      encode_fragment(raw, seg.begin == 0, out);
+      continue;
+    }
+    const std::string norm = spec_.normalizer.apply(raw);
+    for (const Split& sub : split_added(norm, /*normalized_pass=*/true, parse_special)) {
+      if (sub.id >= 0) {
+        out.push_back(sub.id);
+      } else {
+        encode_fragment(std::string_view(norm).substr(sub.begin, sub.end - sub.begin),
+                        seg.begin == 0 && sub.begin == 0, out);
+      }
+    }
   }
-  // SentencePiece: llama.cpp prefixes a space at the start of the text and after every special
-  // token, then writes spaces as U+2581; the whole fragment is one BPE word.
-  std::string escaped;
-  escaped.reserve(text.size() + 8);
-  if (spec_.add_space_prefix && after_special) escaped.append(kSpaceMarker);
-  for (char c : text) {
-    if (c == ' ')
-      escaped.append(kSpaceMarker);
-    else
-      escaped.push_back(c);
-  }
-  bpe_sentencepiece(escaped, out);
+  return out;
 }
 
-void Tokenizer::bpe_byte_level(std::string_view piece, std::vector<int32_t>& out) const {
-  if (piece.empty()) return;
-  if (spec_.ignore_merges) {
-    if (auto it = token_to_id_.find(unicode::bytes_to_byte_level(piece));
-        it != token_to_id_.end()) {
-      out.push_back(it->second);
+void Tokenizer::encode_fragment(std::string_view text, bool at_text_start,
+                                std::vector<int32_t>& out) const {
+  switch (spec_.kind) {
+    case TokenizerKind::kByteLevelBpe:
+      for (std::string_view piece : pretokenize(spec_.pre_tokenizer, text))
+        bpe_byte_level(piece, out);
+      return;
+    case TokenizerKind::kSentencePieceBpe: {
+      // llama.cpp prefixes a space at the start of the text and after every special token (each
+      // fragment is one of those), then writes spaces as U+2581; the fragment is one BPE word.
+      std::string escaped;
+      escaped.reserve(text.size() + 8);
+      if (spec_.add_space_prefix) escaped.append(kSpaceMarker);
+      for (char c : text) {
+        if (c == ' ')
+          escaped.append(kSpaceMarker);
+        else
+          escaped.push_back(c);
+      }
+      bpe_sentencepiece(escaped, out);
+      return;
+    }
+    case TokenizerKind::kBpeByteFallback: {
+      if (!spec_.metaspace) {
+        bpe_byte_fallback(text, out);
+        return;
+      }
+      // HF Metaspace: spaces -> replacement, the prefix per prepend_scheme (never doubled), then
+      // with `split` one word per replacement character (each word starts with it).
+      const Metaspace& m = *spec_.metaspace;
+      std::string s;
+      s.reserve(text.size() + 8);
+      for (char c : text) {
+        if (c == ' ')
+          s.append(m.replacement);
+        else
+          s.push_back(c);
+      }
+      const bool prepend = m.prepend == PrependScheme::kAlways ||
+                           (m.prepend == PrependScheme::kFirst && at_text_start);
+      if (prepend && !s.starts_with(m.replacement)) s.insert(0, m.replacement);
+      if (!m.split || m.replacement.empty()) {
+        bpe_byte_fallback(s, out);
+        return;
+      }
+      const std::string_view sv = s;
+      size_t word = 0;
+      for (size_t p = sv.find(m.replacement, 1); p != std::string_view::npos;
+           p = sv.find(m.replacement, p + m.replacement.size())) {
+        bpe_byte_fallback(sv.substr(word, p - word), out);
+        word = p;
+      }
+      bpe_byte_fallback(sv.substr(word), out);
       return;
     }
   }
-  std::vector<Symbol> syms(piece.size());
-  for (size_t i = 0; i < piece.size(); ++i) {
-    syms[i] = {byte_token_[static_cast<uint8_t>(piece[i])],
-               static_cast<uint32_t>(i),
-               1,
-               static_cast<int32_t>(i) - 1,
-               i + 1 < piece.size() ? static_cast<int32_t>(i + 1) : -1,
-               true};
-  }
+}
+
+void Tokenizer::merge_by_rank(std::vector<Symbol>& syms) const {
   // Lowest rank first, leftmost first among equal ranks (as HF and llama.cpp). Entries go stale
   // when a neighbour merges; they are checked against the current symbols when popped.
   struct Candidate {
@@ -269,11 +391,79 @@ void Tokenizer::bpe_byte_level(std::string_view piece, std::vector<int32_t>& out
     try_pair(l.prev, c.left);
     try_pair(c.left, l.next);
   }
+}
+
+void Tokenizer::bpe_byte_level(std::string_view piece, std::vector<int32_t>& out) const {
+  if (piece.empty()) return;
+  if (spec_.ignore_merges) {
+    if (auto it = token_to_id_.find(unicode::bytes_to_byte_level(piece));
+        it != token_to_id_.end()) {
+      out.push_back(it->second);
+      return;
+    }
+  }
+  std::vector<Symbol> syms(piece.size());
+  for (size_t i = 0; i < piece.size(); ++i) {
+    syms[i] = {byte_token_[static_cast<uint8_t>(piece[i])],
+               static_cast<uint32_t>(i),
+               1,
+               static_cast<int32_t>(i) - 1,
+               i + 1 < piece.size() ? static_cast<int32_t>(i + 1) : -1,
+               true};
+  }
+  merge_by_rank(syms);
   for (int32_t i = 0; i >= 0; i = syms[i].next) {
     // A byte whose byte-level character the vocabulary lacks is dropped, as HF (BPE without
     // unk_token) and llama.cpp do; SmolLM2's vocabulary lacks 21 of the 256 bytes.
     if (syms[i].id >= 0) out.push_back(syms[i].id);
   }
+}
+
+void Tokenizer::bpe_byte_fallback(std::string_view word, std::vector<int32_t>& out) const {
+  if (word.empty()) return;
+  if (spec_.ignore_merges) {
+    if (auto it = token_to_id_.find(av(word)); it != token_to_id_.end()) {
+      out.push_back(it->second);
+      return;
+    }
+  }
+  // One symbol per character (HF BPE's merge_word); an invalid UTF-8 byte is a character the
+  // vocabulary cannot hold, so it takes the byte-fallback path like any unknown one.
+  std::vector<Symbol> syms;
+  syms.reserve(word.size());
+  bool last_was_unk = false;
+  auto push = [&](int32_t id, size_t start, size_t len) {
+    const int32_t idx = static_cast<int32_t>(syms.size());
+    syms.push_back(
+        {id, static_cast<uint32_t>(start), static_cast<uint32_t>(len), idx - 1, idx + 1, true});
+  };
+  for (size_t i = 0; i < word.size();) {
+    const int len = unicode::decode_utf8(word, i).length;
+    const std::string_view ch = word.substr(i, len);
+    if (auto it = token_to_id_.find(av(ch)); it != token_to_id_.end()) {
+      push(it->second, i, len);
+      last_was_unk = false;
+    } else if (spec_.byte_fallback && std::all_of(ch.begin(), ch.end(), [&](char c) {
+                 return byte_token_[static_cast<uint8_t>(c)] >= 0;
+               })) {
+      for (size_t k = 0; k < ch.size(); ++k) {
+        push(byte_token_[static_cast<uint8_t>(ch[k])], i + k, 1);
+      }
+      last_was_unk = false;
+    } else if (spec_.unk_id >= 0) {
+      if (spec_.fuse_unk && last_was_unk) {
+        syms.back().len += len;
+      } else {
+        push(spec_.unk_id, i, len);
+      }
+      last_was_unk = true;
+    }  // no unk token: the character is dropped, as HF does
+    i += len;
+  }
+  if (syms.empty()) return;
+  syms.back().next = -1;
+  merge_by_rank(syms);
+  for (int32_t i = 0; i >= 0; i = syms[i].next) out.push_back(syms[i].id);
 }
 
 void Tokenizer::bpe_sentencepiece(std::string_view text, std::vector<int32_t>& out) const {
@@ -338,15 +528,12 @@ void Tokenizer::append_piece(int32_t id, bool skip_special, bool& at_text_start,
   if (id < 0 || id >= vocab_size()) return;
   if (is_special(id)) {
     if (!skip_special) out.append(pieces_[id]);
-    at_text_start = true;
+    at_text_start = strip_after_special_;
     return;
   }
   std::string_view p = pieces_[id];
-  // Undo the space encode() prefixed (SentencePiece with add_space_prefix), as llama.cpp does.
-  if (at_text_start && spec_.kind == TokenizerKind::kSentencePieceBpe && spec_.add_space_prefix &&
-      !p.empty() && p.front() == ' ') {
-    p.remove_prefix(1);
-  }
+  // Undo the space encode() prefixed (SentencePiece-style), as llama.cpp and HF's decoders do.
+  if (at_text_start && strip_at_start_ && !p.empty() && p.front() == ' ') p.remove_prefix(1);
   at_text_start = false;
   out.append(p);
 }

@@ -1,4 +1,4 @@
-// Tokenizer: byte-level BPE (GPT-2/Llama-3/SmolLM2) and SentencePiece-style BPE (Llama-2 GGUF).
+// Tokenizer: byte-level BPE (GPT-2/Llama-3/SmolLM2) and SentencePiece-style BPE (Llama-2/Mistral).
 #pragma once
 
 #include <array>
@@ -13,6 +13,7 @@
 #include "absl/container/flat_hash_map.h"
 #include "absl/status/statusor.h"
 #include "absl/types/span.h"
+#include "models/normalizer.h"
 #include "models/pretokenizer.h"
 
 namespace kiln {
@@ -26,6 +27,34 @@ enum class TokenizerKind {
   /// llama.cpp's `llama` (SPM) model: spaces become U+2581, adjacent pieces are merged by the
   /// score of the merged token, and characters missing from the vocab fall back to <0xNN> tokens.
   kSentencePieceBpe,
+  /// Hugging Face `tokenizers`' BPE model with byte_fallback over a U+2581 vocabulary (Llama-2,
+  /// Mistral tokenizer.json): text is normalized (Prepend/Replace) or Metaspace-pre-tokenized,
+  /// each word starts as one symbol per character, merged by merge rank; a character missing from
+  /// the vocabulary becomes its <0xNN> byte tokens (or unk).
+  kBpeByteFallback,
+};
+
+/// Where a SentencePiece-style text gets its U+2581 prefix (HF Metaspace `prepend_scheme`).
+enum class PrependScheme {
+  kNever,
+  kFirst,   // only at the start of the text
+  kAlways,  // at the start of every text segment between added tokens
+};
+
+/// HF's Metaspace pre-tokenizer: spaces become `replacement`, a prefix is added per `prepend`,
+/// and with `split` the text is cut before every replacement character.
+struct Metaspace {
+  std::string replacement = "\xE2\x96\x81";  // U+2581
+  PrependScheme prepend = PrependScheme::kAlways;
+  bool split = true;
+};
+
+/// How an added token is matched in text (HF AddedToken options; GGUF tokens use the defaults).
+struct AddedTokenOptions {
+  bool lstrip = false;       // the match takes the whitespace before it
+  bool rstrip = false;       // the match takes the whitespace after it
+  bool single_word = false;  // only matched when no word character touches it
+  bool normalized = false;   // matched in the normalized text (its content normalized too)
 };
 
 /// Token types, numbered as GGUF's `tokenizer.ggml.token_type` stores them.
@@ -50,9 +79,16 @@ struct TokenizerSpec {
   int32_t bos_id = -1, eos_id = -1, unk_id = -1, pad_id = -1;
   bool add_bos = false;          // whether prompts start with BOS
   bool add_space_prefix = true;  // SentencePiece: prefix " " to text at the start/after specials
-  bool ignore_merges = false;    // byte-level: a pre-token that is a whole vocab entry is one token
-  std::string chat_template;     // the model's Jinja chat template, when it ships one
-  std::string source;            // where the spec came from, for error messages
+  bool ignore_merges = false;    // BPE: a pre-token that is a whole vocab entry is one token
+  // kBpeByteFallback:
+  bool byte_fallback = true;           // unknown characters become <0xNN> tokens (else unk)
+  bool fuse_unk = false;               // consecutive unknown characters give one unk
+  Normalizer normalizer;               // applied to each text segment between added tokens
+  std::optional<Metaspace> metaspace;  // the pre-tokenizer; none: the normalized text is one word
+  // Options of added tokens by id; ids not listed use the defaults.
+  std::vector<std::pair<int32_t, AddedTokenOptions>> added_token_options;
+  std::string chat_template;  // the model's Jinja chat template, when it ships one
+  std::string source;         // where the spec came from, for error messages
 };
 
 /// A loaded tokenizer. Immutable after construction and safe to use from several threads.
@@ -62,7 +98,9 @@ class Tokenizer {
   /// lookup tables.
   static absl::StatusOr<Tokenizer> from_spec(TokenizerSpec spec);
   /// Loads a Hugging Face tokenizer.json; a tokenizer_config.json in the same directory, when
-  /// present, supplies bos/eos tokens, add_bos and the chat template.
+  /// present, supplies bos/eos tokens, add_bos and the chat template (else chat_template.jinja
+  /// beside it, as transformers >= 4.43 saves it). All must be regular files under 1 GiB (a FIFO
+  /// or device is refused, not read).
   static absl::StatusOr<Tokenizer> from_tokenizer_json(const std::string& path);
   /// Same, from the files' contents (`config_json` may be empty); `source` names them in errors.
   static absl::StatusOr<Tokenizer> from_tokenizer_json_text(std::string_view tokenizer_json,
@@ -75,8 +113,10 @@ class Tokenizer {
 
   /// Token ids of `text`. With `parse_special`, control tokens written in the text (<|im_start|>)
   /// become their ids; otherwise they are tokenized as plain text. User-defined added tokens are
-  /// always matched. BOS is prepended when `add_bos` and the vocabulary has one. Never fails:
-  /// any byte string (valid UTF-8 or not) has an encoding.
+  /// always matched. Added tokens follow HF's rules: matched leftmost-longest in the raw text, or
+  /// in the normalized text when `normalized`, with their lstrip / rstrip / single_word options.
+  /// BOS is prepended when `add_bos` and the vocabulary has one. Never fails: any byte string
+  /// (valid UTF-8 or not) has an encoding.
   std::vector<int32_t> encode(std::string_view text, bool parse_special = true,
                               bool add_bos = false) const;
   /// The text of `ids` (special tokens rendered as their text, unless `skip_special`). Ids out of
@@ -128,16 +168,32 @@ class Tokenizer {
     int32_t merged;
   };
   struct SpecialToken {
-    std::string text;
+    std::string text;  // as matched: the content, normalized for options.normalized
     int32_t id;
     bool control;  // matched only when parse_special
+    AddedTokenOptions options;
   };
 
+  struct Symbol;  // an element of the BPE working list
+
   Tokenizer() = default;
+  // HF / llama.cpp BPE merging by merge rank over `syms` (token ids), in place.
+  void merge_by_rank(std::vector<Symbol>& syms) const;
   // Appends the decoded bytes of `id`; `at_text_start` tracks SentencePiece's leading-space rule.
   void append_piece(int32_t id, bool skip_special, bool& at_text_start, std::string& out) const;
-  void encode_fragment(std::string_view text, bool after_special, std::vector<int32_t>& out) const;
+  // A span of text that is either an added token (id >= 0) or plain text (id < 0).
+  struct Split {
+    size_t begin, end;
+    int32_t id;
+  };
+  // Cuts `text` at the added tokens of one pass (normalized or not), as HF's AddedVocabulary does:
+  // leftmost-longest matches, then single_word, lstrip and rstrip.
+  std::vector<Split> split_added(std::string_view text, bool normalized_pass,
+                                 bool parse_special) const;
+  // `at_text_start`: the fragment begins the whole text (Metaspace prepend_scheme "first").
+  void encode_fragment(std::string_view text, bool at_text_start, std::vector<int32_t>& out) const;
   void bpe_byte_level(std::string_view piece, std::vector<int32_t>& out) const;
+  void bpe_byte_fallback(std::string_view word, std::vector<int32_t>& out) const;
   void bpe_sentencepiece(std::string_view text, std::vector<int32_t>& out) const;
 
   TokenizerSpec spec_;
@@ -147,6 +203,9 @@ class Tokenizer {
   std::vector<std::string> pieces_;              // id -> decoded bytes
   std::vector<SpecialToken> specials_;           // longest first
   std::array<bool, 256> special_first_byte_{};   // whether any special token starts with a byte
+  bool has_normalized_specials_ = false;
+  bool strip_at_start_ = false;       // decode drops the leading space encode added to the text
+  bool strip_after_special_ = false;  // ... and after each special token
 };
 
 }  // namespace kiln

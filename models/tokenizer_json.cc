@@ -1,10 +1,17 @@
 // Loads a Hugging Face tokenizer.json (+ tokenizer_config.json beside it) into a TokenizerSpec.
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
 #include <filesystem>
-#include <fstream>
-#include <sstream>
+#include <memory>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "models/json_sequence.h"
+#include "models/normalizer.h"
 #include "models/tokenizer.h"
 #include "nlohmann/json.hpp"
 
@@ -24,18 +31,50 @@ constexpr std::string_view kSupportedPre =
     "ByteLevel(use_regex=true)] [smollm], Sequence[Split(Llama-3 or Qwen2 regex), "
     "ByteLevel(use_regex=false)] [llama3, qwen2]";
 
-absl::StatusOr<std::string> read_file(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) return absl::NotFoundError(absl::StrCat(path, ": cannot open"));
-  std::ostringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
+// tokenizer.json files are tens of MB at most (Llama-3: 9 MB); anything far larger is not one.
+constexpr int64_t kMaxTokenizerFileBytes = int64_t{1} << 30;
 
-std::string type_of(const json& j) {
-  if (!j.is_object()) return "";
-  auto it = j.find("type");
-  return it != j.end() && it->is_string() ? it->get<std::string>() : "";
+// Reads a whole file after checking that it is a regular file of sane size: a FIFO, a device such
+// as /dev/zero or a directory would otherwise block or read forever. O_NONBLOCK makes opening a
+// FIFO return at once (instead of waiting for a writer) so that fstat can refuse it.
+absl::StatusOr<std::string> read_file(const std::string& path) {
+  const int fd = ::open(path.c_str(), O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+  if (fd < 0) {
+    return absl::NotFoundError(absl::StrCat(path, ": cannot open (", std::strerror(errno), ")"));
+  }
+  struct Closer {
+    int fd;
+    ~Closer() { ::close(fd); }
+  } closer{fd};
+  struct stat st;
+  if (::fstat(fd, &st) != 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(path, ": cannot stat (", std::strerror(errno), ")"));
+  }
+  if (!S_ISREG(st.st_mode)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(path,
+                     ": not a regular file (a FIFO, device or directory); pass the path of "
+                     "the JSON file itself"));
+  }
+  if (st.st_size > kMaxTokenizerFileBytes) {
+    return absl::InvalidArgumentError(
+        absl::StrFormat("%s: %d bytes is too large for a tokenizer file (limit %d)", path,
+                        static_cast<int64_t>(st.st_size), kMaxTokenizerFileBytes));
+  }
+  std::string text(static_cast<size_t>(st.st_size), '\0');
+  size_t done = 0;
+  while (done < text.size()) {
+    const ssize_t r = ::read(fd, text.data() + done, text.size() - done);
+    if (r < 0 && errno == EINTR) continue;
+    if (r <= 0) {
+      return absl::DataLossError(absl::StrCat(path, ": short read (",
+                                              r < 0 ? std::strerror(errno) : "end of file",
+                                              "; did the file change while it was read?)"));
+    }
+    done += static_cast<size_t>(r);
+  }
+  return text;
 }
 
 bool bool_field(const json& j, const char* key, bool fallback) {
@@ -44,27 +83,24 @@ bool bool_field(const json& j, const char* key, bool fallback) {
 }
 
 bool is_byte_level_with_regex(const json& j, bool want_regex) {
-  return type_of(j) == "ByteLevel" && bool_field(j, "use_regex", true) == want_regex &&
+  return json_type(j) == "ByteLevel" && bool_field(j, "use_regex", true) == want_regex &&
          !bool_field(j, "add_prefix_space", false);
 }
 
-// A short rendering of a pre_tokenizer for error messages.
-std::string describe(const json& j) {
-  std::string s = j.dump();
-  return s.size() > 200 ? s.substr(0, 200) + "..." : s;
-}
-
 absl::StatusOr<PreTokenizerKind> pre_tokenizer_from_json(const json& pre, std::string_view src) {
-  if (is_byte_level_with_regex(pre, true)) return PreTokenizerKind::kGpt2;
-  if (type_of(pre) == "Sequence" && pre.contains("pretokenizers") &&
-      pre["pretokenizers"].is_array() && pre["pretokenizers"].size() == 2) {
-    const json& a = pre["pretokenizers"][0];
-    const json& b = pre["pretokenizers"][1];
-    if (type_of(a) == "Digits" && bool_field(a, "individual_digits", false) &&
+  const std::string what = absl::StrCat(std::string(src), ": pre_tokenizer");
+  absl::StatusOr<std::vector<const json*>> leaves = flatten_sequence(pre, "pretokenizers", what);
+  if (!leaves.ok()) return leaves.status();
+  const std::vector<const json*>& l = *leaves;
+  if (l.size() == 1 && is_byte_level_with_regex(*l[0], true)) return PreTokenizerKind::kGpt2;
+  if (l.size() == 2) {
+    const json& a = *l[0];
+    const json& b = *l[1];
+    if (json_type(a) == "Digits" && bool_field(a, "individual_digits", false) &&
         is_byte_level_with_regex(b, true)) {
       return PreTokenizerKind::kSmolLm;
     }
-    if (type_of(a) == "Split" && is_byte_level_with_regex(b, false) && a.contains("pattern") &&
+    if (json_type(a) == "Split" && is_byte_level_with_regex(b, false) && a.contains("pattern") &&
         a["pattern"].is_object() && a["pattern"].contains("Regex") &&
         a["pattern"]["Regex"].is_string()) {
       const std::string re = a["pattern"]["Regex"].get<std::string>();
@@ -73,7 +109,51 @@ absl::StatusOr<PreTokenizerKind> pre_tokenizer_from_json(const json& pre, std::s
     }
   }
   return absl::InvalidArgumentError(absl::StrCat(std::string(src), ": unknown pre_tokenizer ",
-                                                 describe(pre), "; ", std::string(kSupportedPre)));
+                                                 describe_json(pre), "; ",
+                                                 std::string(kSupportedPre)));
+}
+
+// The Metaspace pre-tokenizer of a SentencePiece-style BPE (null: none); anything else is an
+// error naming what is supported.
+absl::StatusOr<std::optional<Metaspace>> metaspace_from_json(const json& pre,
+                                                             std::string_view src) {
+  const std::string what = absl::StrCat(std::string(src), ": pre_tokenizer");
+  absl::StatusOr<std::vector<const json*>> leaves = flatten_sequence(pre, "pretokenizers", what);
+  if (!leaves.ok()) return leaves.status();
+  if (leaves->empty()) return std::nullopt;
+  const json& m = *(*leaves)[0];
+  if (leaves->size() != 1 || json_type(m) != "Metaspace") {
+    return absl::UnimplementedError(absl::StrCat(
+        what, " ", describe_json(pre),
+        " is not supported for SentencePiece-style BPE (byte_fallback); supported: none, or "
+        "Metaspace"));
+  }
+  Metaspace out;
+  if (auto r = m.find("replacement"); r != m.end()) {
+    if (!r->is_string() || r->get<std::string>().empty()) {
+      return absl::InvalidArgumentError(what + " Metaspace: 'replacement' must be a character");
+    }
+    out.replacement = r->get<std::string>();
+  }
+  std::string scheme = "always";  // HF's default
+  if (auto p = m.find("prepend_scheme"); p != m.end() && !p->is_null()) {
+    if (!p->is_string()) return absl::InvalidArgumentError(what + " Metaspace: bad prepend_scheme");
+    scheme = p->get<std::string>();
+  } else if (!bool_field(m, "add_prefix_space", true)) {
+    scheme = "never";  // files written before prepend_scheme existed
+  }
+  if (scheme == "always") {
+    out.prepend = PrependScheme::kAlways;
+  } else if (scheme == "first") {
+    out.prepend = PrependScheme::kFirst;
+  } else if (scheme == "never") {
+    out.prepend = PrependScheme::kNever;
+  } else {
+    return absl::InvalidArgumentError(absl::StrCat(what, " Metaspace: prepend_scheme '", scheme,
+                                                   "' is not one of always, first, never"));
+  }
+  out.split = bool_field(m, "split", true);
+  return out;
 }
 
 // bos_token / eos_token in tokenizer_config.json: a string or {"content": ...}.
@@ -103,23 +183,38 @@ absl::StatusOr<Tokenizer> Tokenizer::from_tokenizer_json_text(std::string_view t
     return absl::InvalidArgumentError(absl::StrCat(src, ": missing object 'model'"));
   }
   const json& model = *model_it;
-  std::string model_type = type_of(model);
+  std::string model_type = json_type(model);
   if (model_type.empty() && model.contains("merges")) model_type = "BPE";  // older files omit it
   if (model_type != "BPE") {
     return absl::InvalidArgumentError(
         absl::StrCat(src, ": unknown model type '", model_type, "' in model.type; supported: BPE"));
   }
-  if (bool_field(model, "byte_fallback", false)) {
-    return absl::UnimplementedError(
-        absl::StrCat(src,
-                     ": SentencePiece-style BPE (model.byte_fallback = true) is not supported from "
-                     "tokenizer.json yet; load the model's GGUF instead"));
+  for (const char* key : {"dropout", "continuing_subword_prefix", "end_of_word_suffix"}) {
+    if (auto it = model.find(key); it != model.end() && !it->is_null() &&
+                                   !(it->is_string() && it->get<std::string>().empty())) {
+      return absl::UnimplementedError(absl::StrCat(src, ": model.", key, " = ", describe_json(*it),
+                                                   " is not supported (kiln's BPE has none)"));
+    }
   }
 
   TokenizerSpec spec;
-  spec.kind = TokenizerKind::kByteLevelBpe;
+  const bool byte_fallback = bool_field(model, "byte_fallback", false);
+  spec.kind = byte_fallback ? TokenizerKind::kBpeByteFallback : TokenizerKind::kByteLevelBpe;
   spec.source = src;
   spec.ignore_merges = bool_field(model, "ignore_merges", false);
+  spec.byte_fallback = byte_fallback;
+  spec.fuse_unk = bool_field(model, "fuse_unk", false);
+  if (auto norm = root.find("normalizer"); norm != root.end()) {
+    absl::StatusOr<Normalizer> n = Normalizer::from_json(*norm, src);
+    if (!n.ok()) return n.status();
+    spec.normalizer = *std::move(n);
+  }
+  // kiln's decode follows from the model kind; the decoder is only checked to be well-formed.
+  if (auto dec = root.find("decoder"); dec != root.end()) {
+    absl::StatusOr<std::vector<const json*>> d =
+        flatten_sequence(*dec, "decoders", absl::StrCat(src, ": decoder"));
+    if (!d.ok()) return d.status();
+  }
 
   auto vocab_it = model.find("vocab");
   if (vocab_it == model.end() || !vocab_it->is_object()) {
@@ -159,10 +254,25 @@ absl::StatusOr<Tokenizer> Tokenizer::from_tokenizer_json_text(std::string_view t
         return absl::InvalidArgumentError(
             absl::StrCat(src, ": ", where, " needs a string 'content' and an integer 'id'"));
       }
-      const TokenType type =
-          bool_field(a, "special", false) ? TokenType::kControl : TokenType::kUserDefined;
+      const bool special = bool_field(a, "special", false);
+      const TokenType type = special ? TokenType::kControl : TokenType::kUserDefined;
       absl::Status s = place(a["content"].get<std::string>(), a["id"], where, type);
       if (!s.ok()) return s;
+      AddedTokenOptions o;
+      o.lstrip = bool_field(a, "lstrip", false);
+      o.rstrip = bool_field(a, "rstrip", false);
+      o.single_word = bool_field(a, "single_word", false);
+      o.normalized = bool_field(a, "normalized", !special);
+      spec.added_token_options.emplace_back(a["id"].get<int32_t>(), o);
+    }
+  }
+
+  if (auto unk = model.find("unk_token"); unk != model.end() && unk->is_string()) {
+    for (size_t i = 0; i < spec.vocab.size(); ++i) {
+      if (spec.vocab[i] == unk->get<std::string>()) {
+        spec.unk_id = static_cast<int32_t>(i);
+        break;
+      }
     }
   }
 
@@ -191,13 +301,20 @@ absl::StatusOr<Tokenizer> Tokenizer::from_tokenizer_json_text(std::string_view t
   }
 
   auto pre_it = root.find("pre_tokenizer");
-  if (pre_it == root.end() || pre_it->is_null()) {
+  if (spec.kind == TokenizerKind::kBpeByteFallback) {
+    static const json kNull;  // a reference, never a copy: the component may be deeply nested
+    absl::StatusOr<std::optional<Metaspace>> m =
+        metaspace_from_json(pre_it == root.end() ? kNull : *pre_it, src);
+    if (!m.ok()) return m.status();
+    spec.metaspace = *m;
+  } else if (pre_it == root.end() || pre_it->is_null()) {
     return absl::InvalidArgumentError(absl::StrCat(
         src, ": no pre_tokenizer; byte-level BPE needs one (", std::string(kSupportedPre), ")"));
+  } else {
+    absl::StatusOr<PreTokenizerKind> pre = pre_tokenizer_from_json(*pre_it, src);
+    if (!pre.ok()) return pre.status();
+    spec.pre_tokenizer = *pre;
   }
-  absl::StatusOr<PreTokenizerKind> pre = pre_tokenizer_from_json(*pre_it, src);
-  if (!pre.ok()) return pre.status();
-  spec.pre_tokenizer = *pre;
 
   if (!config_json.empty()) {
     const json config =
@@ -249,7 +366,17 @@ absl::StatusOr<Tokenizer> Tokenizer::from_tokenizer_json(const std::string& path
     if (!c.ok()) return c.status();
     config = std::move(*c);
   }
-  return from_tokenizer_json_text(*text, config, path);
+  absl::StatusOr<Tokenizer> t = from_tokenizer_json_text(*text, config, path);
+  if (!t.ok() || !t->spec_.chat_template.empty()) return t;
+  // transformers >= 4.43 saves the template as chat_template.jinja beside tokenizer_config.json.
+  const std::filesystem::path jinja_path =
+      std::filesystem::path(path).parent_path() / "chat_template.jinja";
+  if (std::filesystem::exists(jinja_path, ec)) {
+    absl::StatusOr<std::string> j = read_file(jinja_path.string());
+    if (!j.ok()) return j.status();
+    t->spec_.chat_template = std::move(*j);
+  }
+  return t;
 }
 
 }  // namespace kiln

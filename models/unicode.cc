@@ -1,7 +1,9 @@
 // UTF-8 helpers, ICU-backed character classes and the GPT-2 byte-level alphabet.
 #include "models/unicode.h"
 
+#include <unicode/normalizer2.h>
 #include <unicode/uchar.h>
+#include <unicode/unistr.h>
 
 #include <array>
 #include <utility>
@@ -126,6 +128,52 @@ bool is_whitespace(char32_t cp) {
   if (cp == kInvalid) return false;
   if (cp < 0x80) return cp == ' ' || (cp >= 0x09 && cp <= 0x0D);
   return u_isUWhiteSpace(static_cast<UChar32>(cp));
+}
+
+bool is_word_char(char32_t cp) {
+  if (cp == kInvalid) return false;
+  if (cp < 0x80) return is_letter(cp) || is_number(cp) || cp == '_';
+  const auto c = static_cast<UChar32>(cp);
+  return u_hasBinaryProperty(c, UCHAR_ALPHABETIC) || u_hasBinaryProperty(c, UCHAR_JOIN_CONTROL) ||
+         (U_GET_GC_MASK(c) & (U_GC_M_MASK | U_GC_ND_MASK | U_GC_PC_MASK)) != 0;
+}
+
+std::string normalize(std::string_view text, NormalForm form) {
+  UErrorCode err = U_ZERO_ERROR;
+  const icu::Normalizer2* norm = nullptr;
+  switch (form) {
+    case NormalForm::kNfc: norm = icu::Normalizer2::getNFCInstance(err); break;
+    case NormalForm::kNfd: norm = icu::Normalizer2::getNFDInstance(err); break;
+    case NormalForm::kNfkc: norm = icu::Normalizer2::getNFKCInstance(err); break;
+    case NormalForm::kNfkd: norm = icu::Normalizer2::getNFKDInstance(err); break;
+  }
+  if (U_FAILURE(err) || norm == nullptr) return std::string(text);  // ICU data missing
+  std::string out;
+  out.reserve(text.size());
+  auto flush_valid = [&](std::string_view run) {
+    if (run.empty()) return;
+    const icu::UnicodeString src = icu::UnicodeString::fromUTF8(
+        icu::StringPiece(run.data(), static_cast<int32_t>(run.size())));
+    UErrorCode e = U_ZERO_ERROR;
+    const icu::UnicodeString dst = norm->normalize(src, e);
+    if (U_FAILURE(e)) {
+      out.append(run);
+    } else {
+      dst.toUTF8String(out);
+    }
+  };
+  size_t run_start = 0;
+  for (size_t i = 0; i < text.size();) {
+    const DecodedChar c = decode_utf8(text, i);
+    if (c.cp == kInvalid) {
+      flush_valid(text.substr(run_start, i - run_start));
+      out.push_back(text[i]);
+      run_start = i + 1;
+    }
+    i += c.length;
+  }
+  flush_valid(text.substr(run_start));
+  return out;
 }
 
 namespace {

@@ -34,6 +34,15 @@ size_t complete_utf8_prefix(std::string_view text);
 bool is_letter(char32_t cp);      // \p{L}: Lu Ll Lt Lm Lo
 bool is_number(char32_t cp);      // \p{N}: Nd Nl No
 bool is_whitespace(char32_t cp);  // \s: the Unicode White_Space property
+/// \w as the Rust regex crate (and so HF `tokenizers`) defines it: Alphabetic, M, Nd, Pc,
+/// Join_Control. Used by added tokens' single_word rule.
+bool is_word_char(char32_t cp);
+
+/// Unicode normalization forms (HF normalizers NFC, NFD, NFKC, NFKD).
+enum class NormalForm { kNfc, kNfd, kNfkc, kNfkd };
+/// `text` in normal form `form`. Runs of invalid UTF-8 bytes are kept as they are (and split the
+/// text: no composition across them), so arbitrary bytes survive normalization.
+std::string normalize(std::string_view text, NormalForm form);
 
 /// GPT-2's bytes_to_unicode: every byte maps to a printable code point (printable ASCII and
 /// Latin-1 map to themselves, the rest to U+0100 + n) so byte-level vocabularies are text.

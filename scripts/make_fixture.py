@@ -456,7 +456,10 @@ def test_fixtures(root, seed):
       <root>/tiny/bf16/, f16/    the same weights stored as bf16 / f16
       <root>/quant/              blocks.gguf + blocks.expected.f32 (all 5 block types)
       <root>/smollm2/            expected f32 of a few tensors of the real SmolLM2 Q4_1 GGUF,
-                                 only when that file is in the kiln cache."""
+                                 only when that file is in the kiln cache.
+      <root>/tokenizers/         SentencePiece-style tokenizer.json files with golden ids from
+                                 `tokenizers`, and chat-template renderings by `transformers`
+                                 (make_tokenizer_fixtures.py; remade when that script changes)"""
     def stamped(d, fn):
         stamp = os.path.join(d, ".complete")
         if os.path.exists(stamp):
@@ -477,6 +480,8 @@ def test_fixtures(root, seed):
         stamped(d, lambda: make_model(d, PRESETS["tiny"], seed, dt, [], 1, gguf_files=False))
     qd = os.path.join(root, "quant")
     stamped(qd, lambda: write_quant_blocks(qd, seed))
+    import make_tokenizer_fixtures
+    make_tokenizer_fixtures.write_all(os.path.join(root, "tokenizers"))
     model = default_model_path()
     if os.path.exists(model):
         md = os.path.join(root, "smollm2")

@@ -139,11 +139,17 @@ absl::StatusOr<GenerationRequest> make_request(const RunOptions& o, const Tokeni
     std::vector<ChatMessage> messages;
     if (!o.system.empty()) messages.push_back({"system", o.system});
     messages.push_back({"user", o.prompt});
-    text = tmpl->render(messages, /*add_generation_prompt=*/true);
+    absl::StatusOr<std::string> rendered = tmpl->render(messages, /*add_generation_prompt=*/true);
+    if (!rendered.ok()) {
+      std::cerr << "kiln run: --chat: " << rendered.status().message() << "\n";
+      return 1;
+    }
+    text = *std::move(rendered);
     req.stop_ids = tmpl->stop_ids(tok);
     for (int32_t id : config.eos_ids) req.stop_ids.push_back(id);
   }
-  req.prompt = tok.encode(text, /*parse_special=*/true, tok.add_bos());
+  // A chat template writes its own BOS (apply_chat_template's text is encoded without specials).
+  req.prompt = tok.encode(text, /*parse_special=*/true, !o.chat && tok.add_bos());
   req.max_new_tokens = o.max_new_tokens;
   req.sampling = {o.temperature, o.top_k, o.top_p, o.seed};
   req.stop_strings = o.stop;

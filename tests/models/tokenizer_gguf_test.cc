@@ -74,10 +74,14 @@ TEST_F(SmolLm2GgufTokenizerTest, Metadata) {
   EXPECT_EQ(tokenizer_->stop_ids(), (std::vector<int32_t>{2, 0}));
   absl::StatusOr<ChatTemplate> t = ChatTemplate::for_tokenizer(*tokenizer_);
   ASSERT_TRUE(t.ok()) << t.status();
-  EXPECT_EQ(t->kind(), ChatTemplateKind::kChatMl);
-  EXPECT_EQ(t->default_system_prompt(),
-            "You are a helpful AI assistant named SmolLM, trained by Hugging Face");
-  const std::vector<int32_t> ids = tokenizer_->encode(t->render({{"user", "Hi"}}, true));
+  // The GGUF's own template: SmolLM2's default system prompt appears without a system message.
+  absl::StatusOr<std::string> prompt = t->render({{"user", "Hi"}}, true);
+  ASSERT_TRUE(prompt.ok()) << prompt.status();
+  EXPECT_EQ(*prompt,
+            "<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging "
+            "Face<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n");
+  EXPECT_EQ(t->stop_ids(*tokenizer_), (std::vector<int32_t>{2, 0}));
+  const std::vector<int32_t> ids = tokenizer_->encode(*prompt);
   EXPECT_EQ(ids.front(), 1);
   EXPECT_EQ(ids.back(), 198);  // "\n" after "<|im_start|>assistant"
 }

@@ -327,9 +327,10 @@ TEST(TokenizerJsonTest, MalformedFilesGiveClearErrors) {
                "outside");
   expect_error(load_error(tiny_json(R"({"type": "BPE", "vocab": {"a": 0}})")),
                "missing array 'model.merges'");
+  // SentencePiece-style BPE takes no byte-level pre-tokenizer.
   expect_error(load_error(tiny_json(
                    R"({"type": "BPE", "byte_fallback": true, "vocab": {"a": 0}, "merges": []})")),
-               "byte_fallback");
+               "is not supported for SentencePiece-style BPE (byte_fallback)");
   expect_error(load_error(tiny_json(kTinyModel), "[1, 2]"), "tokenizer_config.json");
   expect_error(load_error(R"({"model": )" + std::string(kTinyModel) + R"(, "pre_tokenizer": )" +
                           kByteLevel + R"(, "added_tokens": [{"id": "x"}]})"),
