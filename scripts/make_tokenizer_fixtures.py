@@ -11,6 +11,7 @@ writes
   DIR/mistral-spm/   the same vocabulary in the Mistral layout (no normalizer, Metaspace
                      pre-tokenizer with prepend_scheme "first", split false)
   DIR/metaspace-split/ Metaspace with prepend_scheme "always" and split true
+  DIR/metaspace-legacy/ Metaspace as older files spell it (add_prefix_space, no prepend_scheme)
   DIR/chat_templates.json  templates, conversations and what `transformers`'
                      apply_chat_template renders for them (or, without transformers, what jinja2
                      renders with transformers' environment and globals; the file says which)
@@ -123,6 +124,19 @@ def build(vocab, merges, layout):
     return tok
 
 
+def legacy_metaspace(tok):
+    """The Metaspace spelling of files written before prepend_scheme existed (tokenizers < 0.14):
+    add_prefix_space (+ str_rep), no split field; `tokenizers` still reads it."""
+    from tokenizers import Tokenizer
+
+    j = json.loads(tok.to_str())
+    for key in ("pre_tokenizer", "decoder"):
+        j[key] = {"type": "Metaspace", "replacement": SPACE, "str_rep": SPACE,
+                  "add_prefix_space": True}
+    text = json.dumps(j, ensure_ascii=False)
+    return Tokenizer.from_str(text), text
+
+
 def invalid_utf8_ids(tok, raw):
     """Golden ids of a byte string with invalid UTF-8, derived from `tokenizers` (module doc)."""
     pieces, placeholders = [], []
@@ -153,10 +167,14 @@ def invalid_utf8_ids(tok, raw):
     return out + ids[k:]
 
 
-def write_tokenizer(root, name, tok):
+def write_tokenizer(root, name, tok, text=None):
+    """`text`: the tokenizer.json to write as it is (tok.save would rewrite it in today's form)."""
     d = Path(root) / name
     d.mkdir(parents=True, exist_ok=True)
-    tok.save(str(d / "tokenizer.json"))
+    if text is None:
+        tok.save(str(d / "tokenizer.json"))
+    else:
+        (d / "tokenizer.json").write_text(text, encoding="utf-8")
     config = {"tokenizer_class": "LlamaTokenizerFast", "bos_token": "<s>", "eos_token": "</s>",
               "unk_token": "<unk>", "add_bos_token": True}
     (d / "tokenizer_config.json").write_text(json.dumps(config, indent=1))
@@ -357,6 +375,8 @@ def write_all(root):
     for name, layout in (("llama2-spm", "llama2"), ("mistral-spm", "mistral"),
                          ("metaspace-split", "metaspace-split")):
         write_tokenizer(root, name, build(vocab, merges, layout))
+    tok, text = legacy_metaspace(build(vocab, merges, "mistral"))
+    write_tokenizer(root, "metaspace-legacy", tok, text)
     render_chat_goldens(root / "chat_templates.json")
     stamp.write_text(fingerprint())
 

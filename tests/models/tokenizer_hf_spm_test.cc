@@ -147,7 +147,8 @@ TEST_P(HfSpmTest, StreamingDecodeIsUtf8SafeAndMatchesDecode) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Layouts, HfSpmTest,
-                         ::testing::Values("llama2-spm", "mistral-spm", "metaspace-split"),
+                         ::testing::Values("llama2-spm", "mistral-spm", "metaspace-split",
+                                           "metaspace-legacy"),
                          [](const auto& info) {
                            std::string n = info.param;
                            std::replace(n.begin(), n.end(), '-', '_');
