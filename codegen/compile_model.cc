@@ -194,8 +194,14 @@ absl::StatusOr<CompiledPlan> build_plan(const CompileOptions& o) {
     if (absl::Status s = dump(o.dump_ir_dir, "99-final.kir", p.ir); !s.ok()) return s;
   }
   absl::StatusOr<LoweredGraph> lowered = lower_graph(**graph);
-  if (!lowered.ok()) return lowered.status();
-  if (absl::Status s = add_kernels(*lowered, o, out); !s.ok()) return s;
+  if (lowered.ok()) {
+    if (absl::Status s = add_kernels(*lowered, o, out); !s.ok()) return s;
+  } else if (o.build_kernels || !absl::IsUnimplemented(lowered.status())) {
+    return lowered.status();
+  }
+  // else: a plan for the reference backend alone (e.g. an f32 graph, which has no GPU
+  // attention kernels): it carries the IR, weights and KV layout but no launches, and the CUDA
+  // backend refuses it by name.
   if (absl::Status s = add_weights(o, out); !s.ok()) return s;
 
   CompileReport& r = out.report;

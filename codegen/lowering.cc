@@ -5,6 +5,7 @@
 #include "absl/strings/str_cat.h"
 #include "codegen/families/registry.h"
 #include "codegen/families/sampling.h"
+#include "ir/ops.h"
 #include "plan/plan_json.h"
 
 namespace kiln {
@@ -24,23 +25,26 @@ absl::Status lower_gemm(int index, const Node& n, LoweringContext& ctx) {
   e.a_dtype = x.dtype;
   e.b_dtype = w.dtype;
   e.out_dtype = n.outputs[0]->type.dtype;
-  const std::string epilogue =
-      n.op == OpKind::kGemm ? n.attrs.string_or("epilogue", "none") : "none";
-  std::optional<GemmEpilogue> ep = parse_gemm_epilogue(epilogue);
-  if (!ep) return ctx.unsupported("unknown epilogue " + epilogue);
-  e.epilogue = *ep;
+  // matmul has no epilogue; a gemm's operands are read through ir/ops.h's GemmOp, the one
+  // definition of where bias and residual sit.
+  std::optional<GemmOp> gemm;
+  if (n.op == OpKind::kGemm) {
+    gemm = GemmOp::of(&n);
+    if (!gemm) {
+      return ctx.unsupported(
+          absl::StrCat("epilogue \"", n.attrs.string_or("epilogue", ""),
+                       "\" is unknown or does not match the operand count"));
+    }
+  }
+  const GemmOp::Epilogue ep = gemm ? gemm->epilogue() : GemmOp::Epilogue::kNone;
+  std::optional<GemmEpilogue> plan_ep =
+      parse_gemm_epilogue(std::string(GemmOp::epilogue_name(ep)));
+  if (!plan_ep) return ctx.unsupported("unknown epilogue");
+  e.epilogue = *plan_ep;
   e.a = ctx.name(n.inputs[0]);
   e.b = ctx.name(n.inputs[1]);
-  size_t next = 2;  // the epilogue operands follow x and w in this order
-  const bool bias = e.epilogue == GemmEpilogue::kBias || e.epilogue == GemmEpilogue::kBiasResidual;
-  const bool residual =
-      e.epilogue == GemmEpilogue::kResidual || e.epilogue == GemmEpilogue::kBiasResidual;
-  if (n.inputs.size() != 2 + bias + residual) {
-    return ctx.unsupported(
-        absl::StrCat("epilogue ", epilogue, " needs ", 2 + bias + residual, " operands"));
-  }
-  if (bias) e.bias = ctx.name(n.inputs[next++]);
-  if (residual) e.residual = ctx.name(n.inputs[next++]);
+  if (gemm && gemm->bias()) e.bias = ctx.name(gemm->bias());
+  if (gemm && gemm->residual()) e.residual = ctx.name(gemm->residual());
   e.out = ctx.name(n.outputs[0]);
   ctx.add_gemm(std::move(e));
   return absl::OkStatus();

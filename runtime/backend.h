@@ -6,8 +6,10 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "absl/status/status.h"
@@ -18,6 +20,11 @@
 #include "runtime/step_inputs.h"
 
 namespace kiln {
+
+/// The bytes of a plan's blob `index` (cubins, packed weights), from a .kplan file or a plan built
+/// in memory. The bytes must outlive the backend (weights already in their param's dtype may be
+/// used in place).
+using PlanBlobReader = std::function<absl::StatusOr<std::string_view>(int index)>;
 
 /// One sequence's sampling settings for one step. `uniform` is drawn by the engine from the
 /// sequence's seeded stream, so both backends pick the same token from the same logits.

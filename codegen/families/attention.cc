@@ -5,31 +5,26 @@
 #include "codegen/families/flash_attention_decode.h"
 #include "codegen/families/flash_attention_prefill.h"
 #include "codegen/families/rope.h"
+#include "ir/ops.h"
 
 namespace kiln {
 namespace {
 
-// The op's operands by name (its signature: ir/op_kind.h).
+// The op's operands by name, read through ir/ops.h (the one definition of their order).
 struct AttentionOperands {
   const Value *q, *k, *v, *k_cache, *v_cache, *positions, *slot_mapping, *qo_indptr,
       *kv_page_indptr, *kv_page_indices, *kv_last_page_len;
   const Value *out, *k_cache_out, *v_cache_out;
 
-  explicit AttentionOperands(const Node& n)
-      : q(n.inputs[0]),
-        k(n.inputs[1]),
-        v(n.inputs[2]),
-        k_cache(n.inputs[3]),
-        v_cache(n.inputs[4]),
-        positions(n.inputs[5]),
-        slot_mapping(n.inputs[6]),
-        qo_indptr(n.inputs[7]),
-        kv_page_indptr(n.inputs[8]),
-        kv_page_indices(n.inputs[9]),
-        kv_last_page_len(n.inputs[10]),
-        out(n.outputs[0]),
-        k_cache_out(n.outputs[1]),
-        v_cache_out(n.outputs[2]) {}
+  explicit AttentionOperands(const Node& n) {
+    const FlashAttentionOp op(n);
+    const PageTableOperands pages = op.pages();
+    q = op.q(), k = op.k(), v = op.v(), k_cache = op.k_cache(), v_cache = op.v_cache();
+    positions = op.positions(), slot_mapping = op.slot_mapping();
+    qo_indptr = pages.qo_indptr, kv_page_indptr = pages.kv_page_indptr;
+    kv_page_indices = pages.kv_page_indices, kv_last_page_len = pages.kv_last_page_len;
+    out = op.output(), k_cache_out = op.k_cache_out(), v_cache_out = op.v_cache_out();
+  }
 };
 
 }  // namespace

@@ -3,6 +3,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "codegen/kernel_source.h"
+#include "ir/ops.h"
 
 namespace kiln {
 
@@ -46,15 +47,19 @@ absl::Status lower_rmsnorm(const Node& n, LoweringContext& ctx) {
   absl::StatusOr<double> eps = n.attrs.get_float("eps");
   if (!eps.ok()) return eps.status();
   // x: [T, h] (any leading dims): one block per row.
-  std::vector<BoundParam> args = {{"y", ctx.tensor(n.outputs[0])},
-                                  {"x", ctx.tensor(n.inputs[0])},
-                                  {"eps", LaunchArg::floating(*eps)}};
+  std::vector<BoundParam> args = {{"eps", LaunchArg::floating(*eps)}};
   if (spec->residual) {
-    args.push_back({"residual_out", ctx.tensor(n.outputs[1])});
-    args.push_back({"residual", ctx.tensor(n.inputs[1])});
-    args.push_back({"w", ctx.tensor(n.inputs[2])});
+    const RmsNormResidualOp op(n);
+    args.push_back({"y", ctx.tensor(op.normed())});
+    args.push_back({"x", ctx.tensor(op.x())});
+    args.push_back({"residual_out", ctx.tensor(op.sum())});
+    args.push_back({"residual", ctx.tensor(op.residual())});
+    args.push_back({"w", ctx.tensor(op.weight())});
   } else {
-    args.push_back({"w", ctx.tensor(n.inputs[1])});
+    const RmsNormOp op(n);
+    args.push_back({"y", ctx.tensor(op.output())});
+    args.push_back({"x", ctx.tensor(op.x())});
+    args.push_back({"w", ctx.tensor(op.weight())});
   }
   const int64_t threads = spec->row.threads;
   return ctx.launch(std::move(spec), rule_1d(product_expr(x.shape, 0, x.shape.size() - 1), threads),

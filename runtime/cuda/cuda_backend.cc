@@ -184,6 +184,13 @@ absl::StatusOr<std::unique_ptr<CudaBackend>> CudaBackend::create(const Plan& pla
         plan.model_path.empty() ? "<model>" : plan.model_path, " --arch ", device->arch(),
         " -o <plan>.kplan`"));
   }
+  if (plan.launches.empty()) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "the plan has no GPU kernels (it was built for the CPU reference backend only, e.g. at "
+        "f32): compile it for this GPU with `kiln compile ",
+        plan.model_path.empty() ? "<model>" : plan.model_path, " --arch ", device->arch(),
+        " -o <plan>.kplan` (bf16 or f16), or run it with --device cpu"));
+  }
   std::unique_ptr<CudaBackend> b(new CudaBackend());
   b->plan_ = plan;
   b->debug_sync_ = options.debug_sync;

@@ -24,11 +24,6 @@
 
 namespace kiln {
 
-/// The bytes of a plan file's blob `index` (cubins, packed weights); views must
-/// outlive `create`. (The same alias as
-/// runtime/reference/reference_backend.h's.)
-using PlanBlobReader = std::function<absl::StatusOr<std::string_view>(int index)>;
-
 /// Counters of the last run_step, for `kiln bench` and the tests.
 struct CudaStepStats {
   int launches = 0;             ///< kernel launches + GEMMs enqueued (or recorded in the graph)

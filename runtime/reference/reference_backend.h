@@ -20,10 +20,6 @@
 
 namespace kiln {
 
-/// The bytes of a plan file's blob `index` (packed weights). The bytes must outlive the backend:
-/// weights already in their param's dtype are used in place, not copied.
-using PlanBlobReader = std::function<absl::StatusOr<std::string_view>(int index)>;
-
 class ReferenceBackend : public Backend {
  public:
   /// Loads `plan` for the CPU. Every IR param must have a PlanWeight with the param's shape;

@@ -15,33 +15,11 @@
 
 namespace kiln::testing {
 
-// codegen's GPU lowering has no f32 attention kernels, so an f32 plan (the reference backend's
-// exact mode) is built at bf16 and then given the f32 step graph and its KV layout: the reference
-// backend reads only the IR, the weights and the KV layout. TODO(runtime): drop once
-// build_plan(build_kernels = false) accepts graphs that have no GPU lowering.
+// The plan `kiln run <model>` builds in memory: no kernels (the reference backend interprets the
+// IR); graphs with no GPU lowering (f32) still get a plan.
 inline absl::StatusOr<CompiledPlan> build_cpu_plan(CompileOptions o) {
   o.build_kernels = false;
-  if (o.limits.dtype != DType::kF32) return build_plan(o);
-  const StepLimits limits = o.limits;
-  o.limits.dtype = DType::kBF16;
-  absl::StatusOr<CompiledPlan> built = build_plan(o);
-  if (!built.ok()) return built.status();
-  Graph g;
-  if (absl::Status s = build_llama(built->plan.model, limits, g); !s.ok()) return s;
-  PassContext ctx;
-  if (absl::Status s = run_compile_pipeline(g, ctx); !s.ok()) return s;
-  Plan& p = built->plan;
-  p.ir = print_graph(g);
-  p.limits.dtype = limits.dtype;
-  p.kv = *ctx.kv_layout;
-  p.memory = ctx.memory_plan;
-  p.kernels.clear();
-  p.launches.clear();
-  p.gemms.clear();
-  p.workspaces.clear();
-  p.aliases.clear();
-  p.constants.clear();
-  return built;
+  return build_plan(o);
 }
 
 /// The model at `path` (HF dir or .gguf) compiled in memory as `kiln run` does (no kernels).
