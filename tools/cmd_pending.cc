@@ -10,8 +10,7 @@ void add_pending_commands(CLI::App& app, int* exit_code) {
     const char* name;
     const char* help;
   };
-  for (Pending p : {Pending{"bench", "Benchmark kernels and end-to-end decode"},
-                    Pending{"serve", "Serve a plan over an OpenAI-compatible HTTP API"}}) {
+  for (Pending p : {Pending{"bench", "Benchmark kernels and end-to-end decode"}}) {
     CLI::App* cmd = app.add_subcommand(p.name, p.help);
     cmd->allow_extras();
     std::string name = p.name;

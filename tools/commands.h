@@ -11,6 +11,7 @@ void add_ir_command(CLI::App& app, int* exit_code);
 void add_run_command(CLI::App& app, int* exit_code);
 void add_compile_command(CLI::App& app, int* exit_code);
 void add_inspect_command(CLI::App& app, int* exit_code);
+void add_serve_command(CLI::App& app, int* exit_code);
 
 /// `kiln ir <plan.kplan>` options (tools/cmd_plan_ir.cc).
 struct PlanIrOptions {

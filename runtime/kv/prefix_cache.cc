@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <cassert>
 
+#include "absl/container/flat_hash_set.h"
 #include "absl/strings/str_cat.h"
 
 namespace kiln {
@@ -145,6 +146,21 @@ void PrefixCache::drop_subtree(Node* node) {
     (void)s;
     --num_nodes_;
   }
+}
+
+int64_t PrefixCache::num_pages() const {
+  absl::flat_hash_set<int32_t> pages;
+  std::vector<const Node*> stack = {&root_};
+  while (!stack.empty()) {
+    const Node* node = stack.back();
+    stack.pop_back();
+    if (node->holder >= 0) {
+      absl::StatusOr<absl::Span<const int32_t>> table = kv_.page_table(node->holder);
+      if (table.ok()) pages.insert(table->begin(), table->end());
+    }
+    for (const auto& [key, child] : node->children) stack.push_back(child.get());
+  }
+  return static_cast<int64_t>(pages.size());
 }
 
 void PrefixCache::clear() {

@@ -80,6 +80,8 @@ class PrefixCache {
 
   /// Nodes in the tree: about the pages the cache holds (a node holds one page of its own).
   int64_t num_nodes() const { return num_nodes_; }
+  /// Distinct pages the cache's nodes reference (some may be shared with live sequences).
+  int64_t num_pages() const;
   const PrefixCacheStats& stats() const { return stats_; }
 
  private:

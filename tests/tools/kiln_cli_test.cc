@@ -46,11 +46,20 @@ TEST(KilnCli, Version) {
 }
 
 TEST(KilnCli, PendingSubcommandsSaySoAndFail) {
-  for (const char* sub : {"bench", "serve"}) {
+  for (const char* sub : {"bench"}) {
     Result r = kiln(sub);
     EXPECT_NE(r.exit_code, 0) << sub;
     EXPECT_THAT(r.output, HasSubstr("not implemented yet")) << sub;
   }
+}
+
+TEST(KilnCli, ServeSaysWhatItCannotServe) {
+  Result plan = kiln("serve model.kplan");
+  EXPECT_NE(plan.exit_code, 0);
+  EXPECT_THAT(plan.output, HasSubstr("give the model"));
+  Result missing = kiln("serve /nonexistent/model.gguf --port 0");
+  EXPECT_NE(missing.exit_code, 0);
+  EXPECT_THAT(missing.output, HasSubstr("/nonexistent/model.gguf"));
 }
 
 TEST(KilnCli, IrPrintsVerifiedText) {
