@@ -6,8 +6,8 @@
 #include <random>
 #include <vector>
 
-#include "runtime/reference_matmul.h"
-#include "runtime/thread_pool.h"
+#include "runtime/reference/matmul.h"
+#include "runtime/reference/thread_pool.h"
 
 namespace kiln {
 namespace {

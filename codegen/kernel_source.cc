@@ -22,7 +22,7 @@ std::string header(const KernelSpec& spec) {
                       "; compiled by NVRTC at `kiln compile` time. Do not edit.\n");
 }
 
-std::vector<EntryParam> attention_metadata_params() {
+std::vector<EntryDecl> attention_metadata_params() {
   return {{"const int*", "positions"},
           {"const int*", "qo_indptr"},
           {"const int*", "kv_page_indptr"},
@@ -34,22 +34,22 @@ std::vector<EntryParam> attention_metadata_params() {
           {"float", "scale"}};
 }
 
-std::string join_names(const std::vector<EntryParam>& params) {
+std::string join_names(const std::vector<EntryDecl>& params) {
   std::vector<std::string> names;
-  for (const EntryParam& p : params) names.push_back(p.name);
+  for (const EntryDecl& p : params) names.push_back(p.name);
   return absl::StrJoin(names, ", ");
 }
 
-std::string signature(const std::vector<EntryParam>& params) {
+std::string signature(const std::vector<EntryDecl>& params) {
   std::vector<std::string> parts;
-  for (const EntryParam& p : params) parts.push_back(p.type + " " + p.name);
+  for (const EntryDecl& p : params) parts.push_back(p.type + " " + p.name);
   return absl::StrJoin(parts, ", ");
 }
 
 // A fused_elementwise kernel: one thread per output element (grid-stride), numpy broadcasting by
 // index arithmetic; constant dims are baked in (cheap division), symbolic dims come at run time.
 absl::StatusOr<std::string> emit_elementwise(const KernelSpec& spec,
-                                             const std::vector<EntryParam>& params) {
+                                             const std::vector<EntryDecl>& params) {
   absl::StatusOr<Expr> expr = Expr::parse(spec.expr);
   if (!expr.ok()) return expr.status();
   const int rank = static_cast<int>(spec.output_dims.size());
@@ -135,15 +135,15 @@ absl::StatusOr<std::string> kernel_type_name(DType dtype) {
   }
 }
 
-absl::StatusOr<std::vector<EntryParam>> entry_params(const KernelSpec& spec) {
-  std::vector<EntryParam> p;
+absl::StatusOr<std::vector<EntryDecl>> entry_decls(const KernelSpec& spec) {
+  std::vector<EntryDecl> p;
   switch (spec.family) {
     case KernelFamily::kFlashAttentionPrefill:
       p = {{"kiln_t*", "out"},
            {"const kiln_t*", "q"},
            {"const kiln_t*", "k_cache"},
            {"const kiln_t*", "v_cache"}};
-      for (EntryParam& e : attention_metadata_params()) p.push_back(e);
+      for (EntryDecl& e : attention_metadata_params()) p.push_back(e);
       return p;
     case KernelFamily::kFlashAttentionDecode:
       p = {{"float*", "o_partial"},
@@ -151,48 +151,48 @@ absl::StatusOr<std::vector<EntryParam>> entry_params(const KernelSpec& spec) {
            {"const kiln_t*", "q"},
            {"const kiln_t*", "k_cache"},
            {"const kiln_t*", "v_cache"}};
-      for (EntryParam& e : attention_metadata_params()) p.push_back(e);
+      for (EntryDecl& e : attention_metadata_params()) p.push_back(e);
       return p;
     case KernelFamily::kFlashAttentionMerge:
-      return std::vector<EntryParam>{{"kiln_t*", "out"},
-                                     {"const float*", "o_partial"},
-                                     {"const float*", "lse_partial"},
-                                     {"const int*", "qo_indptr"},
-                                     {"int", "num_seqs"},
-                                     {"int", "num_q_heads"},
-                                     {"int", "num_splits"}};
+      return std::vector<EntryDecl>{{"kiln_t*", "out"},
+                                    {"const float*", "o_partial"},
+                                    {"const float*", "lse_partial"},
+                                    {"const int*", "qo_indptr"},
+                                    {"int", "num_seqs"},
+                                    {"int", "num_q_heads"},
+                                    {"int", "num_splits"}};
     case KernelFamily::kKvAppend:
-      return std::vector<EntryParam>{{"kiln_t*", "k_cache"},         {"kiln_t*", "v_cache"},
-                                     {"const kiln_t*", "k"},         {"const kiln_t*", "v"},
-                                     {"const int*", "slot_mapping"}, {"int", "num_tokens"},
-                                     {"int", "num_kv_heads"}};
+      return std::vector<EntryDecl>{{"kiln_t*", "k_cache"},         {"kiln_t*", "v_cache"},
+                                    {"const kiln_t*", "k"},         {"const kiln_t*", "v"},
+                                    {"const int*", "slot_mapping"}, {"int", "num_tokens"},
+                                    {"int", "num_kv_heads"}};
     case KernelFamily::kRope:
-      return std::vector<EntryParam>{{"kiln_t*", "out"},
-                                     {"const kiln_t*", "x"},
-                                     {"const int*", "positions"},
-                                     {"int", "num_tokens"},
-                                     {"int", "num_heads"}};
+      return std::vector<EntryDecl>{{"kiln_t*", "out"},
+                                    {"const kiln_t*", "x"},
+                                    {"const int*", "positions"},
+                                    {"int", "num_tokens"},
+                                    {"int", "num_heads"}};
     case KernelFamily::kRmsNorm:
-      return std::vector<EntryParam>{
+      return std::vector<EntryDecl>{
           {"kiln_t*", "y"}, {"const kiln_t*", "x"}, {"const kiln_t*", "w"}, {"float", "eps"}};
     case KernelFamily::kRmsNormResidual:
-      return std::vector<EntryParam>{{"kiln_t*", "y"},       {"kiln_t*", "residual_out"},
-                                     {"const kiln_t*", "x"}, {"const kiln_t*", "residual"},
-                                     {"const kiln_t*", "w"}, {"float", "eps"}};
+      return std::vector<EntryDecl>{{"kiln_t*", "y"},       {"kiln_t*", "residual_out"},
+                                    {"const kiln_t*", "x"}, {"const kiln_t*", "residual"},
+                                    {"const kiln_t*", "w"}, {"float", "eps"}};
     case KernelFamily::kEmbedding:
-      return std::vector<EntryParam>{{"kiln_t*", "out"},
-                                     {"const kiln_t*", "table"},
-                                     {"const int*", "ids"},
-                                     {"int", "num_out"},
-                                     {"int", "num_rows"}};
+      return std::vector<EntryDecl>{{"kiln_t*", "out"},
+                                    {"const kiln_t*", "table"},
+                                    {"const int*", "ids"},
+                                    {"int", "num_out"},
+                                    {"int", "num_rows"}};
     case KernelFamily::kLastTokenRows:
-      return std::vector<EntryParam>{{"kiln_t*", "out"},
-                                     {"const kiln_t*", "hidden"},
-                                     {"const int*", "qo_indptr"},
-                                     {"int", "num_out"},
-                                     {"int", "num_rows"}};
+      return std::vector<EntryDecl>{{"kiln_t*", "out"},
+                                    {"const kiln_t*", "hidden"},
+                                    {"const int*", "qo_indptr"},
+                                    {"int", "num_out"},
+                                    {"int", "num_rows"}};
     case KernelFamily::kSampling:
-      return std::vector<EntryParam>{
+      return std::vector<EntryDecl>{
           {"int*", "out"},         {"const float*", "logits"}, {"const float*", "temperature"},
           {"const int*", "top_k"}, {"const float*", "top_p"},  {"const float*", "uniform"},
           {"int", "vocab"}};
@@ -216,8 +216,22 @@ absl::StatusOr<std::vector<EntryParam>> entry_params(const KernelSpec& spec) {
   return absl::InternalError("unknown kernel family");
 }
 
+absl::StatusOr<std::vector<EntryParam>> entry_params(const KernelSpec& spec) {
+  absl::StatusOr<std::vector<EntryDecl>> decls = entry_decls(spec);
+  if (!decls.ok()) return decls.status();
+  std::vector<EntryParam> out;
+  for (const EntryDecl& d : *decls) {
+    ParamType t = ParamType::kPointer;
+    if (d.type == "int") t = ParamType::kI32;
+    if (d.type == "long long") t = ParamType::kI64;
+    if (d.type == "float") t = ParamType::kF32;
+    out.push_back({d.name, t});
+  }
+  return out;
+}
+
 absl::StatusOr<std::string> emit_kernel_source(const KernelSpec& spec) {
-  absl::StatusOr<std::vector<EntryParam>> params = entry_params(spec);
+  absl::StatusOr<std::vector<EntryDecl>> params = entry_decls(spec);
   if (!params.ok()) return params.status();
   if (spec.family == KernelFamily::kFusedElementwise) return emit_elementwise(spec, *params);
 

@@ -8,16 +8,19 @@
 
 #include "absl/status/statusor.h"
 #include "codegen/kernel_spec.h"
+#include "plan/plan.h"
 
 namespace kiln {
 
 /// One parameter of a generated entry, in order: its C type and name ("const kiln_t*", "q").
-struct EntryParam {
+struct EntryDecl {
   std::string type;
   std::string name;
 };
 
 /// The entry's parameters (what a launch must pass, in order).
+absl::StatusOr<std::vector<EntryDecl>> entry_decls(const KernelSpec& spec);
+/// The same as the plan records them: name and how the launch packs it (from the C type).
 absl::StatusOr<std::vector<EntryParam>> entry_params(const KernelSpec& spec);
 
 /// The complete source NVRTC compiles: it #includes kernels/<family>.cuh (resolved from the

@@ -8,23 +8,6 @@
 
 namespace kiln {
 
-const char* family_name(KernelFamily family) {
-  switch (family) {
-    case KernelFamily::kFlashAttentionPrefill: return "flash_attention_prefill";
-    case KernelFamily::kFlashAttentionDecode: return "flash_attention_decode";
-    case KernelFamily::kFlashAttentionMerge: return "flash_attention_merge";
-    case KernelFamily::kKvAppend: return "kv_append";
-    case KernelFamily::kRope: return "rope";
-    case KernelFamily::kRmsNorm: return "rmsnorm";
-    case KernelFamily::kRmsNormResidual: return "rmsnorm_residual";
-    case KernelFamily::kEmbedding: return "embedding";
-    case KernelFamily::kLastTokenRows: return "last_token_rows";
-    case KernelFamily::kSampling: return "sampling";
-    case KernelFamily::kFusedElementwise: return "fused_elementwise";
-  }
-  return "unknown";
-}
-
 const char* family_file(KernelFamily family) {
   switch (family) {
     case KernelFamily::kFlashAttentionPrefill: return "flash_attention_prefill.cuh";

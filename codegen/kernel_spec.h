@@ -10,26 +10,10 @@
 #include <vector>
 
 #include "ir/dtype.h"
+#include "plan/kernel_family.h"
 
 namespace kiln {
 
-/// The kernel families codegen can emit; each but kFusedElementwise is a kernels/<name>.cuh file.
-enum class KernelFamily : uint8_t {
-  kFlashAttentionPrefill,  // flash_attention_prefill.cuh
-  kFlashAttentionDecode,   // flash_attention_decode.cuh (split-KV partials)
-  kFlashAttentionMerge,    // flash_attention_decode.cuh (LSE merge of the splits)
-  kKvAppend,               // rope.cuh: K/V rows -> paged cache at slot_mapping
-  kRope,                   // rope.cuh
-  kRmsNorm,                // rmsnorm_residual.cuh without the residual
-  kRmsNormResidual,        // rmsnorm_residual.cuh
-  kEmbedding,              // embedding.cuh: table[ids]
-  kLastTokenRows,          // embedding.cuh: hidden[qo_indptr[s+1]-1]
-  kSampling,               // sampling.cuh
-  kFusedElementwise,       // generated from the expression DAG
-};
-
-/// "flash_attention_prefill", "rmsnorm_residual", ...
-const char* family_name(KernelFamily family);
 /// The kernels/ file a family's template lives in ("" for generated families).
 const char* family_file(KernelFamily family);
 

@@ -1,7 +1,6 @@
 // Node-by-node lowering to kernel launches and GEMM entries (see lowering.h).
 #include "codegen/lowering.h"
 
-#include <cctype>
 #include <cmath>
 #include <map>
 
@@ -11,6 +10,7 @@
 #include "codegen/kernel_source.h"
 #include "ir/printer.h"
 #include "ir/rope.h"
+#include "plan/plan_json.h"
 
 namespace kiln {
 namespace {
@@ -84,23 +84,35 @@ class Lowerer {
   Lowerer(const Graph& g, LoweredGraph& out) : g_(g), names_(g), out_(out) {}
 
   std::string name(const Value* v) const { return names_(v); }
-  KernelArg tensor(const Value* v) const { return {"tensor", name(v)}; }
-  static KernelArg integer(const std::string& e) { return {"int", e}; }
-  static KernelArg real(double v) { return {"float", absl::StrFormat("%.17g", v)}; }
+  LaunchArg tensor(const Value* v) const { return LaunchArg::tensor(name(v)); }
+  static LaunchArg integer(const std::string& e) { return LaunchArg::integer(e); }
+  static LaunchArg real(double v) { return LaunchArg::floating(v); }
 
-  void use(const KernelSpec& spec) {
-    const std::string key = spec.key();
-    if (seen_.emplace(key, out_.kernels.size()).second) out_.kernels.push_back(spec);
+  absl::StatusOr<int> use(const KernelSpec& spec) {
+    auto [it, added] = seen_.emplace(spec.key(), static_cast<int>(out_.kernels.size()));
+    if (added) {
+      absl::StatusOr<std::vector<EntryParam>> params = entry_params(spec);
+      if (!params.ok()) return params.status();
+      out_.specs.push_back(spec);
+      out_.kernels.push_back({.key = spec.key(), .family = spec.family, .params = *params});
+    }
+    return it->second;
   }
-  void launch(int node, const KernelSpec& spec, LaunchRule rule, std::vector<KernelArg> args) {
-    use(spec);
-    out_.launches.push_back({node, spec.key(), std::move(rule), std::move(args)});
+  void launch(int node, const KernelSpec& spec, LaunchRule rule, std::vector<LaunchArg> args) {
+    absl::StatusOr<int> k = use(spec);
+    if (!k.ok()) {
+      if (error_.ok()) error_ = k.status();
+      return;
+    }
+    out_.launches.push_back({node, *k, std::move(rule), std::move(args)});
   }
-  static LaunchRule rule1d(const std::string& grid, int64_t block, std::string when = "") {
+  const absl::Status& error() const { return error_; }
+  static LaunchRule rule1d(const std::string& grid, int64_t block,
+                           StepKind when = StepKind::kAlways) {
     LaunchRule r;
     r.grid = {grid, "1", "1"};
     r.block = {absl::StrCat(block), "1", "1"};
-    r.when = std::move(when);
+    r.when = when;
     return r;
   }
 
@@ -113,7 +125,8 @@ class Lowerer {
   const Graph& g_;
   ValueNames names_;
   LoweredGraph& out_;
-  std::map<std::string, size_t> seen_;
+  std::map<std::string, int> seen_;
+  absl::Status error_;
 };
 
 absl::Status Lowerer::attention(int index, const Node& n) {
@@ -167,7 +180,7 @@ absl::Status Lowerer::attention(int index, const Node& n) {
   out_.aliases.push_back({name(n.outputs[1]), name(n.inputs[3])});
   out_.aliases.push_back({name(n.outputs[2]), name(n.inputs[4])});
 
-  std::vector<KernelArg> meta = {
+  std::vector<LaunchArg> meta = {
       tensor(n.inputs[5]), tensor(n.inputs[7]),        tensor(n.inputs[8]),
       tensor(n.inputs[9]), tensor(n.inputs[10]),       integer("S"),
       integer(hkv_s),      integer(absl::StrCat(*ps)), real(*scale)};
@@ -176,8 +189,8 @@ absl::Status Lowerer::attention(int index, const Node& n) {
   LaunchRule pr;
   pr.grid = {absl::StrCat("cdiv(", T, "*", g, ", ", tile_q, ") + S"), hkv_s, "1"};
   pr.block = {absl::StrCat(32 * warps), "1", "1"};
-  pr.when = "prefill";
-  std::vector<KernelArg> args = {tensor(n.outputs[0]), tensor(n.inputs[0]), tensor(n.inputs[3]),
+  pr.when = StepKind::kPrefill;
+  std::vector<LaunchArg> args = {tensor(n.outputs[0]), tensor(n.inputs[0]), tensor(n.inputs[3]),
                                  tensor(n.inputs[4])};
   args.insert(args.end(), meta.begin(), meta.end());
   launch(index, prefill, pr, args);
@@ -197,12 +210,9 @@ absl::Status Lowerer::attention(int index, const Node& n) {
   LaunchRule dr;
   dr.grid = {"S", hkv_s, split};
   dr.block = {"128", "1", "1"};
-  dr.when = "decode";
-  args = {{"workspace", ws},
-          {"workspace", wl},
-          tensor(n.inputs[0]),
-          tensor(n.inputs[3]),
-          tensor(n.inputs[4])};
+  dr.when = StepKind::kDecode;
+  args = {LaunchArg::workspace(ws), LaunchArg::workspace(wl), tensor(n.inputs[0]),
+          tensor(n.inputs[3]), tensor(n.inputs[4])};
   args.insert(args.end(), meta.begin(), meta.end());
   launch(index, decode, dr, args);
   KernelSpec merge = make_spec(KernelFamily::kFlashAttentionMerge, dt);
@@ -210,15 +220,10 @@ absl::Status Lowerer::attention(int index, const Node& n) {
   LaunchRule mr;
   mr.grid = {"S", hq_s, "1"};
   mr.block = {absl::StrCat(*d), "1", "1"};
-  mr.when = "decode";
+  mr.when = StepKind::kDecode;
   launch(index, merge, mr,
-         {tensor(n.outputs[0]),
-          {"workspace", ws},
-          {"workspace", wl},
-          tensor(n.inputs[7]),
-          integer("S"),
-          integer(hq_s),
-          integer(split)});
+         {tensor(n.outputs[0]), LaunchArg::workspace(ws), LaunchArg::workspace(wl),
+          tensor(n.inputs[7]), integer("S"), integer(hq_s), integer(split)});
   return absl::OkStatus();
 }
 
@@ -228,7 +233,7 @@ absl::Status Lowerer::elementwise(int index, const Node& n, const std::string& e
   const size_t rank = os.size();
   KernelSpec spec = make_spec(KernelFamily::kFusedElementwise, out_dtype);
   spec.expr = expr;
-  std::vector<KernelArg> args = {tensor(n.outputs[0])};
+  std::vector<LaunchArg> args = {tensor(n.outputs[0])};
   for (const Value* in : n.inputs) {
     const Shape& s = in->type.shape;
     std::string pattern(rank, '1');
@@ -300,7 +305,7 @@ absl::Status Lowerer::lower(int index, const Node& n) {
     case OpKind::kGemm: {
       const Type& x = n.inputs[0]->type;
       const Type& w = n.inputs[1]->type;
-      GemmEntry e;
+      PlanGemm e;
       e.node = index;
       e.m = product_expr(x.shape, 0, x.shape.size() - 1);
       absl::StatusOr<int64_t> nn = const_dim(w.shape[0], "N"), kk = const_dim(w.shape[1], "K");
@@ -310,12 +315,18 @@ absl::Status Lowerer::lower(int index, const Node& n) {
       e.a_dtype = x.dtype;
       e.b_dtype = w.dtype;
       e.out_dtype = n.outputs[0]->type.dtype;
-      e.epilogue = n.op == OpKind::kGemm ? n.attrs.string_or("epilogue", "none") : "none";
+      const std::string epilogue =
+          n.op == OpKind::kGemm ? n.attrs.string_or("epilogue", "none") : "none";
+      std::optional<GemmEpilogue> ep = parse_gemm_epilogue(epilogue);
+      if (!ep) return unsupported(n, names_, "unknown epilogue " + epilogue);
+      e.epilogue = *ep;
       e.a = name(n.inputs[0]);
       e.b = name(n.inputs[1]);
       size_t next = 2;
-      if (e.epilogue == "bias" || e.epilogue == "bias_residual") e.bias = name(n.inputs[next++]);
-      if (e.epilogue == "residual" || e.epilogue == "bias_residual") {
+      const bool bias =
+          e.epilogue == GemmEpilogue::kBias || e.epilogue == GemmEpilogue::kBiasResidual;
+      if (bias) e.bias = name(n.inputs[next++]);
+      if (e.epilogue == GemmEpilogue::kResidual || e.epilogue == GemmEpilogue::kBiasResidual) {
         e.residual = name(n.inputs[next++]);
       }
       e.out = name(n.outputs[0]);
@@ -348,7 +359,7 @@ absl::Status Lowerer::lower(int index, const Node& n) {
       row_layout(*h, x.dtype, spec);
       absl::StatusOr<double> eps = n.attrs.get_float("eps");
       if (!eps.ok()) return eps.status();
-      std::vector<KernelArg> args = {tensor(n.outputs[0])};
+      std::vector<LaunchArg> args = {tensor(n.outputs[0])};
       if (residual) args.push_back(tensor(n.outputs[1]));
       args.push_back(tensor(n.inputs[0]));
       if (residual) args.push_back(tensor(n.inputs[1]));
@@ -417,118 +428,15 @@ absl::StatusOr<LoweredGraph> lower_graph(const Graph& graph, const LoweringOptio
       vocab = graph.outputs()[0].value->type.shape.back().value;
     }
     l.launch(-1, spec, r,
-             {{"runtime", "sampled_ids"},
-              {"tensor", logits},
-              {"runtime", "temperature"},
-              {"runtime", "top_k"},
-              {"runtime", "top_p"},
-              {"runtime", "uniform"},
-              {"int", absl::StrCat(vocab)}});
+             {LaunchArg::runtime_input(RuntimeInput::kSampledIds), LaunchArg::tensor(logits),
+              LaunchArg::runtime_input(RuntimeInput::kTemperature),
+              LaunchArg::runtime_input(RuntimeInput::kTopK),
+              LaunchArg::runtime_input(RuntimeInput::kTopP),
+              LaunchArg::runtime_input(RuntimeInput::kUniform),
+              LaunchArg::integer(absl::StrCat(vocab))});
   }
+  if (!l.error().ok()) return l.error();
   return out;
-}
-
-namespace {
-
-// Recursive descent over: expr = term (('+'|'-') term)*; term = atom ('*' atom)*;
-// atom = int | symbol | '(' expr ')' | cdiv(e, e) | min(e, e) | max(e, e).
-class ExprEval {
- public:
-  ExprEval(const std::string& s, const std::vector<std::pair<std::string, int64_t>>& syms)
-      : s_(s), syms_(syms) {}
-  absl::StatusOr<int64_t> run() {
-    absl::StatusOr<int64_t> v = expr();
-    skip();
-    if (v.ok() && i_ != s_.size()) return err("end of expression");
-    return v;
-  }
-
- private:
-  absl::Status err(const char* want) const {
-    return absl::InvalidArgumentError(
-        absl::StrCat("launch expression \"", s_, "\" col ", i_ + 1, ": expected ", want));
-  }
-  void skip() {
-    while (i_ < s_.size() && s_[i_] == ' ') ++i_;
-  }
-  bool eat(char c) {
-    skip();
-    if (i_ < s_.size() && s_[i_] == c) return ++i_, true;
-    return false;
-  }
-  absl::StatusOr<int64_t> expr() {
-    absl::StatusOr<int64_t> v = term();
-    while (v.ok()) {
-      if (eat('+')) {
-        absl::StatusOr<int64_t> r = term();
-        if (!r.ok()) return r;
-        *v += *r;
-      } else if (eat('-')) {
-        absl::StatusOr<int64_t> r = term();
-        if (!r.ok()) return r;
-        *v -= *r;
-      } else {
-        break;
-      }
-    }
-    return v;
-  }
-  absl::StatusOr<int64_t> term() {
-    absl::StatusOr<int64_t> v = atom();
-    while (v.ok() && eat('*')) {
-      absl::StatusOr<int64_t> r = atom();
-      if (!r.ok()) return r;
-      *v *= *r;
-    }
-    return v;
-  }
-  absl::StatusOr<int64_t> atom() {
-    skip();
-    if (eat('(')) {
-      absl::StatusOr<int64_t> v = expr();
-      if (v.ok() && !eat(')')) return err(")");
-      return v;
-    }
-    size_t start = i_;
-    if (i_ < s_.size() && std::isdigit(static_cast<unsigned char>(s_[i_]))) {
-      while (i_ < s_.size() && std::isdigit(static_cast<unsigned char>(s_[i_]))) ++i_;
-      return std::stoll(s_.substr(start, i_ - start));
-    }
-    while (i_ < s_.size() && (std::isalnum(static_cast<unsigned char>(s_[i_])) || s_[i_] == '_'))
-      ++i_;
-    const std::string id = s_.substr(start, i_ - start);
-    if (id.empty()) return err("a number, symbol or call");
-    if (id == "cdiv" || id == "min" || id == "max") {
-      if (!eat('(')) return err("(");
-      absl::StatusOr<int64_t> a = expr();
-      if (!a.ok()) return a;
-      if (!eat(',')) return err(",");
-      absl::StatusOr<int64_t> b = expr();
-      if (!b.ok()) return b;
-      if (!eat(')')) return err(")");
-      if (id == "cdiv") {
-        if (*b <= 0) return err("a positive divisor");
-        return (*a + *b - 1) / *b;
-      }
-      return id == "min" ? std::min(*a, *b) : std::max(*a, *b);
-    }
-    for (const auto& [name, value] : syms_) {
-      if (name == id) return value;
-    }
-    return absl::InvalidArgumentError(
-        absl::StrCat("launch expression \"", s_, "\": unbound symbol ", id));
-  }
-
-  const std::string& s_;
-  const std::vector<std::pair<std::string, int64_t>>& syms_;
-  size_t i_ = 0;
-};
-
-}  // namespace
-
-absl::StatusOr<int64_t> eval_launch_expr(
-    const std::string& expr, const std::vector<std::pair<std::string, int64_t>>& symbols) {
-  return ExprEval(expr, symbols).run();
 }
 
 }  // namespace kiln

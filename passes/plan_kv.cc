@@ -9,14 +9,15 @@
 namespace kiln {
 namespace {
 
-/// Derives the KvPlan (page size, NHD layout, dtype, bytes per page and per token) from the
-/// graph's KV cache inputs [NP, page_size, kv_heads, head_dim], which every layer must share.
-/// Runs last; the runtime sizes its page pool from the plan and a memory budget.
+/// Derives the KvLayout (page size, NHD layout, dtype, heads, head_dim, layers; its byte counts
+/// come from plan/kv_layout.cc) from the graph's KV cache inputs [NP, page_size, kv_heads,
+/// head_dim], which every layer must share. Runs last; the runtime sizes its page pool from the
+/// plan and a memory budget.
 class PlanKv : public Pass {
  public:
   std::string name() const override { return "plan-kv"; }
   std::string description() const override {
-    return "KV cache plan: page size, layout, dtype, bytes per page and per token";
+    return "KV cache layout: page size, layout, dtype, bytes per page and per token";
   }
 
   absl::StatusOr<bool> run(Graph& graph, PassContext& context) override {
@@ -56,23 +57,17 @@ class PlanKv : public Pass {
           absl::StrCat("KV cache %", caches[0]->name, " is ", t.to_string(),
                        ", expected [pages, page_size, kv_heads, head_dim] with constant sizes"));
     }
-    KvPlan plan;
-    plan.page_size = t.shape[1].value;
-    plan.layout = "NHD";
-    plan.dtype = t.dtype;
-    plan.num_layers = static_cast<int64_t>(caches.size()) / 2;
-    plan.num_kv_heads = t.shape[2].value;
-    plan.head_dim = t.shape[3].value;
-    const int64_t row = plan.num_kv_heads * plan.head_dim;  // elements of one token's K (or V)
-    auto bytes = [&](int64_t elements) {
-      return (elements * block_bytes(t.dtype) + block_elements(t.dtype) - 1) /
-             block_elements(t.dtype);
-    };
-    plan.bytes_per_page = 2 * bytes(plan.page_size * row);
-    plan.bytes_per_token = 2 * plan.num_layers * bytes(row);
-    context.count(name(), "bytes_per_page", plan.bytes_per_page);
-    context.count(name(), "bytes_per_token", plan.bytes_per_token);
-    context.kv_plan = plan;
+    KvLayout kv;
+    kv.page_size = static_cast<int32_t>(t.shape[1].value);
+    kv.layout = KvPageLayout::kNHD;
+    kv.dtype = t.dtype;
+    kv.num_layers = static_cast<int32_t>(caches.size() / 2);
+    kv.num_kv_heads = static_cast<int32_t>(t.shape[2].value);
+    kv.head_dim = static_cast<int32_t>(t.shape[3].value);
+    context.count(name(), "bytes_per_page_per_layer", kv.bytes_per_page_per_layer());
+    context.count(name(), "bytes_per_page", kv.bytes_per_page());
+    context.count(name(), "bytes_per_token", kv.bytes_per_token());
+    context.kv_layout = kv;
     return false;
   }
 };

@@ -1,17 +1,50 @@
 #!/usr/bin/env bash
 # The README's second command (and CI's): build kiln with AddressSanitizer + UBSan and run every
-# test. GPU tests (ctest label `gpu`) skip with a stated reason when no GPU is present.
+# test. GPU tests (ctest label `gpu`) skip with a stated reason when no GPU is present, and the
+# run says it. In CI (CI=true) the default model and its goldens must be there: a failed fetch
+# fails the run instead of letting the llama.cpp golden tests skip while it stays green.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install-deps.sh
+# `missing WHAT` after a failed step: outside CI its tests skip; in CI that is a failure.
+missing() {
+  if [ "${CI:-}" = "true" ]; then
+    echo "test.sh: could not $1; CI=true, so the tests on it must run: failing" >&2
+    exit 1
+  fi
+  echo "test.sh: could not $1; its tests will skip (in CI, CI=true, this fails the run)" >&2
+}
 # The default model and the tokenizer.json built from it (cached; tests on them skip without).
-bash scripts/fetch-model.sh >/dev/null || echo "test.sh: could not fetch the default model; its tests will skip"
+bash scripts/fetch-model.sh >/dev/null || missing "fetch the default model"
 python3 scripts/make_tokenizer_golden.py --tokenizer-json-only >/dev/null ||
-  echo "test.sh: could not build the SmolLM2 tokenizer.json; its tests will skip"
+  missing "build the SmolLM2 tokenizer.json"
 python3 scripts/make_llamacpp_golden.py --f32-only >/dev/null ||
-  echo "test.sh: could not write the F32 SmolLM2 GGUF; the llama.cpp comparison will skip"
+  missing "write the F32 SmolLM2 GGUF for the llama.cpp comparison"
 jobs=$(nproc)
 cmake -S . -B build-test -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DKILN_SANITIZE=ON >/dev/null
 cmake --build build-test -j "$jobs"
 export ASAN_OPTIONS=detect_leaks=1:abort_on_error=1
-ctest --test-dir build-test --output-on-failure -j "$jobs"
+status=0
+ctest --test-dir build-test --output-on-failure -j "$jobs" --output-junit ctest.xml || status=$?
+# ctest's summary lists skipped tests without their reasons: print each reason (the GPU tests'
+# "GPU unavailable: ...", a missing model) with the number of tests it skipped.
+python3 - build-test/ctest.xml <<'PY'
+import sys, xml.etree.ElementTree as ET
+reasons = {}
+for case in ET.parse(sys.argv[1]).getroot().iter("testcase"):
+    if case.find("skipped") is None:
+        continue
+    lines = (case.findtext("system-out") or "").splitlines()
+    # gtest prints "<file>:<line>: Skipped", then the message, then "[  SKIPPED ] <test>".
+    at = next((i for i, l in enumerate(lines) if l.endswith(": Skipped")), None)
+    msg = []
+    for l in lines[at + 1:] if at is not None else []:
+        if l.startswith("[  SKIPPED ]"):
+            break
+        msg.append(l.strip())
+    reasons.setdefault(" ".join(m for m in msg if m) or "no reason given", []).append(
+        case.get("name", "?"))
+for why, names in reasons.items():
+    print(f"test.sh: {len(names)} test(s) skipped ({names[0]}, ...): {why}")
+PY
+exit "$status"

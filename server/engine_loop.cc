@@ -2,6 +2,7 @@
 #include "server/engine_loop.h"
 
 #include "absl/strings/str_cat.h"
+#include "runtime/scheduler/step_execution.h"
 #include "server/text_output.h"
 
 namespace kiln {
@@ -54,11 +55,11 @@ void RequestStream::push(StreamEvent ev) {
   cv_.notify_all();
 }
 
-EngineLoop::EngineLoop(const EngineOptions& options, PagedKvCache& kv, StepRunner& runner,
+EngineLoop::EngineLoop(const EngineOptions& options, KvPageTables& kv, Backend& backend,
                        const Tokenizer& tokenizer)
     : options_(options),
       kv_(kv),
-      runner_(runner),
+      backend_(backend),
       tokenizer_(tokenizer),
       prefix_(options.prefix_cache ? std::make_unique<PrefixCache>(kv) : nullptr),
       scheduler_(options.scheduler, kv, prefix_.get()) {
@@ -117,7 +118,7 @@ void EngineLoop::accept(Inbound in) {
   live.stream = in.stream;
   live.submitted = in.submitted;
   live.prompt_tokens = static_cast<int64_t>(in.request.prompt.size());
-  absl::StatusOr<Sampler> sampler = Sampler::create(in.request.sampling);
+  absl::StatusOr<SamplingStream> sampler = SamplingStream::create(in.request.sampling);
   if (!sampler.ok()) {
     in.stream->push(error_event(sampler.status()));
     return;
@@ -129,7 +130,7 @@ void EngineLoop::accept(Inbound in) {
     in.stream->push(error_event(id.status()));
     return;
   }
-  live.sampler.emplace(std::move(*sampler));
+  live.sampling.emplace(std::move(*sampler));
   live.text = std::make_unique<TextOutput>(tokenizer_, std::move(in.request.stop));
   in.stream->push(event(StreamEvent::Kind::kAccepted));
   live_.emplace(*id, std::move(live));
@@ -250,10 +251,10 @@ void EngineLoop::run() {
     if (step->empty()) {
       events = scheduler_.commit(*step, {});
     } else {
-      std::vector<Sampler*> samplers;
-      samplers.reserve(step->requests.size());
-      for (RequestId id : step->requests) samplers.push_back(&*live_.at(id).sampler);
-      absl::StatusOr<std::vector<int32_t>> tokens = runner_.run(*step, samplers);
+      std::vector<SamplingStream*> streams;
+      streams.reserve(step->requests.size());
+      for (RequestId id : step->requests) streams.push_back(&*live_.at(id).sampling);
+      absl::StatusOr<std::vector<int32_t>> tokens = run_scheduled_step(backend_, *step, streams);
       events =
           tokens.ok() ? scheduler_.commit(*step, *tokens) : scheduler_.fail(*step, tokens.status());
     }

@@ -18,11 +18,11 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "models/tokenizer.h"
+#include "runtime/backend.h"
+#include "runtime/engine/sampling.h"
+#include "runtime/kv/page_tables.h"
 #include "runtime/kv/prefix_cache.h"
-#include "runtime/kv_cache.h"
-#include "runtime/sampler.h"
 #include "runtime/scheduler/scheduler.h"
-#include "runtime/scheduler/step_runner.h"
 #include "server/histogram.h"
 
 namespace kiln {
@@ -94,9 +94,9 @@ struct EngineMetrics {
 
 class EngineLoop {
  public:
-  /// Starts the engine thread. `kv`, `runner` and `tokenizer` must outlive the loop; `kv` is the
-  /// cache `runner` steps over.
-  EngineLoop(const EngineOptions& options, PagedKvCache& kv, StepRunner& runner,
+  /// Starts the engine thread. `kv`, `backend` and `tokenizer` must outlive the loop; `kv` are
+  /// the page tables of `backend`'s KV storage (page_tables_for).
+  EngineLoop(const EngineOptions& options, KvPageTables& kv, Backend& backend,
              const Tokenizer& tokenizer);
   /// Drains (finishes every accepted request) and joins the thread.
   ~EngineLoop();
@@ -113,7 +113,7 @@ class EngineLoop {
  private:
   struct Live {
     std::shared_ptr<RequestStream> stream;
-    std::optional<Sampler> sampler;
+    std::optional<SamplingStream> sampling;
     std::unique_ptr<class TextOutput> text;
     int64_t prompt_tokens = 0;
     int64_t completion_tokens = 0;
@@ -132,8 +132,8 @@ class EngineLoop {
   void wake();
 
   EngineOptions options_;
-  PagedKvCache& kv_;
-  StepRunner& runner_;
+  KvPageTables& kv_;
+  Backend& backend_;
   const Tokenizer& tokenizer_;
   std::unique_ptr<PrefixCache> prefix_;
   Scheduler scheduler_;

@@ -11,7 +11,7 @@
 #include <nlohmann/json.hpp>
 
 #include "models/chat_template.h"
-#include "runtime/sampler.h"
+#include "runtime/engine/sampling.h"
 
 namespace kiln {
 

@@ -4,8 +4,8 @@
 
 #include "codegen/compile_model.h"
 #include "codegen/nvrtc_compiler.h"
-#include "codegen/plan_file.h"
-#include "codegen/plan_summary.h"
+#include "plan/plan_file.h"
+#include "plan/plan_summary.h"
 #include "tools/commands.h"
 
 namespace kiln::tools {

@@ -14,6 +14,7 @@
 #include "models/model_source.h"
 #include "passes/pass_manager.h"
 #include "passes/pass_registry.h"
+#include "plan/plan_json.h"
 #include "tools/commands.h"
 #include "tools/example_graph.h"
 
@@ -84,13 +85,14 @@ int run_passes(const IrOptions& opts, Graph& graph, bool* printed) {
           m.lower_bound_bytes,
           m.lower_bound_bytes ? double(m.arena_bytes) / m.lower_bound_bytes : 1.0);
     }
-    if (context.kv_plan) {
-      const KvPlan& k = *context.kv_plan;
+    if (context.kv_layout) {
+      const KvLayout& k = *context.kv_layout;
       std::cerr << absl::StrFormat(
-          "kv plan: %d layers, page size %d, %s %s [%d heads x %d], %d bytes/page, %d "
-          "bytes/token\n",
-          k.num_layers, k.page_size, k.layout, dtype_name(k.dtype), k.num_kv_heads, k.head_dim,
-          k.bytes_per_page, k.bytes_per_token);
+          "kv layout: %d layers, page size %d, %s %s [%d heads x %d], %d bytes/page/layer, %d "
+          "bytes/page, %d bytes/token\n",
+          k.num_layers, k.page_size, kv_page_layout_name(k.layout), dtype_name(k.dtype),
+          k.num_kv_heads, k.head_dim, k.bytes_per_page_per_layer(), k.bytes_per_page(),
+          k.bytes_per_token());
     }
   }
   return 0;

@@ -2,8 +2,8 @@
 // generated source (--source NAME) / PTX (--ptx NAME).
 #include <iostream>
 
-#include "codegen/plan_file.h"
-#include "codegen/plan_summary.h"
+#include "plan/plan_file.h"
+#include "plan/plan_summary.h"
 #include "tools/commands.h"
 
 namespace kiln::tools {
@@ -30,7 +30,7 @@ int run_plan_ir(const PlanIrOptions& o) {
     std::cout << plan_kernel_list(*plan);
     return 0;
   }
-  std::cout << plan->manifest["ir"].get<std::string>();
+  std::cout << plan->plan.ir;
   return 0;
 }
 

@@ -1,13 +1,22 @@
-// `kiln run`: generate text from a model, streamed as it is produced, on the CPU reference
-// backend (the GPU runtime arrives with plans).
+// `kiln run`: generate text from a plan (or a model compiled in memory into one), streamed as it
+// is produced. A token's path: load_plan (a .kplan, or build_plan in memory) -> Backend (the CPU
+// reference backend) -> Engine::generate -> Backend::run_step per step -> streamed text.
 #include <cstdio>
+#include <filesystem>
+#include <fstream>
 #include <iostream>
 
 #include "absl/strings/str_format.h"
+#include "ir/printer.h"
 #include "models/chat_template.h"
-#include "runtime/cpu_model.h"
-#include "runtime/generator.h"
+#include "models/model_source.h"
+#include "models/tokenizer_source.h"
+#include "models/weights.h"
+#include "passes/pass_manager.h"
+#include "runtime/engine/engine.h"
+#include "runtime/reference/reference_backend.h"
 #include "tools/commands.h"
+#include "xxhash.h"
 
 namespace kiln::tools {
 namespace {
@@ -28,58 +37,116 @@ struct RunOptions {
   int threads = 0;
   int64_t kv_pages = 0;
   int64_t max_context = 0;
+  bool verify_weights = false;
 };
 
-int run(const RunOptions& o) {
-  if (o.device == "cuda") {
-    std::cerr << "kiln run: the CUDA runtime is not available yet; use --device cpu (or auto)\n";
-    return 2;
+// TODO(runtime): replaced by codegen's build_plan (kernels off) when the plan branch lands.
+absl::StatusOr<Plan> build_plan_in_memory(const std::string& path, const StepLimits& limits) {
+  absl::StatusOr<ModelFormat> format = detect_model_format(path);
+  if (!format.ok()) return format.status();
+  absl::StatusOr<ModelConfig> config = load_model_config(path);
+  if (!config.ok()) return config.status();
+  Graph g;
+  if (absl::Status s = build_llama(*config, limits, g); !s.ok()) return s;
+  PassContext ctx;
+  if (absl::Status s = run_default_pipeline(g, ctx); !s.ok()) return s;
+  Plan p;
+  p.model = *config;
+  p.model_path = std::filesystem::absolute(path).string();
+  p.tokenizer_path = *format == ModelFormat::kGguf
+                         ? p.model_path
+                         : (std::filesystem::path(p.model_path) / "tokenizer.json").string();
+  p.limits = limits;
+  p.ir = print_graph(g);
+  p.kv.page_size = static_cast<int32_t>(limits.page_size);
+  p.kv.dtype = limits.dtype;
+  p.kv.num_layers = static_cast<int32_t>(config->num_layers);
+  p.kv.num_kv_heads = static_cast<int32_t>(config->num_kv_heads);
+  p.kv.head_dim = static_cast<int32_t>(config->head_dim);
+  absl::StatusOr<WeightSet> weights =
+      *format == ModelFormat::kGguf ? load_gguf_weights(path) : load_safetensors_weights(path);
+  if (!weights.ok()) return weights.status();
+  for (const Weight& w : weights->all()) {
+    p.weights.push_back(
+        {w.name, w.dtype, w.shape, std::filesystem::absolute(w.source_file).string(), w.source_name,
+         w.source_offset, w.bytes.size(), XXH3_64bits(w.bytes.data(), w.bytes.size())});
   }
-  if (o.device == "auto") std::cerr << "kiln run: using the CPU reference backend\n";
-  CpuModelOptions mo;
-  mo.weights_dtype = o.weights_dtype == "f32" ? DType::kF32 : DType::kBF16;
-  mo.num_threads = o.threads;
-  mo.limits.max_seqs = 1;
-  mo.limits.max_context = o.max_context;
-  absl::StatusOr<std::unique_ptr<CpuModel>> model = CpuModel::load(o.model, mo);
-  if (!model.ok()) {
-    std::cerr << "kiln run: " << model.status().message() << "\n";
-    return 1;
-  }
-  const Tokenizer& tok = (*model)->tokenizer();
-  std::string text = o.prompt;
+  return p;
+}
+
+// The plan to run: the .kplan file itself, or the model compiled in memory (no kernels: the
+// reference backend interprets the IR) with the same limits `kiln run` always used.
+absl::StatusOr<Plan> load_plan(const RunOptions& o) {
+  StepLimits limits;
+  limits.max_seqs = 1;
+  limits.max_context = o.max_context;
+  limits.dtype = o.weights_dtype == "f32" ? DType::kF32 : DType::kBF16;
+  return build_plan_in_memory(o.model, limits);
+}
+
+// A prompt as token ids: the chat template when asked for (its stop ids join the model's EOS).
+absl::StatusOr<GenerationRequest> make_request(const RunOptions& o, const Tokenizer& tok,
+                                               const ModelConfig& config) {
   GenerationRequest req;
+  std::string text = o.prompt;
   if (o.chat) {
     absl::StatusOr<ChatTemplate> tmpl = ChatTemplate::for_tokenizer(tok);
-    if (!tmpl.ok()) {
-      std::cerr << "kiln run: --chat: " << tmpl.status().message() << "\n";
-      return 1;
-    }
+    if (!tmpl.ok())
+      return absl::InvalidArgumentError(absl::StrCat("--chat: ", tmpl.status().message()));
     std::vector<ChatMessage> messages;
     if (!o.system.empty()) messages.push_back({"system", o.system});
     messages.push_back({"user", o.prompt});
     text = tmpl->render(messages, /*add_generation_prompt=*/true);
     req.stop_ids = tmpl->stop_ids(tok);
-    for (int32_t id : (*model)->config().eos_ids) req.stop_ids.push_back(id);
+    for (int32_t id : config.eos_ids) req.stop_ids.push_back(id);
   }
   req.prompt = tok.encode(text, /*parse_special=*/true, tok.add_bos());
   req.max_new_tokens = o.max_new_tokens;
   req.sampling = {o.temperature, o.top_k, o.top_p, o.seed};
   req.stop_strings = o.stop;
-  Generator gen(**model, GeneratorOptions{o.kv_pages});
+  return req;
+}
+
+int fail(const absl::Status& s) {
+  std::cerr << "kiln run: " << s.message() << "\n";
+  return 1;
+}
+
+int run(const RunOptions& o) {
+  if (o.device == "cuda") {
+    std::cerr << "kiln run: the CUDA backend is not available yet; use --device cpu (or auto)\n";
+    return 2;
+  }
+  if (o.device == "auto") std::cerr << "kiln run: using the CPU reference backend\n";
+  absl::StatusOr<Plan> plan = load_plan(o);
+  if (!plan.ok()) return fail(plan.status());
+  absl::StatusOr<Tokenizer> tok = load_tokenizer(plan->tokenizer_path);
+  if (!tok.ok()) return fail(tok.status());
+  absl::StatusOr<GenerationRequest> req = make_request(o, *tok, plan->model);
+  if (!req.ok()) return fail(req.status());
+
+  BackendOptions bo;
+  bo.num_threads = o.threads;
+  bo.verify_weights = o.verify_weights;
+  // Unless told otherwise, KV pages for exactly this request (prompt + new tokens).
+  const int64_t ps = plan->kv.page_size;
+  bo.kv_pages = o.kv_pages > 0
+                    ? o.kv_pages
+                    : (static_cast<int64_t>(req->prompt.size()) + o.max_new_tokens + ps - 1) / ps;
+  absl::StatusOr<std::unique_ptr<ReferenceBackend>> backend = ReferenceBackend::create(*plan, bo);
+  if (!backend.ok()) return fail(backend.status());
+
+  Engine engine(**backend, *tok);
   GenerationStats stats;
-  absl::StatusOr<std::vector<GenerationResult>> out = gen.generate(
-      {req},
+  absl::StatusOr<std::vector<GenerationResult>> out = engine.generate(
+      {*req},
       [](size_t, const std::string& piece) {
         std::fwrite(piece.data(), 1, piece.size(), stdout);
         std::fflush(stdout);
       },
       &stats);
   std::fputc('\n', stdout);
-  if (!out.ok()) {
-    std::cerr << "kiln run: " << out.status().message() << "\n";
-    return 1;
-  }
+  if (!out.ok()) return fail(out.status());
   const GenerationResult& r = (*out)[0];
   if (r.finish == FinishReason::kContextFull) {
     std::cerr << "kiln run: stopped: reached the context length\n";
@@ -98,8 +165,9 @@ int run(const RunOptions& o) {
 
 void add_run_command(CLI::App& app, int* exit_code) {
   auto o = std::make_shared<RunOptions>();
-  CLI::App* cmd = app.add_subcommand("run", "Generate text from a model (HF dir or .gguf)");
-  cmd->add_option("model", o->model, "model directory or .gguf file")->required();
+  CLI::App* cmd =
+      app.add_subcommand("run", "Generate text from a plan (.kplan) or a model (HF dir or .gguf)");
+  cmd->add_option("model", o->model, ".kplan file, model directory or .gguf file")->required();
   cmd->add_option("-p,--prompt", o->prompt, "prompt text")->required();
   cmd->add_flag("--chat", o->chat, "wrap the prompt in the model's chat template");
   cmd->add_option("--system", o->system, "system message (with --chat)");
@@ -114,14 +182,18 @@ void add_run_command(CLI::App& app, int* exit_code) {
   cmd->add_option("--device", o->device, "cpu, cuda or auto")
       ->check(CLI::IsMember({"cpu", "cuda", "auto"}))
       ->capture_default_str();
-  cmd->add_option("--weights-dtype", o->weights_dtype, "CPU weights: bf16 (fast) or f32 (exact)")
+  cmd->add_option("--weights-dtype", o->weights_dtype,
+                  "a model compiled in memory: bf16 (fast) or f32 (exact); a plan keeps its own")
       ->check(CLI::IsMember({"bf16", "f32"}))
       ->capture_default_str();
   cmd->add_option("--threads", o->threads, "CPU threads (0 = all cores)")->capture_default_str();
   cmd->add_option("--kv-pages", o->kv_pages, "KV cache pages (0 = enough for the request)")
       ->capture_default_str();
-  cmd->add_option("--max-context", o->max_context, "cap the context length (0 = the model's)")
+  cmd->add_option("--max-context", o->max_context,
+                  "a model compiled in memory: cap the context length (0 = the model's)")
       ->capture_default_str();
+  cmd->add_flag("--verify-weights", o->verify_weights,
+                "check every referenced weight file's checksum before running");
   cmd->callback([o, exit_code] { *exit_code = run(*o); });
 }
 

@@ -1,5 +1,5 @@
 // `kiln serve`: an OpenAI-compatible HTTP server over the scheduler and the CPU reference
-// backend (the GPU executor plugs in through the same step runner when it lands).
+// backend (the GPU backend plugs in through the same Backend interface when it lands).
 #include <signal.h>
 
 #include <filesystem>
@@ -7,9 +7,12 @@
 #include <thread>
 
 #include "absl/strings/str_format.h"
+#include "codegen/compile_model.h"
 #include "models/chat_template.h"
-#include "runtime/cpu_model.h"
-#include "runtime/scheduler/cpu_step_runner.h"
+#include "models/tokenizer_source.h"
+#include "plan/plan_file.h"
+#include "runtime/reference/reference_backend.h"
+#include "runtime/scheduler/step_execution.h"
 #include "server/engine_loop.h"
 #include "server/http_server.h"
 #include "tools/commands.h"
@@ -34,13 +37,48 @@ struct ServeOptions {
   size_t max_body_bytes = 1 << 20;
 };
 
-int serve(const ServeOptions& o) {
-  if (std::filesystem::path(o.model).extension() == ".kplan") {
-    std::cerr << "kiln serve: serving a .kplan needs the plan loader of the GPU runtime, which "
-                 "has not landed yet; give the model (HF directory or .gguf) it was compiled "
-                 "from\n";
-    return 2;
+// The plan to serve: a .kplan file, or the model compiled in memory without kernels (the
+// reference backend interprets the plan's IR). `blobs` reads the plan's packed data.
+struct ServedPlan {
+  Plan plan;
+  std::optional<LoadedPlan> file;
+  std::optional<CompiledPlan> compiled;
+  std::string_view blob(int index) const {
+    return file ? file->blob(index) : compiled->blob(index);
   }
+};
+
+absl::StatusOr<ServedPlan> load_served_plan(const ServeOptions& o) {
+  ServedPlan sp;
+  if (std::filesystem::path(o.model).extension() == ".kplan") {
+    PlanLoadOptions lo;
+    lo.plan_path_for_messages = o.model;
+    absl::StatusOr<LoadedPlan> file = read_plan(o.model, lo);
+    if (!file.ok()) return file.status();
+    sp.plan = file->plan;
+    sp.file = std::move(*file);
+    return sp;
+  }
+  CompileOptions co;
+  co.model = o.model;
+  co.build_kernels = false;
+  co.limits.max_seqs = o.max_running;
+  co.limits.max_tokens = o.max_step_tokens;
+  co.limits.max_context = o.max_context;
+  co.limits.dtype = o.weights_dtype == "f32" ? DType::kF32 : DType::kBF16;
+  absl::StatusOr<CompiledPlan> compiled = build_plan(co);
+  if (!compiled.ok()) return compiled.status();
+  sp.plan = compiled->plan;
+  sp.compiled = std::move(*compiled);
+  return sp;
+}
+
+int fail(const absl::Status& s) {
+  std::cerr << "kiln serve: " << s.message() << "\n";
+  return 1;
+}
+
+int serve(const ServeOptions& o) {
   // SIGTERM/SIGINT are taken by a waiting thread (sigwait), never by an async handler: block them
   // before any thread starts so that every thread inherits the mask.
   sigset_t signals;
@@ -50,46 +88,43 @@ int serve(const ServeOptions& o) {
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
   signal(SIGPIPE, SIG_IGN);  // a client that hung up must not kill the server
 
-  CpuModelOptions mo;
-  mo.weights_dtype = o.weights_dtype == "f32" ? DType::kF32 : DType::kBF16;
-  mo.num_threads = o.threads;
-  mo.limits.max_seqs = o.max_running;
-  mo.limits.max_tokens = o.max_step_tokens;
-  mo.limits.max_context = o.max_context;
-  absl::StatusOr<std::unique_ptr<CpuModel>> model = CpuModel::load(o.model, mo);
-  if (!model.ok()) {
-    std::cerr << "kiln serve: " << model.status().message() << "\n";
-    return 1;
-  }
-  const ModelConfig& c = (*model)->config();
-  const int64_t context =
-      o.max_context > 0 ? std::min<int64_t>(o.max_context, c.max_context) : c.max_context;
-  const int64_t page = (*model)->limits().page_size;
-  // The reference backend keeps K/V in f32 host memory.
-  const int64_t pages =
-      o.kv_pages > 0 ? o.kv_pages
-                     : pages_for_budget(
-                           static_cast<int64_t>(o.kv_cache_mb * (1 << 20)),
-                           static_cast<int32_t>(c.num_layers), static_cast<int32_t>(c.num_kv_heads),
-                           static_cast<int32_t>(c.head_dim), static_cast<int32_t>(page), 4);
-  absl::StatusOr<PagedKvCache> kv = make_cpu_kv_cache(**model, pages);
-  if (!kv.ok()) {
-    std::cerr << "kiln serve: " << kv.status().message() << "\n";
-    return 1;
-  }
-  CpuStepRunner runner(**model, *kv);
-  const Tokenizer& tok = (*model)->tokenizer();
+  absl::StatusOr<ServedPlan> sp = load_served_plan(o);
+  if (!sp.ok()) return fail(sp.status());
+  const Plan& plan = sp->plan;
+  const ModelConfig& c = plan.model;
+  const StepLimits& lim = plan.limits;
+  int64_t context = lim.max_context > 0 ? std::min(lim.max_context, c.max_context) : c.max_context;
+  if (o.max_context > 0) context = std::min(context, o.max_context);
+  const int64_t page = plan.kv.page_size;
+  BackendOptions bo;
+  bo.num_threads = o.threads;
+  bo.kv_pages = o.kv_pages;
+  bo.kv_cache_gb = o.kv_cache_mb / 1024.0;
+  const ServedPlan& served = *sp;
+  absl::StatusOr<std::unique_ptr<ReferenceBackend>> backend = ReferenceBackend::create(
+      plan, bo, [&served](int i) -> absl::StatusOr<std::string_view> { return served.blob(i); });
+  if (!backend.ok()) return fail(backend.status());
+  absl::StatusOr<KvPageTables> kv = page_tables_for(**backend);
+  if (!kv.ok()) return fail(kv.status());
+  const int64_t pages = (*backend)->kv_pages();
+  absl::StatusOr<Tokenizer> tokenizer = load_tokenizer(plan.tokenizer_path);
+  if (!tokenizer.ok()) return fail(tokenizer.status());
+  const Tokenizer& tok = *tokenizer;
   std::optional<ChatTemplate> chat;
   if (absl::StatusOr<ChatTemplate> t = ChatTemplate::for_tokenizer(tok); t.ok()) chat = *t;
   std::vector<int32_t> stop_ids = c.eos_ids;
   for (int32_t t : tok.stop_ids()) stop_ids.push_back(t);
+  // The step graph's bounds cap the batch (a .kplan fixes them at compile time).
+  const int max_running = static_cast<int>(std::min<int64_t>(o.max_running, lim.max_seqs));
+  const int max_step_tokens =
+      static_cast<int>(std::min<int64_t>(o.max_step_tokens, lim.max_tokens));
 
   EngineOptions eo;
   eo.scheduler = {
       .max_running = o.max_running, .max_step_tokens = o.max_step_tokens, .max_context = context};
   eo.prefix_cache = !o.no_prefix_cache;
   eo.max_queue = o.max_queue;
-  EngineLoop engine(eo, *kv, runner, tok);
+  EngineLoop engine(eo, *kv, **backend, tok);
 
   HttpServerOptions ho;
   ho.host = o.host;
@@ -114,8 +149,8 @@ int serve(const ServeOptions& o) {
   std::cerr << absl::StrFormat(
       "kiln serve: %s as \"%s\" on http://%s:%d (CPU reference backend; %d KV pages of %d "
       "tokens, context %d, up to %d running, %d tokens a step, prefix cache %s)\n",
-      o.model, ho.model_name, o.host, http.port(), pages, page, context, o.max_running,
-      o.max_step_tokens, eo.prefix_cache ? "on" : "off");
+      o.model, ho.model_name, o.host, http.port(), pages, page, context, max_running,
+      max_step_tokens, eo.prefix_cache ? "on" : "off");
   http.serve();
   // serve() also returns if listening fails; make the waiter exit in that case too.
   pthread_kill(signal_waiter.native_handle(), SIGTERM);
@@ -129,7 +164,7 @@ int serve(const ServeOptions& o) {
 void add_serve_command(CLI::App& app, int* exit_code) {
   auto o = std::make_shared<ServeOptions>();
   CLI::App* cmd = app.add_subcommand("serve", "Serve a model over an OpenAI-compatible HTTP API");
-  cmd->add_option("model", o->model, "model directory or .gguf file (.kplan: with the GPU runtime)")
+  cmd->add_option("model", o->model, "plan file (.kplan), model directory or .gguf file")
       ->required();
   cmd->add_option("--host", o->host, "address to bind (loopback by default)")
       ->capture_default_str();

@@ -9,7 +9,7 @@
 
 namespace kiln {
 
-PrefixCache::PrefixCache(PagedKvCache& kv) : kv_(kv) {}
+PrefixCache::PrefixCache(KvPageTables& kv) : kv_(kv) {}
 
 PrefixCache::~PrefixCache() { clear(); }
 

@@ -10,7 +10,7 @@
 
 #include "absl/status/statusor.h"
 #include "absl/types/span.h"
-#include "runtime/kv_cache.h"
+#include "runtime/kv/page_tables.h"
 
 namespace kiln {
 
@@ -32,7 +32,7 @@ struct PrefixMatch {
 };
 
 /// Each tree node is one page of tokens: a full page (page_size tokens, may have children) or
-/// a partly filled last page (a leaf). A node owns a *holder* sequence in the PagedKvCache whose
+/// a partly filled last page (a leaf). A node owns a *holder* sequence in the KvPageTables whose
 /// page table is the pages from the root to the node, so the cache's references are ordinary
 /// page-table references: forking a holder shares its pages with a new request, and freeing it
 /// drops them. Pages are reference-counted by the PagePool, so a page stays alive while any
@@ -52,7 +52,7 @@ struct PrefixMatch {
 class PrefixCache {
  public:
   /// `kv` must outlive the cache. Call clear() before destroying `kv`'s sequences wholesale.
-  explicit PrefixCache(PagedKvCache& kv);
+  explicit PrefixCache(KvPageTables& kv);
   ~PrefixCache();
   PrefixCache(const PrefixCache&) = delete;
   PrefixCache& operator=(const PrefixCache&) = delete;
@@ -97,7 +97,7 @@ class PrefixCache {
   bool evictable(const Node* leaf) const;
   void drop_subtree(Node* node);
 
-  PagedKvCache& kv_;
+  KvPageTables& kv_;
   Node root_;
   uint64_t clock_ = 0;
   int64_t num_nodes_ = 0;

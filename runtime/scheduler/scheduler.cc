@@ -20,7 +20,7 @@ const char* finish_cause_name(FinishCause cause) {
   return "?";
 }
 
-Scheduler::Scheduler(const SchedulerConfig& config, PagedKvCache& kv, PrefixCache* prefix)
+Scheduler::Scheduler(const SchedulerConfig& config, KvPageTables& kv, PrefixCache* prefix)
     : config_(config), kv_(kv), prefix_(prefix) {
   config_.max_running = std::max(config_.max_running, 1);
   config_.max_step_tokens = std::max(config_.max_step_tokens, 1);

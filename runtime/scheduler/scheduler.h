@@ -11,9 +11,9 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/types/span.h"
+#include "runtime/kv/page_tables.h"
 #include "runtime/kv/prefix_cache.h"
-#include "runtime/kv_cache.h"
-#include "runtime/step_metadata.h"
+#include "runtime/kv/step_metadata.h"
 
 namespace kiln {
 
@@ -45,8 +45,7 @@ struct ScheduledStep {
   std::vector<uint8_t> samples;     ///< [S]
   std::vector<int32_t> tokens;      ///< [T]
   StepMetadata metadata;
-  /// Page copies (copy-on-write) the backend runs before the step, when the KV cache keeps no
-  /// storage itself (KvStorage::kNone); empty otherwise.
+  /// Page copies (copy-on-write) the backend runs (Backend::copy_kv_pages) before the step.
   std::vector<PageCopy> copies;
   int32_t num_prefill_tokens = 0;  ///< of T, tokens of chunks that are not single decodes
 
@@ -88,7 +87,7 @@ struct SchedulerStats {
 class Scheduler {
  public:
   /// `kv` (and `prefix`, when given) must outlive the scheduler.
-  Scheduler(const SchedulerConfig& config, PagedKvCache& kv, PrefixCache* prefix = nullptr);
+  Scheduler(const SchedulerConfig& config, KvPageTables& kv, PrefixCache* prefix = nullptr);
 
   /// Queues a request. InvalidArgument when it can never run: empty prompt, max_new_tokens < 1,
   /// a prompt past the context, or more pages than the whole pool has.
@@ -140,7 +139,7 @@ class Scheduler {
   RequestEvent finish(RequestId id, FinishCause cause, absl::Status error = absl::OkStatus());
 
   SchedulerConfig config_;
-  PagedKvCache& kv_;
+  KvPageTables& kv_;
   PrefixCache* prefix_;
   RequestId next_id_ = 0;
   std::map<RequestId, Entry> waiting_;  // ordered by arrival: FCFS, deterministic

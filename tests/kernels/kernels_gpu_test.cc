@@ -29,8 +29,10 @@
 #include "ir/parser.h"
 #include "ir/printer.h"
 #include "models/dequantize.h"
-#include "runtime/cuda_driver.h"
-#include "runtime/reference_executor.h"
+#include "plan/launch_binding.h"
+#include "plan/launch_expr.h"
+#include "runtime/cuda/driver.h"
+#include "runtime/reference/executor.h"
 
 namespace kiln {
 namespace {
@@ -205,8 +207,8 @@ struct Case {
   std::map<std::string, HostTensor, std::less<>> inputs;  // by input name (no '%')
   std::map<std::string, HostTensor, std::less<>> caches;  // KV caches (fp32 of rounded values)
   std::vector<std::pair<std::string, int64_t>> symbols;   // T, S, P, NP, ...
-  std::string when;                                       // "prefill" / "decode" / ""
-  std::vector<Tolerance> tol;                             // per graph output
+  bool prefill = false;        // the step kind: prefill (some sequence has > 1 query) or decode
+  std::vector<Tolerance> tol;  // per graph output
 };
 
 struct Lowered {
@@ -232,7 +234,7 @@ void build_all(const std::vector<const LoweredGraph*>& plans) {
   std::vector<KernelJob> jobs;
   std::map<std::string, bool> seen;
   for (const LoweredGraph* p : plans) {
-    for (const KernelSpec& s : p->kernels) {
+    for (const KernelSpec& s : p->specs) {
       if (ctx.kernels.count(s.key()) || !seen.emplace(s.key(), true).second) continue;
       absl::StatusOr<std::string> src = emit_kernel_source(s);
       ASSERT_TRUE(src.ok()) << s.key() << ": " << src.status();
@@ -253,15 +255,9 @@ void build_all(const std::vector<const LoweredGraph*>& plans) {
   }
 }
 
-const KernelSpec* find_spec(const LoweredGraph& p, const std::string& key) {
-  for (const KernelSpec& s : p.kernels) {
-    if (s.key() == key) return &s;
-  }
-  return nullptr;
-}
-
-/// Device buffers of one GPU run, by value name ("%q"); aliases resolve to what they view.
-class GpuRun {
+/// Device buffers of one GPU run, by value name ("%q"); aliases resolve to what they view. It
+/// resolves the plan's launch arguments (plan/launch_binding.h) as the CUDA backend does.
+class GpuRun : public LaunchResolver {
  public:
   GpuRun(const Graph& g, const LoweredGraph& plan, const Case& c)
       : g_(g), plan_(plan), c_(c), names_(g) {
@@ -271,7 +267,7 @@ class GpuRun {
   std::string resolve(std::string name) const {
     for (bool changed = true; changed;) {
       changed = false;
-      for (const Alias& a : plan_.aliases) {
+      for (const PlanAlias& a : plan_.aliases) {
         if (a.value == name) name = a.of, changed = true;
       }
     }
@@ -311,9 +307,19 @@ class GpuRun {
     return absl::NotFoundError(absl::StrCat("no value ", name));
   }
 
-  absl::StatusOr<DevicePtr> workspace(const std::string& name) {
+  absl::StatusOr<uint64_t> tensor(const std::string& value) override { return buffer(value); }
+
+  absl::StatusOr<uint64_t> runtime(RuntimeInput input) override {
+    auto it = runtime_.find(input);
+    if (it == runtime_.end()) {
+      return absl::NotFoundError(absl::StrCat("runtime input ", static_cast<int>(input), " unset"));
+    }
+    return it->second;
+  }
+
+  absl::StatusOr<uint64_t> workspace(const std::string& name) override {
     if (auto it = buffers_.find(name); it != buffers_.end()) return it->second.ptr();
-    for (const Workspace& w : plan_.workspaces) {
+    for (const PlanWorkspace& w : plan_.workspaces) {
       if (w.name != name) continue;
       absl::StatusOr<int64_t> bytes = eval_launch_expr(w.bytes, c_.symbols);
       if (!bytes.ok()) return bytes.status();
@@ -333,91 +339,59 @@ class GpuRun {
     return p;
   }
 
-  /// Builds the argument list of one launch from the entry's parameter types.
-  absl::StatusOr<KernelArgs> args_for(const KernelLaunch& l, const KernelSpec& spec,
-                                      const std::map<std::string, DevicePtr>& runtime = {}) {
-    absl::StatusOr<std::vector<EntryParam>> params = entry_params(spec);
-    if (!params.ok()) return params.status();
-    if (params->size() != l.args.size()) {
-      return absl::InternalError(absl::StrCat(l.kernel, ": lowering passes ", l.args.size(),
-                                              " arguments, the entry takes ", params->size()));
-    }
+  /// The plan's binding of one launch, packed for the driver.
+  absl::StatusOr<KernelArgs> args_for(const PlanLaunch& l) {
+    absl::StatusOr<std::vector<BoundArg>> bound =
+        bind_launch(plan_.kernels[l.kernel], l, c_.symbols, *this);
+    if (!bound.ok()) return bound.status();
     KernelArgs a;
-    for (size_t i = 0; i < l.args.size(); ++i) {
-      const KernelArg& arg = l.args[i];
-      const std::string& type = (*params)[i].type;
-      absl::StatusOr<DevicePtr> p = DevicePtr{0};
-      if (arg.kind == "tensor") {
-        p = buffer(arg.value);
-      } else if (arg.kind == "workspace") {
-        p = workspace(arg.value);
-      } else if (arg.kind == "runtime") {
-        auto it = runtime.find(arg.value);
-        if (it == runtime.end()) return absl::NotFoundError("runtime arg " + arg.value);
-        p = it->second;
-      } else if (arg.kind == "int") {
-        absl::StatusOr<int64_t> v = eval_launch_expr(arg.value, c_.symbols);
-        if (!v.ok()) return v.status();
-        if (type == "long long") {
-          a.i64(*v);
-        } else if (type == "int") {
-          a.i32(static_cast<int32_t>(*v));
-        } else {
-          return absl::InternalError(absl::StrCat(l.kernel, ": int arg for param ", type));
-        }
-        continue;
-      } else if (arg.kind == "float") {
-        if (type != "float") {
-          return absl::InternalError(absl::StrCat(l.kernel, ": float arg for param ", type));
-        }
-        a.f32(std::stof(arg.value));
-        continue;
+    for (const BoundArg& b : *bound) {
+      switch (b.type) {
+        case ParamType::kPointer: a.ptr(b.pointer); break;
+        case ParamType::kI32: a.i32(static_cast<int32_t>(b.integer)); break;
+        case ParamType::kI64: a.i64(b.integer); break;
+        case ParamType::kF32: a.f32(b.real); break;
       }
-      if (!p.ok()) return p.status();
-      if (type.back() != '*') {
-        return absl::InternalError(absl::StrCat(l.kernel, ": pointer arg for param ", type));
-      }
-      a.ptr(*p);
     }
     return a;
   }
 
   absl::StatusOr<LaunchDims> dims(const LaunchRule& r) const {
+    absl::StatusOr<LaunchGeometry> g = eval_launch_rule(r, c_.symbols);
+    if (!g.ok()) return g.status();
     LaunchDims d;
     for (int k = 0; k < 3; ++k) {
-      absl::StatusOr<int64_t> gx = eval_launch_expr(r.grid[k], c_.symbols);
-      absl::StatusOr<int64_t> bx = eval_launch_expr(r.block[k], c_.symbols);
-      if (!gx.ok()) return gx.status();
-      if (!bx.ok()) return bx.status();
-      d.grid[k] = static_cast<unsigned>(*gx);
-      d.block[k] = static_cast<unsigned>(*bx);
+      d.grid[k] = static_cast<unsigned>(g->grid[k]);
+      d.block[k] = static_cast<unsigned>(g->block[k]);
     }
+    d.dynamic_smem = static_cast<size_t>(g->dynamic_shared_bytes);
     return d;
   }
 
   /// Launches one kernel and waits for it (so a fault names the kernel that caused it).
-  absl::Status launch(const KernelLaunch& l, const std::map<std::string, DevicePtr>& runtime = {}) {
+  absl::Status launch(const PlanLaunch& l) {
     GpuContext& ctx = gpu();
-    const KernelSpec* spec = find_spec(plan_, l.kernel);
-    auto k = ctx.kernels.find(l.kernel);
-    if (spec == nullptr || k == ctx.kernels.end()) {
-      return absl::NotFoundError(absl::StrCat(l.kernel, " was not built"));
-    }
-    absl::StatusOr<KernelArgs> a = args_for(l, *spec, runtime);
+    const std::string& key = plan_.kernels[l.kernel].key;
+    auto k = ctx.kernels.find(key);
+    if (k == ctx.kernels.end()) return absl::NotFoundError(absl::StrCat(key, " was not built"));
+    absl::StatusOr<KernelArgs> a = args_for(l);
     if (!a.ok()) return a.status();
-    absl::StatusOr<LaunchDims> d = dims(l.launch);
+    absl::StatusOr<LaunchDims> d = dims(l.rule);
     if (!d.ok()) return d.status();
     if (absl::Status s = ctx.device->launch(k->second, *d, *a); !s.ok()) return s;
     absl::Status s = ctx.device->synchronize();
-    if (!s.ok()) return absl::Status(s.code(), absl::StrCat(l.kernel, ": ", s.message()));
-    launched_.push_back(l.kernel);
+    if (!s.ok()) return absl::Status(s.code(), absl::StrCat(key, ": ", s.message()));
+    launched_.push_back(key);
     return absl::OkStatus();
   }
 
-  /// Runs every launch of the step kind `c.when` selects, in program order.
+  /// Sets the device buffer of a runtime input (the sampling kernel's).
+  void set_runtime(RuntimeInput input, DevicePtr p) { runtime_[input] = p; }
+
+  /// Runs every launch of the case's step kind, in program order.
   absl::Status run_all() {
-    for (const KernelLaunch& l : plan_.launches) {
-      if (!l.launch.when.empty() && l.launch.when != c_.when) continue;
+    for (const PlanLaunch& l : plan_.launches) {
+      if (!launch_runs_in(l.rule.when, c_.prefill)) continue;
       if (absl::Status s = launch(l); !s.ok()) return s;
     }
     return absl::OkStatus();
@@ -442,6 +416,7 @@ class GpuRun {
   ValueNames names_;
   SymbolBindings symbols_;
   std::map<std::string, DeviceBuffer> buffers_;
+  std::map<RuntimeInput, DevicePtr> runtime_;
   std::vector<std::string> launched_;
 };
 
@@ -752,7 +727,7 @@ Case attention_case(DType dt, int64_t d, int64_t hq, int64_t hkv, int64_t page_s
   c.name = absl::StrCat(decode ? "attention decode " : "attention prefill ", t, " d=", d,
                         " Hq=", hq, " Hkv=", hkv, " page=", page_size,
                         " seqs(cached+new)=", absl::StrJoin(shape, ","), extra_attrs);
-  c.when = decode ? "decode" : "prefill";
+  c.prefill = !decode;
   // Pages: each sequence's pages drawn from a shuffled pool larger than needed (scattered).
   int64_t pages_needed = 0;
   for (const SeqSpec& s : seqs) pages_needed += (s.cached + s.q_len + page_size - 1) / page_size;
@@ -950,8 +925,8 @@ TEST(KernelsGpu, Sampling) {
     c.symbols = {{"S", S}};
     Lowered l = lower_case(c, {.add_sampling = true});
     ASSERT_NE(l.graph, nullptr);
-    const KernelLaunch* sample = nullptr;
-    for (const KernelLaunch& k : l.plan.launches) {
+    const PlanLaunch* sample = nullptr;
+    for (const PlanLaunch& k : l.plan.launches) {
       if (k.node == -1) sample = &k;
     }
     ASSERT_NE(sample, nullptr) << "lowering added no sampling launch";
@@ -974,40 +949,52 @@ TEST(KernelsGpu, Sampling) {
         top_p.push_back(r.top_p);
         uniform.push_back(std::min(u01(rng), 0.99999f));
       }
-      std::map<std::string, DevicePtr> rt;
+      std::map<RuntimeInput, DevicePtr> rt;
       std::vector<DeviceBuffer> keep;
-      auto put = [&](const std::string& name, const void* data, size_t bytes) {
+      auto put = [&](RuntimeInput input, const void* data, size_t bytes) {
         absl::StatusOr<DeviceBuffer> b = dev.alloc(bytes);
         ASSERT_TRUE(b.ok()) << b.status();
         ASSERT_TRUE(dev.upload(b->ptr(), data, bytes).ok());
-        rt[name] = b->ptr();
+        rt[input] = b->ptr();
+        run.set_runtime(input, b->ptr());
         keep.push_back(std::move(*b));
       };
-      put("temperature", temperature.data(), S * 4);
-      put("top_k", top_k.data(), S * 4);
-      put("top_p", top_p.data(), S * 4);
-      put("uniform", uniform.data(), S * 4);
+      put(RuntimeInput::kTemperature, temperature.data(), S * 4);
+      put(RuntimeInput::kTopK, top_k.data(), S * 4);
+      put(RuntimeInput::kTopP, top_p.data(), S * 4);
+      put(RuntimeInput::kUniform, uniform.data(), S * 4);
       std::vector<int32_t> poison(S, -7);
-      put("sampled_ids", poison.data(), S * 4);
+      put(RuntimeInput::kSampledIds, poison.data(), S * 4);
       // The logits value is the graph output: upload straight into its buffer.
       absl::StatusOr<DevicePtr> logits = run.buffer(sample->args[1].value);
       ASSERT_TRUE(logits.ok()) << logits.status();
       ASSERT_TRUE(dev.upload(*logits, lg.f.data(), lg.f.size() * 4).ok());
-      absl::Status s = run.launch(*sample, rt);
+      absl::Status s = run.launch(*sample);
       ASSERT_TRUE(s.ok()) << s;
       std::vector<int32_t> got(S);
-      ASSERT_TRUE(dev.download(got.data(), rt["sampled_ids"], S * 4).ok());
+      ASSERT_TRUE(dev.download(got.data(), rt[RuntimeInput::kSampledIds], S * 4).ok());
       for (int64_t r = 0; r < S; ++r) {
         const std::string err =
             check_sample_row(lg.f.data() + r * vocab, vocab, rows[r], uniform[r], got[r]);
-        EXPECT_EQ(err, "") << "sampling [" << sample->kernel << "] vocab " << vocab << " round "
-                           << round << " row " << r << " (temperature " << rows[r].temperature
-                           << ", top_k " << rows[r].top_k << ", top_p " << rows[r].top_p
-                           << ", uniform " << uniform[r] << "): " << err;
+        EXPECT_EQ(err, "") << "sampling [" << l.plan.kernels[sample->kernel].key << "] vocab "
+                           << vocab << " round " << round << " row " << r << " (temperature "
+                           << rows[r].temperature << ", top_k " << rows[r].top_k << ", top_p "
+                           << rows[r].top_p << ", uniform " << uniform[r] << "): " << err;
       }
     }
   }
 }
+
+// Resolves every buffer to a distinct fake address (binding checks kinds, types and symbols).
+class FakeResolver : public LaunchResolver {
+ public:
+  absl::StatusOr<uint64_t> tensor(const std::string&) override { return next_ += 256; }
+  absl::StatusOr<uint64_t> workspace(const std::string&) override { return next_ += 256; }
+  absl::StatusOr<uint64_t> runtime(RuntimeInput) override { return next_ += 256; }
+
+ private:
+  uint64_t next_ = 1 << 20;
+};
 
 // Without a GPU: every case parses, lowers, runs on the reference backend, and (with NVRTC) every
 // kernel compiles for sm_90a, so a harness mistake shows up before the GPU run.
@@ -1024,20 +1011,20 @@ TEST(KernelsGpuHarness, CasesLowerRunOnReferenceAndCompile) {
     Lowered l = lower_case(c);
     ASSERT_NE(l.graph, nullptr);
     int launches = 0;
-    for (const KernelLaunch& k : l.plan.launches) {
-      if (!k.launch.when.empty() && k.launch.when != c.when) continue;
+    for (const PlanLaunch& k : l.plan.launches) {
+      if (!launch_runs_in(k.rule.when, c.prefill)) continue;
       ++launches;
-      const KernelSpec* spec = find_spec(l.plan, k.kernel);
-      ASSERT_NE(spec, nullptr);
-      absl::StatusOr<std::vector<EntryParam>> params = entry_params(*spec);
-      ASSERT_TRUE(params.ok());
-      EXPECT_EQ(params->size(), k.args.size()) << k.kernel;
-      for (const std::string& e : k.launch.grid)
-        EXPECT_TRUE(eval_launch_expr(e, c.symbols).ok()) << e;
-      if (seen.emplace(k.kernel, true).second) {
-        absl::StatusOr<std::string> src = emit_kernel_source(*spec);
+      const PlanKernel& kernel = l.plan.kernels[k.kernel];
+      // The plan's binding resolves every argument against the case (addresses are dummies).
+      FakeResolver resolver;
+      absl::StatusOr<std::vector<BoundArg>> bound = bind_launch(kernel, k, c.symbols, resolver);
+      EXPECT_TRUE(bound.ok()) << bound.status();
+      absl::StatusOr<LaunchGeometry> geometry = eval_launch_rule(k.rule, c.symbols);
+      EXPECT_TRUE(geometry.ok()) << kernel.key << ": " << geometry.status();
+      if (seen.emplace(kernel.key, true).second) {
+        absl::StatusOr<std::string> src = emit_kernel_source(l.plan.specs[k.kernel]);
         ASSERT_TRUE(src.ok()) << src.status();
-        jobs.push_back({k.kernel, *src});
+        jobs.push_back({kernel.key, *src});
       }
     }
     EXPECT_GT(launches, 0);

@@ -17,7 +17,7 @@
 #include "models/model_source.h"
 #include "models/weights.h"
 #include "passes/pass_manager.h"
-#include "runtime/reference_executor.h"
+#include "runtime/reference/executor.h"
 #include "tests/fixtures.h"
 
 namespace kiln {

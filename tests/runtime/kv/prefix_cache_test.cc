@@ -4,7 +4,7 @@
 
 #include <gtest/gtest.h>
 
-#include "tests/runtime/scheduler/fake_runner.h"
+#include "tests/runtime/scheduler/fake_backend.h"
 
 namespace kiln {
 namespace {
@@ -12,19 +12,19 @@ namespace {
 using testing::fake_kv;
 
 // A sequence of `tokens.size()` tokens with slots reserved (the "K/V" is not needed here).
-SeqId filled(PagedKvCache& kv, const std::vector<int32_t>& tokens) {
+SeqId filled(KvPageTables& kv, const std::vector<int32_t>& tokens) {
   SeqId s = kv.add_sequence();
   EXPECT_TRUE(kv.reserve(s, static_cast<int64_t>(tokens.size())).ok());
   return s;
 }
 
-std::vector<int32_t> pages_of(const PagedKvCache& kv, SeqId s) {
+std::vector<int32_t> pages_of(const KvPageTables& kv, SeqId s) {
   absl::Span<const int32_t> p = *kv.page_table(s);
   return {p.begin(), p.end()};
 }
 
 TEST(PrefixCache, FullPagesAndPartOfTheNextAreShared) {
-  PagedKvCache kv = fake_kv(16, 4);
+  KvPageTables kv = fake_kv(16, 4);
   PrefixCache cache(kv);
   const std::vector<int32_t> t = {1, 2, 3, 4, 5, 6, 7, 8, 9, 10};
   SeqId a = filled(kv, t);
@@ -55,7 +55,7 @@ TEST(PrefixCache, FullPagesAndPartOfTheNextAreShared) {
 }
 
 TEST(PrefixCache, APrefixShorterThanOnePageIsReused) {
-  PagedKvCache kv = fake_kv(8, 16);
+  KvPageTables kv = fake_kv(8, 16);
   PrefixCache cache(kv);
   const std::vector<int32_t> system = {100, 101, 102, 103, 104};  // 5 tokens, page of 16
   std::vector<int32_t> first = system;
@@ -75,7 +75,7 @@ TEST(PrefixCache, APrefixShorterThanOnePageIsReused) {
 }
 
 TEST(PrefixCache, EvictsLeastRecentlyUsedUnreferencedLeaves) {
-  PagedKvCache kv = fake_kv(8, 4);
+  KvPageTables kv = fake_kv(8, 4);
   PrefixCache cache(kv);
   const std::vector<int32_t> x = {1, 2, 3, 4, 5, 6, 7, 8}, y = {9, 10, 11, 12, 13, 14, 15, 16};
   for (const auto* t : {&x, &y}) {
@@ -102,7 +102,7 @@ TEST(PrefixCache, EvictsLeastRecentlyUsedUnreferencedLeaves) {
 }
 
 TEST(PrefixCache, InsertChecksTheLength) {
-  PagedKvCache kv = fake_kv(8, 4);
+  KvPageTables kv = fake_kv(8, 4);
   PrefixCache cache(kv);
   SeqId s = filled(kv, {1, 2, 3});
   EXPECT_TRUE(absl::IsInvalidArgument(cache.insert({1, 2, 3, 4}, s, 4, true)));

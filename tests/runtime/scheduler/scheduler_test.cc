@@ -12,13 +12,14 @@
 #include <gtest/gtest.h>
 
 #include "runtime/kv/prefix_cache.h"
-#include "tests/runtime/scheduler/fake_runner.h"
+#include "runtime/scheduler/step_execution.h"
+#include "tests/runtime/scheduler/fake_backend.h"
 
 namespace kiln {
 namespace {
 
 using testing::fake_kv;
-using testing::FakeRunner;
+using testing::FakeBackend;
 using ::testing::HasSubstr;
 
 constexpr int32_t kVocab = 97;
@@ -31,7 +32,7 @@ struct Outcome {
 };
 
 // One schedule → run → commit round; checks the step's bounds. Returns false when idle.
-bool step_once(Scheduler& sched, FakeRunner& runner, std::map<RequestId, Outcome>& out,
+bool step_once(Scheduler& sched, FakeBackend& runner, std::map<RequestId, Outcome>& out,
                std::vector<std::vector<int32_t>>* trace = nullptr) {
   absl::StatusOr<ScheduledStep> step = sched.schedule();
   EXPECT_TRUE(step.ok()) << step.status();
@@ -42,8 +43,8 @@ bool step_once(Scheduler& sched, FakeRunner& runner, std::map<RequestId, Outcome
   if (step->empty()) {
     events = sched.commit(*step, {});
   } else {
-    std::vector<Sampler*> samplers(step->num_sequences(), nullptr);
-    absl::StatusOr<std::vector<int32_t>> tokens = runner.run(*step, samplers);
+    std::vector<SamplingStream*> greedy(step->num_sequences(), nullptr);
+    absl::StatusOr<std::vector<int32_t>> tokens = run_scheduled_step(runner, *step, greedy);
     events = tokens.ok() ? sched.commit(*step, *tokens) : sched.fail(*step, tokens.status());
     if (trace) trace->push_back(step->tokens);
   }
@@ -68,8 +69,8 @@ SequenceRequest request(std::vector<int32_t> prompt, int64_t n) {
 
 // What the request gives alone: a fresh scheduler, a pool that holds it, no prefix cache.
 std::vector<int32_t> alone(const SequenceRequest& r) {
-  PagedKvCache kv = fake_kv(64, 4);
-  FakeRunner runner(kv, kVocab);
+  KvPageTables kv = fake_kv(64, 4);
+  FakeBackend runner(64, 4, kVocab);
   Scheduler sched({.max_running = 1, .max_step_tokens = 1024, .max_context = 256}, kv);
   RequestId id = *sched.add(r);
   std::map<RequestId, Outcome> out;
@@ -109,8 +110,8 @@ TEST_P(SchedulerProperty, RandomArrivalsCancelsAndLengths) {
   const Scenario sc = GetParam();
   std::mt19937 rng(sc.seed);
   const int32_t page_size = 4;
-  PagedKvCache kv = fake_kv(24, page_size);  // small: forces preemption
-  FakeRunner runner(kv, kVocab);
+  KvPageTables kv = fake_kv(24, page_size);  // small: forces preemption
+  FakeBackend runner(24, page_size, kVocab);
   PrefixCache prefix(kv);
   SchedulerConfig config{.max_running = 1 + static_cast<int32_t>(rng() % 6),
                          .max_step_tokens = 4 + static_cast<int32_t>(rng() % 29),
@@ -168,8 +169,8 @@ std::vector<Scenario> scenarios() {
 INSTANTIATE_TEST_SUITE_P(Seeds, SchedulerProperty, ::testing::ValuesIn(scenarios()));
 
 TEST(Scheduler, PreemptsTheYoungestAndItStillFinishesWithItsTokens) {
-  PagedKvCache kv = fake_kv(6, 4);  // 24 token slots for two requests wanting 20 each
-  FakeRunner runner(kv, kVocab);
+  KvPageTables kv = fake_kv(6, 4);  // 24 token slots for two requests wanting 20 each
+  FakeBackend runner(6, 4, kVocab);
   Scheduler sched({.max_running = 4, .max_step_tokens = 64, .max_context = 64}, kv);
   SequenceRequest a = request({1, 2, 3, 4, 5, 6}, 14), b = request({7, 8, 9, 10, 11, 12}, 14);
   a.stop_ids = b.stop_ids = {-1};
@@ -185,8 +186,8 @@ TEST(Scheduler, PreemptsTheYoungestAndItStillFinishesWithItsTokens) {
 }
 
 TEST(Scheduler, ChunkedPrefillRunsBesideDecodesWithinTheBudget) {
-  PagedKvCache kv = fake_kv(64, 4);
-  FakeRunner runner(kv, kVocab);
+  KvPageTables kv = fake_kv(64, 4);
+  FakeBackend runner(64, 4, kVocab);
   Scheduler sched({.max_running = 4, .max_step_tokens = 8, .max_context = 128}, kv);
   SequenceRequest shortr = request({1, 2}, 20);
   shortr.stop_ids = {-1};
@@ -206,7 +207,8 @@ TEST(Scheduler, ChunkedPrefillRunsBesideDecodesWithinTheBudget) {
     EXPECT_EQ(step->tokens.size(), 8u);
     EXPECT_EQ(step->samples[1], i == 4 ? 1 : 0);
     EXPECT_EQ(step->num_prefill_tokens, 7);
-    auto tokens = runner.run(*step, {nullptr, nullptr});
+    std::vector<SamplingStream*> greedy(2, nullptr);
+    auto tokens = run_scheduled_step(runner, *step, greedy);
     ASSERT_TRUE(tokens.ok());
     for (const RequestEvent& ev : sched.commit(*step, *tokens)) {
       if (ev.token) out[ev.request].tokens.push_back(*ev.token);
@@ -219,8 +221,8 @@ TEST(Scheduler, ChunkedPrefillRunsBesideDecodesWithinTheBudget) {
 
 TEST(Scheduler, SameArrivalOrderGivesTheSameSteps) {
   auto trace = [] {
-    PagedKvCache kv = fake_kv(10, 4);
-    FakeRunner runner(kv, kVocab);
+    KvPageTables kv = fake_kv(10, 4);
+    FakeBackend runner(10, 4, kVocab);
     PrefixCache prefix(kv);
     Scheduler sched({.max_running = 3, .max_step_tokens = 6, .max_context = 64}, kv, &prefix);
     std::mt19937 rng(7);
@@ -237,7 +239,7 @@ TEST(Scheduler, SameArrivalOrderGivesTheSameSteps) {
 }
 
 TEST(Scheduler, RejectsRequestsThatCanNeverRun) {
-  PagedKvCache kv = fake_kv(4, 4);
+  KvPageTables kv = fake_kv(4, 4);
   Scheduler sched({.max_running = 4, .max_step_tokens = 64, .max_context = 32}, kv);
   EXPECT_THAT(sched.add(request({}, 4)).status().message(), HasSubstr("empty"));
   EXPECT_THAT(sched.add(request({1}, 0)).status().message(), HasSubstr("at least 1"));
@@ -250,8 +252,8 @@ TEST(Scheduler, RejectsRequestsThatCanNeverRun) {
 }
 
 TEST(Scheduler, CancelFreesPagesAndUnknownIsNotFound) {
-  PagedKvCache kv = fake_kv(16, 4);
-  FakeRunner runner(kv, kVocab);
+  KvPageTables kv = fake_kv(16, 4);
+  FakeBackend runner(16, 4, kVocab);
   Scheduler sched({.max_running = 4, .max_step_tokens = 64, .max_context = 64}, kv);
   RequestId id = *sched.add(request({1, 2, 3, 4, 5, 6, 7}, 30));
   std::map<RequestId, Outcome> out;

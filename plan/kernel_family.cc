@@ -1,0 +1,49 @@
+// Kernel family names (see kernel_family.h).
+#include "plan/kernel_family.h"
+
+#include <array>
+
+namespace kiln {
+namespace {
+
+constexpr std::array kFamilies = {
+    KernelFamily::kFlashAttentionPrefill,
+    KernelFamily::kFlashAttentionDecode,
+    KernelFamily::kFlashAttentionMerge,
+    KernelFamily::kKvAppend,
+    KernelFamily::kRope,
+    KernelFamily::kRmsNorm,
+    KernelFamily::kRmsNormResidual,
+    KernelFamily::kEmbedding,
+    KernelFamily::kLastTokenRows,
+    KernelFamily::kSampling,
+    KernelFamily::kFusedElementwise,
+};
+
+}  // namespace
+
+const char* family_name(KernelFamily family) {
+  switch (family) {
+    case KernelFamily::kFlashAttentionPrefill: return "flash_attention_prefill";
+    case KernelFamily::kFlashAttentionDecode: return "flash_attention_decode";
+    case KernelFamily::kFlashAttentionMerge: return "flash_attention_merge";
+    case KernelFamily::kKvAppend: return "kv_append";
+    case KernelFamily::kRope: return "rope";
+    case KernelFamily::kRmsNorm: return "rmsnorm";
+    case KernelFamily::kRmsNormResidual: return "rmsnorm_residual";
+    case KernelFamily::kEmbedding: return "embedding";
+    case KernelFamily::kLastTokenRows: return "last_token_rows";
+    case KernelFamily::kSampling: return "sampling";
+    case KernelFamily::kFusedElementwise: return "fused_elementwise";
+  }
+  return "unknown";
+}
+
+std::optional<KernelFamily> family_from_name(std::string_view name) {
+  for (KernelFamily f : kFamilies) {
+    if (name == family_name(f)) return f;
+  }
+  return std::nullopt;
+}
+
+}  // namespace kiln

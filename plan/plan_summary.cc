@@ -1,0 +1,98 @@
+// Plan summaries for the CLI (see plan_summary.h).
+#include "plan/plan_summary.h"
+
+#include <map>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
+
+namespace kiln {
+namespace {
+
+std::string bytes_str(double b) {
+  const char* units[] = {"B", "KiB", "MiB", "GiB", "TiB"};
+  int u = 0;
+  while (b >= 1024 && u < 4) b /= 1024, ++u;
+  return absl::StrFormat(u == 0 ? "%.0f %s" : "%.1f %s", b, units[u]);
+}
+
+}  // namespace
+
+std::string plan_kernel_list(const LoadedPlan& loaded) {
+  const Plan& p = loaded.plan;
+  std::vector<int> uses(p.kernels.size(), 0);
+  for (const PlanLaunch& l : p.launches) uses[l.kernel]++;  // indices checked at load
+  std::string out =
+      absl::StrFormat("%-64s %5s %8s %8s %6s\n", "kernel", "regs", "smem", "cubin", "uses");
+  for (size_t i = 0; i < p.kernels.size(); ++i) {
+    const PlanKernel& k = p.kernels[i];
+    absl::StrAppend(
+        &out, absl::StrFormat(
+                  "%-64s %5d %8s %8s %6d\n", k.key, k.registers, bytes_str(k.shared_bytes),
+                  k.cubin_blob < 0 ? std::string("-") : bytes_str(loaded.blob(k.cubin_blob).size()),
+                  uses[i]));
+  }
+  return out;
+}
+
+std::string plan_summary(const LoadedPlan& loaded) {
+  const Plan& p = loaded.plan;
+  std::string out;
+  absl::StrAppend(&out, "plan: format ", p.format_version, ", kiln ", p.kiln_version, ", ",
+                  bytes_str(loaded.bytes.size()), "\n");
+  absl::StrAppend(&out, "model: ", p.model.summary(), "\n");
+  absl::StrAppend(&out, "  from ", p.model_path, "\n");
+  absl::StrAppend(&out, "  tokenizer ", p.tokenizer_path, "\n");
+  absl::StrAppend(&out, "target: ", p.arch, ", NVRTC ", p.nvrtc_version, "\n");
+  absl::StrAppend(&out, "limits: ", p.limits.max_tokens, " tokens, ", p.limits.max_seqs,
+                  " sequences per step, context ", p.limits.max_context, ", ",
+                  dtype_name(p.limits.dtype), "\n");
+  absl::StrAppend(&out, "kernels: ", p.kernels.size(), " unique, ", p.launches.size(),
+                  " launches\n", plan_kernel_list(loaded));
+  absl::StrAppend(&out, "gemms (cuBLASLt): ", p.gemms.size(), "\n");
+  std::map<std::string, int> shapes;
+  for (const PlanGemm& g : p.gemms) {
+    shapes[absl::StrCat("M=", g.m, " N=", g.n, " K=", g.k, " ", dtype_name(g.a_dtype),
+                        " epilogue=", gemm_epilogue_name(g.epilogue))]++;
+  }
+  for (const auto& [shape, n] : shapes) absl::StrAppend(&out, "  ", n, " x ", shape, "\n");
+  if (p.memory) {
+    absl::StrAppend(&out, "arena: ", bytes_str(p.memory->arena_bytes), " (lower bound ",
+                    bytes_str(p.memory->lower_bound_bytes), ")\n");
+  } else {
+    absl::StrAppend(&out, "arena: not planned (plan-memory did not run)\n");
+  }
+  const KvLayout& kv = p.kv;
+  absl::StrAppend(&out, "kv: page ", kv.page_size, " tokens, ", kv_page_layout_name(kv.layout),
+                  ", ", dtype_name(kv.dtype), ", ", kv.num_layers, " layers x ", kv.num_kv_heads,
+                  " heads x ", kv.head_dim, "; ", bytes_str(kv.bytes_per_page()),
+                  " per page (all layers), ", bytes_str(kv.bytes_per_token()), " per token\n");
+  double wbytes = 0;
+  int packed = 0;
+  for (const PlanWeight& w : p.weights) {
+    if (w.packed()) ++packed;
+    wbytes += w.packed() ? loaded.blob(w.blob).size() : w.size;
+  }
+  absl::StrAppend(&out, "weights: ", p.weights.size(), " tensors, ", bytes_str(wbytes), ", ",
+                  packed > 0 ? "packed in the plan" : "referenced from the checkpoint", "\n");
+  return out;
+}
+
+absl::StatusOr<std::string> plan_kernel_source(const LoadedPlan& loaded, const std::string& key,
+                                               bool ptx) {
+  const int k = loaded.plan.find_kernel(key);
+  if (k < 0) {
+    return absl::NotFoundError(
+        absl::StrCat("no kernel named ", key, " in this plan (list them with --kernels)"));
+  }
+  const PlanKernel& kernel = loaded.plan.kernels[k];
+  const int blob = ptx ? kernel.ptx_blob : kernel.source_blob;
+  if (blob < 0) {
+    return absl::NotFoundError(absl::StrCat("kernel ", key, " has no ", ptx ? "PTX" : "source",
+                                            " in this plan (it was built without NVRTC)"));
+  }
+  return std::string(loaded.blob(blob));
+}
+
+}  // namespace kiln

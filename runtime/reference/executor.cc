@@ -1,0 +1,598 @@
+// ReferenceExecutor: binding checks, symbol resolution, buffer lifetime and the one exhaustive
+// switch that maps every op kind to its CPU kernel (runtime/reference/ops.h, reference_matmul.h).
+#include "runtime/reference/executor.h"
+
+#include <algorithm>
+#include <climits>
+#include <cmath>
+#include <cstring>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "ir/expr.h"
+#include "ir/verifier.h"
+#include "runtime/reference/matmul.h"
+#include "runtime/reference/ops.h"
+
+namespace kiln {
+namespace {
+
+absl::Status invalid(auto&&... parts) { return absl::InvalidArgumentError(absl::StrCat(parts...)); }
+
+std::string dims_to_string(const std::vector<int64_t>& shape) {
+  return absl::StrCat("[", absl::StrJoin(shape, ","), "]");
+}
+
+std::string value_ref(const Value* v) {
+  if (v->kind == ValueKind::kParam) return absl::StrCat("@", v->name);
+  return v->name.empty() ? absl::StrCat("%", v->id) : absl::StrCat("%", v->name);
+}
+
+bool is_weight_operand(const Node& n, size_t i) {
+  return ((n.op == OpKind::kMatmul || n.op == OpKind::kGemm) && i == 1) ||
+         (n.op == OpKind::kGather && i == 0);
+}
+
+bool is_cache_operand(const Node& n, size_t i) {
+  switch (n.op) {
+    case OpKind::kKvWrite: return i == 0;
+    case OpKind::kPagedQk:
+    case OpKind::kPagedPv: return i == 1;
+    case OpKind::kFlashAttention: return i == 3 || i == 4;
+    default: return false;
+  }
+}
+
+}  // namespace
+
+/// Where a value's data lives during a run.
+struct ReferenceExecutor::Slot {
+  std::vector<int64_t> shape;
+  const float* f = nullptr;          // float data (results, inputs, f32/widened params, caches)
+  const int32_t* i = nullptr;        // index data
+  float* cache = nullptr;            // a KV cache (the input or an in-place result aliasing it)
+  const ParamView* param = nullptr;  // raw weight view (for matmul / gather)
+  HostTensor owned;                  // storage of node results
+};
+
+struct ReferenceExecutor::RunState {
+  std::vector<Slot> slots;
+  SymbolBindings symbols;
+  struct BatchEntry {
+    std::vector<const Value*> key;  // qo_indptr, kv_page_indptr, kv_page_indices, kv_last_page_len
+    int64_t page_size, pool_pages;
+    PagedBatch batch;
+  };
+  std::vector<BatchEntry> batches;  // the metadata is shared by every layer: validate it once
+
+  FView fview(const Value* v) const {
+    const Slot& s = slots[v->id];
+    return FView{s.f, s.shape};
+  }
+  IView iview(const Value* v) const {
+    const Slot& s = slots[v->id];
+    return IView{s.i, s.shape};
+  }
+  KvCacheView cache(const Value* v) const {
+    const Slot& s = slots[v->id];
+    return KvCacheView{s.cache, s.shape};
+  }
+};
+
+ReferenceExecutor::~ReferenceExecutor() = default;
+
+absl::StatusOr<std::unique_ptr<ReferenceExecutor>> ReferenceExecutor::create(const Graph& graph,
+                                                                             ParamViews params,
+                                                                             int num_threads) {
+  if (absl::Status s = verify(graph); !s.ok()) return s;
+  std::unique_ptr<ReferenceExecutor> ex(new ReferenceExecutor());
+  ex->graph_ = graph.clone();
+  ex->params_ = std::move(params);
+  const Graph& g = *ex->graph_;
+
+  int num_values = 0;
+  auto see = [&](const Value* v) { num_values = std::max(num_values, v->id + 1); };
+  for (const Value* v : g.inputs()) see(v);
+  for (const Value* v : g.params()) see(v);
+  for (const auto& n : g.nodes()) {
+    for (const Value* v : n->outputs) see(v);
+  }
+  ex->last_use_.assign(num_values, -1);
+  ex->is_cache_input_.assign(num_values, false);
+  ex->is_output_.assign(num_values, false);
+  ex->widened_params_.resize(num_values);
+  std::vector<bool> read_elementwise(num_values, false);
+  for (int idx = 0; idx < g.num_nodes(); ++idx) {
+    const Node& n = *g.nodes()[idx];
+    for (size_t i = 0; i < n.inputs.size(); ++i) {
+      const Value* v = n.inputs[i];
+      ex->last_use_[v->id] = idx;
+      if (!is_weight_operand(n, i)) read_elementwise[v->id] = true;
+      if (is_cache_operand(n, i) && v->kind == ValueKind::kInput) ex->is_cache_input_[v->id] = true;
+    }
+  }
+  for (const GraphOutput& o : g.outputs()) ex->is_output_[o.value->id] = true;
+
+  for (const Value* p : g.params()) {
+    auto it = ex->params_.find(p->name);
+    if (it == ex->params_.end()) {
+      return absl::NotFoundError(
+          absl::StrCat("param @", p->name, " (", p->type.to_string(), ") is not bound"));
+    }
+    const ParamView& view = it->second;
+    if (p->type.dtype != DType::kF32 && p->type.dtype != DType::kBF16 &&
+        p->type.dtype != DType::kF16) {
+      return invalid("param @", p->name, ": dtype ", dtype_name(p->type.dtype),
+                     " is not supported by the reference backend (f32, bf16, f16)");
+    }
+    if (view.dtype != p->type.dtype) {
+      return invalid("param @", p->name, " is bound as ", dtype_name(view.dtype),
+                     " but the graph declares ", p->type.to_string());
+    }
+    std::vector<int64_t> declared;
+    for (const Dim& d : p->type.shape) {
+      if (d.is_symbolic()) return invalid("param @", p->name, " has a symbolic shape");
+      declared.push_back(d.value);
+    }
+    if (view.shape != declared) {
+      return invalid("param @", p->name, " is bound with shape ", dims_to_string(view.shape),
+                     " but the graph declares ", p->type.to_string());
+    }
+    if (view.data == nullptr && num_elements(declared) > 0) {
+      return invalid("param @", p->name, " is bound to null data");
+    }
+    if (view.dtype != DType::kF32 && read_elementwise[p->id]) {
+      // Small weights read elementwise (norm weights, biases): widen once, not every step.
+      HostTensor& w = ex->widened_params_[p->id];
+      w.shape = declared;
+      w.f.resize(num_elements(declared));
+      widen_to_f32(view.dtype, view.data, 0, w.numel(), w.f.data());
+    }
+  }
+  for (const auto& [name, view] : ex->params_) {
+    if (g.find_param(name) == nullptr) return invalid("binding for unknown param @", name);
+  }
+  ex->pool_ = std::make_unique<ThreadPool>(num_threads);
+  return ex;
+}
+
+absl::Status ReferenceExecutor::bind_inputs(const InputBindings& in, RunState& st) const {
+  const Graph& g = *graph_;
+  st.symbols = in.symbols;
+  for (const auto& [name, t] : in.tensors) {
+    if (g.find_input(name) == nullptr) return invalid("binding for unknown input %", name);
+  }
+  for (const auto& [name, c] : in.caches) {
+    if (g.find_input(name) == nullptr) return invalid("cache binding for unknown input %", name);
+  }
+  // First pass: find each input's actual shape and derive unbound symbols from it.
+  std::vector<std::vector<int64_t>> actual(g.inputs().size());
+  for (size_t k = 0; k < g.inputs().size(); ++k) {
+    const Value* v = g.inputs()[k];
+    const bool cache = is_cache_input_[v->id];
+    auto t = in.tensors.find(v->name);
+    auto c = in.caches.find(v->name);
+    if (cache) {
+      if (c == in.caches.end()) {
+        return absl::NotFoundError(absl::StrCat(
+            "input %", v->name, " (", v->type.to_string(), ") is a KV cache and must be bound in ",
+            "InputBindings::caches", t != in.tensors.end() ? ", not tensors" : ""));
+      }
+      if (t != in.tensors.end()) return invalid("input %", v->name, " is bound twice");
+      if (c->second.data == nullptr)
+        return invalid("KV cache %", v->name, " is bound to null data");
+      actual[k] = c->second.shape;
+    } else {
+      if (t == in.tensors.end()) {
+        return absl::NotFoundError(absl::StrCat(
+            "input %", v->name, " (", v->type.to_string(), ") is not bound",
+            c != in.caches.end() ? " (bound as a cache, but no op uses it as one)" : ""));
+      }
+      const HostTensor& h = t->second;
+      if (h.is_index() != !is_float(v->type.dtype)) {
+        return invalid("input %", v->name, " is bound as ", dtype_name(h.dtype),
+                       " but the graph declares ", v->type.to_string());
+      }
+      const size_t stored = h.is_index() ? h.i.size() : h.f.size();
+      if (static_cast<int64_t>(stored) != h.numel()) {
+        return invalid("input %", v->name, ": shape ", dims_to_string(h.shape), " needs ",
+                       h.numel(), " elements but ", stored, " are stored");
+      }
+      actual[k] = h.shape;
+    }
+    if (actual[k].size() != v->type.shape.size()) {
+      return invalid("input %", v->name, " has rank ", actual[k].size(), " (shape ",
+                     dims_to_string(actual[k]), ") but the graph declares ", v->type.to_string());
+    }
+    for (size_t d = 0; d < actual[k].size(); ++d) {
+      const Dim& dim = v->type.shape[d];
+      if (dim.is_symbolic() && !st.symbols.get(dim.symbol)) {
+        st.symbols.set(dim.symbol, actual[k][d] - dim.value);
+      }
+    }
+  }
+  for (const auto& [name, value] : st.symbols.values) {
+    const Symbol* sym = g.symbols().find(name);
+    if (sym != nullptr && (value < 0 || value > sym->upper_bound)) {
+      return invalid("symbol ", name, " = ", value, " is outside [0, ", sym->upper_bound, "]");
+    }
+  }
+  // Second pass: every input must match its declared shape under the bindings.
+  for (size_t k = 0; k < g.inputs().size(); ++k) {
+    const Value* v = g.inputs()[k];
+    absl::StatusOr<std::vector<int64_t>> want = st.symbols.resolve(v->type.shape);
+    if (!want.ok()) return want.status();
+    if (*want != actual[k]) {
+      return invalid("input %", v->name, " has shape ", dims_to_string(actual[k]),
+                     " but the graph declares ", v->type.to_string(), " = ", dims_to_string(*want));
+    }
+    Slot& s = st.slots[v->id];
+    s.shape = actual[k];
+    if (is_cache_input_[v->id]) {
+      s.cache = in.caches.find(v->name)->second.data;
+      s.f = s.cache;
+    } else {
+      const HostTensor& h = in.tensors.find(v->name)->second;
+      if (h.is_index()) {
+        s.i = h.i.data();
+      } else {
+        s.f = h.f.data();
+      }
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::vector<HostTensor>> ReferenceExecutor::run(const InputBindings& inputs) {
+  const Graph& g = *graph_;
+  RunState st;
+  st.slots.resize(last_use_.size());
+  for (const Value* p : g.params()) {
+    Slot& s = st.slots[p->id];
+    const ParamView& view = params_.find(p->name)->second;
+    s.shape = view.shape;
+    s.param = &view;
+    if (view.dtype == DType::kF32) {
+      s.f = static_cast<const float*>(view.data);
+    } else if (!widened_params_[p->id].f.empty()) {
+      s.f = widened_params_[p->id].f.data();
+    }
+  }
+  if (absl::Status s = bind_inputs(inputs, st); !s.ok()) return s;
+
+  for (int idx = 0; idx < g.num_nodes(); ++idx) {
+    const Node& node = *g.nodes()[idx];
+    if (absl::Status s = execute(node, st); !s.ok()) {
+      std::string outs;
+      for (const Value* o : node.outputs)
+        absl::StrAppend(&outs, outs.empty() ? "" : ", ", value_ref(o));
+      return absl::Status(s.code(), absl::StrCat(outs, " = ", op_name(node.op), ": ", s.message()));
+    }
+    // Free what no later node reads (keeps the footprint at the live set, not the whole graph).
+    auto release = [&](const Value* v) {
+      if (v->kind == ValueKind::kResult && last_use_[v->id] <= idx && !is_output_[v->id]) {
+        st.slots[v->id] = Slot();
+      }
+    };
+    for (const Value* v : node.inputs) release(v);
+    for (const Value* v : node.outputs) release(v);
+  }
+
+  std::vector<HostTensor> out;
+  for (const GraphOutput& o : g.outputs()) {
+    const Slot& s = st.slots[o.value->id];
+    HostTensor t;
+    t.dtype = o.value->type.dtype;
+    t.shape = s.shape;
+    const int64_t n = t.numel();
+    if (t.is_index()) {
+      t.i.assign(s.i, s.i + n);
+    } else if (s.f != nullptr) {
+      t.f.assign(s.f, s.f + n);
+    } else {  // a bf16/f16 param output directly
+      t.f.resize(n);
+      widen_to_f32(s.param->dtype, s.param->data, 0, n, t.f.data());
+    }
+    out.push_back(std::move(t));
+  }
+  return out;
+}
+
+absl::Status ReferenceExecutor::execute(const Node& node, RunState& st) {
+  const std::vector<Value*>& in = node.inputs;
+  // Allocate results with their declared shapes under the current bindings. paged_qk binds its
+  // kv_dim symbol first if the caller did not.
+  std::optional<PagedBatch> local_batch;
+  const PagedBatch* batch = nullptr;
+  if (node.op == OpKind::kPagedQk || node.op == OpKind::kPagedPv ||
+      node.op == OpKind::kFlashAttention) {
+    const size_t first = node.op == OpKind::kFlashAttention ? 7 : 2;
+    const Value* cache_v = in[node.op == OpKind::kFlashAttention ? 3 : 1];
+    const std::vector<int64_t>& cshape = st.slots[cache_v->id].shape;
+    const int64_t tokens = st.slots[in[0]->id].shape[0];
+    std::vector<const Value*> key(in.begin() + first, in.begin() + first + 4);
+    for (const auto& e : st.batches) {
+      if (e.key == key && e.page_size == cshape[1] && e.pool_pages == cshape[0] &&
+          static_cast<int64_t>(e.batch.seq_of_token.size()) == tokens) {
+        batch = &e.batch;
+      }
+    }
+    if (batch == nullptr) {
+      absl::StatusOr<PagedBatch> b =
+          make_paged_batch(st.iview(key[0]), st.iview(key[1]), st.iview(key[2]), st.iview(key[3]),
+                           tokens, cshape[0], cshape[1]);
+      if (!b.ok()) return b.status();
+      st.batches.push_back({key, cshape[1], cshape[0], std::move(*b)});
+      batch = &st.batches.back().batch;
+    }
+    if (node.op == OpKind::kPagedQk) {
+      const std::string kv_dim = node.attrs.string_or("kv_dim", "K");
+      std::optional<int64_t> k = st.symbols.get(kv_dim);
+      if (!k) {
+        const Symbol* sym = graph_->symbols().find(kv_dim);
+        if (sym != nullptr && batch->max_kv_len > sym->upper_bound) {
+          return invalid("longest KV length ", batch->max_kv_len, " exceeds ", kv_dim, "'s bound ",
+                         sym->upper_bound);
+        }
+        st.symbols.set(kv_dim, batch->max_kv_len);
+      } else if (*k < batch->max_kv_len) {
+        return invalid("longest KV length ", batch->max_kv_len, " exceeds ", kv_dim, " = ", *k);
+      }
+    }
+  }
+  for (const Value* o : node.outputs) {
+    absl::StatusOr<std::vector<int64_t>> shape = st.symbols.resolve(o->type.shape);
+    if (!shape.ok()) return shape.status();
+    st.slots[o->id].shape = *shape;
+  }
+  auto alloc = [&](int k) -> Slot& {
+    Slot& s = st.slots[node.outputs[k]->id];
+    HostTensor& h = s.owned;
+    h.dtype = node.outputs[k]->type.dtype;
+    h.shape = s.shape;
+    if (h.is_index()) {
+      h.i.assign(h.numel(), 0);
+      s.i = h.i.data();
+    } else {
+      h.f.assign(h.numel(), 0.0f);
+      s.f = h.f.data();
+    }
+    return s;
+  };
+  auto out_f = [&](int k) { return const_cast<float*>(alloc(k).f); };
+  auto raw = [&](const Value* v) -> const void* {
+    const Slot& s = st.slots[v->id];
+    return s.i != nullptr ? static_cast<const void*>(s.i) : static_cast<const void*>(s.f);
+  };
+  auto out_raw = [&](int k) -> void* {
+    Slot& s = alloc(k);
+    return s.i != nullptr ? static_cast<void*>(s.owned.i.data())
+                          : static_cast<void*>(s.owned.f.data());
+  };
+  auto weight = [&](const Value* w) {
+    const Slot& s = st.slots[w->id];
+    WeightRef ref;
+    ref.n = s.shape[0];
+    ref.k = s.shape[1];
+    if (s.param != nullptr && s.param->dtype != DType::kF32) {
+      ref.dtype = s.param->dtype;
+      ref.data = s.param->data;
+    } else {
+      ref.dtype = DType::kF32;
+      ref.data = s.f;
+    }
+    return ref;
+  };
+  auto run_matmul = [&](float* y) {
+    const FView x = st.fview(in[0]);
+    const WeightRef w = weight(in[1]);
+    matmul(x.data, x.numel() / w.k, w, y, pool_.get());
+  };
+
+  for (size_t i = 0; i < in.size(); ++i) {
+    if (is_cache_operand(node, i) && st.slots[in[i]->id].cache == nullptr) {
+      return invalid("input ", i, " (", value_ref(in[i]),
+                     ") must be a KV cache: a graph input bound in InputBindings::caches, or a "
+                     "result aliasing one");
+    }
+  }
+  switch (node.op) {
+    case OpKind::kConstant: {
+      const double v = node.attrs.float_or("value", 0);
+      Slot& s = alloc(0);
+      if (s.i != nullptr) {
+        s.owned.i[0] = static_cast<int32_t>(v);
+      } else {
+        s.owned.f[0] = static_cast<float>(v);
+      }
+      return absl::OkStatus();
+    }
+    case OpKind::kRopeTable: return rope_table(node.attrs, out_f(0));
+    case OpKind::kGather: {
+      const Slot& table = st.slots[in[0]->id];
+      const int64_t rows = table.shape[0];
+      const int64_t row_elems = rows == 0 ? 0 : num_elements(table.shape) / rows;
+      const void* data = raw(in[0]);
+      DType dt = DType::kF32;
+      if (table.param != nullptr && table.param->dtype != DType::kF32) {
+        data = table.param->data;
+        dt = table.param->dtype;
+      }
+      return gather_rows(data, dt, rows, row_elems, st.iview(in[1]), out_raw(0));
+    }
+    case OpKind::kReshape: {
+      Slot& src = st.slots[in[0]->id];
+      Slot& dst = st.slots[node.outputs[0]->id];
+      if (num_elements(src.shape) != num_elements(dst.shape)) {
+        return invalid("reshape of ", dims_to_string(src.shape), " to ", dims_to_string(dst.shape),
+                       " changes the element count");
+      }
+      // A reshape is a view: take the buffer when this was its last reader, copy otherwise.
+      if (in[0]->kind == ValueKind::kResult && last_use_[in[0]->id] == graph_->index_of(&node) &&
+          !is_output_[in[0]->id] && src.cache == nullptr) {
+        std::vector<int64_t> shape = dst.shape;
+        dst.owned = std::move(src.owned);
+        dst.owned.shape = shape;
+        dst.owned.dtype = node.outputs[0]->type.dtype;
+        dst.f = dst.owned.is_index() ? nullptr : dst.owned.f.data();
+        dst.i = dst.owned.is_index() ? dst.owned.i.data() : nullptr;
+        src = Slot();
+        return absl::OkStatus();
+      }
+      const void* from = raw(in[0]);
+      std::memcpy(out_raw(0), from, num_elements(dst.shape) * 4);
+      return absl::OkStatus();
+    }
+    case OpKind::kSlice: {
+      const std::vector<int64_t>& shape = st.slots[in[0]->id].shape;
+      int64_t axis = node.attrs.int_or("axis", 0);
+      if (axis < 0) axis += static_cast<int64_t>(shape.size());
+      slice(raw(in[0]), shape, static_cast<int>(axis), node.attrs.int_or("start", 0),
+            node.attrs.int_or("end", 0), out_raw(0));
+      return absl::OkStatus();
+    }
+    case OpKind::kConcat: {
+      std::vector<const void*> xs;
+      std::vector<std::vector<int64_t>> shapes;
+      for (const Value* v : in) {
+        xs.push_back(raw(v));
+        shapes.push_back(st.slots[v->id].shape);
+      }
+      int64_t axis = node.attrs.int_or("axis", 0);
+      if (axis < 0) axis += static_cast<int64_t>(shapes[0].size());
+      concat(xs, shapes, static_cast<int>(axis), out_raw(0));
+      return absl::OkStatus();
+    }
+    case OpKind::kLastTokenRows: return last_token_rows(st.fview(in[0]), st.iview(in[1]), out_f(0));
+    case OpKind::kMatmul: run_matmul(out_f(0)); return absl::OkStatus();
+    case OpKind::kAdd:
+    case OpKind::kSub:
+    case OpKind::kMul:
+    case OpKind::kDiv: {
+      float* y = out_f(0);
+      binary_op(node.op, st.fview(in[0]), st.fview(in[1]), st.slots[node.outputs[0]->id].shape, y);
+      return absl::OkStatus();
+    }
+    case OpKind::kNeg:
+    case OpKind::kExp:
+    case OpKind::kRsqrt:
+    case OpKind::kSilu: {
+      const FView x = st.fview(in[0]);
+      unary_op(node.op, x.data, x.numel(), out_f(0));
+      return absl::OkStatus();
+    }
+    case OpKind::kCast: {
+      const Slot& x = st.slots[in[0]->id];
+      Slot& y = alloc(0);
+      const int64_t n = num_elements(x.shape);
+      if (x.i != nullptr && y.i != nullptr) {
+        std::copy(x.i, x.i + n, y.owned.i.begin());
+      } else if (x.i != nullptr) {
+        for (int64_t k = 0; k < n; ++k) y.owned.f[k] = static_cast<float>(x.i[k]);
+      } else if (y.i != nullptr) {
+        for (int64_t k = 0; k < n; ++k) {
+          const float v = x.f[k];
+          if (!(std::fabs(v) < 2147483648.0f)) {
+            return invalid("cast of ", v, " (element ", k, ") to ", dtype_name(y.owned.dtype),
+                           " overflows");
+          }
+          y.owned.i[k] = static_cast<int32_t>(v);  // truncation toward zero, as C and CUDA
+        }
+      } else {
+        std::copy(x.f, x.f + n, y.owned.f.begin());  // float to float: fp32 storage throughout
+      }
+      return absl::OkStatus();
+    }
+    case OpKind::kReduceSum:
+    case OpKind::kReduceMean:
+    case OpKind::kReduceMax:
+      reduce_last(node.op, st.fview(in[0]), out_f(0));
+      return absl::OkStatus();
+    case OpKind::kKvWrite: {
+      Slot& y = st.slots[node.outputs[0]->id];
+      if (absl::Status s = kv_write(st.cache(in[0]), st.fview(in[1]), st.iview(in[2])); !s.ok()) {
+        return s;
+      }
+      y.cache = st.slots[in[0]->id].cache;  // the result aliases the cache input
+      y.f = y.cache;
+      return absl::OkStatus();
+    }
+    case OpKind::kPagedQk: {
+      float* y = out_f(0);
+      paged_qk(st.fview(in[0]), st.cache(in[1]), *batch, st.slots[node.outputs[0]->id].shape[2], y,
+               pool_.get());
+      return absl::OkStatus();
+    }
+    case OpKind::kCausalMask: return causal_mask(st.fview(in[0]), st.iview(in[1]), out_f(0));
+    case OpKind::kPagedPv: {
+      if (batch->max_kv_len > st.slots[in[0]->id].shape[2]) {
+        return invalid("longest KV length ", batch->max_kv_len, " exceeds the probabilities' ",
+                       st.slots[in[0]->id].shape[2], " columns");
+      }
+      float* y = out_f(0);
+      paged_pv(st.fview(in[0]), st.cache(in[1]), *batch, y, pool_.get());
+      return absl::OkStatus();
+    }
+    case OpKind::kRmsNorm: {
+      float* y = out_f(0);
+      rmsnorm(st.fview(in[0]), nullptr, st.fview(in[1]).data, node.attrs.float_or("eps", 1e-6), y,
+              nullptr);
+      return absl::OkStatus();
+    }
+    case OpKind::kRmsNormResidual: {
+      float* y = out_f(0);
+      float* sum = out_f(1);
+      rmsnorm(st.fview(in[0]), st.fview(in[1]).data, st.fview(in[2]).data,
+              node.attrs.float_or("eps", 1e-6), y, sum);
+      return absl::OkStatus();
+    }
+    case OpKind::kRope: return rope(st.fview(in[0]), st.iview(in[1]), node.attrs, out_f(0));
+    case OpKind::kFlashAttention: {
+      float* y = out_f(0);
+      if (absl::Status s =
+              flash_attention(st.fview(in[0]), st.fview(in[1]), st.fview(in[2]), st.cache(in[3]),
+                              st.cache(in[4]), st.iview(in[5]), st.iview(in[6]), *batch,
+                              node.attrs.float_or("scale", 1.0), y, pool_.get());
+          !s.ok()) {
+        return s;
+      }
+      for (int k = 1; k <= 2; ++k) {  // results 1 and 2 alias the caches
+        Slot& c = st.slots[node.outputs[k]->id];
+        c.cache = st.slots[in[2 + k]->id].cache;
+        c.f = c.cache;
+      }
+      return absl::OkStatus();
+    }
+    case OpKind::kFusedElementwise: {
+      absl::StatusOr<Expr> expr = Expr::parse(node.attrs.string_or("expr", ""));
+      if (!expr.ok()) return expr.status();
+      if (expr->max_input_index() >= static_cast<int>(in.size())) {
+        return invalid("expr uses $", expr->max_input_index(), " but the op has ", in.size(),
+                       " inputs");
+      }
+      std::vector<FView> xs;
+      for (const Value* v : in) xs.push_back(st.fview(v));
+      float* y = out_f(0);
+      fused_elementwise(*expr, xs, st.slots[node.outputs[0]->id].shape, y);
+      return absl::OkStatus();
+    }
+    case OpKind::kGemm: {
+      float* y = out_f(0);
+      run_matmul(y);
+      const std::string epilogue = node.attrs.string_or("epilogue", "none");
+      const std::vector<int64_t>& shape = st.slots[node.outputs[0]->id].shape;
+      const FView yv{y, shape};
+      size_t next = 2;
+      if (epilogue == "bias" || epilogue == "bias_residual") {
+        binary_op(OpKind::kAdd, yv, st.fview(in[next++]), shape, y);
+      }
+      if (epilogue == "residual" || epilogue == "bias_residual") {
+        binary_op(OpKind::kAdd, yv, st.fview(in[next]), shape, y);
+      }
+      return absl::OkStatus();
+    }
+  }
+  return invalid("op kind not handled by the reference backend");
+}
+
+}  // namespace kiln

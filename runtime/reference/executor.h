@@ -1,0 +1,60 @@
+// ReferenceExecutor: runs any verified kiln graph (primitive or fused) on the CPU in fp32. It is
+// the numerical oracle of every test and the backend of `kiln run` on machines without a GPU.
+#pragma once
+
+#include <memory>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "ir/graph.h"
+#include "runtime/reference/host_tensor.h"
+#include "runtime/reference/thread_pool.h"
+
+namespace kiln {
+
+/// Interprets a graph node by node. Float dtypes are computed and stored as fp32 (a `cast`
+/// between float dtypes is the identity), index dtypes as int32; weights stay in their file dtype
+/// (f32/bf16/f16) and are widened on the fly. Intermediates are freed after their last reader.
+///
+/// Symbols are bound per run: from InputBindings::symbols first, then from the lengths of the
+/// bound inputs (`T` from tokens[T], `S` from qo_indptr[S+1], ...), and a paged_qk's `kv_dim`
+/// symbol (K), if still unbound, as the longest KV length of the step computed from the page
+/// metadata: kv_len(s) = (pages(s) - 1) * PS + kv_last_page_len[s]. Every bound symbol must be
+/// within its declared upper bound.
+///
+/// Not thread-safe: one run() at a time.
+class ReferenceExecutor {
+ public:
+  /// Verifies `graph` (the executor keeps its own copy) and checks that `params` binds exactly
+  /// the graph's params, each with the declared dtype (f32, bf16 or f16) and shape. The weight
+  /// memory must outlive the executor. `num_threads` 0 means the hardware concurrency.
+  static absl::StatusOr<std::unique_ptr<ReferenceExecutor>> create(const Graph& graph,
+                                                                   ParamViews params,
+                                                                   int num_threads = 0);
+  ~ReferenceExecutor();
+
+  /// Runs one step and returns the graph outputs in order. KV caches bound in `inputs.caches` are
+  /// updated in place. Errors (missing/extra/mis-shaped bindings, out-of-range indices,
+  /// inconsistent page metadata) name the input or the op and leave no partial outputs.
+  absl::StatusOr<std::vector<HostTensor>> run(const InputBindings& inputs);
+
+  const Graph& graph() const { return *graph_; }
+  int num_threads() const { return pool_->num_threads(); }
+
+ private:
+  struct Slot;
+  struct RunState;
+  ReferenceExecutor() = default;
+  absl::Status bind_inputs(const InputBindings& inputs, RunState& st) const;
+  absl::Status execute(const Node& node, RunState& st);
+
+  std::unique_ptr<Graph> graph_;
+  ParamViews params_;
+  std::vector<HostTensor> widened_params_;  // by value id; fp32 copies of small bf16/f16 params
+  std::vector<int> last_use_;               // by value id: last node index reading it
+  std::vector<bool> is_cache_input_;        // by value id
+  std::vector<bool> is_output_;             // by value id
+  std::unique_ptr<ThreadPool> pool_;
+};
+
+}  // namespace kiln

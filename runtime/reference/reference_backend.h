@@ -1,0 +1,70 @@
+// ReferenceBackend: the CPU Backend. It parses a plan's final IR (no passes, no recompile), maps
+// the weights the plan references and converts them to the IR params' dtype, keeps the paged KV
+// storage in host memory, and runs each step through the ReferenceExecutor.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "models/mapped_file.h"
+#include "runtime/backend.h"
+#include "runtime/reference/executor.h"
+#include "runtime/reference/host_tensor.h"
+#include "runtime/reference/sampler.h"
+
+namespace kiln {
+
+/// The bytes of a plan file's blob `index` (packed weights); the view must outlive `create`.
+using PlanBlobReader = std::function<absl::StatusOr<std::string_view>(int index)>;
+
+class ReferenceBackend : public Backend {
+ public:
+  /// Loads `plan` for the CPU. Every IR param must have a PlanWeight with the param's shape;
+  /// referenced weight files are mapped and checked (present, large enough, and with
+  /// `options.verify_weights` their xxh3), then converted to the param's dtype (f32, bf16 or
+  /// f16). A missing or changed weight file is FailedPrecondition naming the file and the
+  /// `kiln compile` command that rebuilds the plan. Packed weights are read through `blobs`.
+  static absl::StatusOr<std::unique_ptr<ReferenceBackend>> create(
+      const Plan& plan, const BackendOptions& options = {}, const PlanBlobReader& blobs = nullptr);
+  ~ReferenceBackend() override;
+
+  std::string name() const override { return "cpu"; }
+  const Plan& plan() const override { return plan_; }
+  int64_t kv_pages() const override { return kv_pages_; }
+  std::string load_report() const override;
+  absl::Status copy_kv_pages(absl::Span<const PageCopy> copies) override;
+  absl::StatusOr<StepResult> run_step(const StepRequest& step) override;
+
+  /// Layer `layer`'s K (or V) storage, f32[kv_pages, page_size, kv_heads, head_dim] (the graph's
+  /// cache input layout); null for a layer out of range.
+  float* k_data(int32_t layer);
+  float* v_data(int32_t layer);
+  /// Floats of one page of one layer's K (or V): page_size * kv_heads * head_dim.
+  int64_t floats_per_page() const;
+  /// Bytes of weights one step reads, in their compute dtype.
+  int64_t weight_bytes() const { return weight_bytes_; }
+
+ private:
+  struct HostArray;
+  ReferenceBackend() = default;
+  absl::Status load_weights(const Graph& graph, const BackendOptions& options,
+                            const PlanBlobReader& blobs);
+  absl::Status allocate_kv(const BackendOptions& options);
+
+  Plan plan_;
+  std::vector<std::unique_ptr<MappedFile>> files_;
+  std::vector<std::vector<uint8_t>> converted_;  // weights converted from their stored dtype
+  ParamViews params_;
+  int64_t weight_bytes_ = 0;
+  std::unique_ptr<ReferenceExecutor> executor_;
+  int64_t kv_pages_ = 0;
+  std::vector<HostArray> k_, v_;  // [layer]
+  Sampler sampler_;
+};
+
+}  // namespace kiln

@@ -1,0 +1,107 @@
+// `kiln compile` as a library: a fixture model through build_llama, the default pipeline, the
+// lowering and NVRTC into a plan file that loads back typed; packed weights; the in-memory
+// build_plan without kernels (what `kiln run model --device cpu` uses on a machine without NVRTC).
+#include "codegen/compile_model.h"
+
+#include <gtest/gtest.h>
+
+#include <set>
+
+#include "codegen/nvrtc_compiler.h"
+#include "plan/plan_file.h"
+#include "plan/plan_summary.h"
+#include "tests/codegen/codegen_test_util.h"
+
+namespace kiln {
+namespace {
+
+TEST(CompileModel, TinyModelRoundTripsThroughAPlanFile) {
+  if (!nvrtc_available()) GTEST_SKIP() << "built without NVRTC";
+  CompileOptions o;
+  o.model = testing::fixture("tiny");
+  o.output = testing::unique_temp_path("tiny.kplan");
+  o.arch = "sm_80";
+  o.cache_dir = testing::fixture_kernel_cache();
+  absl::StatusOr<CompileReport> r = compile_model(o);
+  ASSERT_TRUE(r.ok()) << r.status();
+  PlanLoadOptions lo;
+  lo.weights = WeightCheck::kChecksum;
+  lo.device_arch = "sm_80";
+  absl::StatusOr<LoadedPlan> p = read_plan(o.output, lo);
+  ASSERT_TRUE(p.ok()) << p.status();
+  const Plan& plan = p->plan;
+  EXPECT_EQ(static_cast<int>(plan.kernels.size()), r->kernels);
+  EXPECT_EQ(static_cast<int>(plan.launches.size()), r->launches);
+  EXPECT_EQ(static_cast<int>(plan.weights.size()), r->weights);
+  EXPECT_GT(r->weights, 0);
+  std::set<KernelFamily> families;
+  for (const PlanKernel& k : plan.kernels) {
+    families.insert(k.family);
+    EXPECT_FALSE(k.params.empty()) << k.key;
+    EXPECT_GT(p->blob(k.cubin_blob).size(), 0u) << k.key;
+    EXPECT_GT(k.registers, 0) << k.key;
+  }
+  for (KernelFamily f :
+       {KernelFamily::kFlashAttentionPrefill, KernelFamily::kFlashAttentionDecode,
+        KernelFamily::kFlashAttentionMerge, KernelFamily::kKvAppend, KernelFamily::kRope,
+        KernelFamily::kRmsNormResidual, KernelFamily::kEmbedding, KernelFamily::kSampling}) {
+    EXPECT_TRUE(families.count(f)) << family_name(f);
+  }
+  EXPECT_NE(plan.ir.find("flash_attention"), std::string::npos);
+  EXPECT_EQ(plan.kv.num_layers, plan.model.num_layers);
+  EXPECT_EQ(plan.kv.page_size, o.limits.page_size);
+  ASSERT_TRUE(plan.memory.has_value());
+  EXPECT_GT(plan.memory->arena_bytes, 0);
+  const std::string prefill = [&] {
+    for (const PlanKernel& k : plan.kernels) {
+      if (k.family == KernelFamily::kFlashAttentionPrefill) return k.key;
+    }
+    return std::string();
+  }();
+  absl::StatusOr<std::string> ptx = plan_kernel_source(*p, prefill, true);
+  ASSERT_TRUE(ptx.ok()) << ptx.status();
+  EXPECT_NE(ptx->find("mma.sync"), std::string::npos);
+  EXPECT_NE(plan_summary(*p).find(plan.model.summary()), std::string::npos);
+
+  // Packed weights live in blobs.
+  o.pack_weights = true;
+  o.output = testing::unique_temp_path("tiny-packed.kplan");
+  ASSERT_TRUE(compile_model(o).ok());
+  p = read_plan(o.output, lo);
+  ASSERT_TRUE(p.ok()) << p.status();
+  ASSERT_FALSE(p->plan.weights.empty());
+  EXPECT_TRUE(p->plan.weights[0].packed());
+  // A bad arch is refused up front.
+  o.arch = "sm_70";
+  EXPECT_FALSE(compile_model(o).ok());
+}
+
+TEST(CompileModel, InMemoryPlanWithoutKernels) {
+  CompileOptions o;
+  o.model = testing::fixture("tiny-gqa");
+  o.build_kernels = false;
+  absl::StatusOr<CompiledPlan> built = build_plan(o);
+  ASSERT_TRUE(built.ok()) << built.status();
+  const Plan& plan = built->plan;
+  EXPECT_TRUE(built->blobs.empty());  // weights referenced, no kernels built
+  EXPECT_FALSE(plan.kernels.empty());
+  for (const PlanKernel& k : plan.kernels) {
+    EXPECT_EQ(k.cubin_blob, -1) << k.key;
+    EXPECT_FALSE(k.params.empty()) << k.key;
+  }
+  EXPECT_FALSE(plan.ir.empty());
+  EXPECT_GT(plan.kv.bytes_per_page(), 0);
+  EXPECT_NE(plan.find_weight("embed"), nullptr);
+  EXPECT_EQ(built->blob(0), "");
+  // It writes and loads like any plan.
+  const std::string path = testing::unique_temp_path("nokernels.kplan");
+  ASSERT_TRUE(write_plan(path, plan, built->blobs).ok());
+  absl::StatusOr<LoadedPlan> p = read_plan(path);
+  ASSERT_TRUE(p.ok()) << p.status();
+  EXPECT_EQ(p->plan.ir, plan.ir);
+  EXPECT_EQ(p->plan.kernels.size(), plan.kernels.size());
+  EXPECT_FALSE(plan_kernel_source(*p, plan.kernels[0].key).ok());
+}
+
+}  // namespace
+}  // namespace kiln
