@@ -35,6 +35,7 @@ struct ServeOptions {
   int threads = 0;
   std::string weights_dtype = "bf16";
   size_t max_body_bytes = 1 << 20;
+  int read_timeout = 10;
 };
 
 // The plan to serve: a .kplan file, or the model compiled in memory without kernels (the
@@ -133,6 +134,7 @@ int serve(const ServeOptions& o) {
       !o.served_name.empty() ? o.served_name : std::filesystem::path(o.model).stem().string();
   ho.max_context = context;
   ho.max_body_bytes = o.max_body_bytes;
+  ho.read_timeout_seconds = o.read_timeout;
   HttpServer http(ho, engine, tok, chat, stop_ids);
   std::string error;
   if (!http.bind(error)) {
@@ -192,6 +194,10 @@ void add_serve_command(CLI::App& app, int* exit_code) {
       ->capture_default_str();
   cmd->add_option("--max-body-bytes", o->max_body_bytes, "largest request body accepted")
       ->capture_default_str();
+  cmd->add_option("--read-timeout", o->read_timeout,
+                  "seconds a client may take to send its request")
+      ->capture_default_str()
+      ->check(CLI::PositiveNumber);
   cmd->callback([o, exit_code] { *exit_code = serve(*o); });
 }
 
