@@ -243,6 +243,7 @@ void HttpServer::routes() {
       }
       sr.sampling = r->sampling;
       sr.stop = r->stop;
+      if (r->ignore_eos) sr.stop_ids.clear();
       absl::StatusOr<std::shared_ptr<RequestStream>> stream = engine_.submit(std::move(sr));
       if (!stream.ok()) return send_error(res, engine_error(stream.status()));
       std::shared_ptr<RequestStream> s = *stream;

@@ -163,6 +163,10 @@ std::optional<ApiRequest> parse_api_request(const std::string& body, bool chat,
     if (!s->is_boolean()) return fail("stream", "`stream` must be a boolean");
     r.stream = s->get<bool>();
   }
+  if (const json* ie = field("ignore_eos")) {
+    if (!ie->is_boolean()) return fail("ignore_eos", "`ignore_eos` must be a boolean");
+    r.ignore_eos = ie->get<bool>();
+  }
   if (const json* so = field("stream_options")) {
     if (!so->is_object()) return fail("stream_options", "`stream_options` must be an object");
     auto iu = so->find("include_usage");

@@ -38,6 +38,9 @@ struct ApiRequest {
   SamplingParams sampling;
   std::optional<int64_t> max_tokens;
   std::vector<std::string> stop;
+  /// vLLM's extension: keep generating past EOS and stop tokens (benchmarks with fixed output
+  /// lengths).
+  bool ignore_eos = false;
 };
 
 /// JSON documents nested deeper than this are refused before parsing.
