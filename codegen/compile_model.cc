@@ -75,12 +75,10 @@ absl::Status add_kernels(const LoweredGraph& lowered, const CompileOptions& o, C
   p.kernels = lowered.kernels;
   if (!o.build_kernels) return absl::OkStatus();
   std::vector<KernelJob> jobs;
-  for (const KernelSpec& spec : lowered.specs) {
-    absl::StatusOr<std::string> src = emit_kernel_source(spec);
-    if (!src.ok()) {
-      return absl::InvalidArgumentError(absl::StrCat(spec.key(), ": ", src.status().message()));
-    }
-    jobs.push_back({spec.key(), *std::move(src)});
+  for (const std::shared_ptr<const KernelSpec>& spec : lowered.specs) {
+    absl::StatusOr<std::string> src = emit_kernel_source(*spec);
+    if (!src.ok()) return src.status();
+    jobs.push_back({spec->key(), *std::move(src)});
   }
   KernelCache cache(o.cache_dir.empty() ? default_cache_root() + "/kernels" : o.cache_dir);
   absl::StatusOr<std::vector<CompiledKernel>> built =

@@ -1,33 +1,35 @@
-// Emission of a KernelSpec's CUDA C++: a small generated config (type alias, constants, baked
-// tables) followed by the template instantiation as an `extern "C" __global__` entry named by the
-// spec's key; fused_elementwise kernels are generated whole from their expression DAG.
+// The parts of emitted kernel sources that every family shares: C spellings of dtypes and float
+// literals, the "generated" banner, and the standard instantiation (config header + an
+// `extern "C" __global__` entry named by the spec's key that calls the family's template).
 #pragma once
 
 #include <string>
 #include <vector>
 
 #include "absl/status/statusor.h"
-#include "codegen/kernel_spec.h"
-#include "plan/plan.h"
+#include "codegen/families/family.h"
 
 namespace kiln {
 
-/// One parameter of a generated entry, in order: its C type and name ("const kiln_t*", "q").
-struct EntryDecl {
-  std::string type;
-  std::string name;
-};
-
-/// The entry's parameters (what a launch must pass, in order).
-absl::StatusOr<std::vector<EntryDecl>> entry_decls(const KernelSpec& spec);
-/// The same as the plan records them: name and how the launch packs it (from the C type).
-absl::StatusOr<std::vector<EntryParam>> entry_params(const KernelSpec& spec);
-
-/// The complete source NVRTC compiles: it #includes kernels/<family>.cuh (resolved from the
-/// embedded files) and defines `extern "C" __global__ void <spec.key()>(...)`.
-absl::StatusOr<std::string> emit_kernel_source(const KernelSpec& spec);
-
 /// CUDA C++ spelling of an element type inside kernels ("kiln_k::bf16", "float", "int").
 absl::StatusOr<std::string> kernel_type_name(DType dtype);
+/// A float literal that round-trips (infinities and NaN as bit patterns).
+std::string float_literal(double v);
+/// The first line of every generated source: what generated it, for which kernel.
+std::string generated_banner(const std::string& key);
+/// "const kiln_t* q, int num_seqs, ..." for an entry.
+std::string entry_signature(const std::vector<EntryDecl>& entry);
+
+/// The instantiation of a kernels/<include> template: banner, #include, `typedef <kiln_t>
+/// kiln_t;` and `config` (baked tables), then the entry with `__launch_bounds__(threads)` whose
+/// body is `call(call_args)`; `call_args` "" passes the entry's parameters in order.
+absl::StatusOr<std::string> instantiate(const KernelSpec& spec, const std::string& include,
+                                        DType kiln_t, const std::string& config, int64_t threads,
+                                        const std::string& call, const std::string& call_args = "");
+
+/// spec.source(), with the key in the error.
+absl::StatusOr<std::string> emit_kernel_source(const KernelSpec& spec);
+/// The entry as the plan records it.
+std::vector<EntryParam> entry_params(const KernelSpec& spec);
 
 }  // namespace kiln

@@ -1,7 +1,10 @@
 // Names and traits of op kinds (one exhaustive switch each).
 #include "ir/op_kind.h"
+
 #include <string>
 #include <vector>
+
+#include "ir/ops.h"
 
 namespace kiln {
 
@@ -97,27 +100,27 @@ OpTraits op_traits(OpKind kind) {
       t.reduction = true;
       break;
     case OpKind::kKvWrite:
-      t.num_inputs = 3;
+      t.num_inputs = KvWriteOp::kNumOperands;
       t.side_effect = true;
       break;
-    case OpKind::kPagedQk: t.num_inputs = 6; break;
-    case OpKind::kCausalMask: t.num_inputs = 2; break;
-    case OpKind::kPagedPv: t.num_inputs = 6; break;
+    case OpKind::kPagedQk: t.num_inputs = PagedQkOp::kNumOperands; break;
+    case OpKind::kCausalMask: t.num_inputs = CausalMaskOp::kNumOperands; break;
+    case OpKind::kPagedPv: t.num_inputs = PagedPvOp::kNumOperands; break;
     case OpKind::kRmsNorm:
-      t.num_inputs = 2;
+      t.num_inputs = RmsNormOp::kNumOperands;
       t.fused = true;
       break;
     case OpKind::kRmsNormResidual:
-      t.num_inputs = 3;
+      t.num_inputs = RmsNormResidualOp::kNumOperands;
       t.num_outputs = 2;
       t.fused = true;
       break;
     case OpKind::kRope:
-      t.num_inputs = 2;
+      t.num_inputs = RopeOp::kNumOperands;
       t.fused = true;
       break;
     case OpKind::kFlashAttention:
-      t.num_inputs = 11;
+      t.num_inputs = FlashAttentionOp::kNumOperands;
       t.num_outputs = 3;
       t.fused = true;
       t.side_effect = true;

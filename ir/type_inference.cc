@@ -5,6 +5,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "ir/expr.h"
+#include "ir/ops.h"
 
 namespace kiln {
 namespace {
@@ -73,10 +74,9 @@ absl::Status check_rope_attrs(const Attributes& attrs) {
   return absl::OkStatus();
 }
 
-// Shared checks of the paged-attention metadata inputs (qo_indptr, kv_page_indptr,
-// kv_page_indices, kv_last_page_len) starting at input `first`.
+// Shared checks of the page table operands (PageTableOperands' order) starting at input `first`.
 absl::Status check_page_metadata(absl::Span<const Type> in, size_t first) {
-  for (size_t i = first; i < first + 4; ++i) {
+  for (size_t i = first; i < first + PageTableOperands::kCount; ++i) {
     if (absl::Status s = expect_index_vector(in[i], i); !s.ok()) return s;
   }
   return absl::OkStatus();
@@ -298,27 +298,30 @@ absl::StatusOr<std::vector<Type>> infer_types(OpKind op, absl::Span<const Type> 
       return std::vector<Type>{out};
     }
     case OpKind::kKvWrite: {
-      const Type& cache = in[0];
-      const Type& rows = in[1];
-      if (absl::Status s = check_cache(cache, 0); !s.ok()) return s;
-      if (absl::Status s = expect_rank(rows, 1, 3); !s.ok()) return s;
-      if (absl::Status s = expect_float(rows, 1); !s.ok()) return s;
-      if (absl::Status s = expect_index_vector(in[2], 2); !s.ok()) return s;
+      using Op = KvWriteOp;
+      const Type& cache = in[Op::kCache];
+      const Type& rows = in[Op::kRows];
+      const Type& slots = in[Op::kSlotMapping];
+      if (absl::Status s = check_cache(cache, Op::kCache); !s.ok()) return s;
+      if (absl::Status s = expect_rank(rows, Op::kRows, 3); !s.ok()) return s;
+      if (absl::Status s = expect_float(rows, Op::kRows); !s.ok()) return s;
+      if (absl::Status s = expect_index_vector(slots, Op::kSlotMapping); !s.ok()) return s;
       if (absl::Status s = expect_same_dim(rows.shape[1], cache.shape[2], "KV heads"); !s.ok())
         return s;
       if (absl::Status s = expect_same_dim(rows.shape[2], cache.shape[3], "head_dim"); !s.ok())
         return s;
-      if (absl::Status s = expect_same_dim(rows.shape[0], in[2].shape[0], "rows vs slot_mapping");
+      if (absl::Status s = expect_same_dim(rows.shape[0], slots.shape[0], "rows vs slot_mapping");
           !s.ok())
         return s;
       return std::vector<Type>{cache};
     }
     case OpKind::kPagedQk: {
-      const Type& q = in[0];
-      const Type& cache = in[1];
-      if (absl::Status s = expect_rank(q, 0, 3); !s.ok()) return s;
-      if (absl::Status s = check_cache(cache, 1); !s.ok()) return s;
-      if (absl::Status s = check_page_metadata(in, 2); !s.ok()) return s;
+      using Op = PagedQkOp;
+      const Type& q = in[Op::kQ];
+      const Type& cache = in[Op::kKCache];
+      if (absl::Status s = expect_rank(q, Op::kQ, 3); !s.ok()) return s;
+      if (absl::Status s = check_cache(cache, Op::kKCache); !s.ok()) return s;
+      if (absl::Status s = check_page_metadata(in, Op::kPageTable); !s.ok()) return s;
       if (absl::Status s = expect_same_dim(q.shape[2], cache.shape[3], "head_dim"); !s.ok())
         return s;
       if (absl::Status s = check_gqa(q.shape[1], cache.shape[2]); !s.ok()) return s;
@@ -328,32 +331,38 @@ absl::StatusOr<std::vector<Type>> infer_types(OpKind op, absl::Span<const Type> 
       return std::vector<Type>{{DType::kF32, {q.shape[0], q.shape[1], Dim::symbolic(*kv_dim)}}};
     }
     case OpKind::kCausalMask: {
-      if (absl::Status s = expect_rank(in[0], 0, 3); !s.ok()) return s;
-      if (absl::Status s = expect_float(in[0], 0); !s.ok()) return s;
-      if (absl::Status s = expect_index_vector(in[1], 1); !s.ok()) return s;
-      if (absl::Status s = expect_same_dim(in[0].shape[0], in[1].shape[0], "tokens"); !s.ok())
+      using Op = CausalMaskOp;
+      const Type& scores = in[Op::kScores];
+      const Type& positions = in[Op::kPositions];
+      if (absl::Status s = expect_rank(scores, Op::kScores, 3); !s.ok()) return s;
+      if (absl::Status s = expect_float(scores, Op::kScores); !s.ok()) return s;
+      if (absl::Status s = expect_index_vector(positions, Op::kPositions); !s.ok()) return s;
+      if (absl::Status s = expect_same_dim(scores.shape[0], positions.shape[0], "tokens"); !s.ok())
         return s;
-      return std::vector<Type>{in[0]};
+      return std::vector<Type>{scores};
     }
     case OpKind::kPagedPv: {
-      const Type& p = in[0];
-      const Type& cache = in[1];
-      if (absl::Status s = expect_rank(p, 0, 3); !s.ok()) return s;
-      if (absl::Status s = check_cache(cache, 1); !s.ok()) return s;
-      if (absl::Status s = check_page_metadata(in, 2); !s.ok()) return s;
+      using Op = PagedPvOp;
+      const Type& p = in[Op::kProbs];
+      const Type& cache = in[Op::kVCache];
+      if (absl::Status s = expect_rank(p, Op::kProbs, 3); !s.ok()) return s;
+      if (absl::Status s = check_cache(cache, Op::kVCache); !s.ok()) return s;
+      if (absl::Status s = check_page_metadata(in, Op::kPageTable); !s.ok()) return s;
       if (absl::Status s = check_gqa(p.shape[1], cache.shape[2]); !s.ok()) return s;
       return std::vector<Type>{{cache.dtype, {p.shape[0], p.shape[1], cache.shape[3]}}};
     }
     case OpKind::kRmsNorm:
     case OpKind::kRmsNormResidual: {
+      static_assert(RmsNormOp::kX == 0 && RmsNormResidualOp::kX == 0);
       const bool residual = op == OpKind::kRmsNormResidual;
-      const Type& x = in[0];
-      const Type& w = in[residual ? 2 : 1];
+      const Type& x = in[RmsNormOp::kX];
+      const Type& w = in[residual ? int{RmsNormResidualOp::kWeight} : int{RmsNormOp::kWeight}];
       if (absl::StatusOr<double> eps = attrs.get_float("eps"); !eps.ok()) return eps.status();
       if (x.rank() < 1) return invalid("input 0 must have rank >= 1");
       if (absl::Status s = expect_float(x, 0); !s.ok()) return s;
-      if (residual && !(in[1] == x)) {
-        return invalid("residual ", in[1].to_string(), " does not match input ", x.to_string());
+      if (residual && !(in[RmsNormResidualOp::kResidual] == x)) {
+        return invalid("residual ", in[RmsNormResidualOp::kResidual].to_string(),
+                       " does not match input ", x.to_string());
       }
       if (w.rank() != 1 || !(w.shape[0] == x.shape.back()) || w.dtype != x.dtype) {
         return invalid("weight ", w.to_string(), " must be ", dtype_name(x.dtype), "[",
@@ -363,35 +372,47 @@ absl::StatusOr<std::vector<Type>> infer_types(OpKind op, absl::Span<const Type> 
       return std::vector<Type>{x};
     }
     case OpKind::kRope: {
-      if (absl::Status s = expect_rank(in[0], 0, 3); !s.ok()) return s;
-      if (absl::Status s = expect_float(in[0], 0); !s.ok()) return s;
-      if (absl::Status s = expect_index_vector(in[1], 1); !s.ok()) return s;
+      using Op = RopeOp;
+      const Type& x = in[Op::kX];
+      if (absl::Status s = expect_rank(x, Op::kX, 3); !s.ok()) return s;
+      if (absl::Status s = expect_float(x, Op::kX); !s.ok()) return s;
+      if (absl::Status s = expect_index_vector(in[Op::kPositions], Op::kPositions); !s.ok())
+        return s;
       if (absl::Status s = check_rope_attrs(attrs); !s.ok()) return s;
-      if (in[0].shape[2].is_symbolic() || *attrs.get_int("rotary_dim") > in[0].shape[2].value) {
-        return invalid("rotary_dim exceeds head_dim ", in[0].shape[2].to_string());
+      if (x.shape[2].is_symbolic() || *attrs.get_int("rotary_dim") > x.shape[2].value) {
+        return invalid("rotary_dim exceeds head_dim ", x.shape[2].to_string());
       }
-      return std::vector<Type>{in[0]};
+      return std::vector<Type>{x};
     }
     case OpKind::kFlashAttention: {
-      const Type& q = in[0];
-      const Type& k = in[1];
-      const Type& v = in[2];
+      using Op = FlashAttentionOp;
+      const Type& q = in[Op::kQ];
+      const Type& k = in[Op::kK];
+      const Type& v = in[Op::kV];
+      const Type& k_cache = in[Op::kKCache];
+      const Type& v_cache = in[Op::kVCache];
       if (absl::StatusOr<double> scale = attrs.get_float("scale"); !scale.ok())
         return scale.status();
-      for (size_t i = 0; i < 3; ++i) {
+      for (size_t i : {Op::kQ, Op::kK, Op::kV}) {
         if (absl::Status s = expect_rank(in[i], i, 3); !s.ok()) return s;
       }
-      if (absl::Status s = check_cache(in[3], 3); !s.ok()) return s;
-      if (absl::Status s = check_cache(in[4], 4); !s.ok()) return s;
-      if (absl::Status s = expect_index_vector(in[5], 5); !s.ok()) return s;
-      if (absl::Status s = expect_index_vector(in[6], 6); !s.ok()) return s;
-      if (absl::Status s = check_page_metadata(in, 7); !s.ok()) return s;
+      if (absl::Status s = check_cache(k_cache, Op::kKCache); !s.ok()) return s;
+      if (absl::Status s = check_cache(v_cache, Op::kVCache); !s.ok()) return s;
+      if (absl::Status s = expect_index_vector(in[Op::kPositions], Op::kPositions); !s.ok())
+        return s;
+      if (absl::Status s = expect_index_vector(in[Op::kSlotMapping], Op::kSlotMapping); !s.ok())
+        return s;
+      if (absl::Status s = check_page_metadata(in, Op::kPageTable); !s.ok()) return s;
       if (!(k == v)) return invalid("k ", k.to_string(), " and v ", v.to_string(), " differ");
       if (absl::Status s = expect_same_dim(q.shape[2], k.shape[2], "head_dim"); !s.ok()) return s;
-      if (absl::Status s = expect_same_dim(k.shape[1], in[3].shape[2], "KV heads"); !s.ok())
+      if (absl::Status s = expect_same_dim(k.shape[1], k_cache.shape[2], "KV heads"); !s.ok())
         return s;
       if (absl::Status s = check_gqa(q.shape[1], k.shape[1]); !s.ok()) return s;
-      return std::vector<Type>{q, in[3], in[4]};
+      std::vector<Type> out(3);
+      out[Op::kOutput] = q;
+      out[Op::kKCacheOut] = k_cache;
+      out[Op::kVCacheOut] = v_cache;
+      return out;
     }
     case OpKind::kFusedElementwise: {
       if (in.empty()) return invalid("fused_elementwise needs at least one input");
@@ -409,33 +430,27 @@ absl::StatusOr<std::vector<Type>> infer_types(OpKind op, absl::Span<const Type> 
       return std::vector<Type>{{*dtype, shape}};
     }
     case OpKind::kGemm: {
-      absl::StatusOr<std::string> epilogue = attrs.get_string("epilogue");
+      absl::StatusOr<std::string> name = attrs.get_string("epilogue");
+      if (!name.ok()) return name.status();
+      absl::StatusOr<GemmOp::Epilogue> epilogue = GemmOp::parse_epilogue(*name);
       if (!epilogue.ok()) return epilogue.status();
-      size_t want = *epilogue == "none"                              ? 2
-                    : *epilogue == "bias" || *epilogue == "residual" ? 3
-                    : *epilogue == "bias_residual"                   ? 4
-                                                                     : 0;
-      if (want == 0) {
-        return invalid("unknown gemm epilogue \"", *epilogue,
-                       "\" (none, bias, residual, bias_residual)");
-      }
+      const size_t want = GemmOp::num_operands(*epilogue);
       if (in.size() != want)
-        return invalid("gemm with epilogue ", *epilogue, " takes ", want, " inputs");
+        return invalid("gemm with epilogue ", *name, " takes ", want, " inputs");
       absl::StatusOr<std::vector<Type>> mm =
-          infer_types(OpKind::kMatmul, in.subspan(0, 2), {}, symbols);
+          infer_types(OpKind::kMatmul, in.subspan(GemmOp::kX, 2), {}, symbols);
       if (!mm.ok()) return mm.status();
       const Type& out = (*mm)[0];
-      size_t next = 2;
-      if (*epilogue == "bias" || *epilogue == "bias_residual") {
-        const Type& bias = in[next++];
+      if (const int b = GemmOp::bias_index(*epilogue); b >= 0) {
+        const Type& bias = in[b];
         if (bias.rank() != 1 || !(bias.shape[0] == out.shape.back()) || bias.dtype != out.dtype) {
           return invalid("bias ", bias.to_string(), " must be ", dtype_name(out.dtype), "[",
                          out.shape.back().to_string(), "]");
         }
       }
-      if (*epilogue == "residual" || *epilogue == "bias_residual") {
-        if (!(in[next] == out)) {
-          return invalid("residual ", in[next].to_string(), " must match the product ",
+      if (const int r = GemmOp::residual_index(*epilogue); r >= 0) {
+        if (!(in[r] == out)) {
+          return invalid("residual ", in[r].to_string(), " must match the product ",
                          out.to_string());
         }
       }

@@ -4,6 +4,7 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "ir/ops.h"
 #include "passes/pass.h"
 #include "passes/pass_registry.h"
 #include "passes/rewrite.h"
@@ -25,8 +26,11 @@ struct AttentionPattern {
     using R = MatchResult<AttentionMatch>;
     AttentionMatch m{};
     m.qk = qk;
-    m.k_write = producer_of(qk->inputs[1], OpKind::kKvWrite);
-    if (m.k_write == nullptr) return R::fail("paged_qk reads a K cache not written in this step");
+    if (!PagedQkOp::matches(qk)) return R::fail("paged_qk has the wrong operand count");
+    const PagedQkOp qk_op(*qk);
+    m.k_write = producer_of(qk_op.k_cache(), OpKind::kKvWrite);
+    if (!KvWriteOp::matches(m.k_write))
+      return R::fail("paged_qk reads a K cache not written in this step");
     Value* s = qk->output();
     auto sole_user = [&](const Value* v) -> Node* {
       std::vector<Node*> users = g.users(v);
@@ -44,7 +48,7 @@ struct AttentionPattern {
       next = sole_user(s);
       if (next == nullptr) return R::fail("intermediate scaled scores have more than one user");
     }
-    if (next->op != OpKind::kCausalMask || next->inputs[0] != s) {
+    if (!CausalMaskOp::matches(next) || CausalMaskOp(*next).scores() != s) {
       return R::fail("scores are not causally masked");
     }
     m.mask = next;
@@ -74,37 +78,46 @@ struct AttentionPattern {
       return R::fail("exp does not feed a softmax's sum and division alone");
     }
     m.pv = sole_user(m.div->output());
-    if (m.pv == nullptr || m.pv->op != OpKind::kPagedPv || m.pv->inputs[0] != m.div->output()) {
+    if (!PagedPvOp::matches(m.pv) || PagedPvOp(*m.pv).probs() != m.div->output()) {
       return R::fail("probabilities are not used only by paged_pv");
     }
-    for (int i = 2; i < 6; ++i) {
-      if (m.pv->inputs[i] != qk->inputs[i])
-        return R::fail("paged_qk and paged_pv page differently");
-    }
-    m.v_write = producer_of(m.pv->inputs[1], OpKind::kKvWrite);
-    if (m.v_write == nullptr) return R::fail("paged_pv reads a V cache not written in this step");
-    if (m.v_write->inputs[2] != m.k_write->inputs[2]) {
+    const PagedPvOp pv(*m.pv);
+    if (pv.pages() != qk_op.pages()) return R::fail("paged_qk and paged_pv page differently");
+    m.v_write = producer_of(pv.v_cache(), OpKind::kKvWrite);
+    if (!KvWriteOp::matches(m.v_write))
+      return R::fail("paged_pv reads a V cache not written in this step");
+    const KvWriteOp k_write(*m.k_write), v_write(*m.v_write);
+    if (v_write.slot_mapping() != k_write.slot_mapping()) {
       return R::fail("K and V rows go to different slots");
     }
-    if (!(m.k_write->inputs[1]->type == m.v_write->inputs[1]->type)) {
+    if (!(k_write.rows()->type == v_write.rows()->type)) {
       return R::fail("K and V rows have different types");
     }
-    if (!(m.pv->output()->type == qk->inputs[0]->type)) {
-      return R::fail(absl::StrCat("output ", m.pv->output()->type.to_string(), " differs from q ",
-                                  qk->inputs[0]->type.to_string()));
+    if (!(pv.output()->type == qk_op.q()->type)) {
+      return R::fail(absl::StrCat("output ", pv.output()->type.to_string(), " differs from q ",
+                                  qk_op.q()->type.to_string()));
     }
     return R::ok(m);
   }
 
   static FusedReplacement rewrite(const AttentionMatch& m) {
     FusedReplacement r;
-    r.op = OpKind::kFlashAttention;
-    r.inputs = {m.qk->inputs[0],      m.k_write->inputs[1], m.v_write->inputs[1],
-                m.k_write->inputs[0], m.v_write->inputs[0], m.mask->inputs[1],
-                m.k_write->inputs[2], m.qk->inputs[2],      m.qk->inputs[3],
-                m.qk->inputs[4],      m.qk->inputs[5]};
+    const PagedQkOp qk(*m.qk);
+    const KvWriteOp k_write(*m.k_write), v_write(*m.v_write);
+    r.op = FlashAttentionOp::kKind;
+    r.inputs = FlashAttentionOp::operands({.q = qk.q(),
+                                           .k = k_write.rows(),
+                                           .v = v_write.rows(),
+                                           .k_cache = k_write.cache(),
+                                           .v_cache = v_write.cache(),
+                                           .positions = CausalMaskOp(*m.mask).positions(),
+                                           .slot_mapping = k_write.slot_mapping(),
+                                           .pages = qk.pages()});
     r.attrs.set("scale", m.scale);
-    r.replaces = {m.pv->output(), m.k_write->output(), m.v_write->output()};
+    r.replaces.resize(3);
+    r.replaces[FlashAttentionOp::kOutput] = PagedPvOp(*m.pv).output();
+    r.replaces[FlashAttentionOp::kKCacheOut] = k_write.cache_out();
+    r.replaces[FlashAttentionOp::kVCacheOut] = v_write.cache_out();
     r.erase = {m.k_write, m.v_write, m.qk, m.mask, m.max, m.sub, m.exp, m.sum, m.div, m.pv};
     if (m.scale_mul != nullptr) r.erase.push_back(m.scale_mul);
     return r;

@@ -4,6 +4,7 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "ir/ops.h"
 #include "passes/pass.h"
 #include "passes/pass_registry.h"
 #include "passes/rewrite.h"
@@ -102,13 +103,16 @@ struct RmsNormPattern {
     r.erase = {m.square, m.mean, m.add_eps, m.rsqrt, m.normalize, m.scale};
     if (m.residual_add != nullptr) {
       // add(h, branch) as models/ writes it: x = the branch, residual = the stream.
-      r.op = OpKind::kRmsNormResidual;
-      r.inputs = {m.residual_add->inputs[1], m.residual_add->inputs[0], m.w};
-      r.replaces = {m.scale->output(), m.x};
+      r.op = RmsNormResidualOp::kKind;
+      r.inputs = RmsNormResidualOp::operands(/*x=*/m.residual_add->inputs[1],
+                                             /*residual=*/m.residual_add->inputs[0], m.w);
+      r.replaces.resize(2);
+      r.replaces[RmsNormResidualOp::kNormed] = m.scale->output();
+      r.replaces[RmsNormResidualOp::kSum] = m.x;
       r.erase.push_back(m.residual_add);
     } else {
-      r.op = OpKind::kRmsNorm;
-      r.inputs = {m.x, m.w};
+      r.op = RmsNormOp::kKind;
+      r.inputs = RmsNormOp::operands(m.x, m.w);
       r.replaces = {m.scale->output()};
     }
     return r;

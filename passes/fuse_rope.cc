@@ -3,6 +3,7 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "ir/ops.h"
 #include "passes/pass.h"
 #include "passes/pass_registry.h"
 #include "passes/rewrite.h"
@@ -172,8 +173,8 @@ struct RopePattern {
 
   static FusedReplacement rewrite(const RopeMatch& m) {
     FusedReplacement r;
-    r.op = OpKind::kRope;
-    r.inputs = {m.x, m.cos.positions};
+    r.op = RopeOp::kKind;
+    r.inputs = RopeOp::operands(m.x, m.cos.positions);
     r.attrs = m.cos.table->attrs;  // theta, rotary_dim, layout and llama3 scaling_* carry over
     r.attrs.erase("part");
     r.attrs.erase("max_positions");

@@ -4,6 +4,7 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "ir/ops.h"
 #include "passes/pass.h"
 #include "passes/pass_registry.h"
 #include "passes/rewrite.h"
@@ -59,24 +60,21 @@ struct GemmEpiloguePattern {
 
   static FusedReplacement rewrite(const GemmMatch& m) {
     FusedReplacement r;
-    r.op = OpKind::kGemm;
-    r.inputs = {m.matmul->inputs[0], m.matmul->inputs[1]};
+    r.op = GemmOp::kKind;
+    // matmul(x, w): x·wᵀ, the gemm's x and weight.
+    r.inputs = GemmOp::operands(m.matmul->inputs[0], m.matmul->inputs[1], m.bias, m.residual);
     r.erase = {m.matmul};
-    std::string epilogue = "none";
     Value* result = m.matmul->output();
     if (m.bias_add != nullptr) {
-      r.inputs.push_back(m.bias);
       r.erase.push_back(m.bias_add);
       result = m.bias_add->output();
-      epilogue = "bias";
     }
     if (m.residual_add != nullptr) {
-      r.inputs.push_back(m.residual);
       r.erase.push_back(m.residual_add);
       result = m.residual_add->output();
-      epilogue = m.bias_add != nullptr ? "bias_residual" : "residual";
     }
-    r.attrs.set("epilogue", epilogue);
+    r.attrs.set("epilogue", std::string(GemmOp::epilogue_name(
+                                GemmOp::epilogue_for(m.bias != nullptr, m.residual != nullptr))));
     r.replaces = {result};
     return r;
   }

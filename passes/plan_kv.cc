@@ -3,6 +3,7 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "ir/ops.h"
 #include "passes/pass.h"
 #include "passes/pass_registry.h"
 
@@ -30,15 +31,12 @@ class PlanKv : public Pass {
       caches.push_back(v);
     };
     for (const auto& n : graph.nodes()) {
-      switch (n->op) {
-        case OpKind::kKvWrite: note(n->inputs[0]); break;
-        case OpKind::kPagedQk:
-        case OpKind::kPagedPv: note(n->inputs[1]); break;
-        case OpKind::kFlashAttention:
-          note(n->inputs[3]);
-          note(n->inputs[4]);
-          break;
-        default: break;
+      if (auto w = op_view<KvWriteOp>(n.get())) note(w->cache());
+      if (auto qk = op_view<PagedQkOp>(n.get())) note(qk->k_cache());
+      if (auto pv = op_view<PagedPvOp>(n.get())) note(pv->v_cache());
+      if (auto attn = op_view<FlashAttentionOp>(n.get())) {
+        note(attn->k_cache());
+        note(attn->v_cache());
       }
     }
     context.count(name(), "caches", static_cast<int64_t>(caches.size()));

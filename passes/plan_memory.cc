@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "ir/ops.h"
 #include "ir/printer.h"
 #include "passes/pass.h"
 #include "passes/pass_registry.h"
@@ -18,7 +19,7 @@ int64_t align_up(int64_t n, int64_t a) { return (n + a - 1) / a * a; }
 // Results that are the KV cache updated in place: they live in the page pool, not the arena.
 bool aliases_cache(const Node& n, int output) {
   return (n.op == OpKind::kKvWrite && output == 0) ||
-         (n.op == OpKind::kFlashAttention && output >= 1);
+         (n.op == OpKind::kFlashAttention && FlashAttentionOp::result_aliases_cache(output));
 }
 
 /// Plans the activation arena: every node result gets a byte range sized for the symbols' upper

@@ -32,6 +32,7 @@ enum class ParamType : uint8_t {
 struct EntryParam {
   std::string name;  ///< "q", "kv_page_indptr", "eps"
   ParamType type = ParamType::kPointer;
+  bool operator==(const EntryParam&) const = default;
 };
 
 /// One compiled kernel specialization. `key` is the KernelSpec's canonical key and the entry

@@ -45,6 +45,7 @@ for case in ET.parse(sys.argv[1]).getroot().iter("testcase"):
     reasons.setdefault(" ".join(m for m in msg if m) or "no reason given", []).append(
         case.get("name", "?"))
 for why, names in reasons.items():
-    print(f"test.sh: {len(names)} test(s) skipped ({names[0]}, ...): {why}")
+    shown = ", ".join(names[:3]) + (", ..." if len(names) > 3 else "")
+    print(f"test.sh: skipped {len(names)} test(s) ({shown}): {why}")
 PY
 exit "$status"

@@ -1,22 +1,23 @@
 // `kiln run`: generate text from a plan (or a model compiled in memory into one), streamed as it
-// is produced. A token's path: load_plan (a .kplan, or build_plan in memory) -> Backend (the CPU
-// reference backend) -> Engine::generate -> Backend::run_step per step -> streamed text.
+// is produced. A token's path: load_plan (read_plan of a .kplan, or build_plan in memory) ->
+// ReferenceBackend::create (a Backend) -> Engine::generate -> Backend::run_step per step ->
+// the engine's TextStream -> stdout.
 #include <cstdio>
-#include <filesystem>
 #include <fstream>
 #include <iostream>
 
+#include <cstring>
+#include <variant>
+
 #include "absl/strings/str_format.h"
+#include "codegen/compile_model.h"
 #include "ir/printer.h"
 #include "models/chat_template.h"
-#include "models/model_source.h"
 #include "models/tokenizer_source.h"
-#include "models/weights.h"
-#include "passes/pass_manager.h"
+#include "plan/plan_file.h"
 #include "runtime/engine/engine.h"
 #include "runtime/reference/reference_backend.h"
 #include "tools/commands.h"
-#include "xxhash.h"
 
 namespace kiln::tools {
 namespace {
@@ -40,48 +41,71 @@ struct RunOptions {
   bool verify_weights = false;
 };
 
-// TODO(runtime): replaced by codegen's build_plan (kernels off) when the plan branch lands.
-absl::StatusOr<Plan> build_plan_in_memory(const std::string& path, const StepLimits& limits) {
-  absl::StatusOr<ModelFormat> format = detect_model_format(path);
-  if (!format.ok()) return format.status();
-  absl::StatusOr<ModelConfig> config = load_model_config(path);
-  if (!config.ok()) return config.status();
+// codegen's GPU lowering has no f32 attention kernels, so an f32 plan (the reference backend's
+// exact mode) is built at bf16 and then given the f32 step graph and its KV layout: the reference
+// backend reads only the IR, the weights and the KV layout. TODO(runtime): drop once
+// build_plan(build_kernels = false) accepts graphs that have no GPU lowering.
+absl::StatusOr<CompiledPlan> build_cpu_plan(CompileOptions o) {
+  o.build_kernels = false;
+  if (o.limits.dtype != DType::kF32) return build_plan(o);
+  const StepLimits limits = o.limits;
+  o.limits.dtype = DType::kBF16;
+  absl::StatusOr<CompiledPlan> built = build_plan(o);
+  if (!built.ok()) return built.status();
   Graph g;
-  if (absl::Status s = build_llama(*config, limits, g); !s.ok()) return s;
+  if (absl::Status s = build_llama(built->plan.model, limits, g); !s.ok()) return s;
   PassContext ctx;
-  if (absl::Status s = run_default_pipeline(g, ctx); !s.ok()) return s;
-  Plan p;
-  p.model = *config;
-  p.model_path = std::filesystem::absolute(path).string();
-  p.tokenizer_path = *format == ModelFormat::kGguf
-                         ? p.model_path
-                         : (std::filesystem::path(p.model_path) / "tokenizer.json").string();
-  p.limits = limits;
+  if (absl::Status s = run_compile_pipeline(g, ctx); !s.ok()) return s;
+  Plan& p = built->plan;
   p.ir = print_graph(g);
-  p.kv.page_size = static_cast<int32_t>(limits.page_size);
-  p.kv.dtype = limits.dtype;
-  p.kv.num_layers = static_cast<int32_t>(config->num_layers);
-  p.kv.num_kv_heads = static_cast<int32_t>(config->num_kv_heads);
-  p.kv.head_dim = static_cast<int32_t>(config->head_dim);
-  absl::StatusOr<WeightSet> weights =
-      *format == ModelFormat::kGguf ? load_gguf_weights(path) : load_safetensors_weights(path);
-  if (!weights.ok()) return weights.status();
-  for (const Weight& w : weights->all()) {
-    p.weights.push_back(
-        {w.name, w.dtype, w.shape, std::filesystem::absolute(w.source_file).string(), w.source_name,
-         w.source_offset, w.bytes.size(), XXH3_64bits(w.bytes.data(), w.bytes.size())});
-  }
-  return p;
+  p.limits.dtype = limits.dtype;
+  p.kv = *ctx.kv_layout;
+  p.memory = ctx.memory_plan;
+  p.kernels.clear();
+  p.launches.clear();
+  p.gemms.clear();
+  p.workspaces.clear();
+  p.aliases.clear();
+  p.constants.clear();
+  return built;
 }
 
-// The plan to run: the .kplan file itself, or the model compiled in memory (no kernels: the
-// reference backend interprets the IR) with the same limits `kiln run` always used.
-absl::StatusOr<Plan> load_plan(const RunOptions& o) {
-  StepLimits limits;
-  limits.max_seqs = 1;
-  limits.max_context = o.max_context;
-  limits.dtype = o.weights_dtype == "f32" ? DType::kF32 : DType::kBF16;
-  return build_plan_in_memory(o.model, limits);
+// The plan to run and where its blobs live: a .kplan file as written, or the model compiled in
+// memory (no kernels: the reference backend interprets the IR) with the limits `kiln run` always
+// used. Either way the same plan reaches the backend.
+struct RunnablePlan {
+  std::variant<LoadedPlan, CompiledPlan> source;
+  const Plan& plan() const {
+    return std::visit([](const auto& p) -> const Plan& { return p.plan; }, source);
+  }
+  std::string_view blob(int i) const {
+    return std::visit([i](const auto& p) { return p.blob(i); }, source);
+  }
+};
+
+bool is_plan_file(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  char magic[sizeof(kPlanMagic)] = {};
+  return in.read(magic, sizeof(magic)) && std::memcmp(magic, kPlanMagic, sizeof(magic)) == 0;
+}
+
+absl::StatusOr<RunnablePlan> load_plan(const RunOptions& o) {
+  if (is_plan_file(o.model)) {
+    PlanLoadOptions lo;
+    lo.plan_path_for_messages = o.model;
+    lo.weights = WeightCheck::kNone;  // the backend checks them as it maps them
+    absl::StatusOr<LoadedPlan> loaded = read_plan(o.model, lo);
+    if (!loaded.ok()) return loaded.status();
+    return RunnablePlan{std::move(*loaded)};
+  }
+  CompileOptions co;
+  co.model = o.model;
+  co.limits.max_seqs = 1;
+  co.limits.max_context = o.max_context;
+  co.limits.dtype = o.weights_dtype == "f32" ? DType::kF32 : DType::kBF16;
+  absl::StatusOr<CompiledPlan> built = build_cpu_plan(co);
+  if (!built.ok()) return built.status();
+  return RunnablePlan{std::move(*built)};
 }
 
 // A prompt as token ids: the chat template when asked for (its stop ids join the model's EOS).
@@ -118,23 +142,21 @@ int run(const RunOptions& o) {
     return 2;
   }
   if (o.device == "auto") std::cerr << "kiln run: using the CPU reference backend\n";
-  absl::StatusOr<Plan> plan = load_plan(o);
-  if (!plan.ok()) return fail(plan.status());
-  absl::StatusOr<Tokenizer> tok = load_tokenizer(plan->tokenizer_path);
-  if (!tok.ok()) return fail(tok.status());
-  absl::StatusOr<GenerationRequest> req = make_request(o, *tok, plan->model);
-  if (!req.ok()) return fail(req.status());
-
+  absl::StatusOr<RunnablePlan> runnable = load_plan(o);
+  if (!runnable.ok()) return fail(runnable.status());
+  const Plan& plan = runnable->plan();
+  // The backend first: it checks the referenced weight files before anything else reads them.
   BackendOptions bo;
   bo.num_threads = o.threads;
   bo.verify_weights = o.verify_weights;
-  // Unless told otherwise, KV pages for exactly this request (prompt + new tokens).
-  const int64_t ps = plan->kv.page_size;
-  bo.kv_pages = o.kv_pages > 0
-                    ? o.kv_pages
-                    : (static_cast<int64_t>(req->prompt.size()) + o.max_new_tokens + ps - 1) / ps;
-  absl::StatusOr<std::unique_ptr<ReferenceBackend>> backend = ReferenceBackend::create(*plan, bo);
+  bo.kv_pages = o.kv_pages;
+  absl::StatusOr<std::unique_ptr<ReferenceBackend>> backend = ReferenceBackend::create(
+      plan, bo, [&](int i) -> absl::StatusOr<std::string_view> { return runnable->blob(i); });
   if (!backend.ok()) return fail(backend.status());
+  absl::StatusOr<Tokenizer> tok = load_tokenizer(plan.tokenizer_path);
+  if (!tok.ok()) return fail(tok.status());
+  absl::StatusOr<GenerationRequest> req = make_request(o, *tok, plan.model);
+  if (!req.ok()) return fail(req.status());
 
   Engine engine(**backend, *tok);
   GenerationStats stats;
@@ -187,7 +209,8 @@ void add_run_command(CLI::App& app, int* exit_code) {
       ->check(CLI::IsMember({"bf16", "f32"}))
       ->capture_default_str();
   cmd->add_option("--threads", o->threads, "CPU threads (0 = all cores)")->capture_default_str();
-  cmd->add_option("--kv-pages", o->kv_pages, "KV cache pages (0 = enough for the request)")
+  cmd->add_option("--kv-pages", o->kv_pages,
+                  "KV cache pages (0 = every sequence at full context, up to 4 GiB)")
       ->capture_default_str();
   cmd->add_option("--max-context", o->max_context,
                   "a model compiled in memory: cap the context length (0 = the model's)")

@@ -33,7 +33,6 @@ struct ServeOptions {
   int64_t max_queue = 256;
   bool no_prefix_cache = false;
   int threads = 0;
-  std::string weights_dtype = "bf16";
   size_t max_body_bytes = 1 << 20;
   int read_timeout = 10;
 };
@@ -66,7 +65,7 @@ absl::StatusOr<ServedPlan> load_served_plan(const ServeOptions& o) {
   co.limits.max_seqs = o.max_running;
   co.limits.max_tokens = o.max_step_tokens;
   co.limits.max_context = o.max_context;
-  co.limits.dtype = o.weights_dtype == "f32" ? DType::kF32 : DType::kBF16;
+  co.limits.dtype = DType::kBF16;  // codegen builds bf16 plans (f32: `kiln run` only, for now)
   absl::StatusOr<CompiledPlan> compiled = build_plan(co);
   if (!compiled.ok()) return compiled.status();
   sp.plan = compiled->plan;
@@ -189,9 +188,6 @@ void add_serve_command(CLI::App& app, int* exit_code) {
       ->capture_default_str();
   cmd->add_flag("--no-prefix-cache", o->no_prefix_cache, "disable prefix caching");
   cmd->add_option("--threads", o->threads, "CPU threads (0 = all cores)")->capture_default_str();
-  cmd->add_option("--weights-dtype", o->weights_dtype, "CPU weights: bf16 (fast) or f32 (exact)")
-      ->check(CLI::IsMember({"bf16", "f32"}))
-      ->capture_default_str();
   cmd->add_option("--max-body-bytes", o->max_body_bytes, "largest request body accepted")
       ->capture_default_str();
   cmd->add_option("--read-timeout", o->read_timeout,

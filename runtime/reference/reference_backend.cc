@@ -61,6 +61,13 @@ absl::StatusOr<std::unique_ptr<ReferenceBackend>> ReferenceBackend::create(
   return b;
 }
 
+absl::StatusOr<std::unique_ptr<ReferenceBackend>> ReferenceBackend::create(
+    const LoadedPlan& plan, const BackendOptions& options) {
+  return create(plan.plan, options, [&plan](int index) -> absl::StatusOr<std::string_view> {
+    return plan.blob(index);
+  });
+}
+
 absl::Status ReferenceBackend::load_weights(const Graph& graph, const BackendOptions& options,
                                             const PlanBlobReader& blobs) {
   absl::flat_hash_map<std::string_view, const PlanWeight*> by_name;
@@ -162,21 +169,22 @@ absl::Status ReferenceBackend::allocate_kv(const BackendOptions& options) {
         "the plan's KV layout is empty (page size ", kv.page_size, ", ", kv.num_layers, " layers, ",
         kv.num_kv_heads, " KV heads, head dim ", kv.head_dim, "); ", recompile_hint(plan_)));
   }
-  // The host storage is f32 whatever the plan's KV dtype (the executor computes in fp32), so its
-  // page size in bytes is the reference backend's own fact, not KvLayout's.
-  const int64_t page_bytes = 2 * kv.num_layers * floats_per_page() * int64_t{sizeof(float)};
+  // The host storage is f32 whatever the plan's KV dtype (the executor computes in fp32).
+  KvLayout host = kv;
+  host.dtype = DType::kF32;
+  const int64_t page_bytes = host.bytes_per_page();
   if (options.kv_pages > 0) {
     kv_pages_ = options.kv_pages;
   } else if (options.kv_cache_gb > 0) {
-    kv_pages_ = static_cast<int64_t>(options.kv_cache_gb * (1 << 30)) / page_bytes;
+    kv_pages_ = host.pages_for_budget(static_cast<int64_t>(options.kv_cache_gb * (1 << 30)));
   } else {
     // Every sequence of a step at the full context, within 4 GiB of (lazily zeroed) memory.
     const StepLimits& lim = plan_.limits;
     const int64_t context = lim.max_context > 0 ? std::min(lim.max_context, plan_.model.max_context)
                                                 : plan_.model.max_context;
     const int64_t per_seq = (std::max<int64_t>(context, 1) + kv.page_size - 1) / kv.page_size;
-    kv_pages_ =
-        std::min(std::max<int64_t>(lim.max_seqs, 1) * per_seq, (int64_t{4} << 30) / page_bytes);
+    kv_pages_ = std::min(std::max<int64_t>(lim.max_seqs, 1) * per_seq,
+                         host.pages_for_budget(int64_t{4} << 30));
   }
   if (plan_.limits.max_pool_pages > 0) kv_pages_ = std::min(kv_pages_, plan_.limits.max_pool_pages);
   if (kv_pages_ <= 0) {
@@ -212,7 +220,9 @@ float* ReferenceBackend::v_data(int32_t layer) {
 }
 
 std::string ReferenceBackend::load_report() const {
-  const int64_t kv_bytes = 2 * plan_.kv.num_layers * kv_pages_ * floats_per_page() * 4;
+  KvLayout host = plan_.kv;
+  host.dtype = DType::kF32;
+  const int64_t kv_bytes = kv_pages_ * host.bytes_per_page();
   return absl::StrFormat(
       "cpu reference backend: %d weights (%.1f MiB), KV pool %d pages of %d tokens (%d tokens, "
       "%.1f MiB f32, allocated as written), %d threads",

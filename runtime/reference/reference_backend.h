@@ -12,6 +12,7 @@
 
 #include "absl/status/statusor.h"
 #include "models/mapped_file.h"
+#include "plan/plan_file.h"
 #include "runtime/backend.h"
 #include "runtime/reference/executor.h"
 #include "runtime/reference/host_tensor.h"
@@ -19,7 +20,8 @@
 
 namespace kiln {
 
-/// The bytes of a plan file's blob `index` (packed weights); the view must outlive `create`.
+/// The bytes of a plan file's blob `index` (packed weights). The bytes must outlive the backend:
+/// weights already in their param's dtype are used in place, not copied.
 using PlanBlobReader = std::function<absl::StatusOr<std::string_view>(int index)>;
 
 class ReferenceBackend : public Backend {
@@ -31,6 +33,10 @@ class ReferenceBackend : public Backend {
   /// `kiln compile` command that rebuilds the plan. Packed weights are read through `blobs`.
   static absl::StatusOr<std::unique_ptr<ReferenceBackend>> create(
       const Plan& plan, const BackendOptions& options = {}, const PlanBlobReader& blobs = nullptr);
+  /// create() over a plan read from a .kplan file (its packed weights are the file's blobs);
+  /// `plan` must outlive the backend.
+  static absl::StatusOr<std::unique_ptr<ReferenceBackend>> create(
+      const LoadedPlan& plan, const BackendOptions& options = {});
   ~ReferenceBackend() override;
 
   std::string name() const override { return "cpu"; }

@@ -6,6 +6,8 @@
 
 #include <set>
 
+#include "codegen/families/flash_attention_prefill.h"
+#include "codegen/families/fused_elementwise.h"
 #include "codegen/kernel_source.h"
 #include "ir/verifier.h"
 #include "plan/launch_expr.h"
@@ -15,15 +17,16 @@ namespace kiln {
 namespace {
 
 TEST(KernelSpec, KeyIsCanonical) {
-  KernelSpec s;
-  s.family = KernelFamily::kFlashAttentionPrefill;
-  s.dtype = DType::kBF16;
-  s.params = {{"d", 64}, {"g", 3}, {"q", 64}, {"kv", 64}, {"w", 4}};
+  FlashAttentionPrefillSpec s;
+  s.head_dim = 64;
+  s.group = 3;
   EXPECT_EQ(s.key(), "flash_attention_prefill_bf16_d64_g3_q64_kv64_w4");
-  KernelSpec t = s;
-  t.payload = "x";
-  EXPECT_NE(t.key(), s.key());
-  EXPECT_EQ(t.key().rfind(s.key() + "_h", 0), 0u);
+  const std::string plain = spec_key(KernelFamily::kRope, DType::kF16, {{"d", 64}});
+  EXPECT_EQ(plain, "rope_f16_d64");
+  const std::string baked = spec_key(KernelFamily::kRope, DType::kF16, {{"d", 64}}, {}, "x");
+  EXPECT_EQ(baked.rfind(plain + "_h", 0), 0u);
+  EXPECT_EQ(baked.size(), plain.size() + 10);
+  EXPECT_NE(baked, spec_key(KernelFamily::kRope, DType::kF16, {{"d", 64}}, {}, "y"));
 }
 
 TEST(Lowering, SmolLM2FusedGraph) {
@@ -33,7 +36,7 @@ TEST(Lowering, SmolLM2FusedGraph) {
   absl::StatusOr<LoweredGraph> l = lower_graph(*g);
   ASSERT_TRUE(l.ok()) << l.status();
   std::set<std::string> keys;
-  for (const KernelSpec& s : l->specs) keys.insert(s.key());
+  for (const auto& s : l->specs) keys.insert(s->key());
   EXPECT_TRUE(keys.count("flash_attention_prefill_bf16_d64_g3_q64_kv64_w4"));
   EXPECT_TRUE(keys.count("flash_attention_decode_bf16_d64_g3_kv16_w4"));
   EXPECT_TRUE(keys.count("flash_attention_merge_bf16_d64"));
@@ -50,10 +53,9 @@ TEST(Lowering, SmolLM2FusedGraph) {
   // Every launch passes exactly the entry's parameters.
   for (const PlanLaunch& launch : l->launches) {
     ASSERT_LT(launch.kernel, static_cast<int>(l->kernels.size()));
-    const KernelSpec& spec = l->specs[launch.kernel];
-    absl::StatusOr<std::vector<EntryParam>> params = entry_params(spec);
-    ASSERT_TRUE(params.ok());
-    EXPECT_EQ(params->size(), launch.args.size()) << spec.key();
+    const KernelSpec& spec = *l->specs[launch.kernel];
+    EXPECT_EQ(entry_params(spec), l->kernels[launch.kernel].params);
+    EXPECT_EQ(l->kernels[launch.kernel].params.size(), launch.args.size()) << spec.key();
     absl::StatusOr<LaunchGeometry> dims =
         eval_launch_rule(launch.rule, {{"T", 100}, {"S", 3}, {"K", 700}});
     EXPECT_TRUE(dims.ok()) << spec.key() << ": " << dims.status();
@@ -116,14 +118,19 @@ TEST(Lowering, PrimitiveGraphSaysPassesMustRun) {
 }
 
 TEST(KernelSource, ElementwiseBroadcastAndEntry) {
-  KernelSpec s;
-  s.family = KernelFamily::kFusedElementwise;
+  FusedElementwiseSpec s;
   s.dtype = DType::kBF16;
   s.expr = "mul($0, rsqrt($1))";
   s.input_dtypes = {DType::kBF16, DType::kF32};
   s.input_patterns = {"**", "*1"};
   s.output_dims = {"T", "576"};
-  s.payload = "p";
+  // out, in0, in1, n, and the one symbolic dim.
+  const std::vector<EntryParam> params = entry_params(s);
+  ASSERT_EQ(params.size(), 5u);
+  EXPECT_EQ(params[1].name, "in0");
+  EXPECT_EQ(params[3].type, ParamType::kI64);
+  EXPECT_EQ(params[4].name, "dim0");
+  EXPECT_EQ(params[4].type, ParamType::kI32);
   absl::StatusOr<std::string> src = emit_kernel_source(s);
   ASSERT_TRUE(src.ok()) << src.status();
   EXPECT_NE(src->find("extern \"C\" __global__"), std::string::npos);

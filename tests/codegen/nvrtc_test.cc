@@ -29,10 +29,10 @@ std::vector<KernelJob> jobs_for(const std::string& kir) {
   absl::StatusOr<LoweredGraph> l = lower_graph(*g);
   EXPECT_TRUE(l.ok()) << l.status();
   std::vector<KernelJob> jobs;
-  for (const KernelSpec& s : l->specs) {
-    absl::StatusOr<std::string> src = emit_kernel_source(s);
-    EXPECT_TRUE(src.ok()) << s.key() << ": " << src.status();
-    jobs.push_back({s.key(), *src});
+  for (const auto& s : l->specs) {
+    absl::StatusOr<std::string> src = emit_kernel_source(*s);
+    EXPECT_TRUE(src.ok()) << s->key() << ": " << src.status();
+    jobs.push_back({s->key(), *src});
   }
   return jobs;
 }

@@ -234,11 +234,11 @@ void build_all(const std::vector<const LoweredGraph*>& plans) {
   std::vector<KernelJob> jobs;
   std::map<std::string, bool> seen;
   for (const LoweredGraph* p : plans) {
-    for (const KernelSpec& s : p->specs) {
-      if (ctx.kernels.count(s.key()) || !seen.emplace(s.key(), true).second) continue;
-      absl::StatusOr<std::string> src = emit_kernel_source(s);
-      ASSERT_TRUE(src.ok()) << s.key() << ": " << src.status();
-      jobs.push_back({s.key(), *src});
+    for (const auto& s : p->specs) {
+      if (ctx.kernels.count(s->key()) || !seen.emplace(s->key(), true).second) continue;
+      absl::StatusOr<std::string> src = emit_kernel_source(*s);
+      ASSERT_TRUE(src.ok()) << s->key() << ": " << src.status();
+      jobs.push_back({s->key(), *src});
     }
   }
   if (jobs.empty()) return;
@@ -1022,7 +1022,7 @@ TEST(KernelsGpuHarness, CasesLowerRunOnReferenceAndCompile) {
       absl::StatusOr<LaunchGeometry> geometry = eval_launch_rule(k.rule, c.symbols);
       EXPECT_TRUE(geometry.ok()) << kernel.key << ": " << geometry.status();
       if (seen.emplace(kernel.key, true).second) {
-        absl::StatusOr<std::string> src = emit_kernel_source(l.plan.specs[k.kernel]);
+        absl::StatusOr<std::string> src = emit_kernel_source(*l.plan.specs[k.kernel]);
         ASSERT_TRUE(src.ok()) << src.status();
         jobs.push_back({kernel.key, *src});
       }

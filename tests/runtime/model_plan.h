@@ -2,63 +2,56 @@
 // + engine over it, for the engine and backend tests.
 #pragma once
 
-#include <filesystem>
 #include <memory>
 #include <string>
 
 #include "absl/status/statusor.h"
+#include "codegen/compile_model.h"
 #include "ir/printer.h"
-#include "models/llama_graph.h"
-#include "models/model_source.h"
 #include "models/tokenizer_source.h"
-#include "models/weights.h"
-#include "passes/pass_manager.h"
 #include "plan/plan.h"
 #include "runtime/engine/engine.h"
 #include "runtime/reference/reference_backend.h"
-#include "xxhash.h"
 
 namespace kiln::testing {
 
-/// The model at `path` (HF dir or .gguf) compiled in memory for the reference backend.
-inline absl::StatusOr<Plan> plan_for_model(const std::string& path, const StepLimits& limits) {
-  absl::StatusOr<ModelFormat> format = detect_model_format(path);
-  if (!format.ok()) return format.status();
-  absl::StatusOr<ModelConfig> config = load_model_config(path);
-  if (!config.ok()) return config.status();
+// codegen's GPU lowering has no f32 attention kernels, so an f32 plan (the reference backend's
+// exact mode) is built at bf16 and then given the f32 step graph and its KV layout: the reference
+// backend reads only the IR, the weights and the KV layout. TODO(runtime): drop once
+// build_plan(build_kernels = false) accepts graphs that have no GPU lowering.
+inline absl::StatusOr<CompiledPlan> build_cpu_plan(CompileOptions o) {
+  o.build_kernels = false;
+  if (o.limits.dtype != DType::kF32) return build_plan(o);
+  const StepLimits limits = o.limits;
+  o.limits.dtype = DType::kBF16;
+  absl::StatusOr<CompiledPlan> built = build_plan(o);
+  if (!built.ok()) return built.status();
   Graph g;
-  if (absl::Status s = build_llama(*config, limits, g); !s.ok()) return s;
+  if (absl::Status s = build_llama(built->plan.model, limits, g); !s.ok()) return s;
   PassContext ctx;
-  if (absl::Status s = run_default_pipeline(g, ctx); !s.ok()) return s;
-  Plan p;
-  p.model = *config;
-  p.model_path = std::filesystem::absolute(path).string();
-  p.tokenizer_path = *format == ModelFormat::kGguf
-                         ? p.model_path
-                         : (std::filesystem::path(p.model_path) / "tokenizer.json").string();
-  p.limits = limits;
+  if (absl::Status s = run_compile_pipeline(g, ctx); !s.ok()) return s;
+  Plan& p = built->plan;
   p.ir = print_graph(g);
-  p.kv.page_size = static_cast<int32_t>(limits.page_size);
-  p.kv.dtype = limits.dtype;
-  p.kv.num_layers = static_cast<int32_t>(config->num_layers);
-  p.kv.num_kv_heads = static_cast<int32_t>(config->num_kv_heads);
-  p.kv.head_dim = static_cast<int32_t>(config->head_dim);
-  absl::StatusOr<WeightSet> weights =
-      *format == ModelFormat::kGguf ? load_gguf_weights(path) : load_safetensors_weights(path);
-  if (!weights.ok()) return weights.status();
-  for (const Weight& w : weights->all()) {
-    PlanWeight pw;
-    pw.name = w.name;
-    pw.dtype = w.dtype;
-    pw.shape = w.shape;
-    pw.file = std::filesystem::absolute(w.source_file).string();
-    pw.source_name = w.source_name;
-    pw.offset = w.source_offset;
-    pw.size = w.bytes.size();
-    pw.xxh3 = XXH3_64bits(w.bytes.data(), w.bytes.size());
-    p.weights.push_back(std::move(pw));
-  }
-  return p;
+  p.limits.dtype = limits.dtype;
+  p.kv = *ctx.kv_layout;
+  p.memory = ctx.memory_plan;
+  p.kernels.clear();
+  p.launches.clear();
+  p.gemms.clear();
+  p.workspaces.clear();
+  p.aliases.clear();
+  p.constants.clear();
+  return built;
+}
+
+/// The model at `path` (HF dir or .gguf) compiled in memory as `kiln run` does (no kernels).
+inline absl::StatusOr<Plan> plan_for_model(const std::string& path, const StepLimits& limits) {
+  CompileOptions o;
+  o.model = path;
+  o.limits = limits;
+  absl::StatusOr<CompiledPlan> built = build_cpu_plan(o);
+  if (!built.ok()) return built.status();
+  return std::move(built->plan);
 }
 
 /// A model loaded as `kiln run` loads it: plan, reference backend, tokenizer.

@@ -3,6 +3,7 @@
 
 #include <array>
 #include <cstdio>
+#include <filesystem>
 #include <fstream>
 
 #include <gmock/gmock.h>
@@ -20,8 +21,10 @@ struct Result {
   std::string output;  // stdout and stderr together
 };
 
-Result kiln(const std::string& args) {
-  std::string cmd = std::string(KILN_BINARY) + " " + args + " 2>&1";
+// Runs kiln; `output` holds stdout and stderr together, or only stdout with stdout_only.
+Result kiln(const std::string& args, bool stdout_only = false) {
+  std::string cmd =
+      std::string(KILN_BINARY) + " " + args + (stdout_only ? " 2>/dev/null" : " 2>&1");
   Result r;
   FILE* p = popen(cmd.c_str(), "r");
   if (p == nullptr) return r;
@@ -54,9 +57,9 @@ TEST(KilnCli, PendingSubcommandsSaySoAndFail) {
 }
 
 TEST(KilnCli, ServeSaysWhatItCannotServe) {
-  Result plan = kiln("serve model.kplan");
+  Result plan = kiln("serve /nonexistent/model.kplan");
   EXPECT_NE(plan.exit_code, 0);
-  EXPECT_THAT(plan.output, HasSubstr("give the model"));
+  EXPECT_THAT(plan.output, HasSubstr("/nonexistent/model.kplan"));
   Result missing = kiln("serve /nonexistent/model.gguf --port 0");
   EXPECT_NE(missing.exit_code, 0);
   EXPECT_THAT(missing.output, HasSubstr("/nonexistent/model.gguf"));
@@ -98,6 +101,42 @@ TEST(KilnCli, RunGeneratesFromAFixture) {
   Result r = kiln("run " + testing::fixture("tiny") + " --prompt 'hello world' -n 5 --device cpu");
   EXPECT_EQ(r.exit_code, 0) << r.output;
   EXPECT_THAT(r.output, HasSubstr("generated at"));
+}
+
+// `kiln run x.kplan` reads the plan back (no recompile) and must print exactly what
+// `kiln run <model>` prints for the same greedy request.
+TEST(KilnCli, RunAPlanFileLikeTheModel) {
+  for (const char* preset : {"tiny", "tiny-llama3"}) {
+    const std::string model = testing::fixture(preset);
+    const std::string plan = testing::unique_temp_path(std::string(preset) + ".kplan");
+    Result c = kiln("compile " + model + " -o " + plan + " --cache-dir " +
+                    testing::unique_temp_path("kernels"));
+    ASSERT_EQ(c.exit_code, 0) << c.output;
+    const std::string args = " --prompt 'hello world' -n 12 --device cpu";
+    Result want = kiln("run " + model + args, /*stdout_only=*/true);
+    Result got = kiln("run " + plan + args, /*stdout_only=*/true);
+    ASSERT_EQ(want.exit_code, 0) << want.output;
+    ASSERT_EQ(got.exit_code, 0) << got.output;
+    EXPECT_GT(want.output.size(), 1u);
+    EXPECT_EQ(got.output, want.output) << preset;
+    std::filesystem::remove(plan);
+  }
+}
+
+TEST(KilnCli, RunAPlanWhoseWeightsAreGone) {
+  const std::string dir = testing::unique_temp_path("tiny");
+  std::filesystem::copy(testing::fixture("tiny"), dir, std::filesystem::copy_options::recursive);
+  const std::string plan = testing::unique_temp_path("tiny.kplan");
+  Result c = kiln("compile " + dir + " -o " + plan + " --cache-dir " +
+                  testing::unique_temp_path("kernels"));
+  ASSERT_EQ(c.exit_code, 0) << c.output;
+  std::filesystem::remove(dir + "/model.safetensors");
+  Result r = kiln("run " + plan + " --prompt hi -n 2 --device cpu");
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_THAT(r.output, HasSubstr(dir + "/model.safetensors"));
+  EXPECT_THAT(r.output, HasSubstr("kiln compile " + dir));
+  std::filesystem::remove_all(dir);
+  std::filesystem::remove(plan);
 }
 
 TEST(KilnCli, RunBadInput) {

@@ -95,19 +95,8 @@ struct Scenario {
   bool prefix_cache;
 };
 
-class SchedulerProperty : public ::testing::TestWithParam<Scenario> {
- protected:
-  static void TearDownTestSuite() {
-    // The scenarios are meant to exercise preemption and prefix hits, not only plain batching.
-    EXPECT_GT(total_preemptions, 0);
-    EXPECT_GT(total_cached, 0);
-  }
-  static inline int64_t total_preemptions = 0;
-  static inline int64_t total_cached = 0;
-};
-
-TEST_P(SchedulerProperty, RandomArrivalsCancelsAndLengths) {
-  const Scenario sc = GetParam();
+// One random scenario, checked throughout; returns the scheduler's statistics.
+SchedulerStats run_scenario(const Scenario sc) {
   std::mt19937 rng(sc.seed);
   const int32_t page_size = 4;
   KvPageTables kv = fake_kv(24, page_size);  // small: forces preemption
@@ -126,7 +115,10 @@ TEST_P(SchedulerProperty, RandomArrivalsCancelsAndLengths) {
     while (arrivals < 40 && rng() % 3 == 0) {
       SequenceRequest r = request(random_prompt(rng), 1 + rng() % 24);
       absl::StatusOr<RequestId> id = sched.add(r);
-      ASSERT_TRUE(id.ok()) << id.status();
+      if (!id.ok()) {
+        ADD_FAILURE() << id.status();
+        return {};
+      }
       requests[*id] = r;
       ++arrivals;
     }
@@ -134,31 +126,29 @@ TEST_P(SchedulerProperty, RandomArrivalsCancelsAndLengths) {
       auto it = requests.begin();
       std::advance(it, rng() % requests.size());
       if (out[it->first].finishes == 0 && !cancelled.contains(it->first)) {
-        ASSERT_TRUE(sched.cancel(it->first).ok());
+        EXPECT_TRUE(sched.cancel(it->first).ok());
         cancelled.insert(it->first);
       }
     }
     if (rng() % 17 == 0 && !sched.idle()) runner.fail_next();
     step_once(sched, runner, out);
   }
-  ASSERT_TRUE(sched.idle()) << "requests left after 400 rounds";
+  EXPECT_TRUE(sched.idle()) << "requests left after 400 rounds";
   for (const auto& [id, r] : requests) {
     const Outcome& o = out[id];
     if (cancelled.contains(id)) {
       EXPECT_EQ(o.finishes, 0) << "request " << id << " finished after its cancel";
       continue;
     }
-    ASSERT_EQ(o.finishes, 1) << "request " << id;
+    EXPECT_EQ(o.finishes, 1) << "request " << id;
+    if (o.finishes != 1) continue;
     if (o.cause == FinishCause::kError) continue;  // an injected backend failure
     EXPECT_EQ(o.tokens, alone(r)) << "request " << id;
   }
-  RecordProperty("preemptions", static_cast<int>(sched.stats().preemptions));
-  RecordProperty("cached_tokens", static_cast<int>(sched.stats().cached_tokens));
-  total_preemptions += sched.stats().preemptions;
-  total_cached += sched.stats().cached_tokens;
   prefix.clear();
   EXPECT_EQ(kv.pool().used_pages(), 0) << "pages leaked";
   EXPECT_EQ(kv.num_sequences(), 0);
+  return sched.stats();
 }
 
 std::vector<Scenario> scenarios() {
@@ -166,7 +156,27 @@ std::vector<Scenario> scenarios() {
   for (uint32_t seed = 1; seed <= 24; ++seed) v.push_back({seed, seed % 2 == 0});
   return v;
 }
-INSTANTIATE_TEST_SUITE_P(Seeds, SchedulerProperty, ::testing::ValuesIn(scenarios()));
+class SchedulerProperty : public ::testing::TestWithParam<Scenario> {};
+
+TEST_P(SchedulerProperty, RandomArrivalsCancelsAndLengths) { run_scenario(GetParam()); }
+
+INSTANTIATE_TEST_SUITE_P(Seeds, SchedulerProperty, ::testing::ValuesIn(scenarios()),
+                         [](const ::testing::TestParamInfo<Scenario>& info) {
+                           return "seed" + std::to_string(info.param.seed) +
+                                  (info.param.prefix_cache ? "_prefix" : "_plain");
+                         });
+
+TEST(Scheduler, ScenariosExercisePreemptionAndPrefixHits) {
+  // The random scenarios are meant to cover preemption and prefix hits, not only batching.
+  int64_t preemptions = 0, cached = 0;
+  for (const Scenario& sc : scenarios()) {
+    SchedulerStats s = run_scenario(sc);
+    preemptions += s.preemptions;
+    cached += s.cached_tokens;
+  }
+  EXPECT_GT(preemptions, 0);
+  EXPECT_GT(cached, 0);
+}
 
 TEST(Scheduler, PreemptsTheYoungestAndItStillFinishesWithItsTokens) {
   KvPageTables kv = fake_kv(6, 4);  // 24 token slots for two requests wanting 20 each

@@ -1,0 +1,163 @@
+// The flash_attention op's lowering (see attention.h).
+#include "codegen/families/attention.h"
+
+#include "absl/strings/str_cat.h"
+#include "codegen/families/flash_attention_decode.h"
+#include "codegen/families/flash_attention_prefill.h"
+#include "codegen/families/rope.h"
+
+namespace kiln {
+namespace {
+
+// The op's operands by name (its signature: ir/op_kind.h).
+struct AttentionOperands {
+  const Value *q, *k, *v, *k_cache, *v_cache, *positions, *slot_mapping, *qo_indptr,
+      *kv_page_indptr, *kv_page_indices, *kv_last_page_len;
+  const Value *out, *k_cache_out, *v_cache_out;
+
+  explicit AttentionOperands(const Node& n)
+      : q(n.inputs[0]),
+        k(n.inputs[1]),
+        v(n.inputs[2]),
+        k_cache(n.inputs[3]),
+        v_cache(n.inputs[4]),
+        positions(n.inputs[5]),
+        slot_mapping(n.inputs[6]),
+        qo_indptr(n.inputs[7]),
+        kv_page_indptr(n.inputs[8]),
+        kv_page_indices(n.inputs[9]),
+        kv_last_page_len(n.inputs[10]),
+        out(n.outputs[0]),
+        k_cache_out(n.outputs[1]),
+        v_cache_out(n.outputs[2]) {}
+};
+
+}  // namespace
+
+std::vector<EntryDecl> attention_metadata_entry() {
+  return {{"const int*", "positions"},
+          {"const int*", "qo_indptr"},
+          {"const int*", "kv_page_indptr"},
+          {"const int*", "kv_page_indices"},
+          {"const int*", "kv_last_page_len"},
+          {"int", "num_seqs"},
+          {"int", "num_kv_heads"},
+          {"int", "page_size"},
+          {"float", "scale"}};
+}
+
+absl::Status lower_flash_attention(const Node& n, LoweringContext& ctx) {
+  const AttentionOperands op(n);
+  const Type& q = op.q->type;            // [T, Hq, d]
+  const Type& cache = op.k_cache->type;  // [NP, page_size, Hkv, d]
+  const DType dt = q.dtype;
+  if (dt != DType::kBF16 && dt != DType::kF16) {
+    return ctx.unsupported(
+        "flash_attention kernels use bf16/f16 tensor cores (compile the model with --dtype bf16 "
+        "or f16)");
+  }
+  if (cache.dtype != dt) return ctx.unsupported("KV cache dtype differs from q");
+  absl::StatusOr<int64_t> hq = const_dim(q.shape[1], "query heads");
+  absl::StatusOr<int64_t> hkv = const_dim(op.k->type.shape[1], "KV heads");
+  absl::StatusOr<int64_t> d = const_dim(q.shape[2], "head_dim");
+  absl::StatusOr<int64_t> ps = const_dim(cache.shape[1], "page size");
+  for (const auto* s : {&hq, &hkv, &d, &ps}) {
+    if (!s->ok()) return ctx.unsupported(std::string(s->status().message()));
+  }
+  if (*d % 16 != 0 || *d > 256) return ctx.unsupported("head_dim must be a multiple of 16, <= 256");
+  const int64_t g = *hq / *hkv;
+  if (g > 16) return ctx.unsupported("GQA groups larger than 16 are not supported");
+  absl::StatusOr<double> scale = n.attrs.get_float("scale");
+  if (!scale.ok()) return scale.status();
+
+  // Tuning knobs (attributes the autotuner fills; DESIGN.md), with defaults that fit 48 KB of
+  // static shared memory up to head_dim 128.
+  auto prefill = std::make_shared<FlashAttentionPrefillSpec>();
+  prefill->dtype = dt;
+  prefill->head_dim = *d;
+  prefill->group = g;
+  prefill->warps = n.attrs.int_or("warps", 4);
+  prefill->tile_q = n.attrs.int_or("tile_q", 16 * prefill->warps);
+  prefill->tile_kv = n.attrs.int_or("tile_kv", *d > 128 ? 32 : 64);
+  if (prefill->tile_q != 16 * prefill->warps || prefill->tile_kv % 16 != 0 ||
+      prefill->tile_q > prefill->tile_kv) {
+    return ctx.unsupported("needs tile_q == 16 * warps <= tile_kv, tile_kv % 16 == 0");
+  }
+  // split_kv: a fixed count when the attribute is set; otherwise chosen per step from the launch
+  // symbols (decode_split_expr). Workspaces are sized for the largest count.
+  const bool fixed_split = n.attrs.has("split_kv");
+  const int64_t max_split = fixed_split ? n.attrs.int_or("split_kv", 8) : kMaxSplitKv;
+  if (max_split < 1 || max_split > 256) return ctx.unsupported("split_kv must be in [1, 256]");
+
+  // Every step: the new rows go into the cache first; the cache results are the caches in place.
+  if (absl::Status s =
+          launch_kv_append(ctx, dt, op.k, op.v, op.k_cache, op.v_cache, op.slot_mapping);
+      !s.ok()) {
+    return s;
+  }
+  ctx.add_alias({ctx.name(op.k_cache_out), ctx.name(op.k_cache)});
+  ctx.add_alias({ctx.name(op.v_cache_out), ctx.name(op.v_cache)});
+
+  const std::string T = dim_expr(q.shape[0]);
+  auto metadata = [&] {
+    return std::vector<BoundParam>{{"positions", ctx.tensor(op.positions)},
+                                   {"qo_indptr", ctx.tensor(op.qo_indptr)},
+                                   {"kv_page_indptr", ctx.tensor(op.kv_page_indptr)},
+                                   {"kv_page_indices", ctx.tensor(op.kv_page_indices)},
+                                   {"kv_last_page_len", ctx.tensor(op.kv_last_page_len)},
+                                   {"num_seqs", LaunchArg::integer("S")},
+                                   {"num_kv_heads", LaunchArg::integer(absl::StrCat(*hkv))},
+                                   {"page_size", LaunchArg::integer(absl::StrCat(*ps))},
+                                   {"scale", LaunchArg::floating(*scale)}};
+  };
+
+  // Prefill steps.
+  std::vector<BoundParam> args = metadata();
+  args.push_back({"out", ctx.tensor(op.out)});
+  args.push_back({"q", ctx.tensor(op.q)});
+  args.push_back({"k_cache", ctx.tensor(op.k_cache)});
+  args.push_back({"v_cache", ctx.tensor(op.v_cache)});
+  const LaunchRule prefill_rule = prefill->rule(T, *hkv);
+  if (absl::Status s = ctx.launch(prefill, prefill_rule, std::move(args)); !s.ok()) return s;
+
+  // Decode steps: split-KV partials + LSE merge. Workspaces are per node but sized alike, so the
+  // runtime may share them across layers.
+  const std::string ws = absl::StrCat("attn_partial_", ctx.node_index()),
+                    wl = absl::StrCat("attn_lse_", ctx.node_index());
+  ctx.add_workspace({ws, absl::StrCat(max_split, "*S*", *hq * *d * 4)});
+  ctx.add_workspace({wl, absl::StrCat(max_split, "*S*", *hq * 4)});
+  const std::string split = decode_split_expr(max_split, fixed_split, *hkv);
+  auto decode = std::make_shared<FlashAttentionDecodeSpec>();
+  decode->dtype = dt;
+  decode->head_dim = *d;
+  decode->group = g;
+  LaunchRule dr;
+  dr.grid = {"S", absl::StrCat(*hkv), split};
+  dr.block = {absl::StrCat(32 * decode->warps), "1", "1"};
+  dr.when = StepKind::kDecode;
+  args = metadata();
+  args.push_back({"o_partial", LaunchArg::workspace(ws)});
+  args.push_back({"lse_partial", LaunchArg::workspace(wl)});
+  args.push_back({"q", ctx.tensor(op.q)});
+  args.push_back({"k_cache", ctx.tensor(op.k_cache)});
+  args.push_back({"v_cache", ctx.tensor(op.v_cache)});
+  if (absl::Status s = ctx.launch(decode, dr, std::move(args)); !s.ok()) return s;
+
+  auto merge = std::make_shared<FlashAttentionMergeSpec>();
+  merge->dtype = dt;
+  merge->head_dim = *d;
+  LaunchRule mr;
+  mr.grid = {"S", absl::StrCat(*hq), "1"};
+  mr.block = {absl::StrCat(*d), "1", "1"};
+  mr.when = StepKind::kDecode;
+  return ctx.launch(merge, mr,
+                    {{"out", ctx.tensor(op.out)},
+                     {"o_partial", LaunchArg::workspace(ws)},
+                     {"lse_partial", LaunchArg::workspace(wl)},
+                     {"qo_indptr", ctx.tensor(op.qo_indptr)},
+                     {"num_seqs", LaunchArg::integer("S")},
+                     {"num_q_heads", LaunchArg::integer(absl::StrCat(*hq))},
+                     {"num_splits", LaunchArg::integer(split)}});
+}
+
+}  // namespace kiln

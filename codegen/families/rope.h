@@ -1,0 +1,43 @@
+// Families rope and kv_append (kernels/rope.cuh): rotary embeddings of q/k rows by position, with
+// the inverse frequencies baked into the source; and the copy of new K/V rows into the paged
+// cache at slot_mapping (launched by the flash_attention lowering, codegen/families/attention.h).
+#pragma once
+
+#include <vector>
+
+#include "codegen/families/family.h"
+
+namespace kiln {
+
+struct RopeSpec final : KernelSpec {
+  DType dtype = DType::kBF16;
+  int64_t head_dim = 0;
+  int64_t rotary_dim = 0;       // leading dims of each head that rotate
+  bool rotate_half = true;      // pairs (i, i + r/2); false: adjacent pairs (2i, 2i+1)
+  std::vector<float> inv_freq;  // [rotary_dim / 2], baked into the source
+
+  KernelFamily family() const override { return KernelFamily::kRope; }
+  std::string key() const override;  // rope_<dt>_d<d>_r<r>_<half|interleaved>_h<hash of inv_freq>
+  std::vector<EntryDecl> entry() const override;
+  absl::StatusOr<std::string> source() const override;
+};
+
+struct KvAppendSpec final : KernelSpec {
+  DType dtype = DType::kBF16;
+  int64_t head_dim = 0;
+
+  KernelFamily family() const override { return KernelFamily::kKvAppend; }
+  std::string key() const override;  // kv_append_<dt>_d<d>
+  std::vector<EntryDecl> entry() const override;
+  absl::StatusOr<std::string> source() const override;
+};
+
+/// rope(x [T, heads, head_dim], positions).
+absl::Status lower_rope(const Node& node, LoweringContext& ctx);
+
+/// The kv_append launch writing k, v [T, kv_heads, head_dim] into the caches at slot_mapping[T].
+absl::Status launch_kv_append(LoweringContext& ctx, DType dtype, const Value* k, const Value* v,
+                              const Value* k_cache, const Value* v_cache,
+                              const Value* slot_mapping);
+
+}  // namespace kiln
