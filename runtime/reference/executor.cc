@@ -10,6 +10,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "ir/expr.h"
+#include "ir/ops.h"
 #include "ir/verifier.h"
 #include "runtime/reference/matmul.h"
 #include "runtime/reference/ops.h"
@@ -29,16 +30,18 @@ std::string value_ref(const Value* v) {
 }
 
 bool is_weight_operand(const Node& n, size_t i) {
-  return ((n.op == OpKind::kMatmul || n.op == OpKind::kGemm) && i == 1) ||
+  // matmul(x, w) has no view of its own; gemm's weight sits at the same place.
+  return ((n.op == OpKind::kMatmul || n.op == OpKind::kGemm) && i == GemmOp::kWeight) ||
          (n.op == OpKind::kGather && i == 0);
 }
 
 bool is_cache_operand(const Node& n, size_t i) {
   switch (n.op) {
-    case OpKind::kKvWrite: return i == 0;
-    case OpKind::kPagedQk:
-    case OpKind::kPagedPv: return i == 1;
-    case OpKind::kFlashAttention: return i == 3 || i == 4;
+    case OpKind::kKvWrite: return i == KvWriteOp::kCache;
+    case OpKind::kPagedQk: return i == PagedQkOp::kKCache;
+    case OpKind::kPagedPv: return i == PagedPvOp::kVCache;
+    case OpKind::kFlashAttention:
+      return i == FlashAttentionOp::kKCache || i == FlashAttentionOp::kVCache;
     default: return false;
   }
 }
@@ -304,13 +307,15 @@ absl::Status ReferenceExecutor::execute(const Node& node, RunState& st) {
   // kv_dim symbol first if the caller did not.
   std::optional<PagedBatch> local_batch;
   const PagedBatch* batch = nullptr;
-  if (node.op == OpKind::kPagedQk || node.op == OpKind::kPagedPv ||
-      node.op == OpKind::kFlashAttention) {
-    const size_t first = node.op == OpKind::kFlashAttention ? 7 : 2;
-    const Value* cache_v = in[node.op == OpKind::kFlashAttention ? 3 : 1];
+  if (std::optional<PageTableOperands> pages = page_table_of(node)) {
+    // The cache the op reads (its page geometry) and its query-side operand (the step's tokens).
+    const Value* cache_v = node.op == OpKind::kFlashAttention ? FlashAttentionOp(node).k_cache()
+                           : node.op == OpKind::kPagedQk      ? PagedQkOp(node).k_cache()
+                                                              : PagedPvOp(node).v_cache();
     const std::vector<int64_t>& cshape = st.slots[cache_v->id].shape;
-    const int64_t tokens = st.slots[in[0]->id].shape[0];
-    std::vector<const Value*> key(in.begin() + first, in.begin() + first + 4);
+    const int64_t tokens = st.slots[in[0]->id].shape[0];  // q[T,..] or p[T,..]
+    const std::array<Value*, PageTableOperands::kCount> list = pages->list();
+    std::vector<const Value*> key(list.begin(), list.end());
     for (const auto& e : st.batches) {
       if (e.key == key && e.page_size == cshape[1] && e.pool_pages == cshape[0] &&
           static_cast<int64_t>(e.batch.seq_of_token.size()) == tokens) {
@@ -509,56 +514,73 @@ absl::Status ReferenceExecutor::execute(const Node& node, RunState& st) {
       reduce_last(node.op, st.fview(in[0]), out_f(0));
       return absl::OkStatus();
     case OpKind::kKvWrite: {
-      Slot& y = st.slots[node.outputs[0]->id];
-      if (absl::Status s = kv_write(st.cache(in[0]), st.fview(in[1]), st.iview(in[2])); !s.ok()) {
+      const KvWriteOp op(node);
+      Slot& y = st.slots[op.cache_out()->id];
+      if (absl::Status s =
+              kv_write(st.cache(op.cache()), st.fview(op.rows()), st.iview(op.slot_mapping()));
+          !s.ok()) {
         return s;
       }
-      y.cache = st.slots[in[0]->id].cache;  // the result aliases the cache input
+      y.cache = st.slots[op.cache()->id].cache;  // the result aliases the cache input
       y.f = y.cache;
       return absl::OkStatus();
     }
     case OpKind::kPagedQk: {
+      const PagedQkOp op(node);
       float* y = out_f(0);
-      paged_qk(st.fview(in[0]), st.cache(in[1]), *batch, st.slots[node.outputs[0]->id].shape[2], y,
-               pool_.get());
+      paged_qk(st.fview(op.q()), st.cache(op.k_cache()), *batch, st.slots[op.scores()->id].shape[2],
+               y, pool_.get());
       return absl::OkStatus();
     }
-    case OpKind::kCausalMask: return causal_mask(st.fview(in[0]), st.iview(in[1]), out_f(0));
+    case OpKind::kCausalMask: {
+      const CausalMaskOp op(node);
+      return causal_mask(st.fview(op.scores()), st.iview(op.positions()), out_f(0));
+    }
     case OpKind::kPagedPv: {
-      if (batch->max_kv_len > st.slots[in[0]->id].shape[2]) {
+      const PagedPvOp op(node);
+      const int64_t columns = st.slots[op.probs()->id].shape[2];
+      if (batch->max_kv_len > columns) {
         return invalid("longest KV length ", batch->max_kv_len, " exceeds the probabilities' ",
-                       st.slots[in[0]->id].shape[2], " columns");
+                       columns, " columns");
       }
       float* y = out_f(0);
-      paged_pv(st.fview(in[0]), st.cache(in[1]), *batch, y, pool_.get());
+      paged_pv(st.fview(op.probs()), st.cache(op.v_cache()), *batch, y, pool_.get());
       return absl::OkStatus();
     }
     case OpKind::kRmsNorm: {
+      const RmsNormOp op(node);
       float* y = out_f(0);
-      rmsnorm(st.fview(in[0]), nullptr, st.fview(in[1]).data, node.attrs.float_or("eps", 1e-6), y,
-              nullptr);
+      rmsnorm(st.fview(op.x()), nullptr, st.fview(op.weight()).data,
+              node.attrs.float_or("eps", 1e-6), y, nullptr);
       return absl::OkStatus();
     }
     case OpKind::kRmsNormResidual: {
-      float* y = out_f(0);
-      float* sum = out_f(1);
-      rmsnorm(st.fview(in[0]), st.fview(in[1]).data, st.fview(in[2]).data,
+      const RmsNormResidualOp op(node);
+      float* y = out_f(RmsNormResidualOp::kNormed);
+      float* sum = out_f(RmsNormResidualOp::kSum);
+      rmsnorm(st.fview(op.x()), st.fview(op.residual()).data, st.fview(op.weight()).data,
               node.attrs.float_or("eps", 1e-6), y, sum);
       return absl::OkStatus();
     }
-    case OpKind::kRope: return rope(st.fview(in[0]), st.iview(in[1]), node.attrs, out_f(0));
+    case OpKind::kRope: {
+      const RopeOp op(node);
+      return rope(st.fview(op.x()), st.iview(op.positions()), node.attrs, out_f(0));
+    }
     case OpKind::kFlashAttention: {
-      float* y = out_f(0);
-      if (absl::Status s =
-              flash_attention(st.fview(in[0]), st.fview(in[1]), st.fview(in[2]), st.cache(in[3]),
-                              st.cache(in[4]), st.iview(in[5]), st.iview(in[6]), *batch,
-                              node.attrs.float_or("scale", 1.0), y, pool_.get());
+      const FlashAttentionOp op(node);
+      float* y = out_f(FlashAttentionOp::kOutput);
+      if (absl::Status s = flash_attention(
+              st.fview(op.q()), st.fview(op.k()), st.fview(op.v()), st.cache(op.k_cache()),
+              st.cache(op.v_cache()), st.iview(op.positions()), st.iview(op.slot_mapping()), *batch,
+              node.attrs.float_or("scale", 1.0), y, pool_.get());
           !s.ok()) {
         return s;
       }
-      for (int k = 1; k <= 2; ++k) {  // results 1 and 2 alias the caches
-        Slot& c = st.slots[node.outputs[k]->id];
-        c.cache = st.slots[in[2 + k]->id].cache;
+      // The cache results alias the cache inputs (updated in place).
+      for (auto [out, cache] :
+           {std::pair{op.k_cache_out(), op.k_cache()}, std::pair{op.v_cache_out(), op.v_cache()}}) {
+        Slot& c = st.slots[out->id];
+        c.cache = st.slots[cache->id].cache;
         c.f = c.cache;
       }
       return absl::OkStatus();
@@ -577,17 +599,18 @@ absl::Status ReferenceExecutor::execute(const Node& node, RunState& st) {
       return absl::OkStatus();
     }
     case OpKind::kGemm: {
+      const std::optional<GemmOp> op = GemmOp::of(&node);
+      if (!op) {
+        return invalid("gemm epilogue '", node.attrs.string_or("epilogue", "none"),
+                       "' does not match its ", in.size(), " operands");
+      }
       float* y = out_f(0);
       run_matmul(y);
-      const std::string epilogue = node.attrs.string_or("epilogue", "none");
-      const std::vector<int64_t>& shape = st.slots[node.outputs[0]->id].shape;
+      const std::vector<int64_t>& shape = st.slots[op->output()->id].shape;
       const FView yv{y, shape};
-      size_t next = 2;
-      if (epilogue == "bias" || epilogue == "bias_residual") {
-        binary_op(OpKind::kAdd, yv, st.fview(in[next++]), shape, y);
-      }
-      if (epilogue == "residual" || epilogue == "bias_residual") {
-        binary_op(OpKind::kAdd, yv, st.fview(in[next]), shape, y);
+      if (op->bias() != nullptr) binary_op(OpKind::kAdd, yv, st.fview(op->bias()), shape, y);
+      if (op->residual() != nullptr) {
+        binary_op(OpKind::kAdd, yv, st.fview(op->residual()), shape, y);
       }
       return absl::OkStatus();
     }
