@@ -24,9 +24,10 @@ else
   echo "install-deps: Debian packages present"
 fi
 
-# Python is used only by fixture/golden scripts beside the project (never by kiln itself).
+# Python is used only by fixture/golden scripts and the loopback server tests beside the project
+# (never by kiln itself); `openai` is the real client tests/server/serve_test.py drives.
 py_missing=()
-for m in numpy gguf safetensors tokenizers; do
+for m in numpy gguf safetensors tokenizers openai; do
   python3 -c "import $m" 2>/dev/null || py_missing+=("$m")
 done
 if [ ${#py_missing[@]} -gt 0 ]; then

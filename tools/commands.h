@@ -12,6 +12,7 @@ void add_run_command(CLI::App& app, int* exit_code);
 void add_compile_command(CLI::App& app, int* exit_code);
 void add_inspect_command(CLI::App& app, int* exit_code);
 void add_bench_command(CLI::App& app, int* exit_code);  // tools/cmd_bench.cc
+void add_serve_command(CLI::App& app, int* exit_code);
 
 /// `kiln ir <plan.kplan>` options (tools/cmd_plan_ir.cc).
 struct PlanIrOptions {
@@ -21,7 +22,6 @@ struct PlanIrOptions {
   std::string ptx;       // print this kernel's PTX
 };
 int run_plan_ir(const PlanIrOptions& options);
-/// Subcommands laid out but not implemented yet: they say so and exit non-zero.
-void add_pending_commands(CLI::App& app, int* exit_code);
+
 
 }  // namespace kiln::tools

@@ -13,7 +13,7 @@ int main(int argc, char** argv) {
   kiln::tools::add_compile_command(app, &exit_code);
   kiln::tools::add_inspect_command(app, &exit_code);
   kiln::tools::add_bench_command(app, &exit_code);
-  kiln::tools::add_pending_commands(app, &exit_code);
+  kiln::tools::add_serve_command(app, &exit_code);
   CLI11_PARSE(app, argc, argv);
   return exit_code;
 }

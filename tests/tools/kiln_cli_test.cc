@@ -49,19 +49,20 @@ TEST(KilnCli, Version) {
   EXPECT_THAT(r.output, HasSubstr("kiln 0."));
 }
 
-TEST(KilnCli, PendingSubcommandsSaySoAndFail) {
-  for (const char* sub : {"serve"}) {
-    Result r = kiln(sub);
-    EXPECT_NE(r.exit_code, 0) << sub;
-    EXPECT_THAT(r.output, HasSubstr("not implemented yet")) << sub;
-  }
-}
-
 TEST(KilnCli, BenchOfAMissingPlanSaysWhy) {
   Result r = kiln("bench /nonexistent/x.kplan --batch 2");
   EXPECT_NE(r.exit_code, 0);
   EXPECT_THAT(r.output, HasSubstr("kiln bench: "));
   EXPECT_THAT(r.output, HasSubstr("x.kplan"));
+}
+
+TEST(KilnCli, ServeSaysWhatItCannotServe) {
+  Result plan = kiln("serve /nonexistent/model.kplan");
+  EXPECT_NE(plan.exit_code, 0);
+  EXPECT_THAT(plan.output, HasSubstr("/nonexistent/model.kplan"));
+  Result missing = kiln("serve /nonexistent/model.gguf --port 0");
+  EXPECT_NE(missing.exit_code, 0);
+  EXPECT_THAT(missing.output, HasSubstr("/nonexistent/model.gguf"));
 }
 
 TEST(KilnCli, IrPrintsVerifiedText) {
