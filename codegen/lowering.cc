@@ -31,14 +31,12 @@ absl::Status lower_gemm(int index, const Node& n, LoweringContext& ctx) {
   if (n.op == OpKind::kGemm) {
     gemm = GemmOp::of(&n);
     if (!gemm) {
-      return ctx.unsupported(
-          absl::StrCat("epilogue \"", n.attrs.string_or("epilogue", ""),
-                       "\" is unknown or does not match the operand count"));
+      return ctx.unsupported(absl::StrCat("epilogue \"", n.attrs.string_or("epilogue", ""),
+                                          "\" is unknown or does not match the operand count"));
     }
   }
   const GemmOp::Epilogue ep = gemm ? gemm->epilogue() : GemmOp::Epilogue::kNone;
-  std::optional<GemmEpilogue> plan_ep =
-      parse_gemm_epilogue(std::string(GemmOp::epilogue_name(ep)));
+  std::optional<GemmEpilogue> plan_ep = parse_gemm_epilogue(std::string(GemmOp::epilogue_name(ep)));
   if (!plan_ep) return ctx.unsupported("unknown epilogue");
   e.epilogue = *plan_ep;
   e.a = ctx.name(n.inputs[0]);

@@ -56,7 +56,7 @@ struct BackendOptions {
   int64_t kv_pages = 0;
   double kv_cache_gb = 0;
   double gpu_memory_fraction = 0.9;
-  int num_threads = 0;      ///< reference: 0 = hardware concurrency
+  int num_threads = 0;  ///< reference: 0 = hardware concurrency
   /// Check every referenced weight file's xxh3 at load (a full read; sizes are always checked).
   bool verify_weights = false;
   bool debug_sync = false;  ///< cuda: synchronize and check after every launch

@@ -199,8 +199,16 @@ void HttpServer::routes() {
                                            "this model has no chat template; use "
                                            "/v1/completions"));
         }
-        const std::string text = chat_->render(r->messages, /*add_generation_prompt=*/true);
-        sr.prompt = tokenizer_.encode(text, /*parse_special=*/true, tokenizer_.add_bos());
+        // The model's own template (a user's messages can make it raise_exception: a 400).
+        absl::StatusOr<std::string> text =
+            chat_->render(r->messages, /*add_generation_prompt=*/true);
+        if (!text.ok()) {
+          return send_error(res,
+                            api_error(400, absl::StrCat("chat template: ", text.status().message()),
+                                      "invalid_request_error", "messages"));
+        }
+        // A chat template writes its own BOS (as apply_chat_template's text is encoded).
+        sr.prompt = tokenizer_.encode(*text, /*parse_special=*/true, /*add_bos=*/false);
         for (int32_t id : chat_->stop_ids(tokenizer_)) sr.stop_ids.push_back(id);
       } else if (!r->prompt_ids.empty()) {
         for (int32_t id : r->prompt_ids) {

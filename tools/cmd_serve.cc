@@ -12,11 +12,11 @@
 #include "models/tokenizer_source.h"
 #include "plan/plan_file.h"
 #include "runtime/cuda/driver.h"
-#include "tools/run_backend.h"
 #include "runtime/scheduler/step_execution.h"
 #include "server/engine_loop.h"
 #include "server/http_server.h"
 #include "tools/commands.h"
+#include "tools/run_backend.h"
 
 namespace kiln::tools {
 namespace {
@@ -163,8 +163,8 @@ int serve(const ServeOptions& o) {
   std::cerr << absl::StrFormat(
       "kiln serve: %s as \"%s\" on http://%s:%d (%s backend; %d KV pages of %d "
       "tokens, context %d, up to %d running, %d tokens a step, prefix cache %s)\n",
-      o.model, ho.model_name, o.host, http.port(), (*backend)->name(), pages, page, context, max_running,
-      max_step_tokens, eo.prefix_cache ? "on" : "off");
+      o.model, ho.model_name, o.host, http.port(), (*backend)->name(), pages, page, context,
+      max_running, max_step_tokens, eo.prefix_cache ? "on" : "off");
   http.serve();
   // serve() also returns if listening fails; make the waiter exit in that case too.
   pthread_kill(signal_waiter.native_handle(), SIGTERM);

@@ -23,5 +23,4 @@ struct PlanIrOptions {
 };
 int run_plan_ir(const PlanIrOptions& options);
 
-
 }  // namespace kiln::tools

@@ -271,7 +271,9 @@ TEST(DefaultPipelineScaling, LinearInTheLayerCount) {
   // Bookkeeping per run does not grow with the graph.
   EXPECT_EQ(large.stats.order_rebuilds, small.stats.order_rebuilds);
   EXPECT_EQ(large.stats.renumbers, small.stats.renumbers);
-  EXPECT_LT(large.seconds / std::max(medium.seconds, 1e-3), 30)
+  // 10x the layers: linear is ~10x, quadratic ~100x. Small runs are cache-friendlier and noisy on
+  // a shared 2-core machine (34x was seen once for linear code), so the bound sits between.
+  EXPECT_LT(large.seconds / std::max(medium.seconds, 1e-3), 60)
       << "100 layers: " << medium.seconds << " s, 1000 layers: " << large.seconds << " s";
   EXPECT_LT(large.seconds, 10) << "the 1000-layer pipeline target";
 }
