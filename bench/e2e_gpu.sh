@@ -47,7 +47,8 @@ bench() {  # bench NAME PLAN ARGS...: kiln bench, JSON lines tagged with the sha
 for l in sys.stdin:
   d=json.loads(l); d['shape']='$name'; print(json.dumps(d))" | tee -a "$jsonl"
 }
-peer() {  # peer NAME CONFIG BATCH PROMPT GEN
+peer() {  # peer NAME CONFIG BATCH PROMPT GEN (KILN_E2E_NO_PEERS=1 skips them)
+  [ -z "${KILN_E2E_NO_PEERS:-}" ] || return 0
   [ "$(left)" -gt 60 ] || { echo "== peer $1 b$3 skipped: time budget"; return; }
   echo "== peer e2e $1 batch $3"
   python3 "$peers/torch_peers.py" e2e --config "$2" --batch "$3" --prompt "$4" --gen "$5" \

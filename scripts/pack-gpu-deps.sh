@@ -3,7 +3,7 @@
 # machine (no network there) into one folder: the shared pack-deps.sh set (Abseil, json, CLI11,
 # xxHash, GoogleTest, benchmark), plus what kiln needs beyond it — ICU (the tokenizer's Unicode
 # categories: libicu-dev + its runtime libicu72, which Ubuntu 24.04 does not ship) and
-# cpp-httplib (server, optional) — and the pure-Python `gguf` (+ `yaml`) packages that
+# cpp-httplib (server; its pkg-config needs brotli's .pc files, absent on the GPU machine) — and the pure-Python `gguf` (+ `yaml`) packages that
 # scripts/make_fixture.py imports (the GPU image has numpy, safetensors, tokenizers via
 # transformers). Keep the folder out of git.
 #   usage: scripts/pack-gpu-deps.sh [DEST]   (default .devdeps; run from the repository root)
@@ -14,7 +14,7 @@ shared=${KILN_SHARED:-$here/../shared}
 [ -f "$shared/offline-gpu/pack-deps.sh" ] || shared=/work/shared
 bash "$shared/offline-gpu/pack-deps.sh" "$dest"
 dest=$(cd "$dest" && pwd)
-extra="libicu-dev libicu72 libcpp-httplib-dev libcpp-httplib0.11"
+extra="libicu-dev libicu72 libcpp-httplib-dev libcpp-httplib0.11 libbrotli-dev libbrotli1"
 (cd "$dest" && for p in $extra; do
   apt-get download "$p" >/dev/null 2>&1 || echo "pack-gpu-deps: could not download $p (run apt-get update first?)" >&2
 done)

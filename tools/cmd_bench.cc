@@ -99,11 +99,24 @@ int run_bench(const BenchOptions& o) {
     return b.run_step(req);
   };
 
-  // Prefill: whole prompts packed into steps of at most max_tokens tokens / max_seqs sequences.
+  // Prefill: whole prompts packed into steps of at most max_tokens tokens / max_seqs sequences;
+  // a prompt longer than one step is prefilled in chunks of max_tokens (chunked prefill), and its
+  // first token comes from the last chunk.
   std::vector<int32_t> next(o.batch);
   const double t_prefill = now_s();
   double ttft_s = 0;
-  for (int i = 0; i < o.batch;) {
+  const int64_t chunk = p.limits.max_tokens;
+  for (int i = 0; o.prompt_len > chunk && i < o.batch; ++i) {
+    for (int64_t start = 0; start < o.prompt_len; start += chunk) {
+      const int64_t n = std::min<int64_t>(chunk, o.prompt_len - start);
+      std::vector<int32_t> tokens(prompts[i].begin() + start, prompts[i].begin() + start + n);
+      absl::StatusOr<StepResult> r = step({{seqs[i], static_cast<int32_t>(n)}}, tokens);
+      if (!r.ok()) return fail(r.status());
+      next[i] = r->tokens[0];
+    }
+    if (ttft_s == 0) ttft_s = now_s() - t_prefill;
+  }
+  for (int i = o.prompt_len > chunk ? o.batch : 0; i < o.batch;) {
     std::vector<StepSequence> batch;
     std::vector<int32_t> tokens;
     std::vector<int> members;
