@@ -27,7 +27,8 @@ fi
 # Python is used only by fixture/golden scripts and the loopback server tests beside the project
 # (never by kiln itself); `openai` is the real client tests/server/serve_test.py drives.
 py_missing=()
-for m in numpy gguf safetensors tokenizers openai; do
+# jinja2 renders the chat-template goldens exactly as transformers does when transformers is absent.
+for m in numpy gguf safetensors tokenizers openai jinja2; do
   python3 -c "import $m" 2>/dev/null || py_missing+=("$m")
 done
 if [ ${#py_missing[@]} -gt 0 ]; then

@@ -10,6 +10,7 @@
 
 #include "gtest/gtest.h"
 #include "ir/builder.h"
+#include "models/dequantize.h"
 #include "runtime/reference/host_tensor.h"
 #include "runtime/reference/executor.h"
 
@@ -53,12 +54,8 @@ inline uint16_t to_f16(float f) {  // normal range only (test data is in [-4, 4]
   if ((mant & 0x1fff) > 0x1000 || ((mant & 0x1fff) == 0x1000 && (h & 1))) ++h;
   return static_cast<uint16_t>(h);
 }
-inline float from_f16(uint16_t h) {
-  const uint32_t exp = (h >> 10) & 0x1f, mant = h & 0x3ff;
-  float v = exp == 0 ? std::ldexp(static_cast<float>(mant), -24)
-                     : std::ldexp(static_cast<float>(mant | 0x400), static_cast<int>(exp) - 25);
-  return (h & 0x8000) ? -v : v;
-}
+// The one f16 -> f32 conversion (models/dequantize.h).
+inline float from_f16(uint16_t h) { return f16_to_f32(h); }
 
 inline Type f32(Shape s) { return Type{DType::kF32, std::move(s)}; }
 inline Type i32(Shape s) { return Type{DType::kI32, std::move(s)}; }
