@@ -20,6 +20,8 @@ rm -rf "$seeds"
 python3 scripts/make_fuzz_seeds.py "$seeds"
 
 export ASAN_OPTIONS=detect_leaks=1:abort_on_error=1
+# minja's known shared_ptr cycles (see the file); kiln's own leaks still fail.
+export LSAN_OPTIONS="suppressions=$PWD/scripts/lsan.supp:print_suppressions=0"
 export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
 failed=()
 for t in "${targets[@]}"; do
