@@ -20,6 +20,7 @@
 #include "models/tokenizer.h"
 #include "runtime/backend.h"
 #include "runtime/engine/sampling.h"
+#include "runtime/engine/text_stream.h"
 #include "runtime/kv/page_tables.h"
 #include "runtime/kv/prefix_cache.h"
 #include "runtime/scheduler/scheduler.h"
@@ -114,7 +115,7 @@ class EngineLoop {
   struct Live {
     std::shared_ptr<RequestStream> stream;
     std::optional<SamplingStream> sampling;
-    std::unique_ptr<class TextOutput> text;
+    std::optional<TextStream> text;
     int64_t prompt_tokens = 0;
     int64_t completion_tokens = 0;
     std::chrono::steady_clock::time_point submitted, last_token;
