@@ -160,7 +160,10 @@ void EngineLoop::handle(const RequestEvent& ev) {
     live.completion_tokens++;
     const bool stopped = live.text->push(*ev.token);
     std::string piece = live.text->take();
-    if (!piece.empty()) live.stream->push(event(StreamEvent::Kind::kText, std::move(piece)));
+    // One event per token, its text possibly empty (held back for a stop string or a split
+    // UTF-8 character, a special token): a stream then shows every token as it comes, which is
+    // what clients time (TTFT, inter-token latency), as other OpenAI servers send them.
+    live.stream->push(event(StreamEvent::Kind::kText, std::move(piece)));
     if (stopped && !ev.finished) {
       (void)scheduler_.stop(ev.request);  // a stop string: done, whatever max_tokens says
       std::lock_guard<std::mutex> lock(mu_);
@@ -178,15 +181,14 @@ void EngineLoop::handle(const RequestEvent& ev) {
     finish(ev.request, live, error_event(ev.error));
     return;
   }
-  live.text->finish();
-  std::string rest = live.text->take();
-  if (!rest.empty()) live.stream->push(event(StreamEvent::Kind::kText, rest));
+  live.text->finish();  // what was held back comes with kDone (kText stays one a token)
   const bool stop = ev.cause == FinishCause::kStopToken || live.text->stopped();
   {
     std::lock_guard<std::mutex> lock(mu_);
     metrics_.requests_finished++;
   }
-  finish(ev.request, live, event(StreamEvent::Kind::kDone, "", stop ? "stop" : "length"));
+  finish(ev.request, live,
+         event(StreamEvent::Kind::kDone, live.text->take(), stop ? "stop" : "length"));
 }
 
 void EngineLoop::update_metrics() {

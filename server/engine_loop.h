@@ -39,6 +39,8 @@ struct ServeRequest {
 
 /// One message from the engine to a request's handler.
 struct StreamEvent {
+  /// kText: one for each generated token, its text possibly empty (held back for a stop string
+  /// or a split character, a special token). kDone: the end, with the text held back till then.
   enum class Kind { kAccepted, kText, kDone, kError };
   Kind kind = Kind::kText;
   std::string text;

@@ -311,6 +311,7 @@ void HttpServer::routes() {
           if (ev->kind == StreamEvent::Kind::kText) {
             text += ev->text;
           } else if (ev->kind == StreamEvent::Kind::kDone) {
+            text += ev->text;
             Usage u{ev->prompt_tokens, ev->completion_tokens};
             res.set_content(wire(completion_response(*r, id, created, text, ev->finish_reason, u)),
                             kJson);
@@ -355,8 +356,8 @@ void HttpServer::routes() {
                 first_chunk = false;
               } else if (ev->kind == StreamEvent::Kind::kDone) {
                 Usage u{ev->prompt_tokens, ev->completion_tokens};
-                ok = send(
-                    wire(stream_chunk(api, id, created, "", &ev->finish_reason, &u, first_chunk)));
+                ok = send(wire(stream_chunk(api, id, created, ev->text, &ev->finish_reason, &u,
+                                            first_chunk)));
                 if (ok && api.include_usage) {
                   json usage_only = {
                       {"id", id},

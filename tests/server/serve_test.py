@@ -186,6 +186,22 @@ class MainServer(unittest.TestCase):
         self.assertEqual(body["choices"][0]["text"], full[:cut_at])
         self.assertEqual(body["choices"][0]["finish_reason"], "stop")
 
+    def test_a_stream_has_a_chunk_per_token_even_while_text_is_held_back(self):
+        full = completion(self.server, "The capital of France is", 8, ignore_eos=True)
+        self.assertGreater(len(full), 3)
+        # A stop string that matches the text's tail but never completes: from there on the
+        # text is held back (empty chunks), and released whole at the end.
+        stop = full[len(full) // 3:] + "\u0001"
+        chunks = list(self.client.completions.create(
+            model=self.model, prompt="The capital of France is", max_tokens=8, temperature=0,
+            stream=True, stop=[stop], extra_body={"ignore_eos": True}))
+        tokens = [c for c in chunks if c.choices and c.choices[0].finish_reason is None]
+        self.assertEqual(len(tokens), 8)  # one per generated token, timing every one
+        self.assertGreater(sum(1 for c in tokens if c.choices[0].text == ""), 0)
+        self.assertEqual("".join(c.choices[0].text for c in chunks if c.choices), full)
+        self.assertEqual(chunks[-1].choices[0].finish_reason, "length")
+        self.assertGreater(len(chunks[-1].choices[0].text), 0)  # the held-back text, at the end
+
     def test_concurrent_clients_get_the_answers_they_get_alone(self):
         alone = [completion(self.server, p, 6) for p in PROMPTS]
         with concurrent.futures.ThreadPoolExecutor(32) as pool:
