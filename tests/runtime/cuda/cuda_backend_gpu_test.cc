@@ -23,6 +23,7 @@
 #include <map>
 #include <random>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
@@ -395,6 +396,34 @@ TEST(CudaBackendGpuGguf, QuantizedGgufMatchesItsCpuRun) {
               a.argmax_equal, a.positions);
   EXPECT_LE(a.max_rel, kMaxRelError);
   EXPECT_GE(a.argmax_equal, kMinArgmaxAgreement * a.positions);
+}
+
+// `kiln serve` opens the backend on the main thread and steps it on its engine thread, which has
+// no CUDA context of its own: a step there runs and gives the tokens and logits it gives at home.
+TEST(CudaBackendGpuThreads, StepsOnAnotherThreadMatchTheOpeningThread) {
+  REQUIRE_GPU();
+  const Fixture& f = fixtures()[0];
+  absl::StatusOr<std::string> dir = make_fixture(f);
+  if (!dir.ok()) GTEST_SKIP() << dir.status().message();
+  absl::StatusOr<LoadedPlan> plan = compile_plan(*dir, plan_path(*dir));
+  ASSERT_TRUE(plan.ok()) << plan.status();
+  BackendOptions opts;
+  opts.kv_pages = 64;
+  absl::StatusOr<std::unique_ptr<CudaBackend>> home =
+      CudaBackend::create(plan->plan, opts, blob_reader(*plan));
+  absl::StatusOr<std::unique_ptr<CudaBackend>> away =
+      CudaBackend::create(plan->plan, opts, blob_reader(*plan));
+  ASSERT_TRUE(home.ok()) << home.status();
+  ASSERT_TRUE(away.ok()) << away.status();
+  const std::vector<std::vector<int32_t>> prompts =
+      mixed_prompts(f.prompt_len, plan->plan.model.vocab_size, 31);
+  absl::StatusOr<Trace> here = drive(**home, prompts, 4);
+  ASSERT_TRUE(here.ok()) << here.status();
+  absl::StatusOr<Trace> there = absl::UnknownError("the thread did not run");
+  std::thread([&] { there = drive(**away, prompts, 4); }).join();
+  ASSERT_TRUE(there.ok()) << there.status();
+  EXPECT_EQ(here->tokens, there->tokens);
+  EXPECT_EQ(here->logits, there->logits);
 }
 
 TEST(CudaBackendGpuErrors, StepOutsideThePoolIsAnErrorNotACrash) {
