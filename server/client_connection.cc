@@ -19,10 +19,20 @@ int port_of(const sockaddr_storage& a) {
   return -1;
 }
 
+// True when `a` is `host` written numerically, as httplib writes addresses (getnameinfo).
+bool is_host(const sockaddr_storage& a, socklen_t len, const std::string& host) {
+  char text[NI_MAXHOST];
+  return getnameinfo(reinterpret_cast<const sockaddr*>(&a), len, text, sizeof(text), nullptr, 0,
+                     NI_NUMERICHOST) == 0 &&
+         host == text;
+}
+
 }  // namespace
 
 std::optional<ClientConnection> ClientConnection::find(const std::string& remote_addr,
-                                                       int remote_port, int local_port) {
+                                                       int remote_port,
+                                                       const std::string& local_addr,
+                                                       int local_port) {
   if (remote_port <= 0 || local_port <= 0) return std::nullopt;
   DIR* dir = opendir("/proc/self/fd");
   if (dir == nullptr) return std::nullopt;
@@ -31,7 +41,7 @@ std::optional<ClientConnection> ClientConnection::find(const std::string& remote
     char* end = nullptr;
     const long fd = std::strtol(entry->d_name, &end, 10);
     if (end == entry->d_name || *end != '\0' || fd == dirfd(dir)) continue;
-    // Cheap port checks first; the address is compared as httplib writes it (getnameinfo).
+    // Cheap port checks first, then the addresses.
     sockaddr_storage local{}, peer{};
     socklen_t local_len = sizeof(local), peer_len = sizeof(peer);
     if (getsockname(static_cast<int>(fd), reinterpret_cast<sockaddr*>(&local), &local_len) != 0 ||
@@ -42,12 +52,7 @@ std::optional<ClientConnection> ClientConnection::find(const std::string& remote
         port_of(peer) != remote_port) {
       continue;
     }
-    char host[NI_MAXHOST];
-    if (getnameinfo(reinterpret_cast<sockaddr*>(&peer), peer_len, host, sizeof(host), nullptr, 0,
-                    NI_NUMERICHOST) != 0 ||
-        remote_addr != host) {
-      continue;
-    }
+    if (!is_host(peer, peer_len, remote_addr) || !is_host(local, local_len, local_addr)) continue;
     found = ClientConnection(static_cast<int>(fd));
     break;
   }

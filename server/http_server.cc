@@ -67,7 +67,8 @@ std::atomic<int64_t> next_request_id{0};
 class ClientWatch {
  public:
   explicit ClientWatch(const httplib::Request& req)
-      : conn_(ClientConnection::find(req.remote_addr, req.remote_port, req.local_port)) {}
+      : conn_(ClientConnection::find(req.remote_addr, req.remote_port, req.local_addr,
+                                     req.local_port)) {}
   bool gone() {
     if (!conn_) return false;
     const auto now = std::chrono::steady_clock::now();
