@@ -57,6 +57,8 @@ start_server() {  # start_server NAME PLAN FLAGS...: kiln serve on a free port, 
   local name=$1 plan=$2 log=$logs/server-$1.log
   shift 2
   echo "== kiln serve $name: $*"
+  local t0
+  t0=$(date +%s.%N)
   "$KILN" serve "$plan" --port 0 --device "$device" --served-model-name "$name" "$@" 2>"$log" &
   server_pid=$!
   for _ in $(seq 1 1500); do
@@ -71,10 +73,17 @@ start_server() {  # start_server NAME PLAN FLAGS...: kiln serve on a free port, 
     stop_server
     return 1
   fi
-  grep -m1 'kiln serve: ' "$log"
+  local line
+  line=$(grep -m1 'kiln serve: ' "$log")
+  echo "$line"
+  python3 -c "import json, sys, time
+print(json.dumps({'bench': 'serve_start', 'shape': sys.argv[1], 'flags': sys.argv[2],
+                  'startup_s': round(time.time() - float(sys.argv[3]), 2), 'line': sys.argv[4]}))" \
+    "$name" "$*" "$t0" "$line" >>"$jsonl"
 }
 
-# bench NAME TAGS -- ARGS...: one serve_bench run against the running server (120 s at most).
+# bench NAME TAGS -- ARGS...: one serve_bench run against the running server (120 s at most, and
+# never past the budget).
 bench() {
   local name=$1 tags=$2
   shift 3
@@ -82,10 +91,12 @@ bench() {
     echo "== $name skipped: time budget"
     return 0
   fi
-  echo "== serve_bench $name $*"
+  local limit=$(($(left) - 10))
+  [ $limit -gt 120 ] && limit=120
+  echo "== serve_bench $name $* (${limit} s at most)"
   # shellcheck disable=SC2086
-  timeout -k 5 120 python3 bench/serve_bench.py --base-url "http://127.0.0.1:$server_port" \
-    --vocab-low 3 --vocab-high 511 --kiln-metrics --label "$name" --jsonl "$jsonl" \
+  timeout -k 5 $limit python3 bench/serve_bench.py --base-url "http://127.0.0.1:$server_port" \
+    --timeout $limit --vocab-low 3 --vocab-high 511 --kiln-metrics --label "$name" --jsonl "$jsonl" \
     --tag $tags "$@" >"$logs/bench-$name.log" 2>&1
   local rc=$?
   grep -E 'Successful|Failed|Output token throughput|Mean TTFT|Mean ITL|hit rate|^error' \
@@ -99,12 +110,18 @@ bench() {
 
 # After a server's runs: every request done and no page held but the prefix cache's.
 leak_check() {  # leak_check NAME on|off
-  python3 - "$server_port" "$1" "$2" "$jsonl" <<'PY'
+  if ! timeout -k 5 60 python3 - "$server_port" "$1" "$2" "$jsonl" <<'PY'
 import json, sys, time, urllib.request
 port, name, cache, path = sys.argv[1:]
 deadline = time.time() + 30
 while True:
-    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
+    try:
+        text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
+    except OSError as e:  # the server died
+        row = {"bench": "serve_leak_check", "shape": name, "prefix_cache": cache, "ok": False,
+               "error": repr(e)}
+        open(path, "a").write(json.dumps(row) + "\n")
+        sys.exit(f"   leak check: no /metrics: {e!r}")
     m = {l.split()[0]: float(l.split()[1]) for l in text.splitlines()
          if l and not l.startswith("#") and "{" not in l and len(l.split()) == 2}
     idle = m["kiln_num_requests_running"] == 0 and m["kiln_queue_depth"] == 0
@@ -121,6 +138,10 @@ row = {"bench": "serve_leak_check", "shape": name, "prefix_cache": cache, "ok": 
 open(path, "a").write(json.dumps(row) + "\n")
 print("   leak check:", "ok" if ok else "FAILED", json.dumps(row))
 PY
+  then
+    echo "== the server's log:"
+    tail -15 "$logs/server-$1.log"
+  fi
 }
 
 make_model() {  # make_model NAME CONFIG SHARDS -> build/bench-models/NAME/model.kplan
@@ -186,9 +207,9 @@ serve_shape() {
     local extra=()
     [ $cache = off ] && extra=(--no-prefix-cache)
     start_server "$name" "$plan" "${flags[@]}" "${extra[@]}" || continue
-    # Warm-up (CUDA graphs, cuBLASLt plans), not recorded: other prefix tokens (--seed).
+    # Warm-up (CUDA graphs of the batch sizes, cuBLASLt plans), not recorded; other prompts.
     timeout -k 5 60 python3 bench/serve_bench.py --base-url "http://127.0.0.1:$server_port" \
-      --vocab-low 3 --vocab-high 511 --num-prompts 8 --max-concurrency 8 --input-len $((256 / scale)) \
+      --vocab-low 3 --vocab-high 511 --num-prompts 32 --input-len $((256 / scale)) \
       --output-len 8 --seed 99 >"$logs/warmup-$name-$cache.log" 2>&1 ||
       { echo "== warm-up failed:"; tail -5 "$logs/warmup-$name-$cache.log"; tail -10 "$logs/server-$name.log"; }
     bench "$name-c$conc-prefix-$cache" "shape=$name prefix_cache=$cache mode=concurrency" -- \
@@ -259,7 +280,12 @@ for r in rows:
         print(f"concurrent vs alone ({r['shape']}): {r['identical']}/{r['requests']} identical "
               f"greedy texts ({r['nonempty']} non-empty)")
 for r in rows:
-    if r.get("bench") == "serve_leak_check":
+    if r.get("bench") == "serve_start":
+        print(f"server {r['shape']} up in {r['startup_s']} s: {r['line']}")
+for r in rows:
+    if r.get("bench") == "serve_leak_check" and "error" in r:
+        print(f"leak check {r['shape']} prefix cache {r['prefix_cache']}: FAILED ({r['error']})")
+    elif r.get("bench") == "serve_leak_check":
         print(f"leak check {r['shape']} prefix cache {r['prefix_cache']}: "
               f"{'ok' if r['ok'] else 'FAILED'} "
               f"(finished {r['requests_finished']:.0f}, failed {r['requests_failed']:.0f}, "
