@@ -330,6 +330,20 @@ class MainServer(unittest.TestCase):
             self.assertIn(name, text)
 
 
+class KvCacheFlags(unittest.TestCase):
+    def test_kv_cache_gb_sizes_the_pool_as_the_same_megabytes_do(self):
+        pages = []
+        for flags in (("--kv-cache-mb", "96"), ("--kv-cache-gb", "0.09375"),
+                      ("--kv-cache-mb", "48")):
+            server = Server("--max-context", "256", *flags)
+            try:
+                pages.append(server.metrics()["kiln_kv_pages_total"])
+            finally:
+                server.stop()
+        self.assertEqual(pages[0], pages[1])
+        self.assertGreater(pages[0], pages[2])
+
+
 class SmallServer(unittest.TestCase):
     """A server with one running slot, a queue of one and 8 KV pages."""
 
