@@ -5,6 +5,8 @@
 # prompts share a prefix (a system prompt) — plus a leak check of /metrics after each server.
 # JSON lines (serve_bench reports, leak checks) go to $OUT/serve.jsonl, server and client logs to
 # $OUT/serve-logs/, and a table comes last.
+# First the GPU test serving relies on (a step on another thread than the opening one), last a
+# figure of batch invariance (16 greedy answers sent together vs alone).
 #   usage (repository root, after bench/gpu/prelude.sh):  bash bench/gpu/serve.sh [small] [8b]
 #   (both when no argument). KILN_SERVE_BUDGET_S (default 230) bounds the whole script: a phase
 #   that would not fit is skipped with a line saying so. KILN_SERVE_DRY=1 tries the script out on
@@ -52,6 +54,7 @@ stop_server() {  # SIGTERM (drains; nothing is in flight by then), SIGKILL after
   server_pid=""
 }
 trap stop_server EXIT
+trap 'stop_server; exit 143' TERM INT  # all.sh's time limit: the server goes too
 
 start_server() {  # start_server NAME PLAN FLAGS...: kiln serve on a free port, up to 150 s to start
   local name=$1 plan=$2 log=$logs/server-$1.log
@@ -236,11 +239,6 @@ if [ -z "${KILN_SERVE_DRY:-}" ]; then
 fi
 
 if [[ $phases == *" small "* ]]; then
-  cfg=$logs/smollm2-135m-v512.config.json
-  python3 -c "import json, sys; c = json.load(open(sys.argv[1])); c['vocab_size'] = 512
-json.dump(c, open(sys.argv[2], 'w'))" "$MODELS/smollm2-135m.config.json" "$cfg" &&
-    make_model smollm2-135m-v512 "$cfg" 1 &&
-    consistency smollm2-135m-v512 build/bench-models/smollm2-135m-v512/model.kplan
   make_model smollm2-135m "$MODELS/smollm2-135m.config.json" 1 &&
     serve_shape smollm2-135m 4 32 32 96
 fi
@@ -250,6 +248,18 @@ if [[ $phases == *" 8b "* ]]; then
   else
     make_model llama3-8b "$MODELS/llama3-8b.config.json" 4 &&
       serve_shape llama3-8b 40 32 16 64
+  fi
+fi
+
+if [[ $phases == *" small "* ]]; then
+  if [ "$(left)" -lt 30 ]; then
+    echo "== concurrent-vs-alone check skipped: time budget"
+  else
+    cfg=$logs/smollm2-135m-v512.config.json
+    python3 -c "import json, sys; c = json.load(open(sys.argv[1])); c['vocab_size'] = 512
+json.dump(c, open(sys.argv[2], 'w'))" "$MODELS/smollm2-135m.config.json" "$cfg" &&
+      make_model smollm2-135m-v512 "$cfg" 1 &&
+      consistency smollm2-135m-v512 build/bench-models/smollm2-135m-v512/model.kplan
   fi
 fi
 
