@@ -9,10 +9,15 @@ conventions of vLLM's `vllm bench serve` and SGLang's `bench_serving`, so figure
   * prompts are random token ids sent as a token-id prompt to /v1/completions, so input lengths
     are exact; `ignore_eos` makes output lengths exact too (vLLM's extension, kiln supports it);
   * metrics: request and output-token throughput, TTFT, TPOT (per request: (latency - TTFT) /
-    (output tokens - 1)), ITL (every gap between streamed chunks) — mean, median, p99 — and
-    goodput (requests/s meeting every --goodput SLO, e.g. `ttft:500 tpot:100` in ms).
+    (output tokens - 1)), ITL (every gap between streamed token chunks: a chunk with text or
+    without a finish_reason, as kiln sends one a token even while its text is held back) — mean,
+    median, p99 — and goodput (requests/s meeting every --goodput SLO, e.g. `ttft:500 tpot:100`
+    in ms);
+  * --kiln-metrics adds what the server's /metrics counted during the run (prefix-cache hit
+    rate, tokens computed, steps, preemptions).
 
-Only the standard library; results as JSON (--result-json) for bench/plot_serve.py.
+Only the standard library; results as JSON (--result-json) for bench/plot_serve.py, or one line
+appended to --jsonl.
 """
 import argparse
 import concurrent.futures
@@ -82,7 +87,8 @@ def one_request(url, model, prompt, max_tokens, timeout):
             if chunk.get("usage"):
                 out["output_tokens"] = chunk["usage"]["completion_tokens"]
                 out["prompt_tokens"] = chunk["usage"]["prompt_tokens"]
-            if any(c.get("text") for c in chunk.get("choices", [])):
+            choices = chunk.get("choices") or []
+            if any(c.get("text") or c.get("finish_reason") is None for c in choices):
                 if last is None:
                     out["ttft"] = now - start
                 else:
@@ -97,6 +103,47 @@ def one_request(url, model, prompt, max_tokens, timeout):
     finally:
         conn.close()
     return out
+
+
+def finite(x):
+    """`x` with NaN (a summary of no values) as null, so a JSON line is strict JSON."""
+    if isinstance(x, float) and math.isnan(x):
+        return None
+    if isinstance(x, dict):
+        return {k: finite(v) for k, v in x.items()}
+    if isinstance(x, list):
+        return [finite(v) for v in x]
+    return x
+
+
+def scrape(base_url):
+    """The server's /metrics counters and gauges (kiln's names), without the histograms."""
+    u = urllib.parse.urlparse(base_url)
+    conn = http.client.HTTPConnection(u.hostname, u.port or 80, timeout=30)
+    try:
+        conn.request("GET", "/metrics")
+        text = conn.getresponse().read().decode()
+    finally:
+        conn.close()
+    out = {}
+    for line in text.splitlines():
+        parts = line.split()
+        if len(parts) == 2 and not line.startswith("#") and "{" not in line:
+            out[parts[0]] = float(parts[1])
+    return out
+
+
+def metric_deltas(before, after):
+    d = {k: after.get(k, 0.0) - before.get(k, 0.0) for k in after if k.endswith("_total")}
+    asked = d.get("kiln_prefix_cache_queried_tokens_total", 0.0)
+    return {
+        "prefix_hit_rate": d.get("kiln_prefix_cache_hit_tokens_total", 0.0) / asked if asked else 0.0,
+        "computed_tokens": d.get("kiln_computed_tokens_total"),
+        "prompt_tokens": d.get("kiln_prompt_tokens_total"),
+        "steps": d.get("kiln_steps_total"),
+        "preemptions": d.get("kiln_preemptions_total"),
+        "kv_pages_total": after.get("kiln_kv_pages_total"),
+    }
 
 
 def main():
@@ -121,6 +168,11 @@ def main():
     ap.add_argument("--timeout", type=float, default=600)
     ap.add_argument("--label", default="")
     ap.add_argument("--result-json", default="")
+    ap.add_argument("--jsonl", default="", help="append the report as one JSON line here")
+    ap.add_argument("--tag", nargs="*", default=[], metavar="KEY=VALUE",
+                    help="extra fields of the report (e.g. shape=llama3-8b prefix_cache=on)")
+    ap.add_argument("--kiln-metrics", action="store_true",
+                    help="record kiln's /metrics counters over the run")
     a = ap.parse_args()
 
     model = a.model
@@ -150,6 +202,7 @@ def main():
             if slots:
                 slots.release()
 
+    before = scrape(a.base_url) if a.kiln_metrics else None
     start = time.perf_counter()
     with concurrent.futures.ThreadPoolExecutor(a.num_prompts) as pool:
         for i in range(a.num_prompts):
@@ -189,6 +242,9 @@ def main():
     }
     if a.request_rate == float("inf"):
         report["config"]["request_rate"] = "inf"
+    report.update(dict(t.split("=", 1) for t in a.tag))
+    if before is not None:
+        report["server"] = metric_deltas(before, scrape(a.base_url))
 
     print(f"============ Serving Benchmark Result {a.label} ============")
     print(f"{'Successful requests:':<40}{len(ok):>10}")
@@ -206,11 +262,17 @@ def main():
         print(f"{'Mean ' + name.upper() + ' (ms):':<40}{s['mean']:>10.2f}")
         print(f"{'Median ' + name.upper() + ' (ms):':<40}{s['median']:>10.2f}")
         print(f"{'P99 ' + name.upper() + ' (ms):':<40}{s['p99']:>10.2f}")
+    if report.get("server"):
+        print(f"{'Server prefix-cache hit rate:':<40}{report['server']['prefix_hit_rate']:>10.3f}")
+        print(f"{'Server tokens computed:':<40}{report['server']['computed_tokens']:>10.0f}")
     for e in report["errors"]:
         print("error:", e)
     if a.result_json:
         with open(a.result_json, "w") as f:
             json.dump(report, f, indent=1)
+    if a.jsonl:
+        with open(a.jsonl, "a") as f:
+            f.write(json.dumps(finite(report)) + "\n")
     return 0 if ok else 1
 
 

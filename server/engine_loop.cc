@@ -3,7 +3,6 @@
 
 #include "absl/strings/str_cat.h"
 #include "runtime/scheduler/step_execution.h"
-#include "server/text_output.h"
 
 namespace kiln {
 namespace {
@@ -131,7 +130,7 @@ void EngineLoop::accept(Inbound in) {
     return;
   }
   live.sampling.emplace(std::move(*sampler));
-  live.text = std::make_unique<TextOutput>(tokenizer_, std::move(in.request.stop));
+  live.text.emplace(tokenizer_, std::move(in.request.stop), /*skip_special=*/true);
   in.stream->push(event(StreamEvent::Kind::kAccepted));
   live_.emplace(*id, std::move(live));
 }
@@ -159,9 +158,13 @@ void EngineLoop::handle(const RequestEvent& ev) {
     }
     live.last_token = now;
     live.completion_tokens++;
-    std::string piece = live.text->push(*ev.token);
-    if (!piece.empty()) live.stream->push(event(StreamEvent::Kind::kText, piece));
-    if (live.text->stopped() && !ev.finished) {
+    const bool stopped = live.text->push(*ev.token);
+    std::string piece = live.text->take();
+    // One event per token, its text possibly empty (held back for a stop string or a split
+    // UTF-8 character, a special token): a stream then shows every token as it comes, which is
+    // what clients time (TTFT, inter-token latency), as other OpenAI servers send them.
+    live.stream->push(event(StreamEvent::Kind::kText, std::move(piece)));
+    if (stopped && !ev.finished) {
       (void)scheduler_.stop(ev.request);  // a stop string: done, whatever max_tokens says
       std::lock_guard<std::mutex> lock(mu_);
       metrics_.requests_finished++;
@@ -178,14 +181,14 @@ void EngineLoop::handle(const RequestEvent& ev) {
     finish(ev.request, live, error_event(ev.error));
     return;
   }
-  std::string rest = live.text->finish();
-  if (!rest.empty()) live.stream->push(event(StreamEvent::Kind::kText, rest));
+  live.text->finish();  // what was held back comes with kDone (kText stays one a token)
   const bool stop = ev.cause == FinishCause::kStopToken || live.text->stopped();
   {
     std::lock_guard<std::mutex> lock(mu_);
     metrics_.requests_finished++;
   }
-  finish(ev.request, live, event(StreamEvent::Kind::kDone, "", stop ? "stop" : "length"));
+  finish(ev.request, live,
+         event(StreamEvent::Kind::kDone, live.text->take(), stop ? "stop" : "length"));
 }
 
 void EngineLoop::update_metrics() {

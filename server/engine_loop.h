@@ -20,6 +20,7 @@
 #include "models/tokenizer.h"
 #include "runtime/backend.h"
 #include "runtime/engine/sampling.h"
+#include "runtime/engine/text_stream.h"
 #include "runtime/kv/page_tables.h"
 #include "runtime/kv/prefix_cache.h"
 #include "runtime/scheduler/scheduler.h"
@@ -38,6 +39,8 @@ struct ServeRequest {
 
 /// One message from the engine to a request's handler.
 struct StreamEvent {
+  /// kText: one for each generated token, its text possibly empty (held back for a stop string
+  /// or a split character, a special token). kDone: the end, with the text held back till then.
   enum class Kind { kAccepted, kText, kDone, kError };
   Kind kind = Kind::kText;
   std::string text;
@@ -114,7 +117,7 @@ class EngineLoop {
   struct Live {
     std::shared_ptr<RequestStream> stream;
     std::optional<SamplingStream> sampling;
-    std::unique_ptr<class TextOutput> text;
+    std::optional<TextStream> text;
     int64_t prompt_tokens = 0;
     int64_t completion_tokens = 0;
     std::chrono::steady_clock::time_point submitted, last_token;

@@ -4,10 +4,12 @@
 #include <httplib.h>
 
 #include <atomic>
+#include <chrono>
 #include <ctime>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "server/client_connection.h"
 #include "server/openai_api.h"
 
 namespace kiln {
@@ -59,6 +61,32 @@ std::string status_message(int status) {
 }
 
 std::atomic<int64_t> next_request_id{0};
+
+// Whether a handler's client went away, asked at most every 50 ms: a peek is a system call and
+// tokens can arrive far more often. Without a socket to watch (none matched) it never says gone.
+class ClientWatch {
+ public:
+  explicit ClientWatch(const httplib::Request& req)
+      : conn_(ClientConnection::find(req.remote_addr, req.remote_port, req.local_addr,
+                                     req.local_port)) {}
+  bool gone() {
+    if (!conn_) return false;
+    const auto now = std::chrono::steady_clock::now();
+    if (now - last_ < std::chrono::milliseconds(50)) return false;
+    last_ = now;
+    return conn_->closed();
+  }
+
+ private:
+  std::optional<ClientConnection> conn_;
+  std::chrono::steady_clock::time_point last_{};
+};
+
+// The answer to a client that has gone: nobody reads it (499 as nginx logs such a request).
+void client_gone(httplib::Response& res) {
+  send_error(res, api_error(499, "the client closed the connection; the request was cancelled",
+                            "client_closed_request"));
+}
 
 }  // namespace
 
@@ -255,9 +283,16 @@ void HttpServer::routes() {
       absl::StatusOr<std::shared_ptr<RequestStream>> stream = engine_.submit(std::move(sr));
       if (!stream.ok()) return send_error(res, engine_error(stream.status()));
       std::shared_ptr<RequestStream> s = *stream;
+      // A client that disconnects cancels its request, whether it streams or not, so that its
+      // pages go back to the pool at once instead of when max_tokens runs out.
+      ClientWatch watch(req);
       // The engine validates against the KV pool; wait for its verdict before the status line.
       std::optional<StreamEvent> first;
-      while (!(first = s->next(std::chrono::milliseconds(100)))) {
+      while (!(first = s->next(std::chrono::milliseconds(50)))) {
+        if (watch.gone()) {
+          s->cancel();
+          return client_gone(res);
+        }
       }
       if (first->kind == StreamEvent::Kind::kError) {
         return send_error(res, engine_error(first->error));
@@ -268,11 +303,16 @@ void HttpServer::routes() {
       if (!r->stream) {
         std::string text;
         while (true) {
-          std::optional<StreamEvent> ev = s->next(std::chrono::milliseconds(1000));
+          std::optional<StreamEvent> ev = s->next(std::chrono::milliseconds(50));
+          if (watch.gone()) {  // nothing is written before the end: no write can fail instead
+            s->cancel();
+            return client_gone(res);
+          }
           if (!ev) continue;
           if (ev->kind == StreamEvent::Kind::kText) {
             text += ev->text;
           } else if (ev->kind == StreamEvent::Kind::kDone) {
+            text += ev->text;
             Usage u{ev->prompt_tokens, ev->completion_tokens};
             res.set_content(wire(completion_response(*r, id, created, text, ev->finish_reason, u)),
                             kJson);
@@ -287,7 +327,7 @@ void HttpServer::routes() {
       ApiRequest api = *r;
       res.set_chunked_content_provider(
           "text/event-stream",
-          [s, api, id, created](size_t, httplib::DataSink& sink) {
+          [s, api, id, created, watch](size_t, httplib::DataSink& sink) mutable {
             auto send = [&](const std::string& data) {
               const std::string frame = "data: " + data + "\n\n";
               return sink.write(frame.data(), frame.size());
@@ -303,7 +343,8 @@ void HttpServer::routes() {
             while (true) {
               std::optional<StreamEvent> ev = s->next(std::chrono::milliseconds(100));
               if (!ev) {
-                if (!sink.is_writable()) {  // the client went away: free its pages
+                // The client went away (a queued request writes nothing that could fail).
+                if (!sink.is_writable() || watch.gone()) {
                   s->cancel();
                   return false;
                 }
@@ -316,8 +357,8 @@ void HttpServer::routes() {
                 first_chunk = false;
               } else if (ev->kind == StreamEvent::Kind::kDone) {
                 Usage u{ev->prompt_tokens, ev->completion_tokens};
-                ok = send(
-                    wire(stream_chunk(api, id, created, "", &ev->finish_reason, &u, first_chunk)));
+                ok = send(wire(stream_chunk(api, id, created, ev->text, &ev->finish_reason, &u,
+                                            first_chunk)));
                 if (ok && api.include_usage) {
                   json usage_only = {
                       {"id", id},

@@ -28,6 +28,7 @@ struct ServeOptions {
   std::string served_name;
   int64_t kv_pages = 0;
   double kv_cache_mb = 256;
+  double kv_cache_gb = 0;  // when > 0, instead of kv_cache_mb (the GPU's unit)
   int max_running = 16;
   int max_step_tokens = 256;
   int64_t max_context = 2048;
@@ -111,7 +112,7 @@ int serve(const ServeOptions& o) {
   BackendOptions bo;
   bo.num_threads = o.threads;
   bo.kv_pages = o.kv_pages;
-  bo.kv_cache_gb = o.kv_cache_mb / 1024.0;
+  bo.kv_cache_gb = o.kv_cache_gb > 0 ? o.kv_cache_gb : o.kv_cache_mb / 1024.0;
   const ServedPlan& served = *sp;
   absl::StatusOr<std::unique_ptr<Backend>> backend = tools::open_backend(
       o.device, plan, bo,
@@ -134,7 +135,7 @@ int serve(const ServeOptions& o) {
 
   EngineOptions eo;
   eo.scheduler = {
-      .max_running = o.max_running, .max_step_tokens = o.max_step_tokens, .max_context = context};
+      .max_running = max_running, .max_step_tokens = max_step_tokens, .max_context = context};
   eo.prefix_cache = !o.no_prefix_cache;
   eo.max_queue = o.max_queue;
   EngineLoop engine(eo, *kv, **backend, tok);
@@ -189,6 +190,9 @@ void add_serve_command(CLI::App& app, int* exit_code) {
       ->capture_default_str();
   cmd->add_option("--kv-cache-mb", o->kv_cache_mb, "KV cache memory when --kv-pages is 0")
       ->capture_default_str();
+  cmd->add_option("--kv-cache-gb", o->kv_cache_gb,
+                  "KV cache memory in GiB, instead of --kv-cache-mb (as kiln run / bench take it)")
+      ->check(CLI::NonNegativeNumber);
   cmd->add_option("--max-running", o->max_running, "sequences batched in one step")
       ->capture_default_str()
       ->check(CLI::PositiveNumber);

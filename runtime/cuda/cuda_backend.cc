@@ -730,6 +730,9 @@ absl::Status CudaBackend::warm_up() {
 }
 
 absl::Status CudaBackend::copy_kv_pages(absl::Span<const PageCopy> copies) {
+  if (copies.empty()) return absl::OkStatus();
+  // Any thread may drive the backend (one at a time): `kiln serve` steps on its engine thread.
+  if (absl::Status s = device_->make_current(); !s.ok()) return s;
   for (const PageCopy& c : copies) {
     if (c.src < 0 || c.src >= kv_pages_ || c.dst < 0 || c.dst >= kv_pages_) {
       return absl::InvalidArgumentError(absl::StrCat(
@@ -931,6 +934,7 @@ absl::Status CudaBackend::enqueue_ops(bool decode, bool checked) {
 
 absl::StatusOr<StepResult> CudaBackend::run_step(const StepRequest& step) {
   last_step_ = {};
+  if (absl::Status s = device_->make_current(); !s.ok()) return s;  // see copy_kv_pages
   if (absl::Status s = stage_inputs(step); !s.ok()) return s;
   const bool decode = step.inputs.is_decode();
   const int64_t S = step.inputs.num_sequences();

@@ -402,6 +402,10 @@ absl::Status GpuDevice::synchronize() {
   return check(*api_, api_->ctx_synchronize(), "cuCtxSynchronize");
 }
 
+absl::Status GpuDevice::make_current() {
+  return check(*api_, api_->ctx_set_current(static_cast<CUcontext>(context_)), "cuCtxSetCurrent");
+}
+
 absl::StatusOr<float> GpuDevice::time_ms(const std::function<absl::Status()>& fn) {
   if (!api_->event_create || !api_->event_record || !api_->event_synchronize ||
       !api_->event_elapsed_time || !api_->event_destroy) {
@@ -519,6 +523,7 @@ absl::Status GpuDevice::launch(const GpuKernel&, const LaunchDims&, KernelArgs&)
   return no_cuda();
 }
 absl::Status GpuDevice::synchronize() { return no_cuda(); }
+absl::Status GpuDevice::make_current() { return no_cuda(); }
 absl::StatusOr<float> GpuDevice::time_ms(const std::function<absl::Status()>&) { return no_cuda(); }
 absl::StatusOr<GpuDevice> open_gpu(int) { return no_cuda(); }
 

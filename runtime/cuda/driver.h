@@ -116,6 +116,9 @@ class GpuDevice {
   absl::Status launch(const GpuKernel& kernel, const LaunchDims& dims, KernelArgs& args);
   /// Waits for all work; a kernel fault (illegal address, ...) surfaces here.
   absl::Status synchronize();
+  /// Makes the device's context current on the calling thread: a thread other than the one that
+  /// opened the device (a server's engine thread) has none. Cheap (a thread-local store).
+  absl::Status make_current();
 
   /// The one stream every launch, GEMM and async copy of this device is ordered on (a CUstream,
   /// created with the context; blocking, so the legacy stream's synchronous copies order with it).

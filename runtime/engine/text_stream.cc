@@ -1,16 +1,22 @@
 // TextStream: UTF-8-safe, stop-string-aware streaming of generated text.
 #include "runtime/engine/text_stream.h"
 
+#include <algorithm>
+
 #include "runtime/engine/stop_criteria.h"
 
 namespace kiln {
 
 bool TextStream::push(int32_t token) {
+  if (stopped_) return true;
+  if (done_) return false;  // finished: the text is final
   text_ += decoder_.push(token);
   const size_t cut = find_stop_string(text_, streamed_, stops_);
   if (cut == std::string::npos) return false;
-  text_.resize(cut);
-  done_ = true;
+  // Never before what was already given out (a stop string cannot straddle it: its start would
+  // have been held back), so the pieces always add up to text().
+  text_.resize(std::max(cut, streamed_));
+  done_ = stopped_ = true;
   return true;
 }
 

@@ -2,7 +2,8 @@
 """`kiln serve` on loopback with SmolLM2: the real `openai` client (chat and completions, streamed
 and whole), 32 concurrent clients against the same requests run alone, a malformed-request suite
 (every bad request a 4xx with an OpenAI error body, the server serving on, no pages leaked per
-/metrics), 429 from a full queue, 400 for a request that can never fit, and SIGTERM draining.
+/metrics), client disconnects (streamed or whole) cancelling the request and freeing its pages,
+429 from a full queue, 400 for a request that can never fit, and SIGTERM draining.
 
 Run by ctest (tests/CMakeLists.txt): serve_test.py --kiln <kiln binary>. Exits 77 (skipped) when
 the model or the openai package is missing. Only 127.0.0.1 is ever contacted.
@@ -15,6 +16,7 @@ import os
 import re
 import signal
 import socket
+import struct
 import subprocess
 import sys
 import time
@@ -184,6 +186,22 @@ class MainServer(unittest.TestCase):
         self.assertEqual(body["choices"][0]["text"], full[:cut_at])
         self.assertEqual(body["choices"][0]["finish_reason"], "stop")
 
+    def test_a_stream_has_a_chunk_per_token_even_while_text_is_held_back(self):
+        full = completion(self.server, "The capital of France is", 8, ignore_eos=True)
+        self.assertGreater(len(full), 3)
+        # A stop string that matches the text's tail but never completes: from there on the
+        # text is held back (empty chunks), and released whole at the end.
+        stop = full[len(full) // 3:] + "\u0001"
+        chunks = list(self.client.completions.create(
+            model=self.model, prompt="The capital of France is", max_tokens=8, temperature=0,
+            stream=True, stop=[stop], extra_body={"ignore_eos": True}))
+        tokens = [c for c in chunks if c.choices and c.choices[0].finish_reason is None]
+        self.assertEqual(len(tokens), 8)  # one per generated token, timing every one
+        self.assertGreater(sum(1 for c in tokens if c.choices[0].text == ""), 0)
+        self.assertEqual("".join(c.choices[0].text for c in chunks if c.choices), full)
+        self.assertEqual(chunks[-1].choices[0].finish_reason, "length")
+        self.assertGreater(len(chunks[-1].choices[0].text), 0)  # the held-back text, at the end
+
     def test_concurrent_clients_get_the_answers_they_get_alone(self):
         alone = [completion(self.server, p, 6) for p in PROMPTS]
         with concurrent.futures.ThreadPoolExecutor(32) as pool:
@@ -260,6 +278,43 @@ class MainServer(unittest.TestCase):
         self.assertLess(m["kiln_generation_tokens_total"], 200 + 1e9)
         self.assert_no_leak()
 
+    def test_disconnect_while_waiting_for_a_whole_answer_cancels_and_frees_pages(self):
+        # Non-streaming: nothing is written before the answer, so the server must notice the
+        # closed socket itself. Once with a plain close (FIN), once with a reset (RST).
+        for reset in (False, True):
+            before = self.server.metrics()
+            s = socket.create_connection(("127.0.0.1", self.server.port))
+            body = json.dumps({"prompt": "Once upon a time", "max_tokens": 200,
+                               "ignore_eos": True})
+            s.sendall(("POST /v1/completions HTTP/1.1\r\nHost: x\r\n"
+                       "Content-Type: application/json\r\n"
+                       f"Content-Length: {len(body)}\r\n\r\n{body}").encode())
+            # Wait until it generates (it holds pages), then go away.
+            deadline = time.time() + 60
+            while True:
+                m = self.server.metrics()
+                if m["kiln_generation_tokens_total"] >= before["kiln_generation_tokens_total"] + 3:
+                    break
+                self.assertLess(time.time(), deadline, "the request never started")
+                time.sleep(0.02)
+            self.assertGreater(m["kiln_kv_request_sequences"], 0)
+            if reset:
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            s.close()
+            m = self.server.wait_idle()
+            self.assertEqual(m["kiln_requests_cancelled_total"],
+                             before["kiln_requests_cancelled_total"] + 1)
+            self.assertEqual(m["kiln_requests_finished_total"],
+                             before["kiln_requests_finished_total"])
+            # Cancelled well before max_tokens ran out.
+            self.assertLess(m["kiln_generation_tokens_total"],
+                            before["kiln_generation_tokens_total"] + 200)
+            self.assert_no_leak()
+        # The server keeps serving, whole and streamed.
+        self.assertGreater(len(completion(self.server, "Hello", 2)), 0)
+        self.assertEqual(self.server.metrics()["kiln_requests_finished_total"],
+                         m["kiln_requests_finished_total"] + 1)
+
     def test_models_health_and_metrics(self):
         status, data = self.server.request("GET", "/v1/models")
         self.assertEqual(status, 200)
@@ -273,6 +328,20 @@ class MainServer(unittest.TestCase):
                      "kiln_time_to_first_token_seconds_bucket",
                      "kiln_inter_token_latency_seconds_count"):
             self.assertIn(name, text)
+
+
+class KvCacheFlags(unittest.TestCase):
+    def test_kv_cache_gb_sizes_the_pool_as_the_same_megabytes_do(self):
+        pages = []
+        for flags in (("--kv-cache-mb", "96"), ("--kv-cache-gb", "0.09375"),
+                      ("--kv-cache-mb", "48")):
+            server = Server("--max-context", "256", *flags)
+            try:
+                pages.append(server.metrics()["kiln_kv_pages_total"])
+            finally:
+                server.stop()
+        self.assertEqual(pages[0], pages[1])
+        self.assertGreater(pages[0], pages[2])
 
 
 class SmallServer(unittest.TestCase):

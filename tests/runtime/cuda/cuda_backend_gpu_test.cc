@@ -23,6 +23,7 @@
 #include <map>
 #include <random>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
@@ -397,12 +398,49 @@ TEST(CudaBackendGpuGguf, QuantizedGgufMatchesItsCpuRun) {
   EXPECT_GE(a.argmax_equal, kMinArgmaxAgreement * a.positions);
 }
 
+// The first fixture compiled for this GPU; `skip` says why not when the fixture cannot be made
+// here (the generator's Python packages are missing).
+absl::StatusOr<LoadedPlan> first_fixture_plan(std::string& skip) {
+  absl::StatusOr<std::string> dir = make_fixture(fixtures()[0]);
+  if (!dir.ok()) {
+    skip = std::string(dir.status().message());
+    return dir.status();
+  }
+  return compile_plan(*dir, plan_path(*dir));
+}
+
+// `kiln serve` opens the backend on the main thread and steps it on its engine thread, which has
+// no CUDA context of its own: a step there runs and gives the tokens and logits it gives at home.
+TEST(CudaBackendGpuThreads, StepsOnAnotherThreadMatchTheOpeningThread) {
+  REQUIRE_GPU();
+  std::string skip;
+  absl::StatusOr<LoadedPlan> plan = first_fixture_plan(skip);
+  if (!skip.empty()) GTEST_SKIP() << skip;
+  ASSERT_TRUE(plan.ok()) << plan.status();
+  BackendOptions opts;
+  opts.kv_pages = 64;
+  absl::StatusOr<std::unique_ptr<CudaBackend>> home =
+      CudaBackend::create(plan->plan, opts, blob_reader(*plan));
+  absl::StatusOr<std::unique_ptr<CudaBackend>> away =
+      CudaBackend::create(plan->plan, opts, blob_reader(*plan));
+  ASSERT_TRUE(home.ok()) << home.status();
+  ASSERT_TRUE(away.ok()) << away.status();
+  const std::vector<std::vector<int32_t>> prompts =
+      mixed_prompts(fixtures()[0].prompt_len, plan->plan.model.vocab_size, 31);
+  absl::StatusOr<Trace> here = drive(**home, prompts, 4);
+  ASSERT_TRUE(here.ok()) << here.status();
+  absl::StatusOr<Trace> there = absl::UnknownError("the thread did not run");
+  std::thread([&] { there = drive(**away, prompts, 4); }).join();
+  ASSERT_TRUE(there.ok()) << there.status();
+  EXPECT_EQ(here->tokens, there->tokens);
+  EXPECT_EQ(here->logits, there->logits);
+}
+
 TEST(CudaBackendGpuErrors, StepOutsideThePoolIsAnErrorNotACrash) {
   REQUIRE_GPU();
-  const Fixture& f = fixtures()[0];
-  absl::StatusOr<std::string> dir = make_fixture(f);
-  if (!dir.ok()) GTEST_SKIP() << dir.status().message();
-  absl::StatusOr<LoadedPlan> plan = compile_plan(*dir, plan_path(*dir));
+  std::string skip;
+  absl::StatusOr<LoadedPlan> plan = first_fixture_plan(skip);
+  if (!skip.empty()) GTEST_SKIP() << skip;
   ASSERT_TRUE(plan.ok()) << plan.status();
   BackendOptions opts;
   opts.kv_pages = 4;

@@ -1,5 +1,7 @@
 // TextStream and stop criteria: pieces never reveal the start of a stop string, the text is cut
-// right before one, and stop ids default to the model's EOS plus the tokenizer's stop tokens.
+// right before one, the pieces are a prefix of the text at every point and add up to it, special
+// tokens are skipped when asked (the server) and shown otherwise (the CLI), and stop ids default
+// to the model's EOS plus the tokenizer's stop tokens.
 #include "runtime/engine/text_stream.h"
 
 #include <gtest/gtest.h>
@@ -63,6 +65,46 @@ TEST(TextStream, PiecesNeverRevealAStopStringAndTheTextIsCutBeforeIt) {
   out += cut.take();
   EXPECT_EQ(out, tok->decode(ids).substr(0, tok->decode(ids).find("three")));
   EXPECT_EQ(cut.text(), out);
+}
+
+TEST(TextStream, PiecesArePrefixesOfTheTextAndStopAfterTheCut) {
+  auto tok = load_tokenizer(testing::fixture("tiny"));
+  ASSERT_TRUE(tok.ok()) << tok.status();
+  const std::vector<int32_t> ids = tok->encode("hello world, the quick brown fox", false, false);
+  const std::string full = tok->decode(ids);
+  const size_t at = full.find("quick");
+  ASSERT_NE(at, std::string::npos);
+  TextStream cut(*tok, {"", "quick", "zzz"}, /*skip_special=*/true);  // an empty stop is ignored
+  std::string shown;
+  for (int32_t id : ids) {
+    const bool stopped = cut.push(id);
+    shown += cut.take();
+    EXPECT_EQ(shown, full.substr(0, shown.size()));  // a prefix of the text at every point
+    EXPECT_LE(shown.size(), at);                     // never a byte of the stop string
+    EXPECT_EQ(stopped, cut.stopped());
+  }
+  EXPECT_TRUE(cut.stopped());
+  EXPECT_TRUE(cut.push(ids[0]));  // after the cut nothing more comes out
+  cut.finish();
+  shown += cut.take();
+  EXPECT_EQ(shown, full.substr(0, at));
+}
+
+TEST(TextStream, SpecialTokensAreSkippedOnlyWhenAsked) {
+  auto tok = load_tokenizer(testing::fixture("tiny"));
+  ASSERT_TRUE(tok.ok()) << tok.status();
+  std::vector<int32_t> ids = tok->encode("hello world", false, false);
+  const std::string plain = tok->decode(ids);
+  ids.push_back(2);  // <|im_end|>
+  auto run = [&](bool skip) {
+    TextStream s(*tok, {}, skip);
+    for (int32_t id : ids) EXPECT_FALSE(s.push(id));
+    s.finish();
+    EXPECT_FALSE(s.stopped());
+    return s.take();
+  };
+  EXPECT_EQ(run(true), plain);
+  EXPECT_EQ(run(false), plain + "<|im_end|>");
 }
 
 }  // namespace
