@@ -55,6 +55,14 @@ class ReferenceExecutor {
   std::vector<bool> is_cache_input_;        // by value id
   std::vector<bool> is_output_;             // by value id
   std::unique_ptr<ThreadPool> pool_;
+  // Node result buffers kept across runs: a fresh multi-100-KB vector per node per step is an
+  // mmap + page faults + zeroing (the logits alone are 196 KB); reusing them makes it a memset.
+  std::vector<std::vector<float>> spare_f_;
+  std::vector<std::vector<int32_t>> spare_i_;
+  // KILN_REFERENCE_PROFILE=1: time per op kind (and the executor's own work) over all runs,
+  // printed to stderr when the executor is destroyed.
+  struct Profile;
+  std::unique_ptr<Profile> profile_;
 };
 
 }  // namespace kiln

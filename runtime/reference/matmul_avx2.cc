@@ -26,8 +26,32 @@ inline float vsum(Vec v) {
   return _mm_cvtss_f32(s);
 }
 inline float half_to_f32(uint16_t h) { return _cvtsh_ss(h); }
+inline void vstore(float* p, Vec v) { _mm256_storeu_ps(p, v); }
+inline Vec vadd(Vec a, Vec b) { return _mm256_add_ps(a, b); }
+inline Vec vset1(float f) { return _mm256_set1_ps(f); }
+inline Vec vmul(Vec a, Vec b) { return _mm256_mul_ps(a, b); }
+// 16 bytes of nibbles -> values 0..7, 8..15 (low nibbles), 16..23, 24..31 (high nibbles).
+inline void q4_unpack(const uint8_t* qs, Vec* v) {
+  const __m128i b = _mm_loadu_si128(reinterpret_cast<const __m128i*>(qs));
+  const __m128i mask = _mm_set1_epi8(0x0F);
+  const __m128i lo = _mm_and_si128(b, mask);
+  const __m128i hi = _mm_and_si128(_mm_srli_epi16(b, 4), mask);
+  v[0] = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(lo));
+  v[1] = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_srli_si128(lo, 8)));
+  v[2] = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(hi));
+  v[3] = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_srli_si128(hi, 8)));
+}
+inline void q8_unpack(const int8_t* qs, Vec* v) {
+  for (int j = 0; j < 4; ++j) {
+    const __m128i b = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(qs + 8 * j));
+    v[j] = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(b));
+  }
+}
 }  // namespace
 #define KILN_MATMUL_FN matmul_block
 #include "runtime/reference/matmul_kernel.inc"
+#define KILN_QMATMUL_FN qmatmul_block
+#define KILN_QDEQUANT_FN qdequant_rows
+#include "runtime/reference/matmul_quant_kernel.inc"
 }  // namespace kiln::matmul_avx2
 #endif  // __x86_64__
