@@ -34,6 +34,7 @@ struct BenchOptions {
   std::string device = "cuda";
   int threads = 0;                       // cpu: 0 = all cores
   std::string weights_dtype = "bf16";    // cpu, a model compiled in memory: bf16, f32 or native
+  bool q8_activations = false;           // cpu, native: llama.cpp-style 8-bit activations
   int batch = 1;
   int prompt_len = 128;
   int gen_len = 64;
@@ -143,6 +144,7 @@ int run_bench(const BenchOptions& o) {
   bo.cuda_graphs = o.cuda_graphs;
   bo.num_threads = o.threads;
   bo.native_weights = o.weights_dtype == "native";
+  bo.quantize_activations = o.q8_activations;
   const double t_load = now_s();
   std::unique_ptr<Backend> backend;
   CudaBackend* gpu = nullptr;
@@ -272,6 +274,7 @@ int run_bench(const BenchOptions& o) {
   } else {
     j["threads"] = o.threads;
     j["weights_dtype"] = o.weights_dtype;
+    j["q8_activations"] = o.q8_activations;
     j["device"] = cpu_name();
     copy = host_copy_bandwidth();
   }
@@ -300,6 +303,8 @@ void add_bench_command(CLI::App& app, int* exit_code) {
                   "cpu, a model compiled in memory: bf16, f32 or native (a GGUF's blocks as stored)")
       ->check(CLI::IsMember({"bf16", "f32", "native"}))
       ->capture_default_str();
+  cmd->add_flag("--q8-activations", o->q8_activations,
+                "cpu, native: 8-bit activations for the quantized matmuls (as llama.cpp)");
   cmd->add_option("--batch", o->batch, "sequences decoded together")->check(CLI::PositiveNumber);
   cmd->add_option("--prompt-len", o->prompt_len, "prompt tokens per sequence")
       ->check(CLI::PositiveNumber);

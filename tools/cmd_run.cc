@@ -42,6 +42,7 @@ struct RunOptions {
   int64_t kv_pages = 0;
   int64_t max_context = 0;
   bool verify_weights = false;
+  bool q8_activations = false;       // cpu, native weights: llama.cpp-style 8-bit activations
   double kv_cache_gb = 0;            // cuda: KV pool size (GiB)
   double gpu_memory_fraction = 0.9;  // cuda: else this fraction of free memory
   bool debug_sync = false;           // cuda: synchronize and check after every launch
@@ -150,6 +151,7 @@ int run(const RunOptions& o) {
   BackendOptions bo;
   bo.num_threads = o.threads;
   bo.native_weights = o.weights_dtype == "native";
+  bo.quantize_activations = o.q8_activations;
   bo.verify_weights = o.verify_weights;
   bo.kv_pages = o.kv_pages;
   bo.kv_cache_gb = o.kv_cache_gb;
@@ -217,6 +219,9 @@ void add_run_command(CLI::App& app, int* exit_code) {
                   "quantized blocks as stored, the fewest bytes per token); a plan keeps its own")
       ->check(CLI::IsMember({"bf16", "f32", "native"}))
       ->capture_default_str();
+  cmd->add_flag("--q8-activations", o->q8_activations,
+                "CPU, --weights-dtype native: activations rounded to 8 bits per 32 values for the "
+                "quantized matmuls, as llama.cpp does (faster, not exact)");
   cmd->add_option("--threads", o->threads, "CPU threads (0 = all cores)")->capture_default_str();
   cmd->add_option("--kv-pages", o->kv_pages,
                   "KV cache pages (0 = every sequence at full context, up to 4 GiB)")

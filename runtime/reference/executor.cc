@@ -145,9 +145,8 @@ struct ReferenceExecutor::RunState {
 
 ReferenceExecutor::~ReferenceExecutor() = default;
 
-absl::StatusOr<std::unique_ptr<ReferenceExecutor>> ReferenceExecutor::create(const Graph& graph,
-                                                                             ParamViews params,
-                                                                             int num_threads) {
+absl::StatusOr<std::unique_ptr<ReferenceExecutor>> ReferenceExecutor::create(
+    const Graph& graph, ParamViews params, int num_threads, bool quantize_activations) {
   if (absl::Status s = verify(graph); !s.ok()) return s;
   std::unique_ptr<ReferenceExecutor> ex(new ReferenceExecutor());
   ex->graph_ = graph.clone();
@@ -225,6 +224,7 @@ absl::StatusOr<std::unique_ptr<ReferenceExecutor>> ReferenceExecutor::create(con
     if (g.find_param(name) == nullptr) return invalid("binding for unknown param @", name);
   }
   ex->pool_ = std::make_unique<ThreadPool>(num_threads);
+  ex->quantize_activations_ = quantize_activations;
   if (const char* p = std::getenv("KILN_REFERENCE_PROFILE"); p != nullptr && p[0] == '1') {
     ex->profile_ = std::make_unique<Profile>();
   }
@@ -492,7 +492,7 @@ absl::Status ReferenceExecutor::execute(const Node& node, RunState& st) {
   auto run_matmul = [&](float* y) {
     const FView x = st.fview(in[0]);
     const WeightRef w = weight(in[1]);
-    matmul(x.data, x.numel() / w.k, w, y, pool_.get());
+    matmul(x.data, x.numel() / w.k, w, y, pool_.get(), MatmulIsa::kAuto, quantize_activations_);
   };
 
   for (size_t i = 0; i < in.size(); ++i) {

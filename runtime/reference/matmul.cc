@@ -3,6 +3,7 @@
 #include "runtime/reference/matmul.h"
 
 #include <algorithm>
+#include <cmath>
 #include <cstring>
 #include <functional>
 #include <vector>
@@ -19,7 +20,10 @@ namespace kiln {
                     int64_t n1, float* y, int64_t ldy, float* panel);                           \
   void qmatmul_block(const float* x, int64_t m, int64_t k, const void* w, int qtype, int64_t n0, \
                      int64_t n1, float* y, int64_t ldy, const float* xsum);                     \
-  void qdequant_rows(const void* w, int qtype, int64_t k, int64_t r0, int64_t r1, float* out);
+  void qdequant_rows(const void* w, int qtype, int64_t k, int64_t r0, int64_t r1, float* out); \
+  void q8matmul_block(const int8_t* xq, int64_t m, int64_t k, const void* w, int qtype,        \
+                      int64_t n0, int64_t n1, float* y, int64_t ldy, const float* xd,          \
+                      const float* xs);
 #if defined(__x86_64__)
 namespace matmul_avx512 {
 KILN_DECLARE_MATMUL_KERNELS
@@ -61,15 +65,32 @@ inline void q4_unpack(const uint8_t* qs, Vec* v) {
 inline void q8_unpack(const int8_t* qs, Vec* v) {
   for (int j = 0; j < 32; ++j) v[j] = static_cast<float>(qs[j]);
 }
+using QVec = float;
+inline QVec qv_zero() { return 0.0f; }
+inline QVec qv_set1(float f) { return f; }
+inline QVec qv_fma(QVec a, QVec b, QVec c) { return a * b + c; }
+inline float qv_sum(QVec v) { return v; }
+inline QVec q4q8_dot(const uint8_t* qs, const int8_t* xq) {
+  int32_t s = 0;
+  for (int j = 0; j < 16; ++j) s += (qs[j] & 0x0F) * xq[j] + (qs[j] >> 4) * xq[j + 16];
+  return static_cast<float>(s);
+}
+inline QVec q8q8_dot(const int8_t* w, const int8_t* xq) {
+  int32_t s = 0;
+  for (int j = 0; j < 32; ++j) s += w[j] * xq[j];
+  return static_cast<float>(s);
+}
 }  // namespace
 #define KILN_MATMUL_FN matmul_block
 #include "runtime/reference/matmul_kernel.inc"
 #undef KILN_MATMUL_FN
 #define KILN_QMATMUL_FN qmatmul_block
 #define KILN_QDEQUANT_FN qdequant_rows
+#define KILN_Q8MATMUL_FN q8matmul_block
 #include "runtime/reference/matmul_quant_kernel.inc"
 #undef KILN_QMATMUL_FN
 #undef KILN_QDEQUANT_FN
+#undef KILN_Q8MATMUL_FN
 }  // namespace matmul_generic
 
 namespace {
@@ -79,6 +100,8 @@ using BlockFn = void (*)(const float*, int64_t, int64_t, const void*, int, int64
 using QBlockFn = void (*)(const float*, int64_t, int64_t, const void*, int, int64_t, int64_t,
                           float*, int64_t, const float*);
 using QDequantFn = void (*)(const void*, int, int64_t, int64_t, int64_t, float*);
+using Q8BlockFn = void (*)(const int8_t*, int64_t, int64_t, const void*, int, int64_t, int64_t,
+                           float*, int64_t, const float*, const float*);
 
 MatmulIsa best_isa() {
   static const MatmulIsa best = [] {
@@ -134,6 +157,21 @@ QDequantFn qdequant_fn(MatmulIsa isa) {
   return matmul_generic::qdequant_rows;
 }
 
+Q8BlockFn q8block_fn(MatmulIsa isa) {
+  switch (isa) {
+#if defined(__x86_64__)
+    case MatmulIsa::kAvx512: return matmul_avx512::q8matmul_block;
+    case MatmulIsa::kAvx2: return matmul_avx2::q8matmul_block;
+#else
+    case MatmulIsa::kAvx512:
+    case MatmulIsa::kAvx2:
+#endif
+    case MatmulIsa::kGeneric: return matmul_generic::q8matmul_block;
+    case MatmulIsa::kAuto: return q8block_fn(best_isa());
+  }
+  return matmul_generic::q8matmul_block;
+}
+
 // The kernels' qtype for the block types they read directly; -1 for the K-quants (dequantized
 // through models/dequantize.h a panel at a time).
 int direct_qtype(DType dtype) {
@@ -160,7 +198,7 @@ constexpr int64_t kMinRowsPerTask = 32;  // quantized decode: weight rows per ta
 // and the K-quants at any m, widen a panel of kPanelRows weight rows to f32 once per task and
 // reuse it for all m rows through the f32 kernel.
 void quantized_matmul(const float* x, int64_t m, const WeightRef& w, float* y, ThreadPool* pool,
-                      MatmulIsa isa) {
+                      MatmulIsa isa, bool quantize_activations) {
   const int64_t n = w.n, k = w.k;
   const int qtype = direct_qtype(w.dtype);
   const int64_t row_bytes = k / block_elements(w.dtype) * block_bytes(w.dtype);
@@ -173,6 +211,35 @@ void quantized_matmul(const float* x, int64_t m, const WeightRef& w, float* y, T
       fn(0, tasks);
     }
   };
+  if (qtype >= 0 && m < kSmallM && quantize_activations) {
+    // ggml's quantize_row_q8_0 / q8_1: per 32 values, scale amax / 127, codes round(x / scale),
+    // and (for the Q4 offsets) scale times the codes' sum.
+    const int64_t nb = k / 32;
+    std::vector<int8_t> xq(m * k);
+    std::vector<float> xd(m * nb), xs(m * nb);
+    for (int64_t b = 0; b < m * nb; ++b) {
+      const float* xb = x + b * 32;
+      float amax = 0;
+      for (int t = 0; t < 32; ++t) amax = std::max(amax, std::fabs(xb[t]));
+      const float d = amax / 127.0f, id = d != 0 ? 1.0f / d : 0.0f;
+      int32_t sum = 0;
+      for (int t = 0; t < 32; ++t) {
+        const int8_t q = static_cast<int8_t>(std::nearbyint(xb[t] * id));
+        xq[b * 32 + t] = q;
+        sum += q;
+      }
+      xd[b] = d;
+      xs[b] = d * static_cast<float>(sum);
+    }
+    const Q8BlockFn fn = q8block_fn(isa);
+    run(
+        n,
+        [&](int64_t b, int64_t e) {
+          fn(xq.data(), m, k, w.data, qtype, b, e, y, n, xd.data(), xs.data());
+        },
+        kMinRowsPerTask);
+    return;
+  }
   if (qtype >= 0 && m < kSmallM) {
     const int64_t nb = k / 32;
     std::vector<float> xsum(m * nb);
@@ -243,11 +310,11 @@ const char* matmul_isa_name(MatmulIsa isa) {
 }
 
 void matmul(const float* x, int64_t m, const WeightRef& w, float* y, ThreadPool* pool,
-            MatmulIsa isa) {
+            MatmulIsa isa, bool quantize_activations) {
   if (!matmul_isa_supported(isa)) isa = MatmulIsa::kGeneric;
   if (is_quantized(w.dtype)) {
     if (m <= 0 || w.n <= 0) return;
-    quantized_matmul(x, m, w, y, pool, isa);
+    quantized_matmul(x, m, w, y, pool, isa, quantize_activations);
     return;
   }
   const BlockFn fn = block_fn(isa);

@@ -32,8 +32,10 @@ struct WeightRef {
 
 /// y[m, w.n] = x[m, w.k] · wᵀ (x and y row-major, contiguous). `pool` may be null (one thread).
 /// The caller guarantees w.dtype is one of WeightRef's and k fits its blocks.
+/// `quantize_activations`: for Q8_0 / Q4_0 / Q4_1 weights at decode row counts, round x to 8-bit
+/// codes per 32 values (as llama.cpp does) and multiply integer codes; faster, not exact.
 void matmul(const float* x, int64_t m, const WeightRef& w, float* y, ThreadPool* pool,
-            MatmulIsa isa = MatmulIsa::kAuto);
+            MatmulIsa isa = MatmulIsa::kAuto, bool quantize_activations = false);
 
 /// Widens `count` elements of a f32/bf16/f16 array starting at element `offset` into `out`; for a
 /// block type, `offset` and `count` must be whole blocks.

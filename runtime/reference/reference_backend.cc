@@ -54,7 +54,8 @@ absl::StatusOr<std::unique_ptr<ReferenceBackend>> ReferenceBackend::create(
   }
   if (absl::Status s = b->load_weights(**graph, options, blobs); !s.ok()) return s;
   absl::StatusOr<std::unique_ptr<ReferenceExecutor>> exec =
-      ReferenceExecutor::create(**graph, b->params_, options.num_threads);
+      ReferenceExecutor::create(**graph, b->params_, options.num_threads,
+                                options.quantize_activations);
   if (!exec.ok()) return exec.status();
   b->executor_ = std::move(*exec);
   if (absl::Status s = b->allocate_kv(options); !s.ok()) return s;

@@ -149,6 +149,55 @@ TEST(ReferenceMatmulTest, QuantizedMatchesDequantized) {
   }
 }
 
+// quantize_activations: x rounded to 8-bit codes per 32 values (scale amax / 127), then the same
+// product: exact up to f32 accumulation against the rounded x in double precision.
+TEST(ReferenceMatmulTest, QuantizedActivationsMatchRoundedX) {
+  ThreadPool pool(3);
+  for (DType dtype : {DType::kQ8_0, DType::kQ4_0, DType::kQ4_1}) {
+    for (int64_t m : {1, 3, 6}) {
+      for (auto [n, k] : {std::pair<int64_t, int64_t>{37, 32}, {64, 576}, {1100, 256}}) {
+        std::vector<float> x = random_floats(m * k, 3 + m, -3, 3);
+        std::vector<uint8_t> blocks = random_blocks(dtype, n, k, 17 + n);
+        std::vector<float> wf(n * k);
+        ASSERT_TRUE(dequantize_row(dtype, blocks.data(), n * k, wf.data()).ok());
+        std::vector<double> xr(m * k);
+        for (int64_t b = 0; b < m * k / 32; ++b) {
+          float amax = 0;
+          for (int t = 0; t < 32; ++t) amax = std::max(amax, std::fabs(x[b * 32 + t]));
+          const float d = amax / 127.0f;
+          for (int t = 0; t < 32; ++t) {
+            xr[b * 32 + t] = d * std::nearbyint(x[b * 32 + t] / d);
+          }
+        }
+        const WeightRef w{dtype, blocks.data(), n, k};
+        for (MatmulIsa isa : {MatmulIsa::kGeneric, MatmulIsa::kAvx2, MatmulIsa::kAvx512}) {
+          if (!matmul_isa_supported(isa)) continue;
+          for (ThreadPool* p : {static_cast<ThreadPool*>(nullptr), &pool}) {
+            std::vector<float> y(m * n, NAN);
+            matmul(x.data(), m, w, y.data(), p, isa, /*quantize_activations=*/true);
+            double worst = 0, drift = 0;
+            for (int64_t r = 0; r < m; ++r) {
+              for (int64_t c = 0; c < n; ++c) {
+                double s = 0, a = 0, exact = 0;
+                for (int64_t t = 0; t < k; ++t) {
+                  s += xr[r * k + t] * wf[c * k + t];
+                  exact += static_cast<double>(x[r * k + t]) * wf[c * k + t];
+                  a += std::fabs(xr[r * k + t] * wf[c * k + t]);
+                }
+                worst = std::max(worst, std::fabs(y[r * n + c] - s) / a);
+                drift = std::max(drift, std::fabs(s - exact) / a);
+              }
+            }
+            EXPECT_LE(worst, 1e-5) << dtype_name(dtype) << " m=" << m << " n=" << n
+                                   << " isa=" << matmul_isa_name(isa);
+            EXPECT_GT(drift, 0) << "the rounding of x must show: the option did not quantize";
+          }
+        }
+      }
+    }
+  }
+}
+
 // widen_to_f32 on block types (gather's embedding rows): whole rows equal dequantize_row's.
 TEST(ReferenceMatmulTest, WidenBlocksIsDequantize) {
   for (DType dtype : {DType::kQ8_0, DType::kQ4_1, DType::kQ6_K}) {
