@@ -57,6 +57,12 @@ struct BackendOptions {
   double kv_cache_gb = 0;
   double gpu_memory_fraction = 0.9;
   int num_threads = 0;  ///< reference: 0 = hardware concurrency
+  /// reference: keep GGUF block-quantized weights as stored (matmul and gather read the blocks)
+  /// instead of converting them to the IR params' dtype (`--weights-dtype native`).
+  bool native_weights = false;
+  /// reference: with native block weights, quantize decode activations to 8 bits per 32 values
+  /// and multiply integer codes, as llama.cpp does (faster; rounds x, so not exact).
+  bool quantize_activations = false;
   /// Check every referenced weight file's xxh3 at load (a full read; sizes are always checked).
   bool verify_weights = false;
   bool debug_sync = false;  ///< cuda: synchronize and check after every launch

@@ -2,17 +2,26 @@
 // CUDA backend, printed as one JSON line shaped like ../shared/peers/torch_peers.py's `e2e_decode`
 // (bench, peer, batch, prompt, gen, ms_per_step, tok_s, ...) so one script can join kiln and the
 // peers. The floor is the bytes a decode step must move (weights + the KV it reads) over the copy
-// bandwidth measured in the same run.
+// bandwidth measured in the same run. `--device cpu` runs the same steps on the reference backend
+// (a .kplan, or a model compiled in memory as `kiln run` does), with host memcpy bandwidth as the
+// floor's denominator.
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
+#include <cstring>
+#include <fstream>
 #include <iostream>
 #include <random>
+#include <variant>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "codegen/compile_model.h"
 #include "nlohmann/json.hpp"
 #include "plan/plan_file.h"
 #include "runtime/cuda/cuda_backend.h"
+#include "runtime/reference/matmul.h"
+#include "runtime/reference/reference_backend.h"
 #include "runtime/kv/page_tables.h"
 #include "runtime/kv/step_metadata.h"
 #include "tools/commands.h"
@@ -22,6 +31,10 @@ namespace {
 
 struct BenchOptions {
   std::string plan;
+  std::string device = "cuda";
+  int threads = 0;                       // cpu: 0 = all cores
+  std::string weights_dtype = "bf16";    // cpu, a model compiled in memory: bf16, f32 or native
+  bool q8_activations = false;           // cpu, native: llama.cpp-style 8-bit activations
   int batch = 1;
   int prompt_len = 128;
   int gen_len = 64;
@@ -58,20 +71,97 @@ absl::StatusOr<double> copy_bandwidth(GpuDevice& dev) {
   return 2.0 * bytes / (ms[ms.size() / 2] * 1e-3);
 }
 
+/// Host memcpy bandwidth (bytes read + written per second) over 256 MiB, the median of 7 copies
+/// after a warm-up: the CPU floor's denominator.
+double host_copy_bandwidth() {
+  const size_t bytes = size_t{256} << 20;
+  std::vector<char> a(bytes, 0x3c), b(bytes, 0);
+  std::vector<double> s;
+  for (int i = 0; i < 8; ++i) {
+    const double t0 = now_s();
+    std::memcpy(b.data(), a.data(), bytes);
+    if (i >= 1) s.push_back(now_s() - t0);
+  }
+  std::sort(s.begin(), s.end());
+  return 2.0 * bytes / s[s.size() / 2];
+}
+
+/// "AMD EPYC ... (avx512)": /proc/cpuinfo's model name and the matmul ISA in use.
+std::string cpu_name() {
+  std::ifstream in("/proc/cpuinfo");
+  std::string line, name = "cpu";
+  while (std::getline(in, line)) {
+    if (absl::StartsWith(line, "model name")) {
+      name = line.substr(line.find(':') + 2);
+      break;
+    }
+  }
+  return absl::StrCat(name, " (", matmul_isa_name(MatmulIsa::kAuto), ")");
+}
+
+/// The plan for `--device cpu`: a .kplan as written, or the model compiled in memory with no
+/// kernels, sized for the benchmark (kiln run's in-memory plan).
+absl::StatusOr<std::variant<LoadedPlan, CompiledPlan>> cpu_plan(const BenchOptions& o) {
+  std::ifstream in(o.plan, std::ios::binary);
+  char magic[sizeof(kPlanMagic)] = {};
+  if (in.read(magic, sizeof(magic)) && std::memcmp(magic, kPlanMagic, sizeof(magic)) == 0) {
+    absl::StatusOr<LoadedPlan> loaded = read_plan(o.plan);
+    if (!loaded.ok()) return loaded.status();
+    return std::variant<LoadedPlan, CompiledPlan>(std::move(*loaded));
+  }
+  CompileOptions co;
+  co.model = o.plan;
+  co.build_kernels = false;
+  co.limits.max_seqs = o.batch;
+  co.limits.max_context = o.prompt_len + o.gen_len + 1;
+  co.limits.dtype = o.weights_dtype == "f32" || (o.weights_dtype == "native" &&
+                                                 absl::EndsWith(o.plan, ".gguf"))
+                        ? DType::kF32
+                        : DType::kBF16;
+  absl::StatusOr<CompiledPlan> built = build_plan(co);
+  if (!built.ok()) return built.status();
+  return std::variant<LoadedPlan, CompiledPlan>(std::move(*built));
+}
+
 int run_bench(const BenchOptions& o) {
-  absl::StatusOr<LoadedPlan> plan = read_plan(o.plan);
-  if (!plan.ok()) return fail(plan.status());
-  const Plan& p = plan->plan;
+  std::variant<LoadedPlan, CompiledPlan> source;
+  if (o.device == "cpu") {
+    absl::StatusOr<std::variant<LoadedPlan, CompiledPlan>> built = cpu_plan(o);
+    if (!built.ok()) return fail(built.status());
+    source = std::move(*built);
+  } else {
+    absl::StatusOr<LoadedPlan> loaded = read_plan(o.plan);
+    if (!loaded.ok()) return fail(loaded.status());
+    source = std::move(*loaded);
+  }
+  const Plan& p = std::visit([](const auto& s) -> const Plan& { return s.plan; }, source);
+  const PlanBlobReader blobs = [&](int i) -> absl::StatusOr<std::string_view> {
+    return std::visit([i](const auto& s) { return s.blob(i); }, source);
+  };
   BackendOptions bo;
   bo.kv_cache_gb = o.kv_cache_gb;
   bo.gpu_memory_fraction = o.gpu_memory_fraction;
   bo.cuda_graphs = o.cuda_graphs;
+  bo.num_threads = o.threads;
+  bo.native_weights = o.weights_dtype == "native";
+  bo.quantize_activations = o.q8_activations;
   const double t_load = now_s();
-  absl::StatusOr<std::unique_ptr<CudaBackend>> backend = CudaBackend::create(
-      p, bo, [&](int i) -> absl::StatusOr<std::string_view> { return plan->blob(i); });
-  if (!backend.ok()) return fail(backend.status());
+  std::unique_ptr<Backend> backend;
+  CudaBackend* gpu = nullptr;
+  ReferenceBackend* cpu = nullptr;
+  if (o.device == "cpu") {
+    absl::StatusOr<std::unique_ptr<ReferenceBackend>> r = ReferenceBackend::create(p, bo, blobs);
+    if (!r.ok()) return fail(r.status());
+    cpu = r->get();
+    backend = std::move(*r);
+  } else {
+    absl::StatusOr<std::unique_ptr<CudaBackend>> c = CudaBackend::create(p, bo, blobs);
+    if (!c.ok()) return fail(c.status());
+    gpu = c->get();
+    backend = std::move(*c);
+  }
   const double load_s = now_s() - t_load;
-  CudaBackend& b = **backend;
+  Backend& b = *backend;
   std::cerr << b.load_report() << "\n";
   if (o.batch > p.limits.max_seqs) {
     return fail(absl::InvalidArgumentError(
@@ -147,18 +237,22 @@ int run_bench(const BenchOptions& o) {
     const double dt = now_s() - t0;
     next = r->tokens;
     if (g >= warm) times.push_back(dt);
-    launches = b.last_step().launches;
+    if (gpu != nullptr) launches = gpu->last_step().launches;
   }
   if (times.empty()) return fail(absl::InvalidArgumentError("--gen-len must be at least 1"));
   std::sort(times.begin(), times.end());
   const double step_s = times[times.size() / 2];
-  absl::StatusOr<double> copy = copy_bandwidth(b.device());
   // Bytes a decode step must move: every weight once, and each sequence's KV at its mean length.
   const double mean_ctx = o.prompt_len + o.gen_len / 2.0;
-  const double kv_bytes = static_cast<double>(o.batch) * mean_ctx * b.kv_bytes_per_token();
-  const double bytes = static_cast<double>(b.weight_bytes()) + kv_bytes;
+  const double kv_per_token = gpu != nullptr ? static_cast<double>(gpu->kv_bytes_per_token())
+                                             : 2.0 * p.kv.num_layers * p.kv.num_kv_heads *
+                                                   p.kv.head_dim * sizeof(float);
+  const double kv_bytes = static_cast<double>(o.batch) * mean_ctx * kv_per_token;
+  const int64_t weight_bytes = gpu != nullptr ? gpu->weight_bytes() : cpu->weight_bytes();
+  const double bytes = static_cast<double>(weight_bytes) + kv_bytes;
   nlohmann::json j = {{"bench", "e2e_decode"},
                       {"peer", "kiln"},
+                      {"backend", b.name()},
                       {"batch", o.batch},
                       {"prompt", o.prompt_len},
                       {"gen", o.gen_len},
@@ -168,12 +262,22 @@ int run_bench(const BenchOptions& o) {
                       {"prefill_tok_s", std::round(o.batch * o.prompt_len / prefill_s)},
                       {"ms_per_step", std::round(step_s * 1e6) / 1000},
                       {"tok_s", std::round(o.batch / step_s * 10) / 10},
-                      {"launches_per_step", launches},
-                      {"cuda_graphs", o.cuda_graphs},
                       {"step_bytes", bytes},
-                      {"weight_bytes", b.weight_bytes()},
-                      {"TBps", std::round(bytes / step_s / 1e9) / 1000},
-                      {"device", b.device().name()}};
+                      {"weight_bytes", weight_bytes},
+                      {"TBps", std::round(bytes / step_s / 1e9) / 1000}};
+  absl::StatusOr<double> copy = absl::UnavailableError("not measured");
+  if (gpu != nullptr) {
+    j["launches_per_step"] = launches;
+    j["cuda_graphs"] = o.cuda_graphs;
+    j["device"] = gpu->device().name();
+    copy = copy_bandwidth(gpu->device());
+  } else {
+    j["threads"] = o.threads;
+    j["weights_dtype"] = o.weights_dtype;
+    j["q8_activations"] = o.q8_activations;
+    j["device"] = cpu_name();
+    copy = host_copy_bandwidth();
+  }
   if (copy.ok()) {
     j["copy_TBps"] = std::round(*copy / 1e9) / 1000;
     j["floor_ms"] = std::round(bytes / *copy * 1e6) / 1000;
@@ -187,8 +291,20 @@ int run_bench(const BenchOptions& o) {
 
 void add_bench_command(CLI::App& app, int* exit_code) {
   auto o = std::make_shared<BenchOptions>();
-  CLI::App* cmd = app.add_subcommand("bench", "End-to-end prefill and decode timing on the GPU");
-  cmd->add_option("plan", o->plan, "plan file (.kplan)")->required();
+  CLI::App* cmd =
+      app.add_subcommand("bench", "End-to-end prefill and decode timing on the GPU or the CPU");
+  cmd->add_option("plan", o->plan, "plan file (.kplan); with --device cpu also a model")
+      ->required();
+  cmd->add_option("--device", o->device, "cuda, or cpu (the reference backend)")
+      ->check(CLI::IsMember({"cuda", "cpu"}))
+      ->capture_default_str();
+  cmd->add_option("--threads", o->threads, "cpu: threads (0 = all cores)")->capture_default_str();
+  cmd->add_option("--weights-dtype", o->weights_dtype,
+                  "cpu, a model compiled in memory: bf16, f32 or native (a GGUF's blocks as stored)")
+      ->check(CLI::IsMember({"bf16", "f32", "native"}))
+      ->capture_default_str();
+  cmd->add_flag("--q8-activations", o->q8_activations,
+                "cpu, native: 8-bit activations for the quantized matmuls (as llama.cpp)");
   cmd->add_option("--batch", o->batch, "sequences decoded together")->check(CLI::PositiveNumber);
   cmd->add_option("--prompt-len", o->prompt_len, "prompt tokens per sequence")
       ->check(CLI::PositiveNumber);

@@ -9,6 +9,7 @@
 #include <cstring>
 #include <variant>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_format.h"
 #include "codegen/compile_model.h"
 #include "ir/printer.h"
@@ -41,6 +42,7 @@ struct RunOptions {
   int64_t kv_pages = 0;
   int64_t max_context = 0;
   bool verify_weights = false;
+  bool q8_activations = false;       // cpu, native weights: llama.cpp-style 8-bit activations
   double kv_cache_gb = 0;            // cuda: KV pool size (GiB)
   double gpu_memory_fraction = 0.9;  // cuda: else this fraction of free memory
   bool debug_sync = false;           // cuda: synchronize and check after every launch
@@ -87,6 +89,9 @@ absl::StatusOr<RunnablePlan> load_plan(const RunOptions& o) {
   co.limits.max_seqs = 1;
   co.limits.max_context = o.max_context;
   co.limits.dtype = o.weights_dtype == "f32" ? DType::kF32 : DType::kBF16;
+  // native: a GGUF's block weights stay as stored (the backend reads them in place); its other
+  // tensors (norms) are f32 in the file and stay f32. A checkpoint's float weights keep bf16.
+  if (o.weights_dtype == "native" && absl::EndsWith(o.model, ".gguf")) co.limits.dtype = DType::kF32;
   // For the GPU, the kernels too (NVRTC through the kernel cache), for this GPU's arch.
   if (o.device != "cpu" && co.limits.dtype != DType::kF32) {
     absl::StatusOr<GpuDevice> gpu = open_gpu();
@@ -145,6 +150,8 @@ int run(const RunOptions& o) {
   // The backend first: it checks the referenced weight files before anything else reads them.
   BackendOptions bo;
   bo.num_threads = o.threads;
+  bo.native_weights = o.weights_dtype == "native";
+  bo.quantize_activations = o.q8_activations;
   bo.verify_weights = o.verify_weights;
   bo.kv_pages = o.kv_pages;
   bo.kv_cache_gb = o.kv_cache_gb;
@@ -208,9 +215,13 @@ void add_run_command(CLI::App& app, int* exit_code) {
       ->check(CLI::IsMember({"cpu", "cuda", "auto"}))
       ->capture_default_str();
   cmd->add_option("--weights-dtype", o->weights_dtype,
-                  "a model compiled in memory: bf16 (fast) or f32 (exact); a plan keeps its own")
-      ->check(CLI::IsMember({"bf16", "f32"}))
+                  "a model compiled in memory: bf16 (fast), f32 (exact) or native (CPU: a GGUF's "
+                  "quantized blocks as stored, the fewest bytes per token); a plan keeps its own")
+      ->check(CLI::IsMember({"bf16", "f32", "native"}))
       ->capture_default_str();
+  cmd->add_flag("--q8-activations", o->q8_activations,
+                "CPU, --weights-dtype native: activations rounded to 8 bits per 32 values for the "
+                "quantized matmuls, as llama.cpp does (faster, not exact)");
   cmd->add_option("--threads", o->threads, "CPU threads (0 = all cores)")->capture_default_str();
   cmd->add_option("--kv-pages", o->kv_pages,
                   "KV cache pages (0 = every sequence at full context, up to 4 GiB)")

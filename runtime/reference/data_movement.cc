@@ -12,7 +12,7 @@ namespace kiln {
 
 absl::Status gather_rows(const void* table, DType table_dtype, int64_t rows, int64_t row_elems,
                          const IView& idx, void* out) {
-  const bool narrow = table_dtype == DType::kBF16 || table_dtype == DType::kF16;
+  const bool narrow = table_dtype != DType::kF32;  // bf16, f16 or GGUF blocks: widen each row
   for (int64_t t = 0; t < idx.numel(); ++t) {
     const int64_t r = idx.data[t];
     if (r < 0 || r >= rows) {

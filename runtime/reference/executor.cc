@@ -3,9 +3,13 @@
 #include "runtime/reference/executor.h"
 
 #include <algorithm>
+#include <chrono>
 #include <climits>
 #include <cmath>
+#include <cstdio>
+#include <cstdlib>
 #include <cstring>
+#include <map>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
@@ -46,7 +50,64 @@ bool is_cache_operand(const Node& n, size_t i) {
   }
 }
 
+// A buffer of at least `n` elements from `spare` (the smallest that fits), or a new one.
+template <typename T>
+std::vector<T> take_spare(std::vector<std::vector<T>>& spare, int64_t n) {
+  size_t best = spare.size();
+  for (size_t k = 0; k < spare.size(); ++k) {
+    if (static_cast<int64_t>(spare[k].capacity()) >= n &&
+        (best == spare.size() || spare[k].capacity() < spare[best].capacity())) {
+      best = k;
+    }
+  }
+  if (best == spare.size()) return {};
+  std::vector<T> v = std::move(spare[best]);
+  spare[best] = std::move(spare.back());
+  spare.pop_back();
+  return v;
+}
+
+template <typename T>
+void give_spare(std::vector<std::vector<T>>& spare, std::vector<T>&& v) {
+  if (v.capacity() > 0) spare.push_back(std::move(v));
+}
+
+double now_ns() {
+  return std::chrono::duration<double, std::nano>(
+             std::chrono::steady_clock::now().time_since_epoch())
+      .count();
+}
+
 }  // namespace
+
+/// Time per op kind (matmuls by weight shape), summed over runs; see executor.h.
+struct ReferenceExecutor::Profile {
+  struct Entry {
+    int64_t calls = 0;
+    double ns = 0;
+  };
+  std::map<std::string, Entry> by_op;
+  int64_t runs = 0;
+  double run_ns = 0;  // whole run() calls: the remainder over the ops is executor overhead
+
+  ~Profile() {
+    if (runs == 0) return;
+    double ops_ns = 0;
+    for (const auto& [name, e] : by_op) ops_ns += e.ns;
+    std::vector<std::pair<std::string, Entry>> rows(by_op.begin(), by_op.end());
+    std::sort(rows.begin(), rows.end(),
+              [](const auto& a, const auto& b) { return a.second.ns > b.second.ns; });
+    std::fprintf(stderr, "reference executor profile: %lld runs, %.3f ms per run\n",
+                 static_cast<long long>(runs), run_ns / runs / 1e6);
+    std::fprintf(stderr, "  %-36s %10s %12s %7s\n", "op", "calls/run", "ms/run", "share");
+    for (const auto& [name, e] : rows) {
+      std::fprintf(stderr, "  %-36s %10.1f %12.3f %6.1f%%\n", name.c_str(),
+                   static_cast<double>(e.calls) / runs, e.ns / runs / 1e6, 100 * e.ns / run_ns);
+    }
+    std::fprintf(stderr, "  %-36s %10s %12.3f %6.1f%%\n", "(executor: bind, alloc, free, outputs)",
+                 "", (run_ns - ops_ns) / runs / 1e6, 100 * (run_ns - ops_ns) / run_ns);
+  }
+};
 
 /// Where a value's data lives during a run.
 struct ReferenceExecutor::Slot {
@@ -84,9 +145,8 @@ struct ReferenceExecutor::RunState {
 
 ReferenceExecutor::~ReferenceExecutor() = default;
 
-absl::StatusOr<std::unique_ptr<ReferenceExecutor>> ReferenceExecutor::create(const Graph& graph,
-                                                                             ParamViews params,
-                                                                             int num_threads) {
+absl::StatusOr<std::unique_ptr<ReferenceExecutor>> ReferenceExecutor::create(
+    const Graph& graph, ParamViews params, int num_threads, bool quantize_activations) {
   if (absl::Status s = verify(graph); !s.ok()) return s;
   std::unique_ptr<ReferenceExecutor> ex(new ReferenceExecutor());
   ex->graph_ = graph.clone();
@@ -128,7 +188,10 @@ absl::StatusOr<std::unique_ptr<ReferenceExecutor>> ReferenceExecutor::create(con
       return invalid("param @", p->name, ": dtype ", dtype_name(p->type.dtype),
                      " is not supported by the reference backend (f32, bf16, f16)");
     }
-    if (view.dtype != p->type.dtype) {
+    // A float param may be bound to its GGUF blocks as stored (--weights-dtype native): matmul
+    // and gather read them block-wise; other readers get an f32 copy made once, below.
+    const bool stored_blocks = is_quantized(view.dtype);
+    if (view.dtype != p->type.dtype && !stored_blocks) {
       return invalid("param @", p->name, " is bound as ", dtype_name(view.dtype),
                      " but the graph declares ", p->type.to_string());
     }
@@ -144,6 +207,11 @@ absl::StatusOr<std::unique_ptr<ReferenceExecutor>> ReferenceExecutor::create(con
     if (view.data == nullptr && num_elements(declared) > 0) {
       return invalid("param @", p->name, " is bound to null data");
     }
+    if (stored_blocks && (declared.empty() || declared.back() % block_elements(view.dtype) != 0)) {
+      return invalid("param @", p->name, " ", p->type.to_string(), " is bound as ",
+                     dtype_name(view.dtype), " blocks of ", block_elements(view.dtype),
+                     " values, which do not tile its rows");
+    }
     if (view.dtype != DType::kF32 && read_elementwise[p->id]) {
       // Small weights read elementwise (norm weights, biases): widen once, not every step.
       HostTensor& w = ex->widened_params_[p->id];
@@ -156,6 +224,10 @@ absl::StatusOr<std::unique_ptr<ReferenceExecutor>> ReferenceExecutor::create(con
     if (g.find_param(name) == nullptr) return invalid("binding for unknown param @", name);
   }
   ex->pool_ = std::make_unique<ThreadPool>(num_threads);
+  ex->quantize_activations_ = quantize_activations;
+  if (const char* p = std::getenv("KILN_REFERENCE_PROFILE"); p != nullptr && p[0] == '1') {
+    ex->profile_ = std::make_unique<Profile>();
+  }
   return ex;
 }
 
@@ -247,6 +319,7 @@ absl::Status ReferenceExecutor::bind_inputs(const InputBindings& in, RunState& s
 }
 
 absl::StatusOr<std::vector<HostTensor>> ReferenceExecutor::run(const InputBindings& inputs) {
+  const double t_run = profile_ ? now_ns() : 0;
   const Graph& g = *graph_;
   RunState st;
   st.slots.resize(last_use_.size());
@@ -263,9 +336,27 @@ absl::StatusOr<std::vector<HostTensor>> ReferenceExecutor::run(const InputBindin
   }
   if (absl::Status s = bind_inputs(inputs, st); !s.ok()) return s;
 
+  auto recycle = [&](Slot& s) {
+    give_spare(spare_f_, std::move(s.owned.f));
+    give_spare(spare_i_, std::move(s.owned.i));
+    s = Slot();
+  };
   for (int idx = 0; idx < g.num_nodes(); ++idx) {
     const Node& node = *g.nodes()[idx];
-    if (absl::Status s = execute(node, st); !s.ok()) {
+    const double t_node = profile_ ? now_ns() : 0;
+    absl::Status status = execute(node, st);
+    if (profile_) {
+      std::string key = op_name(node.op);
+      if (node.op == OpKind::kMatmul || node.op == OpKind::kGemm) {
+        const Slot& w = st.slots[node.inputs[GemmOp::kWeight]->id];
+        absl::StrAppend(&key, " ", dims_to_string(w.shape), " ",
+                        dtype_name(w.param != nullptr ? w.param->dtype : DType::kF32));
+      }
+      Profile::Entry& e = profile_->by_op[key];
+      ++e.calls;
+      e.ns += now_ns() - t_node;
+    }
+    if (absl::Status s = std::move(status); !s.ok()) {
       std::string outs;
       for (const Value* o : node.outputs)
         absl::StrAppend(&outs, outs.empty() ? "" : ", ", value_ref(o));
@@ -274,7 +365,7 @@ absl::StatusOr<std::vector<HostTensor>> ReferenceExecutor::run(const InputBindin
     // Free what no later node reads (keeps the footprint at the live set, not the whole graph).
     auto release = [&](const Value* v) {
       if (v->kind == ValueKind::kResult && last_use_[v->id] <= idx && !is_output_[v->id]) {
-        st.slots[v->id] = Slot();
+        recycle(st.slots[v->id]);
       }
     };
     for (const Value* v : node.inputs) release(v);
@@ -290,6 +381,9 @@ absl::StatusOr<std::vector<HostTensor>> ReferenceExecutor::run(const InputBindin
     const int64_t n = t.numel();
     if (t.is_index()) {
       t.i.assign(s.i, s.i + n);
+    } else if (s.f != nullptr && s.owned.f.data() == s.f &&
+               static_cast<int64_t>(s.owned.f.size()) == n) {
+      t.f = std::move(s.owned.f);  // hand over the result buffer (the logits) instead of copying
     } else if (s.f != nullptr) {
       t.f.assign(s.f, s.f + n);
     } else {  // a bf16/f16 param output directly
@@ -297,6 +391,11 @@ absl::StatusOr<std::vector<HostTensor>> ReferenceExecutor::run(const InputBindin
       widen_to_f32(s.param->dtype, s.param->data, 0, n, t.f.data());
     }
     out.push_back(std::move(t));
+  }
+  for (Slot& s : st.slots) recycle(s);
+  if (profile_) {
+    ++profile_->runs;
+    profile_->run_ns += now_ns() - t_run;
   }
   return out;
 }
@@ -356,9 +455,11 @@ absl::Status ReferenceExecutor::execute(const Node& node, RunState& st) {
     h.dtype = node.outputs[k]->type.dtype;
     h.shape = s.shape;
     if (h.is_index()) {
+      if (h.i.capacity() == 0) h.i = take_spare(spare_i_, h.numel());
       h.i.assign(h.numel(), 0);
       s.i = h.i.data();
     } else {
+      if (h.f.capacity() == 0) h.f = take_spare(spare_f_, h.numel());
       h.f.assign(h.numel(), 0.0f);
       s.f = h.f.data();
     }
@@ -391,7 +492,7 @@ absl::Status ReferenceExecutor::execute(const Node& node, RunState& st) {
   auto run_matmul = [&](float* y) {
     const FView x = st.fview(in[0]);
     const WeightRef w = weight(in[1]);
-    matmul(x.data, x.numel() / w.k, w, y, pool_.get());
+    matmul(x.data, x.numel() / w.k, w, y, pool_.get(), MatmulIsa::kAuto, quantize_activations_);
   };
 
   for (size_t i = 0; i < in.size(); ++i) {

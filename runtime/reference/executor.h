@@ -28,9 +28,10 @@ class ReferenceExecutor {
   /// Verifies `graph` (the executor keeps its own copy) and checks that `params` binds exactly
   /// the graph's params, each with the declared dtype (f32, bf16 or f16) and shape. The weight
   /// memory must outlive the executor. `num_threads` 0 means the hardware concurrency.
-  static absl::StatusOr<std::unique_ptr<ReferenceExecutor>> create(const Graph& graph,
-                                                                   ParamViews params,
-                                                                   int num_threads = 0);
+  /// `quantize_activations`: matmuls by Q8_0/Q4_0/Q4_1 params round x to 8-bit codes (matmul.h).
+  static absl::StatusOr<std::unique_ptr<ReferenceExecutor>> create(
+      const Graph& graph, ParamViews params, int num_threads = 0,
+      bool quantize_activations = false);
   ~ReferenceExecutor();
 
   /// Runs one step and returns the graph outputs in order. KV caches bound in `inputs.caches` are
@@ -55,6 +56,15 @@ class ReferenceExecutor {
   std::vector<bool> is_cache_input_;        // by value id
   std::vector<bool> is_output_;             // by value id
   std::unique_ptr<ThreadPool> pool_;
+  bool quantize_activations_ = false;
+  // Node result buffers kept across runs: a fresh multi-100-KB vector per node per step is an
+  // mmap + page faults + zeroing (the logits alone are 196 KB); reusing them makes it a memset.
+  std::vector<std::vector<float>> spare_f_;
+  std::vector<std::vector<int32_t>> spare_i_;
+  // KILN_REFERENCE_PROFILE=1: time per op kind (and the executor's own work) over all runs,
+  // printed to stderr when the executor is destroyed.
+  struct Profile;
+  std::unique_ptr<Profile> profile_;
 };
 
 }  // namespace kiln

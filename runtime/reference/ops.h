@@ -45,7 +45,7 @@ void rmsnorm(const FView& x, const float* residual, const float* w, double eps, 
 
 // --- data movement and rotary (reference_data_movement.cc)
 /// Row gather: out[t] = table[idx[t]] for a table of `rows` rows of `row_elems` 4-byte elements.
-/// `widen` (non-null for bf16/f16 params) converts a row instead of copying it.
+/// A bf16/f16 or GGUF block table (a param) has each row widened instead of copied.
 absl::Status gather_rows(const void* table, DType table_dtype, int64_t rows, int64_t row_elems,
                          const IView& idx, void* out);
 /// Slice along `axis` of 4-byte elements.

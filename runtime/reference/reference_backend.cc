@@ -54,7 +54,8 @@ absl::StatusOr<std::unique_ptr<ReferenceBackend>> ReferenceBackend::create(
   }
   if (absl::Status s = b->load_weights(**graph, options, blobs); !s.ok()) return s;
   absl::StatusOr<std::unique_ptr<ReferenceExecutor>> exec =
-      ReferenceExecutor::create(**graph, b->params_, options.num_threads);
+      ReferenceExecutor::create(**graph, b->params_, options.num_threads,
+                                options.quantize_activations);
   if (!exec.ok()) return exec.status();
   b->executor_ = std::move(*exec);
   if (absl::Status s = b->allocate_kv(options); !s.ok()) return s;
@@ -138,6 +139,12 @@ absl::Status ReferenceBackend::load_weights(const Graph& graph, const BackendOpt
     ParamView view{want, shape, nullptr};
     if (w.dtype == want) {
       view.data = bytes.data();
+    } else if (options.native_weights && is_quantized(w.dtype) && is_float(want)) {
+      view.dtype = w.dtype;  // the executor's matmul and gather read the blocks in place
+      view.data = bytes.data();
+      weight_bytes_ += static_cast<int64_t>(bytes.size());
+      params_.emplace(p->name, std::move(view));
+      continue;
     } else if (want == DType::kF32 || want == DType::kBF16) {
       Weight src{w.name, w.dtype, w.shape, bytes, w.file, w.offset, w.source_name};
       std::vector<uint8_t>& buf = converted_.emplace_back(n * block_bytes(want));

@@ -25,7 +25,8 @@ class ReferenceBackend : public Backend {
   /// Loads `plan` for the CPU. Every IR param must have a PlanWeight with the param's shape;
   /// referenced weight files are mapped and checked (present, large enough, and with
   /// `options.verify_weights` their xxh3), then converted to the param's dtype (f32, bf16 or
-  /// f16). A missing or changed weight file is FailedPrecondition naming the file and the
+  /// f16), or, with `options.native_weights`, GGUF block types kept as stored. A missing or
+  /// changed weight file is FailedPrecondition naming the file and the
   /// `kiln compile` command that rebuilds the plan. Packed weights are read through `blobs`.
   static absl::StatusOr<std::unique_ptr<ReferenceBackend>> create(
       const Plan& plan, const BackendOptions& options = {}, const PlanBlobReader& blobs = nullptr);
