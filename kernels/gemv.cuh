@@ -115,8 +115,9 @@ __device__ __forceinline__ void gemv(OUT* out, const T* __restrict__ a, const T*
   }
 
   // acc[r][j] holds features (g, g + 8) x tokens (8j + 2t, 8j + 2t + 1) of row tile r. Sum the
-  // warps' tiles in shared memory: part[warp][feature][token].
-  __shared__ float part[WARPS][kRows][16];
+  // warps' tiles in shared memory: part[warp][feature][token] (rows padded to 17 floats, so the
+  // epilogue's feature-major reads do not all hit two banks).
+  __shared__ float part[WARPS][kRows][17];
 #pragma unroll
   for (int r = 0; r < ROW_TILES; ++r)
 #pragma unroll

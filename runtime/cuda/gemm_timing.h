@@ -25,7 +25,7 @@ struct GemvLaunch {
 struct GemmTimingOptions {
   int replays = 20;                           ///< timed graph replays (median)
   int64_t rotate_bytes = int64_t{1} << 30;    ///< weight copies up to this many bytes in all
-  int max_copies = 64;                        ///< and at most this many launches per graph
+  int max_copies = 128;                       ///< and at most this many launches per graph
 };
 
 struct GemmTiming {
@@ -40,9 +40,9 @@ struct GemmTiming {
   }
 };
 
-/// Times `shape` (M = shape.m) with cuBLASLt and, when `gemv` is set, with that kernel, on fresh
-/// random operands (bias and residual per the epilogue, the residual in its own buffer). Errors
-/// name the shape.
+/// Times `shape` (M = shape.m) with cuBLASLt and, when `gemv` is set, with that kernel (bias and
+/// residual per the epilogue, the residual in its own buffer; weights a constant pattern, the
+/// rest random). Errors name the shape.
 absl::StatusOr<GemmTiming> time_gemm_both_ways(GpuDevice& device, GemmRunner& gemm,
                                                const GemmShape& shape, const GemvLaunch* gemv,
                                                const GemmTimingOptions& options = {});
