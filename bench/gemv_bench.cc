@@ -4,8 +4,9 @@
 //   {"bench": "gemv", "shape": "8b_o", "M": 1, "N": .., "K": .., "kiln_us", "cublas_us",
 //    "kiln_TBps", "cublas_TBps", "kiln_pct_copy", "cublas_pct_copy", "winner", "key", ...}
 // TB/s counts the weight bytes (what bounds decode), as ../shared/peers/decode_gemm_peer.py
-// does. `--sweep` also times neighbouring block shapes (row tiles, unroll) and reports each, so
-// gemv_spec_for's choice can be checked; `--quick` times only M = 1 and 16.
+// does. `--sweep` times only the 8B shapes (the 85%-of-copy target), each with neighbouring block
+// shapes too (row tiles 1/2 x unroll 2/4/8, and 4 warps), so gemv_spec_for's choice can be
+// checked; `--quick` times only M = 1 and 16.
 #include <cstdio>
 #include <cstring>
 #include <string>
@@ -58,6 +59,7 @@ int run(bool sweep, bool quick) {
   for (const BenchShape& bs : kShapes) {
     std::vector<GemvSpec> specs = {gemv_spec_for(bs.n, bs.k)};
     if (sweep) {
+      if (std::strncmp(bs.name, "8b_", 3) != 0) continue;
       for (int64_t rt : {1, 2}) {
         for (int64_t u : {2, 4, 8}) {
           GemvSpec s = specs[0];
@@ -66,6 +68,9 @@ int run(bool sweep, bool quick) {
           if (s.key() != specs[0].key()) specs.push_back(s);
         }
       }
+      GemvSpec four = specs[0];
+      four.warps = 4;
+      specs.push_back(four);
     }
     std::vector<GemvLaunch> launches;
     for (GemvSpec& s : specs) {

@@ -27,10 +27,13 @@ struct alignas(16) Pack16 {
 };
 
 /// A 16-byte load of data read once: non-coherent path, no L1 allocation (weights stream past
-/// the L1 that the activations, read by every block, want to stay in).
+/// the L1 that the activations, read by every block, want to stay in). Deliberately not
+/// `volatile`: with it ptxas interleaved each chunk's loads with its mma (one chunk in flight per
+/// warp, seen in the SASS); without it every load of the UNROLL chunks issues first. The weights
+/// are read-only for the kernel's lifetime, as the .nc path requires.
 __device__ __forceinline__ Pack16 load_stream(const Pack16* p) {
   Pack16 v;
-  asm volatile("ld.global.nc.L1::no_allocate.v4.u32 {%0,%1,%2,%3}, [%4];"
+  asm("ld.global.nc.L1::no_allocate.v4.u32 {%0,%1,%2,%3}, [%4];"
                : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
                : "l"(p));
   return v;

@@ -4,6 +4,8 @@
 // PTX uses the tensor-core mma and the no-L1-allocate streaming loads. No GPU is needed.
 #include <gtest/gtest.h>
 
+#include <cstdio>
+
 #include "codegen/families/gemv.h"
 #include "codegen/kernel_cache.h"
 #include "codegen/kernel_source.h"
@@ -37,6 +39,8 @@ TEST(GemvNvrtc, LlamaShapesCompileWithoutSpills) {
   absl::StatusOr<std::vector<CompiledKernel>> built = build_kernels(jobs, "sm_90a", &cache, 0);
   ASSERT_TRUE(built.ok()) << built.status();
   for (const CompiledKernel& k : *built) {
+    std::printf("[ gemv ] %-48s %3d registers, %5d B smem, %d B spills\n", k.name.c_str(),
+                k.registers, k.shared_bytes, k.spill_bytes);
     EXPECT_EQ(k.spill_bytes, 0) << k.name << "\n" << k.log;
     EXPECT_EQ(k.stack_bytes, 0) << k.name;
     EXPECT_GT(k.registers, 0) << k.name;
