@@ -51,34 +51,39 @@ echo "== gemv: table ($((SECONDS - t0)) s)"
 python3 - "$jsonl" <<'PY'
 import json, sys
 rows = [json.loads(l) for l in open(sys.argv[1]) if l.strip().startswith("{")]
-copy = next((r["TBps"] for r in rows if r.get("bench") == "copy" and "peer" not in r
-             and "part" not in r), None)
+copy = next((r["TBps"] for r in rows if r.get("bench") == "copy" and "part" not in r), None)
 torch_copy = next((r["TBps"] for r in rows if r.get("bench") == "copy" and "part" in r), None)
 peer = {(r["shape"], r["M"]): r["weight_TBps"] for r in rows
         if r.get("bench") == "gemm" and r.get("peer") == "torch"}
+def tiling(key):  # "rt1_w8_u4" of a gemv key
+    return "rt" + key.split("_rt", 1)[1] if "_rt" in key else key
+main = {(r["shape"], r["M"]): r for r in rows if r.get("bench") == "gemv"}
 best = {}
 for r in rows:
     if r.get("bench") in ("gemv", "gemv_sweep"):
         k = (r["shape"], r["M"])
         if k not in best or r["kiln_TBps"] > best[k]["kiln_TBps"]:
             best[k] = r
-print(f"copy ceiling: gemv_bench {copy} TB/s, torch {torch_copy} TB/s")
-print(f"{'shape':<13}{'M':>3} {'kiln TB/s':>9} {'%copy':>6} {'cuBLASLt':>9} {'%copy':>6} "
-      f"{'torch':>6} {'winner':>7} {'best sweep':>10}  key")
-for r in rows:
-    if r.get("bench") != "gemv":
-        continue
-    k = (r["shape"], r["M"])
-    b = best[k]
-    p = peer.get(k)
-    print(f"{r['shape']:<13}{r['M']:>3} {r['kiln_TBps']:>9.3f} {r['kiln_pct_copy']:>6.1f} "
-          f"{r['cublas_TBps']:>9.3f} {r['cublas_pct_copy']:>6.1f} "
-          f"{(f'{p:.2f}' if p else '-'):>6} {r['winner']:>7} {b['kiln_TBps']:>10.3f}  "
-          f"{b['key'] if b is not r else ''}")
-eight = [r for r in rows if r.get("bench") == "gemv" and r["shape"].startswith("8b_")]
+print(f"copy ceiling: gemv_bench {copy} TB/s, torch {torch_copy} TB/s. Weight TB/s per GEMM "
+      "(kiln GEMV / cuBLASLt, % of copy for kiln); torch = decode_gemm_peer at M=1/16")
+print(f"{'shape':<13} {'M=1 kiln/cuBLASLt':>19} {'M=4':>13} {'M=16':>13} {'kiln %copy 1/4/16':>18} "
+      f"{'torch':>10}  best sweep (M=1, M=16)")
+for shape in dict.fromkeys(s for s, _ in main):
+    cells, pct = [], []
+    for m in (1, 4, 16):
+        r = main.get((shape, m))
+        cells.append(f"{r['kiln_TBps']:.2f}/{r['cublas_TBps']:.2f}" if r else "-")
+        pct.append(f"{r['kiln_pct_copy']:.0f}" if r else "-")
+    t = "/".join(f"{peer[(shape, m)]:.2f}" if (shape, m) in peer else "-" for m in (1, 16))
+    sw = ", ".join(f"{best[(shape, m)]['kiln_TBps']:.2f} {tiling(best[(shape, m)]['key'])}"
+                   for m in (1, 16) if (shape, m) in best and best[(shape, m)] is not main.get((shape, m)))
+    print(f"{shape:<13} {cells[0]:>19} {cells[1]:>13} {cells[2]:>13} {'/'.join(pct):>18} {t:>10}  {sw}")
+eight = [r for r in main.values() if r["shape"].startswith("8b_")]
 if eight:
-    ok = all(r["kiln_pct_copy"] >= 85 for r in eight)
-    print(f"8B projections >= 85% of copy at every batch: {'yes' if ok else 'NO'} "
-          f"(min {min(r['kiln_pct_copy'] for r in eight):.1f}%)")
+    low = min(eight, key=lambda r: r["kiln_pct_copy"])
+    wins = sum(r["winner"] == "kiln" for r in main.values())
+    print(f"8B projections >= 85% of copy at every batch: "
+          f"{'yes' if low['kiln_pct_copy'] >= 85 else 'NO'} (min {low['kiln_pct_copy']:.1f}% at "
+          f"{low['shape']} M={low['M']}); kiln faster than cuBLASLt in {wins}/{len(main)} cases")
 PY
 printf '%s\n' "${status[@]}"
