@@ -5,7 +5,7 @@
 //    "kiln_TBps", "cublas_TBps", "kiln_pct_copy", "cublas_pct_copy", "winner", "key", ...}
 // TB/s counts the weight bytes (what bounds decode), as ../shared/peers/decode_gemm_peer.py
 // does. `--sweep` times only the 8B shapes (the 85%-of-copy target), each with neighbouring block
-// shapes too (row tiles 1/2 x unroll 2/4/8, and 4 warps), so gemv_spec_for's choice can be
+// shapes too (row tiles 1/2 x unroll 2/4/8 with 8 warps; 4 warps at row tiles 1/2), so gemv_spec_for's choice can be
 // checked; `--quick` times only M = 1 and 16.
 #include <cstdio>
 #include <cstring>
@@ -68,9 +68,13 @@ int run(bool sweep, bool quick) {
           if (s.key() != specs[0].key()) specs.push_back(s);
         }
       }
-      GemvSpec four = specs[0];
-      four.warps = 4;
-      specs.push_back(four);
+      for (int64_t rt : {1, 2}) {  // 128-thread blocks: finer wave quantization
+        GemvSpec four = specs[0];
+        four.warps = 4;
+        four.row_tiles = rt;
+        four.unroll = rt == 1 ? 4 : 2;
+        specs.push_back(four);
+      }
     }
     std::vector<GemvLaunch> launches;
     for (GemvSpec& s : specs) {

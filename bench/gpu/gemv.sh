@@ -32,7 +32,7 @@ status+=("gemv_bench: rc $rc")
 
 if [ $((SECONDS - t0)) -lt 110 ]; then
   echo "== gemv: gemv_bench --sweep --quick (block-shape sweep)"
-  timeout 40 build/bench/gemv_bench --sweep --quick 2>>"$out/gemv-bench.err" |
+  timeout 50 build/bench/gemv_bench --sweep --quick 2>>"$out/gemv-bench.err" |
     grep '"default_spec": false' | sed 's/"bench": "gemv"/"bench": "gemv_sweep"/' \
       >>"$jsonl"
 fi

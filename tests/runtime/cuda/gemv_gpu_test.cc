@@ -107,6 +107,7 @@ struct Case {
   GemmEpilogue epilogue = GemmEpilogue::kNone;
   bool in_place = false;
   int64_t row_tiles = 0;  // 0: gemv_spec_for's choice
+  int64_t warps = 0, unroll = 0;  // likewise
 };
 
 // Compiles the case's spec once and runs it for every M in `ms`.
@@ -118,6 +119,8 @@ void run_case(const Case& c, const std::vector<int64_t>& ms) {
       c.epilogue == GemmEpilogue::kResidual || c.epilogue == GemmEpilogue::kBiasResidual;
   GemvSpec spec = gemv_spec_for(c.n, c.k);
   if (c.row_tiles) spec.row_tiles = c.row_tiles;
+  if (c.warps) spec.warps = c.warps;
+  if (c.unroll) spec.unroll = c.unroll;
   spec.dtype = c.dt;
   spec.out_dtype = c.out;
   spec.bias_dtype = c.dt;
@@ -214,6 +217,10 @@ TEST(GemvGpu, EveryRowCountOddN) {
   REQUIRE_GPU();
   run_case({1001, 576}, all_m());                       // 1001 = 62 tiles + 9: a partial tile
   run_case({8197, 264, DType::kBF16, DType::kBF16, GemmEpilogue::kNone, false, 2}, all_m());
+  // The block shapes gemv_bench --sweep times: 4 warps, unroll 8 (more chunks than K has).
+  run_case({1001, 1032, DType::kBF16, DType::kBF16, GemmEpilogue::kNone, false, 1, 4, 8}, all_m());
+  run_case({1001, 4096, DType::kBF16, DType::kBF16, GemmEpilogue::kBias, false, 2, 4, 8},
+           {1, 8, 9, 16});
 }
 
 TEST(GemvGpu, Epilogues) {
