@@ -190,9 +190,10 @@ void run_case(const Case& c, const std::vector<int64_t>& ms) {
         }
         if (has_bias) ref += biasv[j];
         if (has_res) ref += resv[i * c.n + j];
-        // One rounding to the output type after an fp32 sum (error ~ k·2^-24·Σ|terms| at worst).
+        // One rounding to the output type after an fp32 tensor-core sum (its accumulation error
+        // bounded as in gemm_gpu_test: 1e-5 of the sum of |terms|).
         const double err = std::fabs(v - ref);
-        const double tol = u * std::fabs(ref) + 2e-6 * mag + 1e-6;
+        const double tol = u * std::fabs(ref) + 1e-5 * mag + 1e-6;
         if (!(err <= tol)) ++bad;
         if (std::isfinite(err)) max_err = std::max(max_err, err);
       }
