@@ -55,7 +55,7 @@ absl::Status lower_gemm(int index, const Node& n, const GemvOptions& gemv, Lower
     else const_m *= x.shape[i].value;
   }
   small_m_possible = small_m_possible || const_m <= kGemvMaxRows;
-  if (small_m_possible && gemv.use_gemv(e.n, e.k) &&
+  if (small_m_possible && gemv.use_gemv(e.n, e.k) && gemv_supports_epilogue(e.epilogue) &&
       !gemv_ineligible(e.a_dtype, e.b_dtype, e.out_dtype, bias_dtype, !e.bias.empty(), e.n, e.k)) {
     if (absl::Status s = lower_gemv(e, bias_dtype, ctx); !s.ok()) return s;
     e.bound = {e.m, kGemvMaxRows + 1, 0};

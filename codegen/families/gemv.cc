@@ -72,6 +72,16 @@ std::optional<std::string> gemv_ineligible(DType a, DType b, DType out, DType bi
   return std::nullopt;
 }
 
+bool gemv_supports_epilogue(GemmEpilogue epilogue) {
+  switch (epilogue) {
+    case GemmEpilogue::kNone:
+    case GemmEpilogue::kBias:
+    case GemmEpilogue::kResidual:
+    case GemmEpilogue::kBiasResidual: return true;
+  }
+  return false;
+}
+
 GemvSpec gemv_spec_for(int64_t n, int64_t k) {
   GemvSpec s;
   s.n = n;
@@ -104,6 +114,9 @@ bool GemvOptions::use_gemv(int64_t n, int64_t k) const {
 }
 
 absl::Status lower_gemv(const PlanGemm& g, DType bias_dtype, LoweringContext& ctx) {
+  if (!gemv_supports_epilogue(g.epilogue)) {
+    return ctx.unsupported(absl::StrCat("the GEMV has no epilogue ", static_cast<int>(g.epilogue)));
+  }
   const bool bias = g.epilogue == GemmEpilogue::kBias || g.epilogue == GemmEpilogue::kBiasResidual;
   const bool residual =
       g.epilogue == GemmEpilogue::kResidual || g.epilogue == GemmEpilogue::kBiasResidual;

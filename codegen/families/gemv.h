@@ -43,6 +43,10 @@ struct GemvSpec final : KernelSpec {
 std::optional<std::string> gemv_ineligible(DType a, DType b, DType out, DType bias, bool has_bias,
                                            int64_t n, int64_t k);
 
+/// Whether the GEMV kernel implements `epilogue` (a switch without default: a new GemmEpilogue,
+/// e.g. a SwiGLU one, fails to compile here until it is decided, instead of running as none).
+bool gemv_supports_epilogue(GemmEpilogue epilogue);
+
 /// The block shape for an [N, K] weight: enough 16-byte loads in flight per SM to cover HBM
 /// latency (~128 bytes per lane), and enough blocks to fill 132 SMs.
 GemvSpec gemv_spec_for(int64_t n, int64_t k);
