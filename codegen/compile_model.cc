@@ -193,7 +193,9 @@ absl::StatusOr<CompiledPlan> build_plan(const CompileOptions& o) {
   if (!o.dump_ir_dir.empty()) {
     if (absl::Status s = dump(o.dump_ir_dir, "99-final.kir", p.ir); !s.ok()) return s;
   }
-  absl::StatusOr<LoweredGraph> lowered = lower_graph(**graph);
+  LoweringOptions lowering;
+  lowering.gemv = o.gemv;
+  absl::StatusOr<LoweredGraph> lowered = lower_graph(**graph, lowering);
   if (lowered.ok()) {
     if (absl::Status s = add_kernels(*lowered, o, out); !s.ok()) return s;
   } else if (o.build_kernels || !absl::IsUnimplemented(lowered.status())) {

@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "codegen/families/gemv.h"
 #include "codegen/kernel_cache.h"
 #include "ir/graph.h"
 #include "models/llama_graph.h"
@@ -31,6 +32,8 @@ struct CompileOptions {
   std::string cache_dir;  // kernel cache folder; "" = <default_cache_root()>/kernels
   bool use_cache = true;
   int threads = 0;  // NVRTC threads; 0 = hardware concurrency
+  /// Which matmuls get the small-batch GEMV path (codegen/families/gemv.h).
+  GemvOptions gemv;
 };
 
 struct CompileReport {

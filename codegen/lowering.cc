@@ -11,8 +11,10 @@
 namespace kiln {
 namespace {
 
-// matmul / gemm: out[M, N] = x[M, K]·w[N, K]ᵀ (+ bias) (+ residual), run by cuBLASLt.
-absl::Status lower_gemm(int index, const Node& n, LoweringContext& ctx) {
+// matmul / gemm: out[M, N] = x[M, K]·w[N, K]ᵀ (+ bias) (+ residual), run by cuBLASLt; when the
+// GEMV options pick the shape, also by the GEMV kernel for steps with M <= kGemvMaxRows (the two
+// carry complementary StepBounds on M, so each step runs exactly one).
+absl::Status lower_gemm(int index, const Node& n, const GemvOptions& gemv, LoweringContext& ctx) {
   const Type& x = n.inputs[0]->type;
   const Type& w = n.inputs[1]->type;
   PlanGemm e;
@@ -44,11 +46,26 @@ absl::Status lower_gemm(int index, const Node& n, LoweringContext& ctx) {
   if (gemm && gemm->bias()) e.bias = ctx.name(gemm->bias());
   if (gemm && gemm->residual()) e.residual = ctx.name(gemm->residual());
   e.out = ctx.name(n.outputs[0]);
+  const DType bias_dtype = gemm && gemm->bias() ? gemm->bias()->type.dtype : e.a_dtype;
+  // A constant M above the bound never takes the GEMV path.
+  bool small_m_possible = false;
+  int64_t const_m = 1;
+  for (size_t i = 0; i + 1 < x.shape.size(); ++i) {
+    if (x.shape[i].is_symbolic()) small_m_possible = true;
+    else const_m *= x.shape[i].value;
+  }
+  small_m_possible = small_m_possible || const_m <= kGemvMaxRows;
+  if (small_m_possible && gemv.use_gemv(e.n, e.k) && gemv_supports_epilogue(e.epilogue) &&
+      !gemv_ineligible(e.a_dtype, e.b_dtype, e.out_dtype, bias_dtype, !e.bias.empty(), e.n, e.k)) {
+    if (absl::Status s = lower_gemv(e, bias_dtype, ctx); !s.ok()) return s;
+    e.bound = {e.m, kGemvMaxRows + 1, 0};
+  }
   ctx.add_gemm(std::move(e));
   return absl::OkStatus();
 }
 
-absl::Status lower_node(int index, const Node& n, LoweringContext& ctx) {
+absl::Status lower_node(int index, const Node& n, const LoweringOptions& options,
+                        LoweringContext& ctx) {
   switch (n.op) {
     case OpKind::kConstant: {
       absl::StatusOr<double> v = n.attrs.get_float("value");
@@ -60,7 +77,7 @@ absl::Status lower_node(int index, const Node& n, LoweringContext& ctx) {
       ctx.add_alias({ctx.name(n.outputs[0]), ctx.name(n.inputs[0])});
       return absl::OkStatus();
     case OpKind::kMatmul:
-    case OpKind::kGemm: return lower_gemm(index, n, ctx);
+    case OpKind::kGemm: return lower_gemm(index, n, options.gemv, ctx);
     default: break;
   }
   if (const FamilyLowering* family = find_family_lowering(n.op)) return family->lower(n, ctx);
@@ -77,7 +94,7 @@ absl::StatusOr<LoweredGraph> lower_graph(const Graph& graph, const LoweringOptio
   for (int i = 0; i < graph.num_nodes(); ++i) {
     const Node& n = *graph.nodes()[i];
     ctx.set_node(i, &n);
-    if (absl::Status s = lower_node(i, n, ctx); !s.ok()) return s;
+    if (absl::Status s = lower_node(i, n, options, ctx); !s.ok()) return s;
   }
   if (options.add_sampling) {
     ctx.set_node(-1, nullptr);

@@ -6,6 +6,7 @@
 
 #include "absl/status/statusor.h"
 #include "codegen/families/family.h"
+#include "codegen/families/gemv.h"
 #include "ir/graph.h"
 
 namespace kiln {
@@ -13,6 +14,9 @@ namespace kiln {
 struct LoweringOptions {
   /// Add the sampling kernel the runtime launches after the graph (logits f32[S, vocab]).
   bool add_sampling = true;
+  /// Which matmuls also get a GEMV launch for steps with M <= kGemvMaxRows (codegen/families/
+  /// gemv.h); their PlanGemm is then bounded to M > kGemvMaxRows.
+  GemvOptions gemv;
 };
 
 /// Lowers every node; a node with no GPU lowering (a primitive op the fusion passes should have

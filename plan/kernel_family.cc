@@ -18,6 +18,7 @@ constexpr std::array kFamilies = {
     KernelFamily::kLastTokenRows,
     KernelFamily::kSampling,
     KernelFamily::kFusedElementwise,
+    KernelFamily::kGemv,
 };
 
 }  // namespace
@@ -35,6 +36,7 @@ const char* family_name(KernelFamily family) {
     case KernelFamily::kLastTokenRows: return "last_token_rows";
     case KernelFamily::kSampling: return "sampling";
     case KernelFamily::kFusedElementwise: return "fused_elementwise";
+    case KernelFamily::kGemv: return "gemv";
   }
   return "unknown";
 }

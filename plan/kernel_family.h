@@ -22,6 +22,7 @@ enum class KernelFamily : uint8_t {
   kLastTokenRows,          // embedding.cuh: hidden[qo_indptr[s+1]-1]
   kSampling,               // sampling.cuh
   kFusedElementwise,       // generated from the expression DAG
+  kGemv,                   // gemv.cuh: small-batch GEMM (M <= 16 token rows)
 };
 
 /// "flash_attention_prefill", "rmsnorm_residual", ...

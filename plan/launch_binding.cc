@@ -77,4 +77,11 @@ bool launch_runs_in(StepKind when, bool prefill_step) {
   return true;
 }
 
+bool bound_admits(const StepBound& bound, int64_t value) {
+  if (bound.empty()) return true;
+  if (bound.min > 0 && value < bound.min) return false;
+  if (bound.max > 0 && value > bound.max) return false;
+  return true;
+}
+
 }  // namespace kiln

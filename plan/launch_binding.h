@@ -47,4 +47,8 @@ absl::StatusOr<std::vector<BoundArg>> bind_launch(const PlanKernel& kernel,
 /// than one query token, decode steps have exactly one per sequence.
 bool launch_runs_in(StepKind when, bool prefill_step);
 
+/// Whether a StepBound admits a step whose bound expression evaluates to `value` (an empty
+/// bound admits every step).
+bool bound_admits(const StepBound& bound, int64_t value);
+
 }  // namespace kiln

@@ -87,12 +87,27 @@ struct LaunchArg {
 /// one query token), or only decode steps (every sequence has exactly one).
 enum class StepKind : uint8_t { kAlways, kPrefill, kDecode };
 
+/// A bound on one integer expression of the step, so that a plan can carry two lowerings of one
+/// op and every step runs exactly one of them. An op runs in a step only when `expr` is empty or
+/// its value v satisfies min <= v (min 0: no lower bound) and v <= max (max 0: no upper bound);
+/// this is checked after `when`. The rule for GEMMs (codegen/families/gemv.h): `expr` is the
+/// GEMM's M ("T", or "S" for the LM head), the GEMV launch has max 16 and its cuBLASLt PlanGemm
+/// min 17. A backend that runs the IR (the reference) ignores it.
+struct StepBound {
+  std::string expr;  ///< a launch expression (plan/launch_expr.h); "" = no bound
+  int64_t min = 0;
+  int64_t max = 0;
+  bool empty() const { return expr.empty(); }
+  bool operator==(const StepBound&) const = default;
+};
+
 /// Grid and block as integer expressions of the step's symbols (grammar: plan/launch_expr.h).
 struct LaunchRule {
   std::array<std::string, 3> grid = {"1", "1", "1"};
   std::array<std::string, 3> block = {"1", "1", "1"};
   std::string dynamic_shared_bytes = "0";
   StepKind when = StepKind::kAlways;
+  StepBound bound;  ///< runs only in steps inside the bound (see StepBound)
   bool operator==(const LaunchRule&) const = default;
 };
 
@@ -115,6 +130,7 @@ struct PlanGemm {
   DType a_dtype = DType::kBF16, b_dtype = DType::kBF16, out_dtype = DType::kBF16;
   GemmEpilogue epilogue = GemmEpilogue::kNone;
   std::string a, b, bias, residual, out;  ///< value names ("" when absent)
+  StepBound bound;  ///< runs only in steps inside the bound (a GEMV launch covers the rest)
 };
 
 /// Scratch memory a kernel needs beyond the IR's values (split-KV partials), sized by an

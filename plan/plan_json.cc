@@ -325,20 +325,27 @@ json kernel_json(const PlanKernel& k) {
           {"source_blob", k.source_blob}};
 }
 
+// Written only when set, so plans without bounds keep their exact text.
+void put_bound(json& j, const StepBound& b) {
+  if (!b.empty()) j["bound"] = {{"expr", b.expr}, {"min", b.min}, {"max", b.max}};
+}
+
 json launch_json(const PlanLaunch& l) {
   json args = json::array();
   for (const LaunchArg& a : l.args) args.push_back(launch_arg_json(a));
-  return {{"node", l.node},
-          {"kernel", l.kernel},
-          {"grid", l.rule.grid},
-          {"block", l.rule.block},
-          {"dynamic_shared_bytes", l.rule.dynamic_shared_bytes},
-          {"when", step_kind_name(l.rule.when)},
-          {"args", args}};
+  json j = {{"node", l.node},
+            {"kernel", l.kernel},
+            {"grid", l.rule.grid},
+            {"block", l.rule.block},
+            {"dynamic_shared_bytes", l.rule.dynamic_shared_bytes},
+            {"when", step_kind_name(l.rule.when)},
+            {"args", args}};
+  put_bound(j, l.rule.bound);
+  return j;
 }
 
 json gemm_json(const PlanGemm& g) {
-  return {{"node", g.node},
+  json j = {{"node", g.node},
           {"m", g.m},
           {"n", g.n},
           {"k", g.k},
@@ -351,6 +358,8 @@ json gemm_json(const PlanGemm& g) {
           {"bias", g.bias},
           {"residual", g.residual},
           {"out", g.out}};
+  put_bound(j, g.bound);
+  return j;
 }
 
 json memory_json(const std::optional<MemoryPlan>& m) {
@@ -446,6 +455,28 @@ void read_launch_arg(ObjectReader& r, LaunchArg& a) {
   }
 }
 
+// The optional "bound" object of a launch or GEMM: a non-empty expression and non-negative
+// limits, min <= max when both are set, at least one set (a bound that admits every step is a
+// plan-writing mistake, not a no-op to accept).
+void read_bound(ObjectReader& r, StepBound& b) {
+  const json* v = r.raw("bound");
+  if (v == nullptr || v->is_null()) return;
+  ObjectReader o = r.object("bound");
+  o.req("expr", b.expr);
+  o.req("min", b.min);
+  o.req("max", b.max);
+  if (!o.ok()) return;
+  if (b.expr.empty()) return o.fail(o.field("expr"), "empty expression");
+  if (b.min < 0 || b.max < 0) {
+    return o.fail(r.field("bound"), absl::StrCat("negative limit (min ", b.min, ", max ", b.max,
+                                                 ")"));
+  }
+  if (b.min == 0 && b.max == 0) return o.fail(r.field("bound"), "neither min nor max is set");
+  if (b.max != 0 && b.min > b.max) {
+    o.fail(r.field("bound"), absl::StrCat("min ", b.min, " > max ", b.max));
+  }
+}
+
 void read_plan_fields(ObjectReader& m, Plan& p) {
   m.req("format_version", p.format_version);
   m.req("kiln_version", p.kiln_version);
@@ -490,6 +521,7 @@ void read_plan_fields(ObjectReader& m, Plan& p) {
     r.req("dynamic_shared_bytes", l.rule.dynamic_shared_bytes);
     r.req("when", l.rule.when);
     r.objects("args", [&](ObjectReader& a) { read_launch_arg(a, l.args.emplace_back()); });
+    read_bound(r, l.rule.bound);
   });
   m.objects("gemms", [&](ObjectReader& r) {
     PlanGemm& g = p.gemms.emplace_back();
@@ -506,6 +538,7 @@ void read_plan_fields(ObjectReader& m, Plan& p) {
     r.req("bias", g.bias);
     r.req("residual", g.residual);
     r.req("out", g.out);
+    read_bound(r, g.bound);
   });
   m.objects("workspaces", [&](ObjectReader& r) {
     PlanWorkspace& w = p.workspaces.emplace_back();

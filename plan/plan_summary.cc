@@ -17,6 +17,14 @@ std::string bytes_str(double b) {
   return u == 0 ? absl::StrFormat("%.0f %s", b, units[u]) : absl::StrFormat("%.1f %s", b, units[u]);
 }
 
+// " if S>=17": the steps a bounded GEMM runs in (a GEMV launch covers the others); "" unbounded.
+std::string bound_str(const StepBound& b) {
+  if (b.empty()) return "";
+  if (b.max == 0) return absl::StrCat(" if ", b.expr, ">=", b.min);
+  if (b.min == 0) return absl::StrCat(" if ", b.expr, "<=", b.max);
+  return absl::StrCat(" if ", b.min, "<=", b.expr, "<=", b.max);
+}
+
 }  // namespace
 
 std::string plan_kernel_list(const LoadedPlan& loaded) {
@@ -54,7 +62,7 @@ std::string plan_summary(const LoadedPlan& loaded) {
   std::map<std::string, int> shapes;
   for (const PlanGemm& g : p.gemms) {
     shapes[absl::StrCat("M=", g.m, " N=", g.n, " K=", g.k, " ", dtype_name(g.a_dtype),
-                        " epilogue=", gemm_epilogue_name(g.epilogue))]++;
+                        " epilogue=", gemm_epilogue_name(g.epilogue), bound_str(g.bound))]++;
   }
   for (const auto& [shape, n] : shapes) absl::StrAppend(&out, "  ", n, " x ", shape, "\n");
   if (p.memory) {

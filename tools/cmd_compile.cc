@@ -30,7 +30,16 @@ void add_compile_command(CLI::App& app, int* exit_code) {
   cmd->add_option("--cache-dir", o->cache_dir, "kernel cache folder (default $KILN_CACHE/kernels)");
   cmd->add_flag("!--no-cache", o->use_cache, "compile every kernel, ignoring the cache");
   cmd->add_option("-j,--jobs", o->threads, "NVRTC threads (0 = all cores)");
-  cmd->callback([o, dtype, exit_code] {
+  auto gemv = std::make_shared<std::string>("auto");
+  cmd->add_option("--gemv", *gemv,
+                  "small-batch GEMV path for M <= 16: auto (provisional size heuristic), "
+                  "cublas (never), gemv (every eligible matmul)")
+      ->check(CLI::IsMember({"auto", "cublas", "gemv"}))
+      ->capture_default_str();
+  cmd->callback([o, dtype, gemv, exit_code] {
+    o->gemv.default_choice = *gemv == "cublas" ? GemvChoice::kCublas
+                             : *gemv == "gemv" ? GemvChoice::kGemv
+                                               : GemvChoice::kHeuristic;
     std::optional<DType> dt = parse_dtype(*dtype);
     if (!dt || (*dt != DType::kBF16 && *dt != DType::kF16 && *dt != DType::kF32)) {
       std::cerr << "kiln compile: --dtype must be bf16, f16 or f32\n";

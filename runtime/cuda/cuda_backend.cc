@@ -140,6 +140,8 @@ struct CudaBackend::Op {
   const PlanLaunch* launch = nullptr;
   const PlanGemm* gemm = nullptr;
   StepKind when = StepKind::kAlways;
+  const StepBound* bound = nullptr;  // the launch rule's or the GEMM's; empty = none
+  int bound_expr = -1;               // index into exprs_ of bound->expr, -1 when empty
   GemmShape shape;  // GEMM: m filled per step
   GemmOperands operands;
   /// Indices into exprs_ of every integer expression the op evaluates, in signature order:
@@ -633,6 +635,7 @@ absl::Status CudaBackend::prepare_ops() {
     op.kernel = l.kernel;
     op.launch = &l;
     op.when = l.rule.when;
+    op.bound = &l.rule.bound;
     op.label = absl::StrCat("node ", l.node, " ", family_name(k.family), " (", k.key, ")");
     // Bound once at the symbols' upper bounds, so a binding error shows at load, not mid-step.
     Resolver resolver(*this);
@@ -645,6 +648,7 @@ absl::Status CudaBackend::prepare_ops() {
   for (const PlanGemm& g : plan_.gemms) {
     Op op;
     op.gemm = &g;
+    op.bound = &g.bound;
     op.label = absl::StrCat("node ", g.node, " gemm ", g.out, " = ", g.a, "·", g.b, "ᵀ");
     op.shape = {0, g.n, g.k, g.a_dtype, g.b_dtype, g.out_dtype, g.a_dtype, g.epilogue};
     auto bind = [&](const std::string& v, DevicePtr* out) -> absl::Status {
@@ -676,6 +680,7 @@ absl::Status CudaBackend::prepare_ops() {
     return it->second;
   };
   for (auto& [k, op] : order) {
+    if (op.bound != nullptr && !op.bound->empty()) op.bound_expr = expr(op.bound->expr);
     if (op.gemm != nullptr) {
       op.exprs.push_back(expr(op.gemm->m));
       continue;
@@ -860,27 +865,49 @@ absl::StatusOr<std::vector<int64_t>> CudaBackend::launch_signature(bool decode) 
   std::vector<int64_t> values(exprs_.size());
   std::vector<bool> done(exprs_.size(), false);
   std::vector<int64_t> sig;
+  auto value = [&](const Op& op, int id) -> absl::StatusOr<int64_t> {
+    if (!done[id]) {
+      absl::StatusOr<int64_t> v = eval_launch_expr(exprs_[id], symbols_);
+      if (!v.ok()) {
+        return absl::InvalidArgumentError(absl::StrCat(op.label, ": ", v.status().message()));
+      }
+      values[id] = *v;
+      done[id] = true;
+    }
+    return values[id];
+  };
   for (const Op& op : ops_) {
     if (!launch_runs_in(op.when, !decode)) continue;
+    if (op.bound_expr >= 0) {
+      // The bound's value is part of the key, so which of two bounded lowerings ran is too.
+      absl::StatusOr<int64_t> v = value(op, op.bound_expr);
+      if (!v.ok()) return v.status();
+      sig.push_back(*v);
+      if (!bound_admits(*op.bound, *v)) continue;
+    }
     for (int id : op.exprs) {
-      if (!done[id]) {
-        absl::StatusOr<int64_t> v = eval_launch_expr(exprs_[id], symbols_);
-        if (!v.ok()) {
-          return absl::InvalidArgumentError(absl::StrCat(op.label, ": ", v.status().message()));
-        }
-        values[id] = *v;
-        done[id] = true;
-      }
-      sig.push_back(values[id]);
+      absl::StatusOr<int64_t> v = value(op, id);
+      if (!v.ok()) return v.status();
+      sig.push_back(*v);
     }
   }
   return sig;
 }
 
+absl::StatusOr<bool> CudaBackend::op_runs(const Op& op, bool decode) const {
+  if (!launch_runs_in(op.when, !decode)) return false;
+  if (op.bound_expr < 0) return true;
+  absl::StatusOr<int64_t> v = eval_launch_expr(op.bound->expr, symbols_);
+  if (!v.ok()) return absl::InvalidArgumentError(absl::StrCat(op.label, ": ", v.status().message()));
+  return bound_admits(*op.bound, *v);
+}
+
 absl::Status CudaBackend::enqueue_ops(bool decode, bool checked) {
   int launches = 0;
   for (const Op& op : ops_) {
-    if (!launch_runs_in(op.when, !decode)) continue;
+    absl::StatusOr<bool> runs = op_runs(op, decode);
+    if (!runs.ok()) return runs.status();
+    if (!*runs) continue;
     ++launches;
     if (op.gemm != nullptr) {
       absl::StatusOr<int64_t> m = eval_launch_expr(op.gemm->m, symbols_);
@@ -964,7 +991,11 @@ absl::StatusOr<StepResult> CudaBackend::run_step(const StepRequest& step) {
       last_step_.graph_replay = true;
       if (launches == 0) {  // replay of a graph captured earlier: count its ops
         int n = 0;
-        for (const Op& op : ops_) n += launch_runs_in(op.when, /*prefill_step=*/false);
+        for (const Op& op : ops_) {
+          absl::StatusOr<bool> runs = op_runs(op, /*decode=*/true);
+          if (!runs.ok()) return runs.status();
+          n += *runs;
+        }
         last_step_.launches = n;
       }
       ran = true;

@@ -79,6 +79,8 @@ class CudaBackend : public Backend {
   /// with equal signatures run identical launches, so one may replay the
   /// other's CUDA graph.
   absl::StatusOr<std::vector<int64_t>> launch_signature(bool decode) const;
+  /// Whether `op` runs in the current step: its StepKind, then its StepBound (plan/plan.h).
+  absl::StatusOr<bool> op_runs(const Op& op, bool decode) const;
 
   Plan plan_;
   std::unique_ptr<Graph> graph_;

@@ -6,8 +6,11 @@
 
 #include <set>
 
+#include "absl/strings/str_cat.h"
+
 #include "codegen/families/flash_attention_prefill.h"
 #include "codegen/families/fused_elementwise.h"
+#include "codegen/families/gemv.h"
 #include "codegen/kernel_source.h"
 #include "ir/verifier.h"
 #include "plan/launch_binding.h"
@@ -84,6 +87,106 @@ TEST(Lowering, SmolLM2FusedGraph) {
         eval_launch_rule(launch.rule, {{"T", 100}, {"S", 3}, {"K", 700}});
     EXPECT_TRUE(dims.ok()) << spec.key() << ": " << dims.status();
   }
+}
+
+// The small-batch GEMV path: a GEMM the options pick gets a GEMV launch of the same node whose
+// bound (M <= 16) complements its PlanGemm's (M >= 17), so every step runs exactly one; operands
+// and M are the GEMM's; kCublas adds none; the provisional heuristic picks by weight size.
+std::vector<const PlanLaunch*> gemv_launches(const LoweredGraph& l) {
+  std::vector<const PlanLaunch*> out;
+  for (const PlanLaunch& launch : l.launches) {
+    if (l.kernels[launch.kernel].family == KernelFamily::kGemv) out.push_back(&launch);
+  }
+  return out;
+}
+
+TEST(Lowering, GemvLaunchesCarryComplementaryBounds) {
+  std::unique_ptr<Graph> g = testing::fused_graph(testing::smollm2_config());
+  ASSERT_NE(g, nullptr);
+  LoweringOptions all;
+  all.gemv.default_choice = GemvChoice::kGemv;
+  absl::StatusOr<LoweredGraph> l = lower_graph(*g, all);
+  ASSERT_TRUE(l.ok()) << l.status();
+  const std::vector<const PlanLaunch*> gemvs = gemv_launches(*l);
+  ASSERT_EQ(gemvs.size(), l->gemms.size());  // every SmolLM2 GEMM is eligible (bf16, K % 8 == 0)
+  AnyBuffer any;
+  for (const PlanGemm& e : l->gemms) {
+    const PlanLaunch* launch = nullptr;
+    for (const PlanLaunch* p : gemvs) {
+      if (p->node == e.node) launch = p;
+    }
+    ASSERT_NE(launch, nullptr) << "no GEMV launch for node " << e.node;
+    EXPECT_EQ(launch->rule.bound, (StepBound{e.m, 0, kGemvMaxRows}));
+    EXPECT_EQ(e.bound, (StepBound{e.m, kGemvMaxRows + 1, 0}));
+    for (int64_t m = 1; m <= 64; ++m) {
+      EXPECT_NE(bound_admits(launch->rule.bound, m), bound_admits(e.bound, m)) << m;
+    }
+    // Operands by entry name: out, a, w first, m last, the epilogue's tensors between.
+    const std::vector<EntryParam>& params = l->kernels[launch->kernel].params;
+    ASSERT_EQ(params.size(), launch->args.size());
+    EXPECT_EQ(launch->args[0], LaunchArg::tensor(e.out));
+    EXPECT_EQ(launch->args[1], LaunchArg::tensor(e.a));
+    EXPECT_EQ(launch->args[2], LaunchArg::tensor(e.b));
+    EXPECT_EQ(launch->args.back(), LaunchArg::integer(e.m));
+    if (e.epilogue == GemmEpilogue::kResidual) {
+      ASSERT_EQ(params.size(), 5u);
+      EXPECT_EQ(params[3].name, "residual");
+      EXPECT_EQ(launch->args[3], LaunchArg::tensor(e.residual));
+    }
+    const std::string key = l->kernels[launch->kernel].key;
+    EXPECT_NE(key.find(absl::StrCat("_n", e.n, "_k", e.k, "_")), std::string::npos) << key;
+    // Grid covers N in 16-feature tiles.
+    absl::StatusOr<LaunchGeometry> dims = eval_launch_rule(launch->rule, {{"T", 1}, {"S", 1}});
+    ASSERT_TRUE(dims.ok()) << dims.status();
+    EXPECT_GE(dims->grid[0] * 16 * (key.find("_rt2_") != std::string::npos ? 2 : 1), e.n);
+    EXPECT_TRUE(bind_launch(l->kernels[launch->kernel], *launch, {{"T", 5}, {"S", 5}}, any).ok());
+  }
+  // The LM head's M is S (last token rows), so its bound is on S, not T.
+  const PlanGemm& head = l->gemms.back();
+  EXPECT_EQ(head.n, 49152);
+  EXPECT_EQ(head.m, "S");
+  EXPECT_EQ(gemvs.back()->node, head.node);
+
+  LoweringOptions none;
+  none.gemv.default_choice = GemvChoice::kCublas;
+  l = lower_graph(*g, none);
+  ASSERT_TRUE(l.ok()) << l.status();
+  EXPECT_TRUE(gemv_launches(*l).empty());
+  for (const PlanGemm& e : l->gemms) EXPECT_TRUE(e.bound.empty());
+
+  // The provisional default: only weights of >= 1 Mi elements (SmolLM2: the 49152 x 576 head).
+  l = lower_graph(*g);
+  ASSERT_TRUE(l.ok()) << l.status();
+  ASSERT_EQ(gemv_launches(*l).size(), 1u);
+  EXPECT_EQ(gemv_launches(*l)[0]->node, l->gemms.back().node);
+
+  // A per-shape choice overrides the default (what a tuner writes): the down projection only.
+  LoweringOptions down;
+  down.gemv.default_choice = GemvChoice::kCublas;
+  down.gemv.per_shape.push_back({576, 1536, GemvChoice::kGemv});
+  l = lower_graph(*g, down);
+  ASSERT_TRUE(l.ok()) << l.status();
+  EXPECT_EQ(gemv_launches(*l).size(), 2u);  // one per layer
+  for (const PlanGemm& e : l->gemms) EXPECT_EQ(e.bound.empty(), !(e.n == 576 && e.k == 1536));
+}
+
+TEST(Lowering, GemvEligibility) {
+  EXPECT_EQ(gemv_ineligible(DType::kBF16, DType::kBF16, DType::kBF16, DType::kBF16, false, 64, 64),
+            std::nullopt);
+  EXPECT_NE(gemv_ineligible(DType::kBF16, DType::kBF16, DType::kBF16, DType::kBF16, false, 64, 60)
+                ->find("multiple of 8"),
+            std::string::npos);
+  EXPECT_NE(gemv_ineligible(DType::kBF16, DType::kQ4_1, DType::kBF16, DType::kBF16, false, 64, 64)
+                ->find("bf16·bf16"),
+            std::string::npos);
+  EXPECT_TRUE(gemv_ineligible(DType::kF32, DType::kF32, DType::kF32, DType::kF32, false, 64, 64));
+  GemvSpec s = gemv_spec_for(4096, 14336);
+  EXPECT_EQ(s.key(), "gemv_bf16_n4096_k14336_rt1_w8_u4");
+  s.bias = s.residual = true;
+  s.out_dtype = DType::kF32;
+  EXPECT_EQ(s.key(), "gemv_bf16_n4096_k14336_rt1_w8_u4_bias_res_outf32");
+  EXPECT_EQ(entry_params(s).size(), 6u);
+  EXPECT_EQ(gemv_spec_for(28672, 4096).row_tiles, 2);
 }
 
 TEST(Lowering, DecodeSplitFollowsBatchAndContext) {

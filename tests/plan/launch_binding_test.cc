@@ -99,5 +99,19 @@ TEST(LaunchBinding, StepKinds) {
   EXPECT_FALSE(launch_runs_in(StepKind::kDecode, true));
 }
 
+TEST(LaunchBinding, StepBoundsSplitTheStepsBetweenTwoLowerings) {
+  const StepBound gemv{"T", 0, 16}, gemm{"T", 17, 0};
+  for (int64_t t = 1; t <= 64; ++t) {
+    EXPECT_NE(bound_admits(gemv, t), bound_admits(gemm, t)) << "T=" << t;  // exactly one runs
+  }
+  EXPECT_TRUE(bound_admits(gemv, 16));
+  EXPECT_FALSE(bound_admits(gemv, 17));
+  EXPECT_TRUE(bound_admits(gemm, 17));
+  EXPECT_FALSE(bound_admits(gemm, 16));
+  EXPECT_TRUE(bound_admits(StepBound{}, 1 << 20));  // no bound
+  EXPECT_FALSE(bound_admits(StepBound{"S", 4, 8}, 3));
+  EXPECT_FALSE(bound_admits(StepBound{"S", 4, 8}, 9));
+}
+
 }  // namespace
 }  // namespace kiln

@@ -153,6 +153,49 @@ TEST(PlanJson, EveryFieldOfEveryTypeIsChecked) {
   EXPECT_GT(rejected, checked * 8 / 10);
 }
 
+// The GEMV/cuBLASLt pair: the launch's and the GEMM's StepBound survive the round trip, a plan
+// without bounds writes no "bound" field, and a malformed bound is an error naming it.
+TEST(PlanJson, StepBoundsRoundTripAndAreChecked) {
+  Plan p = testing::make_sample_plan().plan;
+  const json plain = manifest_to_json(p, kBlobs);
+  EXPECT_FALSE(plain["launches"][0].contains("bound"));
+  EXPECT_FALSE(plain["gemms"][0].contains("bound"));
+  p.launches[0].rule.bound = {"T", 0, 16};
+  p.gemms[0].bound = {"S+1", 17, 0};
+  const json j = manifest_to_json(p, kBlobs);
+  absl::StatusOr<Manifest> m = manifest_from_json(j);
+  ASSERT_TRUE(m.ok()) << m.status();
+  EXPECT_EQ(manifest_to_json(m->plan, m->blobs), j);
+  EXPECT_EQ(m->plan.launches[0].rule.bound, (StepBound{"T", 0, 16}));
+  EXPECT_EQ(m->plan.gemms[0].bound, (StepBound{"S+1", 17, 0}));
+  EXPECT_TRUE(m->plan.launches[1].rule.bound.empty());
+
+  json bad = j;
+  bad["launches"][0]["bound"]["expr"] = "";
+  EXPECT_EQ(read_error(bad).message(), "manifest.launches[0].bound.expr: empty expression");
+  bad = j;
+  bad["gemms"][0]["bound"]["min"] = 0;
+  EXPECT_EQ(read_error(bad).message(), "manifest.gemms[0].bound: neither min nor max is set");
+  bad = j;
+  bad["launches"][0]["bound"]["min"] = 20;
+  EXPECT_EQ(read_error(bad).message(), "manifest.launches[0].bound: min 20 > max 16");
+  bad = j;
+  bad["gemms"][0]["bound"]["max"] = -3;
+  EXPECT_EQ(read_error(bad).message(), "manifest.gemms[0].bound: negative limit (min 17, max -3)");
+  bad = j;
+  bad["gemms"][0]["bound"].erase("max");
+  EXPECT_EQ(read_error(bad).message(), "manifest.gemms[0].bound.max: missing");
+  bad = j;
+  bad["launches"][0]["bound"] = "T<=16";
+  EXPECT_EQ(read_error(bad).message(),
+            "manifest.launches[0].bound: expected an object, got \"T<=16\"");
+  bad = j;
+  bad["gemms"][0]["bound"] = nullptr;  // null = no bound, like an absent field
+  absl::StatusOr<Manifest> unbounded = manifest_from_json(bad);
+  ASSERT_TRUE(unbounded.ok()) << unbounded.status();
+  EXPECT_TRUE(unbounded->plan.gemms[0].bound.empty());
+}
+
 TEST(PlanJson, DumpReplacesInvalidUtf8) {
   Plan p = testing::make_sample_plan().plan;
   p.model.source_architecture = std::string("llama\xff\xfe", 7);
@@ -167,7 +210,7 @@ TEST(PlanJson, EnumNames) {
                          GemmEpilogue::kBiasResidual}) {
     EXPECT_EQ(parse_gemm_epilogue(gemm_epilogue_name(e)), e);
   }
-  for (int f = 0; f <= static_cast<int>(KernelFamily::kFusedElementwise); ++f) {
+  for (int f = 0; f <= static_cast<int>(KernelFamily::kGemv); ++f) {
     const KernelFamily family = static_cast<KernelFamily>(f);
     EXPECT_EQ(family_from_name(family_name(family)), family);
   }

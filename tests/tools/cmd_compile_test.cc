@@ -79,5 +79,32 @@ TEST(KilnCompileCli, CompileInspectIr) {
   EXPECT_THAT(b.output, HasSubstr("kiln compile <model> -o " + bad));
 }
 
+// --gemv: every matmul also gets the small-batch GEMV launch (kiln inspect lists the gemv
+// kernels and the GEMMs' M bounds); --gemv cublas none; an unknown value is a usage error.
+TEST(KilnCompileCli, GemvOption) {
+  if (!nvrtc_available()) GTEST_SKIP() << "built without NVRTC: kiln compile cannot build kernels";
+  const std::string cache = " --cache-dir " + testing::fixtures_dir() + "/kernel-cache";
+  const std::string plan = testing::unique_temp_path("tiny-gemv.kplan");
+  Result c = kiln("compile " + testing::fixture("tiny") + " -o " + plan + " --gemv gemv" + cache);
+  ASSERT_EQ(c.exit_code, 0) << c.output;
+  Result i = kiln("inspect " + plan);
+  ASSERT_EQ(i.exit_code, 0) << i.output;
+  EXPECT_THAT(i.output, HasSubstr("gemv_bf16_n"));
+  EXPECT_THAT(i.output, HasSubstr(" if T>=17"));
+  EXPECT_THAT(i.output, HasSubstr(" if S>=17"));  // the LM head's M is S
+
+  const std::string off = testing::unique_temp_path("tiny-cublas.kplan");
+  c = kiln("compile " + testing::fixture("tiny") + " -o " + off + " --gemv cublas" + cache);
+  ASSERT_EQ(c.exit_code, 0) << c.output;
+  i = kiln("inspect " + off);
+  ASSERT_EQ(i.exit_code, 0) << i.output;
+  EXPECT_THAT(i.output, ::testing::Not(HasSubstr("gemv_")));
+  EXPECT_THAT(i.output, ::testing::Not(HasSubstr(">=17")));
+
+  Result bad = kiln("compile " + testing::fixture("tiny") + " -o " + off + " --gemv sometimes");
+  EXPECT_NE(bad.exit_code, 0);
+  EXPECT_THAT(bad.output, HasSubstr("--gemv"));
+}
+
 }  // namespace
 }  // namespace kiln

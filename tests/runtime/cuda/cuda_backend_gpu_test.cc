@@ -126,8 +126,10 @@ absl::StatusOr<std::string> make_fixture(const Fixture& f, const std::string& ex
 }
 
 /// Compiles `model` (an HF folder or a .gguf) for the GPU's arch into `plan_path` and loads it.
-absl::StatusOr<LoadedPlan> compile_plan(const std::string& model, const std::string& plan_path) {
+absl::StatusOr<LoadedPlan> compile_plan(const std::string& model, const std::string& plan_path,
+                                        GemvChoice gemv = GemvChoice::kHeuristic) {
   CompileOptions o;
+  o.gemv.default_choice = gemv;
   o.model = model;
   o.output = plan_path;
   o.arch = *gpu_arch();
@@ -359,6 +361,54 @@ TEST_P(CudaBackendGpu, GraphReplayGivesEagerTokens) {
   EXPECT_TRUE((*graphs)->last_step().graph_replay) << "the last decode step was not replayed";
   EXPECT_EQ(e->tokens, g->tokens) << f.name;
   EXPECT_EQ(e->logits, g->logits) << f.name << ": replay must run the eager launches exactly";
+}
+
+// Every matmul on the small-batch GEMV path for M <= 16 (codegen/families/gemv.h): the 6-prompt
+// prefill runs the cuBLASLt GEMMs (T > 16) but the GEMV LM head (M = S = 6), the decode steps the
+// GEMV everywhere, through CUDA graphs (the StepBound values are part of the graph key). The
+// logits stay within the reference bounds, and the eager run gives the replayed tokens.
+TEST_P(CudaBackendGpu, GemvPathMatchesReference) {
+  REQUIRE_GPU();
+  const Fixture& f = GetParam();
+  absl::StatusOr<std::string> dir = make_fixture(f);
+  if (!dir.ok()) GTEST_SKIP() << f.name << ": " << dir.status().message();
+  absl::StatusOr<LoadedPlan> plan =
+      compile_plan(*dir, plan_path(*dir) + ".gemv", GemvChoice::kGemv);
+  ASSERT_TRUE(plan.ok()) << plan.status();
+  int gemv_launches = 0, bounded_gemms = 0;
+  for (const PlanLaunch& l : plan->plan.launches) {
+    gemv_launches += plan->plan.kernels[l.kernel].family == KernelFamily::kGemv;
+  }
+  for (const PlanGemm& g : plan->plan.gemms) bounded_gemms += !g.bound.empty();
+  ASSERT_GT(gemv_launches, 0);
+  EXPECT_EQ(gemv_launches, bounded_gemms);
+  BackendOptions opts, eager_opts;
+  opts.kv_pages = eager_opts.kv_pages = 256;
+  eager_opts.cuda_graphs = false;
+  absl::StatusOr<std::unique_ptr<ReferenceBackend>> cpu =
+      ReferenceBackend::create(plan->plan, opts, blob_reader(*plan));
+  ASSERT_TRUE(cpu.ok()) << cpu.status();
+  absl::StatusOr<std::unique_ptr<CudaBackend>> gpu =
+      CudaBackend::create(plan->plan, opts, blob_reader(*plan));
+  ASSERT_TRUE(gpu.ok()) << gpu.status();
+  absl::StatusOr<std::unique_ptr<CudaBackend>> eager =
+      CudaBackend::create(plan->plan, eager_opts, blob_reader(*plan));
+  ASSERT_TRUE(eager.ok()) << eager.status();
+  const int64_t vocab = plan->plan.model.vocab_size;
+  const std::vector<std::vector<int32_t>> prompts = mixed_prompts(f.prompt_len, vocab, 7);
+  absl::StatusOr<Trace> ref = drive(**cpu, prompts, kDecodes);
+  ASSERT_TRUE(ref.ok()) << ref.status();
+  absl::StatusOr<Trace> out = drive(**gpu, prompts, kDecodes, &*ref);
+  ASSERT_TRUE(out.ok()) << out.status();
+  EXPECT_TRUE((*gpu)->last_step().graph_replay);
+  const Agreement a = compare(*out, *ref, vocab);
+  std::printf("[ kiln gpu ] %s (GEMV path, %d launches): max rel error %.3g, argmax equal %d/%d\n",
+              f.name.c_str(), gemv_launches, a.max_rel, a.argmax_equal, a.positions);
+  EXPECT_LE(a.max_rel, kMaxRelError) << f.name;
+  EXPECT_GE(a.argmax_equal, kMinArgmaxAgreement * a.positions) << f.name;
+  absl::StatusOr<Trace> e = drive(**eager, prompts, kDecodes, &*ref);
+  ASSERT_TRUE(e.ok()) << e.status();
+  EXPECT_EQ(e->logits, out->logits) << f.name << ": replay must run the eager launches exactly";
 }
 
 INSTANTIATE_TEST_SUITE_P(Fixtures, CudaBackendGpu, ::testing::ValuesIn(fixtures()),

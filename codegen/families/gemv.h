@@ -1,0 +1,84 @@
+// Family gemv (kernels/gemv.cuh): the small-batch GEMM out[M, N] = a[M, K]·w[N, K]ᵀ (+ bias[N])
+// (+ residual[M, N]) for M <= kGemvMaxRows token rows, streaming the weights once. A matmul that
+// takes this path keeps its cuBLASLt PlanGemm too: the GEMV launch carries the step bound
+// M <= kGemvMaxRows and the PlanGemm M >= kGemvMaxRows + 1, so each step runs exactly one
+// (plan/plan.h StepBound).
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "codegen/families/family.h"
+
+namespace kiln {
+
+/// The most token rows one GEMV launch handles (two 8-column mma tiles).
+inline constexpr int64_t kGemvMaxRows = 16;
+
+struct GemvSpec final : KernelSpec {
+  DType dtype = DType::kBF16;       // a and w
+  DType out_dtype = DType::kBF16;   // out and residual
+  DType bias_dtype = DType::kBF16;  // read only with `bias`
+  int64_t n = 0, k = 0;             // weight [N, K]; K % 8 == 0
+  int64_t row_tiles = 1;            // 16-feature tiles per block
+  int64_t warps = 8;                // warps per block, splitting K
+  int64_t unroll = 4;               // 32-element K chunks whose loads are in flight at once
+  bool bias = false, residual = false;
+
+  KernelFamily family() const override { return KernelFamily::kGemv; }
+  /// gemv_<dt>_n<N>_k<K>_rt<r>_w<w>_u<u>[_bias][_res][_out<dt>][_b<dt>]
+  std::string key() const override;
+  /// out, a, w[, bias][, residual], m
+  std::vector<EntryDecl> entry() const override;
+  absl::StatusOr<std::string> source() const override;
+
+  int64_t threads() const { return warps * 32; }
+  /// The launch: grid cdiv(N, 16·row_tiles), one block of `threads()`.
+  LaunchRule rule() const;
+};
+
+/// Why a GEMM cannot take the GEMV path (dtypes, K % 8), or nullopt when it can.
+std::optional<std::string> gemv_ineligible(DType a, DType b, DType out, DType bias, bool has_bias,
+                                           int64_t n, int64_t k);
+
+/// Whether the GEMV kernel implements `epilogue` (a switch without default: a new GemmEpilogue,
+/// e.g. a SwiGLU one, fails to compile here until it is decided, instead of running as none).
+bool gemv_supports_epilogue(GemmEpilogue epilogue);
+
+/// The block shape for an [N, K] weight: enough 16-byte loads in flight per SM to cover HBM
+/// latency (~128 bytes per lane), and enough blocks to fill 132 SMs.
+GemvSpec gemv_spec_for(int64_t n, int64_t k);
+
+/// Which path a matmul takes at M <= kGemvMaxRows.
+enum class GemvChoice : uint8_t {
+  kHeuristic,  ///< gemv_heuristic(n, k)
+  kCublas,     ///< always cuBLASLt
+  kGemv,       ///< the GEMV kernel whenever eligible
+};
+
+/// PROVISIONAL default until the timed pick (bench/gpu/gemv.sh, runtime/cuda/gemv_timing.h) or
+/// the autotuner sets it: the GEMV when the weight has at least 1 Mi elements (2 MB of bf16),
+/// i.e. every projection of the 1B and 8B shapes and most of SmolLM2's. Below that a launch of
+/// either kind is latency, not bandwidth.
+bool gemv_heuristic(int64_t n, int64_t k);
+
+/// The typed compile option: a default and explicit per-shape choices (what a tuner writes).
+struct GemvOptions {
+  GemvChoice default_choice = GemvChoice::kHeuristic;
+  struct ShapeChoice {
+    int64_t n = 0, k = 0;
+    GemvChoice choice = GemvChoice::kHeuristic;
+  };
+  std::vector<ShapeChoice> per_shape;  ///< first match on (n, k) wins over default_choice
+
+  /// Whether an eligible [N, K] GEMM takes the GEMV path for small M.
+  bool use_gemv(int64_t n, int64_t k) const;
+};
+
+/// Adds the GEMV launch for `gemm` (its operands are value names, as the PlanGemm holds them),
+/// bounded to steps with M <= kGemvMaxRows; the caller bounds the PlanGemm to the rest.
+absl::Status lower_gemv(const PlanGemm& gemm, DType bias_dtype, LoweringContext& ctx);
+
+}  // namespace kiln

@@ -1,0 +1,151 @@
+// Small-batch GEMM ("GEMV"): out[m, N] = a[m, K]·w[N, K]ᵀ (+ bias[N]) (+ residual[m, N]) for
+// m <= 16 token rows, in one pass over the weights. At decode batch sizes the step is bound by
+// the weight bytes, so the kernel's job is to stream w exactly once with many 16-byte loads in
+// flight per SM; the m token rows ride along through tensor-core mma (m16n8k16, fp32
+// accumulate), so batch 16 issues the same weight loads as batch 1 and the arithmetic never
+// becomes the limit (on CUDA cores 16 rows would need ~60 TFLOP/s of fp32 FMA at 3.6 TB/s).
+//
+// Work split: a block owns ROW_TILES tiles of 16 output features; its WARPS warps split K
+// (interleaved 32-element chunks), each accumulating a 16-feature x 16-token tile per row tile in
+// mma fragments; the warps' partial tiles are summed through shared memory and the epilogue
+// (bias, residual, rounding) runs once per output element.
+//
+// Fragment trick: a lane (group g = lane / 4, t = lane % 4) loads 16 bytes (8 elements) of weight
+// rows g and g + 8 and of activation row (token) g at the same K offset t*8 of each 32-element
+// chunk. The mma's K order inside a chunk is only a labelling, so the same permutation applied to
+// A (weights) and B (activations) makes those raw 16-byte loads exactly the fragments of two
+// m16n8k16 steps (elements 0-3 and 4-7): no shuffles, no shared-memory staging of the weights.
+#pragma once
+
+#include "common.cuh"
+
+namespace kiln_k {
+
+/// 16 bytes: 8 bf16/f16 elements, as four packed pairs (the mma operand registers).
+struct alignas(16) Pack16 {
+  u32 x, y, z, w;
+};
+
+/// A 16-byte load of data read once: non-coherent path, no L1 allocation (weights stream past
+/// the L1 that the activations, read by every block, want to stay in). Deliberately not
+/// `volatile`: with it ptxas interleaved each chunk's loads with its mma (one chunk in flight per
+/// warp, seen in the SASS); without it every load of the UNROLL chunks issues first. The weights
+/// are read-only for the kernel's lifetime, as the .nc path requires.
+__device__ __forceinline__ Pack16 load_stream(const Pack16* p) {
+  Pack16 v;
+  asm("ld.global.nc.L1::no_allocate.v4.u32 {%0,%1,%2,%3}, [%4];"
+               : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
+               : "l"(p));
+  return v;
+}
+
+/// T: a and w element type (bf16/f16); OUT: output (and residual) type; BIAS: bias type.
+/// N, K: the weight shape (K % 8 == 0; rows need 16-byte alignment). `m` in [1, 16] at run time
+/// (rows past 8 cost a second mma per step, rows past m are never read or written).
+/// `residual` may alias `out` (in-place residual add: each element is read before it is written,
+/// by the same thread).
+template <class T, class OUT, class BIAS, int N, int K, int ROW_TILES, int WARPS, int UNROLL,
+          bool HAS_BIAS, bool HAS_RESIDUAL>
+__device__ __forceinline__ void gemv(OUT* out, const T* __restrict__ a, const T* __restrict__ w,
+                                     const BIAS* __restrict__ bias, const OUT* residual, int m) {
+  static_assert(K % 8 == 0, "16-byte rows");
+  constexpr int kRows = 16 * ROW_TILES;        // output features per block
+  constexpr int kChunks = (K + 31) / 32;       // 32-element K chunks
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  const int g = lane >> 2, t = lane & 3;
+  const int n0 = blockIdx.x * kRows;
+  const bool two = m > 8;  // warp-uniform: a second 8-token mma column tile
+
+  float acc[ROW_TILES][2][4];
+#pragma unroll
+  for (int r = 0; r < ROW_TILES; ++r)
+#pragma unroll
+    for (int j = 0; j < 2; ++j)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) acc[r][j][e] = 0.f;
+
+  // Row pointers (clamped to a valid row: loads of rows past N are masked to zero below).
+  const Pack16* wrow[ROW_TILES][2];
+  bool wvalid[ROW_TILES][2];
+#pragma unroll
+  for (int r = 0; r < ROW_TILES; ++r)
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+      const int n = n0 + r * 16 + g + 8 * h;
+      wvalid[r][h] = n < N;
+      wrow[r][h] = reinterpret_cast<const Pack16*>(w + (long long)(wvalid[r][h] ? n : 0) * K);
+    }
+  const bool avalid0 = g < m, avalid1 = g + 8 < m;
+  const Pack16* arow0 = reinterpret_cast<const Pack16*>(a + (long long)(avalid0 ? g : 0) * K);
+  const Pack16* arow1 = reinterpret_cast<const Pack16*>(a + (long long)(avalid1 ? g + 8 : 0) * K);
+  const Pack16 zero = {0, 0, 0, 0};
+
+  for (int c0 = warp; c0 < kChunks; c0 += WARPS * UNROLL) {
+    // Issue every load of UNROLL chunks before the first mma: the bytes in flight per SM are
+    // what hides HBM latency.
+    Pack16 wv[UNROLL][ROW_TILES][2], av[UNROLL][2];
+#pragma unroll
+    for (int u = 0; u < UNROLL; ++u) {
+      const int c = c0 + u * WARPS;
+      const int v = c * 4 + t;  // 16-byte vector index inside a row
+      const bool kv = c < kChunks && v * 8 < K;
+#pragma unroll
+      for (int r = 0; r < ROW_TILES; ++r)
+#pragma unroll
+        for (int h = 0; h < 2; ++h) {
+          wv[u][r][h] = (kv && wvalid[r][h]) ? load_stream(wrow[r][h] + v) : zero;
+        }
+      av[u][0] = (kv && avalid0) ? arow0[v] : zero;
+      av[u][1] = (kv && avalid1 && two) ? arow1[v] : zero;
+    }
+#pragma unroll
+    for (int u = 0; u < UNROLL; ++u) {
+#pragma unroll
+      for (int s = 0; s < 2; ++s) {  // elements 0-3, then 4-7 of each lane's 8
+        const u32 b0 = s ? av[u][0].z : av[u][0].x, b1 = s ? av[u][0].w : av[u][0].y;
+        const u32 c0b = s ? av[u][1].z : av[u][1].x, c1b = s ? av[u][1].w : av[u][1].y;
+#pragma unroll
+        for (int r = 0; r < ROW_TILES; ++r) {
+          const Pack16& lo = wv[u][r][0];
+          const Pack16& hi = wv[u][r][1];
+          const u32 frag[4] = {s ? lo.z : lo.x, s ? hi.z : hi.x, s ? lo.w : lo.y,
+                               s ? hi.w : hi.y};
+          mma_16816<T>(acc[r][0], frag, b0, b1);
+          if (two) mma_16816<T>(acc[r][1], frag, c0b, c1b);
+        }
+      }
+    }
+  }
+
+  // acc[r][j] holds features (g, g + 8) x tokens (8j + 2t, 8j + 2t + 1) of row tile r. Sum the
+  // warps' tiles in shared memory: part[warp][feature][token] (rows padded to 17 floats, so the
+  // epilogue's feature-major reads do not all hit two banks).
+  __shared__ float part[WARPS][kRows][17];
+#pragma unroll
+  for (int r = 0; r < ROW_TILES; ++r)
+#pragma unroll
+    for (int j = 0; j < 2; ++j) {
+      part[warp][r * 16 + g][8 * j + 2 * t] = acc[r][j][0];
+      part[warp][r * 16 + g][8 * j + 2 * t + 1] = acc[r][j][1];
+      part[warp][r * 16 + g + 8][8 * j + 2 * t] = acc[r][j][2];
+      part[warp][r * 16 + g + 8][8 * j + 2 * t + 1] = acc[r][j][3];
+    }
+  __syncthreads();
+  // One thread per (token, feature), features fastest: coalesced output rows.
+  for (int i = threadIdx.x; i < kRows * 16; i += WARPS * 32) {
+    const int f = i % kRows, tok = i / kRows;
+    const int n = n0 + f;
+    if (tok >= m || n >= N) continue;
+    float v = 0.f;
+#pragma unroll
+    for (int q = 0; q < WARPS; ++q) v += part[q][f][tok];
+    // Bias and residual join the fp32 sum before the one rounding, as cuBLASLt's epilogue
+    // (alpha·acc + bias, + beta·C) does.
+    if (HAS_BIAS) v += to_float(bias[n]);
+    const long long o = (long long)tok * N + n;
+    if (HAS_RESIDUAL) v += to_float(residual[o]);
+    out[o] = from_float<OUT>(v);
+  }
+}
+
+}  // namespace kiln_k
