@@ -32,6 +32,26 @@ __device__ __forceinline__ void cp_async_wait_group() {
   asm volatile("cp.async.wait_group %0;" ::"n"(N) : "memory");
 }
 
+/// ldmatrix.x4 (and .trans) of four 8x8 b16 matrices whose rows lanes 8m..8m+7 address.
+__device__ __forceinline__ void decode_ldsm_x4(u32 (&r)[4], const void* row) {
+  const u32 a = static_cast<u32>(__cvta_generic_to_shared(row));
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+               : "r"(a));
+}
+__device__ __forceinline__ void decode_ldsm_x2(u32 (&r)[2], const void* row) {
+  const u32 a = static_cast<u32>(__cvta_generic_to_shared(row));
+  asm volatile("ldmatrix.sync.aligned.m8n8.x2.shared.b16 {%0, %1}, [%2];"
+               : "=r"(r[0]), "=r"(r[1])
+               : "r"(a));
+}
+__device__ __forceinline__ void decode_ldsm_x4_trans(u32 (&r)[4], const void* row) {
+  const u32 a = static_cast<u32>(__cvta_generic_to_shared(row));
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0, %1, %2, %3}, [%4];"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+               : "r"(a));
+}
+
 /// The unified bound's lower margin: a row whose first tile's max is below phi - this many
 /// (log2 units) would have P values near the f16 subnormal range, so it uses its own max.
 constexpr float kUnifiedLowMargin = 12.f;
@@ -52,6 +72,8 @@ struct DecodeSmem {
 /// The decode-only tile step: like warp_attend_tile (attention_common.cuh) but masking only by the
 /// split's end (one query per sequence sees its whole KV range), padding rows by `valid`, and, in
 /// the unified variant, skipping the accumulator rescale whenever no row of the warp saw a new max.
+/// B fragments come from ldmatrix (K as stored, V transposed on the fly): one instruction per
+/// four fragments instead of 32-bit (K) and 16-bit (V) scalar loads.
 template <class T, int D, int TILE_KV, bool UNIFIED>
 __device__ __forceinline__ void decode_attend_tile(const u32 (&qf)[D / 16][4], const T* k,
                                                    const T* v, int kv_base, int kv_end,
@@ -59,17 +81,26 @@ __device__ __forceinline__ void decode_attend_tile(const u32 (&qf)[D / 16][4], c
                                                    float phi, bool& first, WarpAttnState<D>& st) {
   constexpr int kS = TileStride<D>::value;
   const int lane = threadIdx.x % 32;
-  const int r = lane / 4, c = 2 * (lane % 4);
+  const int c = 2 * (lane % 4);
+  // Lane l addresses row l % 8 of matrix l / 8.
+  const int lr = lane % 8, lm = lane / 8;
   float s[TILE_KV / 8][4];
 #pragma unroll
   for (int nt = 0; nt < TILE_KV / 8; ++nt) {
     s[nt][0] = s[nt][1] = s[nt][2] = s[nt][3] = 0.f;
-    const T* krow = k + (nt * 8 + r) * kS + c;
+    // Matrices m = 0..3: K rows nt*8.., head dims kk*16 + 8m: b0, b1 of k steps kk and kk + 1.
+    const T* krow = k + (nt * 8 + lr) * kS + lm * 8;
 #pragma unroll
-    for (int kk = 0; kk < D / 16; ++kk) {
-      u32 b0 = *reinterpret_cast<const u32*>(krow + kk * 16);
-      u32 b1 = *reinterpret_cast<const u32*>(krow + kk * 16 + 8);
-      mma_16816<T>(s[nt], qf[kk], b0, b1);
+    for (int kk = 0; kk + 1 < D / 16; kk += 2) {
+      u32 b[4];
+      decode_ldsm_x4(b, krow + kk * 16);
+      mma_16816<T>(s[nt], qf[kk], b[0], b[1]);
+      mma_16816<T>(s[nt], qf[kk + 1], b[2], b[3]);
+    }
+    if constexpr (D % 32 != 0) {  // an odd number of k steps: the last one alone (lanes 0-15)
+      u32 b[2];
+      decode_ldsm_x2(b, k + (nt * 8 + lr) * kS + (lm % 2) * 8 + (D - 16));
+      mma_16816<T>(s[nt], qf[D / 16 - 1], b[0], b[1]);
     }
   }
   float mx[2] = {neg_inf(), neg_inf()};
@@ -126,13 +157,15 @@ __device__ __forceinline__ void decode_attend_tile(const u32 (&qf)[D / 16][4], c
     pa[1] = pack2<T>(s[2 * kt][2], s[2 * kt][3]);
     pa[2] = pack2<T>(s[2 * kt + 1][0], s[2 * kt + 1][1]);
     pa[3] = pack2<T>(s[2 * kt + 1][2], s[2 * kt + 1][3]);
-    const u16* vb = reinterpret_cast<const u16*>(v) + (kt * 16 + c) * kS + r;
+    // Matrices m = 0..3: V rows kt*16 + 8(m%2).., head dims (dt + m/2)*8, transposed: b0, b1 of
+    // head-dim tiles dt and dt + 1.
+    const T* vrow = v + (kt * 16 + (lm % 2) * 8 + lr) * kS + (lm / 2) * 8;
 #pragma unroll
-    for (int dt = 0; dt < D / 8; ++dt) {
-      const u16* col = vb + dt * 8;
-      u32 b0 = u32(col[0]) | (u32(col[kS]) << 16);
-      u32 b1 = u32(col[8 * kS]) | (u32(col[9 * kS]) << 16);
-      mma_16816<T>(st.o[dt], pa, b0, b1);
+    for (int dt = 0; dt < D / 8; dt += 2) {
+      u32 b[4];
+      decode_ldsm_x4_trans(b, vrow + dt * 8);
+      mma_16816<T>(st.o[dt], pa, b[0], b[1]);
+      mma_16816<T>(st.o[dt + 1], pa, b[2], b[3]);
     }
   }
 }

@@ -838,6 +838,8 @@ std::vector<Case> decode_sweep() {
                      ", decode_stages = 3, decode_warps = 8, split_blocks = 64"),
       attention_case(DT::kBF16, 64, 8, 8, 1, {{5, 1}, {333, 1}, {1030, 1}}, true, 61,
                      ", decode_stages = 4, decode_warps = 2, decode_tile_kv = 64"),
+      // head_dim 80: an odd number of 16-wide k steps (the ldmatrix.x2 tail).
+      attention_case(DT::kBF16, 80, 8, 2, 16, {{900, 1}, {3, 1}}, true, 68),
       // FlashDecoding++'s unified max: ordinary scores (the bound holds, exponential-free merge).
       attention_case(DT::kBF16, 128, 32, 8, 16, {{3000, 1}, {17, 1}, {0, 1}}, true, 62,
                      ", softmax = \"unified_max\""),
