@@ -492,20 +492,23 @@ std::string graph_header(const std::vector<std::string>& symbols) {
 // sum to the dtype before normalizing and rounds y once, so 2 unit roundoffs relative (bf16: 7.8e-3
 // -> 1e-2; f16: 9.8e-4 -> 2e-3), residual_out: 1 unit roundoff.
 
-Case rmsnorm_case(DType dt, int64_t h, int64_t rows, bool residual, uint32_t seed) {
+// `knobs` is appended to the node's attributes (the tuner's norm_threads / norm_rows).
+Case rmsnorm_case(DType dt, int64_t h, int64_t rows, bool residual, uint32_t seed,
+                  const std::string& knobs = "") {
   std::mt19937 rng(seed);
   Case c;
   const std::string t = dt_name(dt), hs = absl::StrCat(h);
-  c.name = absl::StrCat(residual ? "rmsnorm_residual " : "rmsnorm ", t, " h=", h, " rows=", rows);
+  c.name = absl::StrCat(residual ? "rmsnorm_residual " : "rmsnorm ", t, " h=", h, " rows=", rows,
+                        knobs);
   c.ir = graph_header({"T <= 4096"});
   absl::StrAppend(&c.ir, "  input %x : ", t, "[T,", hs, "]\n");
   if (residual) absl::StrAppend(&c.ir, "  input %res : ", t, "[T,", hs, "]\n");
   absl::StrAppend(&c.ir, "  input %w : ", t, "[", hs, "]\n");
   if (residual) {
-    absl::StrAppend(&c.ir, "  %y, %sum = rmsnorm_residual(%x, %res, %w) {eps = 1e-06} : ", t, "[T,",
+    absl::StrAppend(&c.ir, "  %y, %sum = rmsnorm_residual(%x, %res, %w) {eps = 1e-06", knobs, "} : ", t, "[T,",
                     hs, "], ", t, "[T,", hs, "]\n  output y = %y\n  output sum = %sum\n}\n");
   } else {
-    absl::StrAppend(&c.ir, "  %y = rmsnorm(%x, %w) {eps = 1e-05} : ", t, "[T,", hs,
+    absl::StrAppend(&c.ir, "  %y = rmsnorm(%x, %w) {eps = 1e-05", knobs, "} : ", t, "[T,", hs,
                     "]\n  output y = %y\n}\n");
   }
   c.inputs["x"] = random_floats({rows, h}, dt, rng, -2, 2);
@@ -527,6 +530,11 @@ std::vector<Case> rmsnorm_sweep() {
       for (int64_t h : {576, 2048, 4100}) cases.push_back(rmsnorm_case(dt, h, 7, residual, seed++));
     }
   }
+  // Tuned layouts: a warp per row with several rows per block (a partial last block: 7 rows in
+  // blocks of 4), 512 and 128 threads per row at h = 4096.
+  cases.push_back(rmsnorm_case(DType::kBF16, 576, 7, true, seed++, ", norm_rows = 4, norm_threads = 32"));
+  cases.push_back(rmsnorm_case(DType::kF16, 4096, 5, true, seed++, ", norm_threads = 512"));
+  cases.push_back(rmsnorm_case(DType::kBF16, 4096, 9, false, seed++, ", norm_rows = 2, norm_threads = 128"));
   return cases;
 }
 
