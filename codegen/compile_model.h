@@ -8,6 +8,7 @@
 
 #include "absl/status/statusor.h"
 #include "codegen/kernel_cache.h"
+#include "codegen/tune/graph_tuner.h"
 #include "ir/graph.h"
 #include "models/llama_graph.h"
 #include "passes/pass.h"
@@ -31,6 +32,9 @@ struct CompileOptions {
   std::string cache_dir;  // kernel cache folder; "" = <default_cache_root()>/kernels
   bool use_cache = true;
   int threads = 0;  // NVRTC threads; 0 = hardware concurrency
+  /// `--tune`: sets the fused nodes' tuning attributes after the passes (so the final IR shows
+  /// them); null compiles with the attributes the graph has (defaults when it has none).
+  GraphTuner* tuner = nullptr;
 };
 
 struct CompileReport {
@@ -41,6 +45,7 @@ struct CompileReport {
   BuildStats build;
   double total_seconds = 0;
   std::string summary;  // one line for the CLI
+  std::string tune;     // the tuner's report (empty without --tune)
 };
 
 /// A plan built in memory: what a .kplan file holds. Plan fields index `blobs`.

@@ -126,14 +126,8 @@ absl::Status lower_flash_attention(const Node& n, LoweringContext& ctx) {
   const std::string split =
       decode_split_expr(max_split, fixed_split, *hkv,
                         dc->split_blocks > 0 ? dc->split_blocks : kDecodeTargetBlocks);
-  auto decode = std::make_shared<FlashAttentionDecodeSpec>();
-  decode->dtype = dt;
-  decode->head_dim = *d;
-  decode->group = g;
-  decode->tile_kv = dc->tile_kv;
-  decode->warps = dc->warps;
-  decode->stages = dc->stages;
-  decode->unified = unified;
+  const DecodeSpecs specs = make_decode_specs(dt, *d, g, *dc);
+  const std::shared_ptr<FlashAttentionDecodeSpec>& decode = specs.decode;
   LaunchRule dr;
   dr.grid = {"S", absl::StrCat(*hkv), split};
   dr.block = {absl::StrCat(32 * decode->warps), "1", "1"};
@@ -148,10 +142,7 @@ absl::Status lower_flash_attention(const Node& n, LoweringContext& ctx) {
   args.push_back({"v_cache", ctx.tensor(op.v_cache)});
   if (absl::Status s = ctx.launch(decode, dr, std::move(args)); !s.ok()) return s;
 
-  auto merge = std::make_shared<FlashAttentionMergeSpec>();
-  merge->dtype = dt;
-  merge->head_dim = *d;
-  merge->unified = unified;
+  const std::shared_ptr<FlashAttentionMergeSpec>& merge = specs.merge;
   LaunchRule mr;
   mr.grid = {"S", absl::StrCat(*hq), "1"};
   mr.block = {absl::StrCat(*d), "1", "1"};

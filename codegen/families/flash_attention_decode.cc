@@ -131,6 +131,23 @@ absl::StatusOr<std::string> FlashAttentionMergeSpec::source() const {
                                   unified ? "true" : "false", ">"));
 }
 
+DecodeSpecs make_decode_specs(DType dtype, int64_t head_dim, int64_t group, const DecodeConfig& c) {
+  DecodeSpecs s;
+  s.decode = std::make_shared<FlashAttentionDecodeSpec>();
+  s.decode->dtype = dtype;
+  s.decode->head_dim = head_dim;
+  s.decode->group = group;
+  s.decode->tile_kv = c.tile_kv;
+  s.decode->warps = c.warps;
+  s.decode->stages = c.stages;
+  s.decode->unified = c.softmax == DecodeSoftmax::kUnifiedMax;
+  s.merge = std::make_shared<FlashAttentionMergeSpec>();
+  s.merge->dtype = dtype;
+  s.merge->head_dim = head_dim;
+  s.merge->unified = s.decode->unified;
+  return s;
+}
+
 std::string decode_split_expr(int64_t max_split, bool fixed, int64_t kv_heads,
                               int64_t target_blocks) {
   if (fixed) return absl::StrCat(max_split);

@@ -7,6 +7,7 @@
 // split_blocks (the policy's target grid size). DecodeConfig holds them.
 #pragma once
 
+#include <memory>
 #include <string>
 
 #include "codegen/families/family.h"
@@ -65,6 +66,13 @@ struct FlashAttentionMergeSpec final : KernelSpec {
   std::vector<EntryDecl> entry() const override;
   absl::StatusOr<std::string> source() const override;
 };
+
+/// The decode and merge specs of a flash_attention node with these shapes and knobs.
+struct DecodeSpecs {
+  std::shared_ptr<FlashAttentionDecodeSpec> decode;
+  std::shared_ptr<FlashAttentionMergeSpec> merge;
+};
+DecodeSpecs make_decode_specs(DType dtype, int64_t head_dim, int64_t group, const DecodeConfig& c);
 
 /// The most splits the decode kernel may use (the workspaces are sized for it) when the node
 /// does not fix split_kv.
