@@ -228,17 +228,51 @@ __device__ __forceinline__ void flash_attention_decode(
   const int first_base = kv_begin + warp * TILE_KV;
   constexpr int kStride = WARPS * TILE_KV;
   const int num_tiles = first_base < kv_end ? (kv_end - first_base + kStride - 1) / kStride : 0;
+  // Page indices run one tile ahead of the copies (FlashInfer prefetches them to shared memory):
+  // lane l holds the page of row l (and l + 32) of the next tile in a register, loaded right
+  // after the current tile's copies are issued, so the dependent index load never stalls an
+  // issue; the copy loop gets each row's page by a shuffle instead of a load per 16 bytes.
+  constexpr int kPageRegs = (TILE_KV + 31) / 32;
+  constexpr int kPieces = TILE_KV * kChunks;  // 16-byte pieces of one K (or V) tile
+  static_assert(kPieces % 32 == 0, "every lane takes the same number of pieces");
+  int pg[kPageRegs];
+  auto fetch_pages = [&](int t) {
+#pragma unroll
+    for (int i = 0; i < kPageRegs; ++i) {
+      const int row = lane + 32 * i;
+      const int j = first_base + t * kStride + row;
+      pg[i] = t < num_tiles && row < TILE_KV && j < kv_end
+                  ? kv_page_indices[page_begin + j / page_size]
+                  : 0;
+    }
+  };
   auto issue = [&](int t) {
     if (t < num_tiles) {
       T* kt = ring + (t % STAGES) * 2 * kTileElems;
       const int base = first_base + t * kStride;
-      load_kv_tile<T, D, TILE_KV, 32>(kt, k_cache, kv_page_indices, page_begin, page_size,
-                                      num_kv_heads, kv_head, base, kv_end, lane);
-      load_kv_tile<T, D, TILE_KV, 32>(kt + kTileElems, v_cache, kv_page_indices, page_begin,
-                                      page_size, num_kv_heads, kv_head, base, kv_end, lane);
+#pragma unroll
+      for (int i = lane; i < kPieces; i += 32) {
+        const int row = i / kChunks, piece = i % kChunks;
+        int page = __shfl_sync(0xffffffffu, pg[0], row % 32);
+        if (kPageRegs > 1) {
+          const int hi = __shfl_sync(0xffffffffu, pg[kPageRegs - 1], row % 32);
+          page = row >= 32 ? hi : page;
+        }
+        const int j = base + row;
+        const bool ok = j < kv_end;
+        const long long off =
+            ok ? ((long long)page * page_size + j % page_size) * num_kv_heads * D +
+                     (long long)kv_head * D + piece * (16 / (int)sizeof(T))
+               : 0;
+        T* dst = kt + row * kS + piece * (16 / (int)sizeof(T));
+        cp_async_16(dst, k_cache + off, ok);
+        cp_async_16(dst + kTileElems, v_cache + off, ok);
+      }
     }
     cp_async_commit();  // an empty group past the end keeps the wait counts uniform
+    fetch_pages(t + 1);
   };
+  fetch_pages(0);
 #pragma unroll
   for (int t = 0; t < STAGES - 1; ++t) issue(t);
 
