@@ -11,6 +11,11 @@ warm-up first). Shapes follow ../shared/BENCH.md (32 query / 8 KV heads, head_di
 page size 16). Prints one JSON line per measurement, like peers/torch_peers.py.
 
   python3 bench/attention_bench.py PLAN.kplan [--peers path/to/torch_peers.py]
+      [--only decode] [--softmax lse|unified_max] [--no-peers]
+
+--softmax labels the plan's decode variant in the records (compile a second plan from an IR dump
+with `softmax = "unified_max"` on the flash_attention nodes to measure the unified max beside the
+LSE merge); --only decode skips the prefill cases.
 """
 import argparse, ctypes, json, struct, subprocess, sys
 import torch
@@ -88,10 +93,17 @@ class Driver:
         self.check(self.cu.cuModuleGetFunction(ctypes.byref(fn), mod, entry.encode()), "cuModuleGetFunction")
         return fn
 
-    def launch(self, fn, grid, block, vals):
+    def allow_smem(self, fn, nbytes):
+        """Raises the kernel's dynamic shared-memory limit past the 48 KB default (as
+        runtime/cuda/driver.cc does); 8 = CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES."""
+        if nbytes > 48 * 1024:
+            self.check(self.cu.cuFuncSetAttribute(fn, 8, ctypes.c_int(nbytes)), "cuFuncSetAttribute")
+
+    def launch(self, fn, grid, block, vals, smem=0):
         ptrs = (ctypes.c_void_p * len(vals))(*[ctypes.cast(ctypes.pointer(v), ctypes.c_void_p) for v in vals])
         stream = ctypes.c_void_p(torch.cuda.current_stream().cuda_stream)
-        self.check(self.cu.cuLaunchKernel(fn, *grid, *block, 0, stream, ptrs, None), "cuLaunchKernel")
+        self.check(self.cu.cuLaunchKernel(fn, *grid, *block, ctypes.c_uint(smem), stream, ptrs, None),
+                   "cuLaunchKernel")
 
 
 def launch_expr(expr, **symbols):
@@ -117,6 +129,8 @@ class Bound:
         self.drv = drv
         self.grid = tuple(launch_expr(e, **symbols) for e in launch["grid"])
         self.block = tuple(launch_expr(e, **symbols) for e in launch["block"])
+        self.smem = launch_expr(launch.get("dynamic_shared_bytes", "0"), **symbols)
+        drv.allow_smem(self.fn, self.smem)
         self.ints = {}
         self.vals = []
         assert len(launch["args"]) == len(kernel["params"]), self.kernel
@@ -138,7 +152,7 @@ class Bound:
             self.vals.append(ctype(v))
 
     def __call__(self):
-        self.drv.launch(self.fn, self.grid, self.block, self.vals)
+        self.drv.launch(self.fn, self.grid, self.block, self.vals, self.smem)
 
 
 def paged(B, ctx, gen):
@@ -187,7 +201,7 @@ def prefill(drv, plan, seq, tokens):
          ms=round(ms, 4), max_abs_err=round(err, 4), kernel=run.kernel)
 
 
-def decode(drv, plan, B, ctx):
+def decode(drv, plan, B, ctx, softmax="lse"):
     gen = torch.Generator().manual_seed(ctx + B)
     k, v, perm, indptr, last = paged(B, ctx, gen)
     q = torch.randn(B, HQ, D, dtype=torch.bfloat16, device="cuda")
@@ -213,25 +227,33 @@ def decode(drv, plan, B, ctx):
     err = (out.float() - ref.float()).abs().max().item()
     ms = median_ms(run)
     kv_bytes = 2 * B * ctx * HKV * D * 2
-    emit(bench="attn_decode", impl="kiln", batch=B, ctx=ctx, TBps=round(kv_bytes / ms / 1e9, 3),
-         ms=round(ms, 4), max_abs_err=round(err, 4), split_kv=split, kernel=part.kernel)
+    emit(bench="attn_decode", impl="kiln" if softmax == "lse" else "kiln_" + softmax, batch=B,
+         ctx=ctx, TBps=round(kv_bytes / ms / 1e9, 3), ms=round(ms, 4), max_abs_err=round(err, 4),
+         split_kv=split, softmax=softmax, kernel=part.kernel, merge_kernel=merge.kernel)
 
 
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("plan")
     p.add_argument("--peers", default=".devdeps/torch_peers.py")
+    p.add_argument("--only", choices=["decode"], help="only the decode cases")
+    p.add_argument("--softmax", default="lse", help="the plan's decode softmax variant (a label)")
+    p.add_argument("--no-peers", action="store_true", help="kiln's cases only")
     a = p.parse_args()
     plan = Plan(a.plan)
     drv = Driver()
-    for seq in (1024, 4096, 16384):
-        prefill(drv, plan, seq, 16384)
+    if a.only != "decode":
+        for seq in (1024, 4096, 16384):
+            prefill(drv, plan, seq, 16384)
     for B, ctx in ((1, 32768), (16, 4096), (64, 4096)):
-        decode(drv, plan, B, ctx)
+        decode(drv, plan, B, ctx, a.softmax)
     torch.cuda.synchronize()
+    if a.no_peers:
+        return
     peer = [sys.executable, a.peers]
-    for args in (["ceilings"],
-                 *[["attn-prefill", "--seq", str(s), "--tokens", "16384"] for s in (1024, 4096, 16384)],
+    prefill_peers = [] if a.only == "decode" else \
+        [["attn-prefill", "--seq", str(s), "--tokens", "16384"] for s in (1024, 4096, 16384)]
+    for args in (["ceilings"], *prefill_peers,
                  *[["attn-decode", "--batch", str(b), "--ctx", str(c)] for b, c in ((1, 32768), (16, 4096), (64, 4096))]):
         r = subprocess.run(peer + args, capture_output=True, text=True)
         sys.stdout.write(r.stdout)

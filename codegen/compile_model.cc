@@ -184,6 +184,11 @@ absl::StatusOr<CompiledPlan> build_plan(const CompileOptions& o) {
   }
 
   CompiledPlan out;
+  if (o.tuner != nullptr) {
+    absl::StatusOr<std::string> report = o.tuner->tune(**graph);
+    if (!report.ok()) return report.status();
+    out.report.tune = *report;
+  }
   Plan& p = out.plan;
   fill_header(o, *config, p);
   p.ir = print_graph(**graph);

@@ -9,6 +9,7 @@
 #include "absl/status/statusor.h"
 #include "codegen/families/gemv.h"
 #include "codegen/kernel_cache.h"
+#include "codegen/tune/graph_tuner.h"
 #include "ir/graph.h"
 #include "models/llama_graph.h"
 #include "passes/pass.h"
@@ -34,6 +35,9 @@ struct CompileOptions {
   int threads = 0;  // NVRTC threads; 0 = hardware concurrency
   /// Which matmuls get the small-batch GEMV path (codegen/families/gemv.h).
   GemvOptions gemv;
+  /// `--tune`: sets the fused nodes' tuning attributes after the passes (so the final IR shows
+  /// them); null compiles with the attributes the graph has (defaults when it has none).
+  GraphTuner* tuner = nullptr;
 };
 
 struct CompileReport {
@@ -44,6 +48,7 @@ struct CompileReport {
   BuildStats build;
   double total_seconds = 0;
   std::string summary;  // one line for the CLI
+  std::string tune;     // the tuner's report (empty without --tune)
 };
 
 /// A plan built in memory: what a .kplan file holds. Plan fields index `blobs`.

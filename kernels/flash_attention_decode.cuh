@@ -1,38 +1,197 @@
 // Split-KV decode attention (Flash-Decoding, Dao et al. 2023): one query token per sequence; the
 // KV range is cut into `num_splits` chunks processed by separate blocks that write a partial
-// output plus its log-sum-exp, and a merge kernel combines the chunks weighted by LSE. Parallelism
-// then comes from the KV length, not only from S x Hkv, which is small at decode time.
+// output plus its softmax weight, and a merge kernel combines the chunks. Parallelism then comes
+// from the KV length, not only from S x Hkv, which is small at decode time.
 //
 // The G query heads of one KV head form the rows of a 16-row mma tile (padded), so K/V are read
 // once per group and the tensor cores do the dot products (FlashInfer's tensor-core GQA decode).
-// Inside a block each warp takes its own TILE_KV rows of the chunk; warps merge through shared
-// memory at the end.
+// Inside a block each warp takes its own TILE_KV rows of the chunk through a STAGES-deep cp.async
+// ring (the next tiles' loads are in flight while the current one is computed: a decode step is
+// pure bandwidth, so bytes in flight per SM is what matters); warps merge through shared memory.
+//
+// Softmax variants (SOFTMAX_UNIFIED):
+//  - false: FlashAttention-2's online softmax; each split reports its log-sum-exp, the merge
+//    rescales every split by 2^(lse_i - max lse).
+//  - true: FlashDecoding++'s unified max (Hong et al. 2023). The running max starts at a fixed
+//    bound `phi` (log2 domain) shared by every split, so while no score exceeds it the loop never
+//    rescales the accumulators and each split's weight is its plain sum l (relative to 2^phi): the
+//    merge is a weighted sum with no exponentials. Exact for any input: a score above phi takes
+//    the ordinary online-softmax update (the row's max moves past phi), a row whose first tile
+//    lies far below phi (where 2^(s - phi) would lose precision) starts from its own max instead,
+//    and a split whose max is not phi marks its weight -1 so the merge falls back to the
+//    log-sum-exp path for that row.
 #pragma once
 
 #include "attention_common.cuh"
 
 namespace kiln_k {
 
+/// cp.async.wait_group N: all but the N most recent commit groups have landed.
+template <int N>
+__device__ __forceinline__ void cp_async_wait_group() {
+  asm volatile("cp.async.wait_group %0;" ::"n"(N) : "memory");
+}
+
+/// ldmatrix.x4 (and .trans) of four 8x8 b16 matrices whose rows lanes 8m..8m+7 address.
+__device__ __forceinline__ void decode_ldsm_x4(u32 (&r)[4], const void* row) {
+  const u32 a = static_cast<u32>(__cvta_generic_to_shared(row));
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+               : "r"(a));
+}
+__device__ __forceinline__ void decode_ldsm_x2(u32 (&r)[2], const void* row) {
+  const u32 a = static_cast<u32>(__cvta_generic_to_shared(row));
+  asm volatile("ldmatrix.sync.aligned.m8n8.x2.shared.b16 {%0, %1}, [%2];"
+               : "=r"(r[0]), "=r"(r[1])
+               : "r"(a));
+}
+__device__ __forceinline__ void decode_ldsm_x4_trans(u32 (&r)[4], const void* row) {
+  const u32 a = static_cast<u32>(__cvta_generic_to_shared(row));
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0, %1, %2, %3}, [%4];"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+               : "r"(a));
+}
+
+/// The unified bound's lower margin: a row whose first tile's max is below phi - this many
+/// (log2 units) would have P values near the f16 subnormal range, so it uses its own max.
+constexpr float kUnifiedLowMargin = 12.f;
+
+/// Dynamic shared memory of the decode kernel: the K/V rings (or the warp-merge buffer, which
+/// reuses them), never less than the Q staging tile.
+template <class T, int D, int TILE_KV, int WARPS, int STAGES>
+struct DecodeSmem {
+  static constexpr int kS = TileStride<D>::value;
+  static constexpr int kTileElems = TILE_KV * kS;
+  static constexpr int kRing = STAGES * 2 * WARPS * kTileElems * (int)sizeof(T);
+  static constexpr int kMerge = WARPS * 16 * D * 4;
+  static constexpr int kQ = 16 * kS * (int)sizeof(T);
+  static constexpr int kBytes =
+      kRing > kMerge ? (kRing > kQ ? kRing : kQ) : (kMerge > kQ ? kMerge : kQ);
+};
+
+/// The decode-only tile step: like warp_attend_tile (attention_common.cuh) but masking only by the
+/// split's end (one query per sequence sees its whole KV range), padding rows by `valid`, and, in
+/// the unified variant, skipping the accumulator rescale whenever no row of the warp saw a new max.
+/// B fragments come from ldmatrix (K as stored, V transposed on the fly): one instruction per
+/// four fragments instead of 32-bit (K) and 16-bit (V) scalar loads.
+template <class T, int D, int TILE_KV, bool UNIFIED>
+__device__ __forceinline__ void decode_attend_tile(const u32 (&qf)[D / 16][4], const T* k,
+                                                   const T* v, int kv_base, int kv_end,
+                                                   const bool (&valid)[2], float scale_log2,
+                                                   float phi, bool& first, WarpAttnState<D>& st) {
+  constexpr int kS = TileStride<D>::value;
+  const int lane = threadIdx.x % 32;
+  const int c = 2 * (lane % 4);
+  // Lane l addresses row l % 8 of matrix l / 8.
+  const int lr = lane % 8, lm = lane / 8;
+  float s[TILE_KV / 8][4];
+#pragma unroll
+  for (int nt = 0; nt < TILE_KV / 8; ++nt) {
+    s[nt][0] = s[nt][1] = s[nt][2] = s[nt][3] = 0.f;
+    // Matrices m = 0..3: K rows nt*8.., head dims kk*16 + 8m: b0, b1 of k steps kk and kk + 1.
+    const T* krow = k + (nt * 8 + lr) * kS + lm * 8;
+#pragma unroll
+    for (int kk = 0; kk + 1 < D / 16; kk += 2) {
+      u32 b[4];
+      decode_ldsm_x4(b, krow + kk * 16);
+      mma_16816<T>(s[nt], qf[kk], b[0], b[1]);
+      mma_16816<T>(s[nt], qf[kk + 1], b[2], b[3]);
+    }
+    if constexpr (D % 32 != 0) {  // an odd number of k steps: the last one alone (lanes 0-15)
+      u32 b[2];
+      decode_ldsm_x2(b, k + (nt * 8 + lr) * kS + (lm % 2) * 8 + (D - 16));
+      mma_16816<T>(s[nt], qf[D / 16 - 1], b[0], b[1]);
+    }
+  }
+  float mx[2] = {neg_inf(), neg_inf()};
+#pragma unroll
+  for (int nt = 0; nt < TILE_KV / 8; ++nt) {
+#pragma unroll
+    for (int e = 0; e < 4; ++e) {
+      const int row = e / 2;
+      const bool ok = valid[row] && kv_base + nt * 8 + c + (e % 2) < kv_end;
+      s[nt][e] = ok ? s[nt][e] * scale_log2 : neg_inf();
+      mx[row] = fmaxf(mx[row], s[nt][e]);
+    }
+  }
+  float rescale[2] = {1.f, 1.f};
+  bool grew = false;
+#pragma unroll
+  for (int row = 0; row < 2; ++row) {
+    mx[row] = fmaxf(mx[row], __shfl_xor_sync(0xffffffffu, mx[row], 1));
+    mx[row] = fmaxf(mx[row], __shfl_xor_sync(0xffffffffu, mx[row], 2));
+    if (UNIFIED && first) {
+      // The shared bound, unless this row sits so far below it that P would lose precision.
+      st.m[row] = mx[row] >= phi - kUnifiedLowMargin ? phi : neg_inf();
+    }
+    const float m_new = fmaxf(st.m[row], mx[row]);
+    const float m_use = m_new == neg_inf() ? 0.f : m_new;
+    if (m_new != st.m[row]) {
+      rescale[row] = exp2f(st.m[row] - m_use);
+      grew = true;
+    }
+    st.m[row] = m_new;
+    st.l[row] *= rescale[row];
+#pragma unroll
+    for (int nt = 0; nt < TILE_KV / 8; ++nt) {
+      s[nt][2 * row] = exp2f(s[nt][2 * row] - m_use);
+      s[nt][2 * row + 1] = exp2f(s[nt][2 * row + 1] - m_use);
+      st.l[row] += s[nt][2 * row] + s[nt][2 * row + 1];
+    }
+  }
+  first = false;
+  // The unified bound usually holds for every row of the warp: one vote skips D/2 multiplies.
+  if (!UNIFIED || __any_sync(0xffffffffu, grew)) {
+#pragma unroll
+    for (int dt = 0; dt < D / 8; ++dt) {
+      st.o[dt][0] *= rescale[0];
+      st.o[dt][1] *= rescale[0];
+      st.o[dt][2] *= rescale[1];
+      st.o[dt][3] *= rescale[1];
+    }
+  }
+#pragma unroll
+  for (int kt = 0; kt < TILE_KV / 16; ++kt) {
+    u32 pa[4];
+    pa[0] = pack2<T>(s[2 * kt][0], s[2 * kt][1]);
+    pa[1] = pack2<T>(s[2 * kt][2], s[2 * kt][3]);
+    pa[2] = pack2<T>(s[2 * kt + 1][0], s[2 * kt + 1][1]);
+    pa[3] = pack2<T>(s[2 * kt + 1][2], s[2 * kt + 1][3]);
+    // Matrices m = 0..3: V rows kt*16 + 8(m%2).., head dims (dt + m/2)*8, transposed: b0, b1 of
+    // head-dim tiles dt and dt + 1.
+    const T* vrow = v + (kt * 16 + (lm % 2) * 8 + lr) * kS + (lm / 2) * 8;
+#pragma unroll
+    for (int dt = 0; dt < D / 8; dt += 2) {
+      u32 b[4];
+      decode_ldsm_x4_trans(b, vrow + dt * 8);
+      mma_16816<T>(st.o[dt], pa, b[0], b[1]);
+      mma_16816<T>(st.o[dt + 1], pa, b[2], b[3]);
+    }
+  }
+}
+
 /// Partial attention of split blockIdx.z for sequence blockIdx.x, KV head blockIdx.y.
-/// o_partial: f32[num_splits, S, Hq, D] (normalized within the split); lse_partial:
-/// f32[num_splits, S, Hq] in log2 units (-inf for an empty split). Requires G <= 16.
-template <class T, int D, int G, int TILE_KV, int WARPS>
+/// o_partial: f32[num_splits, S, Hq, D] (normalized within the split). lse_partial: f32[num_splits,
+/// S, Hq] log-sum-exps in log2 units (-inf for an empty split); in the unified variant followed by
+/// a second [num_splits, S, Hq] array of the splits' weights 2^(lse - phi) (-1: the split's max is
+/// not phi). Requires G <= 16. Dynamic shared memory: DecodeSmem<...>::kBytes.
+template <class T, int D, int G, int TILE_KV, int WARPS, int STAGES, bool SOFTMAX_UNIFIED>
 __device__ __forceinline__ void flash_attention_decode(
     float* __restrict__ o_partial, float* __restrict__ lse_partial, const T* __restrict__ q,
     const T* __restrict__ k_cache, const T* __restrict__ v_cache, const int* __restrict__ positions,
     const int* __restrict__ qo_indptr, const int* __restrict__ kv_page_indptr,
     const int* __restrict__ kv_page_indices, const int* __restrict__ kv_last_page_len, int num_seqs,
-    int num_kv_heads, int page_size, float scale) {
+    int num_kv_heads, int page_size, float scale, float phi) {
   static_assert(G >= 1 && G <= 16, "the query heads of a group fill one 16-row mma tile");
   static_assert(TILE_KV % 16 == 0 && D % 16 == 0, "mma tiles are 16 wide");
+  static_assert(STAGES >= 1 && STAGES <= 4, "1 to 4 tiles in flight per warp");
+  using Smem = DecodeSmem<T, D, TILE_KV, WARPS, STAGES>;
   constexpr int kThreads = 32 * WARPS;
-  constexpr int kS = TileStride<D>::value;
-  constexpr int kTileElems = TILE_KV * kS;
-  constexpr int kTileBytes = 2 * WARPS * kTileElems * (int)sizeof(T);  // K and V per warp
-  static_assert(kTileBytes >= WARPS * 16 * D * 4, "the warp merge reuses the tile buffers");
-  static_assert(16 * kS * (int)sizeof(T) <= kTileBytes, "the Q tile is staged in the tiles");
-  __shared__ __align__(16) char smem[kTileBytes];
+  constexpr int kS = Smem::kS;
+  constexpr int kTileElems = Smem::kTileElems;
+  extern __shared__ __align__(16) char smem[];
   __shared__ float m_w[WARPS][16], l_w[WARPS][16];
+  (void)positions;  // one query per sequence attends to its whole KV range
 
   const int seq = blockIdx.x, kv_head = blockIdx.y, split = blockIdx.z;
   const int num_splits = gridDim.z;
@@ -51,41 +210,90 @@ __device__ __forceinline__ void flash_attention_decode(
   constexpr int kChunks = D * (int)sizeof(T) / 16;
   for (int i = tid; i < 16 * kChunks; i += kThreads) {
     const int row = i / kChunks, c16 = i % kChunks;
-    const bool valid = row < G;
-    const T* src = valid ? q + ((long long)token * num_q_heads + kv_head * G + row) * D : q;
+    const bool ok = row < G;
+    const T* src = ok ? q + ((long long)token * num_q_heads + kv_head * G + row) * D : q;
     cp_async_16(q_tile + row * kS + c16 * (16 / (int)sizeof(T)),
-                reinterpret_cast<const char*>(src) + (valid ? c16 * 16 : 0), valid);
+                reinterpret_cast<const char*>(src) + (ok ? c16 * 16 : 0), ok);
   }
   cp_async_commit();
   cp_async_wait_all();
   __syncthreads();
   u32 qf[D / 16][4];
   load_q_fragments<T, D>(q_tile, qf);
-  const int token_pos = positions[token];
-  int pos[2];
-  pos[0] = lane / 4 < G ? token_pos : -1;
-  pos[1] = lane / 4 + 8 < G ? token_pos : -1;
+  const bool valid[2] = {lane / 4 < G, lane / 4 + 8 < G};
   __syncthreads();
 
-  T* k_tile = reinterpret_cast<T*>(smem) + warp * 2 * kTileElems;
-  T* v_tile = k_tile + kTileElems;
+  // The warp's ring: stage i holds K then V of one TILE_KV tile.
+  T* ring = reinterpret_cast<T*>(smem) + warp * STAGES * 2 * kTileElems;
+  const int first_base = kv_begin + warp * TILE_KV;
+  constexpr int kStride = WARPS * TILE_KV;
+  const int num_tiles = first_base < kv_end ? (kv_end - first_base + kStride - 1) / kStride : 0;
+  // Page indices run one tile ahead of the copies (FlashInfer prefetches them to shared memory):
+  // lane l holds the page of row l (and l + 32) of the next tile in a register, loaded right
+  // after the current tile's copies are issued, so the dependent index load never stalls an
+  // issue; the copy loop gets each row's page by a shuffle instead of a load per 16 bytes.
+  constexpr int kPageRegs = (TILE_KV + 31) / 32;
+  constexpr int kPieces = TILE_KV * kChunks;  // 16-byte pieces of one K (or V) tile
+  static_assert(kPieces % 32 == 0, "every lane takes the same number of pieces");
+  int pg[kPageRegs];
+  auto fetch_pages = [&](int t) {
+#pragma unroll
+    for (int i = 0; i < kPageRegs; ++i) {
+      const int row = lane + 32 * i;
+      const int j = first_base + t * kStride + row;
+      pg[i] = t < num_tiles && row < TILE_KV && j < kv_end
+                  ? kv_page_indices[page_begin + j / page_size]
+                  : 0;
+    }
+  };
+  auto issue = [&](int t) {
+    if (t < num_tiles) {
+      T* kt = ring + (t % STAGES) * 2 * kTileElems;
+      const int base = first_base + t * kStride;
+#pragma unroll
+      for (int i = lane; i < kPieces; i += 32) {
+        const int row = i / kChunks, piece = i % kChunks;
+        int page = __shfl_sync(0xffffffffu, pg[0], row % 32);
+        if (kPageRegs > 1) {
+          const int hi = __shfl_sync(0xffffffffu, pg[kPageRegs - 1], row % 32);
+          page = row >= 32 ? hi : page;
+        }
+        const int j = base + row;
+        const bool ok = j < kv_end;
+        const long long off =
+            ok ? ((long long)page * page_size + j % page_size) * num_kv_heads * D +
+                     (long long)kv_head * D + piece * (16 / (int)sizeof(T))
+               : 0;
+        T* dst = kt + row * kS + piece * (16 / (int)sizeof(T));
+        cp_async_16(dst, k_cache + off, ok);
+        cp_async_16(dst + kTileElems, v_cache + off, ok);
+      }
+    }
+    cp_async_commit();  // an empty group past the end keeps the wait counts uniform
+    fetch_pages(t + 1);
+  };
+  fetch_pages(0);
+#pragma unroll
+  for (int t = 0; t < STAGES - 1; ++t) issue(t);
+
   WarpAttnState<D> st;
   st.init();
+  bool first = true;
   const float scale_log2 = scale * 1.4426950408889634f;
-  for (int kv_base = kv_begin + warp * TILE_KV; kv_base < kv_end; kv_base += WARPS * TILE_KV) {
-    load_kv_tile<T, D, TILE_KV, 32>(k_tile, k_cache, kv_page_indices, page_begin, page_size,
-                                    num_kv_heads, kv_head, kv_base, kv_end, lane);
-    load_kv_tile<T, D, TILE_KV, 32>(v_tile, v_cache, kv_page_indices, page_begin, page_size,
-                                    num_kv_heads, kv_head, kv_base, kv_end, lane);
-    cp_async_commit();
-    cp_async_wait_all();
+  for (int t = 0; t < num_tiles; ++t) {
+    issue(t + STAGES - 1);
+    cp_async_wait_group<STAGES - 1>();
     __syncwarp();
-    warp_attend_tile<T, D, TILE_KV>(qf, k_tile, v_tile, kv_base, kv_end, pos, scale_log2, st);
-    __syncwarp();
+    const T* kt = ring + (t % STAGES) * 2 * kTileElems;
+    decode_attend_tile<T, D, TILE_KV, SOFTMAX_UNIFIED>(qf, kt, kt + kTileElems,
+                                                       first_base + t * kStride, kv_end, valid,
+                                                       scale_log2, phi, first, st);
+    __syncwarp();  // the slot is refilled by the next iteration's issue
   }
+  cp_async_wait_all();
   finish_row_sums<D>(st);
 
-  // Merge the warps' states: o_w = [WARPS][16][D] f32 in the (now free) tile buffers.
+  // Merge the warps' states: o_w = [WARPS][16][D] f32 in the (now free) ring.
   __syncthreads();
   float* o_w = reinterpret_cast<float*>(smem);
   const int r = lane / 4, c = 2 * (lane % 4);
@@ -103,43 +311,69 @@ __device__ __forceinline__ void flash_attention_decode(
     }
   }
   __syncthreads();
+  const long long slots = (long long)num_splits * num_seqs * num_q_heads;
   for (int i = tid; i < G * D; i += kThreads) {
     const int row = i / D, d = i % D;
     float m = neg_inf();
 #pragma unroll
-    for (int w = 0; w < WARPS; ++w) m = fmaxf(m, m_w[w][row]);
+    for (int w = 0; w < WARPS; ++w) {
+      if (l_w[w][row] > 0.f) m = fmaxf(m, m_w[w][row]);  // a warp with no rows keeps phi as m
+    }
     const float m_use = m == neg_inf() ? 0.f : m;
     float l = 0.f, o = 0.f;
 #pragma unroll
     for (int w = 0; w < WARPS; ++w) {
-      const float f = exp2f(m_w[w][row] - m_use);
+      const float f = l_w[w][row] > 0.f ? exp2f(m_w[w][row] - m_use) : 0.f;
       l += l_w[w][row] * f;
       o += o_w[(w * 16 + row) * D + d] * f;
     }
     const long long slot = ((long long)split * num_seqs + seq) * num_q_heads + kv_head * G + row;
     o_partial[slot * D + d] = l > 0.f ? o / l : 0.f;
-    if (d == 0) lse_partial[slot] = l > 0.f ? m + __log2f(l) : neg_inf();
+    if (d == 0) {
+      lse_partial[slot] = l > 0.f ? m + __log2f(l) : neg_inf();
+      // The weight relative to the shared bound, when this split's max is the bound.
+      if (SOFTMAX_UNIFIED) lse_partial[slots + slot] = l == 0.f ? 0.f : m == phi ? l : -1.f;
+    }
   }
 }
 
-/// Combines the splits: out[token, h, :] = Σ_i 2^(lse_i - M) o_i / Σ_i 2^(lse_i - M) with
-/// M = max_i lse_i. Grid (S, Hq), D threads (one per head dim).
-template <class T, int D>
+/// Combines the splits: out[token, h, :] = Σ_i w_i o_i / Σ_i w_i. LSE variant: w_i =
+/// 2^(lse_i - max lse). Unified variant: w_i is the weight the split wrote (relative to the shared
+/// bound, no exponentials), unless some split of the row marked -1, which takes the LSE path.
+/// Grid (S, Hq), D threads (one per head dim).
+template <class T, int D, bool SOFTMAX_UNIFIED>
 __device__ __forceinline__ void flash_attention_decode_merge(
     T* __restrict__ out, const float* __restrict__ o_partial, const float* __restrict__ lse_partial,
     const int* __restrict__ qo_indptr, int num_seqs, int num_q_heads, int num_splits) {
   const int seq = blockIdx.x, head = blockIdx.y, d = threadIdx.x;
-  float m = neg_inf();
-  for (int i = 0; i < num_splits; ++i) {
-    m = fmaxf(m, lse_partial[((long long)i * num_seqs + seq) * num_q_heads + head]);
-  }
-  const float m_use = m == neg_inf() ? 0.f : m;
+  const long long slots = (long long)num_splits * num_seqs * num_q_heads;
   float num = 0.f, den = 0.f;
-  for (int i = 0; i < num_splits; ++i) {
-    const long long slot = ((long long)i * num_seqs + seq) * num_q_heads + head;
-    const float w = exp2f(lse_partial[slot] - m_use);
-    den += w;
-    num += w * o_partial[slot * D + d];
+  bool exact = !SOFTMAX_UNIFIED;
+  if (SOFTMAX_UNIFIED) {
+    for (int i = 0; i < num_splits; ++i) {
+      const long long slot = ((long long)i * num_seqs + seq) * num_q_heads + head;
+      const float w = lse_partial[slots + slot];
+      if (w < 0.f) {
+        exact = true;
+        break;
+      }
+      den += w;
+      num += w * o_partial[slot * D + d];
+    }
+  }
+  if (exact) {
+    float m = neg_inf();
+    for (int i = 0; i < num_splits; ++i) {
+      m = fmaxf(m, lse_partial[((long long)i * num_seqs + seq) * num_q_heads + head]);
+    }
+    const float m_use = m == neg_inf() ? 0.f : m;
+    num = den = 0.f;
+    for (int i = 0; i < num_splits; ++i) {
+      const long long slot = ((long long)i * num_seqs + seq) * num_q_heads + head;
+      const float w = exp2f(lse_partial[slot] - m_use);
+      den += w;
+      num += w * o_partial[slot * D + d];
+    }
   }
   const int token = qo_indptr[seq];
   out[((long long)token * num_q_heads + head) * D + d] = from_float<T>(den > 0.f ? num / den : 0.f);

@@ -3,7 +3,9 @@
 #include <memory>
 
 #include "codegen/compile_model.h"
+#include "codegen/kernel_cache.h"
 #include "codegen/nvrtc_compiler.h"
+#include "codegen/tune/gpu_tuner.h"
 #include "plan/plan_file.h"
 #include "plan/plan_summary.h"
 #include "tools/commands.h"
@@ -13,6 +15,7 @@ namespace kiln::tools {
 void add_compile_command(CLI::App& app, int* exit_code) {
   auto o = std::make_shared<CompileOptions>();
   auto dtype = std::make_shared<std::string>("bf16");
+  auto tune = std::make_shared<bool>(false);
   CLI::App* cmd = app.add_subcommand("compile", "Compile a model to a plan file (.kplan)");
   cmd->add_option("model", o->model, "model directory (HF) or .gguf file")->required();
   cmd->add_option("-o,--output", o->output, "plan file to write")->required();
@@ -36,7 +39,10 @@ void add_compile_command(CLI::App& app, int* exit_code) {
                   "cublas (never), gemv (every eligible matmul)")
       ->check(CLI::IsMember({"auto", "cublas", "gemv"}))
       ->capture_default_str();
-  cmd->callback([o, dtype, gemv, exit_code] {
+  cmd->add_flag("--tune", *tune,
+                "time the fused kernels' candidate configurations on GPU 0 and write the fastest "
+                "into the IR (cached in <cache dir>/tune.json)");
+  cmd->callback([o, dtype, gemv, tune, exit_code] {
     o->gemv.default_choice = *gemv == "cublas" ? GemvChoice::kCublas
                              : *gemv == "gemv" ? GemvChoice::kGemv
                                                : GemvChoice::kHeuristic;
@@ -47,12 +53,26 @@ void add_compile_command(CLI::App& app, int* exit_code) {
       return;
     }
     o->limits.dtype = *dt;
+    std::unique_ptr<GraphTuner> tuner;
+    if (*tune) {
+      absl::StatusOr<std::unique_ptr<GraphTuner>> t =
+          make_gpu_tuner(o->cache_dir.empty() ? default_cache_root() + "/kernels" : o->cache_dir);
+      if (t.ok()) {
+        tuner = std::move(*t);
+        o->tuner = tuner.get();
+      } else {
+        std::cerr << "kiln compile --tune: no GPU to tune on (" << t.status().message()
+                  << "); compiling with the default configurations\n";
+      }
+    }
     absl::StatusOr<CompileReport> r = compile_model(*o);
+    o->tuner = nullptr;
     if (!r.ok()) {
       std::cerr << "kiln compile: " << r.status().message() << "\n";
       *exit_code = 1;
       return;
     }
+    if (!r->tune.empty()) std::cout << r->tune;
     std::cout << r->summary << "\n";
   });
 }

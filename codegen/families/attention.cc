@@ -78,11 +78,12 @@ absl::Status lower_flash_attention(const Node& n, LoweringContext& ctx) {
       prefill->tile_q > prefill->tile_kv) {
     return ctx.unsupported("needs tile_q == 16 * warps <= tile_kv, tile_kv % 16 == 0");
   }
-  // split_kv: a fixed count when the attribute is set; otherwise chosen per step from the launch
-  // symbols (decode_split_expr). Workspaces are sized for the largest count.
-  const bool fixed_split = n.attrs.has("split_kv");
-  const int64_t max_split = fixed_split ? n.attrs.int_or("split_kv", 8) : kMaxSplitKv;
-  if (max_split < 1 || max_split > 256) return ctx.unsupported("split_kv must be in [1, 256]");
+  // Decode knobs (split policy, tiles, pipeline depth, softmax variant): decode_config.
+  absl::StatusOr<DecodeConfig> dc = decode_config(n.attrs, *d);
+  if (!dc.ok()) return ctx.unsupported(std::string(dc.status().message()));
+  const bool fixed_split = dc->split_kv > 0;
+  const int64_t max_split = fixed_split ? dc->split_kv : kMaxSplitKv;
+  const bool unified = dc->softmax == DecodeSoftmax::kUnifiedMax;
 
   // Every step: the new rows go into the cache first; the cache results are the caches in place.
   if (absl::Status s =
@@ -120,17 +121,20 @@ absl::Status lower_flash_attention(const Node& n, LoweringContext& ctx) {
   const std::string ws = absl::StrCat("attn_partial_", ctx.node_index()),
                     wl = absl::StrCat("attn_lse_", ctx.node_index());
   ctx.add_workspace({ws, absl::StrCat(max_split, "*S*", *hq * *d * 4)});
-  ctx.add_workspace({wl, absl::StrCat(max_split, "*S*", *hq * 4)});
-  const std::string split = decode_split_expr(max_split, fixed_split, *hkv);
-  auto decode = std::make_shared<FlashAttentionDecodeSpec>();
-  decode->dtype = dt;
-  decode->head_dim = *d;
-  decode->group = g;
+  // The unified variant follows the log-sum-exps with the splits' weights (a second array).
+  ctx.add_workspace({wl, absl::StrCat(max_split, "*S*", *hq * 4 * (unified ? 2 : 1))});
+  const std::string split =
+      decode_split_expr(max_split, fixed_split, *hkv,
+                        dc->split_blocks > 0 ? dc->split_blocks : kDecodeTargetBlocks);
+  const DecodeSpecs specs = make_decode_specs(dt, *d, g, *dc);
+  const std::shared_ptr<FlashAttentionDecodeSpec>& decode = specs.decode;
   LaunchRule dr;
   dr.grid = {"S", absl::StrCat(*hkv), split};
   dr.block = {absl::StrCat(32 * decode->warps), "1", "1"};
+  dr.dynamic_shared_bytes = absl::StrCat(decode->shared_bytes());
   dr.when = StepKind::kDecode;
   args = metadata();
+  args.push_back({"phi", LaunchArg::floating(dc->softmax_bound)});
   args.push_back({"o_partial", LaunchArg::workspace(ws)});
   args.push_back({"lse_partial", LaunchArg::workspace(wl)});
   args.push_back({"q", ctx.tensor(op.q)});
@@ -138,9 +142,7 @@ absl::Status lower_flash_attention(const Node& n, LoweringContext& ctx) {
   args.push_back({"v_cache", ctx.tensor(op.v_cache)});
   if (absl::Status s = ctx.launch(decode, dr, std::move(args)); !s.ok()) return s;
 
-  auto merge = std::make_shared<FlashAttentionMergeSpec>();
-  merge->dtype = dt;
-  merge->head_dim = *d;
+  const std::shared_ptr<FlashAttentionMergeSpec>& merge = specs.merge;
   LaunchRule mr;
   mr.grid = {"S", absl::StrCat(*hq), "1"};
   mr.block = {absl::StrCat(*d), "1", "1"};

@@ -1,22 +1,89 @@
 // Families flash_attention_decode and flash_attention_merge (see flash_attention_decode.h).
 #include "codegen/families/flash_attention_decode.h"
 
+#include <algorithm>
+
 #include "absl/strings/str_cat.h"
 #include "codegen/families/attention.h"
 #include "codegen/kernel_source.h"
 
 namespace kiln {
-namespace {
 
-// About 4 blocks per SM of a 132-SM H100/H200. Measured on the H200 (bench/attention_bench.py,
-// Llama-3-8B shapes): targets of 264 and 1056 blocks, and a fixed 8 splits, were each best for one
-// of batch 1 / 16 / 64 and within ~15% elsewhere; this sits between them.
-constexpr int64_t kDecodeTargetBlocks = 4 * 132;
+const char* decode_softmax_name(DecodeSoftmax s) {
+  return s == DecodeSoftmax::kUnifiedMax ? "unified_max" : "lse";
+}
 
-}  // namespace
+absl::StatusOr<DecodeConfig> decode_config(const Attributes& attrs, int64_t head_dim) {
+  DecodeConfig c;
+  auto get_int = [&](const char* name, int64_t& field) -> absl::Status {
+    if (!attrs.has(name)) return absl::OkStatus();
+    absl::StatusOr<int64_t> v = attrs.get_int(name);
+    if (!v.ok()) return v.status();
+    field = *v;
+    return absl::OkStatus();
+  };
+  for (auto [name, field] : {std::pair<const char*, int64_t*>{"decode_tile_kv", &c.tile_kv},
+                             {"decode_warps", &c.warps},
+                             {"decode_stages", &c.stages},
+                             {"split_kv", &c.split_kv},
+                             {"split_blocks", &c.split_blocks}}) {
+    if (absl::Status s = get_int(name, *field); !s.ok()) return s;
+  }
+  if (attrs.has("softmax")) {
+    absl::StatusOr<std::string> s = attrs.get_string("softmax");
+    if (!s.ok()) return s.status();
+    if (*s == "unified_max") {
+      c.softmax = DecodeSoftmax::kUnifiedMax;
+    } else if (*s != "lse") {
+      return absl::InvalidArgumentError(
+          absl::StrCat("flash_attention softmax = \"", *s, "\": expected \"lse\" or \"unified_max\""));
+    }
+  }
+  if (attrs.has("softmax_bound")) {
+    absl::StatusOr<double> b = attrs.get_float("softmax_bound");
+    if (!b.ok()) return b.status();
+    if (!(*b > -1e4 && *b < 1e4)) {
+      return absl::InvalidArgumentError("flash_attention softmax_bound must be finite, |b| < 1e4");
+    }
+    c.softmax_bound = *b;
+  }
+  auto bad = [](const std::string& what) {
+    return absl::InvalidArgumentError(absl::StrCat("flash_attention decode config: ", what));
+  };
+  if (c.tile_kv != 16 && c.tile_kv != 32 && c.tile_kv != 64) return bad("decode_tile_kv must be 16, 32 or 64");
+  if (c.warps != 1 && c.warps != 2 && c.warps != 4 && c.warps != 8) return bad("decode_warps must be 1, 2, 4 or 8");
+  if (c.stages < 1 || c.stages > 4) return bad("decode_stages must be in [1, 4]");
+  if (c.split_kv < 0 || c.split_kv > 256) return bad("split_kv must be in [1, 256]");
+  if (c.split_blocks < 0 || c.split_blocks > 1 << 20) return bad("split_blocks must be in [1, 2^20]");
+  FlashAttentionDecodeSpec probe;
+  probe.head_dim = head_dim, probe.tile_kv = c.tile_kv, probe.warps = c.warps, probe.stages = c.stages;
+  // The H100/H200 opt-in limit per block; above it the kernel cannot launch anywhere.
+  if (probe.shared_bytes() > 227 * 1024) {
+    return bad(absl::StrCat("decode_tile_kv x decode_warps x decode_stages needs ",
+                            probe.shared_bytes(), " bytes of shared memory (> 227 KB)"));
+  }
+  return c;
+}
+
+void set_decode_attrs(const DecodeConfig& c, Attributes& attrs) {
+  attrs.set("decode_tile_kv", c.tile_kv);
+  attrs.set("decode_warps", c.warps);
+  attrs.set("decode_stages", c.stages);
+  attrs.set("softmax", std::string(decode_softmax_name(c.softmax)));
+  if (c.softmax == DecodeSoftmax::kUnifiedMax) attrs.set("softmax_bound", c.softmax_bound);
+  if (c.split_kv > 0) {
+    attrs.set("split_kv", c.split_kv);
+    attrs.erase("split_blocks");
+  } else {
+    attrs.erase("split_kv");
+    attrs.set("split_blocks", c.split_blocks > 0 ? c.split_blocks : kDecodeTargetBlocks);
+  }
+}
 
 std::string FlashAttentionDecodeSpec::key() const {
-  return spec_key(family(), dtype, {{"d", head_dim}, {"g", group}, {"kv", tile_kv}, {"w", warps}});
+  return spec_key(family(), dtype,
+                  {{"d", head_dim}, {"g", group}, {"kv", tile_kv}, {"w", warps}, {"st", stages}},
+                  unified ? std::vector<std::string>{"um"} : std::vector<std::string>{});
 }
 
 std::vector<EntryDecl> FlashAttentionDecodeSpec::entry() const {
@@ -26,17 +93,29 @@ std::vector<EntryDecl> FlashAttentionDecodeSpec::entry() const {
                               {"const kiln_t*", "k_cache"},
                               {"const kiln_t*", "v_cache"}};
   for (EntryDecl& m : attention_metadata_entry()) e.push_back(std::move(m));
+  e.push_back({"float", "phi"});
   return e;
+}
+
+int64_t FlashAttentionDecodeSpec::shared_bytes() const {
+  // DecodeSmem<T, D, TILE_KV, WARPS, STAGES>::kBytes (kernels/flash_attention_decode.cuh).
+  const int64_t stride = head_dim + 8;
+  const int64_t ring = stages * 2 * warps * tile_kv * stride * 2;
+  const int64_t merge = warps * 16 * head_dim * 4;
+  const int64_t q = 16 * stride * 2;
+  return std::max({ring, merge, q});
 }
 
 absl::StatusOr<std::string> FlashAttentionDecodeSpec::source() const {
   return instantiate(*this, "flash_attention_decode.cuh", dtype, "", 32 * warps,
                      absl::StrCat("kiln_k::flash_attention_decode<kiln_t, ", head_dim, ", ", group,
-                                  ", ", tile_kv, ", ", warps, ">"));
+                                  ", ", tile_kv, ", ", warps, ", ", stages, ", ",
+                                  unified ? "true" : "false", ">"));
 }
 
 std::string FlashAttentionMergeSpec::key() const {
-  return spec_key(family(), dtype, {{"d", head_dim}});
+  return spec_key(family(), dtype, {{"d", head_dim}},
+                  unified ? std::vector<std::string>{"um"} : std::vector<std::string>{});
 }
 
 std::vector<EntryDecl> FlashAttentionMergeSpec::entry() const {
@@ -48,13 +127,32 @@ std::vector<EntryDecl> FlashAttentionMergeSpec::entry() const {
 
 absl::StatusOr<std::string> FlashAttentionMergeSpec::source() const {
   return instantiate(*this, "flash_attention_decode.cuh", dtype, "", head_dim,
-                     absl::StrCat("kiln_k::flash_attention_decode_merge<kiln_t, ", head_dim, ">"));
+                     absl::StrCat("kiln_k::flash_attention_decode_merge<kiln_t, ", head_dim, ", ",
+                                  unified ? "true" : "false", ">"));
 }
 
-std::string decode_split_expr(int64_t max_split, bool fixed, int64_t kv_heads) {
+DecodeSpecs make_decode_specs(DType dtype, int64_t head_dim, int64_t group, const DecodeConfig& c) {
+  DecodeSpecs s;
+  s.decode = std::make_shared<FlashAttentionDecodeSpec>();
+  s.decode->dtype = dtype;
+  s.decode->head_dim = head_dim;
+  s.decode->group = group;
+  s.decode->tile_kv = c.tile_kv;
+  s.decode->warps = c.warps;
+  s.decode->stages = c.stages;
+  s.decode->unified = c.softmax == DecodeSoftmax::kUnifiedMax;
+  s.merge = std::make_shared<FlashAttentionMergeSpec>();
+  s.merge->dtype = dtype;
+  s.merge->head_dim = head_dim;
+  s.merge->unified = s.decode->unified;
+  return s;
+}
+
+std::string decode_split_expr(int64_t max_split, bool fixed, int64_t kv_heads,
+                              int64_t target_blocks) {
   if (fixed) return absl::StrCat(max_split);
-  // 8 KV heads: batch 1 at 32k gets 32 splits, batch 64 at 4k gets 2.
-  return absl::StrCat("min(", max_split, ", max(1, min(cdiv(K, 256), cdiv(", kDecodeTargetBlocks,
+  // With the default target and 8 KV heads: batch 1 at 32k gets 32 splits, batch 64 at 4k gets 2.
+  return absl::StrCat("min(", max_split, ", max(1, min(cdiv(K, 256), cdiv(", target_blocks,
                       ", S*", kv_heads, "))))");
 }
 

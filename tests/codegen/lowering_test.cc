@@ -54,7 +54,7 @@ TEST(Lowering, SmolLM2FusedGraph) {
   std::set<std::string> keys;
   for (const auto& s : l->specs) keys.insert(s->key());
   EXPECT_TRUE(keys.count("flash_attention_prefill_bf16_d64_g3_q64_kv64_w4"));
-  EXPECT_TRUE(keys.count("flash_attention_decode_bf16_d64_g3_kv16_w4"));
+  EXPECT_TRUE(keys.count("flash_attention_decode_bf16_d64_g3_kv16_w4_st2"));
   EXPECT_TRUE(keys.count("flash_attention_merge_bf16_d64"));
   EXPECT_TRUE(keys.count("kv_append_bf16_d64"));
   EXPECT_TRUE(keys.count("rmsnorm_residual_bf16_h576_vec8_vpt1_t96"));

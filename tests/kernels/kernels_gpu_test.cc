@@ -492,20 +492,23 @@ std::string graph_header(const std::vector<std::string>& symbols) {
 // sum to the dtype before normalizing and rounds y once, so 2 unit roundoffs relative (bf16: 7.8e-3
 // -> 1e-2; f16: 9.8e-4 -> 2e-3), residual_out: 1 unit roundoff.
 
-Case rmsnorm_case(DType dt, int64_t h, int64_t rows, bool residual, uint32_t seed) {
+// `knobs` is appended to the node's attributes (the tuner's norm_threads / norm_rows).
+Case rmsnorm_case(DType dt, int64_t h, int64_t rows, bool residual, uint32_t seed,
+                  const std::string& knobs = "") {
   std::mt19937 rng(seed);
   Case c;
   const std::string t = dt_name(dt), hs = absl::StrCat(h);
-  c.name = absl::StrCat(residual ? "rmsnorm_residual " : "rmsnorm ", t, " h=", h, " rows=", rows);
+  c.name = absl::StrCat(residual ? "rmsnorm_residual " : "rmsnorm ", t, " h=", h, " rows=", rows,
+                        knobs);
   c.ir = graph_header({"T <= 4096"});
   absl::StrAppend(&c.ir, "  input %x : ", t, "[T,", hs, "]\n");
   if (residual) absl::StrAppend(&c.ir, "  input %res : ", t, "[T,", hs, "]\n");
   absl::StrAppend(&c.ir, "  input %w : ", t, "[", hs, "]\n");
   if (residual) {
-    absl::StrAppend(&c.ir, "  %y, %sum = rmsnorm_residual(%x, %res, %w) {eps = 1e-06} : ", t, "[T,",
+    absl::StrAppend(&c.ir, "  %y, %sum = rmsnorm_residual(%x, %res, %w) {eps = 1e-06", knobs, "} : ", t, "[T,",
                     hs, "], ", t, "[T,", hs, "]\n  output y = %y\n  output sum = %sum\n}\n");
   } else {
-    absl::StrAppend(&c.ir, "  %y = rmsnorm(%x, %w) {eps = 1e-05} : ", t, "[T,", hs,
+    absl::StrAppend(&c.ir, "  %y = rmsnorm(%x, %w) {eps = 1e-05", knobs, "} : ", t, "[T,", hs,
                     "]\n  output y = %y\n}\n");
   }
   c.inputs["x"] = random_floats({rows, h}, dt, rng, -2, 2);
@@ -527,6 +530,11 @@ std::vector<Case> rmsnorm_sweep() {
       for (int64_t h : {576, 2048, 4100}) cases.push_back(rmsnorm_case(dt, h, 7, residual, seed++));
     }
   }
+  // Tuned layouts: a warp per row with several rows per block (a partial last block: 7 rows in
+  // blocks of 4), 512 and 128 threads per row at h = 4096.
+  cases.push_back(rmsnorm_case(DType::kBF16, 576, 7, true, seed++, ", norm_rows = 4, norm_threads = 32"));
+  cases.push_back(rmsnorm_case(DType::kF16, 4096, 5, true, seed++, ", norm_threads = 512"));
+  cases.push_back(rmsnorm_case(DType::kBF16, 4096, 9, false, seed++, ", norm_rows = 2, norm_threads = 128"));
   return cases;
 }
 
@@ -719,7 +727,7 @@ struct SeqSpec {
 // `extra_attrs` is appended to flash_attention's attributes (e.g. ", split_kv = 8").
 Case attention_case(DType dt, int64_t d, int64_t hq, int64_t hkv, int64_t page_size,
                     const std::vector<SeqSpec>& seqs, bool decode, uint32_t seed,
-                    const std::string& extra_attrs = "") {
+                    const std::string& extra_attrs = "", float q_amp = 2) {
   std::mt19937 rng(seed);
   Case c;
   const std::string t = dt_name(dt);
@@ -727,7 +735,8 @@ Case attention_case(DType dt, int64_t d, int64_t hq, int64_t hkv, int64_t page_s
   for (const SeqSpec& s : seqs) shape.push_back(absl::StrCat(s.cached, "+", s.q_len));
   c.name = absl::StrCat(decode ? "attention decode " : "attention prefill ", t, " d=", d,
                         " Hq=", hq, " Hkv=", hkv, " page=", page_size,
-                        " seqs(cached+new)=", absl::StrJoin(shape, ","), extra_attrs);
+                        " seqs(cached+new)=", absl::StrJoin(shape, ","), extra_attrs,
+                        q_amp != 2 ? absl::StrCat(" |q|<=", q_amp) : "");
   c.prefill = !decode;
   // Pages: each sequence's pages drawn from a shuffled pool larger than needed (scattered).
   int64_t pages_needed = 0;
@@ -769,7 +778,7 @@ Case attention_case(DType dt, int64_t d, int64_t hq, int64_t hkv, int64_t page_s
       "{scale = ",
       absl::StrFormat("%.17g", 1.0 / std::sqrt(static_cast<double>(d))), extra_attrs, "} : ", q_ty,
       ", ", cache_ty, ", ", cache_ty, "\n  output o = %o\n}\n");
-  c.inputs["q"] = random_floats({tokens, hq, d}, dt, rng, -2, 2);
+  c.inputs["q"] = random_floats({tokens, hq, d}, dt, rng, -q_amp, q_amp);
   c.inputs["k"] = random_floats({tokens, hkv, d}, dt, rng, -2, 2);
   c.inputs["v"] = random_floats({tokens, hkv, d}, dt, rng, -1, 1);
   // The whole pool is random: earlier tokens' K/V, and garbage in slots no sequence owns.
@@ -830,6 +839,31 @@ std::vector<Case> decode_sweep() {
       attention_case(DT::kBF16, 128, 32, 8, 16, {{8191, 1}}, true, 56),
       attention_case(DT::kBF16, 128, 32, 8, 16, {{3000, 1}, {17, 1}}, true, 57, ", split_kv = 8"),
       attention_case(DT::kBF16, 64, 9, 3, 16, {{5000, 1}}, true, 58, ", split_kv = 1"),
+      // Pipeline depth, tile and warp counts (the autotuner's knobs); page size 64, G = 8.
+      attention_case(DT::kBF16, 128, 32, 4, 64, {{0, 1}, {63, 1}, {700, 1}, {4100, 1}}, true, 59,
+                     ", decode_stages = 1, decode_tile_kv = 32"),
+      attention_case(DT::kF16, 128, 32, 4, 64, {{129, 1}, {2999, 1}}, true, 60,
+                     ", decode_stages = 3, decode_warps = 8, split_blocks = 64"),
+      attention_case(DT::kBF16, 64, 8, 8, 1, {{5, 1}, {333, 1}, {1030, 1}}, true, 61,
+                     ", decode_stages = 4, decode_warps = 2, decode_tile_kv = 64"),
+      // head_dim 80: an odd number of 16-wide k steps (the ldmatrix.x2 tail).
+      attention_case(DT::kBF16, 80, 8, 2, 16, {{900, 1}, {3, 1}}, true, 68),
+      // FlashDecoding++'s unified max: ordinary scores (the bound holds, exponential-free merge).
+      attention_case(DT::kBF16, 128, 32, 8, 16, {{3000, 1}, {17, 1}, {0, 1}}, true, 62,
+                     ", softmax = \"unified_max\""),
+      attention_case(DT::kF16, 64, 9, 3, 1, {{1999, 1}, {40, 1}}, true, 63,
+                     ", softmax = \"unified_max\", decode_stages = 3"),
+      attention_case(DT::kBF16, 128, 32, 4, 64, {{8191, 1}, {64, 1}}, true, 64,
+                     ", softmax = \"unified_max\", split_kv = 8"),
+      // Adversarial scores: |q| up to 24 puts scaled scores far above the bound (the exact
+      // online-softmax update and the LSE merge take over for those rows) ...
+      attention_case(DT::kBF16, 128, 32, 8, 16, {{2047, 1}, {300, 1}}, true, 65,
+                     ", softmax = \"unified_max\"", 24),
+      attention_case(DT::kF16, 128, 8, 2, 16, {{1500, 1}, {9, 1}}, true, 66,
+                     ", softmax = \"unified_max\", softmax_bound = 1.0", 6),
+      // ... and a bound far above every score (rows start from their own max, fall back too).
+      attention_case(DT::kF16, 64, 12, 3, 16, {{1200, 1}, {77, 1}}, true, 67,
+                     ", softmax = \"unified_max\", softmax_bound = 200.0"),
   };
 }
 
