@@ -10,7 +10,11 @@ checks each output against torch SDPA, and times them with CUDA events (median o
 warm-up first). Shapes follow ../shared/BENCH.md (32 query / 8 KV heads, head_dim 128, bf16,
 page size 16). Prints one JSON line per measurement, like peers/torch_peers.py.
 
-  python3 bench/attention_bench.py PLAN.kplan [--peers path/to/torch_peers.py]
+  python3 bench/attention_bench.py PLAN.kplan [PLAN2.kplan ...] [--peers path/to/torch_peers.py]
+                                  [--prefill-only] [--no-peers]
+
+Several plans (e.g. the same model compiled with different prefill kernels) are timed one after
+another in the same run; the summary has one row per prefill kernel.
 """
 import argparse, ctypes, json, struct, subprocess, sys
 import torch
@@ -88,10 +92,18 @@ class Driver:
         self.check(self.cu.cuModuleGetFunction(ctypes.byref(fn), mod, entry.encode()), "cuModuleGetFunction")
         return fn
 
-    def launch(self, fn, grid, block, vals):
+    def allow_shared(self, fn, nbytes):
+        """Opts `fn` in to more than 48 KB of dynamic shared memory, as runtime/cuda/driver.cc does."""
+        if nbytes > 48 * 1024:
+            CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES = 8
+            self.check(self.cu.cuFuncSetAttribute(fn, CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
+                                                  ctypes.c_int(nbytes)), "cuFuncSetAttribute")
+
+    def launch(self, fn, grid, block, vals, shared=0):
         ptrs = (ctypes.c_void_p * len(vals))(*[ctypes.cast(ctypes.pointer(v), ctypes.c_void_p) for v in vals])
         stream = ctypes.c_void_p(torch.cuda.current_stream().cuda_stream)
-        self.check(self.cu.cuLaunchKernel(fn, *grid, *block, 0, stream, ptrs, None), "cuLaunchKernel")
+        self.check(self.cu.cuLaunchKernel(fn, *grid, *block, ctypes.c_uint(shared), stream, ptrs, None),
+                   "cuLaunchKernel")
 
 
 def launch_expr(expr, **symbols):
@@ -117,6 +129,8 @@ class Bound:
         self.drv = drv
         self.grid = tuple(launch_expr(e, **symbols) for e in launch["grid"])
         self.block = tuple(launch_expr(e, **symbols) for e in launch["block"])
+        self.shared = launch_expr(launch.get("dynamic_shared_bytes", "0"), **symbols)
+        drv.allow_shared(self.fn, self.shared)
         self.ints = {}
         self.vals = []
         assert len(launch["args"]) == len(kernel["params"]), self.kernel
@@ -138,7 +152,7 @@ class Bound:
             self.vals.append(ctype(v))
 
     def __call__(self):
-        self.drv.launch(self.fn, self.grid, self.block, self.vals)
+        self.drv.launch(self.fn, self.grid, self.block, self.vals, self.shared)
 
 
 def paged(B, ctx, gen):
@@ -219,20 +233,30 @@ def decode(drv, plan, B, ctx):
 
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("plan")
+    p.add_argument("plan", nargs="+")
     p.add_argument("--peers", default=".devdeps/torch_peers.py")
+    p.add_argument("--prefill-only", action="store_true", help="skip the decode cases")
+    p.add_argument("--no-peers", action="store_true", help="time kiln only")
     a = p.parse_args()
-    plan = Plan(a.plan)
     drv = Driver()
-    for seq in (1024, 4096, 16384):
-        prefill(drv, plan, seq, 16384)
-    for B, ctx in ((1, 32768), (16, 4096), (64, 4096)):
-        decode(drv, plan, B, ctx)
+    for path in a.plan:
+        plan = Plan(path)
+        for seq in (1024, 4096, 16384):
+            try:
+                prefill(drv, plan, seq, 16384)
+            except Exception as e:  # one broken kernel variant must not hide the others' figures
+                emit(bench="attn_prefill", impl="kiln", seq=seq, plan=path, error=str(e))
+        if not a.prefill_only:
+            for B, ctx in ((1, 32768), (16, 4096), (64, 4096)):
+                decode(drv, plan, B, ctx)
     torch.cuda.synchronize()
     peer = [sys.executable, a.peers]
-    for args in (["ceilings"],
-                 *[["attn-prefill", "--seq", str(s), "--tokens", "16384"] for s in (1024, 4096, 16384)],
-                 *[["attn-decode", "--batch", str(b), "--ctx", str(c)] for b, c in ((1, 32768), (16, 4096), (64, 4096))]):
+    peer_cases = [["ceilings"],
+                  *[["attn-prefill", "--seq", str(s), "--tokens", "16384"] for s in (1024, 4096, 16384)]]
+    if not a.prefill_only:
+        peer_cases += [["attn-decode", "--batch", str(b), "--ctx", str(c)]
+                       for b, c in ((1, 32768), (16, 4096), (64, 4096))]
+    for args in ([] if a.no_peers else peer_cases):
         r = subprocess.run(peer + args, capture_output=True, text=True)
         sys.stdout.write(r.stdout)
         RECORDS.extend(json.loads(line) for line in r.stdout.splitlines() if line.startswith("{"))
@@ -256,12 +280,16 @@ def summary():
     cases = [("attn_prefill", "TFLOPs", {"seq": s}, f"prefill seq {s}") for s in (1024, 4096, 16384)]
     cases += [("attn_decode", "TBps", {"batch": b, "ctx": c}, f"decode b{b} ctx {c}")
               for b, c in ((1, 32768), (16, 4096), (64, 4096))]
+    ratio = lambda a, b: f"{a / b:.2f}x" if a and b else "-"
     for bench, unit, key, label in cases:
-        k, f, c = (find(bench, i, **key) for i in ("kiln", "fa2", "cudnn"))
-        kv, fv, cv = (r.get(unit) if r else None for r in (k, f, c))
-        ratio = lambda a, b: f"{a / b:.2f}x" if a and b else "-"
-        print(f"{label:28} {kv or '-':>10} {fv or '-':>10} {cv or '-':>10} {ratio(kv, fv):>7} "
-              f"{ratio(kv, cv):>8}  ({unit})")
+        f, c = (find(bench, i, **key) for i in ("fa2", "cudnn"))
+        fv, cv = (r.get(unit) if r else None for r in (f, c))
+        mine = [r for r in RECORDS if r.get("bench") == bench and r.get("impl") == "kiln" and
+                all(r.get(k) == v for k, v in key.items())]
+        for k in mine or [None]:
+            kv = k.get(unit) if k else None
+            print(f"{label:28} {kv or '-':>10} {fv or '-':>10} {cv or '-':>10} {ratio(kv, fv):>7} "
+                  f"{ratio(kv, cv):>8}  ({unit}) {k.get('kernel', k.get('error', '')) if k else ''}")
 
 
 if __name__ == "__main__":
