@@ -10,12 +10,14 @@ checks each output against torch SDPA, and times them with CUDA events (median o
 warm-up first). Shapes follow ../shared/BENCH.md (32 query / 8 KV heads, head_dim 128, bf16,
 page size 16). Prints one JSON line per measurement, like peers/torch_peers.py.
 
-  python3 bench/attention_bench.py PLAN.kplan [--peers path/to/torch_peers.py]
-      [--only decode] [--softmax lse|unified_max] [--no-peers]
+  python3 bench/attention_bench.py PLAN.kplan [PLAN2.kplan ...] [--peers path/to/torch_peers.py]
+      [--only decode | --prefill-only] [--softmax lse|unified_max] [--no-peers]
 
---softmax labels the plan's decode variant in the records (compile a second plan from an IR dump
+--softmax labels the plans' decode variant in the records (compile a second plan from an IR dump
 with `softmax = "unified_max"` on the flash_attention nodes to measure the unified max beside the
-LSE merge); --only decode skips the prefill cases.
+LSE merge); --only decode skips the prefill cases, --prefill-only the decode ones. Several plans
+(e.g. the same model compiled with different prefill kernels) are timed one after another in the
+same run; the summary has one row per prefill kernel.
 """
 import argparse, ctypes, json, struct, subprocess, sys
 import torch
@@ -234,27 +236,36 @@ def decode(drv, plan, B, ctx, softmax="lse"):
 
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("plan")
+    p.add_argument("plan", nargs="+")
     p.add_argument("--peers", default=".devdeps/torch_peers.py")
     p.add_argument("--only", choices=["decode"], help="only the decode cases")
     p.add_argument("--softmax", default="lse", help="the plan's decode softmax variant (a label)")
-    p.add_argument("--no-peers", action="store_true", help="kiln's cases only")
+    p.add_argument("--prefill-only", action="store_true", help="skip the decode cases")
+    p.add_argument("--no-peers", action="store_true", help="time kiln only")
     a = p.parse_args()
-    plan = Plan(a.plan)
     drv = Driver()
-    if a.only != "decode":
-        for seq in (1024, 4096, 16384):
-            prefill(drv, plan, seq, 16384)
-    for B, ctx in ((1, 32768), (16, 4096), (64, 4096)):
-        decode(drv, plan, B, ctx, a.softmax)
+    for path in a.plan:
+        plan = Plan(path)
+        if a.only != "decode":
+            for seq in (1024, 4096, 16384):
+                try:
+                    prefill(drv, plan, seq, 16384)
+                except Exception as e:  # one broken kernel variant must not hide the others' figures
+                    emit(bench="attn_prefill", impl="kiln", seq=seq, plan=path, error=str(e))
+        if not a.prefill_only:
+            for B, ctx in ((1, 32768), (16, 4096), (64, 4096)):
+                decode(drv, plan, B, ctx, a.softmax)
     torch.cuda.synchronize()
     if a.no_peers:
         return
     peer = [sys.executable, a.peers]
-    prefill_peers = [] if a.only == "decode" else \
-        [["attn-prefill", "--seq", str(s), "--tokens", "16384"] for s in (1024, 4096, 16384)]
-    for args in (["ceilings"], *prefill_peers,
-                 *[["attn-decode", "--batch", str(b), "--ctx", str(c)] for b, c in ((1, 32768), (16, 4096), (64, 4096))]):
+    peer_cases = [["ceilings"]]
+    if a.only != "decode":
+        peer_cases += [["attn-prefill", "--seq", str(s), "--tokens", "16384"] for s in (1024, 4096, 16384)]
+    if not a.prefill_only:
+        peer_cases += [["attn-decode", "--batch", str(b), "--ctx", str(c)]
+                       for b, c in ((1, 32768), (16, 4096), (64, 4096))]
+    for args in peer_cases:
         r = subprocess.run(peer + args, capture_output=True, text=True)
         sys.stdout.write(r.stdout)
         RECORDS.extend(json.loads(line) for line in r.stdout.splitlines() if line.startswith("{"))
@@ -278,12 +289,16 @@ def summary():
     cases = [("attn_prefill", "TFLOPs", {"seq": s}, f"prefill seq {s}") for s in (1024, 4096, 16384)]
     cases += [("attn_decode", "TBps", {"batch": b, "ctx": c}, f"decode b{b} ctx {c}")
               for b, c in ((1, 32768), (16, 4096), (64, 4096))]
+    ratio = lambda a, b: f"{a / b:.2f}x" if a and b else "-"
     for bench, unit, key, label in cases:
-        k, f, c = (find(bench, i, **key) for i in ("kiln", "fa2", "cudnn"))
-        kv, fv, cv = (r.get(unit) if r else None for r in (k, f, c))
-        ratio = lambda a, b: f"{a / b:.2f}x" if a and b else "-"
-        print(f"{label:28} {kv or '-':>10} {fv or '-':>10} {cv or '-':>10} {ratio(kv, fv):>7} "
-              f"{ratio(kv, cv):>8}  ({unit})")
+        f, c = (find(bench, i, **key) for i in ("fa2", "cudnn"))
+        fv, cv = (r.get(unit) if r else None for r in (f, c))
+        mine = [r for r in RECORDS if r.get("bench") == bench and r.get("impl") == "kiln" and
+                all(r.get(k) == v for k, v in key.items())]
+        for k in mine or [None]:
+            kv = k.get(unit) if k else None
+            print(f"{label:28} {kv or '-':>10} {fv or '-':>10} {cv or '-':>10} {ratio(kv, fv):>7} "
+                  f"{ratio(kv, cv):>8}  ({unit}) {k.get('kernel', k.get('error', '')) if k else ''}")
 
 
 if __name__ == "__main__":

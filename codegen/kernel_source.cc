@@ -40,7 +40,8 @@ std::string entry_signature(const std::vector<EntryDecl>& entry) {
 
 absl::StatusOr<std::string> instantiate(const KernelSpec& spec, const std::string& include,
                                         DType kiln_t, const std::string& config, int64_t threads,
-                                        const std::string& call, const std::string& call_args) {
+                                        const std::string& call, const std::string& call_args,
+                                        int64_t min_blocks) {
   absl::StatusOr<std::string> t = kernel_type_name(kiln_t);
   if (!t.ok()) return t.status();
   const std::string key = spec.key();
@@ -51,9 +52,11 @@ absl::StatusOr<std::string> instantiate(const KernelSpec& spec, const std::strin
     for (const EntryDecl& p : entry) names.push_back(p.name);
     args = absl::StrJoin(names, ", ");
   }
+  const std::string bounds =
+      min_blocks > 0 ? absl::StrCat(threads, ", ", min_blocks) : absl::StrCat(threads);
   return absl::StrCat(generated_banner(key), "#include \"", include, "\"\n\n// config\ntypedef ",
                       *t, " kiln_t;\n", config, "\nextern \"C\" __global__ void __launch_bounds__(",
-                      threads, ") ", key, "(", entry_signature(entry), ") {\n  ", call, "(", args,
+                      bounds, ") ", key, "(", entry_signature(entry), ") {\n  ", call, "(", args,
                       ");\n}\n");
 }
 

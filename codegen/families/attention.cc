@@ -74,8 +74,39 @@ absl::Status lower_flash_attention(const Node& n, LoweringContext& ctx) {
   prefill->warps = n.attrs.int_or("warps", 4);
   prefill->tile_q = n.attrs.int_or("tile_q", 16 * prefill->warps);
   prefill->tile_kv = n.attrs.int_or("tile_kv", *d > 128 ? 32 : 64);
-  if (prefill->tile_q != 16 * prefill->warps || prefill->tile_kv % 16 != 0 ||
-      prefill->tile_q > prefill->tile_kv) {
+  const std::string kernel = n.attrs.string_or("prefill_kernel", "simple");
+  const std::optional<PrefillKernel> kind = parse_prefill_kernel(kernel);
+  if (!kind) {
+    return ctx.unsupported(absl::StrCat("prefill_kernel \"", kernel,
+                                        "\" is not a prefill kernel (simple, pipelined)"));
+  }
+  prefill->kernel = *kind;
+  if (*kind == PrefillKernel::kPipelined) {
+    // Its K/V tiles live in dynamic shared memory, so the default Q tile is the 128 rows that
+    // FlashAttention-2 uses (8 warps); the simple kernel's tile_q <= tile_kv limit does not apply.
+    // At head_dim <= 64 the defaults are FlashAttention-2's 64 x 128 tiles instead (4 warps; the
+    // wider KV tile amortizes the per-tile softmax over more columns). 128 x 64 spills there:
+    // ptxas squeezes it into 128 registers on sm_80 (PipelinedPrefillCompilesWithoutSpills).
+    prefill->warps = n.attrs.int_or("warps", *d <= 64 ? 4 : 8);
+    prefill->tile_q = n.attrs.int_or("tile_q", 16 * prefill->warps);
+    prefill->tile_kv = n.attrs.int_or("tile_kv", *d <= 64 ? 128 : 64);
+    prefill->stages = n.attrs.int_or("stages", 2);
+    if (prefill->tile_q != 16 * prefill->warps || prefill->warps < 1 || prefill->warps > 16 ||
+        prefill->tile_kv % 16 != 0 || prefill->tile_kv < 16 || prefill->tile_kv > 128 ||
+        prefill->stages < 2 || prefill->stages > 4) {
+      return ctx.unsupported(
+          "the pipelined prefill kernel needs tile_q == 16 * warps (1..16 warps), tile_kv a "
+          "multiple of 16 in [16, 128], stages in [2, 4]");
+    }
+    // 227 KB is the most one block may opt in to (sm_90); sm_80 allows 163 KB, which the
+    // defaults (102 KB at head_dim 128) stay under.
+    if (prefill->dynamic_shared_bytes() > 227 * 1024) {
+      return ctx.unsupported(absl::StrCat("the pipelined prefill tiles need ",
+                                          prefill->dynamic_shared_bytes(),
+                                          " bytes of shared memory, more than a block gets"));
+    }
+  } else if (prefill->tile_q != 16 * prefill->warps || prefill->tile_kv % 16 != 0 ||
+             prefill->tile_q > prefill->tile_kv) {
     return ctx.unsupported("needs tile_q == 16 * warps <= tile_kv, tile_kv % 16 == 0");
   }
   // Decode knobs (split policy, tiles, pipeline depth, softmax variant): decode_config.

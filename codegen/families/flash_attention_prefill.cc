@@ -7,9 +7,25 @@
 
 namespace kiln {
 
+std::optional<PrefillKernel> parse_prefill_kernel(std::string_view name) {
+  if (name == "simple") return PrefillKernel::kSimple;
+  if (name == "pipelined") return PrefillKernel::kPipelined;
+  return std::nullopt;
+}
+
 std::string FlashAttentionPrefillSpec::key() const {
-  return spec_key(family(), dtype,
-                  {{"d", head_dim}, {"g", group}, {"q", tile_q}, {"kv", tile_kv}, {"w", warps}});
+  std::vector<std::pair<std::string, int64_t>> params = {
+      {"d", head_dim}, {"g", group}, {"q", tile_q}, {"kv", tile_kv}, {"w", warps}};
+  if (kernel == PrefillKernel::kSimple) return spec_key(family(), dtype, params);
+  params.push_back({"st", stages});
+  return spec_key(family(), dtype, params, {"pipe"});
+}
+
+int64_t FlashAttentionPrefillSpec::dynamic_shared_bytes() const {
+  if (kernel == PrefillKernel::kSimple) return 0;
+  // kernels/flash_attention_prefill_pipelined.cuh: Q [tile_q][d+8], then `stages` x (K, V)
+  // [tile_kv][d+8] (16-bit elements); the kernel traps when launched with less.
+  return (tile_q + 2 * stages * tile_kv) * (head_dim + 8) * 2;
 }
 
 std::vector<EntryDecl> FlashAttentionPrefillSpec::entry() const {
@@ -22,6 +38,16 @@ std::vector<EntryDecl> FlashAttentionPrefillSpec::entry() const {
 }
 
 absl::StatusOr<std::string> FlashAttentionPrefillSpec::source() const {
+  if (kernel == PrefillKernel::kPipelined) {
+    // __launch_bounds__(threads, 1): without the explicit minimum, ptxas squeezes some
+    // configurations into 96 or 128 registers by spilling (seen for head_dim 64 on sm_80 and
+    // sm_90a); the occupancy this kernel gets is set by its shared memory anyway.
+    return instantiate(*this, "flash_attention_prefill_pipelined.cuh", dtype, "", 32 * warps,
+                       absl::StrCat("kiln_k::flash_attention_prefill_pipelined<kiln_t, ", head_dim,
+                                    ", ", group, ", ", tile_q, ", ", tile_kv, ", ", warps, ", ",
+                                    stages, ">"),
+                       "", 1);
+  }
   return instantiate(*this, "flash_attention_prefill.cuh", dtype, "", 32 * warps,
                      absl::StrCat("kiln_k::flash_attention_prefill<kiln_t, ", head_dim, ", ", group,
                                   ", ", tile_q, ", ", tile_kv, ", ", warps, ">"));
@@ -32,6 +58,7 @@ LaunchRule FlashAttentionPrefillSpec::rule(const std::string& tokens, int64_t kv
   r.grid = {absl::StrCat("cdiv(", tokens, "*", group, ", ", tile_q, ") + S"),
             absl::StrCat(kv_heads), "1"};
   r.block = {absl::StrCat(32 * warps), "1", "1"};
+  r.dynamic_shared_bytes = absl::StrCat(dynamic_shared_bytes());
   r.when = StepKind::kPrefill;
   return r;
 }

@@ -229,6 +229,69 @@ TEST(Lowering, PrefillGridCoversEveryQueryTile) {
   }
 }
 
+// flash_attention {prefill_kernel = "pipelined"} selects the pipelined prefill kernel, whose
+// launches carry its dynamic shared memory; the default stays the simple kernel; an unknown name
+// or a tile that does not fit is refused with a message naming it.
+TEST(Lowering, PrefillKernelAttributeSelectsPipelinedKernel) {
+  auto lower_with = [](const std::vector<std::pair<std::string, Attribute>>& attrs)
+      -> absl::StatusOr<LoweredGraph> {
+    std::unique_ptr<Graph> g = testing::fused_graph(testing::smollm2_config());
+    if (g == nullptr) return absl::InternalError("no graph");
+    for (const auto& n : g->nodes()) {
+      if (n->op != OpKind::kFlashAttention) continue;
+      for (const auto& [name, value] : attrs) n->attrs.set(name, value);
+    }
+    return lower_graph(*g);
+  };
+  auto prefill_launch = [](const LoweredGraph& l) -> const PlanLaunch* {
+    for (const PlanLaunch& k : l.launches) {
+      if (l.kernels[k.kernel].family == KernelFamily::kFlashAttentionPrefill) return &k;
+    }
+    return nullptr;
+  };
+  absl::StatusOr<LoweredGraph> simple = lower_with({});
+  ASSERT_TRUE(simple.ok()) << simple.status();
+  const PlanLaunch* s = prefill_launch(*simple);
+  ASSERT_NE(s, nullptr);
+  EXPECT_EQ(simple->kernels[s->kernel].key, "flash_attention_prefill_bf16_d64_g3_q64_kv64_w4");
+  EXPECT_EQ(s->rule.dynamic_shared_bytes, "0");
+
+  // SmolLM2: head_dim 64, so the d64 defaults (4 warps, 64 x 128 tiles, 2 stages):
+  // (64 + 2 * 2 * 128) rows x (64 + 8) x 2 bytes.
+  absl::StatusOr<LoweredGraph> pipe = lower_with({{"prefill_kernel", std::string("pipelined")}});
+  ASSERT_TRUE(pipe.ok()) << pipe.status();
+  const PlanLaunch* p = prefill_launch(*pipe);
+  ASSERT_NE(p, nullptr);
+  EXPECT_EQ(pipe->kernels[p->kernel].key,
+            "flash_attention_prefill_bf16_d64_g3_q64_kv128_w4_st2_pipe");
+  EXPECT_EQ(p->rule.dynamic_shared_bytes, std::to_string((64 + 2 * 2 * 128) * 72 * 2));
+  EXPECT_EQ(p->rule.block[0], "128");
+  absl::StatusOr<std::string> src = emit_kernel_source(*pipe->specs[p->kernel]);
+  ASSERT_TRUE(src.ok()) << src.status();
+  EXPECT_NE(src->find("flash_attention_prefill_pipelined<kiln_t, 64, 3, 64, 128, 4, 2>"),
+            std::string::npos)
+      << *src;
+  EXPECT_NE(src->find("__launch_bounds__(128, 1)"), std::string::npos) << *src;
+
+  absl::StatusOr<LoweredGraph> knobs =
+      lower_with({{"prefill_kernel", std::string("pipelined")},
+                  {"warps", int64_t{8}},
+                  {"tile_kv", int64_t{64}},
+                  {"stages", int64_t{3}}});
+  ASSERT_TRUE(knobs.ok()) << knobs.status();
+  EXPECT_EQ(knobs->kernels[prefill_launch(*knobs)->kernel].key,
+            "flash_attention_prefill_bf16_d64_g3_q128_kv64_w8_st3_pipe");
+
+  absl::StatusOr<LoweredGraph> bad = lower_with({{"prefill_kernel", std::string("fast")}});
+  ASSERT_FALSE(bad.ok());
+  EXPECT_NE(bad.status().message().find("prefill_kernel \"fast\""), std::string::npos)
+      << bad.status();
+  absl::StatusOr<LoweredGraph> big = lower_with(
+      {{"prefill_kernel", std::string("pipelined")}, {"stages", int64_t{9}}});
+  ASSERT_FALSE(big.ok());
+  EXPECT_NE(big.status().message().find("stages"), std::string::npos) << big.status();
+}
+
 TEST(Lowering, PrimitiveGraphSaysPassesMustRun) {
   Graph prim;
   ASSERT_TRUE(prim.symbols().add({"T", 8}).ok());

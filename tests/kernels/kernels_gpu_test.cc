@@ -822,6 +822,47 @@ TEST(KernelsGpu, FlashAttentionPrefill) {
   check_sweep(prefill_sweep());
 }
 
+// The pipelined prefill kernel (prefill_kernel = "pipelined"): head_dim 64/128, GQA 1/4/8, page
+// sizes 1/16/64, odd lengths, pages crossing sequence ends (the last page part-filled, its tail
+// slots random garbage), 1-token (decode-like) rows beside long prompts, cached context long
+// enough for many KV tiles (unmasked tiles, the diagonal, and more tiles than pipeline stages),
+// and the tuning knobs (warps, tile_kv, stages) each moved from the default once.
+std::vector<Case> pipelined_prefill_sweep() {
+  using DT = DType;
+  const std::string pipe = ", prefill_kernel = \"pipelined\"";
+  return {
+      // d128, G=4 (Llama-3 style), page 16: 8 and 9 KV tiles, diagonal mid-tile.
+      attention_case(DT::kBF16, 128, 8, 2, 16, {{0, 301}, {257, 200}, {40, 1}}, false, 61, pipe),
+      attention_case(DT::kF16, 128, 8, 2, 16, {{0, 130}, {33, 50}, {0, 1}}, false, 62, pipe),
+      // GQA 8 (32/4 heads), page 64, a prompt shorter than one page and one crossing three.
+      attention_case(DT::kBF16, 128, 32, 4, 64, {{0, 37}, {100, 91}, {7, 1}}, false, 63, pipe),
+      // No GQA, page size 1 (every KV row on its own scattered page), odd lengths.
+      attention_case(DT::kBF16, 128, 4, 4, 1, {{0, 45}, {20, 19}, {0, 3}, {500, 1}}, false, 64,
+                     pipe),
+      // d64, G=3 and G=1, pages 16 and 64.
+      attention_case(DT::kBF16, 64, 9, 3, 16, {{0, 37}, {100, 70}, {16, 1}}, false, 65, pipe),
+      attention_case(DT::kF16, 64, 3, 3, 64, {{7, 333}, {64, 64}}, false, 66, pipe),
+      // G=4, d64: 12/3 heads.
+      attention_case(DT::kF16, 64, 12, 3, 16, {{1000, 77}, {0, 129}}, false, 67, pipe),
+      // Knobs: 3 and 4 stages (more tiles than stages, and fewer), 4 and 8 warps, tile_kv 32 and
+      // 64 at d64 (the d64 cases above use the d64 default, 128).
+      attention_case(DT::kBF16, 128, 8, 2, 16, {{700, 90}, {0, 5}}, false, 68,
+                     pipe + ", stages = 3"),
+      attention_case(DT::kBF16, 128, 8, 2, 16, {{0, 150}, {3, 2}}, false, 69,
+                     pipe + ", stages = 4, tile_kv = 32"),
+      attention_case(DT::kF16, 128, 8, 2, 64, {{190, 67}}, false, 70, pipe + ", warps = 4"),
+      attention_case(DT::kBF16, 64, 8, 1, 16, {{333, 140}, {1, 1}}, false, 71,
+                     pipe + ", tile_kv = 32"),
+      attention_case(DT::kF16, 64, 8, 2, 16, {{90, 160}, {0, 2}}, false, 72,
+                     pipe + ", warps = 8, tile_kv = 64"),
+  };
+}
+
+TEST(KernelsGpu, FlashAttentionPrefillPipelined) {
+  REQUIRE_GPU();
+  check_sweep(pipelined_prefill_sweep());
+}
+
 std::vector<Case> decode_sweep() {
   using DT = DType;
   return {
@@ -1036,7 +1077,8 @@ class FakeResolver : public LaunchResolver {
 TEST(KernelsGpuHarness, CasesLowerRunOnReferenceAndCompile) {
   std::vector<Case> all;
   for (auto sweep :
-       {rmsnorm_sweep, rope_sweep, gather_sweep, elementwise_sweep, prefill_sweep, decode_sweep}) {
+       {rmsnorm_sweep, rope_sweep, gather_sweep, elementwise_sweep, prefill_sweep,
+        pipelined_prefill_sweep, decode_sweep}) {
     for (Case& c : sweep()) all.push_back(std::move(c));
   }
   std::vector<KernelJob> jobs;
@@ -1086,6 +1128,45 @@ TEST(KernelsGpuHarness, CasesLowerRunOnReferenceAndCompile) {
   ASSERT_TRUE(built.ok()) << built.status();
   std::printf("[ kiln gpu ] %zu kernels: %d compiled, %d cache hits, %.1f s\n", jobs.size(),
               stats.compiled, stats.hits, stats.seconds);
+}
+
+// Without a GPU: the pipelined prefill kernels the sweep uses compile for both targets the plan
+// may choose them on (sm_80 and sm_90a) with no stack frame and no spills: a spill would put the
+// accumulators in local memory, the slow path this kernel exists to leave.
+TEST(KernelsGpuHarness, PipelinedPrefillCompilesWithoutSpills) {
+  if (!nvrtc_available()) GTEST_SKIP() << "built without NVRTC: kernels not compiled";
+  std::vector<KernelJob> jobs;
+  std::map<std::string, bool> seen;
+  for (const Case& c : pipelined_prefill_sweep()) {
+    Lowered l = lower_case(c);
+    ASSERT_NE(l.graph, nullptr) << c.name;
+    int pipelined = 0;
+    for (const auto& spec : l.plan.specs) {
+      if (spec->family() != KernelFamily::kFlashAttentionPrefill) continue;
+      // The attribute must select the pipelined kernel, not silently fall back.
+      EXPECT_NE(spec->key().find("_pipe"), std::string::npos) << c.name << ": " << spec->key();
+      ++pipelined;
+      if (!seen.emplace(spec->key(), true).second) continue;
+      absl::StatusOr<std::string> src = emit_kernel_source(*spec);
+      ASSERT_TRUE(src.ok()) << src.status();
+      jobs.push_back({spec->key(), *src});
+    }
+    EXPECT_EQ(pipelined, 1) << c.name;
+  }
+  KernelCache cache(std::string(KILN_BUILD_DIR) + "/gpu-kernel-cache");
+  for (const char* arch : {"sm_80", "sm_90a"}) {
+    BuildStats stats;
+    absl::StatusOr<std::vector<CompiledKernel>> built =
+        build_kernels(jobs, arch, &cache, 0, &stats);
+    ASSERT_TRUE(built.ok()) << arch << ": " << built.status();
+    for (const CompiledKernel& k : *built) {
+      std::printf("[ kiln gpu ] %s %s: %d registers, %d B static smem, %d B stack, %d B spills\n",
+                  arch, k.name.c_str(), k.registers, k.shared_bytes, k.stack_bytes,
+                  k.spill_bytes);
+      EXPECT_EQ(k.stack_bytes, 0) << arch << " " << k.name << "\n" << k.log;
+      EXPECT_EQ(k.spill_bytes, 0) << arch << " " << k.name << "\n" << k.log;
+    }
+  }
 }
 
 }  // namespace

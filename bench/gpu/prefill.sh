@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# Prefill attention on the GPU (issue 11 item 1): the kernel tests of both prefill kernels, a
+# memcheck of the pipelined one, then attention_bench.py at seq 1k/4k/16k for each kernel variant
+# beside the SDPA peers (FA2, cuDNN). Run after `source bench/gpu/prelude.sh`; writes
+# $OUT/prefill.jsonl and prints the ratio table last.
+set -u
+OUT=${OUT:-build/gpu-logs}; mkdir -p "$OUT"
+log=$OUT/prefill.log; : >"$log"
+t0=$SECONDS
+echo "== prefill: kernel tests (simple + pipelined vs the reference backend)"
+ctest --test-dir build -L gpu -R 'FlashAttentionPrefill|KernelsGpuHarness' --output-on-failure \
+  --timeout 300 2>&1 | tee -a "$log" | grep -E "tests passed|Failed|\*\*\*|FAILED" | head -20
+if command -v compute-sanitizer >/dev/null; then
+  echo "== prefill: compute-sanitizer memcheck, pipelined sweep"
+  timeout 120 compute-sanitizer --tool memcheck --error-exitcode 9 \
+    build/tests/kernels_kernels_gpu_test --gtest_filter='KernelsGpu.FlashAttentionPrefillPipelined' \
+    >>"$log" 2>&1; echo "memcheck rc $? (0 = clean; details in $log)"
+fi
+# A 1-layer model of the bench shape (32 q / 8 kv heads, head_dim 128, page 16), random weights.
+work=build/prefill-bench; mkdir -p "$work"
+python3 - "$MODELS/llama3-8b.config.json" "$work/attn.config.json" <<'PY'
+import json, sys
+c = json.load(open(sys.argv[1]))
+c.update(num_hidden_layers=1, intermediate_size=256, vocab_size=512, bos_token_id=1, eos_token_id=2)
+json.dump(c, open(sys.argv[2], "w"))
+PY
+python3 scripts/make_fixture.py --config "$work/attn.config.json" --out "$work/model" --dtype bf16 \
+  --no-gguf >>"$log" 2>&1
+$KILN compile "$work/model" -o "$work/simple.kplan" --dump-ir "$work/ir" >>"$log" 2>&1 ||
+  echo "kiln compile failed (see $log)"
+plans=("$work/simple.kplan")
+# Variants: name -> extra flash_attention attributes (edited into the final IR, recompiled).
+for v in "pipe:" "pipe_st3:, stages = 3" "pipe_w4:, warps = 4" "pipe_w4_st3:, warps = 4, stages = 3"; do
+  name=${v%%:*}; extra=${v#*:}
+  sed "s/{scale = \([0-9.e+-]*\)}/{scale = \1, prefill_kernel = \"pipelined\"$extra}/" \
+    "$work/ir/99-final.kir" >"$work/$name.kir"
+  if $KILN compile "$work/model" --from-ir "$work/$name.kir" -o "$work/$name.kplan" >>"$log" 2>&1; then
+    plans+=("$work/$name.kplan")
+  else
+    echo "compile of variant $name failed (see $log)"
+  fi
+done
+$KILN ir "$work/pipe.kplan" --kernels 2>/dev/null | grep prefill
+echo "== prefill: attention_bench ($(( SECONDS - t0 )) s so far)"
+python3 bench/attention_bench.py "${plans[@]}" --peers "$PEERS/torch_peers.py" --prefill-only \
+  2>>"$log" | tee "$OUT/prefill.bench.txt" | grep '^{' >"$OUT/prefill.jsonl"
+sed -n '/^== kiln attention/,$p' "$OUT/prefill.bench.txt"
+echo "== prefill: done in $(( SECONDS - t0 )) s"
