@@ -14,7 +14,8 @@ std::vector<RegisteredPass>& registry() {
     for (PassFactory f :
          {PassFactory(make_canonicalize_pass), PassFactory(make_fuse_rope_pass),
           PassFactory(make_fuse_rmsnorm_residual_pass), PassFactory(make_fuse_attention_pass),
-          PassFactory(make_fuse_elementwise_pass), PassFactory(make_gemm_epilogue_pass),
+          PassFactory(make_fuse_elementwise_pass), PassFactory(make_fuse_horizontal_pass),
+          PassFactory(make_gemm_epilogue_pass),
           PassFactory(make_plan_memory_pass), PassFactory(make_plan_kv_pass)}) {
       std::unique_ptr<Pass> p = f();
       out->push_back({p->name(), p->description(), f});

@@ -41,6 +41,7 @@ std::unique_ptr<Pass> make_fuse_rope_pass();
 std::unique_ptr<Pass> make_fuse_rmsnorm_residual_pass();
 std::unique_ptr<Pass> make_fuse_attention_pass();
 std::unique_ptr<Pass> make_fuse_elementwise_pass();
+std::unique_ptr<Pass> make_fuse_horizontal_pass();
 std::unique_ptr<Pass> make_gemm_epilogue_pass();
 std::unique_ptr<Pass> make_plan_memory_pass();
 std::unique_ptr<Pass> make_plan_kv_pass();

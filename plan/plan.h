@@ -152,8 +152,19 @@ struct PlanConstant {
   double scalar = 0;
 };
 
+/// Rows [row_begin, row_end) (along the first axis) of another, stored plan weight.
+struct PlanWeightPart {
+  std::string source;  ///< the PlanWeight::name of a weight with a file reference or a blob
+  int64_t row_begin = 0, row_end = 0;
+  bool operator==(const PlanWeightPart&) const = default;
+};
+
 /// One weight the plan's IR reads as a param (`@name`). Either a reference into the source
-/// checkpoint (file + byte range + checksum; the default) or a blob packed into the plan.
+/// checkpoint (file + byte range + checksum; the default), a blob packed into the plan, or
+/// derived: the concatenation along the first axis of row ranges of other weights (`parts`), which
+/// the runtime assembles at upload. Derived weights keep the plan referencing the checkpoint
+/// instead of copying it: horizontal fusion's merged Q/K/V and gate/up matrices are derived, and
+/// so is a tensor-parallel rank's slice of a weight (one part). plan/weight_parts.h resolves them.
 struct PlanWeight {
   std::string name;  ///< the IR param name ("layers.0.q_proj")
   DType dtype = DType::kBF16;
@@ -166,7 +177,10 @@ struct PlanWeight {
   uint64_t xxh3 = 0;
   // Or packed:
   int blob = -1;
+  // Or derived (then file/offset/size/xxh3 and blob are unused):
+  std::vector<PlanWeightPart> parts;
   bool packed() const { return blob >= 0; }
+  bool derived() const { return !parts.empty(); }
 };
 
 /// Everything `kiln compile` decided. The final IR text is the program; launches and GEMMs are

@@ -9,6 +9,7 @@
 #include <sstream>
 
 #include "absl/strings/str_cat.h"
+#include "plan/weight_parts.h"
 
 namespace kiln {
 namespace {
@@ -148,6 +149,12 @@ absl::StatusOr<uint64_t> hash_file_range(const std::string& path, uint64_t offse
 absl::Status check_plan_weights(const Plan& plan, WeightCheck check) {
   if (check == WeightCheck::kNone) return absl::OkStatus();
   for (const PlanWeight& w : plan.weights) {
+    if (w.derived()) {  // its bytes are its sources', checked as weights of their own
+      if (absl::StatusOr<std::vector<WeightByteRange>> r = weight_byte_ranges(plan, w); !r.ok()) {
+        return r.status();
+      }
+      continue;
+    }
     if (w.packed()) continue;  // covered by the blob checksums
     std::error_code ec;
     const uint64_t fsize = std::filesystem::file_size(w.file, ec);

@@ -388,7 +388,13 @@ json kv_json(const KvLayout& kv) {
 
 json weight_json(const PlanWeight& w) {
   json j = {{"name", w.name}, {"dtype", dtype_name(w.dtype)}, {"shape", w.shape}};
-  if (w.packed()) {
+  if (w.derived()) {
+    json parts = json::array();
+    for (const PlanWeightPart& part : w.parts) {
+      parts.push_back({{"source", part.source}, {"rows", {part.row_begin, part.row_end}}});
+    }
+    j["parts"] = std::move(parts);
+  } else if (w.packed()) {
     j["blob"] = w.blob;
   } else {
     j["file"] = w.file;
@@ -588,7 +594,22 @@ void read_plan_fields(ObjectReader& m, Plan& p) {
     r.req("name", w.name);
     r.req("dtype", w.dtype);
     r.req("shape", w.shape);
-    if (r.has("blob")) {
+    if (r.has("parts")) {
+      r.objects("parts", [&](ObjectReader& pr) {
+        PlanWeightPart& part = w.parts.emplace_back();
+        pr.req("source", part.source);
+        std::vector<int64_t> rows;
+        pr.req("rows", rows);
+        if (!pr.ok()) return;
+        if (rows.size() != 2 || rows[0] < 0 || rows[1] < rows[0]) {
+          pr.fail(pr.field("rows"), "must be [begin, end] with 0 <= begin <= end");
+          return;
+        }
+        part.row_begin = rows[0];
+        part.row_end = rows[1];
+      });
+      if (r.ok() && w.parts.empty()) r.fail(r.field("parts"), "must list at least one part");
+    } else if (r.has("blob")) {
       r.req("blob", w.blob);
       if (r.ok() && w.blob < 0) r.fail(r.field("blob"), "must be >= 0");
     } else {

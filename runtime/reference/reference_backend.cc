@@ -12,6 +12,7 @@
 #include "absl/strings/str_join.h"
 #include "ir/parser.h"
 #include "models/weights.h"
+#include "plan/weight_parts.h"
 #include "xxhash.h"
 
 namespace kiln {
@@ -74,21 +75,8 @@ absl::Status ReferenceBackend::load_weights(const Graph& graph, const BackendOpt
   absl::flat_hash_map<std::string_view, const PlanWeight*> by_name;
   for (const PlanWeight& w : plan_.weights) by_name[w.name] = &w;
   absl::flat_hash_map<std::string, const MappedFile*> opened;
-  for (const Value* p : graph.params()) {
-    auto it = by_name.find(p->name);
-    if (it == by_name.end()) {
-      return absl::InvalidArgumentError(absl::StrCat("the plan's IR reads @", p->name,
-                                                     " but the plan lists no such weight; ",
-                                                     recompile_hint(plan_)));
-    }
-    const PlanWeight& w = *it->second;
-    std::vector<int64_t> shape;
-    for (const Dim& d : p->type.shape) shape.push_back(d.value);
-    if (w.shape != shape) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("plan weight '", w.name, "' has shape [", absl::StrJoin(w.shape, ","),
-                       "] but the IR param needs [", absl::StrJoin(shape, ","), "]"));
-    }
+  // The bytes of a weight stored in the checkpoint or the plan file.
+  auto stored = [&](const PlanWeight& w) -> absl::StatusOr<absl::Span<const uint8_t>> {
     const uint64_t want_size = static_cast<uint64_t>(stored_bytes(w.dtype, w.shape));
     absl::Span<const uint8_t> bytes;
     if (w.packed()) {
@@ -131,6 +119,40 @@ absl::Status ReferenceBackend::load_weights(const Graph& graph, const BackendOpt
                          "weight '",
                          w.name, "' (", w.source_name, ") differs; ", recompile_hint(plan_)));
       }
+    }
+    return bytes;
+  };
+  for (const Value* p : graph.params()) {
+    auto it = by_name.find(p->name);
+    if (it == by_name.end()) {
+      return absl::InvalidArgumentError(absl::StrCat("the plan's IR reads @", p->name,
+                                                     " but the plan lists no such weight; ",
+                                                     recompile_hint(plan_)));
+    }
+    const PlanWeight& w = *it->second;
+    std::vector<int64_t> shape;
+    for (const Dim& d : p->type.shape) shape.push_back(d.value);
+    if (w.shape != shape) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("plan weight '", w.name, "' has shape [", absl::StrJoin(w.shape, ","),
+                       "] but the IR param needs [", absl::StrJoin(shape, ","), "]"));
+    }
+    absl::Span<const uint8_t> bytes;
+    if (w.derived()) {
+      // Assembled from row ranges of stored weights (plan/weight_parts.h).
+      absl::StatusOr<std::vector<WeightByteRange>> ranges = weight_byte_ranges(plan_, w);
+      if (!ranges.ok()) return ranges.status();
+      std::vector<uint8_t>& buf = converted_.emplace_back();
+      for (const WeightByteRange& r : *ranges) {
+        absl::StatusOr<absl::Span<const uint8_t>> src = stored(*r.source);
+        if (!src.ok()) return src.status();
+        buf.insert(buf.end(), src->begin() + r.offset, src->begin() + r.offset + r.size);
+      }
+      bytes = buf;
+    } else {
+      absl::StatusOr<absl::Span<const uint8_t>> own = stored(w);
+      if (!own.ok()) return own.status();
+      bytes = *own;
     }
 
     // Map the stored bytes when they already have the param's dtype, convert otherwise.
