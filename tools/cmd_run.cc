@@ -7,6 +7,7 @@
 #include <iostream>
 
 #include <cstring>
+#include <optional>
 #include <variant>
 
 #include "absl/strings/match.h"
@@ -16,6 +17,7 @@
 #include "models/chat_template.h"
 #include "models/tokenizer_source.h"
 #include "plan/plan_file.h"
+#include "runtime/check/checked_backend.h"
 #include "runtime/cuda/driver.h"
 #include "runtime/engine/engine.h"
 #include "runtime/reference/reference_backend.h"
@@ -47,6 +49,9 @@ struct RunOptions {
   double gpu_memory_fraction = 0.9;  // cuda: else this fraction of free memory
   bool debug_sync = false;           // cuda: synchronize and check after every launch
   bool cuda_graphs = true;           // cuda: replay decode steps from CUDA graphs
+  bool check = false;                // cuda: check every node against the reference backend
+  std::string check_against;         // --check: the reference's plan (default: the run plan)
+  int check_steps = 2;               // --check: steps checked (the prefill, then decode steps)
 };
 
 // The plan `kiln run <model>` builds in memory: no kernels (the reference backend interprets the
@@ -158,17 +163,59 @@ int run(const RunOptions& o) {
   bo.gpu_memory_fraction = o.gpu_memory_fraction;
   bo.debug_sync = o.debug_sync;
   bo.cuda_graphs = o.cuda_graphs;
+  // --check downloads every KV cache a node reads, twice per node: a small pool keeps that cheap
+  // (4096 tokens of pages at the usual page size of 16).
+  if (o.check && bo.kv_pages == 0 && bo.kv_cache_gb == 0) bo.kv_pages = 256;
   absl::StatusOr<std::unique_ptr<Backend>> backend =
-      open_backend(o.device, plan, bo,
+      open_backend(o.check ? "cuda" : o.device, plan, bo,
                    [&](int i) -> absl::StatusOr<std::string_view> { return runnable->blob(i); });
-  if (!backend.ok()) return fail(backend.status());
+  if (!backend.ok()) {
+    if (o.check) {
+      return fail(absl::Status(backend.status().code(),
+                               absl::StrCat("--check compares the GPU's kernels with the reference "
+                                            "backend, so it needs a GPU: ",
+                                            backend.status().message())));
+    }
+    return fail(backend.status());
+  }
   if ((*backend)->name() == "cuda") std::cerr << "kiln run: " << (*backend)->load_report() << "\n";
   absl::StatusOr<Tokenizer> tok = load_tokenizer(plan.tokenizer_path);
   if (!tok.ok()) return fail(tok.status());
   absl::StatusOr<GenerationRequest> req = make_request(o, *tok, plan.model);
   if (!req.ok()) return fail(req.status());
 
-  Engine engine(**backend, *tok);
+  // --check: the reference's IR and weights (from --check-against's plan, else the run plan's),
+  // and the GPU backend wrapped so its first steps run node by node against them.
+  std::optional<LoadedPlan> reference_plan;
+  std::unique_ptr<ReferenceBackend> reference;
+  std::unique_ptr<CheckedBackend> checked;
+  if (o.check) {
+    BackendOptions ro;
+    ro.kv_pages = 1;  // the reference runs single nodes on the GPU's caches, never its own pool
+    ro.num_threads = o.threads;
+    absl::StatusOr<std::unique_ptr<ReferenceBackend>> ref;
+    if (!o.check_against.empty()) {
+      PlanLoadOptions lo;
+      lo.plan_path_for_messages = o.check_against;
+      lo.weights = WeightCheck::kNone;
+      absl::StatusOr<LoadedPlan> loaded = read_plan(o.check_against, lo);
+      if (!loaded.ok()) return fail(loaded.status());
+      reference_plan = std::move(*loaded);
+      ref = ReferenceBackend::create(*reference_plan, ro);
+    } else {
+      ref = ReferenceBackend::create(
+          plan, ro, [&](int i) -> absl::StatusOr<std::string_view> { return runnable->blob(i); });
+    }
+    if (!ref.ok()) return fail(ref.status());
+    reference = std::move(*ref);
+    absl::StatusOr<std::unique_ptr<CheckedBackend>> c = CheckedBackend::create(
+        static_cast<CudaBackend&>(**backend), reference->graph(), reference->params(),
+        o.check_steps);
+    if (!c.ok()) return fail(c.status());
+    checked = std::move(*c);
+  }
+
+  Engine engine(checked ? static_cast<Backend&>(*checked) : **backend, *tok);
   GenerationStats stats;
   absl::StatusOr<std::vector<GenerationResult>> out = engine.generate(
       {*req},
@@ -190,6 +237,10 @@ int run(const RunOptions& o) {
       stats.generated_tokens,
       stats.decode_seconds > 0 ? (stats.generated_tokens - 1) / stats.decode_seconds : 0.0,
       finish_reason_name(r.finish));
+  if (checked) {
+    std::fputs(format_checks(checked->checks()).c_str(), stdout);
+    if (checked->first_divergence() != nullptr) return 3;  // scripts tell "wrong" from "failed"
+  }
   return 0;
 }
 
@@ -240,6 +291,17 @@ void add_run_command(CLI::App& app, int* exit_code) {
   cmd->add_flag("--debug-sync", o->debug_sync,
                 "GPU: synchronize and check after every launch, naming the op that failed");
   cmd->add_flag("!--no-cuda-graphs", o->cuda_graphs, "GPU: run decode steps eagerly");
+  cmd->add_flag("--check", o->check,
+                "GPU: run the first steps node by node, compare every kernel's and GEMM's result "
+                "with the reference backend's for the same op on the same inputs, print a table "
+                "and name the first op that diverges (exit code 3 when one does)");
+  cmd->add_option("--check-against", o->check_against,
+                  "--check: a .kplan whose IR and weights the reference uses (e.g. the plan an "
+                  "edited IR was compiled from); default the plan being run");
+  cmd->add_option("--check-steps", o->check_steps,
+                  "--check: how many steps to check (the prompt's prefill, then decode steps)")
+      ->capture_default_str()
+      ->check(CLI::PositiveNumber);
   cmd->callback([o, exit_code] { *exit_code = run(*o); });
 }
 

@@ -137,6 +137,7 @@ struct CudaBackend::InputRegion {
 struct CudaBackend::Op {
   // A kernel launch when kernel >= 0, else a GEMM.
   int kernel = -1;
+  int node = -1;  // the IR node it implements; -1 for runtime-added launches (sampling)
   const PlanLaunch* launch = nullptr;
   const PlanGemm* gemm = nullptr;
   StepKind when = StepKind::kAlways;
@@ -633,6 +634,7 @@ absl::Status CudaBackend::prepare_ops() {
     const PlanKernel& k = plan_.kernels[l.kernel];
     Op op;
     op.kernel = l.kernel;
+    op.node = l.node;
     op.launch = &l;
     op.when = l.rule.when;
     op.bound = &l.rule.bound;
@@ -648,6 +650,7 @@ absl::Status CudaBackend::prepare_ops() {
   for (const PlanGemm& g : plan_.gemms) {
     Op op;
     op.gemm = &g;
+    op.node = g.node;
     op.bound = &g.bound;
     op.label = absl::StrCat("node ", g.node, " gemm ", g.out, " = ", g.a, "·", g.b, "ᵀ");
     op.shape = {0, g.n, g.k, g.a_dtype, g.b_dtype, g.out_dtype, g.a_dtype, g.epilogue};
@@ -902,13 +905,34 @@ absl::StatusOr<bool> CudaBackend::op_runs(const Op& op, bool decode) const {
   return bound_admits(*op.bound, *v);
 }
 
-absl::Status CudaBackend::enqueue_ops(bool decode, bool checked) {
+absl::Status CudaBackend::enqueue_ops(bool decode, bool checked, NodeObserver* observer) {
   int launches = 0;
+  // With an observer: the node whose ops are being enqueued (ops_ is in node order), told to the
+  // observer when its first op is about to run and when its last one finished.
+  const Node* open_node = nullptr;
+  auto close_node = [&]() -> absl::Status {
+    if (open_node == nullptr) return absl::OkStatus();
+    const Node* n = open_node;
+    open_node = nullptr;
+    return observer->after(*n);
+  };
+  if (observer != nullptr) checked = true;
   for (const Op& op : ops_) {
     absl::StatusOr<bool> runs = op_runs(op, decode);
     if (!runs.ok()) return runs.status();
     if (!*runs) continue;
     ++launches;
+    if (observer != nullptr) {
+      const Node* n = op.node >= 0 && op.node < graph_->num_nodes() ? graph_->nodes()[op.node].get()
+                                                                     : nullptr;
+      if (n != open_node) {
+        if (absl::Status s = close_node(); !s.ok()) return s;
+        if (n != nullptr) {
+          if (absl::Status s = observer->before(*n); !s.ok()) return s;
+          open_node = n;
+        }
+      }
+    }
     if (op.gemm != nullptr) {
       absl::StatusOr<int64_t> m = eval_launch_expr(op.gemm->m, symbols_);
       if (!m.ok())
@@ -955,11 +979,62 @@ absl::Status CudaBackend::enqueue_ops(bool decode, bool checked) {
       }
     }
   }
+  if (observer != nullptr) {
+    if (absl::Status s = close_node(); !s.ok()) return s;
+  }
   last_step_.launches = launches;
   return absl::OkStatus();
 }
 
 absl::StatusOr<StepResult> CudaBackend::run_step(const StepRequest& step) {
+  return run_step_impl(step, nullptr);
+}
+
+absl::StatusOr<StepResult> CudaBackend::run_step_observed(const StepRequest& step,
+                                                          NodeObserver& observer) {
+  return run_step_impl(step, &observer);
+}
+
+absl::StatusOr<HostTensor> CudaBackend::download_value(const Value& value) {
+  if (absl::Status s = device_->make_current(); !s.ok()) return s;
+  if (value_names_ == nullptr) value_names_ = std::make_unique<ValueNames>(*graph_);
+  const std::string name = (*value_names_)(&value);
+  absl::StatusOr<DevicePtr> ptr = address(name);
+  if (!ptr.ok()) return ptr.status();
+  absl::StatusOr<std::vector<int64_t>> shape = step_symbols().resolve(value.type.shape);
+  if (!shape.ok()) {
+    return absl::Status(shape.status().code(),
+                        absl::StrCat(name, ": ", shape.status().message()));
+  }
+  const int64_t n = num_elements(*shape);
+  const DType dt = value.type.dtype;
+  HostTensor t;
+  t.dtype = dt;
+  t.shape = *shape;
+  if (dt == DType::kI32) {
+    t.i.resize(n);
+    if (absl::Status s = device_->download(t.i.data(), *ptr, 4 * n); !s.ok()) return s;
+    return t;
+  }
+  t.f.resize(n);
+  if (dt == DType::kF32) {
+    if (absl::Status s = device_->download(t.f.data(), *ptr, 4 * n); !s.ok()) return s;
+    return t;
+  }
+  if (dt != DType::kBF16 && dt != DType::kF16) {
+    return absl::UnimplementedError(
+        absl::StrCat(name, ": reading back a ", dtype_name(dt), " value is not supported"));
+  }
+  std::vector<uint16_t> half(n);
+  if (absl::Status s = device_->download(half.data(), *ptr, 2 * n); !s.ok()) return s;
+  for (int64_t k = 0; k < n; ++k) {
+    t.f[k] = dt == DType::kBF16 ? bf16_to_f32(half[k]) : f16_to_f32(half[k]);
+  }
+  return t;
+}
+
+absl::StatusOr<StepResult> CudaBackend::run_step_impl(const StepRequest& step,
+                                                      NodeObserver* observer) {
   last_step_ = {};
   if (absl::Status s = device_->make_current(); !s.ok()) return s;  // see copy_kv_pages
   if (absl::Status s = stage_inputs(step); !s.ok()) return s;
@@ -969,7 +1044,7 @@ absl::StatusOr<StepResult> CudaBackend::run_step(const StepRequest& step) {
     return s;
   }
   bool ran = false;
-  if (decode && cuda_graphs_) {
+  if (decode && cuda_graphs_ && observer == nullptr) {
     absl::StatusOr<std::vector<int64_t>> sig = launch_signature(true);
     if (!sig.ok()) return sig.status();
     auto it = graphs_.find(*sig);
@@ -1002,7 +1077,7 @@ absl::StatusOr<StepResult> CudaBackend::run_step(const StepRequest& step) {
     }
   }
   if (!ran) {
-    if (absl::Status s = enqueue_ops(decode, debug_sync_); !s.ok()) return s;
+    if (absl::Status s = enqueue_ops(decode, debug_sync_, observer); !s.ok()) return s;
   }
   // Only the sampled ids (and logits when asked) cross PCIe.
   if (absl::Status s = device_->download_async(host_out_, sampled_ids_, 4 * S); !s.ok()) return s;

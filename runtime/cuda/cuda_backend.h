@@ -21,8 +21,11 @@
 #include "runtime/backend.h"
 #include "runtime/cuda/driver.h"
 #include "runtime/cuda/gemm.h"
+#include "runtime/reference/host_tensor.h"
 
 namespace kiln {
+
+class ValueNames;
 
 /// Counters of the last run_step, for `kiln bench` and the tests.
 struct CudaStepStats {
@@ -33,6 +36,17 @@ struct CudaStepStats {
 
 class CudaBackend : public Backend {
  public:
+  /// What `kiln run --check` (runtime/check/) sees of a step: told before the first op of each
+  /// graph node that launches work is enqueued, and after its last op finished. The device is
+  /// idle both times, so download_value() reads exactly what the node consumed and produced
+  /// (before() matters for nodes that write in place over an input's buffer).
+  class NodeObserver {
+   public:
+    virtual ~NodeObserver() = default;
+    virtual absl::Status before(const Node& node) = 0;
+    virtual absl::Status after(const Node& node) = 0;
+  };
+
   /// Opens GPU 0 and loads `plan` onto it. Unavailable when there is no usable
   /// GPU (the message says why); FailedPrecondition when the plan was compiled
   /// for another arch (the message says how to recompile); other errors name
@@ -48,6 +62,22 @@ class CudaBackend : public Backend {
   std::string load_report() const override { return report_; }
   absl::Status copy_kv_pages(absl::Span<const PageCopy> copies) override;
   absl::StatusOr<StepResult> run_step(const StepRequest& step) override;
+
+  /// run_step, eagerly (never from a CUDA graph) and synchronized after every op, with
+  /// `observer` told of every node that runs. For checking, not for speed.
+  absl::StatusOr<StepResult> run_step_observed(const StepRequest& step, NodeObserver& observer);
+  /// A value of the plan's IR (a step input, weight, KV cache, constant or node result) as the
+  /// current step holds it on the device, shaped by the step's symbols: float dtypes widened to
+  /// f32, i32 as is. Valid inside NodeObserver calls and after a step, until the next step.
+  absl::StatusOr<HostTensor> download_value(const Value& value);
+  /// The symbols the current (or last) step bound: T, S, P, K, NP.
+  SymbolBindings step_symbols() const {
+    SymbolBindings b;
+    for (const auto& [name, value] : symbols_) b.set(name, value);
+    return b;
+  }
+  /// The plan's IR as this backend parsed it (PlanLaunch::node indexes its nodes()).
+  const Graph& graph() const { return *graph_; }
 
   const CudaStepStats& last_step() const { return last_step_; }
   /// Bytes of weights on the device (what one decode step must read).
@@ -74,7 +104,9 @@ class CudaBackend : public Backend {
   /// and stages every input into the pinned mirror of the input buffer.
   absl::Status stage_inputs(const StepRequest& step);
   /// Enqueues the step's ops (those whose StepKind matches) on the stream.
-  absl::Status enqueue_ops(bool decode, bool checked);
+  /// With `observer`, synchronizes after every op and reports node boundaries to it.
+  absl::Status enqueue_ops(bool decode, bool checked, NodeObserver* observer = nullptr);
+  absl::StatusOr<StepResult> run_step_impl(const StepRequest& step, NodeObserver* observer);
   /// The evaluated grids and integer arguments of the step's ops: two steps
   /// with equal signatures run identical launches, so one may replay the
   /// other's CUDA graph.
@@ -113,6 +145,7 @@ class CudaBackend : public Backend {
   absl::flat_hash_map<std::vector<int64_t>, void*> graphs_;  // launch signature -> CUgraphExec
   CudaStepStats last_step_;
   std::string report_;
+  std::unique_ptr<ValueNames> value_names_;  // download_value's names, made on first use
 };
 
 }  // namespace kiln

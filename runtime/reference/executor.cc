@@ -39,16 +39,6 @@ bool is_weight_operand(const Node& n, size_t i) {
          (n.op == OpKind::kGather && i == 0);
 }
 
-bool is_cache_operand(const Node& n, size_t i) {
-  switch (n.op) {
-    case OpKind::kKvWrite: return i == KvWriteOp::kCache;
-    case OpKind::kPagedQk: return i == PagedQkOp::kKCache;
-    case OpKind::kPagedPv: return i == PagedPvOp::kVCache;
-    case OpKind::kFlashAttention:
-      return i == FlashAttentionOp::kKCache || i == FlashAttentionOp::kVCache;
-    default: return false;
-  }
-}
 
 // A buffer of at least `n` elements from `spare` (the smallest that fits), or a new one.
 template <typename T>
@@ -145,6 +135,17 @@ struct ReferenceExecutor::RunState {
 
 ReferenceExecutor::~ReferenceExecutor() = default;
 
+bool is_kv_cache_operand(const Node& n, size_t i) {
+  switch (n.op) {
+    case OpKind::kKvWrite: return i == KvWriteOp::kCache;
+    case OpKind::kPagedQk: return i == PagedQkOp::kKCache;
+    case OpKind::kPagedPv: return i == PagedPvOp::kVCache;
+    case OpKind::kFlashAttention:
+      return i == FlashAttentionOp::kKCache || i == FlashAttentionOp::kVCache;
+    default: return false;
+  }
+}
+
 absl::StatusOr<std::unique_ptr<ReferenceExecutor>> ReferenceExecutor::create(
     const Graph& graph, ParamViews params, int num_threads, bool quantize_activations) {
   if (absl::Status s = verify(graph); !s.ok()) return s;
@@ -171,7 +172,7 @@ absl::StatusOr<std::unique_ptr<ReferenceExecutor>> ReferenceExecutor::create(
       const Value* v = n.inputs[i];
       ex->last_use_[v->id] = idx;
       if (!is_weight_operand(n, i)) read_elementwise[v->id] = true;
-      if (is_cache_operand(n, i) && v->kind == ValueKind::kInput) ex->is_cache_input_[v->id] = true;
+      if (is_kv_cache_operand(n, i) && v->kind == ValueKind::kInput) ex->is_cache_input_[v->id] = true;
     }
   }
   for (const GraphOutput& o : g.outputs()) ex->is_output_[o.value->id] = true;
@@ -496,7 +497,7 @@ absl::Status ReferenceExecutor::execute(const Node& node, RunState& st) {
   };
 
   for (size_t i = 0; i < in.size(); ++i) {
-    if (is_cache_operand(node, i) && st.slots[in[i]->id].cache == nullptr) {
+    if (is_kv_cache_operand(node, i) && st.slots[in[i]->id].cache == nullptr) {
       return invalid("input ", i, " (", value_ref(in[i]),
                      ") must be a KV cache: a graph input bound in InputBindings::caches, or a "
                      "result aliasing one");

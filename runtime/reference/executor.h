@@ -12,6 +12,10 @@
 
 namespace kiln {
 
+/// Whether operand `operand` of `node` is a KV cache (kv_write's cache, paged_qk's K, paged_pv's
+/// V, flash_attention's K and V): bound through InputBindings::caches and updated in place.
+bool is_kv_cache_operand(const Node& node, size_t operand);
+
 /// Interprets a graph node by node. Float dtypes are computed and stored as fp32 (a `cast`
 /// between float dtypes is the identity), index dtypes as int32; weights stay in their file dtype
 /// (f32/bf16/f16) and are widened on the fly. Intermediates are freed after their last reader.

@@ -49,6 +49,10 @@ class ReferenceBackend : public Backend {
   float* v_data(int32_t layer);
   /// Floats of one page of one layer's K (or V): page_size * kv_heads * head_dim.
   int64_t floats_per_page() const;
+  /// The plan's IR as the executor runs it.
+  const Graph& graph() const { return executor_->graph(); }
+  /// The weights as loaded (the executor's views; `kiln run --check` runs single nodes on them).
+  const ParamViews& params() const { return params_; }
   /// Bytes of weights one step reads, in their compute dtype.
   int64_t weight_bytes() const { return weight_bytes_; }
 

@@ -12,6 +12,7 @@
 
 #include <fcntl.h>
 #include <sys/file.h>
+#include <sys/wait.h>
 #include <unistd.h>
 #include <algorithm>
 #include <cmath>
@@ -22,6 +23,7 @@
 #include <fstream>
 #include <map>
 #include <random>
+#include <regex>
 #include <string>
 #include <thread>
 #include <vector>
@@ -29,7 +31,10 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "codegen/compile_model.h"
+#include "ir/op_kind.h"
+#include "ir/parser.h"
 #include "plan/plan_file.h"
+#include "runtime/check/checked_backend.h"
 #include "runtime/kv/page_tables.h"
 #include "runtime/kv/step_metadata.h"
 #include "runtime/reference/reference_backend.h"
@@ -127,8 +132,10 @@ absl::StatusOr<std::string> make_fixture(const Fixture& f, const std::string& ex
 
 /// Compiles `model` (an HF folder or a .gguf) for the GPU's arch into `plan_path` and loads it.
 absl::StatusOr<LoadedPlan> compile_plan(const std::string& model, const std::string& plan_path,
-                                        GemvChoice gemv = GemvChoice::kHeuristic) {
+                                        GemvChoice gemv = GemvChoice::kHeuristic,
+                                        const std::string& from_ir = "") {
   CompileOptions o;
+  o.from_ir = from_ir;
   o.gemv.default_choice = gemv;
   o.model = model;
   o.output = plan_path;
@@ -484,6 +491,106 @@ TEST(CudaBackendGpuThreads, StepsOnAnotherThreadMatchTheOpeningThread) {
   ASSERT_TRUE(there.ok()) << there.status();
   EXPECT_EQ(here->tokens, there->tokens);
   EXPECT_EQ(here->logits, there->logits);
+}
+
+// `kiln run --check` (runtime/check/): on a correct plan every node that launches work agrees with
+// the reference running the same op on the same inputs, over a mixed prefill and two decode steps,
+// and the checked steps give the tokens of unchecked ones.
+TEST(CudaBackendGpuCheck, EveryNodeOfACorrectPlanAgrees) {
+  REQUIRE_GPU();
+  std::string skip;
+  absl::StatusOr<LoadedPlan> plan = first_fixture_plan(skip);
+  if (!skip.empty()) GTEST_SKIP() << skip;
+  ASSERT_TRUE(plan.ok()) << plan.status();
+  BackendOptions opts;
+  opts.kv_pages = 64;
+  auto gpu = CudaBackend::create(plan->plan, opts, blob_reader(*plan));
+  ASSERT_TRUE(gpu.ok()) << gpu.status();
+  BackendOptions ro;
+  ro.kv_pages = 1;
+  auto ref = ReferenceBackend::create(plan->plan, ro, blob_reader(*plan));
+  ASSERT_TRUE(ref.ok()) << ref.status();
+  auto checked = CheckedBackend::create(**gpu, (*ref)->graph(), (*ref)->params(), 3);
+  ASSERT_TRUE(checked.ok()) << checked.status();
+  const auto prompts = mixed_prompts(fixtures()[0].prompt_len, plan->plan.model.vocab_size, 7);
+  absl::StatusOr<Trace> observed = drive(**checked, prompts, 2);
+  ASSERT_TRUE(observed.ok()) << observed.status();
+  const std::vector<NodeCheck>& checks = (*checked)->checks();
+  std::printf("%s", format_checks(checks).c_str());
+  EXPECT_EQ((*checked)->first_divergence(), nullptr);
+  bool prefill_attention = false, decode_attention = false, gemm = false;
+  for (const NodeCheck& c : checks) {
+    if (c.op == "flash_attention") (c.decode ? decode_attention : prefill_attention) = true;
+    gemm |= c.kernel.find("cublasLt") != std::string::npos;
+  }
+  EXPECT_TRUE(prefill_attention && decode_attention && gemm) << "every kind of op is checked";
+  auto plain = CudaBackend::create(plan->plan, opts, blob_reader(*plan));
+  ASSERT_TRUE(plain.ok()) << plain.status();
+  absl::StatusOr<Trace> unchecked = drive(**plain, prompts, 2);
+  ASSERT_TRUE(unchecked.ok()) << unchecked.status();
+  EXPECT_EQ(observed->tokens, unchecked->tokens);
+}
+
+// A wrong kernel planted in a plan (its first rmsnorm's epsilon edited in the final IR, compiled
+// with --from-ir) is named by --check, given the original plan as the reference: in the library
+// and through `kiln run --check --check-against` (exit code 3 and the "first divergent op" line).
+TEST(CudaBackendGpuCheck, NamesAPlantedWrongEpsilon) {
+  REQUIRE_GPU();
+  std::string skip;
+  absl::StatusOr<LoadedPlan> good = first_fixture_plan(skip);
+  if (!skip.empty()) GTEST_SKIP() << skip;
+  ASSERT_TRUE(good.ok()) << good.status();
+  absl::StatusOr<std::string> dir = make_fixture(fixtures()[0]);
+  ASSERT_TRUE(dir.ok());
+  std::string text = good->plan.ir;
+  std::smatch m;
+  const std::regex first_norm(R"((= rmsnorm[a-z_]*\([^\n]*\{[^\n]*eps = )([0-9.e+-]+))");
+  ASSERT_TRUE(std::regex_search(text, m, first_norm)) << "no rmsnorm with an eps in the IR";
+  text.replace(m.position(2), m.length(2), "0.5");
+  const std::string kir = absl::StrCat(*dir, "/edited.", getpid(), ".kir");
+  std::ofstream(kir) << text;
+  const std::string bad_path = absl::StrCat(*dir, "/edited.", getpid(), ".kplan");
+  absl::StatusOr<LoadedPlan> bad = compile_plan(*dir, bad_path, GemvChoice::kHeuristic, kir);
+  ASSERT_TRUE(bad.ok()) << bad.status();
+  auto graph = parse_graph(bad->plan.ir);
+  ASSERT_TRUE(graph.ok()) << graph.status();
+  int planted = -1;
+  for (int i = 0; i < (*graph)->num_nodes() && planted < 0; ++i) {
+    if (op_name((*graph)->nodes()[i]->op).rfind("rmsnorm", 0) == 0) planted = i;
+  }
+  ASSERT_GE(planted, 0);
+
+  BackendOptions opts;
+  opts.kv_pages = 64;
+  auto gpu = CudaBackend::create(bad->plan, opts, blob_reader(*bad));
+  ASSERT_TRUE(gpu.ok()) << gpu.status();
+  BackendOptions ro;
+  ro.kv_pages = 1;
+  auto ref = ReferenceBackend::create(good->plan, ro, blob_reader(*good));
+  ASSERT_TRUE(ref.ok()) << ref.status();
+  auto checked = CheckedBackend::create(**gpu, (*ref)->graph(), (*ref)->params(), 1);
+  ASSERT_TRUE(checked.ok()) << checked.status();
+  const auto prompts = mixed_prompts(fixtures()[0].prompt_len, good->plan.model.vocab_size, 9);
+  ASSERT_TRUE(drive(**checked, prompts, 0).ok());
+  const NodeCheck* first = (*checked)->first_divergence();
+  ASSERT_NE(first, nullptr) << format_checks((*checked)->checks());
+  EXPECT_EQ(first->node, planted) << format_checks((*checked)->checks());
+  for (const NodeCheck& c : (*checked)->checks()) {
+    if (!c.ok()) EXPECT_EQ(c.node, planted) << "only the planted node diverges: " << c.op;
+  }
+
+  const std::string out = absl::StrCat(*dir, "/check.", getpid(), ".txt");
+  const std::string cmd = absl::StrCat(KILN_BINARY, " run ", bad_path, " --check --check-against ",
+                                       plan_path(*dir), " -p 'The sky is' -n 3 > ", out, " 2>&1");
+  const int rc = std::system(cmd.c_str());
+  std::ifstream in(out);
+  const std::string printed((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  std::printf("%s\n", printed.substr(printed.size() > 1500 ? printed.size() - 1500 : 0).c_str());
+  ASSERT_TRUE(WIFEXITED(rc));
+  EXPECT_EQ(WEXITSTATUS(rc), 3) << printed;
+  EXPECT_NE(printed.find(absl::StrCat("first divergent op: node ", planted, " rmsnorm")),
+            std::string::npos)
+      << printed;
 }
 
 TEST(CudaBackendGpuErrors, StepOutsideThePoolIsAnErrorNotACrash) {

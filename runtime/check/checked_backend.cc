@@ -1,0 +1,162 @@
+#include "runtime/check/checked_backend.h"
+
+#include <algorithm>
+#include <cmath>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
+#include "ir/op_kind.h"
+#include "ir/printer.h"
+
+namespace kiln {
+
+/// Downloads a node's operands before it runs and its results after, and checks the results
+/// against the reference running the reference IR's node of the same index on those operands.
+class CheckedBackend::Observer : public CudaBackend::NodeObserver {
+ public:
+  Observer(CheckedBackend& b, int step, bool decode)
+      : b_(b), step_(step), decode_(decode), names_(b.gpu_.graph()) {}
+
+  absl::Status before(const Node& node) override {
+    operands_.clear();
+    for (const Value* v : node.inputs) {
+      if (v->kind == ValueKind::kParam) {  // the reference reads its own copy of the weight
+        operands_.emplace_back();
+        continue;
+      }
+      absl::StatusOr<HostTensor> t = b_.gpu_.download_value(*v);
+      if (!t.ok()) return annotate(node, t.status());
+      operands_.push_back(*std::move(t));
+    }
+    return absl::OkStatus();
+  }
+
+  absl::Status after(const Node& node) override {
+    const int index = b_.gpu_.graph().index_of(&node);
+    const Node& reference = *b_.reference_.nodes()[index];
+    absl::StatusOr<std::vector<HostTensor>> want = run_node_alone(
+        b_.reference_, reference, std::move(operands_), b_.params_, b_.gpu_.step_symbols());
+    operands_.clear();
+    if (!want.ok()) return annotate(node, want.status());
+    for (size_t j = 0; j < node.outputs.size(); ++j) {
+      absl::StatusOr<HostTensor> got = b_.gpu_.download_value(*node.outputs[j]);
+      if (!got.ok()) return annotate(node, got.status());
+      absl::StatusOr<OutputError> e = compare_tensors(*got, (*want)[j]);
+      if (!e.ok()) return annotate(node, e.status());
+      NodeCheck c;
+      c.step = step_;
+      c.decode = decode_;
+      c.node = index;
+      c.op = op_name(node.op);
+      c.kernel = b_.kernel_of_node_[index];
+      c.value = names_(node.outputs[j]);
+      c.error = *e;
+      c.tolerance = node_tolerance(reference);
+      b_.checks_.push_back(std::move(c));
+    }
+    return absl::OkStatus();
+  }
+
+ private:
+  absl::Status annotate(const Node& node, const absl::Status& s) const {
+    return absl::Status(s.code(), absl::StrCat("--check: node ", b_.gpu_.graph().index_of(&node),
+                                               " ", op_name(node.op), ": ", s.message()));
+  }
+
+  CheckedBackend& b_;
+  int step_;
+  bool decode_;
+  ValueNames names_;
+  std::vector<HostTensor> operands_;  // of the node between before() and after()
+};
+
+CheckedBackend::CheckedBackend(CudaBackend& gpu, const Graph& reference, const ParamViews& params,
+                               int steps)
+    : gpu_(gpu), reference_(reference), params_(params), steps_(steps) {}
+
+absl::StatusOr<std::unique_ptr<CheckedBackend>> CheckedBackend::create(CudaBackend& gpu,
+                                                                       const Graph& reference,
+                                                                       const ParamViews& params,
+                                                                       int steps) {
+  const Graph& g = gpu.graph();
+  if (g.num_nodes() != reference.num_nodes()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("the reference IR has ", reference.num_nodes(), " nodes but the plan's has ",
+                     g.num_nodes(), ": --check compares them node by node"));
+  }
+  for (int i = 0; i < g.num_nodes(); ++i) {
+    const Node& a = *g.nodes()[i];
+    const Node& b = *reference.nodes()[i];
+    if (a.op != b.op || a.inputs.size() != b.inputs.size() || a.outputs.size() != b.outputs.size()) {
+      return absl::InvalidArgumentError(absl::StrCat("node ", i, " is ", op_name(a.op),
+                                                     " in the plan but ", op_name(b.op),
+                                                     " in the reference IR"));
+    }
+  }
+  std::unique_ptr<CheckedBackend> b(new CheckedBackend(gpu, reference, params, steps));
+  // What implements each node, for the table: its kernels' keys and "cublasLt" for a GEMM.
+  std::vector<std::vector<std::string>> parts(g.num_nodes());
+  auto add = [&](int node, std::string what) {
+    if (node < 0 || node >= g.num_nodes()) return;
+    auto& p = parts[node];
+    if (std::find(p.begin(), p.end(), what) == p.end()) p.push_back(std::move(what));
+  };
+  const Plan& plan = gpu.plan();
+  for (const PlanLaunch& l : plan.launches) {
+    if (l.kernel >= 0 && l.kernel < static_cast<int>(plan.kernels.size())) {
+      add(l.node, plan.kernels[l.kernel].key);
+    }
+  }
+  for (const PlanGemm& m : plan.gemms) add(m.node, "cublasLt");
+  for (const auto& p : parts) b->kernel_of_node_.push_back(absl::StrJoin(p, " | "));
+  return b;
+}
+
+absl::StatusOr<StepResult> CheckedBackend::run_step(const StepRequest& step) {
+  if (steps_checked_ >= steps_) return gpu_.run_step(step);
+  Observer observer(*this, steps_checked_, step.inputs.is_decode());
+  ++steps_checked_;
+  return gpu_.run_step_observed(step, observer);
+}
+
+const NodeCheck* CheckedBackend::first_divergence() const {
+  for (const NodeCheck& c : checks_) {
+    if (!c.ok()) return &c;
+  }
+  return nullptr;
+}
+
+std::string format_checks(const std::vector<NodeCheck>& checks) {
+  auto step_name = [](const NodeCheck& c) {
+    return absl::StrCat(c.step, c.decode ? " decode" : " prefill");
+  };
+  auto shorten = [](const std::string& s) {
+    return s.size() <= 48 ? s : s.substr(0, 45) + "...";
+  };
+  std::string out = absl::StrFormat("%-10s %5s  %-18s %-48s %-7s %10s %10s %9s  %s\n", "step",
+                                    "node", "op", "kernel", "value", "max_abs", "max_rel", "tol",
+                                    "");
+  const NodeCheck* first = nullptr;
+  for (const NodeCheck& c : checks) {
+    absl::StrAppend(&out, absl::StrFormat("%-10s %5d  %-18s %-48s %-7s %10.3g %10.3g %9.2g  %s\n",
+                                          step_name(c), c.node, c.op, shorten(c.kernel), c.value,
+                                          c.error.max_abs, c.error.relative, c.tolerance,
+                                          c.ok() ? "ok" : "DIVERGES"));
+    if (first == nullptr && !c.ok()) first = &c;
+  }
+  if (first != nullptr) {
+    absl::StrAppend(&out, absl::StrFormat(
+                              "first divergent op: node %d %s (%s), step %s: relative error %.3g "
+                              "> tolerance %.2g (max abs %.3g, reference max %.3g)\n",
+                              first->node, first->op, first->kernel, step_name(*first),
+                              first->error.relative, first->tolerance, first->error.max_abs,
+                              first->error.max_reference));
+  } else {
+    absl::StrAppend(&out, "every checked op is within its tolerance (", checks.size(),
+                    " results)\n");
+  }
+  return out;
+}
+
+}  // namespace kiln
