@@ -59,6 +59,10 @@ if [ -x build/tools/kiln ]; then
       --prompt "The quick brown" --max-new-tokens 24 --debug-sync
     step "kiln run (cpu)" run-cpu.log build/tools/kiln run "$tiny" --device cpu \
       --prompt "The quick brown" --max-new-tokens 24
+    # kiln run --check: every node of the prefill and two decode steps against the reference.
+    step "kiln run --check (cuda)" run-check.log build/tools/kiln run "$tiny" --check \
+      --check-steps 3 --prompt "The quick brown" --max-new-tokens 8
+    grep -E "first divergent|every checked op" "$logs/run-check.log"
     if cmp -s <(grep -v '^kiln' "$logs/run-cuda.log") <(grep -v '^kiln' "$logs/run-cpu.log"); then
       row "cuda vs cpu greedy text" PASS "identical generated text"
     else
@@ -71,6 +75,9 @@ if [ -x build/tools/kiln ]; then
        --out "$smol" --dtype bf16 --no-gguf >"$logs/smol-fixture.log" 2>&1; then
     step "kiln compile smollm2-135m" smol-compile.log build/tools/kiln compile "$smol" \
       -o "$smol/model.kplan"
+    step "kiln run --check smollm2-135m" smol-check.log build/tools/kiln run "$smol/model.kplan" \
+      --check --check-steps 2 --prompt "The quick brown" --max-new-tokens 4
+    grep -E "first divergent|every checked op" "$logs/smol-check.log"
     for b in 1 16; do
       step "kiln bench smollm2 batch $b" bench-b$b.log build/tools/kiln bench "$smol/model.kplan" \
         --batch $b --prompt-len 128 --gen-len 64 --kv-cache-gb 4
