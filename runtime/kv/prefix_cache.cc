@@ -4,7 +4,6 @@
 #include <algorithm>
 #include <cassert>
 
-#include "absl/container/flat_hash_set.h"
 #include "absl/strings/str_cat.h"
 
 namespace kiln {
@@ -93,6 +92,7 @@ absl::Status PrefixCache::insert(absl::Span<const int32_t> tokens, SeqId seq, in
       auto child = std::make_unique<Node>();
       child->tokens = page;
       child->holder = *holder;
+      count_pages(*holder, +1);
       child->parent = node;
       it = node->children.emplace(std::move(page), std::move(child)).first;
       ++num_nodes_;
@@ -141,6 +141,7 @@ int64_t PrefixCache::evict(int64_t pages) {
 void PrefixCache::drop_subtree(Node* node) {
   for (auto& [key, child] : node->children) drop_subtree(child.get());
   if (node->holder >= 0) {
+    count_pages(node->holder, -1);
     absl::Status s = kv_.free(node->holder);
     assert(s.ok() && "a holder sequence lives as long as its node");
     (void)s;
@@ -148,19 +149,14 @@ void PrefixCache::drop_subtree(Node* node) {
   }
 }
 
-int64_t PrefixCache::num_pages() const {
-  absl::flat_hash_set<int32_t> pages;
-  std::vector<const Node*> stack = {&root_};
-  while (!stack.empty()) {
-    const Node* node = stack.back();
-    stack.pop_back();
-    if (node->holder >= 0) {
-      absl::StatusOr<absl::Span<const int32_t>> table = kv_.page_table(node->holder);
-      if (table.ok()) pages.insert(table->begin(), table->end());
-    }
-    for (const auto& [key, child] : node->children) stack.push_back(child.get());
+void PrefixCache::count_pages(SeqId holder, int32_t delta) {
+  absl::StatusOr<absl::Span<const int32_t>> table = kv_.page_table(holder);
+  if (!table.ok()) return;
+  for (int32_t page : *table) {
+    auto it = page_refs_.try_emplace(page, 0).first;
+    it->second += delta;
+    if (it->second <= 0) page_refs_.erase(it);
   }
-  return static_cast<int64_t>(pages.size());
 }
 
 void PrefixCache::clear() {

@@ -8,6 +8,7 @@
 #include <memory>
 #include <vector>
 
+#include "absl/container/flat_hash_map.h"
 #include "absl/status/statusor.h"
 #include "absl/types/span.h"
 #include "runtime/kv/page_tables.h"
@@ -80,8 +81,9 @@ class PrefixCache {
 
   /// Nodes in the tree: about the pages the cache holds (a node holds one page of its own).
   int64_t num_nodes() const { return num_nodes_; }
-  /// Distinct pages the cache's nodes reference (some may be shared with live sequences).
-  int64_t num_pages() const;
+  /// Distinct pages the cache's nodes reference (some may be shared with live sequences). O(1):
+  /// `kiln serve` reads it after every step for /metrics.
+  int64_t num_pages() const { return static_cast<int64_t>(page_refs_.size()); }
   const PrefixCacheStats& stats() const { return stats_; }
 
  private:
@@ -96,11 +98,16 @@ class PrefixCache {
   void collect_leaves(Node* node, std::vector<Node*>& out) const;
   bool evictable(const Node* leaf) const;
   void drop_subtree(Node* node);
+  // Adds `delta` to the count of every page in `holder`'s page table (+1 when a node takes the
+  // holder, -1 before it is freed). Counting every page, not only a node's own last one, keeps
+  // the figure exact when two requests computed the same prefix into different pages.
+  void count_pages(SeqId holder, int32_t delta);
 
   KvPageTables& kv_;
   Node root_;
   uint64_t clock_ = 0;
   int64_t num_nodes_ = 0;
+  absl::flat_hash_map<int32_t, int32_t> page_refs_;  // page -> nodes whose holder references it
   PrefixCacheStats stats_;
 };
 

@@ -4,6 +4,10 @@
 
 #include <gtest/gtest.h>
 
+#include <random>
+
+#include "absl/container/flat_hash_set.h"
+
 #include "tests/runtime/scheduler/fake_backend.h"
 
 namespace kiln {
@@ -107,6 +111,68 @@ TEST(PrefixCache, InsertChecksTheLength) {
   SeqId s = filled(kv, {1, 2, 3});
   EXPECT_TRUE(absl::IsInvalidArgument(cache.insert({1, 2, 3, 4}, s, 4, true)));
   EXPECT_TRUE(absl::IsInvalidArgument(cache.insert({1, 2, 3}, 99, 1, true)));
+}
+
+// num_pages() is kept incrementally (kiln serve reads it after every step); it must equal the
+// pages referenced by the cache's holder sequences — every sequence that is not a live request —
+// through random admissions from shared prompts, duplicate computations of one prefix into
+// different pages (two requests prefilled before either was cached), releases and evictions.
+TEST(PrefixCache, PageCountEqualsThePagesItsHoldersReference) {
+  KvPageTables kv = fake_kv(64, 4);
+  PrefixCache cache(kv);
+  std::mt19937 rng(7);
+  auto brute_force = [&](const std::vector<SeqId>& live) {
+    absl::flat_hash_set<int32_t> pages;
+    for (SeqId s : kv.sequences()) {
+      if (std::find(live.begin(), live.end(), s) != live.end()) continue;
+      for (int32_t p : *kv.page_table(s)) pages.insert(p);
+    }
+    return static_cast<int64_t>(pages.size());
+  };
+  std::vector<SeqId> live;
+  std::vector<std::vector<int32_t>> live_tokens;
+  for (int step = 0; step < 400; ++step) {
+    const int action = static_cast<int>(rng() % 4);
+    if (action <= 1 && live.size() < 4) {
+      // A prompt: one of two shared system prompts, then a few own tokens.
+      std::vector<int32_t> t;
+      const int32_t system = static_cast<int32_t>(rng() % 2);
+      for (int i = 0; i < 6; ++i) t.push_back(100 * system + i);
+      for (int i = 0, n = static_cast<int>(rng() % 7); i < n; ++i)
+        t.push_back(static_cast<int32_t>(rng() % 3));
+      // Sometimes compute it from scratch although it is cached (a concurrent duplicate).
+      absl::StatusOr<PrefixMatch> m =
+          rng() % 3 == 0 ? PrefixMatch{kv.add_sequence(), 0}
+                         : cache.acquire(t, static_cast<int64_t>(t.size()) - 1);
+      ASSERT_TRUE(m.ok());
+      const int64_t rest = static_cast<int64_t>(t.size()) - m->cached_tokens;
+      if (!kv.reserve(m->seq, rest).ok()) {
+        cache.evict(kv.config().num_pages);
+        if (!kv.reserve(m->seq, rest).ok()) {
+          ASSERT_TRUE(kv.free(m->seq).ok());
+          continue;
+        }
+      }
+      (void)kv.take_pending_copies();
+      if (rng() % 2 == 0) {
+        ASSERT_TRUE(cache.insert(t, m->seq, static_cast<int64_t>(t.size()), false).ok());
+      }
+      live.push_back(m->seq);
+      live_tokens.push_back(t);
+    } else if (action == 2 && !live.empty()) {
+      const size_t i = rng() % live.size();
+      ASSERT_TRUE(cache.insert(live_tokens[i], live[i], *kv.length(live[i]), true).ok());
+      ASSERT_TRUE(kv.free(live[i]).ok());
+      live.erase(live.begin() + static_cast<std::ptrdiff_t>(i));
+      live_tokens.erase(live_tokens.begin() + static_cast<std::ptrdiff_t>(i));
+    } else if (action == 3) {
+      cache.evict(1 + static_cast<int64_t>(rng() % 4));
+    }
+    ASSERT_EQ(cache.num_pages(), brute_force(live)) << "after step " << step;
+  }
+  cache.clear();
+  EXPECT_EQ(cache.num_pages(), 0);
+  EXPECT_EQ(cache.num_nodes(), 0);
 }
 
 }  // namespace
