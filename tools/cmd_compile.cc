@@ -35,7 +35,7 @@ void add_compile_command(CLI::App& app, int* exit_code) {
   cmd->add_option("-j,--jobs", o->threads, "NVRTC threads (0 = all cores)");
   auto gemv = std::make_shared<std::string>("auto");
   cmd->add_option("--gemv", *gemv,
-                  "small-batch GEMV path for M <= 16: auto (provisional size heuristic), "
+                  "small-batch GEMV path for M <= 16: auto (by weight size: the GEMV under 8 Mi elements), "
                   "cublas (never), gemv (every eligible matmul)")
       ->check(CLI::IsMember({"auto", "cublas", "gemv"}))
       ->capture_default_str();

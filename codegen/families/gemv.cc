@@ -95,7 +95,7 @@ GemvSpec gemv_spec_for(int64_t n, int64_t k) {
   return s;
 }
 
-bool gemv_heuristic(int64_t n, int64_t k) { return n * k >= (int64_t{1} << 20); }
+bool gemv_heuristic(int64_t n, int64_t k) { return n * k < (int64_t{8} << 20); }
 
 bool GemvOptions::use_gemv(int64_t n, int64_t k) const {
   GemvChoice c = default_choice;

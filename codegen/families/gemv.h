@@ -58,10 +58,12 @@ enum class GemvChoice : uint8_t {
   kGemv,       ///< the GEMV kernel whenever eligible
 };
 
-/// PROVISIONAL default until the timed pick (bench/gpu/gemv.sh, runtime/cuda/gemv_timing.h) or
-/// the autotuner sets it: the GEMV when the weight has at least 1 Mi elements (2 MB of bf16),
-/// i.e. every projection of the 1B and 8B shapes and most of SmolLM2's. Below that a launch of
-/// either kind is latency, not bandwidth.
+/// The default until a timed pick per shape (runtime/cuda/gemm_timing.h) is wired into `--tune`:
+/// the GEMV for weights under 8 Mi elements (16 MB of bf16), cuBLASLt from there up. Measured on
+/// an H200 at M = 1 (bench/results/2026-12-03-h200-decode-gemv-serve-fix.md): kiln's GEMV beats
+/// cuBLASLt on every SmolLM2 projection (up to 1.6x) and on Llama-3.2-1B's qkv and o (6.3 and
+/// 4.2 Mi elements), while cuBLASLt wins on every larger weight (1B gate/up/down, 8B projections,
+/// the LM heads) by 5-40%. (The first default, the GEMV from 1 Mi elements up, had it backwards.)
 bool gemv_heuristic(int64_t n, int64_t k);
 
 /// The typed compile option: a default and explicit per-shape choices (what a tuner writes).

@@ -91,7 +91,7 @@ TEST(Lowering, SmolLM2FusedGraph) {
 
 // The small-batch GEMV path: a GEMM the options pick gets a GEMV launch of the same node whose
 // bound (M <= 16) complements its PlanGemm's (M >= 17), so every step runs exactly one; operands
-// and M are the GEMM's; kCublas adds none; the provisional heuristic picks by weight size.
+// and M are the GEMM's; kCublas adds none; the default heuristic picks by weight size.
 std::vector<const PlanLaunch*> gemv_launches(const LoweredGraph& l) {
   std::vector<const PlanLaunch*> out;
   for (const PlanLaunch& launch : l.launches) {
@@ -154,11 +154,15 @@ TEST(Lowering, GemvLaunchesCarryComplementaryBounds) {
   EXPECT_TRUE(gemv_launches(*l).empty());
   for (const PlanGemm& e : l->gemms) EXPECT_TRUE(e.bound.empty());
 
-  // The provisional default: only weights of >= 1 Mi elements (SmolLM2: the 49152 x 576 head).
+  // The default: weights under 8 Mi elements take the GEMV (SmolLM2: every projection), larger
+  // ones stay on cuBLASLt (SmolLM2: the 49152 x 576 LM head).
   l = lower_graph(*g);
   ASSERT_TRUE(l.ok()) << l.status();
-  ASSERT_EQ(gemv_launches(*l).size(), 1u);
-  EXPECT_EQ(gemv_launches(*l)[0]->node, l->gemms.back().node);
+  ASSERT_EQ(gemv_launches(*l).size(), l->gemms.size() - 1);
+  for (const PlanGemm& e : l->gemms) {
+    EXPECT_EQ(e.bound.empty(), e.n * e.k >= (int64_t{8} << 20)) << e.n << " x " << e.k;
+  }
+  EXPECT_TRUE(l->gemms.back().bound.empty());
 
   // A per-shape choice overrides the default (what a tuner writes): the down projection only.
   LoweringOptions down;
