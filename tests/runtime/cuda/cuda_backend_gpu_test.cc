@@ -306,11 +306,15 @@ TEST_P(CudaBackendGpu, LogitsMatchReferenceOverPrefillAndDecodes) {
   absl::StatusOr<Trace> out = drive(**gpu, prompts, kDecodes, &*ref);
   ASSERT_TRUE(out.ok()) << out.status();
   const Agreement a = compare(*out, *ref, vocab);
-  std::printf("[ kiln gpu ] %s: max rel error %.3g, argmax equal %d/%d\n", f.name.c_str(),
-              a.max_rel, a.argmax_equal, a.positions);
+  std::printf("[ kiln gpu ] %s: max rel error %.3g, argmax equal %d/%d (+%d near-ties)\n",
+              f.name.c_str(), a.max_rel, a.argmax_equal, a.positions, a.near_ties);
   write_trace(*dir, prompts[0], *ref, *out, vocab);
   EXPECT_LE(a.max_rel, kMaxRelError) << f.name;
-  EXPECT_GE(a.argmax_equal, kMinArgmaxAgreement * a.positions) << f.name;
+  // The default plan runs its small GEMMs on kiln's GEMV (codegen/families/gemv.h), which sums in
+  // another order than the reference: as in GemvPathMatchesReference, a flip between two logits
+  // within 1% of the row's range counts as agreement (2/102 flipped on mha-hd64 at rel error
+  // 0.0074 on H200); a wrong kernel moves the error, which kMaxRelError bounds.
+  EXPECT_GE(a.argmax_equal + a.near_ties, kMinArgmaxAgreement * a.positions) << f.name;
 }
 
 TEST_P(CudaBackendGpu, RaggedBatchMatchesEachSequenceAlone) {
