@@ -62,8 +62,8 @@ enum class GemvChoice : uint8_t {
 /// the GEMV for weights under 8 Mi elements (16 MB of bf16), cuBLASLt from there up. Measured on
 /// an H200 at M = 1 (bench/results/2026-12-03-h200-decode-gemv-serve-fix.md): kiln's GEMV beats
 /// cuBLASLt on every SmolLM2 projection (up to 1.6x) and on Llama-3.2-1B's qkv and o (6.3 and
-/// 4.2 Mi elements), while cuBLASLt wins on every larger weight (1B gate/up/down, 8B projections,
-/// the LM heads) by 5-40%. (The first default, the GEMV from 1 Mi elements up, had it backwards.)
+/// 4.2 Mi elements), while cuBLASLt wins on the larger ones (1B gate/up/down, 8B qkv/gate/up/down,
+/// the LM heads) by 5-40%; 8B's o (16 Mi) is the exception, 4% faster on the GEMV at M = 1 only. (The first default, the GEMV from 1 Mi elements up, had it backwards.)
 bool gemv_heuristic(int64_t n, int64_t k);
 
 /// The typed compile option: a default and explicit per-shape choices (what a tuner writes).
