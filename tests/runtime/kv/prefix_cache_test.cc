@@ -126,7 +126,9 @@ TEST(PrefixCache, PageCountEqualsThePagesItsHoldersReference) {
     absl::flat_hash_set<int32_t> pages;
     for (SeqId s : kv.sequences()) {
       if (std::find(live.begin(), live.end(), s) != live.end()) continue;
-      for (int32_t p : *kv.page_table(s)) pages.insert(p);
+      // Bind the StatusOr: a range-for over `*kv.page_table(s)` would outlive the temporary.
+      const absl::StatusOr<absl::Span<const int32_t>> table = kv.page_table(s);
+      for (int32_t p : *table) pages.insert(p);
     }
     return static_cast<int64_t>(pages.size());
   };
