@@ -4,16 +4,23 @@
 Pairs (each kiln row against the llama.cpp row it is judged by, issue 17's targets):
   kiln bf16            vs llama.cpp F32  (dequantized SmolLM2 file)  decode >= 1.0x
   kiln native Q4_1     vs llama.cpp Q4_1 (the shipped file)          decode >= 0.8x
-  prompt processing of both pairs                                    prompt >= 1.0x
-Every round runs all four configurations, in alternating order (reversed every other round), so a
+  kiln Q4_1 q8 act     (native + --q8-activations: activations quantized to Q8 per 32 values, as
+                       llama.cpp does for its Q4_1 matmuls) vs llama.cpp Q4_1    decode >= 0.8x
+  prompt processing of these pairs                                   prompt >= 1.0x
+Every round runs all five configurations, in alternating order (reversed every other round), so a
 load spike from other users of the machine hits both engines alike; the table reports medians
 over rounds, and the load average is printed with every run. kiln's figures come from
 `kiln bench --device cpu` (one JSON line: median decode step, prefill of the prompt in one step);
 llama.cpp's from the same measurement here: one eval of the prompt, then one eval per generated
 token, greedy, the median step.
 
+With --scaling every configuration also runs on one thread, in the same alternating rounds, and a
+second table gives each engine's decode and prompt speed-up from 1 to --threads threads (issue 17:
+kiln's bf16 decode >= 1.7x from 1 to 2 threads), llama.cpp's beside it as what the machine allows.
+
 Usage: bench/cpu_vs_llamacpp.py --kiln build/tools/kiln --q41 Q4_1.gguf --f32 F32.gguf
-       [--threads 2] [--rounds 5] [--prompt-len 64] [--gen-len 64] [--out bench/results/x.md]
+       [--threads 2] [--scaling] [--rounds 5] [--prompt-len 64] [--gen-len 64]
+       [--out bench/results/x.md]
 """
 import argparse
 import datetime
@@ -47,10 +54,10 @@ def load():
     return "%.2f" % os.getloadavg()[0]
 
 
-def run_kiln(args, dtype, model):
-    cmd = [args.kiln, "bench", model, "--device", "cpu", "--threads", str(args.threads),
+def run_kiln(args, dtype, model, threads, extra=()):
+    cmd = [args.kiln, "bench", model, "--device", "cpu", "--threads", str(threads),
            "--weights-dtype", dtype, "--prompt-len", str(args.prompt_len),
-           "--gen-len", str(args.gen_len)]
+           "--gen-len", str(args.gen_len)] + list(extra)
     out = subprocess.run(cmd, capture_output=True, text=True)
     if out.returncode != 0:
         sys.exit("kiln bench failed: %s\n%s" % (" ".join(cmd), out.stderr))
@@ -89,6 +96,8 @@ def main():
     ap.add_argument("--q41", required=True, help="SmolLM2-135M-Instruct.Q4_1.gguf")
     ap.add_argument("--f32", required=True, help="the same model dequantized to F32")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--scaling", action="store_true",
+                    help="also run everything on 1 thread and report the speed-up to --threads")
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--prompt-len", type=int, default=64)
     ap.add_argument("--gen-len", type=int, default=64)
@@ -100,18 +109,27 @@ def main():
     print("CPU: %s, %d logical cores, ISA: %s; threads %d" % (model, cores, " ".join(isa),
                                                            args.threads))
     n_ctx = args.prompt_len + args.gen_len + 8
-    engines = {
-        "llama.cpp F32": LlamaCpp(args.f32, args.threads, n_ctx),
-        "llama.cpp Q4_1": LlamaCpp(args.q41, args.threads, n_ctx),
-    }
-    vocab = engines["llama.cpp Q4_1"].llm.n_vocab()
+    thread_counts = [args.threads] + ([1] if args.scaling and args.threads != 1 else [])
+    engines = {(name, t): LlamaCpp(path, t, n_ctx) for t in thread_counts
+               for name, path in (("llama.cpp F32", args.f32), ("llama.cpp Q4_1", args.q41))}
+    vocab = engines[("llama.cpp Q4_1", args.threads)].llm.n_vocab()
     prompt = [int(t) for t in np.random.default_rng(0).integers(0, vocab, args.prompt_len)]
-    configs = [
-        ("kiln bf16", lambda: run_kiln(args, "bf16", args.q41)),
-        ("llama.cpp F32", lambda: engines["llama.cpp F32"].run(prompt, args.gen_len)),
-        ("kiln native Q4_1", lambda: run_kiln(args, "native", args.q41)),
-        ("llama.cpp Q4_1", lambda: engines["llama.cpp Q4_1"].run(prompt, args.gen_len)),
-    ]
+
+    def suffix(t):  # the main thread count keeps the plain names the first table uses
+        return "" if t == args.threads else " %dt" % t
+
+    configs = []
+    for t in thread_counts:
+        configs += [
+            ("kiln bf16" + suffix(t), lambda t=t: run_kiln(args, "bf16", args.q41, t)),
+            ("llama.cpp F32" + suffix(t),
+             lambda t=t: engines[("llama.cpp F32", t)].run(prompt, args.gen_len)),
+            ("kiln native Q4_1" + suffix(t), lambda t=t: run_kiln(args, "native", args.q41, t)),
+            ("kiln Q4_1 q8 act" + suffix(t),
+             lambda t=t: run_kiln(args, "native", args.q41, t, ["--q8-activations"])),
+            ("llama.cpp Q4_1" + suffix(t),
+             lambda t=t: engines[("llama.cpp Q4_1", t)].run(prompt, args.gen_len)),
+        ]
     for _, fn in configs:  # warm-up: page in both files, spin up thread pools
         fn()
     results = {name: [] for name, _ in configs}
@@ -122,7 +140,7 @@ def main():
             before = load()
             m = fn()
             results[name].append(m)
-            line = "round %d %-17s decode %6.1f tok/s  prompt %6.1f tok/s  (load %s -> %s)" % (
+            line = "round %d %-20s decode %6.1f tok/s  prompt %6.1f tok/s  (load %s -> %s)" % (
                 r, name, m["decode_tok_s"], m["prompt_tok_s"], before, load())
             print(line, flush=True)
             log.append(line)
@@ -132,7 +150,10 @@ def main():
     rows = [("kiln bf16", "llama.cpp F32", "decode_tok_s", 1.0),
             ("kiln native Q4_1", "llama.cpp Q4_1", "decode_tok_s", 0.8),
             ("kiln bf16", "llama.cpp F32", "prompt_tok_s", 1.0),
-            ("kiln native Q4_1", "llama.cpp Q4_1", "prompt_tok_s", 1.0)]
+            ("kiln native Q4_1", "llama.cpp Q4_1", "prompt_tok_s", 1.0),
+            # Like for like: llama.cpp quantizes the activations to Q8 for its Q4_1 matmuls.
+            ("kiln Q4_1 q8 act", "llama.cpp Q4_1", "decode_tok_s", 0.8),
+            ("kiln Q4_1 q8 act", "llama.cpp Q4_1", "prompt_tok_s", 1.0)]
     table = ["| kiln | llama.cpp | metric | kiln tok/s | llama.cpp tok/s | ratio | target |",
              "| --- | --- | --- | --- | --- | --- | --- |"]
     for k, l, metric, target in rows:
@@ -141,6 +162,20 @@ def main():
             k, l, metric.split("_")[0], med[k][metric], med[l][metric], ratio, target,
             "met" if ratio >= target else "NOT met"))
     print("\n".join(table))
+    if len(thread_counts) > 1:
+        scaling = ["| configuration | decode 1t | decode %dt | decode speed-up | prompt 1t | "
+                   "prompt %dt | prompt speed-up |" % (args.threads, args.threads),
+                   "| --- | --- | --- | --- | --- | --- | --- |"]
+        for name in ("kiln bf16", "llama.cpp F32", "kiln native Q4_1", "kiln Q4_1 q8 act",
+                     "llama.cpp Q4_1"):
+            one, many = med[name + suffix(1)], med[name]
+            scaling.append("| %s | %.1f | %.1f | %.2fx | %.1f | %.1f | %.2fx |" % (
+                name, one["decode_tok_s"], many["decode_tok_s"],
+                many["decode_tok_s"] / one["decode_tok_s"], one["prompt_tok_s"],
+                many["prompt_tok_s"], many["prompt_tok_s"] / one["prompt_tok_s"]))
+        print("\n".join(scaling))
+        table += ["", "Thread scaling, 1 -> %d threads (medians of the same rounds):" % args.threads,
+                  ""] + scaling
 
     date = datetime.date.today().isoformat()
     slug = re.sub(r"[^a-z0-9]+", "-", model.lower()).strip("-") + "-%dc" % cores

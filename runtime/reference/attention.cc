@@ -7,6 +7,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "runtime/reference/ops.h"
+#include "runtime/reference/fast_exp.h"
 #include "runtime/reference/thread_pool.h"
 
 namespace kiln {
@@ -16,9 +17,18 @@ constexpr float kNegInf = -std::numeric_limits<float>::infinity();
 
 absl::Status bad(auto&&... parts) { return absl::InvalidArgumentError(absl::StrCat(parts...)); }
 
+// Eight independent partial sums: a single running sum is one long dependency chain the compiler
+// may not reorder (FP addition is not associative), so it neither vectorizes nor pipelines.
 float dot(const float* a, const float* b, int64_t n) {
-  float s = 0;
-  for (int64_t i = 0; i < n; ++i) s += a[i] * b[i];
+  constexpr int kLanes = 8;
+  float part[kLanes] = {};
+  int64_t i = 0;
+  for (; i + kLanes <= n; i += kLanes) {
+    for (int l = 0; l < kLanes; ++l) part[l] += a[i + l] * b[i + l];
+  }
+  float s = ((part[0] + part[1]) + (part[2] + part[3])) +
+            ((part[4] + part[5]) + (part[6] + part[7]));
+  for (; i < n; ++i) s += a[i] * b[i];
   return s;
 }
 
@@ -176,27 +186,43 @@ absl::Status flash_attention(const FView& q, const FView& k, const FView& v,
   const int64_t tokens = q.shape[0], hq = q.shape[1], d = q.shape[2];
   const int64_t hkv = k_cache.shape[2], group = hq / hkv;
   const float sc = static_cast<float>(scale);
+  constexpr int64_t kKeyBlock = 64;
   auto work = [&](int64_t begin, int64_t end) {
-    std::vector<float> acc(d);
+    std::vector<float> acc(d), scores(kKeyBlock);
+    std::vector<int64_t> rows(kKeyBlock);
     for (int64_t th = begin; th < end; ++th) {
       const int64_t t = th / hq, h = th % hq, s = batch.seq_of_token[t];
       const float* qv = q.data + th * d;
       // Keys visible to token t: j < kv_len and j <= position (causal).
       const int64_t len =
           std::min<int64_t>(batch.kv_len[s], static_cast<int64_t>(positions.data[t]) + 1);
-      // Online softmax (Milakov & Gimelshein; FlashAttention): keep the running max m and
-      // normalizer l, rescaling the accumulator whenever the max grows.
+      // Online softmax (Milakov & Gimelshein; FlashAttention) over blocks of keys: the scores of
+      // a block first, then one rescale of the running max m, normalizer l and accumulator per
+      // block (not per key), and the block's exponentials in one vectorizable loop.
       float m = kNegInf, l = 0;
       std::fill(acc.begin(), acc.end(), 0.0f);
-      for (int64_t j = 0; j < len; ++j) {
-        const int64_t row = (batch.row(s, j) * hkv + h / group) * d;
-        const float score = sc * dot(qv, k_cache.data + row, d);
-        const float m_new = std::max(m, score);
-        const float correction = std::exp(m - m_new);  // exp(-inf) = 0 on the first key
-        const float p = std::exp(score - m_new);
-        l = l * correction + p;
-        const float* vv = v_cache.data + row;
-        for (int64_t i = 0; i < d; ++i) acc[i] = acc[i] * correction + p * vv[i];
+      for (int64_t j0 = 0; j0 < len; j0 += kKeyBlock) {
+        const int64_t n = std::min(kKeyBlock, len - j0);
+        float m_block = kNegInf;
+        for (int64_t j = 0; j < n; ++j) {
+          rows[j] = (batch.row(s, j0 + j) * hkv + h / group) * d;
+          scores[j] = sc * dot(qv, k_cache.data + rows[j], d);
+          m_block = std::max(m_block, scores[j]);
+        }
+        const float m_new = std::max(m, m_block);
+        const float correction = std::exp(m - m_new);  // exp(-inf) = 0 on the first block
+        float block_sum = 0;
+        for (int64_t j = 0; j < n; ++j) {
+          scores[j] = fast_expf(scores[j] - m_new);
+          block_sum += scores[j];
+        }
+        l = l * correction + block_sum;
+        for (int64_t i = 0; i < d; ++i) acc[i] *= correction;
+        for (int64_t j = 0; j < n; ++j) {
+          const float p = scores[j];
+          const float* vv = v_cache.data + rows[j];
+          for (int64_t i = 0; i < d; ++i) acc[i] += p * vv[i];
+        }
         m = m_new;
       }
       float* o = out + th * d;

@@ -7,6 +7,7 @@
 #include "ir/rope.h"
 #include "runtime/reference/matmul.h"
 #include "runtime/reference/ops.h"
+#include "runtime/reference/thread_pool.h"
 
 namespace kiln {
 
@@ -92,34 +93,48 @@ absl::Status rope_table(const Attributes& attrs, float* out) {
   return absl::OkStatus();
 }
 
-absl::Status rope(const FView& x, const IView& positions, const Attributes& attrs, float* out) {
+absl::Status rope(const FView& x, const IView& positions, const Attributes& attrs, float* out,
+                  ThreadPool* pool) {
   absl::StatusOr<std::vector<double>> inv = rope_inv_freq(attrs);
   if (!inv.ok()) return inv.status();
   const bool half = attrs.string_or("layout", "half") == "half";
   const int64_t tokens = x.shape[0], heads = x.shape[1], d = x.shape[2];
   const int64_t pairs = static_cast<int64_t>(inv->size());
-  std::memcpy(out, x.data, x.numel() * sizeof(float));  // dims past rotary_dim pass through
-  std::vector<float> cos_t(pairs), sin_t(pairs);
   for (int64_t t = 0; t < tokens; ++t) {
-    const int64_t pos = positions.data[t];
-    if (pos < 0) {
-      return absl::OutOfRangeError(absl::StrCat("positions[", t, "] = ", pos, " is negative"));
+    if (positions.data[t] < 0) {
+      return absl::OutOfRangeError(
+          absl::StrCat("positions[", t, "] = ", positions.data[t], " is negative"));
     }
-    for (int64_t i = 0; i < pairs; ++i) {
-      const double angle = static_cast<double>(pos) * (*inv)[i];
-      cos_t[i] = static_cast<float>(std::cos(angle));
-      sin_t[i] = static_cast<float>(std::sin(angle));
-    }
-    for (int64_t h = 0; h < heads; ++h) {
-      const float* xi = x.data + (t * heads + h) * d;
-      float* o = out + (t * heads + h) * d;
+  }
+  std::memcpy(out, x.data, x.numel() * sizeof(float));  // dims past rotary_dim pass through
+  auto run_tokens = [&](int64_t token_begin, int64_t token_end) {
+    std::vector<float> cos_t(pairs), sin_t(pairs);
+    for (int64_t t = token_begin; t < token_end; ++t) {
+      const int64_t pos = positions.data[t];
       for (int64_t i = 0; i < pairs; ++i) {
-        const int64_t a = half ? i : 2 * i;
-        const int64_t b = half ? i + pairs : 2 * i + 1;
-        o[a] = xi[a] * cos_t[i] - xi[b] * sin_t[i];
-        o[b] = xi[b] * cos_t[i] + xi[a] * sin_t[i];
+        const double angle = static_cast<double>(pos) * (*inv)[i];
+        cos_t[i] = static_cast<float>(std::cos(angle));
+        sin_t[i] = static_cast<float>(std::sin(angle));
+      }
+      for (int64_t h = 0; h < heads; ++h) {
+        const float* xi = x.data + (t * heads + h) * d;
+        float* o = out + (t * heads + h) * d;
+        for (int64_t i = 0; i < pairs; ++i) {
+          const int64_t a = half ? i : 2 * i;
+          const int64_t b = half ? i + pairs : 2 * i + 1;
+          o[a] = xi[a] * cos_t[i] - xi[b] * sin_t[i];
+          o[b] = xi[b] * cos_t[i] + xi[a] * sin_t[i];
+        }
       }
     }
+  };
+  // The angles (two double-precision trig calls per rotated pair and token) dominate: prefill
+  // splits the tokens over the pool; a decode step's few tokens stay on this thread.
+  constexpr int64_t kMinTokensPerTask = 8;
+  if (pool != nullptr && tokens >= 2 * kMinTokensPerTask) {
+    pool->parallel_for(tokens, run_tokens, kMinTokensPerTask);
+  } else {
+    run_tokens(0, tokens);
   }
   return absl::OkStatus();
 }

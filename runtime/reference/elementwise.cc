@@ -3,7 +3,9 @@
 #include <cmath>
 #include <limits>
 
+#include "runtime/reference/fast_exp.h"
 #include "runtime/reference/ops.h"
+#include "runtime/reference/thread_pool.h"
 
 namespace kiln {
 namespace {
@@ -64,7 +66,29 @@ void binary_loop(const FView& a, const FView& b, const std::vector<int64_t>& out
   });
 }
 
-inline float silu(float x) { return x / (1.0f + std::exp(-x)); }
+// One expression call over n values. On x86-64 the compiler also builds an AVX2 + FMA version and
+// the loader picks it where the CPU has them (function multi-versioning): the rest of the library
+// stays baseline x86-64, and SiLU over 8 lanes with FMA is ~3x the SSE2 loop.
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#define KILN_SIMD_CLONES __attribute__((target_clones("arch=haswell", "default")))
+#else
+#define KILN_SIMD_CLONES
+#endif
+KILN_SIMD_CLONES void expr_call_block(Expr::Kind kind, const float* a, const float* b, float* r,
+                                      int64_t n) {
+  switch (kind) {
+    case Expr::Kind::kAdd: for (int64_t t = 0; t < n; ++t) r[t] = a[t] + b[t]; return;
+    case Expr::Kind::kSub: for (int64_t t = 0; t < n; ++t) r[t] = a[t] - b[t]; return;
+    case Expr::Kind::kMul: for (int64_t t = 0; t < n; ++t) r[t] = a[t] * b[t]; return;
+    case Expr::Kind::kDiv: for (int64_t t = 0; t < n; ++t) r[t] = a[t] / b[t]; return;
+    case Expr::Kind::kNeg: for (int64_t t = 0; t < n; ++t) r[t] = -a[t]; return;
+    case Expr::Kind::kExp: for (int64_t t = 0; t < n; ++t) r[t] = fast_expf(a[t]); return;
+    case Expr::Kind::kRsqrt: for (int64_t t = 0; t < n; ++t) r[t] = 1.0f / std::sqrt(a[t]); return;
+    case Expr::Kind::kSilu: for (int64_t t = 0; t < n; ++t) r[t] = fast_siluf(a[t]); return;
+    case Expr::Kind::kInput:
+    case Expr::Kind::kLiteral: return;  // leaves, handled by the caller
+  }
+}
 
 }  // namespace
 
@@ -83,18 +107,10 @@ void binary_op(OpKind op, const FView& a, const FView& b, const std::vector<int6
 
 void unary_op(OpKind op, const float* x, int64_t n, float* out) {
   switch (op) {
-    case OpKind::kNeg:
-      for (int64_t i = 0; i < n; ++i) out[i] = -x[i];
-      return;
-    case OpKind::kExp:
-      for (int64_t i = 0; i < n; ++i) out[i] = std::exp(x[i]);
-      return;
-    case OpKind::kRsqrt:
-      for (int64_t i = 0; i < n; ++i) out[i] = 1.0f / std::sqrt(x[i]);
-      return;
-    default:
-      for (int64_t i = 0; i < n; ++i) out[i] = silu(x[i]);
-      return;
+    case OpKind::kNeg: return expr_call_block(Expr::Kind::kNeg, x, nullptr, out, n);
+    case OpKind::kExp: return expr_call_block(Expr::Kind::kExp, x, nullptr, out, n);
+    case OpKind::kRsqrt: return expr_call_block(Expr::Kind::kRsqrt, x, nullptr, out, n);
+    default: return expr_call_block(Expr::Kind::kSilu, x, nullptr, out, n);
   }
 }
 
@@ -116,36 +132,89 @@ void reduce_last(OpKind op, const FView& x, float* out) {
 }
 
 void fused_elementwise(const Expr& expr, const std::vector<FView>& xs,
-                       const std::vector<int64_t>& out_shape, float* out) {
+                       const std::vector<int64_t>& out_shape, float* out, ThreadPool* pool) {
+  const int64_t total = num_elements(out_shape);
+  if (total == 0) return;
+  const size_t rank = out_shape.size();
+  const int64_t len = rank == 0 ? 1 : out_shape.back();
+  const int64_t rows = total / len;
   std::vector<std::vector<int64_t>> strides;
   for (const FView& x : xs) strides.push_back(broadcast_strides(x.shape, out_shape));
-  std::vector<float> args(xs.size()), scratch(expr.nodes().size());
-  for_each_row(out_shape, strides, [&](int64_t o, const int64_t* in, int64_t len) {
-    for (int64_t j = 0; j < len; ++j) {
-      for (size_t i = 0; i < xs.size(); ++i) {
-        args[i] = xs[i].data[in[i] + j * (out_shape.empty() ? 0 : strides[i].back())];
+  const std::vector<Expr::Node>& nodes = expr.nodes();
+  // Node by node over blocks of a row (not element by element through Expr::eval): each node is
+  // one tight loop the compiler vectorizes, and the interpreter's dispatch is paid per block.
+  constexpr int64_t kBlock = 256;
+  auto run_rows = [&](int64_t row_begin, int64_t row_end) {
+    std::vector<float> buf(nodes.size() * kBlock);
+    std::vector<int64_t> in(xs.size());
+    for (int64_t row = row_begin; row < row_end; ++row) {
+      // The inputs' offsets of this row: unravel the row index over the leading dims.
+      std::fill(in.begin(), in.end(), 0);
+      for (int64_t d = static_cast<int64_t>(rank) - 2, rem = row; d >= 0; --d) {
+        const int64_t coord = rem % out_shape[d];
+        rem /= out_shape[d];
+        for (size_t i = 0; i < xs.size(); ++i) in[i] += coord * strides[i][d];
       }
-      out[o + j] = expr.eval(args.data(), scratch.data());
+      for (int64_t j0 = 0; j0 < len; j0 += kBlock) {
+        const int64_t n = std::min(kBlock, len - j0);
+        for (size_t i = 0; i < nodes.size(); ++i) {
+          const Expr::Node& e = nodes[i];
+          float* r = buf.data() + i * kBlock;
+          const float* a = e.args[0] >= 0 ? buf.data() + e.args[0] * kBlock : nullptr;
+          const float* b = e.args[1] >= 0 ? buf.data() + e.args[1] * kBlock : nullptr;
+          switch (e.kind) {
+            case Expr::Kind::kInput: {
+              const int64_t step = rank == 0 ? 0 : strides[e.input].back();
+              const float* src = xs[e.input].data + in[e.input] + j0 * step;
+              if (step == 1) {
+                std::copy(src, src + n, r);
+              } else {
+                for (int64_t t = 0; t < n; ++t) r[t] = src[t * step];
+              }
+              break;
+            }
+            case Expr::Kind::kLiteral: std::fill(r, r + n, static_cast<float>(e.literal)); break;
+            default: expr_call_block(e.kind, a, b, r, n); break;
+          }
+        }
+        const float* root = buf.data() + (nodes.size() - 1) * kBlock;
+        std::copy(root, root + n, out + row * len + j0);
+      }
     }
-  });
+  };
+  // Prefill-sized ops are split over rows; a decode step's single row stays on this thread.
+  constexpr int64_t kMinElementsPerTask = 16384;
+  if (pool != nullptr && total >= 2 * kMinElementsPerTask && rows > 1) {
+    pool->parallel_for(rows, run_rows, std::max<int64_t>(1, kMinElementsPerTask / len));
+  } else {
+    run_rows(0, rows);
+  }
 }
 
 void rmsnorm(const FView& x, const float* residual, const float* w, double eps, float* out,
-             float* sum_out) {
+             float* sum_out, ThreadPool* pool) {
   const int64_t h = x.shape.back();
   const int64_t rows = h == 0 ? 0 : x.numel() / h;
-  for (int64_t r = 0; r < rows; ++r) {
-    const float* xr = x.data + r * h;
-    const float* in = xr;
-    if (residual != nullptr) {
-      float* s = sum_out + r * h;
-      for (int64_t j = 0; j < h; ++j) s[j] = xr[j] + residual[r * h + j];
-      in = s;
+  auto run_rows = [&](int64_t row_begin, int64_t row_end) {
+    for (int64_t r = row_begin; r < row_end; ++r) {
+      const float* xr = x.data + r * h;
+      const float* in = xr;
+      if (residual != nullptr) {
+        float* s = sum_out + r * h;
+        for (int64_t j = 0; j < h; ++j) s[j] = xr[j] + residual[r * h + j];
+        in = s;
+      }
+      double ss = 0;
+      for (int64_t j = 0; j < h; ++j) ss += static_cast<double>(in[j]) * in[j];
+      const float inv = static_cast<float>(1.0 / std::sqrt(ss / static_cast<double>(h) + eps));
+      for (int64_t j = 0; j < h; ++j) out[r * h + j] = in[j] * inv * w[j];
     }
-    double ss = 0;
-    for (int64_t j = 0; j < h; ++j) ss += static_cast<double>(in[j]) * in[j];
-    const float inv = static_cast<float>(1.0 / std::sqrt(ss / static_cast<double>(h) + eps));
-    for (int64_t j = 0; j < h; ++j) out[r * h + j] = in[j] * inv * w[j];
+  };
+  constexpr int64_t kMinElementsPerTask = 16384;
+  if (pool != nullptr && rows > 1 && rows * h >= 2 * kMinElementsPerTask) {
+    pool->parallel_for(rows, run_rows, std::max<int64_t>(1, kMinElementsPerTask / h));
+  } else {
+    run_rows(0, rows);
   }
 }
 

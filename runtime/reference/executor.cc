@@ -653,7 +653,7 @@ absl::Status ReferenceExecutor::execute(const Node& node, RunState& st) {
       const RmsNormOp op(node);
       float* y = out_f(0);
       rmsnorm(st.fview(op.x()), nullptr, st.fview(op.weight()).data,
-              node.attrs.float_or("eps", 1e-6), y, nullptr);
+              node.attrs.float_or("eps", 1e-6), y, nullptr, pool_.get());
       return absl::OkStatus();
     }
     case OpKind::kRmsNormResidual: {
@@ -661,12 +661,12 @@ absl::Status ReferenceExecutor::execute(const Node& node, RunState& st) {
       float* y = out_f(RmsNormResidualOp::kNormed);
       float* sum = out_f(RmsNormResidualOp::kSum);
       rmsnorm(st.fview(op.x()), st.fview(op.residual()).data, st.fview(op.weight()).data,
-              node.attrs.float_or("eps", 1e-6), y, sum);
+              node.attrs.float_or("eps", 1e-6), y, sum, pool_.get());
       return absl::OkStatus();
     }
     case OpKind::kRope: {
       const RopeOp op(node);
-      return rope(st.fview(op.x()), st.iview(op.positions()), node.attrs, out_f(0));
+      return rope(st.fview(op.x()), st.iview(op.positions()), node.attrs, out_f(0), pool_.get());
     }
     case OpKind::kFlashAttention: {
       const FlashAttentionOp op(node);
@@ -697,7 +697,7 @@ absl::Status ReferenceExecutor::execute(const Node& node, RunState& st) {
       std::vector<FView> xs;
       for (const Value* v : in) xs.push_back(st.fview(v));
       float* y = out_f(0);
-      fused_elementwise(*expr, xs, st.slots[node.outputs[0]->id].shape, y);
+      fused_elementwise(*expr, xs, st.slots[node.outputs[0]->id].shape, y, pool_.get());
       return absl::OkStatus();
     }
     case OpKind::kGemm: {

@@ -69,6 +69,7 @@ using QVec = float;
 inline QVec qv_zero() { return 0.0f; }
 inline QVec qv_set1(float f) { return f; }
 inline QVec qv_fma(QVec a, QVec b, QVec c) { return a * b + c; }
+inline QVec qv_add(QVec a, QVec b) { return a + b; }
 inline float qv_sum(QVec v) { return v; }
 inline QVec q4q8_dot(const uint8_t* qs, const int8_t* xq) {
   int32_t s = 0;
@@ -191,7 +192,7 @@ constexpr int64_t kMinColsPerTask = 64;
 // gain from a second thread; the workers spin between the step's back-to-back calls, so a
 // hand-off costs ~1 µs. (This was 4 MB, which left every projection of a small model on one
 // thread: --threads 2 changed nothing but the LM head.)
-constexpr int64_t kMinThreadedWeightBytes = 128 << 10;
+constexpr int64_t kMinThreadedWeightBytes = 48 << 10;
 constexpr int64_t kMinRowsPerTask = 32;  // quantized decode: weight rows per task
 
 // y = x · wᵀ for block-quantized w. Small m reads the blocks in place (Q8_0/Q4_0/Q4_1); large m,
@@ -262,7 +263,7 @@ void quantized_matmul(const float* x, int64_t m, const WeightRef& w, float* y, T
   run(
       panels,
       [&](int64_t b, int64_t e) {
-        std::vector<float> panel(kPanelRows * k);
+        std::vector<float> panel(kPanelRows * k), packed(kPanelRows * k);
         for (int64_t p = b; p < e; ++p) {
           const int64_t r0 = p * kPanelRows, r1 = std::min(n, r0 + kPanelRows);
           if (qtype >= 0) {
@@ -272,7 +273,7 @@ void quantized_matmul(const float* x, int64_t m, const WeightRef& w, float* y, T
             (void)dequantize_row(w.dtype, static_cast<const uint8_t*>(w.data) + r0 * row_bytes,
                                  (r1 - r0) * k, panel.data());
           }
-          f32_fn(x, m, k, panel.data(), 0, 0, r1 - r0, y + r0, n, nullptr);
+          f32_fn(x, m, k, panel.data(), 0, 0, r1 - r0, y + r0, n, packed.data());
         }
       },
       1);
@@ -331,7 +332,7 @@ void matmul(const float* x, int64_t m, const WeightRef& w, float* y, ThreadPool*
   if (m < kSmallM || !threaded) {
     // Decode: every thread streams a disjoint slice of the weight rows once.
     auto cols = [&](int64_t b, int64_t e) {
-      std::vector<float> panel(wtype != 0 && m > 8 ? kPanelRows * k : 0);
+      std::vector<float> panel(m > 8 ? kPanelRows * k : 0);
       fn(x, m, k, w.data, wtype, b * 4, std::min(n, e * 4), y, n,
          panel.empty() ? nullptr : panel.data());
     };
@@ -343,14 +344,18 @@ void matmul(const float* x, int64_t m, const WeightRef& w, float* y, ThreadPool*
     }
     return;
   }
-  // Prefill: rows are split; each thread widens every weight panel once and reuses it for its rows.
+  // Prefill: the weight's rows are split in panels, and each thread widens its panels once and
+  // runs every activation row against them. (Splitting the activation rows instead made every
+  // thread widen the whole weight: 2 threads did 8x the widening of 1 and prefill did not scale.)
+  const int64_t panels = (n + kPanelRows - 1) / kPanelRows;
   pool->parallel_for(
-      m,
+      panels,
       [&](int64_t b, int64_t e) {
         std::vector<float> panel(kPanelRows * k);
-        fn(x + b * k, e - b, k, w.data, wtype, 0, n, y + b * n, n, panel.data());
+        fn(x, m, k, w.data, wtype, b * kPanelRows, std::min(n, e * kPanelRows), y, n,
+           panel.data());
       },
-      4);
+      1);
 }
 
 void widen_to_f32(DType dtype, const void* data, int64_t offset, int64_t count, float* out) {

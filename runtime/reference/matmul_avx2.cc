@@ -52,6 +52,7 @@ using QVec = __m256;
 inline QVec qv_zero() { return _mm256_setzero_ps(); }
 inline QVec qv_set1(float f) { return _mm256_set1_ps(f); }
 inline QVec qv_fma(QVec a, QVec b, QVec c) { return _mm256_fmadd_ps(a, b, c); }
+inline QVec qv_add(QVec a, QVec b) { return _mm256_add_ps(a, b); }
 inline float qv_sum(QVec v) {
   __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
   s = _mm_add_ps(s, _mm_movehl_ps(s, s));

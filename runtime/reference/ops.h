@@ -35,13 +35,16 @@ void binary_op(OpKind op, const FView& a, const FView& b, const std::vector<int6
 void unary_op(OpKind op, const float* x, int64_t n, float* out);
 /// Reduction over the last axis (reduce_sum, reduce_mean, reduce_max); out has numel/last elems.
 void reduce_last(OpKind op, const FView& x, float* out);
-/// fused_elementwise: evaluates `expr` over broadcast inputs.
+/// fused_elementwise: evaluates `expr` over broadcast inputs; large ones split over `pool`'s
+/// threads by rows (pool may be null).
 void fused_elementwise(const Expr& expr, const std::vector<FView>& xs,
-                       const std::vector<int64_t>& out_shape, float* out);
+                       const std::vector<int64_t>& out_shape, float* out,
+                       ThreadPool* pool = nullptr);
 /// out = x · rsqrt(mean(x²) + eps) · w over the last axis. `sum_out` (optional, for
 /// rmsnorm_residual): x is first replaced by x + residual, which is also written to sum_out.
+/// Many rows are split over `pool`'s threads (pool may be null).
 void rmsnorm(const FView& x, const float* residual, const float* w, double eps, float* out,
-             float* sum_out);
+             float* sum_out, ThreadPool* pool = nullptr);
 
 // --- data movement and rotary (reference_data_movement.cc)
 /// Row gather: out[t] = table[idx[t]] for a table of `rows` rows of `row_elems` 4-byte elements.
@@ -58,8 +61,10 @@ void concat(const std::vector<const void*>& xs, const std::vector<std::vector<in
 absl::Status last_token_rows(const FView& x, const IView& qo_indptr, float* out);
 /// rope_table: [max_positions, rotary_dim] cos or sin table (see ir/op_kind.h, ir/rope.h).
 absl::Status rope_table(const Attributes& attrs, float* out);
-/// Fused rope over x[T, H, D]: rotates the first rotary_dim dims of every head.
-absl::Status rope(const FView& x, const IView& positions, const Attributes& attrs, float* out);
+/// Fused rope over x[T, H, D]: rotates the first rotary_dim dims of every head. Many tokens are
+/// split over `pool`'s threads (pool may be null).
+absl::Status rope(const FView& x, const IView& positions, const Attributes& attrs, float* out,
+                  ThreadPool* pool = nullptr);
 
 // --- paged attention (reference_attention.cc)
 /// Validated CSR page metadata of one step (FlashInfer layout).

@@ -1,10 +1,14 @@
 // Reference ops against naive loops written here, and every fused op against its primitive
 // composition (small sizes, symbolic dims, broadcasting, fresh random inputs).
 #include <cmath>
+#include <cstring>
 #include <numbers>
 
 #include "gtest/gtest.h"
 #include "ir/rope.h"
+#include "runtime/reference/fast_exp.h"
+#include "runtime/reference/ops.h"
+#include "runtime/reference/thread_pool.h"
 #include "tests/runtime/reference/test_util.h"
 
 namespace kiln {
@@ -281,6 +285,58 @@ TEST(ReferenceOpsTest, FusedElementwiseAndGemmMatchPrimitives) {
   ASSERT_EQ(out.size(), 4u);
   EXPECT_LE(max_rel_err(out[0].f, out[1].f), 1e-6);
   EXPECT_LE(max_rel_err(out[2].f, out[3].f), 1e-6);
+}
+
+// fast_expf replaces std::exp in the elementwise loops; it must stay within 2 ulp of the exact
+// value over the whole range it accepts (every 331st float: ~6.5M values, both signs).
+TEST(ReferenceOpsTest, FastExpIsWithinTwoUlpOfExp) {
+  double worst = 0;
+  float worst_at = 0;
+  for (const float end : {kFastExpMin, kFastExpMax}) {  // the negative floats, then the positive
+    uint32_t last;
+    std::memcpy(&last, &end, 4);
+    for (uint32_t bits = end < 0 ? 0x80000000u : 0u; bits <= last; bits += 331) {
+      float x;
+      std::memcpy(&x, &bits, 4);
+      const double want = std::exp(static_cast<double>(x));
+      const double rel = std::fabs(fast_expf(x) - want) / want;
+      if (rel > worst) {
+        worst = rel;
+        worst_at = x;
+      }
+    }
+  }
+  EXPECT_LE(worst, 2 * 5.96e-8) << "at x = " << worst_at;
+  // Outside the range: clamped, never inf, NaN or 0 (SiLU of a huge negative value stays ~0).
+  EXPECT_EQ(fast_expf(-1000.0f), fast_expf(kFastExpMin));
+  EXPECT_EQ(fast_expf(1000.0f), fast_expf(kFastExpMax));
+  EXPECT_TRUE(std::isfinite(fast_expf(1000.0f)));
+  EXPECT_NEAR(fast_siluf(-1000.0f), 0.0f, 1e-30f);
+  EXPECT_EQ(fast_siluf(1000.0f), 1000.0f);
+}
+
+// Split over a pool's threads by rows, fused_elementwise gives exactly what one thread gives,
+// with broadcast inputs of either kind (a row vector and a column) and rows longer than a block.
+TEST(ReferenceOpsTest, FusedElementwiseThreadedEqualsSingleThreaded) {
+  absl::StatusOr<Expr> expr = Expr::parse("add(mul(silu($0), $1), exp(neg($2)))");
+  ASSERT_TRUE(expr.ok()) << expr.status();
+  const int64_t rows = 67, len = 700;  // 700 = two full blocks of 256 and a partial one
+  const std::vector<float> x = random_floats(rows * len, 41), row = random_floats(len, 42),
+                           col = random_floats(rows, 43);
+  const std::vector<FView> xs = {{x.data(), {rows, len}}, {row.data(), {len}},
+                                 {col.data(), {rows, 1}}};
+  std::vector<float> one(rows * len), many(rows * len);
+  fused_elementwise(*expr, xs, {rows, len}, one.data(), nullptr);
+  ThreadPool pool(3);
+  fused_elementwise(*expr, xs, {rows, len}, many.data(), &pool);
+  EXPECT_EQ(one, many);
+  for (int64_t r : {int64_t{0}, int64_t{33}, rows - 1}) {
+    for (int64_t j : {int64_t{0}, int64_t{255}, int64_t{256}, len - 1}) {
+      const float v = x[r * len + j];
+      const float want = v / (1 + std::exp(-v)) * row[j] + std::exp(-col[r]);
+      EXPECT_NEAR(one[r * len + j], want, 1e-6f * std::max(1.0f, std::fabs(want)));
+    }
+  }
 }
 
 }  // namespace
