@@ -339,5 +339,40 @@ TEST(ReferenceOpsTest, FusedElementwiseThreadedEqualsSingleThreaded) {
   }
 }
 
+// Prefill-sized rope and rmsnorm(+residual) split over a pool's threads give exactly what one
+// thread gives (sizes past their thresholds: 96 tokens, 96 x 576 values), and rope still names a
+// negative position with a pool.
+TEST(ReferenceOpsTest, ThreadedRopeAndRmsNormEqualSingleThreaded) {
+  ThreadPool pool(3);
+  const int64_t T = 96, H = 3, D = 16, h = 576;
+  const std::vector<float> x = random_floats(T * H * D, 51);
+  std::vector<int32_t> pos(T);
+  for (int64_t t = 0; t < T; ++t) pos[t] = static_cast<int32_t>(7 * t + 3);
+  const FView xv{x.data(), {T, H, D}};
+  const IView pv{pos.data(), {T}};
+  std::vector<float> one(x.size()), many(x.size());
+  const Attributes attrs = rope_attrs("half", 12, true);
+  ASSERT_TRUE(rope(xv, pv, attrs, one.data(), nullptr).ok());
+  ASSERT_TRUE(rope(xv, pv, attrs, many.data(), &pool).ok());
+  EXPECT_EQ(one, many);
+  pos[T - 5] = -1;
+  absl::Status bad = rope(xv, pv, attrs, many.data(), &pool);
+  EXPECT_EQ(bad.code(), absl::StatusCode::kOutOfRange);
+  EXPECT_NE(bad.message().find("positions[91] = -1"), std::string::npos) << bad;
+
+  const std::vector<float> a = random_floats(T * h, 52), r = random_floats(T * h, 53),
+                           w = random_floats(h, 54);
+  const FView av{a.data(), {T, h}};
+  for (bool residual : {false, true}) {
+    std::vector<float> y1(T * h), y2(T * h), s1(T * h), s2(T * h);
+    rmsnorm(av, residual ? r.data() : nullptr, w.data(), 1e-5, y1.data(),
+            residual ? s1.data() : nullptr, nullptr);
+    rmsnorm(av, residual ? r.data() : nullptr, w.data(), 1e-5, y2.data(),
+            residual ? s2.data() : nullptr, &pool);
+    EXPECT_EQ(y1, y2) << residual;
+    EXPECT_EQ(s1, s2) << residual;
+  }
+}
+
 }  // namespace
 }  // namespace kiln
