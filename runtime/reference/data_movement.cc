@@ -129,13 +129,10 @@ absl::Status rope(const FView& x, const IView& positions, const Attributes& attr
     }
   };
   // The angles (two double-precision trig calls per rotated pair and token) dominate: prefill
-  // splits the tokens over the pool; a decode step's few tokens stay on this thread.
+  // splits the tokens over the pool; a decode step's few tokens make one chunk, which
+  // parallel_for runs on this thread.
   constexpr int64_t kMinTokensPerTask = 8;
-  if (pool != nullptr && tokens >= 2 * kMinTokensPerTask) {
-    pool->parallel_for(tokens, run_tokens, kMinTokensPerTask);
-  } else {
-    run_tokens(0, tokens);
-  }
+  pool ? pool->parallel_for(tokens, run_tokens, kMinTokensPerTask) : run_tokens(0, tokens);
   return absl::OkStatus();
 }
 

@@ -66,6 +66,10 @@ void binary_loop(const FView& a, const FView& b, const std::vector<int64_t>& out
   });
 }
 
+// Rows of prefill-sized ops are split over the pool in tasks of at least this many values: less
+// work than that costs more in the hand-off than a second thread saves.
+constexpr int64_t kMinElementsPerTask = 16384;
+
 // One expression call over n values. On x86-64 the compiler also builds an AVX2 + FMA version and
 // the loader picks it where the CPU has them (function multi-versioning): the rest of the library
 // stays baseline x86-64, and SiLU over 8 lanes with FMA is ~3x the SSE2 loop.
@@ -182,13 +186,10 @@ void fused_elementwise(const Expr& expr, const std::vector<FView>& xs,
       }
     }
   };
-  // Prefill-sized ops are split over rows; a decode step's single row stays on this thread.
-  constexpr int64_t kMinElementsPerTask = 16384;
-  if (pool != nullptr && total >= 2 * kMinElementsPerTask && rows > 1) {
-    pool->parallel_for(rows, run_rows, std::max<int64_t>(1, kMinElementsPerTask / len));
-  } else {
-    run_rows(0, rows);
-  }
+  // Prefill-sized ops are split over rows of >= kMinElementsPerTask values; smaller ones (a decode
+  // step's single row) make one chunk, which parallel_for runs on this thread.
+  pool ? pool->parallel_for(rows, run_rows, std::max<int64_t>(1, kMinElementsPerTask / len))
+       : run_rows(0, rows);
 }
 
 void rmsnorm(const FView& x, const float* residual, const float* w, double eps, float* out,
@@ -210,12 +211,8 @@ void rmsnorm(const FView& x, const float* residual, const float* w, double eps, 
       for (int64_t j = 0; j < h; ++j) out[r * h + j] = in[j] * inv * w[j];
     }
   };
-  constexpr int64_t kMinElementsPerTask = 16384;
-  if (pool != nullptr && rows > 1 && rows * h >= 2 * kMinElementsPerTask) {
-    pool->parallel_for(rows, run_rows, std::max<int64_t>(1, kMinElementsPerTask / h));
-  } else {
-    run_rows(0, rows);
-  }
+  const int64_t min_rows = std::max<int64_t>(1, kMinElementsPerTask / std::max<int64_t>(1, h));
+  pool ? pool->parallel_for(rows, run_rows, min_rows) : run_rows(0, rows);
 }
 
 }  // namespace kiln
