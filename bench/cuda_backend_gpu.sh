@@ -78,10 +78,23 @@ if [ -x build/tools/kiln ]; then
     step "kiln run --check smollm2-135m" smol-check.log build/tools/kiln run "$smol/model.kplan" \
       --check --check-steps 2 --prompt "The quick brown" --max-new-tokens 4
     grep -E "first divergent|every checked op" "$logs/smol-check.log"
+    # The same model without fuse-horizontal (separate Q/K/V and gate/up GEMMs): the default
+    # pipeline minus that pass, printed by `kiln ir` and compiled with --from-ir, as the baseline
+    # the merged plan is measured against in this run.
+    unmerged=canonicalize,fuse-rope,fuse-rmsnorm-residual,fuse-attention,fuse-elementwise,gemm-epilogue
+    if build/tools/kiln ir "$smol" --passes "$unmerged" >"$smol/unmerged.kir" 2>"$logs/unmerged-ir.log" &&
+       step "kiln compile smollm2 unmerged" smol-unmerged.log build/tools/kiln compile "$smol" \
+         --from-ir "$smol/unmerged.kir" -o "$smol/unmerged.kplan"; then
+      for b in 1 16; do
+        step "kiln bench smollm2 unmerged b$b" bench-unmerged-b$b.log build/tools/kiln bench \
+          "$smol/unmerged.kplan" --batch $b --prompt-len 128 --gen-len 64 --kv-cache-gb 4
+        grep '^{' "$logs/bench-unmerged-b$b.log" | sed 's/^{/{"plan":"unmerged",/' >>"$logs/bench.jsonl"
+      done
+    fi
     for b in 1 16; do
       step "kiln bench smollm2 batch $b" bench-b$b.log build/tools/kiln bench "$smol/model.kplan" \
         --batch $b --prompt-len 128 --gen-len 64 --kv-cache-gb 4
-      grep '^{' "$logs/bench-b$b.log" >>"$logs/bench.jsonl"
+      grep '^{' "$logs/bench-b$b.log" | sed 's/^{/{"plan":"merged",/' >>"$logs/bench.jsonl"
       step "kiln bench smollm2 batch $b eager" bench-b$b-eager.log build/tools/kiln bench \
         "$smol/model.kplan" --batch $b --prompt-len 128 --gen-len 32 --kv-cache-gb 4 \
         --no-cuda-graphs

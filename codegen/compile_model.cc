@@ -102,14 +102,37 @@ absl::Status add_kernels(const LoweredGraph& lowered, const CompileOptions& o, C
   return absl::OkStatus();
 }
 
-// Weights: references into the checkpoint (hashed once here, in parallel), or packed blobs.
-absl::Status add_weights(const CompileOptions& o, CompiledPlan& out) {
-  absl::StatusOr<WeightSet> weights =
-      detect_model_format(o.model).value_or(ModelFormat::kGguf) == ModelFormat::kHuggingFaceDir
-          ? load_safetensors_weights(o.model)
-          : load_gguf_weights(o.model);
-  if (!weights.ok()) return weights.status();
-  const std::vector<Weight>& all = weights->all();
+absl::StatusOr<WeightSet> load_weights(const CompileOptions& o) {
+  return detect_model_format(o.model).value_or(ModelFormat::kGguf) == ModelFormat::kHuggingFaceDir
+             ? load_safetensors_weights(o.model)
+             : load_gguf_weights(o.model);
+}
+
+// A derived param of the final IR (a stack of checkpoint rows, e.g. fuse-horizontal's Q/K/V) as
+// a plan weight whose parts the runtimes assemble at load (plan/weight_parts.h).
+absl::Status add_derived_weight(const Value& param, const WeightSet& weights, Plan& p) {
+  const Weight* first = weights.find(param.parts[0].source);
+  if (first == nullptr) {
+    return absl::InvalidArgumentError(absl::StrCat("@", param.name, " stacks rows of \"",
+                                                   param.parts[0].source,
+                                                   "\", which the checkpoint does not hold"));
+  }
+  PlanWeight& w = p.weights.emplace_back();
+  w.name = param.name;
+  w.dtype = first->dtype;
+  w.shape = first->shape;
+  w.shape[0] = param.type.shape[0].value;
+  for (const ParamPart& part : param.parts) {
+    w.parts.push_back({part.source, part.row_begin, part.row_end});
+  }
+  return absl::OkStatus();
+}
+
+// Weights: references into the checkpoint (hashed once here, in parallel), or packed blobs; then
+// the graph's derived params.
+absl::Status add_weights(const CompileOptions& o, const WeightSet& weights, const Graph& graph,
+                         CompiledPlan& out) {
+  const std::vector<Weight>& all = weights.all();
   std::vector<uint64_t> sums(all.size());
   if (!o.pack_weights) {
     std::atomic<size_t> next{0};
@@ -143,6 +166,10 @@ absl::Status add_weights(const CompileOptions& o, CompiledPlan& out) {
       pw.xxh3 = sums[i];
     }
   }
+  for (const Value* param : graph.params()) {
+    if (param->parts.empty()) continue;
+    if (absl::Status s = add_derived_weight(*param, weights, out.plan); !s.ok()) return s;
+  }
   return absl::OkStatus();
 }
 
@@ -175,7 +202,10 @@ absl::StatusOr<CompiledPlan> build_plan(const CompileOptions& o) {
   if (!config.ok()) return config.status();
   absl::StatusOr<std::unique_ptr<Graph>> graph = load_graph(o, *config);
   if (!graph.ok()) return graph.status();
+  absl::StatusOr<WeightSet> weights = load_weights(o);
+  if (!weights.ok()) return weights.status();
   PassContext ctx;
+  for (const Weight& w : weights->all()) ctx.weight_dtypes[w.name] = w.dtype;
   if (absl::Status s = run_compile_pipeline(**graph, ctx, o.dump_ir_dir); !s.ok()) return s;
   if (!ctx.kv_layout) {
     return absl::InvalidArgumentError(
@@ -209,7 +239,7 @@ absl::StatusOr<CompiledPlan> build_plan(const CompileOptions& o) {
   // else: a plan for the reference backend alone (e.g. an f32 graph, which has no GPU
   // attention kernels): it carries the IR, weights and KV layout but no launches, and the CUDA
   // backend refuses it by name.
-  if (absl::Status s = add_weights(o, out); !s.ok()) return s;
+  if (absl::Status s = add_weights(o, *weights, **graph, out); !s.ok()) return s;
 
   CompileReport& r = out.report;
   r.kernels = static_cast<int>(p.kernels.size());

@@ -6,6 +6,7 @@
 #include "codegen/families/registry.h"
 #include "codegen/families/sampling.h"
 #include "ir/ops.h"
+#include "ir/view.h"
 #include "plan/plan_json.h"
 
 namespace kiln {
@@ -41,6 +42,13 @@ absl::Status lower_gemm(int index, const Node& n, const GemvOptions& gemv, Lower
   std::optional<GemmEpilogue> plan_ep = parse_gemm_epilogue(std::string(GemmOp::epilogue_name(ep)));
   if (!plan_ep) return ctx.unsupported("unknown epilogue");
   e.epilogue = *plan_ep;
+  for (const Value* operand : n.inputs) {
+    if (!ctx.contiguous(operand)) {
+      return ctx.unsupported(absl::StrCat(
+          "cuBLASLt reads its operands contiguously here, and ", ctx.name(operand),
+          " is a strided view (a slice; ir/view.h)"));
+    }
+  }
   e.a = ctx.name(n.inputs[0]);
   e.b = ctx.name(n.inputs[1]);
   if (gemm && gemm->bias()) e.bias = ctx.name(gemm->bias());
@@ -76,6 +84,16 @@ absl::Status lower_node(int index, const Node& n, const LoweringOptions& options
     case OpKind::kReshape:
       ctx.add_alias({ctx.name(n.outputs[0]), ctx.name(n.inputs[0])});
       return absl::OkStatus();
+    case OpKind::kSlice: {
+      // A view inside its base's buffer (plan-memory placed it there); its readers take the
+      // row stride (ir/view.h). Nothing runs.
+      std::optional<StridedRows> view = strided_rows(*n.outputs[0]);
+      if (!view || view->base->kind != ValueKind::kResult) {
+        return ctx.unsupported(
+            "only a slice that is strided rows of a computed value is a view on the GPU");
+      }
+      return absl::OkStatus();
+    }
     case OpKind::kMatmul:
     case OpKind::kGemm: return lower_gemm(index, n, options.gemv, ctx);
     default: break;

@@ -24,10 +24,18 @@ Value* Graph::add_input(const std::string& name, Type type) {
   return v;
 }
 
-Value* Graph::add_param(const std::string& name, Type type) {
+Value* Graph::add_param(const std::string& name, Type type, std::vector<ParamPart> parts) {
   Value* v = new_value(ValueKind::kParam, std::move(type), name);
+  v->parts = std::move(parts);
   params_.push_back(v);
   return v;
+}
+
+int Graph::erase_unread_params(const std::function<bool(const Value*)>& drop) {
+  // The Values stay owned by values_ (ids stay dense and stable); only the list changes.
+  const size_t before = params_.size();
+  std::erase_if(params_, [&](const Value* p) { return use_count(p) == 0 && drop(p); });
+  return static_cast<int>(before - params_.size());
 }
 
 namespace {
@@ -255,7 +263,7 @@ std::unique_ptr<Graph> Graph::clone() const {
   g->symbols_ = symbols_;
   std::unordered_map<const Value*, Value*> map;
   for (Value* v : inputs_) map[v] = g->add_input(v->name, v->type);
-  for (Value* v : params_) map[v] = g->add_param(v->name, v->type);
+  for (Value* v : params_) map[v] = g->add_param(v->name, v->type, v->parts);
   for (const auto& n : nodes_) {
     std::vector<Value*> ins;
     for (Value* in : n->inputs) ins.push_back(map.at(in));

@@ -3,6 +3,7 @@
 
 #include <atomic>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -21,6 +22,16 @@ class Graph;
 
 enum class ValueKind : uint8_t { kInput, kParam, kResult };
 
+/// Rows [row_begin, row_end) (along the first axis) of the checkpoint tensor named `source`.
+/// A param with parts is derived: the concatenation of its parts in order, assembled when the
+/// weights are loaded (fuse-horizontal's merged Q/K/V and gate/up weights; a tensor-parallel
+/// rank's slice is one part).
+struct ParamPart {
+  std::string source;
+  int64_t row_begin = 0, row_end = 0;
+  bool operator==(const ParamPart&) const = default;
+};
+
 /// An SSA value: a graph input (`%tokens`), a parameter (`@layers.0.q_proj`) or a node result.
 struct Value {
   int id = 0;
@@ -29,6 +40,9 @@ struct Value {
   std::string name;          // required for inputs and params; optional for results
   Node* producer = nullptr;  // set for results
   int output_index = 0;
+  /// Params only: the checkpoint rows this param concatenates; empty for a param that is the
+  /// checkpoint tensor named `name`.
+  std::vector<ParamPart> parts;
 
  private:
   friend class Graph;
@@ -88,7 +102,10 @@ class Graph {
   const SymbolTable& symbols() const { return symbols_; }
 
   Value* add_input(const std::string& name, Type type);
-  Value* add_param(const std::string& name, Type type);
+  Value* add_param(const std::string& name, Type type, std::vector<ParamPart> parts = {});
+  /// Removes the params for which `drop(param)` holds and that nothing reads (e.g. the weights
+  /// a derived param replaced); returns how many. O(params).
+  int erase_unread_params(const std::function<bool(const Value*)>& drop);
   /// Appends a node (or inserts it before `insert_before`) with results of the given types.
   /// Types are not checked here: builders infer them and the verifier checks them. O(inputs).
   Node* add_node(OpKind op, std::vector<Value*> inputs, Attributes attrs,

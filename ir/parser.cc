@@ -313,13 +313,47 @@ class Parser {
     if (is_param) {
       if (params_.count(name.text))
         return error_at(name, absl::StrCat("@", name.text, " is declared twice"));
-      params_[name.text] = graph_->add_param(name.text, *type);
+      std::vector<ParamPart> parts;
+      if (is_punct("=")) {
+        absl::StatusOr<std::vector<ParamPart>> p = param_parts();
+        if (!p.ok()) return p.status();
+        parts = *std::move(p);
+      }
+      params_[name.text] = graph_->add_param(name.text, *type, std::move(parts));
     } else {
       if (locals_.count(name.text))
         return error_at(name, absl::StrCat("%", name.text, " is defined twice"));
       locals_[name.text] = graph_->add_input(name.text, *type);
     }
     return absl::OkStatus();
+  }
+
+  // `= rows("tensor"[begin:end], ...)` after a param's type.
+  absl::StatusOr<std::vector<ParamPart>> param_parts() {
+    bump();
+    if (absl::Status s = expect_ident("rows"); !s.ok()) return s;
+    if (absl::Status s = expect_punct("("); !s.ok()) return s;
+    std::vector<ParamPart> parts;
+    while (true) {
+      if (tok_.kind != Tok::kString) return expected("a checkpoint tensor name like \"w.q\"");
+      ParamPart& p = parts.emplace_back();
+      p.source = tok_.text;
+      bump();
+      if (absl::Status s = expect_punct("["); !s.ok()) return s;
+      absl::StatusOr<int64_t> begin = parse_int();
+      if (!begin.ok()) return begin.status();
+      if (absl::Status s = expect_punct(":"); !s.ok()) return s;
+      absl::StatusOr<int64_t> end = parse_int();
+      if (!end.ok()) return end.status();
+      if (absl::Status s = expect_punct("]"); !s.ok()) return s;
+      if (*begin < 0 || *end <= *begin) return expected("a row range [begin:end] with 0 <= begin < end");
+      p.row_begin = *begin;
+      p.row_end = *end;
+      if (!is_punct(",")) break;
+      bump();
+    }
+    if (absl::Status s = expect_punct(")"); !s.ok()) return s;
+    return parts;
   }
 
   absl::Status output_decl() {

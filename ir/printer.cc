@@ -74,7 +74,18 @@ std::string print_graph(const Graph& graph) {
     absl::StrAppend(&out, "  input ", names(v), " : ", v->type.to_string(), "\n");
   }
   for (const Value* v : graph.params()) {
-    absl::StrAppend(&out, "  param ", names(v), " : ", v->type.to_string(), "\n");
+    absl::StrAppend(&out, "  param ", names(v), " : ", v->type.to_string());
+    if (!v->parts.empty()) {
+      // A derived param: `= rows("<checkpoint tensor>"[begin:end], ...)`.
+      absl::StrAppend(&out, " = rows(");
+      for (size_t i = 0; i < v->parts.size(); ++i) {
+        const ParamPart& p = v->parts[i];
+        absl::StrAppend(&out, i ? ", " : "", attribute_to_string(Attribute(p.source)), "[", p.row_begin,
+                        ":", p.row_end, "]");
+      }
+      absl::StrAppend(&out, ")");
+    }
+    absl::StrAppend(&out, "\n");
   }
   for (const auto& n : graph.nodes()) absl::StrAppend(&out, "  ", print_node(*n, names), "\n");
   for (const GraphOutput& o : graph.outputs()) {

@@ -50,6 +50,23 @@ absl::Status verify(const Graph& graph) {
         return absl::InvalidArgumentError(absl::StrCat(where, " is declared twice"));
       }
       if (absl::Status s = check_type_symbols(v->type, graph.symbols(), where); !s.ok()) return s;
+      if (!v->parts.empty()) {
+        // A derived param stacks whole rows: a constant-shape tensor whose first dim is the sum
+        // of its parts' row counts.
+        int64_t rows = 0;
+        for (const ParamPart& p : v->parts) {
+          if (p.row_begin < 0 || p.row_end <= p.row_begin) {
+            return absl::InvalidArgumentError(absl::StrCat(where, ": part \"", p.source,
+                                                           "\" has an empty row range"));
+          }
+          rows += p.row_end - p.row_begin;
+        }
+        if (v->type.rank() == 0 || v->type.shape[0].is_symbolic() ||
+            v->type.shape[0].value != rows) {
+          return absl::InvalidArgumentError(absl::StrCat(
+              where, ": its parts hold ", rows, " rows but its type is ", v->type.to_string()));
+        }
+      }
       defined.insert(v);
     }
   }

@@ -12,8 +12,9 @@ namespace kiln_k {
 
 /// out[t, h, :] = rope(x[t, h, :], positions[t]); grid-stride over T x H x D/2 element pairs.
 /// HALF: pairs (i, i + ROT/2) (HF rotate_half); otherwise pairs (2i, 2i + 1) (GPT-J / llama.cpp).
-/// Dims from ROT on are copied unchanged (partial rotary).
-template <class T, int D, int ROT, bool HALF>
+/// Dims from ROT on are copied unchanged (partial rotary). XS: elements between x's token rows
+/// when x is a view (a slice of a merged QKV result); 0: contiguous. out is contiguous.
+template <class T, int D, int ROT, bool HALF, long long XS>
 __device__ __forceinline__ void rope(T* __restrict__ out, const T* __restrict__ x,
                                      const int* __restrict__ positions,
                                      const float* __restrict__ inv_freq, int num_tokens,
@@ -25,7 +26,7 @@ __device__ __forceinline__ void rope(T* __restrict__ out, const T* __restrict__ 
     const int p = i % (D / 2);
     const long long row = i / (D / 2);  // t * H + h
     const int t = row / num_heads;
-    const T* xr = x + row * D;
+    const T* xr = XS != 0 ? x + t * XS + (row - (long long)t * num_heads) * D : x + row * D;
     T* orow = out + row * D;
     if (p >= ROT / 2) {  // pass-through dims, two per pair index
       const int e = ROT + 2 * (p - ROT / 2);
@@ -46,8 +47,9 @@ __device__ __forceinline__ void rope(T* __restrict__ out, const T* __restrict__ 
 
 /// cache[slot_mapping[t], h, :] = rows[t, h, :] for the K or V rows of this step; the cache is
 /// [NP * page_size, Hkv, D] viewed flat by slot (slot = page * page_size + offset). A negative
-/// slot marks a padding token and is skipped. 16-byte copies, grid-stride.
-template <class T, int D>
+/// slot marks a padding token and is skipped. 16-byte copies, grid-stride. KS, VS: elements
+/// between the token rows of k and v when they are views; 0: contiguous.
+template <class T, int D, long long KS, long long VS>
 __device__ __forceinline__ void kv_append(T* __restrict__ k_cache, T* __restrict__ v_cache,
                                           const T* __restrict__ k, const T* __restrict__ v,
                                           const int* __restrict__ slot_mapping, int num_tokens,
@@ -64,8 +66,11 @@ __device__ __forceinline__ void kv_append(T* __restrict__ k_cache, T* __restrict
     const int slot = slot_mapping[t];
     if (slot < 0) continue;
     const long long dst = ((long long)slot * num_kv_heads + h) * kChunks + c;
-    reinterpret_cast<Chunk*>(k_cache)[dst] = reinterpret_cast<const Chunk*>(k)[i];
-    reinterpret_cast<Chunk*>(v_cache)[dst] = reinterpret_cast<const Chunk*>(v)[i];
+    const long long in_row = (long long)h * D + (long long)c * (16 / (int)sizeof(T));
+    const T* kr = KS != 0 ? k + t * KS + in_row : k + row * D + (long long)c * (16 / (int)sizeof(T));
+    const T* vr = VS != 0 ? v + t * VS + in_row : v + row * D + (long long)c * (16 / (int)sizeof(T));
+    reinterpret_cast<Chunk*>(k_cache)[dst] = *reinterpret_cast<const Chunk*>(kr);
+    reinterpret_cast<Chunk*>(v_cache)[dst] = *reinterpret_cast<const Chunk*>(vr);
   }
 }
 

@@ -1,22 +1,26 @@
 // fuse-horizontal: matmuls that read the same activation with different weights (Q/K/V, gate/up)
-// become one matmul over the weights concatenated along the output-feature axis, followed by
-// slices of its result. One GEMM streams the activation once and fills the GPU better than three
-// small ones; on the reference backend the result is bit-identical (each output column is the
-// same dot product).
+// become one matmul over the weights stacked along the output-feature axis, followed by slices
+// of its result. One GEMM streams the activation once and fills the GPU better than three small
+// ones (and is one launch, not three); on the reference backend the result is bit-identical (each
+// output column is the same dot product).
 //
-// The concatenation is `concat(@w0, @w1, ...){axis = 0}` of params only: a compile-time constant.
-// It stays in the IR so that the IR alone says what the merged weight is (the reference executor
-// runs it as it runs any concat); a lowering folds it into a weight built from slices of the
-// checkpoint's tensors (plan/plan.h PlanWeight::parts) instead of copying bytes into the plan.
+// The stacked weight is a derived param (ir/graph.h ParamPart): `param @blk.0.attn_q_attn_k_
+// attn_v.weight : bf16[N, K] = rows("blk.0.attn_q.weight"[0:Nq], ...)`. It is a compile-time
+// constant that the IR names exactly, and the runtimes assemble it from the checkpoint's rows
+// when they load the weights (plan/weight_parts.h), so the plan copies no bytes; the members'
+// own params go away with their matmuls. Only weights stored in one format are stacked (the
+// PassContext's weight_dtypes, when known), so that a derived weight is one run of blocks.
 //
 // Qwen2's q/k/v biases merge with their weights: when every member's result is read only by
-// `add(·, @bias[N])`, one `add(merged, concat(@b0, @b1, ...))` follows the merged matmul (which
+// `add(·, @bias[N])`, one `add(merged, @merged_bias)` follows the merged matmul (which
 // gemm-epilogue folds into the GEMM) and the slices replace the adds.
 #include <map>
 #include <string>
 #include <vector>
 
+#include "absl/container/flat_hash_set.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "ir/type_inference.h"
 #include "passes/pass.h"
 #include "passes/pass_registry.h"
@@ -74,6 +78,73 @@ absl::StatusOr<Value*> add_before(Graph& g, Node* before, OpKind op, std::vector
   return g.add_node(op, std::move(inputs), std::move(attrs), *out, before)->outputs[0];
 }
 
+/// The checkpoint rows `param` stands for: its parts, or all rows of the tensor it names.
+std::vector<ParamPart> rows_of(const Value& param) {
+  if (!param.parts.empty()) return param.parts;
+  return {{param.name, 0, param.type.shape[0].value}};
+}
+
+/// The stored format of `param` when the caller said (PassContext::weight_dtypes), else its IR
+/// dtype; a derived param's is its first part's (its parts share one by construction).
+DType storage_dtype(const Value& param, const PassContext& context) {
+  const std::string& source = param.parts.empty() ? param.name : param.parts[0].source;
+  auto it = context.weight_dtypes.find(source);
+  return it == context.weight_dtypes.end() ? param.type.dtype : it->second;
+}
+
+/// "blk.0.attn_q_attn_k_attn_v.weight" from blk.0.attn_{q,k,v}.weight: the members' common
+/// prefix and suffix (cut at '.') around their differing middles; a fresh name in `g`.
+std::string merged_name(absl::flat_hash_set<std::string>& taken,
+                        const std::vector<const Value*>& members) {
+  std::string_view first = members[0]->name;
+  size_t prefix = first.size(), suffix = first.size();
+  for (const Value* m : members) {
+    std::string_view n = m->name;
+    size_t p = 0;
+    while (p < prefix && p < n.size() && n[p] == first[p]) ++p;
+    prefix = p;
+    size_t q = 0;
+    while (q < suffix && q < n.size() && n[n.size() - 1 - q] == first[first.size() - 1 - q]) ++q;
+    suffix = q;
+  }
+  // Whole dot-separated components only, and the middles must not overlap.
+  while (prefix > 0 && first[prefix - 1] != '.') --prefix;
+  while (suffix > 0 && first[first.size() - suffix] != '.') --suffix;
+  std::vector<std::string> middles;
+  for (const Value* m : members) {
+    std::string_view n = m->name;
+    if (prefix + suffix > n.size()) {
+      prefix = suffix = 0;
+      middles.clear();
+      break;
+    }
+    middles.emplace_back(n.substr(prefix, n.size() - prefix - suffix));
+  }
+  if (middles.empty()) {
+    for (const Value* m : members) middles.push_back(m->name);
+  }
+  std::string name = std::string(first.substr(0, prefix)) + absl::StrJoin(middles, "_") +
+                     std::string(first.substr(first.size() - suffix));
+  while (!taken.insert(name).second) name += "_merged";
+  return name;
+}
+
+/// A derived param stacking `members`' rows (all rank-2 [n_i, K] or all rank-1 [n_i]).
+Value* stack_params(Graph& g, absl::flat_hash_set<std::string>& taken,
+                    const std::vector<const Value*>& members) {
+  std::vector<ParamPart> parts;
+  int64_t rows = 0;
+  for (const Value* m : members) {
+    for (ParamPart& p : rows_of(*m)) {
+      rows += p.row_end - p.row_begin;
+      parts.push_back(std::move(p));
+    }
+  }
+  Type t = members[0]->type;
+  t.shape[0] = Dim::constant(rows);
+  return g.add_param(merged_name(taken, members), std::move(t), std::move(parts));
+}
+
 class FuseHorizontal : public Pass {
  public:
   std::string name() const override { return "fuse-horizontal"; }
@@ -94,7 +165,7 @@ class FuseHorizontal : public Pass {
         continue;
       }
       const Value* w = n->inputs[1];
-      auto key = std::make_tuple(n->inputs[0], w->type.dtype, w->type.shape[1].value);
+      auto key = std::make_tuple(n->inputs[0], storage_dtype(*w, context), w->type.shape[1].value);
       auto [it, fresh] = index.emplace(key, groups.size());
       if (fresh) groups.emplace_back();
       groups[it->second].push_back(n.get());
@@ -106,7 +177,13 @@ class FuseHorizontal : public Pass {
       if (!merged.ok()) return merged.status();
       changed |= *merged;
     }
-    if (changed) graph.remove_dead_nodes();
+    if (changed) {
+      graph.remove_dead_nodes();
+      // The members' params, now unread (a tied weight read elsewhere stays).
+      graph.erase_unread_params([&](const Value* p) { return stacked_.contains(p); });
+    }
+    stacked_.clear();
+    names_.clear();
     return changed;
   }
 
@@ -121,25 +198,32 @@ class FuseHorizontal : public Pass {
       mem.bias_add = bias_add_of(g, *m, &mem.bias);
       all_biased &= mem.bias_add != nullptr;
     }
+    // Biases stack only when stored alike too.
+    for (const Member& m : members) {
+      if (all_biased && storage_dtype(*m.bias, context) != storage_dtype(*members[0].bias, context)) {
+        all_biased = false;
+      }
+    }
     // Every member's result must be a matmul of x; they sit after x, so inserting the merged
     // matmul before the first member places it after x and before every reader.
     Node* first = group.front();
     Value* x = first->inputs[0];
-    std::vector<Value*> weights, biases;
+    std::vector<const Value*> weights, biases;
     for (const Member& m : members) {
       weights.push_back(m.matmul->inputs[1]);
       if (all_biased) biases.push_back(m.bias);
     }
-    Attributes axis0;
-    axis0.set("axis", int64_t{0});
-    absl::StatusOr<Value*> w = add_before(g, first, OpKind::kConcat, weights, axis0);
-    if (!w.ok()) return w.status();
-    absl::StatusOr<Value*> y = add_before(g, first, OpKind::kMatmul, {x, *w}, {});
+    for (const Value* v : weights) stacked_.insert(v);
+    for (const Value* v : biases) stacked_.insert(v);
+    if (names_.empty()) {
+      for (const Value* p : g.params()) names_.insert(p->name);
+    }
+    Value* w = stack_params(g, names_, weights);
+    absl::StatusOr<Value*> y = add_before(g, first, OpKind::kMatmul, {x, w}, {});
     if (!y.ok()) return y.status();
     if (all_biased) {
-      absl::StatusOr<Value*> b = add_before(g, first, OpKind::kConcat, biases, axis0);
-      if (!b.ok()) return b.status();
-      y = add_before(g, first, OpKind::kAdd, {*y, *b}, {});
+      Value* b = stack_params(g, names_, biases);
+      y = add_before(g, first, OpKind::kAdd, {*y, b}, {});
       if (!y.ok()) return y.status();
       context.count(name(), "biases merged", static_cast<int64_t>(members.size()));
     }
@@ -159,6 +243,9 @@ class FuseHorizontal : public Pass {
     context.count(name(), "matmuls merged", static_cast<int64_t>(members.size()));
     return true;
   }
+
+  absl::flat_hash_set<const Value*> stacked_;  // params a derived param replaced in this run
+  absl::flat_hash_set<std::string> names_;     // every param's name, for fresh merged names
 };
 
 }  // namespace

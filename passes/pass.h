@@ -21,6 +21,10 @@ struct PassContext {
   std::map<std::string, std::map<std::string, int64_t>> stats;
   std::optional<MemoryPlan> memory_plan;
   std::optional<KvLayout> kv_layout;
+  /// The stored dtype of each checkpoint tensor (by name), when the caller knows the model's
+  /// weights: fuse-horizontal merges only weights stored alike, so that a derived param is one
+  /// run of bytes in one format (a Q4_K_M file keeps some V projections in Q6_K).
+  std::map<std::string, DType> weight_dtypes;
 
   void count(const std::string& pass, const std::string& counter, int64_t n = 1) {
     stats[pass][counter] += n;

@@ -52,8 +52,9 @@ absl::StatusOr<std::unique_ptr<Pass>> create_pass(std::string_view name) {
 
 const std::vector<std::string>& default_pipeline() {
   static const std::vector<std::string> pipeline = {
-      "canonicalize",     "fuse-rope",     "fuse-rmsnorm-residual", "fuse-attention",
-      "fuse-elementwise", "gemm-epilogue", "plan-memory",           "plan-kv"};
+      "canonicalize",   "fuse-horizontal", "fuse-rope",     "fuse-rmsnorm-residual",
+      "fuse-attention", "fuse-elementwise", "gemm-epilogue", "plan-memory",
+      "plan-kv"};
   return pipeline;
 }
 

@@ -10,6 +10,7 @@
 #include "ir/checked_arithmetic.h"
 #include "ir/ops.h"
 #include "ir/printer.h"
+#include "ir/view.h"
 #include "passes/pass.h"
 #include "passes/pass_registry.h"
 
@@ -101,7 +102,7 @@ class PlanMemory : public Pass {
     // Buffer groups: a root value with its views.
     struct Group {
       const Value* root;
-      std::vector<const Value*> views;
+      std::vector<std::pair<const Value*, int64_t>> views;  // with their byte offsets
       int64_t size = 0;
       int first = 0, last = 0;
       int64_t offset = 0;
@@ -115,12 +116,18 @@ class PlanMemory : public Pass {
       for (int o = 0; o < static_cast<int>(n.outputs.size()); ++o) {
         const Value* v = n.outputs[o];
         if (aliases_cache(n, o)) continue;
-        if (n.op == OpKind::kReshape) {
-          auto it = group_of.find(n.inputs[0]);
-          if (it == group_of.end()) continue;  // a view of an input or param
-          group_of[v] = it->second;
-          groups[it->second].views.push_back(v);
-          continue;
+        if (n.op == OpKind::kReshape || n.op == OpKind::kSlice) {
+          // A view (ir/view.h) sits inside its base's bytes, `offset` elements in.
+          std::optional<StridedRows> view = strided_rows(*v);
+          auto it = view ? group_of.find(view->base) : group_of.end();
+          if (n.op == OpKind::kReshape && it == group_of.end()) continue;  // of an input or param
+          if (it != group_of.end()) {
+            group_of[v] = it->second;
+            groups[it->second].views.push_back({v, view->offset * block_bytes(v->type.dtype)});
+            continue;
+          }
+          // A slice no view describes (or of an input): a buffer of its own, as the reference
+          // backend's copy.
         }
         absl::StatusOr<int64_t> elements = graph.symbols().max_elements(v->type.shape);
         if (!elements.ok()) {
@@ -194,8 +201,9 @@ class PlanMemory : public Pass {
 
     for (const Group& g : groups) {
       plan.buffers.push_back({names(g.root), g.offset, g.size, g.first, g.last, ""});
-      for (const Value* v : g.views) {
-        plan.buffers.push_back({names(v), g.offset, g.size, g.first, g.last, names(g.root)});
+      for (const auto& [v, at] : g.views) {
+        plan.buffers.push_back(
+            {names(v), g.offset + at, g.size - at, g.first, g.last, names(g.root)});
       }
     }
     context.count(name(), "buffers", static_cast<int64_t>(groups.size()));

@@ -4,10 +4,12 @@
 #include <xxhash.h>
 
 #include <algorithm>
+#include <utility>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
+#include "ir/view.h"
 
 namespace kiln {
 
@@ -42,8 +44,33 @@ std::string spec_key(KernelFamily family, DType dtype,
 LoweringContext::LoweringContext(const Graph& graph, LoweredGraph& out)
     : graph_(graph), names_(graph), out_(out) {}
 
+LaunchArg LoweringContext::tensor(const Value* v) const {
+  if (!contiguous(v) && layout_error_.ok()) {
+    layout_error_ = unsupported(absl::StrCat(
+        "its kernel reads ", names_(v),
+        " contiguously, but it is a strided view of another value's rows (a slice; ir/view.h)"));
+  }
+  return LaunchArg::tensor(names_(v));
+}
+
+LaunchArg LoweringContext::strided_tensor(const Value* v, int64_t* row_stride) const {
+  std::optional<StridedRows> view = strided_rows(*v);
+  *row_stride = view ? view->row_stride : 0;
+  if (!view && layout_error_.ok()) {
+    layout_error_ = unsupported(
+        absl::StrCat(names_(v), " is a slice that no strided-rows layout describes (ir/view.h)"));
+  }
+  return LaunchArg::tensor(names_(v));
+}
+
+bool LoweringContext::contiguous(const Value* v) const {
+  std::optional<StridedRows> view = strided_rows(*v);
+  return view && view->contiguous();
+}
+
 absl::Status LoweringContext::launch(std::shared_ptr<const KernelSpec> spec, LaunchRule rule,
                                      std::vector<BoundParam> args) {
+  if (!layout_error_.ok()) return std::exchange(layout_error_, absl::OkStatus());
   const std::string key = spec->key();
   const std::vector<EntryDecl> entry = spec->entry();
   PlanLaunch l;

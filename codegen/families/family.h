@@ -74,7 +74,15 @@ class LoweringContext {
   int node_index() const { return index_; }
   const Graph& graph() const { return graph_; }
   std::string name(const Value* v) const { return names_(v); }
-  LaunchArg tensor(const Value* v) const { return LaunchArg::tensor(names_(v)); }
+  /// `v` as a launch argument, for a kernel parameter that reads it contiguously: a strided
+  /// view (ir/view.h) there makes the node's launch() fail with a message naming both.
+  LaunchArg tensor(const Value* v) const;
+  /// `v` as a launch argument of a parameter that takes strided rows; `row_stride` is set to
+  /// the elements between its first-dim rows (0: contiguous) for the kernel's spec.
+  LaunchArg strided_tensor(const Value* v, int64_t* row_stride) const;
+  /// Whether `v` is laid out contiguously (not a strided view); for operands bound by name, as
+  /// a GEMM's are.
+  bool contiguous(const Value* v) const;
 
   /// Adds a launch of `spec` for the current node. `args` names every entry parameter once (in
   /// any order); they are put in entry order, and a missing or unknown name is an error.
@@ -94,6 +102,8 @@ class LoweringContext {
   LoweredGraph& out_;
   int index_ = -1;
   const Node* node_ = nullptr;
+  // The first operand bound with tensor() that is not contiguous, until launch() reports it.
+  mutable absl::Status layout_error_;
 };
 
 /// How a row kernel (rmsnorm, gather) covers a row of `h` elements: 16-byte vectors when the row

@@ -23,6 +23,9 @@ std::string FusedElementwiseSpec::key() const {
   std::string payload = expr;
   for (size_t i = 0; i < input_dtypes.size(); ++i) {
     absl::StrAppend(&payload, "|", dtype_name(input_dtypes[i]), ":", input_patterns[i]);
+    if (i < input_row_strides.size() && input_row_strides[i] != 0) {
+      absl::StrAppend(&payload, "/", input_row_strides[i]);
+    }
   }
   absl::StrAppend(&payload, "|", absl::StrJoin(output_dims, ","));
   return spec_key(family(), dtype,
@@ -74,13 +77,16 @@ absl::StatusOr<std::string> FusedElementwiseSpec::source() const {
   absl::StrAppend(&s, "    (void)rem;\n");
   for (size_t in = 0; in < input_patterns.size(); ++in) {
     // Index into input `in`: only its non-broadcast axes advance, with its own strides.
+    // A strided-rows input (never broadcast along the first axis) steps its own row stride.
+    const int64_t row_stride = in < input_row_strides.size() ? input_row_strides[in] : 0;
     std::string idx = "0LL";
     std::string stride = "1LL";
-    for (int a = rank - 1; a >= 0; --a) {
+    for (int a = rank - 1; a >= (row_stride != 0 ? 1 : 0); --a) {
       if (input_patterns[in][a] != '*') continue;
       idx = absl::StrCat(idx, " + c", a, " * ", stride);
       stride = absl::StrCat(stride, " * ", dim[a]);
     }
+    if (row_stride != 0) idx = absl::StrCat(idx, " + c0 * ", row_stride, "LL");
     absl::StrAppend(&s, "    const float x", in, " = to_float(in", in, "[", idx, "]);\n");
   }
   const std::vector<Expr::Node>& nodes = parsed->nodes();
@@ -149,9 +155,15 @@ absl::Status lower_elementwise(const Node& n, LoweringContext& ctx) {
       const size_t oa = rank - s.size() + a;
       if (!(s[a] == Dim::constant(1)) || os[oa] == Dim::constant(1)) pattern[oa] = '*';
     }
+    int64_t row_stride = 0;
+    LaunchArg arg = ctx.strided_tensor(in, &row_stride);
+    if (row_stride != 0 && (s.size() != rank || pattern[0] != '*')) {
+      return ctx.unsupported(absl::StrCat("input ", i, " is strided rows and broadcast"));
+    }
     spec->input_dtypes.push_back(in->type.dtype);
     spec->input_patterns.push_back(pattern);
-    args.push_back({absl::StrCat("in", i), ctx.tensor(in)});
+    spec->input_row_strides.push_back(row_stride);
+    args.push_back({absl::StrCat("in", i), std::move(arg)});
   }
   for (size_t a = 0; a < rank; ++a) {
     spec->output_dims.push_back(os[a].is_symbolic() ? os[a].symbol : absl::StrCat(os[a].value));

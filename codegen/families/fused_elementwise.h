@@ -17,6 +17,9 @@ struct FusedElementwiseSpec final : KernelSpec {
   /// Per input, its shape aligned to the output's rank: '1' (broadcast) or '*' (the output's
   /// extent) per axis.
   std::vector<std::string> input_patterns;
+  /// Per input, the elements between its first-axis rows when it is a view (a slice of a merged
+  /// GEMM's result; ir/view.h), else 0 (contiguous).
+  std::vector<int64_t> input_row_strides;
   std::vector<std::string> output_dims;  // "576" (baked) or a symbol (a runtime parameter)
 
   KernelFamily family() const override { return KernelFamily::kFusedElementwise; }

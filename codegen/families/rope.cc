@@ -5,12 +5,15 @@
 #include "absl/strings/str_join.h"
 #include "codegen/kernel_source.h"
 #include "ir/rope.h"
+#include "ir/view.h"
 
 namespace kiln {
 
 std::string RopeSpec::key() const {
+  std::vector<std::pair<std::string, int64_t>> params = {{"d", head_dim}, {"r", rotary_dim}};
+  if (x_row_stride != 0) params.emplace_back("xs", x_row_stride);
   return spec_key(
-      KernelFamily::kRope, dtype, {{"d", head_dim}, {"r", rotary_dim}},
+      KernelFamily::kRope, dtype, params,
       {rotate_half ? "half" : "interleaved"},
       std::string(reinterpret_cast<const char*>(inv_freq.data()), inv_freq.size() * sizeof(float)));
 }
@@ -36,12 +39,15 @@ absl::StatusOr<std::string> RopeSpec::source() const {
                    absl::StrJoin(f, ", "), "};\n");
   return instantiate(*this, "rope.cuh", dtype, table, 256,
                      absl::StrCat("kiln_k::rope<kiln_t, ", head_dim, ", ", rotary_dim, ", ",
-                                  rotate_half ? "true" : "false", ">"),
+                                  rotate_half ? "true" : "false", ", ", x_row_stride, "LL>"),
                      "out, x, positions, kiln_rope_inv_freq, num_tokens, num_heads");
 }
 
 std::string KvAppendSpec::key() const {
-  return spec_key(KernelFamily::kKvAppend, dtype, {{"d", head_dim}});
+  std::vector<std::pair<std::string, int64_t>> params = {{"d", head_dim}};
+  if (k_row_stride != 0) params.emplace_back("ks", k_row_stride);
+  if (v_row_stride != 0) params.emplace_back("vs", v_row_stride);
+  return spec_key(KernelFamily::kKvAppend, dtype, params);
 }
 
 std::vector<EntryDecl> KvAppendSpec::entry() const {
@@ -52,7 +58,8 @@ std::vector<EntryDecl> KvAppendSpec::entry() const {
 
 absl::StatusOr<std::string> KvAppendSpec::source() const {
   return instantiate(*this, "rope.cuh", dtype, "", 256,
-                     absl::StrCat("kiln_k::kv_append<kiln_t, ", head_dim, ">"));
+                     absl::StrCat("kiln_k::kv_append<kiln_t, ", head_dim, ", ", k_row_stride,
+                                  "LL, ", v_row_stride, "LL>"));
 }
 
 absl::Status lower_rope(const Node& n, LoweringContext& ctx) {
@@ -69,12 +76,14 @@ absl::Status lower_rope(const Node& n, LoweringContext& ctx) {
   spec->rotary_dim = n.attrs.int_or("rotary_dim", *d);
   spec->rotate_half = n.attrs.string_or("layout", "half") == "half";
   spec->inv_freq.assign(f->begin(), f->end());
+  // x may be strided rows (fuse-horizontal's q or k slice of the merged QKV GEMM's result).
+  const LaunchArg x_arg = ctx.strided_tensor(n.inputs[0], &spec->x_row_stride);
   // One thread per rotated pair of every (token, head).
   const std::string T = dim_expr(x.shape[0]);
   return ctx.launch(std::move(spec),
                     rule_1d(absl::StrCat("cdiv(", T, "*", *h * *d / 2, ", 256)"), 256),
                     {{"out", ctx.tensor(n.outputs[0])},
-                     {"x", ctx.tensor(n.inputs[0])},
+                     {"x", x_arg},
                      {"positions", ctx.tensor(n.inputs[1])},
                      {"num_tokens", LaunchArg::integer(T)},
                      {"num_heads", LaunchArg::integer(absl::StrCat(*h))}});
@@ -89,6 +98,17 @@ absl::Status launch_kv_append(LoweringContext& ctx, DType dtype, const Value* k,
   auto spec = std::make_shared<KvAppendSpec>();
   spec->dtype = dtype;
   spec->head_dim = *d;
+  // K and V may be strided rows (slices of the merged QKV GEMM's result); the kernel copies
+  // 16-byte chunks, so a view must start and step on 16-byte boundaries.
+  const LaunchArg k_arg = ctx.strided_tensor(k, &spec->k_row_stride);
+  const LaunchArg v_arg = ctx.strided_tensor(v, &spec->v_row_stride);
+  const int64_t per_chunk = 16 / 2;
+  for (const Value* kv : {k, v}) {
+    std::optional<StridedRows> view = strided_rows(*kv);
+    if (view && (view->offset % per_chunk != 0 || view->row_stride % per_chunk != 0)) {
+      return ctx.unsupported("a K/V view whose rows are not 16-byte aligned");
+    }
+  }
   // One thread per 16-byte chunk of every (token, kv head) row of K and V.
   const int64_t chunks = *d * 2 / 16;
   const std::string T = dim_expr(ks[0]);
@@ -96,8 +116,8 @@ absl::Status launch_kv_append(LoweringContext& ctx, DType dtype, const Value* k,
                     rule_1d(absl::StrCat("cdiv(", T, "*", *hkv * chunks, ", 256)"), 256),
                     {{"k_cache", ctx.tensor(k_cache)},
                      {"v_cache", ctx.tensor(v_cache)},
-                     {"k", ctx.tensor(k)},
-                     {"v", ctx.tensor(v)},
+                     {"k", k_arg},
+                     {"v", v_arg},
                      {"slot_mapping", ctx.tensor(slot_mapping)},
                      {"num_tokens", LaunchArg::integer(T)},
                      {"num_kv_heads", LaunchArg::integer(absl::StrCat(*hkv))}});

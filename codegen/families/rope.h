@@ -15,9 +15,11 @@ struct RopeSpec final : KernelSpec {
   int64_t rotary_dim = 0;       // leading dims of each head that rotate
   bool rotate_half = true;      // pairs (i, i + r/2); false: adjacent pairs (2i, 2i+1)
   std::vector<float> inv_freq;  // [rotary_dim / 2], baked into the source
+  int64_t x_row_stride = 0;     // elements between x's token rows; 0: contiguous (heads * d)
 
   KernelFamily family() const override { return KernelFamily::kRope; }
-  std::string key() const override;  // rope_<dt>_d<d>_r<r>_<half|interleaved>_h<hash of inv_freq>
+  /// rope_<dt>_d<d>_r<r>[_xs<stride>]_<half|interleaved>_h<hash of inv_freq>
+  std::string key() const override;
   std::vector<EntryDecl> entry() const override;
   absl::StatusOr<std::string> source() const override;
 };
@@ -25,9 +27,10 @@ struct RopeSpec final : KernelSpec {
 struct KvAppendSpec final : KernelSpec {
   DType dtype = DType::kBF16;
   int64_t head_dim = 0;
+  int64_t k_row_stride = 0, v_row_stride = 0;  // elements between token rows; 0: contiguous
 
   KernelFamily family() const override { return KernelFamily::kKvAppend; }
-  std::string key() const override;  // kv_append_<dt>_d<d>
+  std::string key() const override;  // kv_append_<dt>_d<d>[_ks<stride>][_vs<stride>]
   std::vector<EntryDecl> entry() const override;
   absl::StatusOr<std::string> source() const override;
 };

@@ -34,11 +34,13 @@
 #include "absl/strings/str_format.h"
 #include "ir/parser.h"
 #include "ir/printer.h"
+#include "ir/view.h"
 #include "models/dequantize.h"
 #include "models/mapped_file.h"
 #include "models/weights.h"
 #include "plan/launch_binding.h"
 #include "plan/launch_expr.h"
+#include "plan/weight_parts.h"
 
 namespace kiln {
 
@@ -284,31 +286,51 @@ absl::Status CudaBackend::upload_weights(const PlanBlobReader& blobs,
   int64_t converted = 0, done = 0;
   std::vector<uint8_t> host;
   const bool tty = isatty(STDERR_FILENO) != 0;
-  for (const Slot& s : slots) {
-    const PlanWeight& w = *s.weight;
-    absl::Span<const uint8_t> src;
+  // The bytes of a weight stored in the plan or the checkpoint (not a derived one).
+  auto stored = [&](const PlanWeight& w) -> absl::StatusOr<absl::Span<const uint8_t>> {
     if (w.packed()) {
       if (!blobs) return absl::InternalError("packed weights but no blob reader");
       absl::StatusOr<std::string_view> b = blobs(w.blob);
       if (!b.ok()) return b.status();
-      src = {reinterpret_cast<const uint8_t*>(b->data()), b->size()};
+      return absl::Span<const uint8_t>(reinterpret_cast<const uint8_t*>(b->data()), b->size());
+    }
+    auto it = files.find(w.file);
+    if (it == files.end()) {
+      absl::StatusOr<std::unique_ptr<MappedFile>> f = MappedFile::open(w.file);
+      if (!f.ok()) {
+        return absl::FailedPreconditionError(
+            absl::StrCat("weight ", w.name, ": cannot map ", w.file, " (", f.status().message(),
+                         "); recompile the plan from the model's current location"));
+      }
+      it = files.emplace(w.file, std::move(*f)).first;
+    }
+    if (w.offset + w.size > it->second->size()) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "weight ", w.name, ": ", w.file, " is ", it->second->size(), " bytes, the plan needs [",
+          w.offset, ", ", w.offset + w.size, "); the file changed: recompile the plan"));
+    }
+    return it->second->bytes().subspan(w.offset, w.size);
+  };
+  std::vector<uint8_t> assembled;
+  for (const Slot& s : slots) {
+    const PlanWeight& w = *s.weight;
+    absl::Span<const uint8_t> src;
+    if (w.derived()) {
+      // Stacked from row ranges of stored weights (plan/weight_parts.h), then converted whole.
+      absl::StatusOr<std::vector<WeightByteRange>> ranges = weight_byte_ranges(plan_, w);
+      if (!ranges.ok()) return ranges.status();
+      assembled.clear();
+      for (const WeightByteRange& r : *ranges) {
+        absl::StatusOr<absl::Span<const uint8_t>> part = stored(*r.source);
+        if (!part.ok()) return part.status();
+        assembled.insert(assembled.end(), part->begin() + r.offset,
+                         part->begin() + r.offset + r.size);
+      }
+      src = assembled;
     } else {
-      auto it = files.find(w.file);
-      if (it == files.end()) {
-        absl::StatusOr<std::unique_ptr<MappedFile>> f = MappedFile::open(w.file);
-        if (!f.ok()) {
-          return absl::FailedPreconditionError(
-              absl::StrCat("weight ", w.name, ": cannot map ", w.file, " (", f.status().message(),
-                           "); recompile the plan from the model's current location"));
-        }
-        it = files.emplace(w.file, std::move(*f)).first;
-      }
-      if (w.offset + w.size > it->second->size()) {
-        return absl::FailedPreconditionError(absl::StrCat(
-            "weight ", w.name, ": ", w.file, " is ", it->second->size(), " bytes, the plan needs [",
-            w.offset, ", ", w.offset + w.size, "); the file changed: recompile the plan"));
-      }
-      src = it->second->bytes().subspan(w.offset, w.size);
+      absl::StatusOr<absl::Span<const uint8_t>> own = stored(w);
+      if (!own.ok()) return own.status();
+      src = *own;
     }
     const DType want = s.param->type.dtype;
     const uint8_t* data = src.data();
@@ -1011,22 +1033,40 @@ absl::StatusOr<HostTensor> CudaBackend::download_value(const Value& value) {
   HostTensor t;
   t.dtype = dt;
   t.shape = *shape;
+  if (dt != DType::kI32 && dt != DType::kF32 && dt != DType::kBF16 && dt != DType::kF16) {
+    return absl::UnimplementedError(
+        absl::StrCat(name, ": reading back a ", dtype_name(dt), " value is not supported"));
+  }
+  // The value's elements in order: one copy when contiguous, its rows gathered when it is a
+  // strided view (a slice of a merged GEMM's result; ir/view.h).
+  const int64_t eb = block_bytes(dt);
+  auto download = [&](void* dst) -> absl::Status {
+    std::optional<StridedRows> view = strided_rows(value);
+    const int64_t rows = shape->empty() ? 1 : (*shape)[0];
+    if (!view || view->contiguous() || rows <= 1 || n == 0) {
+      return device_->download(dst, *ptr, eb * n);
+    }
+    const int64_t width = n / rows;
+    std::vector<uint8_t> span(eb * ((rows - 1) * view->row_stride + width));
+    if (absl::Status s = device_->download(span.data(), *ptr, span.size()); !s.ok()) return s;
+    for (int64_t r = 0; r < rows; ++r) {
+      std::memcpy(static_cast<uint8_t*>(dst) + r * width * eb,
+                  span.data() + r * view->row_stride * eb, width * eb);
+    }
+    return absl::OkStatus();
+  };
   if (dt == DType::kI32) {
     t.i.resize(n);
-    if (absl::Status s = device_->download(t.i.data(), *ptr, 4 * n); !s.ok()) return s;
+    if (absl::Status s = download(t.i.data()); !s.ok()) return s;
     return t;
   }
   t.f.resize(n);
   if (dt == DType::kF32) {
-    if (absl::Status s = device_->download(t.f.data(), *ptr, 4 * n); !s.ok()) return s;
+    if (absl::Status s = download(t.f.data()); !s.ok()) return s;
     return t;
   }
-  if (dt != DType::kBF16 && dt != DType::kF16) {
-    return absl::UnimplementedError(
-        absl::StrCat(name, ": reading back a ", dtype_name(dt), " value is not supported"));
-  }
   std::vector<uint16_t> half(n);
-  if (absl::Status s = device_->download(half.data(), *ptr, 2 * n); !s.ok()) return s;
+  if (absl::Status s = download(half.data()); !s.ok()) return s;
   for (int64_t k = 0; k < n; ++k) {
     t.f[k] = dt == DType::kBF16 ? bf16_to_f32(half[k]) : f16_to_f32(half[k]);
   }

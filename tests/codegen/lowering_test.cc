@@ -56,13 +56,18 @@ TEST(Lowering, SmolLM2FusedGraph) {
   EXPECT_TRUE(keys.count("flash_attention_prefill_bf16_d64_g3_q64_kv64_w4"));
   EXPECT_TRUE(keys.count("flash_attention_decode_bf16_d64_g3_kv16_w4_st2"));
   EXPECT_TRUE(keys.count("flash_attention_merge_bf16_d64"));
-  EXPECT_TRUE(keys.count("kv_append_bf16_d64"));
+  // fuse-horizontal's QKV GEMM writes [T, 960]: q and k reach rope, v reaches the KV append,
+  // as strided rows of it (960 apart), not copies.
+  EXPECT_TRUE(keys.count("kv_append_bf16_d64_vs960"));
+  int strided_ropes = 0;
+  for (const std::string& k : keys) strided_ropes += k.starts_with("rope_bf16_d64_r64_xs960_");
+  EXPECT_EQ(strided_ropes, 1);
   EXPECT_TRUE(keys.count("rmsnorm_residual_bf16_h576_vec8_vpt1_t96"));
   EXPECT_TRUE(keys.count("embedding_bf16_h576_vec8"));
   EXPECT_TRUE(keys.count("sampling_f32_w32"));
   EXPECT_EQ(keys.size(), l->kernels.size());  // unique
-  // 2 layers x (q, k, v, o, gate, up, down) + lm_head.
-  EXPECT_EQ(l->gemms.size(), 15u);
+  // 2 layers x (qkv, o, gate_up, down) + lm_head.
+  EXPECT_EQ(l->gemms.size(), 9u);
   // Every residual add but the last feeds the next RMSNorm and fuses into rmsnorm_residual; the
   // last feeds last_token_rows (the final norm runs on [S] rows), so down_proj takes it.
   int residual = 0, fused_norms = 0;

@@ -15,11 +15,13 @@
 #include <gtest/gtest.h>
 
 #include "absl/strings/str_cat.h"
+#include "ir/view.h"
 #include "models/llama_graph.h"
 #include "models/model_source.h"
 #include "models/weights.h"
 #include "passes/pass_manager.h"
 #include "runtime/reference/executor.h"
+#include "tests/derived_params.h"
 #include "tests/fixtures.h"
 
 namespace kiln {
@@ -94,7 +96,7 @@ TEST_P(DefaultPipeline, LeavesNoUnfusedPatterns) {
   ASSERT_TRUE(run_default_pipeline(g, context).ok());
   auto counts = count_ops(g);
   for (OpKind op : {OpKind::kReduceMax, OpKind::kReduceSum, OpKind::kReduceMean, OpKind::kExp,
-                    OpKind::kRsqrt, OpKind::kRopeTable, OpKind::kSlice, OpKind::kConcat,
+                    OpKind::kRsqrt, OpKind::kRopeTable, OpKind::kConcat,
                     OpKind::kNeg, OpKind::kPagedQk, OpKind::kPagedPv, OpKind::kCausalMask,
                     OpKind::kKvWrite, OpKind::kMatmul, OpKind::kAdd, OpKind::kMul, OpKind::kSilu}) {
     EXPECT_EQ(counts[op], 0) << op_name(op) << " left after the default pipeline";
@@ -105,7 +107,17 @@ TEST_P(DefaultPipeline, LeavesNoUnfusedPatterns) {
   EXPECT_EQ(counts[OpKind::kRmsNormResidual], 2 * layers - 1);
   EXPECT_EQ(counts[OpKind::kRmsNorm], 2);                // the first layer's and the final norm
   EXPECT_EQ(counts[OpKind::kFusedElementwise], layers);  // SwiGLU
-  EXPECT_EQ(counts[OpKind::kGemm], 7 * layers + 1);
+  // fuse-horizontal: one GEMM for q/k/v and one for gate/up per layer, then o, down, LM head;
+  // their results' slices (3 + 2 per layer) are strided-rows views, never copies.
+  EXPECT_EQ(counts[OpKind::kGemm], 4 * layers + 1);
+  EXPECT_EQ(counts[OpKind::kSlice], 5 * layers);
+  for (const auto& n : g.nodes()) {
+    if (n->op != OpKind::kSlice) continue;
+    std::optional<StridedRows> view = strided_rows(*n->outputs[0]);
+    ASSERT_TRUE(view.has_value());
+    EXPECT_EQ(view->base->producer->op, OpKind::kGemm);
+  }
+  EXPECT_EQ(context.stats["fuse-horizontal"]["matmuls merged"], 5 * layers);
   EXPECT_EQ(context.stats["fuse-attention"]["fused"], layers);
 }
 
@@ -165,9 +177,12 @@ TEST_P(DefaultPipeline, FusedGraphMatchesPrimitiveGraphOnTheReferenceBackend) {
     ASSERT_EQ(w->dtype, DType::kF32) << p->name;
     params[p->name] = ParamView{DType::kF32, w->shape, w->bytes.data()};
   }
+  ParamViews fused_params;  // with fuse-horizontal's stacked Q/K/V and gate/up weights
+  std::vector<std::vector<uint8_t>> stacked;
+  kiln::testing::bind_params(*fused, *weights, fused_params, stacked);
   auto ref = ReferenceExecutor::create(primitive, params, 2);
   ASSERT_TRUE(ref.ok()) << ref.status();
-  auto opt = ReferenceExecutor::create(*fused, params, 2);
+  auto opt = ReferenceExecutor::create(*fused, fused_params, 2);
   ASSERT_TRUE(opt.ok()) << opt.status();
 
   // One set of KV caches per executor, same shapes.

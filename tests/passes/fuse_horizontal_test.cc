@@ -8,10 +8,15 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include "absl/strings/str_replace.h"
+#include "ir/parser.h"
+#include "ir/printer.h"
+#include "ir/verifier.h"
 #include "models/llama_graph.h"
 #include "models/model_source.h"
 #include "models/weights.h"
 #include "runtime/reference/executor.h"
+#include "tests/derived_params.h"
 #include "tests/fixtures.h"
 #include "tests/passes/pass_test_util.h"
 
@@ -21,20 +26,29 @@ namespace {
 using testing::canonical;
 using testing::run_passes;
 
-constexpr char kHeader[] = R"(graph @g {
+constexpr char kGraph[] = R"(graph @g {
   symbol T <= 16
   input %x : f32[T,8]
   input %h : f32[T,8]
-  param @q : f32[4,8]
-  param @k : f32[2,8]
-  param @v : f32[2,8]
-  param @bq : f32[4]
-  param @bk : f32[2]
-  param @bv : f32[2]
-  param @o : f32[4,8]
 )";
 
-TEST(FuseHorizontal, MergesQkvIntoOneMatmulAndSlices) {
+// The params of kHeader but those named in `gone` (the ones a derived param replaced), then
+// `derived` (their printed declarations).
+std::string params(const std::vector<std::string>& gone = {}, const std::string& derived = "") {
+  std::string out;
+  for (const auto& [name, type] : std::vector<std::pair<std::string, std::string>>{
+           {"q", "f32[4,8]"}, {"k", "f32[2,8]"}, {"v", "f32[2,8]"}, {"bq", "f32[4]"},
+           {"bk", "f32[2]"}, {"bv", "f32[2]"}, {"o", "f32[4,8]"}}) {
+    if (std::find(gone.begin(), gone.end(), name) == gone.end()) {
+      absl::StrAppend(&out, "  param @", name, " : ", type, "\n");
+    }
+  }
+  return out + derived;
+}
+
+const std::string kHeader = absl::StrCat(kGraph, params());
+
+TEST(FuseHorizontal, MergesQkvIntoOneMatmulOverADerivedParamAndSlices) {
   auto run = run_passes(absl::StrCat(kHeader, R"(  %a = matmul(%x, @q) : f32[T,4]
   %b = matmul(%x, @k) : f32[T,2]
   %c = matmul(%x, @v) : f32[T,2]
@@ -46,15 +60,20 @@ TEST(FuseHorizontal, MergesQkvIntoOneMatmulAndSlices) {
 })"),
                         {"fuse-horizontal"});
   ASSERT_TRUE(run.ok()) << run.status();
-  EXPECT_EQ(run->text, canonical(absl::StrCat(kHeader, R"(  %0 = concat(@q, @k, @v) {axis = 0} : f32[8,8]
-  %1 = matmul(%x, %0) : f32[T,8]
-  %2 = slice(%1) {axis = 1, end = 4, start = 0} : f32[T,4]
-  %3 = slice(%1) {axis = 1, end = 6, start = 4} : f32[T,2]
-  %4 = slice(%1) {axis = 1, end = 8, start = 6} : f32[T,2]
+  // The stacked weight names its checkpoint rows; @q, @k and @v, now unread, are gone.
+  EXPECT_EQ(run->text,
+            canonical(absl::StrCat(
+                kGraph,
+                params({"q", "k", "v"},
+                       "  param @q_k_v : f32[8,8] = rows(\"q\"[0:4], \"k\"[0:2], \"v\"[0:2])\n"),
+                R"(  %0 = matmul(%x, @q_k_v) : f32[T,8]
+  %1 = slice(%0) {axis = 1, end = 4, start = 0} : f32[T,4]
+  %2 = slice(%0) {axis = 1, end = 6, start = 4} : f32[T,2]
+  %3 = slice(%0) {axis = 1, end = 8, start = 6} : f32[T,2]
   %d = matmul(%h, @o) : f32[T,4]
-  output a = %2
-  output b = %3
-  output c = %4
+  output a = %1
+  output b = %2
+  output c = %3
   output d = %d
 })")));
   EXPECT_EQ(testing::stat(run->context, "fuse-horizontal", "merged 3 matmuls"), 1);
@@ -71,13 +90,17 @@ TEST(FuseHorizontal, MergesBiasesWhenEveryMemberHasOne) {
 })"),
                         {"fuse-horizontal", "gemm-epilogue"});
   ASSERT_TRUE(run.ok()) << run.status();
-  EXPECT_EQ(run->text, canonical(absl::StrCat(kHeader, R"(  %0 = concat(@q, @k) {axis = 0} : f32[6,8]
-  %1 = concat(@bq, @bk) {axis = 0} : f32[6]
-  %2 = gemm(%x, %0, %1) {epilogue = "bias"} : f32[T,6]
-  %3 = slice(%2) {axis = 1, end = 4, start = 0} : f32[T,4]
-  %4 = slice(%2) {axis = 1, end = 6, start = 4} : f32[T,2]
-  output a = %3
-  output b = %4
+  EXPECT_EQ(run->text,
+            canonical(absl::StrCat(
+                kGraph,
+                params({"q", "k", "bq", "bk"},
+                       "  param @q_k : f32[6,8] = rows(\"q\"[0:4], \"k\"[0:2])\n"
+                       "  param @bq_bk : f32[6] = rows(\"bq\"[0:4], \"bk\"[0:2])\n"),
+                R"(  %0 = gemm(%x, @q_k, @bq_bk) {epilogue = "bias"} : f32[T,6]
+  %1 = slice(%0) {axis = 1, end = 4, start = 0} : f32[T,4]
+  %2 = slice(%0) {axis = 1, end = 6, start = 4} : f32[T,2]
+  output a = %1
+  output b = %2
 })")));
   EXPECT_EQ(testing::stat(run->context, "fuse-horizontal", "biases merged"), 2);
 }
@@ -91,15 +114,61 @@ TEST(FuseHorizontal, KeepsBiasAddsWhenOnlySomeMembersHaveOne) {
 })"),
                         {"fuse-horizontal"});
   ASSERT_TRUE(run.ok()) << run.status();
-  EXPECT_EQ(run->text, canonical(absl::StrCat(kHeader, R"(  %0 = concat(@q, @k) {axis = 0} : f32[6,8]
-  %1 = matmul(%x, %0) : f32[T,6]
-  %2 = slice(%1) {axis = 1, end = 4, start = 0} : f32[T,4]
-  %3 = slice(%1) {axis = 1, end = 6, start = 4} : f32[T,2]
-  %a2 = add(%2, @bq) : f32[T,4]
+  EXPECT_EQ(run->text,
+            canonical(absl::StrCat(
+                kGraph,
+                params({"q", "k"}, "  param @q_k : f32[6,8] = rows(\"q\"[0:4], \"k\"[0:2])\n"),
+                R"(  %0 = matmul(%x, @q_k) : f32[T,6]
+  %1 = slice(%0) {axis = 1, end = 4, start = 0} : f32[T,4]
+  %2 = slice(%0) {axis = 1, end = 6, start = 4} : f32[T,2]
+  %a2 = add(%1, @bq) : f32[T,4]
   output a = %a2
-  output b = %3
+  output b = %2
 })")));
   EXPECT_EQ(testing::stat(run->context, "fuse-horizontal", "biases merged"), 0);
+}
+
+TEST(FuseHorizontal, StacksOnlyWeightsStoredAlike) {
+  // A Q4_K_M file keeps V in Q6_K: q and k stack, v keeps its own GEMM.
+  absl::StatusOr<std::unique_ptr<Graph>> g = parse_graph(absl::StrCat(kHeader, R"(  %a = matmul(%x, @q) : f32[T,4]
+  %b = matmul(%x, @k) : f32[T,2]
+  %c = matmul(%x, @v) : f32[T,2]
+  output a = %a
+  output b = %b
+  output c = %c
+})"));
+  ASSERT_TRUE(g.ok()) << g.status();
+  PassContext context;
+  context.weight_dtypes = {{"q", DType::kQ4_K}, {"k", DType::kQ4_K}, {"v", DType::kQ6_K}};
+  absl::StatusOr<PassManager> pm = PassManager::from_names({"fuse-horizontal"}, {});
+  ASSERT_TRUE(pm.ok()) << pm.status();
+  ASSERT_TRUE(pm->run(**g, context).ok());
+  EXPECT_EQ(context.stats["fuse-horizontal"]["merged 2 matmuls"], 1);
+  EXPECT_EQ(context.stats["fuse-horizontal"]["matmuls merged"], 2);
+  ASSERT_NE((*g)->find_param("q_k"), nullptr);
+  EXPECT_NE((*g)->find_param("v"), nullptr);
+  EXPECT_EQ((*g)->find_param("q"), nullptr);
+}
+
+TEST(FuseHorizontal, DerivedParamsRoundTripAndAreVerified) {
+  const std::string merged = absl::StrCat(
+      kGraph, params({"q", "k"}, "  param @q_k : f32[6,8] = rows(\"q\"[0:4], \"k\"[0:2])\n"),
+      "  %0 = matmul(%x, @q_k) : f32[T,6]\n  output a = %0\n}\n");
+  absl::StatusOr<std::unique_ptr<Graph>> g = parse_graph(merged);
+  ASSERT_TRUE(g.ok()) << g.status();
+  EXPECT_EQ(print_graph(**g), merged);
+  const Value* p = (*g)->find_param("q_k");
+  ASSERT_NE(p, nullptr);
+  EXPECT_EQ(p->parts, (std::vector<ParamPart>{{"q", 0, 4}, {"k", 0, 2}}));
+  EXPECT_TRUE(verify(**g).ok());
+  // Rows that do not add up to the declared first dim are refused by name.
+  absl::StatusOr<std::unique_ptr<Graph>> bad =
+      parse_graph(absl::StrReplaceAll(merged, {{"\"k\"[0:2]", "\"k\"[0:3]"}}));
+  ASSERT_TRUE(bad.ok()) << bad.status();
+  absl::Status s = verify(**bad);
+  EXPECT_THAT(s.message(), ::testing::HasSubstr("@q_k: its parts hold 7 rows"));
+  // An empty row range is a parse error at its place.
+  EXPECT_FALSE(parse_graph(absl::StrReplaceAll(merged, {{"\"k\"[0:2]", "\"k\"[2:2]"}})).ok());
 }
 
 TEST(FuseHorizontal, LeavesMatmulsOfComputedWeightsAndLoneMatmulsAlone) {
@@ -175,9 +244,12 @@ TEST_P(FuseHorizontalNumerics, MatchesTheUnfusedGraphOnTheReferenceBackend) {
     ASSERT_NE(w, nullptr) << p->name;
     params[p->name] = ParamView{DType::kF32, w->shape, w->bytes.data()};
   }
+  ParamViews fused_params;
+  std::vector<std::vector<uint8_t>> stacked;
+  kiln::testing::bind_params(*fused, *weights, fused_params, stacked);
   auto ref = ReferenceExecutor::create(primitive, params, 2);
   ASSERT_TRUE(ref.ok()) << ref.status();
-  auto opt = ReferenceExecutor::create(*fused, params, 2);
+  auto opt = ReferenceExecutor::create(*fused, fused_params, 2);
   ASSERT_TRUE(opt.ok()) << opt.status();
 
   const int64_t cache_elems =
