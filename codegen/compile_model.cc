@@ -1,6 +1,7 @@
 // The `kiln compile` pipeline (see compile_model.h): each stage below fills one part of the Plan.
 #include "codegen/compile_model.h"
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <filesystem>
@@ -102,12 +103,6 @@ absl::Status add_kernels(const LoweredGraph& lowered, const CompileOptions& o, C
   return absl::OkStatus();
 }
 
-absl::StatusOr<WeightSet> load_weights(const CompileOptions& o) {
-  return detect_model_format(o.model).value_or(ModelFormat::kGguf) == ModelFormat::kHuggingFaceDir
-             ? load_safetensors_weights(o.model)
-             : load_gguf_weights(o.model);
-}
-
 // A derived param of the final IR (a stack of checkpoint rows, e.g. fuse-horizontal's Q/K/V) as
 // a plan weight whose parts the runtimes assemble at load (plan/weight_parts.h).
 absl::Status add_derived_weight(const Value& param, const WeightSet& weights, Plan& p) {
@@ -116,6 +111,33 @@ absl::Status add_derived_weight(const Value& param, const WeightSet& weights, Pl
     return absl::InvalidArgumentError(absl::StrCat("@", param.name, " stacks rows of \"",
                                                    param.parts[0].source,
                                                    "\", which the checkpoint does not hold"));
+  }
+  // The checks plan/weight_parts.h makes at load, made here so that an edited IR fails at
+  // compile time, naming the part.
+  for (const ParamPart& part : param.parts) {
+    const Weight* src = weights.find(part.source);
+    auto bad = [&](const std::string& why) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("@", param.name, ": part \"", part.source, "\" ", why));
+    };
+    if (src == nullptr) return bad("is not a tensor of the checkpoint");
+    if (src->dtype != first->dtype) {
+      return bad(absl::StrCat("is stored as ", dtype_name(src->dtype), ", the first part as ",
+                              dtype_name(first->dtype), " (a derived weight is one format)"));
+    }
+    if (src->shape.empty() || part.row_end > src->shape[0]) {
+      return bad(absl::StrCat("has no rows [", part.row_begin, ", ", part.row_end, ")"));
+    }
+    if (!std::equal(src->shape.begin() + 1, src->shape.end(), first->shape.begin() + 1,
+                    first->shape.end()) ||
+        static_cast<size_t>(param.type.rank()) != src->shape.size()) {
+      return bad("has other trailing dims than the param");
+    }
+    for (size_t d = 1; d < src->shape.size(); ++d) {
+      if (param.type.shape[d].is_symbolic() || param.type.shape[d].value != src->shape[d]) {
+        return bad("has other trailing dims than the param");
+      }
+    }
   }
   PlanWeight& w = p.weights.emplace_back();
   w.name = param.name;
@@ -202,7 +224,7 @@ absl::StatusOr<CompiledPlan> build_plan(const CompileOptions& o) {
   if (!config.ok()) return config.status();
   absl::StatusOr<std::unique_ptr<Graph>> graph = load_graph(o, *config);
   if (!graph.ok()) return graph.status();
-  absl::StatusOr<WeightSet> weights = load_weights(o);
+  absl::StatusOr<WeightSet> weights = load_model_weights(o.model);
   if (!weights.ok()) return weights.status();
   PassContext ctx;
   for (const Weight& w : weights->all()) ctx.weight_dtypes[w.name] = w.dtype;

@@ -8,6 +8,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "models/dequantize.h"
+#include "models/model_source.h"
 #include "models/weight_names.h"
 
 namespace kiln {
@@ -105,6 +106,12 @@ absl::StatusOr<WeightSet> load_safetensors_weights(const std::string& model_dir)
     }
   }
   return set;
+}
+
+absl::StatusOr<WeightSet> load_model_weights(const std::string& model) {
+  return detect_model_format(model).value_or(ModelFormat::kGguf) == ModelFormat::kHuggingFaceDir
+             ? load_safetensors_weights(model)
+             : load_gguf_weights(model);
 }
 
 absl::StatusOr<WeightSet> load_gguf_weights(const std::string& gguf_path) {

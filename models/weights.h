@@ -68,6 +68,10 @@ absl::StatusOr<WeightSet> load_safetensors_weights(const std::string& model_dir)
 /// Loads every tensor of a GGUF file (kept in its stored type; see to_f32 / to_bf16).
 absl::StatusOr<WeightSet> load_gguf_weights(const std::string& gguf_path);
 
+/// The weights of a model path as `kiln compile` takes it: an HF directory's safetensors, else
+/// a GGUF file.
+absl::StatusOr<WeightSet> load_model_weights(const std::string& model);
+
 /// Widens or dequantizes any supported dtype to f32; `out.size()` must equal w.elements().
 absl::Status to_f32(const Weight& w, absl::Span<float> out);
 /// Converts to bf16 (round-to-nearest-even from f32; quantized types are dequantized first).

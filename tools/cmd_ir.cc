@@ -12,6 +12,7 @@
 #include "ir/verifier.h"
 #include "models/llama_graph.h"
 #include "models/model_source.h"
+#include "models/weights.h"
 #include "passes/pass_manager.h"
 #include "passes/pass_registry.h"
 #include "plan/plan_json.h"
@@ -44,8 +45,23 @@ int list_passes() {
   return 0;
 }
 
+bool ends_with(const std::string& s, const std::string& suffix) {
+  return s.size() >= suffix.size() &&
+         s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
+}
+
 // Runs the requested passes; prints statistics and plans to stderr with --stats.
 int run_passes(const IrOptions& opts, Graph& graph, bool* printed) {
+  PassContext context;
+  // For a model, the stored dtype of its weights, as `kiln compile` gives fuse-horizontal.
+  if (!opts.example && !opts.input.empty() && !ends_with(opts.input, ".kir")) {
+    absl::StatusOr<WeightSet> weights = load_model_weights(opts.input);
+    if (!weights.ok()) {
+      std::cerr << "kiln ir: " << weights.status().message() << "\n";
+      return 1;
+    }
+    for (const Weight& w : weights->all()) context.weight_dtypes[w.name] = w.dtype;
+  }
   std::vector<std::string> names;
   if (opts.default_pipeline) {
     names = default_pipeline();
@@ -70,7 +86,6 @@ int run_passes(const IrOptions& opts, Graph& graph, bool* printed) {
     std::cerr << "kiln ir: " << pm.status().message() << "\n";
     return 2;
   }
-  PassContext context;
   if (absl::Status s = pm->run(graph, context); !s.ok()) {
     std::cerr << "kiln ir: " << s.message() << "\n";
     return 1;
@@ -96,11 +111,6 @@ int run_passes(const IrOptions& opts, Graph& graph, bool* printed) {
     }
   }
   return 0;
-}
-
-bool ends_with(const std::string& s, const std::string& suffix) {
-  return s.size() >= suffix.size() &&
-         s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
 }
 
 // A model (HF dir or GGUF): its primitive step graph.

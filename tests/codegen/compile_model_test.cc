@@ -3,8 +3,10 @@
 // build_plan without kernels (what `kiln run model --device cpu` uses on a machine without NVRTC).
 #include "codegen/compile_model.h"
 
+#include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include <fstream>
 #include <set>
 
 #include "codegen/nvrtc_compiler.h"
@@ -92,6 +94,15 @@ TEST(CompileModel, InMemoryPlanWithoutKernels) {
   EXPECT_FALSE(plan.ir.empty());
   EXPECT_GT(plan.kv.bytes_per_page(), 0);
   EXPECT_NE(plan.find_weight("embed"), nullptr);
+  // fuse-horizontal's stacked Q/K/V weight is a derived plan weight over the checkpoint's rows.
+  const PlanWeight* qkv = plan.find_weight("layers.0.q_proj_k_proj_v_proj");
+  ASSERT_NE(qkv, nullptr);
+  ASSERT_EQ(qkv->parts.size(), 3u);
+  EXPECT_EQ(qkv->parts[0].source, "layers.0.q_proj");
+  EXPECT_EQ(qkv->parts[2].source, "layers.0.v_proj");
+  EXPECT_EQ(qkv->shape[0], qkv->parts[0].row_end + qkv->parts[1].row_end + qkv->parts[2].row_end);
+  EXPECT_NE(plan.ir.find("param @layers.0.q_proj_k_proj_v_proj"), std::string::npos);
+  EXPECT_EQ(plan.ir.find("param @layers.0.q_proj :"), std::string::npos);
   EXPECT_EQ(built->blob(0), "");
   // It writes and loads like any plan.
   const std::string path = testing::unique_temp_path("nokernels.kplan");
@@ -101,6 +112,32 @@ TEST(CompileModel, InMemoryPlanWithoutKernels) {
   EXPECT_EQ(p->plan.ir, plan.ir);
   EXPECT_EQ(p->plan.kernels.size(), plan.kernels.size());
   EXPECT_FALSE(plan_kernel_source(*p, plan.kernels[0].key).ok());
+}
+
+// An edited IR whose derived param names rows the checkpoint does not have fails at compile
+// time, naming the param and the part.
+TEST(CompileModel, DerivedParamsOfAnEditedIrAreCheckedAgainstTheCheckpoint) {
+  CompileOptions o;
+  o.model = testing::fixture("tiny-gqa");
+  o.build_kernels = false;
+  absl::StatusOr<CompiledPlan> built = build_plan(o);
+  ASSERT_TRUE(built.ok()) << built.status();
+  auto compile_edited = [&](const std::string& from, const std::string& to) {
+    std::string ir = built->plan.ir;
+    const size_t at = ir.find(from);
+    EXPECT_NE(at, std::string::npos) << from;
+    if (at != std::string::npos) ir.replace(at, from.size(), to);
+    const std::string path = testing::unique_temp_path("edited.kir");
+    std::ofstream(path) << ir;
+    CompileOptions e = o;
+    e.from_ir = path;
+    return build_plan(e).status();
+  };
+  EXPECT_TRUE(compile_edited("\"layers.0.k_proj\"", "\"layers.0.k_proj\"").ok());
+  absl::Status missing = compile_edited("\"layers.0.k_proj\"", "\"layers.0.nope\"");
+  EXPECT_THAT(missing.message(), ::testing::HasSubstr("part \"layers.0.nope\" is not a tensor"));
+  absl::Status other = compile_edited("\"layers.0.k_proj\"", "\"layers.0.down_proj\"");
+  EXPECT_THAT(other.message(), ::testing::HasSubstr("\"layers.0.down_proj\""));
 }
 
 }  // namespace
