@@ -74,4 +74,75 @@ __device__ __forceinline__ void kv_append(T* __restrict__ k_cache, T* __restrict
   }
 }
 
+/// Rotate one pair of a head row (as rope above) from `xr` into `orow` (and, when `crow` is set,
+/// into the cache row too). `p` indexes the D/2 pairs; pairs from ROT/2 on copy pass-through dims.
+template <class T, int D, int ROT, bool HALF>
+__device__ __forceinline__ void rope_pair(const T* __restrict__ xr, T* __restrict__ orow,
+                                          T* __restrict__ crow, int p, int position,
+                                          const float* __restrict__ inv_freq) {
+  int a, b;
+  T ya, yb;
+  if (p >= ROT / 2) {
+    a = ROT + 2 * (p - ROT / 2);
+    b = a + 1;
+    ya = xr[a];
+    yb = xr[b];
+  } else {
+    a = HALF ? p : 2 * p;
+    b = HALF ? p + ROT / 2 : 2 * p + 1;
+    float sn, cs;
+    sincosf((float)position * inv_freq[p], &sn, &cs);
+    const float xa = to_float(xr[a]), xb = to_float(xr[b]);
+    ya = from_float<T>(xa * cs - xb * sn);
+    yb = from_float<T>(xb * cs + xa * sn);
+  }
+  orow[a] = ya;
+  orow[b] = yb;
+  if (crow != nullptr) {
+    crow[a] = ya;
+    crow[b] = yb;
+  }
+}
+
+/// The step's q/k rotation and KV append in one pass, after a merged QKV GEMM: q_out = rope(q),
+/// k_out = rope(k), and cache[slot_mapping[t]] = (rope(k), v) for every token (a negative slot is
+/// padding: no cache write). q, k and v are usually strided rows of that GEMM's result (QS, KS,
+/// VS elements between token rows; 0: contiguous); q_out and k_out are contiguous. One thread
+/// per element pair of every (token, q head | k head | v head), grid-stride; the angles are
+/// rope's, so both write bit-identical values to the separate kernels.
+template <class T, int D, int ROT, bool HALF, long long QS, long long KS, long long VS>
+__device__ __forceinline__ void rope_kv_append(
+    T* __restrict__ q_out, T* __restrict__ k_out, T* __restrict__ k_cache, T* __restrict__ v_cache,
+    const T* __restrict__ q, const T* __restrict__ k, const T* __restrict__ v,
+    const int* __restrict__ positions, const int* __restrict__ slot_mapping,
+    const float* __restrict__ inv_freq, int num_tokens, int num_q_heads, int num_kv_heads) {
+  static_assert(ROT % 2 == 0 && ROT <= D && D % 2 == 0, "rotary pairs");
+  const int heads = num_q_heads + 2 * num_kv_heads;
+  const long long pairs = (long long)num_tokens * heads * (D / 2);
+  for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < pairs;
+       i += (long long)gridDim.x * blockDim.x) {
+    const int p = i % (D / 2);
+    const long long row = i / (D / 2);
+    const int t = row / heads, h = row % heads;
+    const int slot = slot_mapping[t];
+    if (h < num_q_heads) {
+      const T* xr = q + (QS != 0 ? t * QS : (long long)t * num_q_heads * D) + (long long)h * D;
+      rope_pair<T, D, ROT, HALF>(xr, q_out + ((long long)t * num_q_heads + h) * D, nullptr, p,
+                                 positions[t], inv_freq);
+    } else if (h < num_q_heads + num_kv_heads) {
+      const int hk = h - num_q_heads;
+      const T* xr = k + (KS != 0 ? t * KS : (long long)t * num_kv_heads * D) + (long long)hk * D;
+      T* crow = slot < 0 ? nullptr : k_cache + ((long long)slot * num_kv_heads + hk) * D;
+      rope_pair<T, D, ROT, HALF>(xr, k_out + ((long long)t * num_kv_heads + hk) * D, crow, p,
+                                 positions[t], inv_freq);
+    } else if (slot >= 0) {
+      const int hv = h - num_q_heads - num_kv_heads;
+      const T* vr = v + (VS != 0 ? t * VS : (long long)t * num_kv_heads * D) + (long long)hv * D;
+      T* crow = v_cache + ((long long)slot * num_kv_heads + hv) * D;
+      crow[2 * p] = vr[2 * p];
+      crow[2 * p + 1] = vr[2 * p + 1];
+    }
+  }
+}
+
 }  // namespace kiln_k

@@ -116,11 +116,14 @@ absl::Status lower_flash_attention(const Node& n, LoweringContext& ctx) {
   const int64_t max_split = fixed_split ? dc->split_kv : kMaxSplitKv;
   const bool unified = dc->softmax == DecodeSoftmax::kUnifiedMax;
 
-  // Every step: the new rows go into the cache first; the cache results are the caches in place.
-  if (absl::Status s =
-          launch_kv_append(ctx, dt, op.k, op.v, op.k_cache, op.v_cache, op.slot_mapping);
-      !s.ok()) {
-    return s;
+  // Every step: the new rows go into the cache first (here, or in the q rope's rope_kv_append
+  // when this attention absorbs its ropes); the cache results are the caches in place.
+  if (!ropes_absorbed_by(ctx.graph(), n)) {
+    if (absl::Status s =
+            launch_kv_append(ctx, dt, op.k, op.v, op.k_cache, op.v_cache, op.slot_mapping);
+        !s.ok()) {
+      return s;
+    }
   }
   ctx.add_alias({ctx.name(op.k_cache_out), ctx.name(op.k_cache)});
   ctx.add_alias({ctx.name(op.v_cache_out), ctx.name(op.v_cache)});

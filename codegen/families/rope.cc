@@ -4,10 +4,34 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "codegen/kernel_source.h"
+#include "ir/ops.h"
 #include "ir/rope.h"
 #include "ir/view.h"
 
 namespace kiln {
+
+namespace {
+
+/// `__constant__ float kiln_rope_inv_freq[ROT / 2] = {...};` for the generated config.
+absl::StatusOr<std::string> inv_freq_table(const std::vector<float>& inv_freq, int64_t rotary_dim) {
+  if (static_cast<int64_t>(inv_freq.size()) != rotary_dim / 2) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("inv_freq has ", inv_freq.size(), " entries, want ", rotary_dim / 2));
+  }
+  std::vector<std::string> f;
+  for (float v : inv_freq) f.push_back(float_literal(v));
+  return absl::StrCat("// inv_freq[i] = theta^(-2i/rotary_dim) (llama3-adjusted when scaled)\n",
+                      "__constant__ float kiln_rope_inv_freq[", rotary_dim / 2, "] = {",
+                      absl::StrJoin(f, ", "), "};\n");
+}
+
+/// The only node reading `v`, or nullptr.
+const Node* sole_reader(const Graph& g, const Value* v) {
+  std::vector<Node*> users = g.users(v);
+  return users.size() == 1 && g.use_count(v) == 1 ? users[0] : nullptr;
+}
+
+}  // namespace
 
 std::string RopeSpec::key() const {
   std::vector<std::pair<std::string, int64_t>> params = {{"d", head_dim}, {"r", rotary_dim}};
@@ -27,17 +51,9 @@ std::vector<EntryDecl> RopeSpec::entry() const {
 }
 
 absl::StatusOr<std::string> RopeSpec::source() const {
-  if (static_cast<int64_t>(inv_freq.size()) != rotary_dim / 2) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("inv_freq has ", inv_freq.size(), " entries, want ", rotary_dim / 2));
-  }
-  std::vector<std::string> f;
-  for (float v : inv_freq) f.push_back(float_literal(v));
-  const std::string table =
-      absl::StrCat("// inv_freq[i] = theta^(-2i/rotary_dim) (llama3-adjusted when scaled)\n",
-                   "__constant__ float kiln_rope_inv_freq[", rotary_dim / 2, "] = {",
-                   absl::StrJoin(f, ", "), "};\n");
-  return instantiate(*this, "rope.cuh", dtype, table, 256,
+  absl::StatusOr<std::string> table = inv_freq_table(inv_freq, rotary_dim);
+  if (!table.ok()) return table.status();
+  return instantiate(*this, "rope.cuh", dtype, *table, 256,
                      absl::StrCat("kiln_k::rope<kiln_t, ", head_dim, ", ", rotary_dim, ", ",
                                   rotate_half ? "true" : "false", ", ", x_row_stride, "LL>"),
                      "out, x, positions, kiln_rope_inv_freq, num_tokens, num_heads");
@@ -62,7 +78,115 @@ absl::StatusOr<std::string> KvAppendSpec::source() const {
                                   "LL, ", v_row_stride, "LL>"));
 }
 
+
+std::string RopeKvAppendSpec::key() const {
+  std::vector<std::pair<std::string, int64_t>> params = {{"d", head_dim}, {"r", rotary_dim}};
+  if (q_row_stride != 0) params.emplace_back("qs", q_row_stride);
+  if (k_row_stride != 0) params.emplace_back("ks", k_row_stride);
+  if (v_row_stride != 0) params.emplace_back("vs", v_row_stride);
+  return spec_key(
+      KernelFamily::kRopeKvAppend, dtype, params, {rotate_half ? "half" : "interleaved"},
+      std::string(reinterpret_cast<const char*>(inv_freq.data()), inv_freq.size() * sizeof(float)));
+}
+
+std::vector<EntryDecl> RopeKvAppendSpec::entry() const {
+  return {{"kiln_t*", "q_out"},        {"kiln_t*", "k_out"},     {"kiln_t*", "k_cache"},
+          {"kiln_t*", "v_cache"},      {"const kiln_t*", "q"},   {"const kiln_t*", "k"},
+          {"const kiln_t*", "v"},      {"const int*", "positions"},
+          {"const int*", "slot_mapping"}, {"int", "num_tokens"}, {"int", "num_q_heads"},
+          {"int", "num_kv_heads"}};
+}
+
+absl::StatusOr<std::string> RopeKvAppendSpec::source() const {
+  absl::StatusOr<std::string> table = inv_freq_table(inv_freq, rotary_dim);
+  if (!table.ok()) return table.status();
+  return instantiate(
+      *this, "rope.cuh", dtype, *table, 256,
+      absl::StrCat("kiln_k::rope_kv_append<kiln_t, ", head_dim, ", ", rotary_dim, ", ",
+                   rotate_half ? "true" : "false", ", ", q_row_stride, "LL, ", k_row_stride,
+                   "LL, ", v_row_stride, "LL>"),
+      "q_out, k_out, k_cache, v_cache, q, k, v, positions, slot_mapping, kiln_rope_inv_freq, "
+      "num_tokens, num_q_heads, num_kv_heads");
+}
+
+std::optional<RopePair> ropes_absorbed_by(const Graph& graph, const Node& attention) {
+  if (attention.op != OpKind::kFlashAttention) return std::nullopt;
+  const FlashAttentionOp op(attention);
+  const Node* q = op.q()->producer;
+  const Node* k = op.k()->producer;
+  if (q == nullptr || k == nullptr || q == k || q->op != OpKind::kRope || k->op != OpKind::kRope) {
+    return std::nullopt;
+  }
+  const RopeOp qr(*q), kr(*k);
+  if (qr.positions() != kr.positions() || qr.positions() != op.positions() ||
+      !(q->attrs == k->attrs) || sole_reader(graph, qr.output()) != &attention ||
+      sole_reader(graph, kr.output()) != &attention) {
+    return std::nullopt;
+  }
+  // The fused kernel writes the k rope's result at the q rope's place in the program, so k's
+  // input must exist by then: it does when both read values computed before the q rope.
+  const Node* kx = kr.x()->producer;
+  if (kx != nullptr && !graph.is_before(kx, q)) return std::nullopt;
+  const Node* vx = op.v()->producer;
+  if (vx != nullptr && !graph.is_before(vx, q)) return std::nullopt;
+  return RopePair{q, k};
+}
+
+namespace {
+
+// The q rope of an attention that absorbs both ropes (RopePair): rope q and k, write both results
+// and the step's K/V rows into the cache, in one launch.
+absl::Status lower_rope_kv_append(const RopePair& pair, const Node& attention,
+                                  LoweringContext& ctx) {
+  const FlashAttentionOp op(attention);
+  const RopeOp q(*pair.q_rope), k(*pair.k_rope);
+  const Shape& qs = q.x()->type.shape;  // [T, Hq, d]
+  const Shape& ks = k.x()->type.shape;  // [T, Hkv, d]
+  absl::StatusOr<int64_t> hq = const_dim(qs[1], "query heads"), hkv = const_dim(ks[1], "kv heads"),
+                          d = const_dim(qs[2], "head_dim");
+  if (!hq.ok() || !hkv.ok() || !d.ok()) return ctx.unsupported("heads and head_dim must be constants");
+  const DType dt = q.x()->type.dtype;
+  if (!kernel_type_name(dt).ok()) return ctx.unsupported("dtype");
+  absl::StatusOr<std::vector<double>> f = rope_inv_freq(pair.q_rope->attrs);
+  if (!f.ok()) return f.status();
+  auto spec = std::make_shared<RopeKvAppendSpec>();
+  spec->dtype = dt;
+  spec->head_dim = *d;
+  spec->rotary_dim = pair.q_rope->attrs.int_or("rotary_dim", *d);
+  spec->rotate_half = pair.q_rope->attrs.string_or("layout", "half") == "half";
+  spec->inv_freq.assign(f->begin(), f->end());
+  const LaunchArg q_arg = ctx.strided_tensor(q.x(), &spec->q_row_stride);
+  const LaunchArg k_arg = ctx.strided_tensor(k.x(), &spec->k_row_stride);
+  const LaunchArg v_arg = ctx.strided_tensor(op.v(), &spec->v_row_stride);
+  // One thread per element pair of every (token, q / k / v head).
+  const std::string T = dim_expr(qs[0]);
+  return ctx.launch(
+      std::move(spec),
+      rule_1d(absl::StrCat("cdiv(", T, "*", (*hq + 2 * *hkv) * *d / 2, ", 256)"), 256),
+      {{"q_out", ctx.tensor(q.output())},
+       {"k_out", ctx.tensor(k.output())},
+       {"k_cache", ctx.tensor(op.k_cache())},
+       {"v_cache", ctx.tensor(op.v_cache())},
+       {"q", q_arg},
+       {"k", k_arg},
+       {"v", v_arg},
+       {"positions", ctx.tensor(op.positions())},
+       {"slot_mapping", ctx.tensor(op.slot_mapping())},
+       {"num_tokens", LaunchArg::integer(T)},
+       {"num_q_heads", LaunchArg::integer(absl::StrCat(*hq))},
+       {"num_kv_heads", LaunchArg::integer(absl::StrCat(*hkv))}});
+}
+
+}  // namespace
+
 absl::Status lower_rope(const Node& n, LoweringContext& ctx) {
+  // An attention's q/k ropes: one rope_kv_append at the q rope, nothing at the k rope.
+  if (const Node* reader = sole_reader(ctx.graph(), n.outputs[0]); reader != nullptr) {
+    if (std::optional<RopePair> pair = ropes_absorbed_by(ctx.graph(), *reader)) {
+      if (pair->k_rope == &n) return absl::OkStatus();
+      return lower_rope_kv_append(*pair, *reader, ctx);
+    }
+  }
   const Type& x = n.inputs[0]->type;  // [T, heads, head_dim]
   absl::StatusOr<int64_t> h = const_dim(x.shape[1], "heads"), d = const_dim(x.shape[2], "head_dim");
   if (!h.ok() || !d.ok()) return ctx.unsupported("heads and head_dim must be constants");

@@ -45,7 +45,7 @@ TEST(CompileModel, TinyModelRoundTripsThroughAPlanFile) {
   }
   for (KernelFamily f :
        {KernelFamily::kFlashAttentionPrefill, KernelFamily::kFlashAttentionDecode,
-        KernelFamily::kFlashAttentionMerge, KernelFamily::kKvAppend, KernelFamily::kRope,
+        KernelFamily::kFlashAttentionMerge, KernelFamily::kRopeKvAppend,
         KernelFamily::kRmsNormResidual, KernelFamily::kEmbedding, KernelFamily::kSampling}) {
     EXPECT_TRUE(families.count(f)) << family_name(f);
   }

@@ -12,6 +12,7 @@
 #include "codegen/families/fused_elementwise.h"
 #include "codegen/families/gemv.h"
 #include "codegen/kernel_source.h"
+#include "ir/parser.h"
 #include "ir/verifier.h"
 #include "plan/launch_binding.h"
 #include "plan/launch_expr.h"
@@ -44,6 +45,72 @@ class AnyBuffer : public LaunchResolver {
   uint64_t next_ = 0;
 };
 
+// An attention's ropes fold into its KV append only when nothing else reads them: a rope result
+// that is also a graph output keeps its own launch, and the attention its kv_append. A slice
+// read contiguously (by a GEMM) is refused by name.
+std::string rope_attention_ir(const std::string& extra_output) {
+  return absl::StrCat(R"(graph @g {
+  symbol T <= 16
+  symbol S <= 4
+  symbol P <= 8
+  symbol NP <= 32
+  symbol K <= 64
+  input %x : bf16[T,256]
+  input %positions : i32[T]
+  input %slot_mapping : i32[T]
+  input %qo_indptr : i32[S+1]
+  input %kv_page_indptr : i32[S+1]
+  input %kv_page_indices : i32[P]
+  input %kv_last_page_len : i32[S]
+  input %k_cache : bf16[NP,16,1,64]
+  input %v_cache : bf16[NP,16,1,64]
+  param @w : bf16[8,64]
+  %qkv = neg(%x) : bf16[T,256]
+  %qs = slice(%qkv) {axis = 1, start = 0, end = 128} : bf16[T,128]
+  %ks = slice(%qkv) {axis = 1, start = 128, end = 192} : bf16[T,64]
+  %vs = slice(%qkv) {axis = 1, start = 192, end = 256} : bf16[T,64]
+  %q0 = reshape(%qs) {shape = [0, 2, 64]} : bf16[T,2,64]
+  %k0 = reshape(%ks) {shape = [0, 1, 64]} : bf16[T,1,64]
+  %v = reshape(%vs) {shape = [0, 1, 64]} : bf16[T,1,64]
+  %q = rope(%q0, %positions) {layout = "half", rotary_dim = 64, theta = 10000.0} : bf16[T,2,64]
+  %k = rope(%k0, %positions) {layout = "half", rotary_dim = 64, theta = 10000.0} : bf16[T,1,64]
+  %o, %kc, %vc = flash_attention(%q, %k, %v, %k_cache, %v_cache, %positions, %slot_mapping, %qo_indptr, %kv_page_indptr, %kv_page_indices, %kv_last_page_len) {scale = 0.125} : bf16[T,2,64], bf16[NP,16,1,64], bf16[NP,16,1,64]
+  output o = %o
+)", extra_output, "}\n");
+}
+
+std::set<KernelFamily> launched_families(const std::string& ir) {
+  absl::StatusOr<std::unique_ptr<Graph>> g = parse_graph(ir);
+  EXPECT_TRUE(g.ok()) << g.status();
+  if (!g.ok()) return {};
+  absl::StatusOr<LoweredGraph> l = lower_graph(**g, {.add_sampling = false});
+  EXPECT_TRUE(l.ok()) << l.status();
+  if (!l.ok()) return {};
+  std::set<KernelFamily> out;
+  for (const PlanLaunch& launch : l->launches) out.insert(l->kernels[launch.kernel].family);
+  return out;
+}
+
+TEST(Lowering, RopesFoldIntoTheKvAppendOnlyWhenTheAttentionIsTheirOnlyReader) {
+  const std::set<KernelFamily> fused = launched_families(rope_attention_ir(""));
+  EXPECT_TRUE(fused.count(KernelFamily::kRopeKvAppend));
+  EXPECT_FALSE(fused.count(KernelFamily::kRope));
+  EXPECT_FALSE(fused.count(KernelFamily::kKvAppend));
+  const std::set<KernelFamily> apart = launched_families(rope_attention_ir("  output k = %k\n"));
+  EXPECT_FALSE(apart.count(KernelFamily::kRopeKvAppend));
+  EXPECT_TRUE(apart.count(KernelFamily::kRope));
+  EXPECT_TRUE(apart.count(KernelFamily::kKvAppend));
+
+  std::string gemm = rope_attention_ir("  output y = %y\n");
+  gemm.insert(gemm.find("  output o"),
+              "  %y = matmul(%ks, @w) : bf16[T,8]\n");  // a contiguous reader of the slice
+  absl::StatusOr<std::unique_ptr<Graph>> g = parse_graph(gemm);
+  ASSERT_TRUE(g.ok()) << g.status();
+  absl::StatusOr<LoweredGraph> l = lower_graph(**g, {.add_sampling = false});
+  ASSERT_FALSE(l.ok());
+  EXPECT_NE(l.status().message().find("%ks is a strided view"), std::string::npos) << l.status();
+}
+
 TEST(Lowering, SmolLM2FusedGraph) {
   AnyBuffer any;
   std::unique_ptr<Graph> g = testing::fused_graph(testing::smollm2_config());
@@ -56,12 +123,17 @@ TEST(Lowering, SmolLM2FusedGraph) {
   EXPECT_TRUE(keys.count("flash_attention_prefill_bf16_d64_g3_q64_kv64_w4"));
   EXPECT_TRUE(keys.count("flash_attention_decode_bf16_d64_g3_kv16_w4_st2"));
   EXPECT_TRUE(keys.count("flash_attention_merge_bf16_d64"));
-  // fuse-horizontal's QKV GEMM writes [T, 960]: q and k reach rope, v reaches the KV append,
-  // as strided rows of it (960 apart), not copies.
-  EXPECT_TRUE(keys.count("kv_append_bf16_d64_vs960"));
-  int strided_ropes = 0;
-  for (const std::string& k : keys) strided_ropes += k.starts_with("rope_bf16_d64_r64_xs960_");
-  EXPECT_EQ(strided_ropes, 1);
+  // fuse-horizontal's QKV GEMM writes [T, 960]; q, k and v reach one rope_kv_append launch per
+  // layer (both ropes and the KV append) as strided rows of it (960 apart), not copies.
+  int fused_ropes = 0, ropes = 0, appends = 0;
+  for (const std::string& k : keys) {
+    fused_ropes += k.starts_with("rope_kv_append_bf16_d64_r64_qs960_ks960_vs960_");
+    ropes += k.starts_with("rope_bf16");
+    appends += k.starts_with("kv_append");
+  }
+  EXPECT_EQ(fused_ropes, 1);
+  EXPECT_EQ(ropes, 0);
+  EXPECT_EQ(appends, 0);
   EXPECT_TRUE(keys.count("rmsnorm_residual_bf16_h576_vec8_vpt1_t96"));
   EXPECT_TRUE(keys.count("embedding_bf16_h576_vec8"));
   EXPECT_TRUE(keys.count("sampling_f32_w32"));

@@ -17,6 +17,7 @@
 #include <numeric>
 #include <optional>
 #include <random>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -29,6 +30,7 @@
 #include "codegen/nvrtc_compiler.h"
 #include "ir/parser.h"
 #include "ir/printer.h"
+#include "ir/view.h"
 #include "models/dequantize.h"
 #include "plan/launch_binding.h"
 #include "plan/launch_expr.h"
@@ -210,6 +212,7 @@ struct Case {
   std::vector<std::pair<std::string, int64_t>> symbols;   // T, S, P, NP, ...
   bool prefill = false;        // the step kind: prefill (some sequence has > 1 query) or decode
   std::vector<Tolerance> tol;  // per graph output
+  Tolerance cache_tol = Tolerance::exact();  // the KV caches (a rope before the append: not exact)
 };
 
 struct Lowered {
@@ -300,6 +303,12 @@ class GpuRun : public LaunchResolver {
     for (const auto& n : g_.nodes()) {
       for (const Value* o : n->outputs) {
         if (names_(o) != name) continue;
+        // A view (a slice; ir/view.h) is its base's bytes, `offset` elements in.
+        if (std::optional<StridedRows> view = strided_rows(*o); view && view->base != o) {
+          absl::StatusOr<DevicePtr> base = buffer(names_(view->base));
+          if (!base.ok()) return base.status();
+          return *base + view->offset * elem_bytes(o->type.dtype);
+        }
         absl::StatusOr<std::vector<int64_t>> shape = symbols_.resolve(o->type.shape);
         if (!shape.ok()) return shape.status();
         return alloc_poisoned(name, num_elements(*shape) * elem_bytes(o->type.dtype));
@@ -464,7 +473,7 @@ void check_case(const Case& c, const Lowered& l) {
     absl::StatusOr<std::vector<float>> got = run.download("%" + name, v->type.dtype, t.numel());
     ASSERT_TRUE(got.ok()) << got.status();
     expect_close(absl::StrCat(c.name, " [", run.kernels_run(), "] kv_append cache %", name), *got,
-                 ref_caches[name], t.shape, Tolerance::exact());
+                 ref_caches[name], t.shape, c.cache_tol);
   }
 }
 
@@ -911,6 +920,88 @@ std::vector<Case> decode_sweep() {
 TEST(KernelsGpu, FlashAttentionDecode) {
   REQUIRE_GPU();
   check_sweep(decode_sweep());
+}
+
+// fuse-horizontal's attention block: q, k, v are strided-rows slices of one [T, (Hq + 2 Hkv) d]
+// QKV result, and the attention's two ropes and its KV append lower to one rope_kv_append launch
+// (then prefill, or decode + merge). The cache rows are rope outputs, so they get rope's bound.
+Case rope_attention_case(DType dt, int64_t d, int64_t hq, int64_t hkv, int64_t page_size,
+                         const std::vector<SeqSpec>& seqs, bool decode, const std::string& layout,
+                         uint32_t seed) {
+  Case c = attention_case(dt, d, hq, hkv, page_size, seqs, decode, seed);
+  c.name = absl::StrCat("rope+", c.name, " ", layout);
+  const std::string t = dt_name(dt);
+  const int64_t n = (hq + 2 * hkv) * d, tokens = c.inputs["q"].shape[0];
+  auto head_ty = [&](int64_t h) { return absl::StrCat(t, "[T,", h, ",", d, "]"); };
+  auto slice = [&](const std::string& name, int64_t start, int64_t h) {
+    return absl::StrCat("  %", name, "s = slice(%qkv) {axis = 1, start = ", start, ", end = ",
+                        start + h * d, "} : ", t, "[T,", h * d, "]\n  %", name, " = reshape(%",
+                        name, "s) {shape = [0, ", h, ", ", d, "]} : ", head_ty(h), "\n");
+  };
+  const std::string rope_attrs = absl::StrCat("layout = \"", layout, "\", rotary_dim = ", d,
+                                              ", theta = 10000.0");
+  const std::string nodes = absl::StrCat(
+      "  %qkv = neg(%x_qkv) : ", t, "[T,", n, "]\n", slice("q0", 0, hq), slice("k0", hq * d, hkv), slice("v", (hq + hkv) * d, hkv),
+      "  %q = rope(%q0, %positions) {", rope_attrs, "} : ", head_ty(hq), "\n",
+      "  %k = rope(%k0, %positions) {", rope_attrs, "} : ", head_ty(hkv), "\n");
+  // The inputs q, k, v become one input negated into %qkv (a computed value, as the QKV GEMM's
+  // result is: the GPU keeps views of computed values only); the nodes above go before the
+  // attention.
+  std::string ir = c.ir;
+  const std::string qkv_decl = absl::StrCat("  input %x_qkv : ", t, "[T,", n, "]\n");
+  for (const std::string& name : {"q", "k", "v"}) {
+    const size_t at = ir.find(absl::StrCat("  input %", name, " : "));
+    ir.erase(at, ir.find('\n', at) + 1 - at);
+  }
+  ir.insert(ir.find("  input %k_cache"), qkv_decl);
+  ir.insert(ir.find("  %o, %kc, %vc"), nodes);
+  c.ir = ir;
+  std::vector<float> qkv;
+  for (int64_t r = 0; r < tokens; ++r) {
+    for (const std::string& name : {"q", "k", "v"}) {
+      const HostTensor& x = c.inputs[name];
+      const int64_t w = x.numel() / tokens;
+      for (int64_t e = r * w; e < (r + 1) * w; ++e) qkv.push_back(-x.f[e]);  // %qkv = neg
+    }
+  }
+  for (const std::string& name : {"q", "k", "v"}) c.inputs.erase(name);
+  c.inputs["x_qkv"] = HostTensor::floats({tokens, n}, std::move(qkv), dt);
+  c.cache_tol = {2e-3, 2 * unit_roundoff(dt)};  // rope's bound (see rope_case)
+  return c;
+}
+
+TEST(KernelsGpu, RopeKvAppendBeforeAttention) {
+  REQUIRE_GPU();
+  using DT = DType;
+  const std::vector<Case> cases = {
+      // SmolLM2's shape (d64, 9/3 heads, interleaved as GGUF stores it): decode and a ragged
+      // prefill; Llama-3's (d128, 32/8, rotate-half): decode of 3 sequences and a prefill with
+      // cached context; page size 1 (scattered rows) and 64.
+      rope_attention_case(DT::kBF16, 64, 9, 3, 16, {{1999, 1}, {40, 1}}, true, "interleaved", 71),
+      rope_attention_case(DT::kBF16, 64, 9, 3, 16, {{0, 37}, {100, 70}, {16, 1}}, false,
+                          "interleaved", 72),
+      rope_attention_case(DT::kBF16, 128, 32, 8, 16, {{3000, 1}, {17, 1}, {0, 1}}, true, "half",
+                          73),
+      rope_attention_case(DT::kF16, 128, 8, 2, 1, {{33, 50}, {0, 3}}, false, "half", 74),
+      rope_attention_case(DT::kF16, 64, 12, 3, 64, {{1200, 1}, {77, 1}}, true, "half", 75),
+  };
+  std::vector<Lowered> lowered;
+  for (const Case& c : cases) {
+    lowered.push_back(lower_case(c));
+    // One rope_kv_append, no rope or kv_append launch of its own.
+    std::set<KernelFamily> families;
+    for (const PlanLaunch& l : lowered.back().plan.launches) {
+      families.insert(lowered.back().plan.kernels[l.kernel].family);
+    }
+    EXPECT_TRUE(families.count(KernelFamily::kRopeKvAppend)) << c.name;
+    EXPECT_FALSE(families.count(KernelFamily::kRope)) << c.name;
+    EXPECT_FALSE(families.count(KernelFamily::kKvAppend)) << c.name;
+  }
+  std::vector<const LoweredGraph*> plans;
+  for (const Lowered& l : lowered) plans.push_back(&l.plan);
+  build_all(plans);
+  if (::testing::Test::HasFatalFailure()) return;
+  for (size_t i = 0; i < cases.size(); ++i) check_case(cases[i], lowered[i]);
 }
 
 // ---------------------------------------------------------------------------------------------
