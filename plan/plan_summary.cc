@@ -1,11 +1,14 @@
 // Plan summaries for the CLI (see plan_summary.h).
 #include "plan/plan_summary.h"
 
+#include <algorithm>
 #include <map>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
+#include "plan/launch_binding.h"
+#include "plan/launch_expr.h"
 
 namespace kiln {
 namespace {
@@ -44,6 +47,50 @@ std::string plan_kernel_list(const LoadedPlan& loaded) {
   return out;
 }
 
+namespace {
+
+// What one decode step at batch 1 runs (T = S = 1, a 2k context): the launches and GEMMs whose
+// step kind and bound admit it, counted by family in program order, and per layer. The runtime's
+// own count is `kiln bench`'s launches_per_step.
+std::string decode_step_ops(const Plan& p) {
+  const LaunchSymbols step = {{"T", 1}, {"S", 1}, {"P", 128}, {"K", 2048}, {"NP", 128}};
+  auto runs = [&](StepKind when, const StepBound& bound) {
+    if (!launch_runs_in(when, false)) return false;
+    if (bound.empty()) return true;
+    absl::StatusOr<int64_t> v = eval_launch_expr(bound.expr, step);
+    return v.ok() && bound_admits(bound, *v);
+  };
+  // Program order: launches and GEMMs by node (GEMMs run where their node does).
+  std::vector<std::pair<int64_t, std::string>> ops;
+  auto key = [](int node) -> int64_t { return node < 0 ? int64_t{1} << 40 : node; };
+  for (const PlanLaunch& l : p.launches) {
+    if (runs(l.rule.when, l.rule.bound)) {
+      ops.emplace_back(key(l.node), family_name(p.kernels[l.kernel].family));
+    }
+  }
+  for (const PlanGemm& g : p.gemms) {
+    if (runs(StepKind::kAlways, g.bound)) ops.emplace_back(key(g.node), "cuBLASLt");
+  }
+  std::stable_sort(ops.begin(), ops.end(),
+                   [](const auto& a, const auto& b) { return a.first < b.first; });
+  std::vector<std::pair<std::string, int>> by_family;
+  for (const auto& [node, family] : ops) {
+    auto it = std::find_if(by_family.begin(), by_family.end(),
+                           [&](const auto& f) { return f.first == family; });
+    if (it == by_family.end()) by_family.emplace_back(family, 1);
+    else ++it->second;
+  }
+  const int64_t layers = std::max<int64_t>(1, p.model.num_layers);
+  std::string out = absl::StrFormat("decode step (batch 1): %d launches, %.1f per layer\n",
+                                    ops.size(), static_cast<double>(ops.size()) / layers);
+  for (const auto& [family, n] : by_family) {
+    absl::StrAppend(&out, absl::StrFormat("  %4d x %s\n", n, family));
+  }
+  return out;
+}
+
+}  // namespace
+
 std::string plan_summary(const LoadedPlan& loaded) {
   const Plan& p = loaded.plan;
   std::string out;
@@ -58,6 +105,7 @@ std::string plan_summary(const LoadedPlan& loaded) {
                   dtype_name(p.limits.dtype), "\n");
   absl::StrAppend(&out, "kernels: ", p.kernels.size(), " unique, ", p.launches.size(),
                   " launches\n", plan_kernel_list(loaded));
+  absl::StrAppend(&out, decode_step_ops(p));
   absl::StrAppend(&out, "gemms (cuBLASLt): ", p.gemms.size(), "\n");
   std::map<std::string, int> shapes;
   for (const PlanGemm& g : p.gemms) {
@@ -77,13 +125,19 @@ std::string plan_summary(const LoadedPlan& loaded) {
                   " heads x ", kv.head_dim, "; ", bytes_str(kv.bytes_per_page()),
                   " per page (all layers), ", bytes_str(kv.bytes_per_token()), " per token\n");
   double wbytes = 0;
-  int packed = 0;
+  int packed = 0, derived = 0;
   for (const PlanWeight& w : p.weights) {
     if (w.packed()) ++packed;
+    if (w.derived()) ++derived;
     wbytes += w.packed() ? loaded.blob(w.blob).size() : w.size;
   }
-  absl::StrAppend(&out, "weights: ", p.weights.size(), " tensors, ", bytes_str(wbytes), ", ",
-                  packed > 0 ? "packed in the plan" : "referenced from the checkpoint", "\n");
+  absl::StrAppend(&out, "weights: ", p.weights.size() - derived, " tensors, ", bytes_str(wbytes),
+                  ", ", packed > 0 ? "packed in the plan" : "referenced from the checkpoint");
+  if (derived > 0) {
+    absl::StrAppend(&out, "; ", derived,
+                    " derived (stacked rows of those, assembled at load: fuse-horizontal)");
+  }
+  absl::StrAppend(&out, "\n");
   return out;
 }
 

@@ -9,6 +9,7 @@
 #include <fstream>
 #include <set>
 
+#include "absl/strings/str_cat.h"
 #include "codegen/nvrtc_compiler.h"
 #include "plan/plan_file.h"
 #include "plan/plan_summary.h"
@@ -112,6 +113,15 @@ TEST(CompileModel, InMemoryPlanWithoutKernels) {
   EXPECT_EQ(p->plan.ir, plan.ir);
   EXPECT_EQ(p->plan.kernels.size(), plan.kernels.size());
   EXPECT_FALSE(plan_kernel_source(*p, plan.kernels[0].key).ok());
+  // `kiln inspect` counts a decode step's launches: per layer one rope_kv_append (both ropes
+  // and the KV append) and no separate rope or kv_append; the stacked weights are listed apart.
+  const std::string summary = plan_summary(*p);
+  const int64_t layers = plan.model.num_layers;
+  EXPECT_NE(summary.find(absl::StrCat(layers, " x rope_kv_append\n")), std::string::npos)
+      << summary;
+  EXPECT_EQ(summary.find(" x rope\n"), std::string::npos) << summary;
+  EXPECT_EQ(summary.find(" x kv_append\n"), std::string::npos) << summary;
+  EXPECT_NE(summary.find(absl::StrCat(2 * layers, " derived")), std::string::npos) << summary;
 }
 
 // An edited IR whose derived param names rows the checkpoint does not have fails at compile

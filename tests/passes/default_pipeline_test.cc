@@ -239,8 +239,8 @@ TEST_P(DefaultPipeline, FusedGraphMatchesPrimitiveGraphOnTheReferenceBackend) {
 
 // The pipeline scales linearly in the layer count. A layer is ~55 primitive nodes; the graph's
 // own bookkeeping is counted exactly (the node order is rebuilt a fixed number of times per run,
-// never once per rewrite), and the wall time of 10x the layers stays within 30x (linear is 10x,
-// the quadratic passes of before were ~100x; the slack absorbs a loaded machine).
+// never once per rewrite), and the wall time of 3x the layers stays within 7x (linear is 3x,
+// quadratic 9x; the slack absorbs a loaded machine).
 struct ScalingRun {
   double seconds = 0;
   GraphStats stats;
@@ -280,17 +280,19 @@ ScalingRun run_layers(int layers) {
 
 TEST(DefaultPipelineScaling, LinearInTheLayerCount) {
   const ScalingRun small = run_layers(10);
-  const ScalingRun medium = run_layers(100);
-  const ScalingRun large = run_layers(1000);
-  EXPECT_GT(large.nodes, 50000);
+  const ScalingRun medium = run_layers(1000);
+  const ScalingRun large = run_layers(3000);
+  EXPECT_GT(medium.nodes, 50000);
   // Bookkeeping per run does not grow with the graph.
   EXPECT_EQ(large.stats.order_rebuilds, small.stats.order_rebuilds);
   EXPECT_EQ(large.stats.renumbers, small.stats.renumbers);
-  // 10x the layers: linear is ~10x, quadratic ~100x. Small runs are cache-friendlier and noisy on
-  // a shared 2-core machine (34x was seen once for linear code), so the bound sits between.
-  EXPECT_LT(large.seconds / std::max(medium.seconds, 1e-3), 60)
-      << "100 layers: " << medium.seconds << " s, 1000 layers: " << large.seconds << " s";
-  EXPECT_LT(large.seconds, 10) << "the 1000-layer pipeline target";
+  // 3x the layers: linear is ~3x, quadratic ~9x. Below ~1000 layers the graph still fits the
+  // caches, so smaller runs are superlinearly faster (100 -> 1000 layers measured 26-67x on a
+  // shared 2-core machine, with or without fuse-horizontal; 1000 -> 3000 measured 3.0-4.4x):
+  // both runs sit past that knee.
+  EXPECT_LT(large.seconds / std::max(medium.seconds, 1e-3), 7)
+      << "1000 layers: " << medium.seconds << " s, 3000 layers: " << large.seconds << " s";
+  EXPECT_LT(medium.seconds, 10) << "the 1000-layer pipeline target";
 }
 
 INSTANTIATE_TEST_SUITE_P(Models, DefaultPipeline,
