@@ -31,7 +31,8 @@ absl::Status PassManager::add(const std::string& name) {
   return absl::OkStatus();
 }
 
-absl::Status PassManager::emit_ir(const Graph& graph, int index, const std::string& label) const {
+absl::Status PassManager::emit_ir(const Graph& graph, int index, const std::string& label,
+                                  const std::string& header) const {
   const bool print =
       index > 0 && (options_.print_ir_after_all || options_.print_ir_after.count(label) > 0);
   if (!print && options_.dump_ir_dir.empty()) return absl::OkStatus();
@@ -49,7 +50,7 @@ absl::Status PassManager::emit_ir(const Graph& graph, int index, const std::stri
     }
     const std::string path = absl::StrFormat("%s/%02d-%s.kir", options_.dump_ir_dir, index, label);
     std::ofstream file(path, std::ios::binary);
-    file << text;
+    file << header << text;  // the header is comments: the dump still parses (--from-ir)
     if (!file) return absl::UnavailableError(absl::StrCat("cannot write ", path));
   }
   return absl::OkStatus();
@@ -85,7 +86,17 @@ absl::Status PassManager::run(Graph& graph, PassContext& context) {
             absl::StrCat("IR does not verify after ", pass.name(), ": ", s.message()));
       }
     }
-    if (absl::Status s = emit_ir(graph, static_cast<int>(i) + 1, pass.name()); !s.ok()) return s;
+    // The dump of a pass starts with what it did: "// fuse-horizontal: matmuls merged 150, ...".
+    std::string header = absl::StrFormat("// %s (%.2f ms, %d -> %d nodes%s)", pass.name(),
+                                         record.millis, record.nodes_before, record.nodes_after,
+                                         record.changed ? "" : ", unchanged");
+    if (auto it = context.stats.find(pass.name()); it != context.stats.end()) {
+      for (const auto& [counter, n] : it->second) absl::StrAppend(&header, "\n//   ", counter, ": ", n);
+    }
+    header += "\n";
+    if (absl::Status s = emit_ir(graph, static_cast<int>(i) + 1, pass.name(), header); !s.ok()) {
+      return s;
+    }
   }
   return absl::OkStatus();
 }

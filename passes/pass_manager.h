@@ -63,7 +63,9 @@ class PassManager {
   std::string stats_report(const PassContext& context) const;
 
  private:
-  absl::Status emit_ir(const Graph& graph, int index, const std::string& label) const;
+  /// `header` (comment lines: the pass's statistics) goes before the IR in a dump file.
+  absl::Status emit_ir(const Graph& graph, int index, const std::string& label,
+                       const std::string& header = "") const;
 
   PassManagerOptions options_;
   std::vector<std::unique_ptr<Pass>> passes_;

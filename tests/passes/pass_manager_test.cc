@@ -96,10 +96,13 @@ TEST(PassManager, PrintsAndDumpsIrAndCollectsStatistics) {
   for (const char* f : {"00-input.kir", "01-canonicalize.kir", "02-fuse-elementwise.kir"}) {
     EXPECT_TRUE(std::filesystem::exists(dir + "/" + f)) << f;
   }
-  // Dumps parse back (they are the editable IR).
+  // Dumps parse back (they are the editable IR); a pass's dump opens with its statistics, as
+  // comments.
   std::ifstream in(dir + "/02-fuse-elementwise.kir");
   std::stringstream text;
   text << in.rdbuf();
+  EXPECT_EQ(text.str().rfind("// fuse-elementwise (", 0), 0u) << text.str();
+  EXPECT_THAT(text.str(), HasSubstr("\n//   fused: 1\n"));
   auto again = parse_graph(text.str());
   ASSERT_TRUE(again.ok()) << again.status();
   EXPECT_EQ(print_graph(**again), print_graph(**g));
