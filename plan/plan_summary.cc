@@ -74,7 +74,8 @@ std::string decode_step_ops(const Plan& p) {
   std::stable_sort(ops.begin(), ops.end(),
                    [](const auto& a, const auto& b) { return a.first < b.first; });
   std::vector<std::pair<std::string, int>> by_family;
-  for (const auto& [node, family] : ops) {
+  for (const auto& op : ops) {
+    const std::string& family = op.second;  // not a structured binding: the lambda captures it
     auto it = std::find_if(by_family.begin(), by_family.end(),
                            [&](const auto& f) { return f.first == family; });
     if (it == by_family.end()) by_family.emplace_back(family, 1);
