@@ -1,7 +1,6 @@
 // The `kiln compile` pipeline (see compile_model.h): each stage below fills one part of the Plan.
 #include "codegen/compile_model.h"
 
-#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <filesystem>
@@ -11,6 +10,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
 #include "codegen/kernel_source.h"
 #include "codegen/lowering.h"
 #include "ir/parser.h"
@@ -19,6 +19,7 @@
 #include "models/model_source.h"
 #include "models/weights.h"
 #include "passes/pass_manager.h"
+#include "plan/weight_parts.h"
 #include "xxhash.h"
 
 namespace kiln {
@@ -112,33 +113,6 @@ absl::Status add_derived_weight(const Value& param, const WeightSet& weights, Pl
                                                    param.parts[0].source,
                                                    "\", which the checkpoint does not hold"));
   }
-  // The checks plan/weight_parts.h makes at load, made here so that an edited IR fails at
-  // compile time, naming the part.
-  for (const ParamPart& part : param.parts) {
-    const Weight* src = weights.find(part.source);
-    auto bad = [&](const std::string& why) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("@", param.name, ": part \"", part.source, "\" ", why));
-    };
-    if (src == nullptr) return bad("is not a tensor of the checkpoint");
-    if (src->dtype != first->dtype) {
-      return bad(absl::StrCat("is stored as ", dtype_name(src->dtype), ", the first part as ",
-                              dtype_name(first->dtype), " (a derived weight is one format)"));
-    }
-    if (src->shape.empty() || part.row_end > src->shape[0]) {
-      return bad(absl::StrCat("has no rows [", part.row_begin, ", ", part.row_end, ")"));
-    }
-    if (!std::equal(src->shape.begin() + 1, src->shape.end(), first->shape.begin() + 1,
-                    first->shape.end()) ||
-        static_cast<size_t>(param.type.rank()) != src->shape.size()) {
-      return bad("has other trailing dims than the param");
-    }
-    for (size_t d = 1; d < src->shape.size(); ++d) {
-      if (param.type.shape[d].is_symbolic() || param.type.shape[d].value != src->shape[d]) {
-        return bad("has other trailing dims than the param");
-      }
-    }
-  }
   PlanWeight& w = p.weights.emplace_back();
   w.name = param.name;
   w.dtype = first->dtype;
@@ -146,6 +120,21 @@ absl::Status add_derived_weight(const Value& param, const WeightSet& weights, Pl
   w.shape[0] = param.type.shape[0].value;
   for (const ParamPart& part : param.parts) {
     w.parts.push_back({part.source, part.row_begin, part.row_end});
+  }
+  // The load-time layout rules (plan/weight_parts.h), applied now so that an edited IR fails at
+  // compile time naming the part; then the IR param's trailing dims against the checkpoint's.
+  if (absl::StatusOr<std::vector<WeightByteRange>> ranges = weight_byte_ranges(p, w);
+      !ranges.ok()) {
+    return absl::InvalidArgumentError(absl::StrCat("@", param.name, ": ", ranges.status().message()));
+  }
+  bool same = static_cast<size_t>(param.type.rank()) == w.shape.size();
+  for (size_t d = 1; same && d < w.shape.size(); ++d) {
+    same = !param.type.shape[d].is_symbolic() && param.type.shape[d].value == w.shape[d];
+  }
+  if (!same) {
+    return absl::InvalidArgumentError(absl::StrCat("@", param.name, " is ",
+                                                   param.type.to_string(), " but its parts stack [",
+                                                   absl::StrJoin(w.shape, ","), "]"));
   }
   return absl::OkStatus();
 }
