@@ -74,8 +74,8 @@ class Plan:
                 return l, k
         raise KeyError(family)
 
-    def workspace_bytes(self, name):
-        return next(w["bytes"] for w in self.m["workspaces"] if w["name"] == name)
+    def workspace(self, name):
+        return next(w for w in self.m["workspaces"] if w["name"] == name)
 
 
 class Driver:
@@ -119,7 +119,7 @@ class Bound:
     the kernel's entry parameters. Tensor arguments are the script's own buffers, looked up by
     the entry parameter's name (the plan names IR values the script does not have); integer
     expressions and grids are evaluated with the step's symbols; workspaces are allocated at the
-    plan's sizes."""
+    plan's sizes (zero-filled where the plan says so, as the runtime does)."""
 
     CTYPES = {"ptr": ctypes.c_void_p, "i32": ctypes.c_int, "i64": ctypes.c_longlong,
               "f32": ctypes.c_float}
@@ -142,8 +142,10 @@ class Bound:
                 v = tensors[param["name"]].data_ptr()
             elif kind == "workspace":
                 if value not in tensors:
-                    n = launch_expr(plan.workspace_bytes(value), **symbols)
-                    tensors[value] = torch.empty(n, dtype=torch.uint8, device="cuda")
+                    w = plan.workspace(value)
+                    n = launch_expr(w["bytes"], **symbols)
+                    alloc = torch.zeros if w.get("zeroed") else torch.empty
+                    tensors[value] = alloc(n, dtype=torch.uint8, device="cuda")
                 v = tensors[value].data_ptr()
             elif kind == "int":
                 v = self.ints[param["name"]] = launch_expr(value, **symbols)
@@ -210,16 +212,11 @@ def decode(drv, plan, B, ctx, softmax="lse"):
     out = torch.full_like(q, float("nan"))
     positions = torch.full((B,), ctx - 1, dtype=torch.int32, device="cuda")
     qo = torch.arange(B + 1, dtype=torch.int32, device="cuda")
-    # The decode and merge launches share the plan's workspaces (bound once, by name).
+    # One launch: the splits' partials are merged by the last split of each (sequence, KV head).
     tensors = dict(out=out, q=q, k_cache=k, v_cache=v, positions=positions, qo_indptr=qo,
                    kv_page_indptr=indptr, kv_page_indices=perm, kv_last_page_len=last)
-    part = Bound(drv, plan, "flash_attention_decode", tensors, T=B, S=B, K=ctx)
-    merge = Bound(drv, plan, "flash_attention_merge", tensors, T=B, S=B, K=ctx)
-    split = merge.ints["num_splits"]
-
-    def run():
-        part()
-        merge()
+    run = Bound(drv, plan, "flash_attention_decode", tensors, T=B, S=B, K=ctx)
+    split = run.grid[2]
 
     run(); torch.cuda.synchronize()
     kd, vd = dense_kv(k, v, perm, B, ctx)
@@ -231,7 +228,7 @@ def decode(drv, plan, B, ctx, softmax="lse"):
     kv_bytes = 2 * B * ctx * HKV * D * 2
     emit(bench="attn_decode", impl="kiln" if softmax == "lse" else "kiln_" + softmax, batch=B,
          ctx=ctx, TBps=round(kv_bytes / ms / 1e9, 3), ms=round(ms, 4), max_abs_err=round(err, 4),
-         split_kv=split, softmax=softmax, kernel=part.kernel, merge_kernel=merge.kernel)
+         split_kv=split, softmax=softmax, kernel=run.kernel)
 
 
 def main():

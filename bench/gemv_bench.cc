@@ -4,9 +4,10 @@
 //   {"bench": "gemv", "shape": "8b_o", "M": 1, "N": .., "K": .., "kiln_us", "cublas_us",
 //    "kiln_TBps", "cublas_TBps", "kiln_pct_copy", "cublas_pct_copy", "winner", "key", ...}
 // TB/s counts the weight bytes (what bounds decode), as ../shared/peers/decode_gemm_peer.py
-// does. `--sweep` times only the 8B shapes (the 85%-of-copy target), each with neighbouring block
-// shapes too (row tiles 1/2 x unroll 2/4/8 with 8 warps; 4 warps at row tiles 1/2), so gemv_spec_for's choice can be
-// checked; `--quick` times only M = 1 and 16.
+// does. `--sweep` times only the 8B and 1B shapes (the 85%-of-copy target), each with neighbouring block
+// shapes too (row tiles 1/2 x unroll 2/4/8 with 8 warps; 4 warps at row tiles 1/2; the
+// software-pipelined variant at 8 and 4 warps), and the 1B shapes likewise, so gemv_spec_for's
+// choice can be checked; `--quick` times only M = 1 and 16.
 #include <cstdio>
 #include <cstring>
 #include <string>
@@ -59,7 +60,7 @@ int run(bool sweep, bool quick) {
   for (const BenchShape& bs : kShapes) {
     std::vector<GemvSpec> specs = {gemv_spec_for(bs.n, bs.k)};
     if (sweep) {
-      if (std::strncmp(bs.name, "8b_", 3) != 0) continue;
+      if (std::strncmp(bs.name, "8b_", 3) != 0 && std::strncmp(bs.name, "1b_", 3) != 0) continue;
       for (int64_t rt : {1, 2}) {
         for (int64_t u : {2, 4, 8}) {
           GemvSpec s = specs[0];
@@ -74,6 +75,20 @@ int run(bool sweep, bool quick) {
         four.row_tiles = rt;
         four.unroll = rt == 1 ? 4 : 2;
         specs.push_back(four);
+      }
+      // Software pipelining (GemvSpec::prefetch): two register sets, 8 and 4 warps.
+      for (int64_t w : {8, 4}) {
+        for (int64_t rt : {1, 2}) {
+          for (int64_t u : {1, 2, 4}) {
+            if (rt * u > 4) continue;  // registers: 2 sets x u x rt x 2 rows x 4 words
+            GemvSpec p = specs[0];
+            p.prefetch = true;
+            p.warps = w;
+            p.row_tiles = rt;
+            p.unroll = u;
+            specs.push_back(p);
+          }
+        }
       }
     }
     std::vector<GemvLaunch> launches;

@@ -12,9 +12,44 @@
 namespace kiln {
 namespace {
 
-// matmul / gemm: out[M, N] = x[M, K]·w[N, K]ᵀ (+ bias) (+ residual), run by cuBLASLt; when the
-// GEMV options pick the shape, also by the GEMV kernel for steps with M <= kGemvMaxRows (the two
-// carry complementary StepBounds on M, so each step runs exactly one).
+// Whether a matmul / gemm node also gets a GEMV launch for steps with M <= kGemvMaxRows: the
+// options pick its shape, the GEMV implements its epilogue and dtypes, and M can be that small.
+// The one decision both the GEMM's lowering and a SwiGLU elementwise node it absorbs consult.
+bool takes_gemv(const Node& n, const GemvOptions& gemv) {
+  const Type& x = n.inputs[0]->type;
+  const Type& w = n.inputs[1]->type;
+  if (w.rank() != 2 || w.shape[0].is_symbolic() || w.shape[1].is_symbolic()) return false;
+  std::optional<GemmOp> gemm;
+  if (n.op == OpKind::kGemm && !(gemm = GemmOp::of(&n))) return false;
+  const GemmOp::Epilogue ep = gemm ? gemm->epilogue() : GemmOp::Epilogue::kNone;
+  std::optional<GemmEpilogue> plan_ep = parse_gemm_epilogue(std::string(GemmOp::epilogue_name(ep)));
+  if (!plan_ep || !gemv_supports_epilogue(*plan_ep)) return false;
+  // A constant M above the bound never takes the GEMV path.
+  bool small_m_possible = false;
+  int64_t const_m = 1;
+  for (size_t i = 0; i + 1 < x.shape.size(); ++i) {
+    if (x.shape[i].is_symbolic()) small_m_possible = true;
+    else const_m *= x.shape[i].value;
+  }
+  small_m_possible = small_m_possible || const_m <= kGemvMaxRows;
+  const int64_t nn = w.shape[0].value, kk = w.shape[1].value;
+  const DType bias_dtype = gemm && gemm->bias() ? gemm->bias()->type.dtype : x.dtype;
+  return small_m_possible && gemv.use_gemv(nn, kk) &&
+         !gemv_ineligible(x.dtype, w.dtype, n.outputs[0]->type.dtype, bias_dtype,
+                          gemm && gemm->bias() != nullptr, nn, kk);
+}
+
+// The steps a GEMM with a GEMV launch runs on cuBLASLt: M > kGemvMaxRows.
+StepBound gemm_rows_above_gemv(const Node& gemm) {
+  const Shape& x = gemm.inputs[0]->type.shape;
+  return {product_expr(x, 0, x.size() - 1), kGemvMaxRows + 1, 0};
+}
+
+// matmul / gemm: out[M, N] = x[M, K]·w[N, K]ᵀ (+ bias) (+ residual), run by cuBLASLt; when
+// takes_gemv, also by the GEMV kernel for steps with M <= kGemvMaxRows (the two carry
+// complementary StepBounds on M, so each step runs exactly one). The GEMV of a SwigluGemm writes
+// the SwiGLU result directly, and that of a NormGemm normalizes the norm's input itself (their
+// elementwise / rmsnorm nodes then run only when cuBLASLt does).
 absl::Status lower_gemm(int index, const Node& n, const GemvOptions& gemv, LoweringContext& ctx) {
   const Type& x = n.inputs[0]->type;
   const Type& w = n.inputs[1]->type;
@@ -55,17 +90,18 @@ absl::Status lower_gemm(int index, const Node& n, const GemvOptions& gemv, Lower
   if (gemm && gemm->residual()) e.residual = ctx.name(gemm->residual());
   e.out = ctx.name(n.outputs[0]);
   const DType bias_dtype = gemm && gemm->bias() ? gemm->bias()->type.dtype : e.a_dtype;
-  // A constant M above the bound never takes the GEMV path.
-  bool small_m_possible = false;
-  int64_t const_m = 1;
-  for (size_t i = 0; i + 1 < x.shape.size(); ++i) {
-    if (x.shape[i].is_symbolic()) small_m_possible = true;
-    else const_m *= x.shape[i].value;
-  }
-  small_m_possible = small_m_possible || const_m <= kGemvMaxRows;
-  if (small_m_possible && gemv.use_gemv(e.n, e.k) && gemv_supports_epilogue(e.epilogue) &&
-      !gemv_ineligible(e.a_dtype, e.b_dtype, e.out_dtype, bias_dtype, !e.bias.empty(), e.n, e.k)) {
-    if (absl::Status s = lower_gemv(e, bias_dtype, ctx); !s.ok()) return s;
+  if (takes_gemv(n, gemv)) {
+    GemvFusion fusion;
+    if (std::optional<SwigluGemm> sw = match_swiglu_gemm(ctx.graph(), n)) {
+      fusion.swiglu_out = ctx.name(sw->elementwise->outputs[0]);
+    }
+    if (std::optional<NormGemm> ng = match_norm_gemm(ctx.graph(), n)) {
+      const RmsNormOp norm(*ng->norm);
+      absl::StatusOr<double> eps = ng->norm->attrs.get_float("eps");
+      if (!eps.ok()) return eps.status();
+      fusion.norm = GemvFusion::Norm{ctx.name(norm.x()), ctx.name(norm.weight()), *eps};
+    }
+    if (absl::Status s = lower_gemv(e, bias_dtype, ctx, fusion); !s.ok()) return s;
     e.bound = {e.m, kGemvMaxRows + 1, 0};
   }
   ctx.add_gemm(std::move(e));
@@ -96,6 +132,20 @@ absl::Status lower_node(int index, const Node& n, const LoweringOptions& options
     }
     case OpKind::kMatmul:
     case OpKind::kGemm: return lower_gemm(index, n, options.gemv, ctx);
+    case OpKind::kFusedElementwise:
+      // A SwiGLU or RMSNorm that the GEMV after / before it computes at M <= kGemvMaxRows: its
+      // own launch runs only in the cuBLASLt steps.
+      if (std::optional<SwigluGemm> sw = match_swiglu_gemm(ctx.graph(), n);
+          sw && takes_gemv(*sw->gemm, options.gemv)) {
+        ctx.bound_node_launches(gemm_rows_above_gemv(*sw->gemm));
+      }
+      break;
+    case OpKind::kRmsNorm:
+      if (std::optional<NormGemm> ng = match_norm_gemm(ctx.graph(), n);
+          ng && takes_gemv(*ng->gemm, options.gemv)) {
+        ctx.bound_node_launches(gemm_rows_above_gemv(*ng->gemm));
+      }
+      break;
     default: break;
   }
   if (const FamilyLowering* family = find_family_lowering(n.op)) return family->lower(n, ctx);

@@ -1,7 +1,9 @@
 // Split-KV decode attention (Flash-Decoding, Dao et al. 2023): one query token per sequence; the
 // KV range is cut into `num_splits` chunks processed by separate blocks that write a partial
-// output plus its softmax weight, and a merge kernel combines the chunks. Parallelism then comes
-// from the KV length, not only from S x Hkv, which is small at decode time.
+// output plus its softmax weight; the block that finishes a (sequence, KV head) last combines the
+// chunks (a counter in global memory tells it that it is last), so a decode step's attention is
+// one launch, with no merge kernel and its launch gap after it. Parallelism then comes from the
+// KV length, not only from S x Hkv, which is small at decode time.
 //
 // The G query heads of one KV head form the rows of a 16-row mma tile (padded), so K/V are read
 // once per group and the tensor cores do the dot products (FlashInfer's tensor-core GQA decode).
@@ -170,14 +172,58 @@ __device__ __forceinline__ void decode_attend_tile(const u32 (&qf)[D / 16][4], c
   }
 }
 
-/// Partial attention of split blockIdx.z for sequence blockIdx.x, KV head blockIdx.y.
+/// Combines the splits of one output element: out = Σ_i w_i o_i / Σ_i w_i. LSE variant: w_i =
+/// 2^(lse_i - max lse). Unified variant: w_i is the weight the split wrote (relative to the shared
+/// bound, no exponentials), unless some split of the row marked -1, which takes the LSE path.
+/// Reads through L2 (ld.cg): the partials were written by other blocks of the same launch, after
+/// which this SM's L1 must not be trusted.
+template <bool SOFTMAX_UNIFIED>
+__device__ __forceinline__ float merge_splits(const float* o_partial, const float* lse_partial,
+                                              long long slots, long long row_slot,
+                                              long long split_stride, int D, int d,
+                                              int num_splits) {
+  float num = 0.f, den = 0.f;
+  bool exact = !SOFTMAX_UNIFIED;
+  if (SOFTMAX_UNIFIED) {
+    for (int i = 0; i < num_splits; ++i) {
+      const long long slot = row_slot + i * split_stride;
+      const float w = __ldcg(lse_partial + slots + slot);
+      if (w < 0.f) {
+        exact = true;
+        break;
+      }
+      den += w;
+      num += w * __ldcg(o_partial + slot * D + d);
+    }
+  }
+  if (exact) {
+    float m = neg_inf();
+    for (int i = 0; i < num_splits; ++i) m = fmaxf(m, __ldcg(lse_partial + row_slot + i * split_stride));
+    const float m_use = m == neg_inf() ? 0.f : m;
+    num = den = 0.f;
+    for (int i = 0; i < num_splits; ++i) {
+      const long long slot = row_slot + i * split_stride;
+      const float w = exp2f(__ldcg(lse_partial + slot) - m_use);
+      den += w;
+      num += w * __ldcg(o_partial + slot * D + d);
+    }
+  }
+  return den > 0.f ? num / den : 0.f;
+}
+
+/// Attention of split blockIdx.z for sequence blockIdx.x, KV head blockIdx.y, into out[T, Hq, D].
+/// With one split the block writes `out` directly. With more, it writes its partial:
 /// o_partial: f32[num_splits, S, Hq, D] (normalized within the split). lse_partial: f32[num_splits,
 /// S, Hq] log-sum-exps in log2 units (-inf for an empty split); in the unified variant followed by
 /// a second [num_splits, S, Hq] array of the splits' weights 2^(lse - phi) (-1: the split's max is
-/// not phi). Requires G <= 16. Dynamic shared memory: DecodeSmem<...>::kBytes.
+/// not phi); then counts itself in split_counters[S, Hkv], and the split that counts last merges
+/// (merge_splits) and puts the counter back to 0: split_counters must be zero when the launch
+/// begins (a zero-filled workspace), and is zero again when it ends. Requires G <= 16. Dynamic
+/// shared memory: DecodeSmem<...>::kBytes.
 template <class T, int D, int G, int TILE_KV, int WARPS, int STAGES, bool SOFTMAX_UNIFIED>
 __device__ __forceinline__ void flash_attention_decode(
-    float* __restrict__ o_partial, float* __restrict__ lse_partial, const T* __restrict__ q,
+    T* __restrict__ out, float* __restrict__ o_partial, float* __restrict__ lse_partial,
+    int* __restrict__ split_counters, const T* __restrict__ q,
     const T* __restrict__ k_cache, const T* __restrict__ v_cache, const int* __restrict__ positions,
     const int* __restrict__ qo_indptr, const int* __restrict__ kv_page_indptr,
     const int* __restrict__ kv_page_indices, const int* __restrict__ kv_last_page_len, int num_seqs,
@@ -312,6 +358,8 @@ __device__ __forceinline__ void flash_attention_decode(
   }
   __syncthreads();
   const long long slots = (long long)num_splits * num_seqs * num_q_heads;
+  const long long split_stride = (long long)num_seqs * num_q_heads;
+  const long long row_slot0 = (long long)seq * num_q_heads + kv_head * G;
   for (int i = tid; i < G * D; i += kThreads) {
     const int row = i / D, d = i % D;
     float m = neg_inf();
@@ -327,7 +375,12 @@ __device__ __forceinline__ void flash_attention_decode(
       l += l_w[w][row] * f;
       o += o_w[(w * 16 + row) * D + d] * f;
     }
-    const long long slot = ((long long)split * num_seqs + seq) * num_q_heads + kv_head * G + row;
+    if (num_splits == 1) {  // the whole KV range: no partial, no merge (same value as a merge)
+      out[((long long)token * num_q_heads + kv_head * G + row) * D + d] =
+          from_float<T>(l > 0.f ? o / l : 0.f);
+      continue;
+    }
+    const long long slot = split * split_stride + row_slot0 + row;
     o_partial[slot * D + d] = l > 0.f ? o / l : 0.f;
     if (d == 0) {
       lse_partial[slot] = l > 0.f ? m + __log2f(l) : neg_inf();
@@ -335,48 +388,28 @@ __device__ __forceinline__ void flash_attention_decode(
       if (SOFTMAX_UNIFIED) lse_partial[slots + slot] = l == 0.f ? 0.f : m == phi ? l : -1.f;
     }
   }
-}
+  if (num_splits == 1) return;
 
-/// Combines the splits: out[token, h, :] = Σ_i w_i o_i / Σ_i w_i. LSE variant: w_i =
-/// 2^(lse_i - max lse). Unified variant: w_i is the weight the split wrote (relative to the shared
-/// bound, no exponentials), unless some split of the row marked -1, which takes the LSE path.
-/// Grid (S, Hq), D threads (one per head dim).
-template <class T, int D, bool SOFTMAX_UNIFIED>
-__device__ __forceinline__ void flash_attention_decode_merge(
-    T* __restrict__ out, const float* __restrict__ o_partial, const float* __restrict__ lse_partial,
-    const int* __restrict__ qo_indptr, int num_seqs, int num_q_heads, int num_splits) {
-  const int seq = blockIdx.x, head = blockIdx.y, d = threadIdx.x;
-  const long long slots = (long long)num_splits * num_seqs * num_q_heads;
-  float num = 0.f, den = 0.f;
-  bool exact = !SOFTMAX_UNIFIED;
-  if (SOFTMAX_UNIFIED) {
-    for (int i = 0; i < num_splits; ++i) {
-      const long long slot = ((long long)i * num_seqs + seq) * num_q_heads + head;
-      const float w = lse_partial[slots + slot];
-      if (w < 0.f) {
-        exact = true;
-        break;
-      }
-      den += w;
-      num += w * o_partial[slot * D + d];
-    }
+  // The last split of this (sequence, KV head) to finish merges. Each thread's partial stores
+  // are made visible device-wide before the block counts itself (the threadfence-reduction
+  // pattern of the CUDA samples); the last block fences again before reading the others'.
+  __shared__ bool is_last;
+  __threadfence();
+  __syncthreads();
+  if (tid == 0) {
+    int* counter = split_counters + (long long)seq * num_kv_heads + kv_head;
+    is_last = atomicAdd(counter, 1) == num_splits - 1;
+    if (is_last) *counter = 0;  // every split has counted: ready for the next launch
   }
-  if (exact) {
-    float m = neg_inf();
-    for (int i = 0; i < num_splits; ++i) {
-      m = fmaxf(m, lse_partial[((long long)i * num_seqs + seq) * num_q_heads + head]);
-    }
-    const float m_use = m == neg_inf() ? 0.f : m;
-    num = den = 0.f;
-    for (int i = 0; i < num_splits; ++i) {
-      const long long slot = ((long long)i * num_seqs + seq) * num_q_heads + head;
-      const float w = exp2f(lse_partial[slot] - m_use);
-      den += w;
-      num += w * o_partial[slot * D + d];
-    }
+  __syncthreads();
+  if (!is_last) return;
+  __threadfence();
+  for (int i = tid; i < G * D; i += kThreads) {
+    const int row = i / D, d = i % D;
+    const float v = merge_splits<SOFTMAX_UNIFIED>(o_partial, lse_partial, slots, row_slot0 + row,
+                                                  split_stride, D, d, num_splits);
+    out[((long long)token * num_q_heads + kv_head * G + row) * D + d] = from_float<T>(v);
   }
-  const int token = qo_indptr[seq];
-  out[((long long)token * num_q_heads + head) * D + d] = from_float<T>(den > 0.f ? num / den : 0.f);
 }
 
 }  // namespace kiln_k

@@ -90,8 +90,11 @@ struct RmsNormPattern {
     if (!only_used_by(g, m.rsqrt->output(), {m.normalize})) {
       return R::fail("intermediate rsqrt has another user");
     }
+    // A residual add that gemm-epilogue folds into the GEMM before it stays there (see the
+    // pass comment); others join the norm.
     Node* add = producer_of(m.x, OpKind::kAdd);
-    if (add != nullptr && add->inputs[0]->type == m.x->type && add->inputs[1]->type == m.x->type) {
+    if (add != nullptr && add->inputs[0]->type == m.x->type && add->inputs[1]->type == m.x->type &&
+        !is_gemm_epilogue_add(g, *add)) {
       m.residual_add = add;
     }
     return R::ok(m);
@@ -121,11 +124,13 @@ struct RmsNormPattern {
 
 /// Fuses RMSNorm (x * rsqrt(mean(x²) + eps) * w) into `rmsnorm`, and together with the residual
 /// add that produces x into `rmsnorm_residual` (normed, new residual). Runs after fuse-rope and
-/// before gemm-epilogue: a residual add that feeds a norm is claimed here rather than by the
-/// o_proj/down_proj GEMM's epilogue, because the norm kernel reads both addends anyway and writes
-/// the sum once, which saves a whole pass over the residual stream; gemm-epilogue takes the
-/// residual adds left over (the last layer's). The sum stays available as the second result for
-/// later layers, so legality only concerns the norm's own intermediates.
+/// before gemm-epilogue. A residual add of a GEMM's result (o_proj, down_proj: every one in a
+/// Llama graph) is left to gemm-epilogue: the GEMM then reads the residual and writes the sum in
+/// its epilogue (4 passes over the [T, H] stream with the norm's read of the sum and write of y,
+/// against 5 when the GEMM writes its own result and the norm reads both addends), and a plain
+/// rmsnorm before a small-batch GEMV runs inside the GEMV (codegen/families/gemv.h). Other
+/// residual adds join the norm here. The sum stays available as the second result for later
+/// layers, so legality only concerns the norm's own intermediates.
 class FuseRmsNormResidual : public Pass {
  public:
   std::string name() const override { return "fuse-rmsnorm-residual"; }

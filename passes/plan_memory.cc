@@ -85,7 +85,8 @@ bool aliases_cache(const Node& n, int output) {
 /// bounds (max_elements x dtype size, 256-byte aligned). A reshape shares its input's bytes (it
 /// is a view of contiguous data), so its readers extend the source's live range; results that
 /// are a KV cache updated in place, graph inputs and params are not in the arena. Buffers whose
-/// live ranges [definition, last read] overlap never overlap in bytes; placement is greedy
+/// live ranges [definition, last read] overlap never overlap in bytes (a result computed only from
+/// views of one value is defined where that value is); placement is greedy
 /// first-fit in decreasing size. Runs last but one, after every fusion, so that fused
 /// intermediates (e.g. attention scores [T, H, K]) no longer take space. Reports the arena
 /// beside the max-live lower bound.
@@ -137,8 +138,22 @@ class PlanMemory : public Pass {
         std::optional<int64_t> bytes = buffer_bytes(*elements, v->type.dtype);
         if (bytes) bytes = checked_align_up(std::max<int64_t>(*bytes, 1), plan.alignment);
         if (!bytes) return too_large(absl::StrCat(names(v), " (", v->type.to_string(), ")"));
+        // A node that reads only views of one value may be computed inside that value's
+        // producing launch (the GEMV's SwiGLU epilogue writes silu(gate)·up while it still reads
+        // the GEMM's input, codegen/families/gemv.h), so its result is live from there on.
+        int first = i;
+        if (!n.inputs.empty()) {
+          auto g0 = group_of.find(n.inputs[0]);
+          bool all_views = g0 != group_of.end();
+          for (const Value* in : n.inputs) {
+            auto it = group_of.find(in);
+            all_views = all_views && it != group_of.end() && it->second == g0->second &&
+                        groups[it->second].root != in;
+          }
+          if (all_views) first = groups[g0->second].first;
+        }
         group_of[v] = static_cast<int>(groups.size());
-        groups.push_back({v, {}, *bytes, i, i, 0});
+        groups.push_back({v, {}, *bytes, first, i, 0});
       }
       for (const Value* in : n.inputs) {
         auto it = group_of.find(in);

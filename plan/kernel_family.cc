@@ -9,7 +9,6 @@ namespace {
 constexpr std::array kFamilies = {
     KernelFamily::kFlashAttentionPrefill,
     KernelFamily::kFlashAttentionDecode,
-    KernelFamily::kFlashAttentionMerge,
     KernelFamily::kKvAppend,
     KernelFamily::kRope,
     KernelFamily::kRmsNorm,
@@ -28,7 +27,6 @@ const char* family_name(KernelFamily family) {
   switch (family) {
     case KernelFamily::kFlashAttentionPrefill: return "flash_attention_prefill";
     case KernelFamily::kFlashAttentionDecode: return "flash_attention_decode";
-    case KernelFamily::kFlashAttentionMerge: return "flash_attention_merge";
     case KernelFamily::kKvAppend: return "kv_append";
     case KernelFamily::kRope: return "rope";
     case KernelFamily::kRmsNorm: return "rmsnorm";

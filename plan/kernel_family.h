@@ -12,8 +12,7 @@ namespace kiln {
 /// Each but kFusedElementwise is (part of) a kernels/<name>.cuh file.
 enum class KernelFamily : uint8_t {
   kFlashAttentionPrefill,  // flash_attention_prefill.cuh
-  kFlashAttentionDecode,   // flash_attention_decode.cuh (split-KV partials)
-  kFlashAttentionMerge,    // flash_attention_decode.cuh (LSE merge of the splits)
+  kFlashAttentionDecode,   // flash_attention_decode.cuh (split-KV, the last split merges)
   kKvAppend,               // rope.cuh: K/V rows -> paged cache at slot_mapping
   kRope,                   // rope.cuh
   kRmsNorm,                // rmsnorm_residual.cuh without the residual

@@ -138,6 +138,9 @@ struct PlanGemm {
 struct PlanWorkspace {
   std::string name;
   std::string bytes;
+  /// The runtime fills it with zeros once, at load. A kernel that keeps state across launches in
+  /// it (the decode attention's split counters) relies on that and leaves it zeroed when it ends.
+  bool zeroed = false;
 };
 
 /// A value that shares another's bytes (reshape views; the in-place KV cache results).

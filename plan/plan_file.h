@@ -19,7 +19,8 @@
 namespace kiln {
 
 inline constexpr char kPlanMagic[5] = {'K', 'P', 'L', 'A', 'N'};
-inline constexpr uint32_t kPlanFormatVersion = 2;
+// 3: the decode attention merges in its own launch (no flash_attention_merge; zeroed workspaces).
+inline constexpr uint32_t kPlanFormatVersion = 3;
 inline constexpr uint64_t kPlanAlignment = 256;
 
 /// One blob to write: a name for messages and look-ups ("<key>.cubin", "weight:embed") and its

@@ -550,6 +550,7 @@ void read_plan_fields(ObjectReader& m, Plan& p) {
     PlanWorkspace& w = p.workspaces.emplace_back();
     r.req("name", w.name);
     r.req("bytes", w.bytes);
+    r.opt("zeroed", w.zeroed);
   });
   m.objects("aliases", [&](ObjectReader& r) {
     PlanAlias& a = p.aliases.emplace_back();
@@ -642,7 +643,9 @@ json manifest_to_json(const Plan& p, const std::vector<BlobRecord>& blobs) {
   for (const PlanLaunch& l : p.launches) launches.push_back(launch_json(l));
   for (const PlanGemm& g : p.gemms) gemms.push_back(gemm_json(g));
   for (const PlanWorkspace& w : p.workspaces) {
-    workspaces.push_back({{"name", w.name}, {"bytes", w.bytes}});
+    json j = {{"name", w.name}, {"bytes", w.bytes}};
+    if (w.zeroed) j["zeroed"] = true;
+    workspaces.push_back(std::move(j));
   }
   for (const PlanAlias& a : p.aliases) aliases.push_back({{"value", a.value}, {"of", a.of}});
   for (const PlanConstant& c : p.constants) {

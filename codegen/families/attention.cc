@@ -150,18 +150,20 @@ absl::Status lower_flash_attention(const Node& n, LoweringContext& ctx) {
   const LaunchRule prefill_rule = prefill->rule(T, *hkv);
   if (absl::Status s = ctx.launch(prefill, prefill_rule, std::move(args)); !s.ok()) return s;
 
-  // Decode steps: split-KV partials + LSE merge. Workspaces are per node but sized alike, so the
-  // runtime may share them across layers.
+  // Decode steps: split-KV partials, merged by the last split of each (sequence, KV head) in the
+  // same launch. Workspaces are per node but sized alike, so the runtime may share them across
+  // layers; the split counters start zeroed and every launch leaves them zeroed.
   const std::string ws = absl::StrCat("attn_partial_", ctx.node_index()),
-                    wl = absl::StrCat("attn_lse_", ctx.node_index());
+                    wl = absl::StrCat("attn_lse_", ctx.node_index()),
+                    wc = absl::StrCat("attn_split_counters_", ctx.node_index());
   ctx.add_workspace({ws, absl::StrCat(max_split, "*S*", *hq * *d * 4)});
   // The unified variant follows the log-sum-exps with the splits' weights (a second array).
   ctx.add_workspace({wl, absl::StrCat(max_split, "*S*", *hq * 4 * (unified ? 2 : 1))});
+  ctx.add_workspace({wc, absl::StrCat("S*", *hkv * 4), /*zeroed=*/true});
   const std::string split =
       decode_split_expr(max_split, fixed_split, *hkv,
                         dc->split_blocks > 0 ? dc->split_blocks : kDecodeTargetBlocks);
-  const DecodeSpecs specs = make_decode_specs(dt, *d, g, *dc);
-  const std::shared_ptr<FlashAttentionDecodeSpec>& decode = specs.decode;
+  const std::shared_ptr<FlashAttentionDecodeSpec> decode = make_decode_spec(dt, *d, g, *dc);
   LaunchRule dr;
   dr.grid = {"S", absl::StrCat(*hkv), split};
   dr.block = {absl::StrCat(32 * decode->warps), "1", "1"};
@@ -169,26 +171,14 @@ absl::Status lower_flash_attention(const Node& n, LoweringContext& ctx) {
   dr.when = StepKind::kDecode;
   args = metadata();
   args.push_back({"phi", LaunchArg::floating(dc->softmax_bound)});
+  args.push_back({"out", ctx.tensor(op.out)});
   args.push_back({"o_partial", LaunchArg::workspace(ws)});
   args.push_back({"lse_partial", LaunchArg::workspace(wl)});
+  args.push_back({"split_counters", LaunchArg::workspace(wc)});
   args.push_back({"q", ctx.tensor(op.q)});
   args.push_back({"k_cache", ctx.tensor(op.k_cache)});
   args.push_back({"v_cache", ctx.tensor(op.v_cache)});
-  if (absl::Status s = ctx.launch(decode, dr, std::move(args)); !s.ok()) return s;
-
-  const std::shared_ptr<FlashAttentionMergeSpec>& merge = specs.merge;
-  LaunchRule mr;
-  mr.grid = {"S", absl::StrCat(*hq), "1"};
-  mr.block = {absl::StrCat(*d), "1", "1"};
-  mr.when = StepKind::kDecode;
-  return ctx.launch(merge, mr,
-                    {{"out", ctx.tensor(op.out)},
-                     {"o_partial", LaunchArg::workspace(ws)},
-                     {"lse_partial", LaunchArg::workspace(wl)},
-                     {"qo_indptr", ctx.tensor(op.qo_indptr)},
-                     {"num_seqs", LaunchArg::integer("S")},
-                     {"num_q_heads", LaunchArg::integer(absl::StrCat(*hq))},
-                     {"num_splits", LaunchArg::integer(split)}});
+  return ctx.launch(decode, dr, std::move(args));
 }
 
 }  // namespace kiln

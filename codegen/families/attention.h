@@ -1,6 +1,6 @@
 // The flash_attention op (kernels/attention_common.cuh): per step, kv_append writes the new K/V
 // rows into the paged cache, then prefill steps run flash_attention_prefill and decode steps run
-// flash-decoding (flash_attention_decode's split-KV partials + flash_attention_merge). This file
+// flash-decoding (flash_attention_decode: split-KV partials, merged by the last split). This file
 // holds the op's lowering and the paged-metadata parameters the attention entries share.
 #pragma once
 

@@ -76,6 +76,7 @@ absl::Status LoweringContext::launch(std::shared_ptr<const KernelSpec> spec, Lau
   PlanLaunch l;
   l.node = index_;
   l.rule = std::move(rule);
+  if (l.rule.bound.empty()) l.rule.bound = node_bound_;
   for (const EntryDecl& p : entry) {
     auto it = std::find_if(args.begin(), args.end(),
                            [&](const BoundParam& b) { return b.first == p.name; });

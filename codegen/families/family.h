@@ -70,7 +70,11 @@ class LoweringContext {
   LoweringContext(const Graph& graph, LoweredGraph& out);
 
   /// Switches to node `index` of the program (-1: runtime-added launches such as sampling).
-  void set_node(int index, const Node* node) { index_ = index, node_ = node; }
+  void set_node(int index, const Node* node) { index_ = index, node_ = node, node_bound_ = {}; }
+  /// Bounds every launch of the current node that has no bound of its own to the steps inside
+  /// `bound`: the node runs in its own kernel only where no fused kernel computes it (an rmsnorm
+  /// or SwiGLU that a small-batch GEMV absorbs at M <= 16).
+  void bound_node_launches(StepBound bound) { node_bound_ = std::move(bound); }
   int node_index() const { return index_; }
   const Graph& graph() const { return graph_; }
   std::string name(const Value* v) const { return names_(v); }
@@ -102,6 +106,7 @@ class LoweringContext {
   LoweredGraph& out_;
   int index_ = -1;
   const Node* node_ = nullptr;
+  StepBound node_bound_;
   // The first operand bound with tensor() that is not contiguous, until launch() reports it.
   mutable absl::Status layout_error_;
 };

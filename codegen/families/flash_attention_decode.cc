@@ -1,4 +1,4 @@
-// Families flash_attention_decode and flash_attention_merge (see flash_attention_decode.h).
+// Family flash_attention_decode (see flash_attention_decode.h).
 #include "codegen/families/flash_attention_decode.h"
 
 #include <algorithm>
@@ -87,8 +87,10 @@ std::string FlashAttentionDecodeSpec::key() const {
 }
 
 std::vector<EntryDecl> FlashAttentionDecodeSpec::entry() const {
-  std::vector<EntryDecl> e = {{"float*", "o_partial"},
+  std::vector<EntryDecl> e = {{"kiln_t*", "out"},
+                              {"float*", "o_partial"},
                               {"float*", "lse_partial"},
+                              {"int*", "split_counters"},
                               {"const kiln_t*", "q"},
                               {"const kiln_t*", "k_cache"},
                               {"const kiln_t*", "v_cache"}};
@@ -113,38 +115,16 @@ absl::StatusOr<std::string> FlashAttentionDecodeSpec::source() const {
                                   unified ? "true" : "false", ">"));
 }
 
-std::string FlashAttentionMergeSpec::key() const {
-  return spec_key(family(), dtype, {{"d", head_dim}},
-                  unified ? std::vector<std::string>{"um"} : std::vector<std::string>{});
-}
-
-std::vector<EntryDecl> FlashAttentionMergeSpec::entry() const {
-  return {
-      {"kiln_t*", "out"},          {"const float*", "o_partial"}, {"const float*", "lse_partial"},
-      {"const int*", "qo_indptr"}, {"int", "num_seqs"},           {"int", "num_q_heads"},
-      {"int", "num_splits"}};
-}
-
-absl::StatusOr<std::string> FlashAttentionMergeSpec::source() const {
-  return instantiate(*this, "flash_attention_decode.cuh", dtype, "", head_dim,
-                     absl::StrCat("kiln_k::flash_attention_decode_merge<kiln_t, ", head_dim, ", ",
-                                  unified ? "true" : "false", ">"));
-}
-
-DecodeSpecs make_decode_specs(DType dtype, int64_t head_dim, int64_t group, const DecodeConfig& c) {
-  DecodeSpecs s;
-  s.decode = std::make_shared<FlashAttentionDecodeSpec>();
-  s.decode->dtype = dtype;
-  s.decode->head_dim = head_dim;
-  s.decode->group = group;
-  s.decode->tile_kv = c.tile_kv;
-  s.decode->warps = c.warps;
-  s.decode->stages = c.stages;
-  s.decode->unified = c.softmax == DecodeSoftmax::kUnifiedMax;
-  s.merge = std::make_shared<FlashAttentionMergeSpec>();
-  s.merge->dtype = dtype;
-  s.merge->head_dim = head_dim;
-  s.merge->unified = s.decode->unified;
+std::shared_ptr<FlashAttentionDecodeSpec> make_decode_spec(DType dtype, int64_t head_dim,
+                                                           int64_t group, const DecodeConfig& c) {
+  auto s = std::make_shared<FlashAttentionDecodeSpec>();
+  s->dtype = dtype;
+  s->head_dim = head_dim;
+  s->group = group;
+  s->tile_kv = c.tile_kv;
+  s->warps = c.warps;
+  s->stages = c.stages;
+  s->unified = c.softmax == DecodeSoftmax::kUnifiedMax;
   return s;
 }
 

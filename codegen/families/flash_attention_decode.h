@@ -1,7 +1,8 @@
-// Families flash_attention_decode and flash_attention_merge (kernels/flash_attention_decode.cuh):
-// flash-decoding for steps of one query token per sequence. The KV range of each (sequence, KV
-// head) is cut into `splits` parts whose partial outputs and log-sum-exps go to fp32 workspaces;
-// the merge kernel combines them. The split count is a launch-rule expression of S and K.
+// Family flash_attention_decode (kernels/flash_attention_decode.cuh): flash-decoding for steps of
+// one query token per sequence, in one launch. The KV range of each (sequence, KV head) is cut
+// into `splits` parts whose partial outputs and log-sum-exps go to fp32 workspaces; the split
+// that finishes last (a counter per (sequence, KV head) in a zero-filled workspace) combines
+// them. The split count is a launch-rule expression of S and K.
 // Tuning knobs (node attributes, written by `kiln compile --tune` or by hand): decode_tile_kv,
 // decode_warps, decode_stages, softmax ("lse" | "unified_max"), softmax_bound, split_kv (fixed) or
 // split_blocks (the policy's target grid size). DecodeConfig holds them.
@@ -56,23 +57,9 @@ struct FlashAttentionDecodeSpec final : KernelSpec {
   int64_t shared_bytes() const;
 };
 
-struct FlashAttentionMergeSpec final : KernelSpec {
-  DType dtype = DType::kBF16;
-  int64_t head_dim = 0;
-  bool unified = false;
-
-  KernelFamily family() const override { return KernelFamily::kFlashAttentionMerge; }
-  std::string key() const override;  // flash_attention_merge_<dt>_d<d>[_um]
-  std::vector<EntryDecl> entry() const override;
-  absl::StatusOr<std::string> source() const override;
-};
-
-/// The decode and merge specs of a flash_attention node with these shapes and knobs.
-struct DecodeSpecs {
-  std::shared_ptr<FlashAttentionDecodeSpec> decode;
-  std::shared_ptr<FlashAttentionMergeSpec> merge;
-};
-DecodeSpecs make_decode_specs(DType dtype, int64_t head_dim, int64_t group, const DecodeConfig& c);
+/// The decode spec of a flash_attention node with these shapes and knobs.
+std::shared_ptr<FlashAttentionDecodeSpec> make_decode_spec(DType dtype, int64_t head_dim,
+                                                           int64_t group, const DecodeConfig& c);
 
 /// The most splits the decode kernel may use (the workspaces are sized for it) when the node
 /// does not fix split_kv.

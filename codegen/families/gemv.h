@@ -26,16 +26,27 @@ struct GemvSpec final : KernelSpec {
   int64_t warps = 8;                // warps per block, splitting K
   int64_t unroll = 4;               // 32-element K chunks whose loads are in flight at once
   bool bias = false, residual = false;
+  /// The SwiGLU epilogue: w is a merged [gate; up] weight of N = 2F rows and the kernel writes
+  /// silu(gate)·up, [m, F] (row_tiles even, no bias or residual).
+  bool swiglu = false;
+  /// Software pipelining: the next UNROLL chunks load while these are multiplied (twice the
+  /// registers for the weights in flight).
+  bool prefetch = false;
+  /// The RMSNorm prologue: `a` is the norm's input, normalized in the kernel with `norm_w` [K]
+  /// (of `dtype`) and `eps` (entry parameters after m).
+  bool norm = false;
 
   KernelFamily family() const override { return KernelFamily::kGemv; }
-  /// gemv_<dt>_n<N>_k<K>_rt<r>_w<w>_u<u>[_bias][_res][_out<dt>][_b<dt>]
+  /// gemv_<dt>_n<N>_k<K>_rt<r>_w<w>_u<u>[_bias][_res][_swiglu][_pf][_norm][_out<dt>][_b<dt>]
   std::string key() const override;
-  /// out, a, w[, bias][, residual], m
+  /// out, a, w[, bias][, residual], m[, norm_w, eps]
   std::vector<EntryDecl> entry() const override;
   absl::StatusOr<std::string> source() const override;
 
   int64_t threads() const { return warps * 32; }
-  /// The launch: grid cdiv(N, 16·row_tiles), one block of `threads()`.
+  /// The output features per block: 16·row_tiles (SwiGLU: half, the other half are up rows).
+  int64_t features_per_block() const { return swiglu ? 8 * row_tiles : 16 * row_tiles; }
+  /// The launch: grid cdiv(output features, features_per_block()), one block of `threads()`.
   LaunchRule rule() const;
 };
 
@@ -49,7 +60,7 @@ bool gemv_supports_epilogue(GemmEpilogue epilogue);
 
 /// The block shape for an [N, K] weight: enough 16-byte loads in flight per SM to cover HBM
 /// latency (~128 bytes per lane), and enough blocks to fill 132 SMs.
-GemvSpec gemv_spec_for(int64_t n, int64_t k);
+GemvSpec gemv_spec_for(int64_t n, int64_t k, bool swiglu = false);
 
 /// Which path a matmul takes at M <= kGemvMaxRows.
 enum class GemvChoice : uint8_t {
@@ -79,8 +90,46 @@ struct GemvOptions {
   bool use_gemv(int64_t n, int64_t k) const;
 };
 
+/// fuse-horizontal's merged gate/up GEMM and the SwiGLU after it, which the GEMV computes in its
+/// epilogue (GemvSpec::swiglu) at M <= kGemvMaxRows: a matmul (or a gemm with no epilogue)
+/// x[T, K]·w[2F, K]ᵀ whose result is read only by its strided-rows slices [:, 0:F] (gate) and
+/// [:, F:2F] (up), both read only by one fused_elementwise mul(silu(gate), up) of the same dtype.
+/// The elementwise node keeps its launch for M > kGemvMaxRows (after the cuBLASLt GEMM).
+struct SwigluGemm {
+  const Node* gemm = nullptr;         ///< [T, 2F]
+  const Node* elementwise = nullptr;  ///< [T, F]
+};
+/// The match that `node` is either part of (the GEMM or the elementwise node), or nullopt.
+std::optional<SwigluGemm> match_swiglu_gemm(const Graph& graph, const Node& node);
+
+/// A plain rmsnorm whose only reader is a GEMM taking its result as x, which the GEMV computes
+/// in its prologue (GemvSpec::norm) at M <= kGemvMaxRows from the norm's input. The norm's input
+/// must stay live through the GEMM without help from plan-memory: it is a graph input or param,
+/// or is read again after the GEMM (the residual stream, which the next residual add reads). The
+/// rmsnorm node keeps its launch for M > kGemvMaxRows (before the cuBLASLt GEMM).
+struct NormGemm {
+  const Node* norm = nullptr;
+  const Node* gemm = nullptr;
+};
+/// The match that `node` is either part of (the rmsnorm or the GEMM), or nullopt.
+std::optional<NormGemm> match_norm_gemm(const Graph& graph, const Node& node);
+
+/// What a GEMV launch computes besides its GEMM, as value names.
+struct GemvFusion {
+  /// A SwigluGemm's elementwise result: the launch writes silu(gate)·up there instead of the
+  /// GEMM's own result.
+  std::optional<std::string> swiglu_out;
+  /// A NormGemm's norm: the launch reads its input `x` instead of the GEMM's `a` and normalizes.
+  struct Norm {
+    std::string x, weight;
+    double eps = 0;
+  };
+  std::optional<Norm> norm;
+};
+
 /// Adds the GEMV launch for `gemm` (its operands are value names, as the PlanGemm holds them),
 /// bounded to steps with M <= kGemvMaxRows; the caller bounds the PlanGemm to the rest.
-absl::Status lower_gemv(const PlanGemm& gemm, DType bias_dtype, LoweringContext& ctx);
+absl::Status lower_gemv(const PlanGemm& gemm, DType bias_dtype, LoweringContext& ctx,
+                        const GemvFusion& fusion = {});
 
 }  // namespace kiln

@@ -55,7 +55,7 @@ Candidate make_candidate(const DecodeConfig& c) {
 }  // namespace
 
 struct DecodeAttentionTuning::Buffers {
-  DeviceBuffer q, k, v, out, o_partial, lse, positions, qo, indptr, indices, last;
+  DeviceBuffer q, k, v, out, o_partial, lse, counters, positions, qo, indptr, indices, last;
 };
 
 DecodeAttentionTuning::DecodeAttentionTuning() = default;
@@ -102,8 +102,8 @@ absl::StatusOr<std::vector<std::shared_ptr<const KernelSpec>>> DecodeAttentionTu
   if (!s.ok()) return s.status();
   absl::StatusOr<DecodeConfig> dc = decode_config(c.attrs, s->d);
   if (!dc.ok()) return dc.status();
-  const DecodeSpecs sp = make_decode_specs(s->dtype, s->d, s->hq / s->hkv, *dc);
-  return std::vector<std::shared_ptr<const KernelSpec>>{sp.decode, sp.merge};
+  return std::vector<std::shared_ptr<const KernelSpec>>{
+      make_decode_spec(s->dtype, s->d, s->hq / s->hkv, *dc)};
 }
 
 double DecodeAttentionTuning::tolerance(const Node& node) const {
@@ -120,11 +120,10 @@ absl::StatusOr<Trial> DecodeAttentionTuning::run(const Node& node, const Candida
   if (!s.ok()) return s.status();
   absl::StatusOr<DecodeConfig> dc = decode_config(c.attrs, s->d);
   if (!dc.ok()) return dc.status();
-  const DecodeSpecs sp = make_decode_specs(s->dtype, s->d, s->hq / s->hkv, *dc);
-  absl::StatusOr<const GpuKernel*> kd = device.kernel(sp.decode->key());
+  const std::shared_ptr<FlashAttentionDecodeSpec> spec =
+      make_decode_spec(s->dtype, s->d, s->hq / s->hkv, *dc);
+  absl::StatusOr<const GpuKernel*> kd = device.kernel(spec->key());
   if (!kd.ok()) return kd.status();
-  absl::StatusOr<const GpuKernel*> km = device.kernel(sp.merge->key());
-  if (!km.ok()) return km.status();
   const bool fixed = dc->split_kv > 0;
   const int64_t max_split = fixed ? dc->split_kv : kMaxSplitKv;
   const std::string split_expr = decode_split_expr(
@@ -159,12 +158,18 @@ absl::StatusOr<Trial> DecodeAttentionTuning::run(const Node& node, const Candida
                put(gpu->alloc(q_bytes), nb->out),
                put(gpu->alloc(static_cast<size_t>(256 * S * s->hq * s->d * 4)), nb->o_partial),
                put(gpu->alloc(static_cast<size_t>(2 * 256 * S * s->hq * 4)), nb->lse),
+               put(gpu->alloc(static_cast<size_t>(S * s->hkv * 4)), nb->counters),
                put(tune::upload_ints(*gpu, positions), nb->positions),
                put(tune::upload_ints(*gpu, qo), nb->qo),
                put(tune::upload_ints(*gpu, indptr), nb->indptr),
                put(tune::upload_ints(*gpu, perm), nb->indices),
                put(tune::upload_ints(*gpu, last), nb->last)}) {
         if (!st.ok()) return st;
+      }
+      // The split counters start zeroed, as the runtime's zeroed workspace does; every launch
+      // leaves them zeroed.
+      if (absl::Status st = gpu->fill_bytes(nb->counters.ptr(), 0, nb->counters.bytes()); !st.ok()) {
+        return st;
       }
       it = buffers_.emplace(wkey, std::move(nb)).first;
     }
@@ -174,21 +179,15 @@ absl::StatusOr<Trial> DecodeAttentionTuning::run(const Node& node, const Candida
     LaunchDims dd;
     dd.grid[0] = S, dd.grid[1] = static_cast<unsigned>(s->hkv), dd.grid[2] = static_cast<unsigned>(*splits);
     dd.block[0] = static_cast<unsigned>(32 * dc->warps);
-    dd.dynamic_smem = static_cast<size_t>(sp.decode->shared_bytes());
-    LaunchDims md;
-    md.grid[0] = S, md.grid[1] = static_cast<unsigned>(s->hq);
-    md.block[0] = static_cast<unsigned>(s->d);
+    dd.dynamic_smem = static_cast<size_t>(spec->shared_bytes());
     auto step = [&]() -> absl::Status {
       KernelArgs a;
-      a.ptr(b->o_partial.ptr()).ptr(b->lse.ptr()).ptr(b->q.ptr()).ptr(b->k.ptr()).ptr(b->v.ptr());
+      a.ptr(b->out.ptr()).ptr(b->o_partial.ptr()).ptr(b->lse.ptr()).ptr(b->counters.ptr());
+      a.ptr(b->q.ptr()).ptr(b->k.ptr()).ptr(b->v.ptr());
       a.ptr(b->positions.ptr()).ptr(b->qo.ptr()).ptr(b->indptr.ptr()).ptr(b->indices.ptr());
       a.ptr(b->last.ptr()).i32(S).i32(static_cast<int32_t>(s->hkv)).i32(static_cast<int32_t>(s->page));
       a.f32(static_cast<float>(s->scale)).f32(static_cast<float>(dc->softmax_bound));
-      if (absl::Status st = gpu->launch(**kd, dd, a); !st.ok()) return st;
-      KernelArgs m;
-      m.ptr(b->out.ptr()).ptr(b->o_partial.ptr()).ptr(b->lse.ptr()).ptr(b->qo.ptr());
-      m.i32(S).i32(static_cast<int32_t>(s->hq)).i32(static_cast<int32_t>(*splits));
-      return gpu->launch(**km, md, m);
+      return gpu->launch(**kd, dd, a);
     };
     // Poison the output first: a candidate that skips rows fails the check.
     if (absl::Status st = gpu->fill_bytes(b->out.ptr(), 0xFF, b->out.bytes()); !st.ok()) return st;

@@ -478,7 +478,16 @@ absl::Status CudaBackend::allocate_activations() {
   absl::StatusOr<DeviceBuffer> wbuf = device_->alloc(std::max<int64_t>(wbytes, 1));
   if (!wbuf.ok()) return wbuf.status();
   workspaces_ = std::move(*wbuf);
-  for (const auto& [name, off] : wslots) addresses_["workspace:" + name] = workspaces_.ptr() + off;
+  for (size_t i = 0; i < wslots.size(); ++i) {
+    const auto& [name, off] = wslots[i];
+    addresses_["workspace:" + name] = workspaces_.ptr() + off;
+    if (plan_.workspaces[i].zeroed) {
+      const int64_t end = i + 1 < wslots.size() ? wslots[i + 1].second : wbytes;
+      if (absl::Status s = device_->fill_bytes(workspaces_.ptr() + off, 0, end - off); !s.ok()) {
+        return s;
+      }
+    }
+  }
 
   // Step inputs: one fixed slice per array (graph inputs and sampling inputs),
   // so a graph captured once reads each step's values from the same addresses.
@@ -1014,6 +1023,10 @@ absl::StatusOr<StepResult> CudaBackend::run_step(const StepRequest& step) {
 
 absl::StatusOr<StepResult> CudaBackend::run_step_observed(const StepRequest& step,
                                                           NodeObserver& observer) {
+  if (absl::Status s = device_->make_current(); !s.ok()) return s;
+  if (arena_.bytes() > 0) {
+    if (absl::Status s = device_->fill_bytes(arena_.ptr(), 0xFF, arena_.bytes()); !s.ok()) return s;
+  }
   return run_step_impl(step, &observer);
 }
 

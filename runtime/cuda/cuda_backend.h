@@ -64,7 +64,10 @@ class CudaBackend : public Backend {
   absl::StatusOr<StepResult> run_step(const StepRequest& step) override;
 
   /// run_step, eagerly (never from a CUDA graph) and synchronized after every op, with
-  /// `observer` told of every node that runs. For checking, not for speed.
+  /// `observer` told of every node that runs. For checking, not for speed. The activation arena
+  /// is poisoned (0xFF bytes: NaN, or -1 for i32) first, so a node result no launch of this step
+  /// wrote (one a neighbour's fused kernel made unnecessary, e.g. the rmsnorm a GEMV normalizes
+  /// in its prologue) reads back as all NaN.
   absl::StatusOr<StepResult> run_step_observed(const StepRequest& step, NodeObserver& observer);
   /// A value of the plan's IR (a step input, weight, KV cache, constant or node result) as the
   /// current step holds it on the device, shaped by the step's symbols: float dtypes widened to

@@ -46,8 +46,8 @@ TEST(CompileModel, TinyModelRoundTripsThroughAPlanFile) {
   }
   for (KernelFamily f :
        {KernelFamily::kFlashAttentionPrefill, KernelFamily::kFlashAttentionDecode,
-        KernelFamily::kFlashAttentionMerge, KernelFamily::kRopeKvAppend,
-        KernelFamily::kRmsNormResidual, KernelFamily::kEmbedding, KernelFamily::kSampling}) {
+        KernelFamily::kRopeKvAppend, KernelFamily::kRmsNorm, KernelFamily::kEmbedding,
+        KernelFamily::kSampling}) {
     EXPECT_TRUE(families.count(f)) << family_name(f);
   }
   EXPECT_NE(plan.ir.find("flash_attention"), std::string::npos);

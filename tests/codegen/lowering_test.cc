@@ -13,6 +13,7 @@
 #include "codegen/families/gemv.h"
 #include "codegen/kernel_source.h"
 #include "ir/parser.h"
+#include "ir/printer.h"
 #include "ir/verifier.h"
 #include "plan/launch_binding.h"
 #include "plan/launch_expr.h"
@@ -122,7 +123,28 @@ TEST(Lowering, SmolLM2FusedGraph) {
   for (const auto& s : l->specs) keys.insert(s->key());
   EXPECT_TRUE(keys.count("flash_attention_prefill_bf16_d64_g3_q64_kv64_w4"));
   EXPECT_TRUE(keys.count("flash_attention_decode_bf16_d64_g3_kv16_w4_st2"));
-  EXPECT_TRUE(keys.count("flash_attention_merge_bf16_d64"));
+  // Decode attention is one launch per layer: the last split merges, counting the splits in a
+  // zeroed workspace of S x kv_heads ints (the runtime zero-fills it once; the kernel restores it).
+  int decode_launches = 0;
+  for (const PlanLaunch& launch : l->launches) {
+    if (l->kernels[launch.kernel].family != KernelFamily::kFlashAttentionDecode) continue;
+    ++decode_launches;
+    const LaunchArg* counters = nullptr;
+    for (const LaunchArg& a : launch.args) {
+      if (a.kind == LaunchArg::Kind::kWorkspace && a.value.starts_with("attn_split_counters_")) {
+        counters = &a;
+      }
+    }
+    ASSERT_NE(counters, nullptr);
+    const PlanWorkspace* ws = nullptr;
+    for (const PlanWorkspace& w : l->workspaces) {
+      if (w.name == counters->value) ws = &w;
+    }
+    ASSERT_NE(ws, nullptr) << counters->value;
+    EXPECT_TRUE(ws->zeroed);
+    EXPECT_EQ(ws->bytes, "S*12");  // 3 KV heads x 4 bytes per sequence
+  }
+  EXPECT_EQ(decode_launches, 2);  // one per layer
   // fuse-horizontal's QKV GEMM writes [T, 960]; q, k and v reach one rope_kv_append launch per
   // layer (both ropes and the KV append) as strided rows of it (960 apart), not copies.
   int fused_ropes = 0, ropes = 0, appends = 0;
@@ -134,22 +156,22 @@ TEST(Lowering, SmolLM2FusedGraph) {
   EXPECT_EQ(fused_ropes, 1);
   EXPECT_EQ(ropes, 0);
   EXPECT_EQ(appends, 0);
-  EXPECT_TRUE(keys.count("rmsnorm_residual_bf16_h576_vec8_vpt1_t96"));
+  EXPECT_TRUE(keys.count("rmsnorm_bf16_h576_vec8_vpt1_t96"));
   EXPECT_TRUE(keys.count("embedding_bf16_h576_vec8"));
   EXPECT_TRUE(keys.count("sampling_f32_w32"));
   EXPECT_EQ(keys.size(), l->kernels.size());  // unique
   // 2 layers x (qkv, o, gate_up, down) + lm_head.
   EXPECT_EQ(l->gemms.size(), 9u);
-  // Every residual add but the last feeds the next RMSNorm and fuses into rmsnorm_residual; the
-  // last feeds last_token_rows (the final norm runs on [S] rows), so down_proj takes it.
+  // Every residual add is of a GEMM's result (o_proj, down_proj), so gemm-epilogue folds each into
+  // its GEMM and the norms stay plain rmsnorm nodes (which a small-batch GEMV absorbs).
   int residual = 0, fused_norms = 0;
   for (const PlanGemm& e : l->gemms) residual += e.epilogue == GemmEpilogue::kResidual;
   for (const PlanKernel& k : l->kernels) {
     if (k.family != KernelFamily::kRmsNormResidual) continue;
     for (const PlanLaunch& launch : l->launches) fused_norms += &l->kernels[launch.kernel] == &k;
   }
-  EXPECT_EQ(residual, 1);
-  EXPECT_EQ(fused_norms, 2 * 2 - 1);
+  EXPECT_EQ(residual, 2 * 2);
+  EXPECT_EQ(fused_norms, 0);
   // Every launch passes exactly the entry's parameters.
   for (const PlanLaunch& launch : l->launches) {
     ASSERT_LT(launch.kernel, static_cast<int>(l->kernels.size()));
@@ -198,13 +220,23 @@ TEST(Lowering, GemvLaunchesCarryComplementaryBounds) {
     for (int64_t m = 1; m <= 64; ++m) {
       EXPECT_NE(bound_admits(launch->rule.bound, m), bound_admits(e.bound, m)) << m;
     }
-    // Operands by entry name: out, a, w first, m last, the epilogue's tensors between.
+    // Operands by entry name: out, a, w first, then the epilogue's tensors, m, and with the
+    // RMSNorm prologue the norm's weight and eps.
     const std::vector<EntryParam>& params = l->kernels[launch->kernel].params;
     ASSERT_EQ(params.size(), launch->args.size());
-    EXPECT_EQ(launch->args[0], LaunchArg::tensor(e.out));
-    EXPECT_EQ(launch->args[1], LaunchArg::tensor(e.a));
+    // The merged gate/up GEMM's GEMV writes the SwiGLU result instead (Lowering.SwigluGemv).
+    const bool swiglu = l->kernels[launch->kernel].key.find("_swiglu") != std::string::npos;
+    EXPECT_EQ(swiglu, e.n == 3072 && e.k == 576) << l->kernels[launch->kernel].key;
+    if (!swiglu) EXPECT_EQ(launch->args[0], LaunchArg::tensor(e.out));
+    // The QKV and gate/up GEMVs normalize their input themselves (Lowering.NormGemv): they read
+    // the norm's input, not e.a.
+    const bool norm = l->kernels[launch->kernel].key.ends_with("_norm");
+    EXPECT_EQ(norm, (e.n == 3072 || e.n == 960) && e.k == 576) << l->kernels[launch->kernel].key;
+    if (!norm) EXPECT_EQ(launch->args[1], LaunchArg::tensor(e.a));
     EXPECT_EQ(launch->args[2], LaunchArg::tensor(e.b));
-    EXPECT_EQ(launch->args.back(), LaunchArg::integer(e.m));
+    const size_t m_at = params.size() - (norm ? 3 : 1);
+    EXPECT_EQ(params[m_at].name, "m");
+    EXPECT_EQ(launch->args[m_at], LaunchArg::integer(e.m));
     if (e.epilogue == GemmEpilogue::kResidual) {
       ASSERT_EQ(params.size(), 5u);
       EXPECT_EQ(params[3].name, "residual");
@@ -251,6 +283,64 @@ TEST(Lowering, GemvLaunchesCarryComplementaryBounds) {
   for (const PlanGemm& e : l->gemms) EXPECT_EQ(e.bound.empty(), !(e.n == 576 && e.k == 1536));
 }
 
+// fuse-horizontal's gate/up GEMM and the SwiGLU after it: at M <= 16 the GEMV writes
+// silu(gate)·up straight into the elementwise node's result, and the elementwise launch runs only
+// in the steps where cuBLASLt computes the [M, 2F] product (M >= 17); other readers of the
+// product, or the GEMM on cuBLASLt, leave the two launches as they were.
+TEST(Lowering, SwigluGemv) {
+  std::unique_ptr<Graph> g = testing::fused_graph(testing::smollm2_config());
+  ASSERT_NE(g, nullptr);
+  absl::StatusOr<LoweredGraph> l = lower_graph(*g);
+  ASSERT_TRUE(l.ok()) << l.status();
+  ValueNames names(*g);
+  int absorbed = 0;
+  for (const auto& node : g->nodes()) {
+    std::optional<SwigluGemm> sw = match_swiglu_gemm(*g, *node);
+    if (!sw || sw->gemm != node.get()) continue;
+    ++absorbed;
+    EXPECT_EQ(match_swiglu_gemm(*g, *sw->elementwise)->gemm, node.get());  // from either end
+    const int gemm_index = g->index_of(node.get()), ew_index = g->index_of(sw->elementwise);
+    const PlanLaunch* gemv = nullptr;
+    const PlanLaunch* ew = nullptr;
+    for (const PlanLaunch& launch : l->launches) {
+      if (launch.node == gemm_index && l->kernels[launch.kernel].family == KernelFamily::kGemv) {
+        gemv = &launch;
+      }
+      if (launch.node == ew_index) ew = &launch;
+    }
+    ASSERT_NE(gemv, nullptr);
+    ASSERT_NE(ew, nullptr);
+    const std::string ew_out = names(sw->elementwise->outputs[0]);
+    EXPECT_EQ(l->kernels[gemv->kernel].key, "gemv_bf16_n3072_k576_rt2_w8_u2_swiglu_norm");
+    EXPECT_EQ(gemv->args[0], LaunchArg::tensor(ew_out));
+    EXPECT_EQ(gemv->rule.bound, (StepBound{"T", 0, kGemvMaxRows}));
+    EXPECT_EQ(ew->args[0], LaunchArg::tensor(ew_out));
+    EXPECT_EQ(ew->rule.bound, (StepBound{"T", kGemvMaxRows + 1, 0}));
+    // 1536 features, 16 per block (a gate tile and its up tile).
+    absl::StatusOr<LaunchGeometry> dims = eval_launch_rule(gemv->rule, {{"T", 1}, {"S", 1}});
+    ASSERT_TRUE(dims.ok()) << dims.status();
+    EXPECT_EQ(dims->grid[0], 1536u / 16);
+  }
+  EXPECT_EQ(absorbed, 2);  // one per layer
+
+  // On cuBLASLt the GEMM has no GEMV to absorb the SwiGLU: the elementwise launch is unbounded.
+  LoweringOptions cublas;
+  cublas.gemv.default_choice = GemvChoice::kCublas;
+  l = lower_graph(*g, cublas);
+  ASSERT_TRUE(l.ok()) << l.status();
+  for (const PlanLaunch& launch : l->launches) EXPECT_TRUE(launch.rule.bound.empty());
+
+  // A second reader of the gate/up product: no match (the product must exist at every M).
+  const Node* gemm = nullptr;
+  for (const auto& node : g->nodes()) {
+    std::optional<SwigluGemm> sw = match_swiglu_gemm(*g, *node);
+    if (sw && sw->gemm == node.get()) gemm = node.get();
+  }
+  ASSERT_NE(gemm, nullptr);
+  g->add_output("gate_up", gemm->outputs[0]);
+  EXPECT_FALSE(match_swiglu_gemm(*g, *gemm).has_value());
+}
+
 TEST(Lowering, GemvEligibility) {
   EXPECT_EQ(gemv_ineligible(DType::kBF16, DType::kBF16, DType::kBF16, DType::kBF16, false, 64, 64),
             std::nullopt);
@@ -289,8 +379,13 @@ TEST(Lowering, DecodeSplitFollowsBatchAndContext) {
   EXPECT_EQ(splits(1, 100), 1);
   EXPECT_EQ(splits(16, 4096), 11);
   EXPECT_EQ(splits(64, 4096), 3);
-  // The workspaces hold the largest split count for the most sequences.
+  // The partial workspaces hold the largest split count for the most sequences; the split
+  // counters one int per (sequence, KV head).
   for (const PlanWorkspace& w : l->workspaces) {
+    if (w.zeroed) {
+      EXPECT_EQ(w.bytes, "S*12");
+      continue;
+    }
     EXPECT_EQ(w.bytes.rfind("32*S*", 0), 0u) << w.bytes;
   }
 }

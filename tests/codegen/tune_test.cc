@@ -31,11 +31,11 @@ DecodeConfig tuned_decode() {
   return c;
 }
 
-// What the GPU tuner would write: the knobs of every flash_attention and rmsnorm_residual node.
+// What the GPU tuner would write: the knobs of every flash_attention and rmsnorm node.
 void set_tuned_attrs(Graph& g) {
   for (const auto& n : g.nodes()) {
     if (n->op == OpKind::kFlashAttention) set_decode_attrs(tuned_decode(), n->attrs);
-    if (n->op == OpKind::kRmsNormResidual) {
+    if (n->op == OpKind::kRmsNorm) {
       n->attrs.set("norm_threads", int64_t{32});
       n->attrs.set("norm_rows", int64_t{4});
     }
@@ -64,9 +64,8 @@ TEST(Tune, AttributesRoundTripThroughTheIrAndReachTheKernels) {
   ASSERT_TRUE(l.ok()) << l.status();
   const std::set<std::string> keys = spec_keys(*l);
   EXPECT_TRUE(keys.count("flash_attention_decode_bf16_d64_g3_kv32_w4_st3_um")) << keys.size();
-  EXPECT_TRUE(keys.count("flash_attention_merge_bf16_d64_um"));
   // h = 576: 72 vectors of 8 over 32 threads = 3 per thread, 4 rows per block.
-  EXPECT_TRUE(keys.count("rmsnorm_residual_bf16_h576_vec8_vpt3_t32_r4"));
+  EXPECT_TRUE(keys.count("rmsnorm_bf16_h576_vec8_vpt3_t32_r4"));
   int decode_launches = 0;
   for (const PlanLaunch& launch : l->launches) {
     const PlanKernel& k = l->kernels[launch.kernel];
@@ -81,7 +80,7 @@ TEST(Tune, AttributesRoundTripThroughTheIrAndReachTheKernels) {
       ASSERT_EQ(k.params.back().name, "phi");
       EXPECT_EQ(launch.args.back().real, 6.5);
     }
-    if (k.family == KernelFamily::kRmsNormResidual) {
+    if (k.family == KernelFamily::kRmsNorm) {
       EXPECT_EQ(launch.rule.block[0], "128");  // 4 rows x 32 threads
       EXPECT_NE(launch.rule.grid[0].find("cdiv("), std::string::npos) << launch.rule.grid[0];
     }
@@ -115,7 +114,7 @@ TEST(Tune, BadKnobsAreNamed) {
   EXPECT_EQ(*back, expect);
 }
 
-// A family over rmsnorm_residual nodes with scripted trials: candidate 1 is fastest but wrong,
+// A family over rmsnorm nodes with scripted trials: candidate 1 is fastest but wrong,
 // candidate 2 the fastest correct one, candidate 3 fails to run.
 class ScriptedFamily final : public TunableFamily {
  public:
@@ -123,7 +122,7 @@ class ScriptedFamily final : public TunableFamily {
   bool fail_if_run = false;
 
   std::string name() const override { return "scripted"; }
-  bool applies(const Node& n) const override { return n.op == OpKind::kRmsNormResidual; }
+  bool applies(const Node& n) const override { return n.op == OpKind::kRmsNorm; }
   std::string key(const Node&) const override { return "rmsnorm_h576"; }
   absl::StatusOr<std::vector<Candidate>> candidates(const Node&) const override {
     std::vector<Candidate> c(4);
@@ -182,7 +181,7 @@ TEST(Tune, KeepsFastestMatchingCandidateSharesItAndCachesIt) {
   EXPECT_EQ(t.rejected, 2);
   int tuned = 0;
   for (const auto& n : g->nodes()) {
-    if (n->op != OpKind::kRmsNormResidual) continue;
+    if (n->op != OpKind::kRmsNorm) continue;
     ++tuned;
     EXPECT_EQ(n->attrs.int_or("norm_rows", 0), 3);
   }

@@ -84,7 +84,8 @@ double parse_symbols_seconds(int count) {
   for (int i = 0; i < count; ++i) absl::StrAppend(&text, "  symbol S", i, " <= 4\n");
   absl::StrAppend(&text, "  input %x : f32[S", count - 1, "]\n  output y = %x\n}\n");
   double best = 1e9;
-  for (int rep = 0; rep < 2; ++rep) {
+  // The best of 5: a loaded CI machine (other tests on the other core) stretches single runs.
+  for (int rep = 0; rep < 5; ++rep) {
     const auto start = std::chrono::steady_clock::now();
     absl::StatusOr<std::unique_ptr<Graph>> g = parse_graph(text);
     best = std::min(
@@ -98,8 +99,8 @@ double parse_symbols_seconds(int count) {
 }
 
 TEST(RoundTrip, ManySymbolsParseInLinearTime) {
-  const double small = parse_symbols_seconds(10000);
-  const double large = parse_symbols_seconds(100000);
+  const double small = parse_symbols_seconds(20000);
+  const double large = parse_symbols_seconds(200000);
   EXPECT_LT(large / std::max(small, 1e-3), 30) << small << " s vs " << large << " s";
 }
 

@@ -333,7 +333,13 @@ class GpuRun : public LaunchResolver {
       if (w.name != name) continue;
       absl::StatusOr<int64_t> bytes = eval_launch_expr(w.bytes, c_.symbols);
       if (!bytes.ok()) return bytes.status();
-      return alloc_poisoned(name, *bytes);
+      absl::StatusOr<DevicePtr> p = alloc_poisoned(name, *bytes);
+      // A zeroed workspace (the decode's split counters) starts at zero, as the runtime fills
+      // it; the rest stay poisoned.
+      if (p.ok() && w.zeroed) {
+        if (absl::Status s = gpu().device->fill_bytes(*p, 0, *bytes); !s.ok()) return s;
+      }
+      return p;
     }
     return absl::NotFoundError(absl::StrCat("no workspace ", name));
   }
@@ -474,6 +480,19 @@ void check_case(const Case& c, const Lowered& l) {
     ASSERT_TRUE(got.ok()) << got.status();
     expect_close(absl::StrCat(c.name, " [", run.kernels_run(), "] kv_append cache %", name), *got,
                  ref_caches[name], t.shape, c.cache_tol);
+  }
+  // A zeroed workspace (the decode's split counters) must be zero again after the step, or the
+  // next step's splits would miscount.
+  for (const PlanWorkspace& w : l.plan.workspaces) {
+    if (!w.zeroed) continue;
+    absl::StatusOr<uint64_t> p = run.workspace(w.name);
+    ASSERT_TRUE(p.ok()) << p.status();
+    absl::StatusOr<int64_t> bytes = eval_launch_expr(w.bytes, c.symbols);
+    ASSERT_TRUE(bytes.ok()) << bytes.status();
+    std::vector<int32_t> words(*bytes / 4, -7);
+    ASSERT_TRUE(gpu().device->download(words.data(), *p, words.size() * 4).ok());
+    EXPECT_EQ(std::count(words.begin(), words.end(), 0), static_cast<int64_t>(words.size()))
+        << c.name << ": workspace " << w.name << " is not zero after the step";
   }
 }
 

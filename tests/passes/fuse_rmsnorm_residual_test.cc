@@ -57,6 +57,34 @@ TEST(FuseRmsNormResidual, ResidualAddAndNormBecomeOneOpWithTheSumAsSecondResult)
   EXPECT_EQ(testing::stat(run->context, "fuse-rmsnorm-residual", "rmsnorm_residual"), 1);
 }
 
+// The residual add of a GEMM's result (o_proj, down_proj) is left to gemm-epilogue: the GEMM
+// writes the sum in its epilogue, and the norm becomes a plain rmsnorm of that sum.
+TEST(FuseRmsNormResidual, AResidualAddOfAMatmulIsLeftToTheGemmEpilogue) {
+  const std::string in = absl::StrReplaceAll(residual(), {{"  input %b : f32[T,8]\n",
+                                                           "  input %x : f32[T,8]\n  param @p : f32[8,8]\n"},
+                                                          {"  %h = add(%a, %b)",
+                                                           "  %b = matmul(%x, @p) : f32[T,8]\n  %h = add(%a, %b)"}});
+  auto run = run_passes(in, {"fuse-rmsnorm-residual"});
+  ASSERT_TRUE(run.ok()) << run.status();
+  EXPECT_EQ(run->text, canonical(R"(graph @g {
+  symbol T <= 16
+  input %a : f32[T,8]
+  input %x : f32[T,8]
+  param @p : f32[8,8]
+  param @w : f32[8]
+  %b = matmul(%x, @p) : f32[T,8]
+  %h = add(%a, %b) : f32[T,8]
+  %0 = rmsnorm(%h, @w) {eps = 1e-06} : f32[T,8]
+  %later = add(%h, %0) : f32[T,8]
+  output out = %later
+})"));
+  // ... and gemm-epilogue then takes it.
+  run = run_passes(in, {"fuse-rmsnorm-residual", "gemm-epilogue"});
+  ASSERT_TRUE(run.ok()) << run.status();
+  EXPECT_THAT(run->text, HasSubstr("epilogue = \"residual\""));
+  EXPECT_THAT(run->text, HasSubstr("= rmsnorm(%"));
+}
+
 TEST(FuseRmsNormResidual, NormWithoutResidualBecomesRmsNorm) {
   constexpr char kIn[] = R"(graph @g {
   symbol S <= 4

@@ -306,5 +306,41 @@ TEST(PlanMemory, SlicesAreViewsInsideTheirBaseAndExtendItsLiveRange) {
   EXPECT_FALSE(z->offset < y->offset + y->size && y->offset < z->offset + z->size);
 }
 
+// A result computed only from views of one value (a SwiGLU over the two halves of the gate/up
+// GEMM's product) is live from that value's definition: codegen may compute it inside the GEMM's
+// launch (the GEMV's SwiGLU epilogue), while the GEMM still reads %x. So it never takes the bytes
+// of a value that dies at the GEMM.
+TEST(PlanMemory, AResultOfViewsOfOneValueIsLiveFromThatValuesDefinition) {
+  absl::StatusOr<std::unique_ptr<Graph>> g = parse_graph(R"ir(graph @g {
+  symbol T <= 16
+  input %in : f32[T,8]
+  param @w : f32[8,8]
+  %x = neg(%in) : f32[T,8]
+  %gu = matmul(%x, @w) : f32[T,8]
+  %gate = slice(%gu) {axis = 1, start = 0, end = 4} : f32[T,4]
+  %up = slice(%gu) {axis = 1, start = 4, end = 8} : f32[T,4]
+  %a = fused_elementwise(%gate, %up) {expr = "mul(silu($0), $1)"} : f32[T,4]
+  output a = %a
+})ir");
+  ASSERT_TRUE(g.ok()) << g.status();
+  PassContext context;
+  absl::StatusOr<PassManager> pm = PassManager::from_names({"plan-memory"}, {});
+  ASSERT_TRUE(pm.ok()) << pm.status();
+  ASSERT_TRUE(pm->run(**g, context).ok());
+  const MemoryPlan& plan = *context.memory_plan;
+  expect_valid_plan(plan);
+  const MemoryPlan::Buffer *x = nullptr, *a = nullptr, *gu = nullptr;
+  for (const MemoryPlan::Buffer& b : plan.buffers) {
+    if (b.value == "%x") x = &b;
+    if (b.value == "%a") a = &b;
+    if (b.value == "%gu") gu = &b;
+  }
+  ASSERT_TRUE(x && a && gu);
+  EXPECT_EQ(a->first_use, gu->first_use);  // node 1, the GEMM, not node 4
+  EXPECT_EQ(x->last_use, 1);
+  EXPECT_FALSE(a->offset < x->offset + x->size && x->offset < a->offset + a->size)
+      << "%a shares bytes with %x, which the GEMM reads while its GEMV would write %a";
+}
+
 }  // namespace
 }  // namespace kiln

@@ -3,7 +3,9 @@
 // residual in its own buffer and in place), bf16 and f16, bf16/f32 outputs, odd N (partial
 // 16-feature tiles), K not a multiple of 32 (a partial chunk), both row-tile shapes. Fresh random
 // non-zero inputs; the whole 16-row output poisoned with NaN first, rows < M checked element by
-// element, rows >= M checked still poisoned (never written). Skips with the reason when there is
+// element, rows >= M checked still poisoned (never written). The SwiGLU epilogue (a merged
+// [gate; up] weight in, silu(gate)·up out) against the host's silu of the two products, each
+// rounded to the output type as the unfused GEMM rounds them. Skips with the reason when there is
 // no GPU or no NVRTC. Also times nothing: speed is bench/gemv_bench.cc's job.
 #include <gtest/gtest.h>
 
@@ -108,7 +110,15 @@ struct Case {
   bool in_place = false;
   int64_t row_tiles = 0;  // 0: gemv_spec_for's choice
   int64_t warps = 0, unroll = 0;  // likewise
+  bool swiglu = false;            // n = 2F weight rows, F outputs
+  bool prefetch = false;
+  bool norm = false;              // the RMSNorm prologue: `a` is normalized in the kernel
 };
+
+double round_to(DType dt, double v) {
+  if (dt == DType::kF32) return static_cast<float>(v);
+  return from_half_bits(dt, to_half_bits(dt, static_cast<float>(v)));
+}
 
 // Compiles the case's spec once and runs it for every M in `ms`.
 void run_case(const Case& c, const std::vector<int64_t>& ms) {
@@ -117,16 +127,19 @@ void run_case(const Case& c, const std::vector<int64_t>& ms) {
       c.epilogue == GemmEpilogue::kBias || c.epilogue == GemmEpilogue::kBiasResidual;
   const bool has_res =
       c.epilogue == GemmEpilogue::kResidual || c.epilogue == GemmEpilogue::kBiasResidual;
-  GemvSpec spec = gemv_spec_for(c.n, c.k);
+  GemvSpec spec = gemv_spec_for(c.n, c.k, c.swiglu);
   if (c.row_tiles) spec.row_tiles = c.row_tiles;
   if (c.warps) spec.warps = c.warps;
   if (c.unroll) spec.unroll = c.unroll;
+  spec.prefetch = c.prefetch;
+  spec.norm = c.norm;
   spec.dtype = c.dt;
   spec.out_dtype = c.out;
   spec.bias_dtype = c.dt;
   spec.bias = has_bias;
   spec.residual = has_res;
   const std::string what = spec.key() + (c.in_place ? " in place" : "");
+  const int64_t n_out = c.swiglu ? c.n / 2 : c.n;  // output features
   absl::StatusOr<std::string> src = emit_kernel_source(spec);
   ASSERT_TRUE(src.ok()) << src.status();
   absl::StatusOr<CompiledKernel> ck = nvrtc_compile(spec.key(), *src, dev.arch());
@@ -145,13 +158,30 @@ void run_case(const Case& c, const std::vector<int64_t>& ms) {
   const std::vector<float> av = random_buffer(dev, a, c.dt, kRows * c.k, rng);
   const std::vector<float> wv = random_buffer(dev, w, c.dt, c.n * c.k, rng);
   const std::vector<float> biasv = random_buffer(dev, bias, c.dt, c.n, rng);
+  // NORM: the GEMV's activations are y = round((x * rsqrt(mean(x^2) + eps)) * norm_w), rounded
+  // once to the input type in fp32 as the rmsnorm kernel rounds them.
+  DeviceBuffer norm_w;
+  const std::vector<float> normv = random_buffer(dev, norm_w, c.dt, c.k, rng);
+  constexpr float kEps = 1e-5f;
+  std::vector<float> yv = av;
+  if (c.norm) {
+    for (int64_t i = 0; i < kRows; ++i) {
+      double ss = 0;
+      for (int64_t kk = 0; kk < c.k; ++kk) ss += static_cast<double>(av[i * c.k + kk]) * av[i * c.k + kk];
+      const float inv = static_cast<float>(1.0 / std::sqrt(ss / c.k + kEps));
+      for (int64_t kk = 0; kk < c.k; ++kk) {
+        yv[i * c.k + kk] = static_cast<float>(round_to(c.dt, av[i * c.k + kk] * inv * normv[kk]));
+      }
+    }
+  }
+  const double u_in = c.dt == DType::kBF16 ? std::ldexp(1.0, -8) : std::ldexp(1.0, -11);
   const double u = c.out == DType::kBF16  ? std::ldexp(1.0, -8)
                    : c.out == DType::kF16 ? std::ldexp(1.0, -11)
                                           : std::ldexp(1.0, -24);
   for (int64_t m : ms) {
     // A fresh residual per M (in place it is overwritten), the output poisoned (all 16 rows).
-    const std::vector<float> resv = random_buffer(dev, res, c.out, kRows * c.n, rng);
-    const int64_t out_bytes = bytes_of(c.out) * kRows * c.n;
+    const std::vector<float> resv = random_buffer(dev, res, c.out, kRows * n_out, rng);
+    const int64_t out_bytes = bytes_of(c.out) * kRows * n_out;
     DevicePtr out_ptr = 0;
     if (c.in_place) {
       out_ptr = res.ptr();
@@ -168,37 +198,59 @@ void run_case(const Case& c, const std::vector<int64_t>& ms) {
     if (has_bias) args.ptr(bias.ptr());
     if (has_res) args.ptr(res.ptr());
     args.i32(static_cast<int32_t>(m));
+    if (c.norm) args.ptr(norm_w.ptr()).f32(kEps);
     ASSERT_TRUE(dev.launch(*kernel, dims, args).ok());
     absl::Status sync = dev.synchronize();
     ASSERT_TRUE(sync.ok()) << what << " M=" << m << ": " << sync;
-    const std::vector<double> got = download(dev, out_ptr, c.out, kRows * c.n);
+    const std::vector<double> got = download(dev, out_ptr, c.out, kRows * n_out);
     int64_t bad = 0, touched = 0;
     double max_err = 0;
     for (int64_t i = 0; i < kRows; ++i) {
-      for (int64_t j = 0; j < c.n; ++j) {
-        const double v = got[i * c.n + j];
+      for (int64_t j = 0; j < n_out; ++j) {
+        const double v = got[i * n_out + j];
         if (i >= m) {
           // Never written: still NaN, or (in place) still the residual's value.
-          if (c.in_place ? v != resv[i * c.n + j] : !std::isnan(v)) ++touched;
+          if (c.in_place ? v != resv[i * n_out + j] : !std::isnan(v)) ++touched;
           continue;
         }
-        double ref = 0, mag = 0;
-        for (int64_t kk = 0; kk < c.k; ++kk) {
-          const double p = static_cast<double>(av[i * c.k + kk]) * wv[j * c.k + kk];
-          ref += p;
-          mag += std::fabs(p);
+        auto product = [&](int64_t row, double& mag) {
+          double sum = 0;
+          mag = 0;
+          for (int64_t kk = 0; kk < c.k; ++kk) {
+            const double p = static_cast<double>(yv[i * c.k + kk]) * wv[row * c.k + kk];
+            sum += p;
+            mag += std::fabs(p);
+          }
+          return sum;
+        };
+        double mag = 0, ref = product(j, mag), tol = 0;
+        if (c.swiglu) {
+          // gate and up each rounded to the output type (an ulp apart at most from the GPU's
+          // rounding of its own fp32 sums), then silu(gate)·up in fp32 and one more rounding.
+          double mag_up = 0;
+          const double gate = round_to(c.out, ref), up = round_to(c.out, product(n_out + j, mag_up));
+          const double silu = gate / (1 + std::exp(-gate));
+          ref = silu * up;
+          const double norm_term = c.norm ? 2 * u_in : 0;  // see the NORM note below
+          const double d_gate = 2 * u * std::fabs(gate) + (1e-5 + norm_term) * mag + 1e-6;
+          const double d_up = 2 * u * std::fabs(up) + (1e-5 + norm_term) * mag_up + 1e-6;
+          tol = u * std::fabs(ref) + 1.1 * d_gate * std::fabs(up) + std::fabs(silu) * d_up + 1e-6;
+        } else {
+          if (has_bias) ref += biasv[j];
+          if (has_res) ref += resv[i * n_out + j];
+          // One rounding to the output type after an fp32 tensor-core sum (its accumulation
+          // error bounded as in gemm_gpu_test: 1e-5 of the sum of |terms|).
+          tol = u * std::fabs(ref) + 1e-5 * mag + 1e-6;
+          // NORM: the GPU's rsqrtf may round an activation to the neighbouring value (an ulp of
+          // the input type apart) where the host's exact inverse root does not.
+          if (c.norm) tol += 2 * u_in * mag;
         }
-        if (has_bias) ref += biasv[j];
-        if (has_res) ref += resv[i * c.n + j];
-        // One rounding to the output type after an fp32 tensor-core sum (its accumulation error
-        // bounded as in gemm_gpu_test: 1e-5 of the sum of |terms|).
         const double err = std::fabs(v - ref);
-        const double tol = u * std::fabs(ref) + 1e-5 * mag + 1e-6;
         if (!(err <= tol)) ++bad;
         if (std::isfinite(err)) max_err = std::max(max_err, err);
       }
     }
-    EXPECT_EQ(bad, 0) << what << " M=" << m << ": " << bad << " of " << m * c.n
+    EXPECT_EQ(bad, 0) << what << " M=" << m << ": " << bad << " of " << m * n_out
                       << " outputs out of bounds, max |err| " << max_err;
     EXPECT_EQ(touched, 0) << what << " M=" << m << ": wrote " << touched
                           << " elements of rows >= M";
@@ -222,6 +274,16 @@ TEST(GemvGpu, EveryRowCountOddN) {
   run_case({1001, 1032, DType::kBF16, DType::kBF16, GemmEpilogue::kNone, false, 1, 4, 8}, all_m());
   run_case({1001, 4096, DType::kBF16, DType::kBF16, GemmEpilogue::kBias, false, 2, 4, 8},
            {1, 8, 9, 16});
+  // Software pipelining: an odd number of passes (K = 1032: 33 chunks, 16 per pass at 8 warps x
+  // unroll 2), an even one (K = 4096 at 4 warps x unroll 1: 128 chunks, 32 passes), a partial
+  // chunk, and with the SwiGLU epilogue.
+  for (Case c : {Case{1001, 1032, DType::kBF16, DType::kBF16, GemmEpilogue::kNone, false, 1, 8, 2},
+                 Case{517, 4096, DType::kF16, DType::kF16, GemmEpilogue::kResidual, false, 2, 4, 1},
+                 Case{2 * 517, 1032, DType::kBF16, DType::kBF16, GemmEpilogue::kNone, false, 2, 8, 2}}) {
+    c.prefetch = true;
+    c.swiglu = c.n == 2 * 517;
+    run_case(c, {1, 8, 9, 16});
+  }
 }
 
 TEST(GemvGpu, Epilogues) {
@@ -235,6 +297,37 @@ TEST(GemvGpu, Epilogues) {
       }
     }
   }
+}
+
+TEST(GemvGpu, SwigluEpilogue) {
+  REQUIRE_GPU();
+  Case c{3072, 576};  // SmolLM2's merged gate/up: F = 1536
+  c.swiglu = true;
+  run_case(c, all_m());
+  c = {2 * 1001, 1032, DType::kF16, DType::kF16};  // a partial feature tile and K chunk, f16
+  c.swiglu = true;
+  run_case(c, {1, 8, 9, 16});
+  c = {2 * 333, 4096};  // four row tiles: two gate tiles and their two up tiles per block
+  c.swiglu = true;
+  c.row_tiles = 4;
+  c.unroll = 1;
+  run_case(c, {1, 5, 16});
+}
+
+// The RMSNorm prologue: the kernel reads the norm's input and normalizes it itself (every M,
+// a partial K chunk, with the residual epilogue, with the SwiGLU epilogue and prefetching).
+TEST(GemvGpu, NormPrologue) {
+  REQUIRE_GPU();
+  Case c{960, 576};  // SmolLM2's merged QKV
+  c.norm = true;
+  run_case(c, all_m());
+  c = {333, 1032, DType::kF16, DType::kF16, GemmEpilogue::kResidual};
+  c.norm = true;
+  run_case(c, {1, 9, 16});
+  c = {2 * 517, 1032};
+  c.norm = c.swiglu = c.prefetch = true;
+  c.row_tiles = 2, c.warps = 8, c.unroll = 2;
+  run_case(c, {1, 8, 16});
 }
 
 TEST(GemvGpu, F32OutputAndLargeShape) {
