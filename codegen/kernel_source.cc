@@ -38,26 +38,24 @@ std::string entry_signature(const std::vector<EntryDecl>& entry) {
   return absl::StrJoin(parts, ", ");
 }
 
-absl::StatusOr<std::string> instantiate(const KernelSpec& spec, const std::string& include,
-                                        DType kiln_t, const std::string& config, int64_t threads,
-                                        const std::string& call, const std::string& call_args,
-                                        int64_t min_blocks) {
-  absl::StatusOr<std::string> t = kernel_type_name(kiln_t);
-  if (!t.ok()) return t.status();
+std::string template_call_args(const KernelSpec& spec, const std::string& call_args) {
+  if (!call_args.empty()) return call_args;
+  std::vector<std::string> names;
+  for (const EntryDecl& p : spec.entry()) names.push_back(p.name);
+  return absl::StrJoin(names, ", ");
+}
+
+absl::StatusOr<std::string> instantiate(const KernelSpec& spec, const KernelTemplate& t) {
+  absl::StatusOr<std::string> type = kernel_type_name(t.kiln_t);
+  if (!type.ok()) return type.status();
   const std::string key = spec.key();
-  const std::vector<EntryDecl> entry = spec.entry();
-  std::string args = call_args;
-  if (args.empty()) {
-    std::vector<std::string> names;
-    for (const EntryDecl& p : entry) names.push_back(p.name);
-    args = absl::StrJoin(names, ", ");
-  }
   const std::string bounds =
-      min_blocks > 0 ? absl::StrCat(threads, ", ", min_blocks) : absl::StrCat(threads);
-  return absl::StrCat(generated_banner(key), "#include \"", include, "\"\n\n// config\ntypedef ",
-                      *t, " kiln_t;\n", config, "\nextern \"C\" __global__ void __launch_bounds__(",
-                      bounds, ") ", key, "(", entry_signature(entry), ") {\n  ", call, "(", args,
-                      ");\n}\n");
+      t.min_blocks > 0 ? absl::StrCat(t.threads, ", ", t.min_blocks) : absl::StrCat(t.threads);
+  return absl::StrCat(generated_banner(key), "#include \"", t.include,
+                      "\"\n\n// config\ntypedef ", *type, " kiln_t;\n", t.config,
+                      "\nextern \"C\" __global__ void __launch_bounds__(", bounds, ") ", key, "(",
+                      entry_signature(spec.entry()), ") {\n  ", t.call, "(",
+                      template_call_args(spec, t.call_args), ");\n}\n");
 }
 
 absl::StatusOr<std::string> emit_kernel_source(const KernelSpec& spec) {

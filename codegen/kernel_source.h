@@ -20,14 +20,12 @@ std::string generated_banner(const std::string& key);
 /// "const kiln_t* q, int num_seqs, ..." for an entry.
 std::string entry_signature(const std::vector<EntryDecl>& entry);
 
-/// The instantiation of a kernels/<include> template: banner, #include, `typedef <kiln_t>
-/// kiln_t;` and `config` (baked tables), then the entry with `__launch_bounds__(threads)` (and
-/// `min_blocks` per SM when > 0) whose body is `call(call_args)`; `call_args` "" passes the
-/// entry's parameters in order.
-absl::StatusOr<std::string> instantiate(const KernelSpec& spec, const std::string& include,
-                                        DType kiln_t, const std::string& config, int64_t threads,
-                                        const std::string& call, const std::string& call_args = "",
-                                        int64_t min_blocks = 0);
+/// The standalone instantiation of a template: banner, #include, `typedef <kiln_t> kiln_t;` and
+/// the config, then the entry with `__launch_bounds__(threads)` (and `min_blocks` per SM when
+/// > 0) whose body is `call(call_args)`; `call_args` "" passes the entry's parameters in order.
+absl::StatusOr<std::string> instantiate(const KernelSpec& spec, const KernelTemplate& t);
+/// The arguments a template's call takes: `call_args`, or the entry's parameters in order.
+std::string template_call_args(const KernelSpec& spec, const std::string& call_args);
 
 /// spec.source(), with the key in the error.
 absl::StatusOr<std::string> emit_kernel_source(const KernelSpec& spec);

@@ -23,6 +23,37 @@ struct f16 {
 /// -inf without <math.h> (NVRTC compiles no headers here).
 __device__ __forceinline__ float neg_inf() { return __int_as_float(0xff800000); }
 
+// Where a block is in its launch. A kernel family reads its coordinates through these, never
+// blockIdx / gridDim directly, and synchronizes its threads with block_sync<its thread count>(),
+// so that the persistent decode kernel (kernels/persistent_decode.cuh) can run any of its blocks
+// as a task: there one resident block of PERSISTENT threads takes the tasks of many launches in
+// turn, each with its launch's coordinates, and a launch of fewer threads runs on the block's
+// first warps (a named barrier counts only those).
+#ifdef KILN_PERSISTENT
+/// The current task's launch coordinates, written by the task loop before the task runs.
+__shared__ uint3 kiln_task_block;
+__shared__ uint3 kiln_task_grid;
+__device__ __forceinline__ uint3 task_block() { return kiln_task_block; }
+__device__ __forceinline__ uint3 task_grid() { return kiln_task_grid; }
+/// Barrier 1 over the first THREADS threads (barrier 0, __syncthreads, is the task loop's).
+template <int THREADS>
+__device__ __forceinline__ void block_sync() {
+  static_assert(THREADS % 32 == 0, "a named barrier counts whole warps");
+  asm volatile("bar.sync 1, %0;" ::"n"(THREADS) : "memory");
+}
+#else
+__device__ __forceinline__ uint3 task_block() { return blockIdx; }
+__device__ __forceinline__ uint3 task_grid() {
+  uint3 g;
+  g.x = gridDim.x, g.y = gridDim.y, g.z = gridDim.z;
+  return g;
+}
+template <int THREADS>
+__device__ __forceinline__ void block_sync() {
+  __syncthreads();
+}
+#endif
+
 __device__ __forceinline__ float to_float(float x) { return x; }
 __device__ __forceinline__ float to_float(bf16 x) { return __uint_as_float(u32(x.bits) << 16); }
 __device__ __forceinline__ float to_float(f16 x) {

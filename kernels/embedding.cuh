@@ -18,8 +18,8 @@ __device__ __forceinline__ void gather_rows(T* __restrict__ out, const T* __rest
   };
   constexpr int kVecs = H / VEC;
   const long long n = (long long)num_out * kVecs;
-  for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < n;
-       i += (long long)gridDim.x * blockDim.x) {
+  for (long long i = task_block().x * (long long)blockDim.x + threadIdx.x; i < n;
+       i += (long long)task_grid().x * blockDim.x) {
     const int r = i / kVecs, c = i % kVecs;
     // LAST_TOKEN: `indices` is qo_indptr[S + 1] and row s takes the sequence's last token.
     const int src = LAST_TOKEN ? indices[r + 1] - 1 : indices[r];

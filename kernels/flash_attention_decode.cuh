@@ -211,7 +211,7 @@ __device__ __forceinline__ float merge_splits(const float* o_partial, const floa
   return den > 0.f ? num / den : 0.f;
 }
 
-/// Attention of split blockIdx.z for sequence blockIdx.x, KV head blockIdx.y, into out[T, Hq, D].
+/// Attention of split z for sequence x, KV head y (the task's block coordinates), into out[T, Hq, D].
 /// With one split the block writes `out` directly. With more, it writes its partial:
 /// o_partial: f32[num_splits, S, Hq, D] (normalized within the split). lse_partial: f32[num_splits,
 /// S, Hq] log-sum-exps in log2 units (-inf for an empty split); in the unified variant followed by
@@ -239,8 +239,9 @@ __device__ __forceinline__ void flash_attention_decode(
   __shared__ float m_w[WARPS][16], l_w[WARPS][16];
   (void)positions;  // one query per sequence attends to its whole KV range
 
-  const int seq = blockIdx.x, kv_head = blockIdx.y, split = blockIdx.z;
-  const int num_splits = gridDim.z;
+  const uint3 block = task_block();
+  const int seq = block.x, kv_head = block.y, split = block.z;
+  const int num_splits = task_grid().z;
   const int num_q_heads = num_kv_heads * G;
   const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32;
   const int token = qo_indptr[seq];
@@ -263,11 +264,11 @@ __device__ __forceinline__ void flash_attention_decode(
   }
   cp_async_commit();
   cp_async_wait_all();
-  __syncthreads();
+  block_sync<kThreads>();
   u32 qf[D / 16][4];
   load_q_fragments<T, D>(q_tile, qf);
   const bool valid[2] = {lane / 4 < G, lane / 4 + 8 < G};
-  __syncthreads();
+  block_sync<kThreads>();
 
   // The warp's ring: stage i holds K then V of one TILE_KV tile.
   T* ring = reinterpret_cast<T*>(smem) + warp * STAGES * 2 * kTileElems;
@@ -340,7 +341,7 @@ __device__ __forceinline__ void flash_attention_decode(
   finish_row_sums<D>(st);
 
   // Merge the warps' states: o_w = [WARPS][16][D] f32 in the (now free) ring.
-  __syncthreads();
+  block_sync<kThreads>();
   float* o_w = reinterpret_cast<float*>(smem);
   const int r = lane / 4, c = 2 * (lane % 4);
 #pragma unroll
@@ -356,7 +357,7 @@ __device__ __forceinline__ void flash_attention_decode(
       l_w[warp][r + 8 * h] = st.l[h];
     }
   }
-  __syncthreads();
+  block_sync<kThreads>();
   const long long slots = (long long)num_splits * num_seqs * num_q_heads;
   const long long split_stride = (long long)num_seqs * num_q_heads;
   const long long row_slot0 = (long long)seq * num_q_heads + kv_head * G;
@@ -395,13 +396,13 @@ __device__ __forceinline__ void flash_attention_decode(
   // pattern of the CUDA samples); the last block fences again before reading the others'.
   __shared__ bool is_last;
   __threadfence();
-  __syncthreads();
+  block_sync<kThreads>();
   if (tid == 0) {
     int* counter = split_counters + (long long)seq * num_kv_heads + kv_head;
     is_last = atomicAdd(counter, 1) == num_splits - 1;
     if (is_last) *counter = 0;  // every split has counted: ready for the next launch
   }
-  __syncthreads();
+  block_sync<kThreads>();
   if (!is_last) return;
   __threadfence();
   for (int i = tid; i < G * D; i += kThreads) {

@@ -53,6 +53,30 @@ __device__ __forceinline__ Pack16 load_stream(const Pack16* p) {
   return v;
 }
 
+/// Asks L2 for the weight rows that block task_block().x of gemv<T, .., N, K, ROW_TILES, ..,
+/// SWIGLU> streams (a prefetch.global.L2 per 128-byte line, spread over the block's threads). The
+/// persistent decode kernel issues it before the task waits for its inputs, so the weight stream
+/// keeps going while the op before finishes (the role a kernel boundary's gap otherwise plays).
+template <class T, int N, int K, int ROW_TILES, bool SWIGLU>
+__device__ __forceinline__ void gemv_prefetch_l2(const T* w) {
+  constexpr int kRows = 16 * ROW_TILES;
+  auto rows = [&](long long first, long long count) {
+    const char* p = reinterpret_cast<const char*>(w + first * K);
+    const long long bytes = count * K * (long long)sizeof(T);
+    for (long long off = threadIdx.x * 128LL; off < bytes; off += blockDim.x * 128LL) {
+      asm volatile("prefetch.global.L2 [%0];" ::"l"(p + off));
+    }
+  };
+  const long long x = task_block().x;
+  if (SWIGLU) {  // gate rows f0.. and the up rows F apart
+    const long long f0 = x * (kRows / 2), count = min((long long)kRows / 2, N / 2 - f0);
+    if (count > 0) rows(f0, count), rows(N / 2 + f0, count);
+  } else {
+    const long long n0 = x * kRows, count = min((long long)kRows, N - n0);
+    if (count > 0) rows(n0, count);
+  }
+}
+
 /// T: a and w element type (bf16/f16); OUT: output (and residual) type; BIAS: bias type.
 /// N, K: the weight shape (K % 8 == 0; rows need 16-byte alignment). `m` in [1, 16] at run time
 /// (rows past 8 cost a second mma per step, rows past m are never read or written).
@@ -74,7 +98,7 @@ __device__ __forceinline__ void gemv(OUT* out, const T* __restrict__ a, const T*
   constexpr int kF = N / 2;                    // SWIGLU: output features
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   const int g = lane >> 2, t = lane & 3;
-  const int n0 = blockIdx.x * (SWIGLU ? kRows / 2 : kRows);  // first output feature
+  const int n0 = task_block().x * (SWIGLU ? kRows / 2 : kRows);  // first output feature
   const bool two = m > 8;  // warp-uniform: a second 8-token mma column tile
 
   float acc[ROW_TILES][2][4];
@@ -145,7 +169,7 @@ __device__ __forceinline__ void gemv(OUT* out, const T* __restrict__ a, const T*
         ss = warp_sum(ss);
         if (lane == 0) inv_rms[row] = rsqrtf(ss / K + eps);
       }
-      __syncthreads();
+      block_sync<WARPS * 32>();
       inv0 = avalid0 ? inv_rms[g] : 0.f;
       inv1 = avalid1 ? inv_rms[g + 8] : 0.f;
     }
@@ -230,7 +254,7 @@ __device__ __forceinline__ void gemv(OUT* out, const T* __restrict__ a, const T*
       part[warp][r * 16 + g + 8][8 * j + 2 * t] = acc[r][j][2];
       part[warp][r * 16 + g + 8][8 * j + 2 * t + 1] = acc[r][j][3];
     }
-  __syncthreads();
+  block_sync<WARPS * 32>();
   if constexpr (SWIGLU) {
     constexpr int kOut = kRows / 2;
     for (int i = threadIdx.x; i < kOut * 16; i += WARPS * 32) {

@@ -12,7 +12,7 @@ namespace kiln_k {
 /// unfused graph stores it), y = sum * rsqrt(mean(sum²) + eps) * w computed in fp32 and rounded
 /// once. Without RESIDUAL, sum = x and `residual`/`residual_out` are unused. Each of THREADS
 /// threads of a row owns VPT vectors of VEC elements (16-byte accesses when H allows); the block
-/// covers rows [blockIdx.x * ROWS, + ROWS) of `num_rows`.
+/// covers rows [task_block().x * ROWS, + ROWS) of `num_rows`.
 template <class T, int H, int VEC, int VPT, int THREADS, int ROWS, bool RESIDUAL>
 __device__ __forceinline__ void rmsnorm_residual(T* __restrict__ y, T* __restrict__ residual_out,
                                                  const T* __restrict__ x,
@@ -25,7 +25,7 @@ __device__ __forceinline__ void rmsnorm_residual(T* __restrict__ y, T* __restric
   static_assert(VPT * THREADS >= kVecs, "the threads of a row cover it");
   __shared__ float scratch[ROWS][kWarps];
   const int sub = threadIdx.x / THREADS, t = threadIdx.x % THREADS;
-  const long long row = (long long)blockIdx.x * ROWS + sub;
+  const long long row = (long long)task_block().x * ROWS + sub;
   const bool live = row < num_rows;
   struct alignas(VEC * sizeof(T))
       Vec {  // exactly VEC elements: the row is read as an array of them
@@ -69,7 +69,7 @@ __device__ __forceinline__ void rmsnorm_residual(T* __restrict__ y, T* __restric
   ss = warp_sum(ss);
   if (kWarps > 1) {
     if (t % 32 == 0) scratch[sub][t / 32] = ss;
-    __syncthreads();
+    block_sync<THREADS * ROWS>();
     ss = 0.f;
 #pragma unroll
     for (int k = 0; k < kWarps; ++k) ss += scratch[sub][k];

@@ -21,8 +21,8 @@ __device__ __forceinline__ void rope(T* __restrict__ out, const T* __restrict__ 
                                      int num_heads) {
   static_assert(ROT % 2 == 0 && ROT <= D && D % 2 == 0, "rotary pairs");
   const long long pairs = (long long)num_tokens * num_heads * (D / 2);
-  for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < pairs;
-       i += (long long)gridDim.x * blockDim.x) {
+  for (long long i = task_block().x * (long long)blockDim.x + threadIdx.x; i < pairs;
+       i += (long long)task_grid().x * blockDim.x) {
     const int p = i % (D / 2);
     const long long row = i / (D / 2);  // t * H + h
     const int t = row / num_heads;
@@ -59,8 +59,8 @@ __device__ __forceinline__ void kv_append(T* __restrict__ k_cache, T* __restrict
     u32 w[4];
   };
   const long long n = (long long)num_tokens * num_kv_heads * kChunks;
-  for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < n;
-       i += (long long)gridDim.x * blockDim.x) {
+  for (long long i = task_block().x * (long long)blockDim.x + threadIdx.x; i < n;
+       i += (long long)task_grid().x * blockDim.x) {
     const long long row = i / kChunks;  // t * Hkv + h
     const int c = i % kChunks, t = row / num_kv_heads, h = row % num_kv_heads;
     const int slot = slot_mapping[t];
@@ -119,8 +119,8 @@ __device__ __forceinline__ void rope_kv_append(
   static_assert(ROT % 2 == 0 && ROT <= D && D % 2 == 0, "rotary pairs");
   const int heads = num_q_heads + 2 * num_kv_heads;
   const long long pairs = (long long)num_tokens * heads * (D / 2);
-  for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < pairs;
-       i += (long long)gridDim.x * blockDim.x) {
+  for (long long i = task_block().x * (long long)blockDim.x + threadIdx.x; i < pairs;
+       i += (long long)task_grid().x * blockDim.x) {
     const int p = i % (D / 2);
     const long long row = i / (D / 2);
     const int t = row / heads, h = row % heads;

@@ -22,10 +22,11 @@ std::vector<EntryDecl> GatherRowsSpec::entry() const {
           {"int", "num_rows"}};
 }
 
-absl::StatusOr<std::string> GatherRowsSpec::source() const {
-  return instantiate(*this, "embedding.cuh", dtype, "", 256,
-                     absl::StrCat("kiln_k::gather_rows<kiln_t, ", row, ", ", vec, ", ",
-                                  last_token_rows ? "true" : "false", ">"));
+absl::StatusOr<KernelTemplate> GatherRowsSpec::kernel_template() const {
+  KernelTemplate t{"embedding.cuh", dtype, "", 256};
+  t.call = absl::StrCat("kiln_k::gather_rows<kiln_t, ", row, ", ", vec, ", ",
+                        last_token_rows ? "true" : "false", ">");
+  return t;
 }
 
 absl::Status lower_gather_rows(const Node& n, LoweringContext& ctx) {

@@ -15,7 +15,7 @@ struct GatherRowsSpec final : KernelSpec {
   KernelFamily family() const override;
   std::string key() const override;  // embedding_<dt>_h<row>_vec<v>
   std::vector<EntryDecl> entry() const override;
-  absl::StatusOr<std::string> source() const override;
+  absl::StatusOr<KernelTemplate> kernel_template() const override;
 };
 
 /// gather(table, ids) and last_token_rows(hidden, qo_indptr).

@@ -9,9 +9,16 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
+#include "codegen/kernel_source.h"
 #include "ir/view.h"
 
 namespace kiln {
+
+absl::StatusOr<std::string> KernelSpec::source() const {
+  absl::StatusOr<KernelTemplate> t = kernel_template();
+  if (!t.ok()) return t.status();
+  return instantiate(*this, *t);
+}
 
 std::vector<EntryParam> plan_params(const std::vector<EntryDecl>& decls) {
   std::vector<EntryParam> out;

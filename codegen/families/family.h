@@ -28,6 +28,25 @@ struct EntryDecl {
 /// pointer, "int", "long long" or "float").
 std::vector<EntryParam> plan_params(const std::vector<EntryDecl>& decls);
 
+/// What a kernel's source instantiates: the template `call` of kernels/<include> on `call_args`,
+/// after `typedef <kiln_t> kiln_t;` and `config` (typedefs, baked tables, generated helpers). A
+/// standalone kernel wraps it in an `extern "C" __global__` entry named by the spec's key
+/// (kernel_source.h); the persistent decode kernel wraps many of them, each in a namespace of its
+/// own, in one entry (codegen/families/persistent_decode.h).
+struct KernelTemplate {
+  std::string include;    ///< "gemv.cuh"
+  DType kiln_t = DType::kBF16;
+  std::string config;     ///< source between the kiln_t typedef and the entry
+  int64_t threads = 0;    ///< the block the template is written for (its __launch_bounds__)
+  std::string call;       ///< "kiln_k::gemv<kiln_t, kiln_out_t, ...>"
+  std::string call_args;  ///< "" = the entry's parameters in order
+  int64_t min_blocks = 0; ///< __launch_bounds__' minimum blocks per SM (0: none)
+  /// A call on the same entry parameters that asks L2 for the bytes the block will stream first
+  /// (its weight rows), made by the persistent kernel before a task waits on the tasks it depends
+  /// on; "" = none.
+  std::string prefetch_call, prefetch_args;
+};
+
 /// One kernel specialization. Each family's spec struct derives from this and holds only that
 /// family's parameters; everything below is derived from them.
 class KernelSpec {
@@ -39,8 +58,11 @@ class KernelSpec {
   virtual std::string key() const = 0;
   /// The entry's parameters, in order: what a launch binds.
   virtual std::vector<EntryDecl> entry() const = 0;
-  /// The complete source NVRTC compiles (a generated config + the template instantiation).
-  virtual absl::StatusOr<std::string> source() const = 0;
+  /// The template instantiation this kernel is.
+  virtual absl::StatusOr<KernelTemplate> kernel_template() const = 0;
+  /// The complete source NVRTC compiles: kernel_template() in an entry named key(), unless a
+  /// family assembles its own (the persistent decode kernel).
+  virtual absl::StatusOr<std::string> source() const;
 };
 
 /// The key format every family shares: "<family>_<dtype>" + "_<name><value>" per parameter +

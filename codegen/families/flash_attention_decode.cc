@@ -108,11 +108,11 @@ int64_t FlashAttentionDecodeSpec::shared_bytes() const {
   return std::max({ring, merge, q});
 }
 
-absl::StatusOr<std::string> FlashAttentionDecodeSpec::source() const {
-  return instantiate(*this, "flash_attention_decode.cuh", dtype, "", 32 * warps,
-                     absl::StrCat("kiln_k::flash_attention_decode<kiln_t, ", head_dim, ", ", group,
-                                  ", ", tile_kv, ", ", warps, ", ", stages, ", ",
-                                  unified ? "true" : "false", ">"));
+absl::StatusOr<KernelTemplate> FlashAttentionDecodeSpec::kernel_template() const {
+  KernelTemplate t{"flash_attention_decode.cuh", dtype, "", 32 * warps};
+  t.call = absl::StrCat("kiln_k::flash_attention_decode<kiln_t, ", head_dim, ", ", group, ", ",
+                        tile_kv, ", ", warps, ", ", stages, ", ", unified ? "true" : "false", ">");
+  return t;
 }
 
 std::shared_ptr<FlashAttentionDecodeSpec> make_decode_spec(DType dtype, int64_t head_dim,

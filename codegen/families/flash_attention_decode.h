@@ -52,7 +52,7 @@ struct FlashAttentionDecodeSpec final : KernelSpec {
   /// flash_attention_decode_<dt>_d<d>_g<g>_kv<tkv>_w<w>_st<stages>[_um]
   std::string key() const override;
   std::vector<EntryDecl> entry() const override;
-  absl::StatusOr<std::string> source() const override;
+  absl::StatusOr<KernelTemplate> kernel_template() const override;
   /// Dynamic shared memory per block (the K/V rings; DecodeSmem in the kernel).
   int64_t shared_bytes() const;
 };

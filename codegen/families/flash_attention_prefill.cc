@@ -37,20 +37,21 @@ std::vector<EntryDecl> FlashAttentionPrefillSpec::entry() const {
   return e;
 }
 
-absl::StatusOr<std::string> FlashAttentionPrefillSpec::source() const {
+absl::StatusOr<KernelTemplate> FlashAttentionPrefillSpec::kernel_template() const {
   if (kernel == PrefillKernel::kPipelined) {
     // __launch_bounds__(threads, 1): without the explicit minimum, ptxas squeezes some
     // configurations into 96 or 128 registers by spilling (seen for head_dim 64 on sm_80 and
     // sm_90a); the occupancy this kernel gets is set by its shared memory anyway.
-    return instantiate(*this, "flash_attention_prefill_pipelined.cuh", dtype, "", 32 * warps,
-                       absl::StrCat("kiln_k::flash_attention_prefill_pipelined<kiln_t, ", head_dim,
-                                    ", ", group, ", ", tile_q, ", ", tile_kv, ", ", warps, ", ",
-                                    stages, ">"),
-                       "", 1);
+    KernelTemplate t{"flash_attention_prefill_pipelined.cuh", dtype, "", 32 * warps};
+    t.call = absl::StrCat("kiln_k::flash_attention_prefill_pipelined<kiln_t, ", head_dim, ", ",
+                          group, ", ", tile_q, ", ", tile_kv, ", ", warps, ", ", stages, ">");
+    t.min_blocks = 1;
+    return t;
   }
-  return instantiate(*this, "flash_attention_prefill.cuh", dtype, "", 32 * warps,
-                     absl::StrCat("kiln_k::flash_attention_prefill<kiln_t, ", head_dim, ", ", group,
-                                  ", ", tile_q, ", ", tile_kv, ", ", warps, ">"));
+  KernelTemplate t{"flash_attention_prefill.cuh", dtype, "", 32 * warps};
+  t.call = absl::StrCat("kiln_k::flash_attention_prefill<kiln_t, ", head_dim, ", ", group, ", ",
+                        tile_q, ", ", tile_kv, ", ", warps, ">");
+  return t;
 }
 
 LaunchRule FlashAttentionPrefillSpec::rule(const std::string& tokens, int64_t kv_heads) const {

@@ -38,7 +38,7 @@ struct FlashAttentionPrefillSpec final : KernelSpec {
   /// kPipelined.
   std::string key() const override;
   std::vector<EntryDecl> entry() const override;
-  absl::StatusOr<std::string> source() const override;
+  absl::StatusOr<KernelTemplate> kernel_template() const override;
 
   /// Dynamic shared memory of one block (0 for kSimple, whose tiles are static).
   int64_t dynamic_shared_bytes() const;

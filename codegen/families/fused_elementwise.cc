@@ -49,17 +49,17 @@ std::vector<EntryDecl> FusedElementwiseSpec::entry() const {
 }
 
 // One thread per output element (grid-stride); constant dims are baked in (cheap division),
-// symbolic dims come at run time.
-absl::StatusOr<std::string> FusedElementwiseSpec::source() const {
+// symbolic dims come at run time. The body is generated as a device function (the config) that
+// the entry calls.
+absl::StatusOr<KernelTemplate> FusedElementwiseSpec::kernel_template() const {
   absl::StatusOr<Expr> parsed = Expr::parse(expr);
   if (!parsed.ok()) return parsed.status();
   absl::StatusOr<std::string> out_t = kernel_type_name(dtype);
   if (!out_t.ok()) return out_t.status();
   const int rank = static_cast<int>(output_dims.size());
-  std::string s = generated_banner(key());
-  absl::StrAppend(&s, "#include \"common.cuh\"\n\nusing namespace kiln_k;\ntypedef ", *out_t,
-                  " kiln_out_t;\n\n// expr: ", expr, "\n");
-  absl::StrAppend(&s, "extern \"C\" __global__ void __launch_bounds__(256) ", key(), "(",
+  std::string s = absl::StrCat("using namespace kiln_k;\ntypedef ", *out_t, " kiln_out_t;\n\n// expr: ",
+                               expr, "\n");
+  absl::StrAppend(&s, "__device__ __forceinline__ void fused_elementwise_body(",
                   entry_signature(entry()), ") {\n");
   std::vector<std::string> dim(rank);
   for (int a = 0; a < rank; ++a) {
@@ -67,8 +67,8 @@ absl::StatusOr<std::string> FusedElementwiseSpec::source() const {
                                              : absl::StrCat("(long long)dim", a);
   }
   absl::StrAppend(&s,
-                  "  for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < n;\n"
-                  "       i += (long long)gridDim.x * blockDim.x) {\n"
+                  "  for (long long i = task_block().x * (long long)blockDim.x + threadIdx.x; i < n;\n"
+                  "       i += (long long)task_grid().x * blockDim.x) {\n"
                   "    long long rem = i;\n");
   for (int a = rank - 1; a >= 0; --a) {
     absl::StrAppend(&s, "    const long long c", a, " = rem % ", dim[a], ";\n    rem /= ", dim[a],
@@ -117,7 +117,9 @@ absl::StatusOr<std::string> FusedElementwiseSpec::source() const {
     absl::StrAppend(&s, "    const float e", i, " = ", v, ";\n");
   }
   absl::StrAppend(&s, "    out[i] = from_float<kiln_out_t>(e", nodes.size() - 1, ");\n  }\n}\n");
-  return s;
+  // kiln_t is unused by the body (inputs and output carry their own types).
+  KernelTemplate t{"common.cuh", dtype, s, 256, "fused_elementwise_body"};
+  return t;
 }
 
 absl::Status lower_elementwise(const Node& n, LoweringContext& ctx) {

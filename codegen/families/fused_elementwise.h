@@ -26,7 +26,7 @@ struct FusedElementwiseSpec final : KernelSpec {
   /// fused_elementwise_<dt>_n<inputs>_r<rank>_h<hash of expr, input types and patterns, dims>
   std::string key() const override;
   std::vector<EntryDecl> entry() const override;
-  absl::StatusOr<std::string> source() const override;
+  absl::StatusOr<KernelTemplate> kernel_template() const override;
 };
 
 /// fused_elementwise and the primitive elementwise ops (add, sub, mul, div, neg, exp, rsqrt,

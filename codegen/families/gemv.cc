@@ -36,7 +36,7 @@ std::vector<EntryDecl> GemvSpec::entry() const {
   return e;
 }
 
-absl::StatusOr<std::string> GemvSpec::source() const {
+absl::StatusOr<KernelTemplate> GemvSpec::kernel_template() const {
   if (std::optional<std::string> why =
           gemv_ineligible(dtype, dtype, out_dtype, bias_dtype, bias, n, k)) {
     return absl::InvalidArgumentError(*why);
@@ -56,10 +56,13 @@ absl::StatusOr<std::string> GemvSpec::source() const {
       ", ", unroll, ", ", bias ? "true" : "false", ", ", residual ? "true" : "false", ", ",
       swiglu ? "true" : "false", ", ", prefetch ? "true" : "false", ", ", norm ? "true" : "false",
       ">");
-  const std::string args = absl::StrCat("out, a, w, ", bias ? "bias" : "nullptr", ", ",
-                                        residual ? "residual" : "nullptr", ", m",
-                                        norm ? ", norm_w, eps" : "");
-  return instantiate(*this, "gemv.cuh", dtype, config, threads(), call, args);
+  KernelTemplate t{"gemv.cuh", dtype, config, threads(), call};
+  t.call_args = absl::StrCat("out, a, w, ", bias ? "bias" : "nullptr", ", ",
+                             residual ? "residual" : "nullptr", ", m", norm ? ", norm_w, eps" : "");
+  t.prefetch_call = absl::StrCat("kiln_k::gemv_prefetch_l2<kiln_t, ", n, ", ", k, ", ", row_tiles,
+                                 ", ", swiglu ? "true" : "false", ">");
+  t.prefetch_args = "w";
+  return t;
 }
 
 LaunchRule GemvSpec::rule() const {

@@ -41,7 +41,7 @@ struct GemvSpec final : KernelSpec {
   std::string key() const override;
   /// out, a, w[, bias][, residual], m[, norm_w, eps]
   std::vector<EntryDecl> entry() const override;
-  absl::StatusOr<std::string> source() const override;
+  absl::StatusOr<KernelTemplate> kernel_template() const override;
 
   int64_t threads() const { return warps * 32; }
   /// The output features per block: 16·row_tiles (SwiGLU: half, the other half are up rows).

@@ -63,13 +63,14 @@ std::vector<EntryDecl> RmsNormSpec::entry() const {
           {"int", "num_rows"}};
 }
 
-absl::StatusOr<std::string> RmsNormSpec::source() const {
-  const std::string call =
-      absl::StrCat("kiln_k::rmsnorm_residual<kiln_t, ", hidden, ", ", row.vec, ", ", row.per_thread,
-                   ", ", row.threads, ", ", rows, ", ", residual ? "true" : "false", ">");
+absl::StatusOr<KernelTemplate> RmsNormSpec::kernel_template() const {
+  KernelTemplate t{"rmsnorm_residual.cuh", dtype, "", row.threads * rows};
+  t.call = absl::StrCat("kiln_k::rmsnorm_residual<kiln_t, ", hidden, ", ", row.vec, ", ",
+                        row.per_thread, ", ", row.threads, ", ", rows, ", ",
+                        residual ? "true" : "false", ">");
   // Without the residual the template takes null residual pointers.
-  return instantiate(*this, "rmsnorm_residual.cuh", dtype, "", row.threads * rows, call,
-                     residual ? "" : "y, nullptr, x, nullptr, w, eps, num_rows");
+  if (!residual) t.call_args = "y, nullptr, x, nullptr, w, eps, num_rows";
+  return t;
 }
 
 absl::Status lower_rmsnorm(const Node& n, LoweringContext& ctx) {

@@ -19,7 +19,7 @@ struct RmsNormSpec final : KernelSpec {
   /// rmsnorm[_residual]_<dt>_h<h>_vec<v>_vpt<n>_t<threads>[_r<rows> when > 1]
   std::string key() const override;
   std::vector<EntryDecl> entry() const override;
-  absl::StatusOr<std::string> source() const override;
+  absl::StatusOr<KernelTemplate> kernel_template() const override;
 };
 
 /// The row layout of an rmsnorm node: row_vectors' default, or the node's norm_threads /

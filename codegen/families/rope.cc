@@ -50,13 +50,14 @@ std::vector<EntryDecl> RopeSpec::entry() const {
           {"int", "num_heads"}};
 }
 
-absl::StatusOr<std::string> RopeSpec::source() const {
+absl::StatusOr<KernelTemplate> RopeSpec::kernel_template() const {
   absl::StatusOr<std::string> table = inv_freq_table(inv_freq, rotary_dim);
   if (!table.ok()) return table.status();
-  return instantiate(*this, "rope.cuh", dtype, *table, 256,
-                     absl::StrCat("kiln_k::rope<kiln_t, ", head_dim, ", ", rotary_dim, ", ",
-                                  rotate_half ? "true" : "false", ", ", x_row_stride, "LL>"),
-                     "out, x, positions, kiln_rope_inv_freq, num_tokens, num_heads");
+  KernelTemplate t{"rope.cuh", dtype, *table, 256};
+  t.call = absl::StrCat("kiln_k::rope<kiln_t, ", head_dim, ", ", rotary_dim, ", ",
+                        rotate_half ? "true" : "false", ", ", x_row_stride, "LL>");
+  t.call_args = "out, x, positions, kiln_rope_inv_freq, num_tokens, num_heads";
+  return t;
 }
 
 std::string KvAppendSpec::key() const {
@@ -72,10 +73,11 @@ std::vector<EntryDecl> KvAppendSpec::entry() const {
           {"int", "num_kv_heads"}};
 }
 
-absl::StatusOr<std::string> KvAppendSpec::source() const {
-  return instantiate(*this, "rope.cuh", dtype, "", 256,
-                     absl::StrCat("kiln_k::kv_append<kiln_t, ", head_dim, ", ", k_row_stride,
-                                  "LL, ", v_row_stride, "LL>"));
+absl::StatusOr<KernelTemplate> KvAppendSpec::kernel_template() const {
+  KernelTemplate t{"rope.cuh", dtype, "", 256};
+  t.call = absl::StrCat("kiln_k::kv_append<kiln_t, ", head_dim, ", ", k_row_stride, "LL, ",
+                        v_row_stride, "LL>");
+  return t;
 }
 
 
@@ -97,16 +99,17 @@ std::vector<EntryDecl> RopeKvAppendSpec::entry() const {
           {"int", "num_kv_heads"}};
 }
 
-absl::StatusOr<std::string> RopeKvAppendSpec::source() const {
+absl::StatusOr<KernelTemplate> RopeKvAppendSpec::kernel_template() const {
   absl::StatusOr<std::string> table = inv_freq_table(inv_freq, rotary_dim);
   if (!table.ok()) return table.status();
-  return instantiate(
-      *this, "rope.cuh", dtype, *table, 256,
-      absl::StrCat("kiln_k::rope_kv_append<kiln_t, ", head_dim, ", ", rotary_dim, ", ",
-                   rotate_half ? "true" : "false", ", ", q_row_stride, "LL, ", k_row_stride,
-                   "LL, ", v_row_stride, "LL>"),
+  KernelTemplate t{"rope.cuh", dtype, *table, 256};
+  t.call = absl::StrCat("kiln_k::rope_kv_append<kiln_t, ", head_dim, ", ", rotary_dim, ", ",
+                        rotate_half ? "true" : "false", ", ", q_row_stride, "LL, ", k_row_stride,
+                        "LL, ", v_row_stride, "LL>");
+  t.call_args =
       "q_out, k_out, k_cache, v_cache, q, k, v, positions, slot_mapping, kiln_rope_inv_freq, "
-      "num_tokens, num_q_heads, num_kv_heads");
+      "num_tokens, num_q_heads, num_kv_heads";
+  return t;
 }
 
 std::optional<RopePair> ropes_absorbed_by(const Graph& graph, const Node& attention) {

@@ -23,7 +23,7 @@ struct RopeSpec final : KernelSpec {
   /// rope_<dt>_d<d>_r<r>[_xs<stride>]_<half|interleaved>_h<hash of inv_freq>
   std::string key() const override;
   std::vector<EntryDecl> entry() const override;
-  absl::StatusOr<std::string> source() const override;
+  absl::StatusOr<KernelTemplate> kernel_template() const override;
 };
 
 struct KvAppendSpec final : KernelSpec {
@@ -34,7 +34,7 @@ struct KvAppendSpec final : KernelSpec {
   KernelFamily family() const override { return KernelFamily::kKvAppend; }
   std::string key() const override;  // kv_append_<dt>_d<d>[_ks<stride>][_vs<stride>]
   std::vector<EntryDecl> entry() const override;
-  absl::StatusOr<std::string> source() const override;
+  absl::StatusOr<KernelTemplate> kernel_template() const override;
 };
 
 /// rope_kv_append: both ropes of an attention and its KV append in one launch (kernels/rope.cuh).
@@ -50,7 +50,7 @@ struct RopeKvAppendSpec final : KernelSpec {
   /// rope_kv_append_<dt>_d<d>_r<r>[_qs<n>][_ks<n>][_vs<n>]_<half|interleaved>_h<hash of inv_freq>
   std::string key() const override;
   std::vector<EntryDecl> entry() const override;
-  absl::StatusOr<std::string> source() const override;
+  absl::StatusOr<KernelTemplate> kernel_template() const override;
 };
 
 /// The two ropes that `attention` (a flash_attention node) absorbs into its KV append: its q and

@@ -16,9 +16,10 @@ std::vector<EntryDecl> SamplingSpec::entry() const {
           {"int", "vocab"}};
 }
 
-absl::StatusOr<std::string> SamplingSpec::source() const {
-  return instantiate(*this, "sampling.cuh", DType::kF32, "", 32 * warps,
-                     absl::StrCat("kiln_k::sample_rows<", 32 * warps, ">"));
+absl::StatusOr<KernelTemplate> SamplingSpec::kernel_template() const {
+  KernelTemplate t{"sampling.cuh", DType::kF32, "", 32 * warps};
+  t.call = absl::StrCat("kiln_k::sample_rows<", 32 * warps, ">");
+  return t;
 }
 
 absl::Status lower_sampling(const Graph& graph, LoweringContext& ctx) {

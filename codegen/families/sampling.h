@@ -13,7 +13,7 @@ struct SamplingSpec final : KernelSpec {
   KernelFamily family() const override { return KernelFamily::kSampling; }
   std::string key() const override;  // sampling_f32_w<warps>
   std::vector<EntryDecl> entry() const override;
-  absl::StatusOr<std::string> source() const override;
+  absl::StatusOr<KernelTemplate> kernel_template() const override;
 };
 
 /// The sampling launch over the graph's first output (the logits).
