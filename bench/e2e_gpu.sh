@@ -7,6 +7,9 @@
 #     small   SmolLM2-135M shape batch 1, Llama-3.2-1B shape batch 1 and 16
 #     8b      Llama-3-8B shape: compile time, start-up to the first token, batch 1/16/64 decode,
 #             TTFT at prompt 512 and 4096
+# Every shape is also compiled with --persistent (model.persistent.kplan); its batch-1 (and 16)
+# decode is timed with the persistent decode kernel and without it (--no-persistent, the same
+# plan's CUDA-graph path) in the same run. KILN_E2E_NO_PERSISTENT=1 skips that.
 # Deps: .devdeps (scripts/pack-gpu-deps.sh); model shapes from shared/models (or ../shared/models).
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -39,13 +42,23 @@ cmake --build build -j"$(nproc)" --target kiln >"$logs/build.log" 2>&1 || { tail
 kiln=build/tools/kiln
 python3 "$peers/torch_peers.py" ceilings | tee -a "$jsonl"
 
-bench() {  # bench NAME PLAN ARGS...: kiln bench, JSON lines tagged with the shape
+bench() {  # bench NAME PLAN ARGS...: kiln bench, JSON lines tagged with the shape and plan
   local name=$1 plan=$2; shift 2
-  echo "== kiln bench $name $*"
+  local variant=default
+  [[ $plan == *persistent* ]] && variant=persistent
+  [[ " $* " == *" --no-persistent "* ]] && variant=persistent-plan-graphs
+  echo "== kiln bench $name ($variant) $*"
   $kiln bench "$plan" "$@" 2>"$logs/bench-$name.err" | grep '^{' |
     python3 -c "import sys,json
 for l in sys.stdin:
-  d=json.loads(l); d['shape']='$name'; print(json.dumps(d))" | tee -a "$jsonl"
+  d=json.loads(l); d['shape']='$name'; d['variant']='$variant'; print(json.dumps(d))" | tee -a "$jsonl"
+}
+bench_persistent() {  # bench_persistent NAME ARGS...: the --persistent plan with and without it
+  [ -z "${KILN_E2E_NO_PERSISTENT:-}" ] || return 0
+  local p=build/bench-models/$1/model.persistent.kplan name=$1; shift
+  [ -f "$p" ] || { echo "== $name: no persistent plan (see compile-$name-persistent.log)"; return 0; }
+  bench "$name" "$p" "$@"
+  bench "$name" "$p" "$@" --no-persistent
 }
 peer() {  # peer NAME CONFIG BATCH PROMPT GEN (KILN_E2E_NO_PEERS=1 skips them)
   [ -z "${KILN_E2E_NO_PEERS:-}" ] || return 0
@@ -66,14 +79,22 @@ make_model() {  # make_model NAME CONFIG SHARDS -> build/bench-models/NAME/model
     /usr/bin/time -f "%e s wall, %M KB peak" $kiln compile "$dir" -o "$dir/model.kplan" 2>&1 | tail -3 |
       tee "$logs/compile-$1.log"
   fi
+  if [ -z "${KILN_E2E_NO_PERSISTENT:-}" ] && [ ! -f "$dir/model.persistent.kplan" ]; then
+    $kiln compile "$dir" -o "$dir/model.persistent.kplan" --persistent 2>&1 | tail -3 |
+      tee "$logs/compile-$1-persistent.log"
+  fi
 }
 
 if [[ $phases == *" small "* ]]; then
   make_model smollm2-135m "$models/smollm2-135m.config.json" 1 &&
     bench smollm2-135m build/bench-models/smollm2-135m/model.kplan --batch 1 --prompt-len 128 --gen-len 64 --kv-cache-gb 4
+  for b in 1 16; do
+    bench_persistent smollm2-135m --batch $b --prompt-len 128 --gen-len 64 --kv-cache-gb 4
+  done
   peer smollm2-135m "$models/smollm2-135m.config.json" 1 128 64
   make_model llama3.2-1b "$models/llama3.2-1b.config.json" 1 && for b in 1 16; do
     bench llama3.2-1b build/bench-models/llama3.2-1b/model.kplan --batch $b --prompt-len 512 --gen-len 64 --kv-cache-gb 8
+    bench_persistent llama3.2-1b --batch $b --prompt-len 512 --gen-len 64 --kv-cache-gb 8
   done
   for b in 1 16; do peer llama3.2-1b "$models/llama3.2-1b.config.json" $b 512 64; done
 fi
@@ -91,6 +112,7 @@ print(json.dumps({"bench": "startup_to_first_token", "shape": "llama3-8b", "peer
                   "s": round(time.time() - t0, 2)}))
 PY
     for b in 1 16 64; do bench llama3-8b "$p8" --batch $b --prompt-len 512 --gen-len 64 --kv-cache-gb 40; done
+    for b in 1 16; do bench_persistent llama3-8b --batch $b --prompt-len 512 --gen-len 64 --kv-cache-gb 40; done
     bench llama3-8b "$p8" --batch 1 --prompt-len 4096 --gen-len 8 --kv-cache-gb 40
     for b in 1 64 16; do peer llama3-8b "$cfg8" $b 512 64; done
   fi
@@ -103,14 +125,15 @@ import json, sys
 rows = [json.loads(l) for l in open(sys.argv[1]) if l.startswith("{")]
 copy = next((r["TBps"] for r in rows if r.get("bench") == "copy"), None)
 print(f"\n==== kiln vs gpt-fast-style torch.compile, one run; copy ceiling {copy} TB/s ====")
-print(f"{'shape':14} {'batch':>5} {'prompt':>6} {'kiln ms/step':>12} {'peer ms/step':>12} {'kiln/peer':>9} "
+print(f"{'shape':14} {'plan':22} {'batch':>5} {'prompt':>6} {'kiln ms/step':>12} {'peer ms/step':>12} {'kiln/peer':>9} "
       f"{'kiln tok/s':>10} {'TTFT ms':>8} {'weights TB/s':>12} {'floor %':>7} {'launch':>6}")
 kiln = [r for r in rows if r.get("peer") == "kiln" and r.get("bench") == "e2e_decode" and r.get("cuda_graphs", True)]
 peer = {(r["shape"], r["batch"]): r for r in rows if r.get("peer") == "torch_compile_gptfast"}
 for r in kiln:
     p = peer.get((r.get("shape", "?"), r["batch"])) if r.get("prompt") == 512 or r.get("shape") == "smollm2-135m" else None
     ratio = f"{p['ms_per_step'] / r['ms_per_step']:.2f}x" if p else "-"
-    print(f"{r.get('shape','?'):14} {r['batch']:>5} {r['prompt']:>6} {r['ms_per_step']:>12.3f} "
+    plan = r.get("variant", "default") + (" [ran persistent]" if r.get("persistent") else "")
+    print(f"{r.get('shape','?'):14} {plan:22} {r['batch']:>5} {r['prompt']:>6} {r['ms_per_step']:>12.3f} "
           f"{(p['ms_per_step'] if p else float('nan')):>12.3f} {ratio:>9} {r['tok_s']:>10.1f} {r['ttft_ms']:>8.1f} "
           f"{r['TBps']:>12.3f} {100 * r['floor_fraction']:>7.1f} {r['launches_per_step']:>6}")
 for r in rows:

@@ -75,6 +75,7 @@ absl::Status add_kernels(const LoweredGraph& lowered, const CompileOptions& o, C
   p.aliases = lowered.aliases;
   p.constants = lowered.constants;
   p.kernels = lowered.kernels;
+  p.persistent = lowered.persistent;
   if (!o.build_kernels) return absl::OkStatus();
   std::vector<KernelJob> jobs;
   for (const std::shared_ptr<const KernelSpec>& spec : lowered.specs) {
@@ -241,6 +242,12 @@ absl::StatusOr<CompiledPlan> build_plan(const CompileOptions& o) {
   }
   LoweringOptions lowering;
   lowering.gemv = o.gemv;
+  if (o.persistent) {
+    // Every matmul of a small-batch decode step must be a task: the GEMV path wherever it applies
+    // (a per-shape choice made explicitly still stands).
+    lowering.gemv.default_choice = GemvChoice::kGemv;
+    lowering.persistent = o.persistent;
+  }
   absl::StatusOr<LoweredGraph> lowered = lower_graph(**graph, lowering);
   if (lowered.ok()) {
     if (absl::Status s = add_kernels(*lowered, o, out); !s.ok()) return s;

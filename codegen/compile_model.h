@@ -8,6 +8,7 @@
 
 #include "absl/status/statusor.h"
 #include "codegen/families/gemv.h"
+#include "codegen/families/persistent_decode.h"
 #include "codegen/kernel_cache.h"
 #include "codegen/tune/graph_tuner.h"
 #include "ir/graph.h"
@@ -38,6 +39,9 @@ struct CompileOptions {
   /// `--tune`: sets the fused nodes' tuning attributes after the passes (so the final IR shows
   /// them); null compiles with the attributes the graph has (defaults when it has none).
   GraphTuner* tuner = nullptr;
+  /// `--persistent`: a persistent decode kernel for small-batch decode steps (every matmul there
+  /// then takes the GEMV path).
+  std::optional<PersistentOptions> persistent;
 };
 
 struct CompileReport {

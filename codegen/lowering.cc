@@ -168,6 +168,11 @@ absl::StatusOr<LoweredGraph> lower_graph(const Graph& graph, const LoweringOptio
     ctx.set_node(-1, nullptr);
     if (absl::Status s = lower_sampling(graph, ctx); !s.ok()) return s;
   }
+  if (options.persistent) {
+    if (absl::Status s = add_persistent_decode(out, *options.persistent); !s.ok()) {
+      return absl::Status(s.code(), absl::StrCat("--persistent: ", s.message()));
+    }
+  }
   return out;
 }
 

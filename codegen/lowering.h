@@ -7,6 +7,7 @@
 #include "absl/status/statusor.h"
 #include "codegen/families/family.h"
 #include "codegen/families/gemv.h"
+#include "codegen/families/persistent_decode.h"
 #include "ir/graph.h"
 
 namespace kiln {
@@ -17,6 +18,9 @@ struct LoweringOptions {
   /// Which matmuls also get a GEMV launch for steps with M <= kGemvMaxRows (codegen/families/
   /// gemv.h); their PlanGemm is then bounded to M > kGemvMaxRows.
   GemvOptions gemv;
+  /// Add the persistent decode kernel (codegen/families/persistent_decode.h) for decode steps of
+  /// at most this many sequences; nullopt: none.
+  std::optional<PersistentOptions> persistent;
 };
 
 /// Lowers every node; a node with no GPU lowering (a primitive op the fusion passes should have

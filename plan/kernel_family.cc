@@ -19,6 +19,7 @@ constexpr std::array kFamilies = {
     KernelFamily::kFusedElementwise,
     KernelFamily::kGemv,
     KernelFamily::kRopeKvAppend,
+    KernelFamily::kPersistentDecode,
 };
 
 }  // namespace
@@ -37,6 +38,7 @@ const char* family_name(KernelFamily family) {
     case KernelFamily::kFusedElementwise: return "fused_elementwise";
     case KernelFamily::kGemv: return "gemv";
     case KernelFamily::kRopeKvAppend: return "rope_kv_append";
+    case KernelFamily::kPersistentDecode: return "persistent_decode";
   }
   return "unknown";
 }

@@ -23,6 +23,7 @@ enum class KernelFamily : uint8_t {
   kFusedElementwise,       // generated from the expression DAG
   kGemv,                   // gemv.cuh: small-batch GEMM (M <= 16 token rows)
   kRopeKvAppend,           // rope.cuh: rope of q and k + the KV append, one launch
+  kPersistentDecode,       // persistent_decode.cuh: a decode step's launches as tasks of one
 };
 
 /// "flash_attention_prefill", "rmsnorm_residual", ...

@@ -141,6 +141,21 @@ struct PlanWorkspace {
   /// The runtime fills it with zeros once, at load. A kernel that keeps state across launches in
   /// it (the decode attention's split counters) relies on that and leaves it zeroed when it ends.
   bool zeroed = false;
+  /// A table of device addresses the runtime writes once, at load: 8 bytes per entry, each a
+  /// tensor, workspace or runtime buffer named as a launch argument names it (the persistent
+  /// decode kernel's operands). Empty for scratch memory.
+  std::vector<LaunchArg> addresses;
+};
+
+/// The persistent decode kernel (codegen/families/persistent_decode.h): one launch whose resident
+/// blocks run the blocks of `stages` as tasks, each stage's after every task of the stage before
+/// it has finished, instead of launching them; in the steps its own rule admits (decode steps
+/// with few enough sequences), the runtime launches it in place of the stages. Every block of it
+/// must be resident at once (a task waits for tasks of other blocks), so its grid is the
+/// runtime's: as many blocks as the GPU holds at once; the rule's grid is ignored.
+struct PlanPersistent {
+  int launch = -1;          ///< index into Plan::launches: the persistent kernel's launch
+  std::vector<int> stages;  ///< indices into Plan::launches of the launches it runs, in order
 };
 
 /// A value that shares another's bytes (reshape views; the in-place KV cache results).
@@ -207,6 +222,7 @@ struct Plan {
   std::vector<PlanWorkspace> workspaces;
   std::vector<PlanAlias> aliases;
   std::vector<PlanConstant> constants;
+  std::optional<PlanPersistent> persistent;  ///< `kiln compile --persistent`
   std::optional<MemoryPlan> memory;
   KvLayout kv;
   std::vector<PlanWeight> weights;

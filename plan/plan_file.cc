@@ -63,6 +63,23 @@ absl::Status check_blob_indices(const Plan& p, size_t nblobs) {
                        p.kernels[l.kernel].key, ", which takes ", want));
     }
   }
+  if (p.persistent) {
+    // The persistent launch and its stages are launches of the plan, the stages in program order.
+    const PlanPersistent& ps = *p.persistent;
+    auto launch = [&](int i) { return i >= 0 && static_cast<size_t>(i) < p.launches.size(); };
+    if (!launch(ps.launch)) {
+      return absl::InvalidArgumentError(absl::StrCat("manifest.persistent.launch names launch ",
+                                                     ps.launch, " of ", p.launches.size()));
+    }
+    for (size_t i = 0; i < ps.stages.size(); ++i) {
+      if (!launch(ps.stages[i]) || ps.stages[i] == ps.launch ||
+          (i > 0 && ps.stages[i] <= ps.stages[i - 1])) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("manifest.persistent.stages[", i, "] = ", ps.stages[i],
+                         ": stages are other launches of the plan, in increasing order"));
+      }
+    }
+  }
   return absl::OkStatus();
 }
 

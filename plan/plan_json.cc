@@ -551,7 +551,23 @@ void read_plan_fields(ObjectReader& m, Plan& p) {
     r.req("name", w.name);
     r.req("bytes", w.bytes);
     r.opt("zeroed", w.zeroed);
+    if (r.has("addresses")) {
+      r.objects("addresses", [&](ObjectReader& a) {
+        read_launch_arg(a, w.addresses.emplace_back());
+        if (a.ok() && w.addresses.back().kind != LaunchArg::Kind::kTensor &&
+            w.addresses.back().kind != LaunchArg::Kind::kWorkspace &&
+            w.addresses.back().kind != LaunchArg::Kind::kRuntime) {
+          a.fail(a.field("kind"), "an address table holds tensors, workspaces or runtime buffers");
+        }
+      });
+    }
   });
+  if (m.has("persistent")) {
+    ObjectReader r = m.object("persistent");
+    PlanPersistent& ps = p.persistent.emplace();
+    r.req("launch", ps.launch);
+    r.req("stages", ps.stages);
+  }
   m.objects("aliases", [&](ObjectReader& r) {
     PlanAlias& a = p.aliases.emplace_back();
     r.req("value", a.value);
@@ -645,6 +661,11 @@ json manifest_to_json(const Plan& p, const std::vector<BlobRecord>& blobs) {
   for (const PlanWorkspace& w : p.workspaces) {
     json j = {{"name", w.name}, {"bytes", w.bytes}};
     if (w.zeroed) j["zeroed"] = true;
+    if (!w.addresses.empty()) {
+      json a = json::array();
+      for (const LaunchArg& arg : w.addresses) a.push_back(launch_arg_json(arg));
+      j["addresses"] = std::move(a);
+    }
     workspaces.push_back(std::move(j));
   }
   for (const PlanAlias& a : p.aliases) aliases.push_back({{"value", a.value}, {"of", a.of}});
@@ -657,7 +678,7 @@ json manifest_to_json(const Plan& p, const std::vector<BlobRecord>& blobs) {
     blob_table.push_back(
         {{"name", b.name}, {"offset", b.offset}, {"size", b.size}, {"xxh3", b.xxh3}});
   }
-  return {{"format_version", p.format_version},
+  json out = {{"format_version", p.format_version},
           {"kiln_version", p.kiln_version},
           {"arch", p.arch},
           {"nvrtc_version", p.nvrtc_version},
@@ -683,6 +704,10 @@ json manifest_to_json(const Plan& p, const std::vector<BlobRecord>& blobs) {
           {"kv_layout", kv_json(p.kv)},
           {"weights", weights},
           {"blobs", blob_table}};
+  if (p.persistent) {
+    out["persistent"] = {{"launch", p.persistent->launch}, {"stages", p.persistent->stages}};
+  }
+  return out;
 }
 
 absl::StatusOr<Manifest> manifest_from_json(const json& j) {

@@ -61,10 +61,12 @@ std::string decode_step_ops(const Plan& p) {
     return v.ok() && bound_admits(bound, *v);
   };
   // Program order: launches and GEMMs by node (GEMMs run where their node does).
+  // Without the persistent decode kernel (`--no-persistent`): its stages, launched one by one.
   std::vector<std::pair<int64_t, std::string>> ops;
   auto key = [](int node) -> int64_t { return node < 0 ? int64_t{1} << 40 : node; };
   for (const PlanLaunch& l : p.launches) {
-    if (runs(l.rule.when, l.rule.bound)) {
+    const bool persistent = p.kernels[l.kernel].family == KernelFamily::kPersistentDecode;
+    if (!persistent && runs(l.rule.when, l.rule.bound)) {
       ops.emplace_back(key(l.node), family_name(p.kernels[l.kernel].family));
     }
   }
@@ -82,8 +84,18 @@ std::string decode_step_ops(const Plan& p) {
     else ++it->second;
   }
   const int64_t layers = std::max<int64_t>(1, p.model.num_layers);
-  std::string out = absl::StrFormat("decode step (batch 1): %d launches, %.1f per layer\n",
-                                    ops.size(), static_cast<double>(ops.size()) / layers);
+  std::string out;
+  if (p.persistent && runs(p.launches[p.persistent->launch].rule.when,
+                           p.launches[p.persistent->launch].rule.bound)) {
+    const int stages = static_cast<int>(p.persistent->stages.size());
+    const int rest = static_cast<int>(ops.size()) - stages;
+    absl::StrAppend(&out, absl::StrFormat("decode step (batch 1): %d launches with the persistent "
+                                          "decode kernel (%d stages as tasks of one launch, %d "
+                                          "other); without it (--no-persistent):\n",
+                                          rest + 1, stages, rest));
+  }
+  absl::StrAppend(&out, absl::StrFormat("decode step (batch 1): %d launches, %.1f per layer\n",
+                                        ops.size(), static_cast<double>(ops.size()) / layers));
   for (const auto& [family, n] : by_family) {
     absl::StrAppend(&out, absl::StrFormat("  %4d x %s\n", n, family));
   }

@@ -67,6 +67,9 @@ struct BackendOptions {
   bool verify_weights = false;
   bool debug_sync = false;  ///< cuda: synchronize and check after every launch
   bool cuda_graphs = true;  ///< cuda: capture decode steps per batch-size bucket
+  /// cuda: run the plan's persistent decode kernel (`kiln compile --persistent`) in the decode
+  /// steps it covers; off (`--no-persistent`), those steps launch its stages one by one.
+  bool persistent = true;
 };
 
 class Backend {

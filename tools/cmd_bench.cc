@@ -41,6 +41,7 @@ struct BenchOptions {
   double kv_cache_gb = 0;
   double gpu_memory_fraction = 0.9;
   bool cuda_graphs = true;
+  bool persistent = true;
 };
 
 double now_s() {
@@ -142,6 +143,7 @@ int run_bench(const BenchOptions& o) {
   bo.kv_cache_gb = o.kv_cache_gb;
   bo.gpu_memory_fraction = o.gpu_memory_fraction;
   bo.cuda_graphs = o.cuda_graphs;
+  bo.persistent = o.persistent;
   bo.num_threads = o.threads;
   bo.native_weights = o.weights_dtype == "native";
   bo.quantize_activations = o.q8_activations;
@@ -228,6 +230,7 @@ int run_bench(const BenchOptions& o) {
   const int warm = std::min(3, std::max(0, o.gen_len - 1));
   std::vector<double> times;
   int launches = 0;
+  bool persistent = false;
   for (int g = 0; g < o.gen_len; ++g) {
     std::vector<StepSequence> batch;
     for (int i = 0; i < o.batch; ++i) batch.push_back({seqs[i], 1});
@@ -237,7 +240,10 @@ int run_bench(const BenchOptions& o) {
     const double dt = now_s() - t0;
     next = r->tokens;
     if (g >= warm) times.push_back(dt);
-    if (gpu != nullptr) launches = gpu->last_step().launches;
+    if (gpu != nullptr) {
+      launches = gpu->last_step().launches;
+      persistent = gpu->last_step().persistent;
+    }
   }
   if (times.empty()) return fail(absl::InvalidArgumentError("--gen-len must be at least 1"));
   std::sort(times.begin(), times.end());
@@ -269,6 +275,7 @@ int run_bench(const BenchOptions& o) {
   if (gpu != nullptr) {
     j["launches_per_step"] = launches;
     j["cuda_graphs"] = o.cuda_graphs;
+    j["persistent"] = persistent;  // the decode steps ran the persistent decode kernel
     j["device"] = gpu->device().name();
     copy = copy_bandwidth(gpu->device());
   } else {
@@ -316,6 +323,8 @@ void add_bench_command(CLI::App& app, int* exit_code) {
                   "fraction of free GPU memory for the KV pool")
       ->check(CLI::Range(0.01, 1.0));
   cmd->add_flag("!--no-cuda-graphs", o->cuda_graphs, "run decode steps eagerly");
+  cmd->add_flag("!--no-persistent", o->persistent,
+                "launch a persistent plan's decode steps op by op (the CUDA-graph path)");
   cmd->callback([o, exit_code] { *exit_code = run_bench(*o); });
 }
 

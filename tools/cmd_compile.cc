@@ -39,10 +39,28 @@ void add_compile_command(CLI::App& app, int* exit_code) {
                   "cublas (never), gemv (every eligible matmul)")
       ->check(CLI::IsMember({"auto", "cublas", "gemv"}))
       ->capture_default_str();
+  auto persistent = std::make_shared<bool>(false);
+  auto persistent_batch = std::make_shared<int64_t>(kGemvMaxRows);
+  cmd->add_flag("--persistent", *persistent,
+                "add a persistent decode kernel: a decode step of few sequences runs as one launch "
+                "whose resident blocks take every op's blocks as tasks (every matmul of such a "
+                "step then takes the GEMV path); `kiln run/bench --no-persistent` runs without it");
+  cmd->add_option("--persistent-max-batch", *persistent_batch,
+                  "decode steps of at most this many sequences run the persistent kernel (1-16)")
+      ->check(CLI::Range(int64_t{1}, int64_t{kGemvMaxRows}))
+      ->capture_default_str();
+  auto persistent_blocks = std::make_shared<int64_t>(1);
+  cmd->add_option("--persistent-blocks-per-sm", *persistent_blocks,
+                  "register budget of the persistent kernel: 1 (up to 255 registers a thread) or "
+                  "2-4 blocks of it per SM (fewer registers, maybe spills)")
+      ->check(CLI::Range(int64_t{1}, int64_t{4}))
+      ->capture_default_str();
   cmd->add_flag("--tune", *tune,
                 "time the fused kernels' candidate configurations on GPU 0 and write the fastest "
                 "into the IR (cached in <cache dir>/tune.json)");
-  cmd->callback([o, dtype, gemv, tune, exit_code] {
+  cmd->callback([o, dtype, gemv, tune, persistent, persistent_batch, persistent_blocks,
+                 exit_code] {
+    if (*persistent) o->persistent = PersistentOptions{*persistent_batch, *persistent_blocks};
     o->gemv.default_choice = *gemv == "cublas" ? GemvChoice::kCublas
                              : *gemv == "gemv" ? GemvChoice::kGemv
                                                : GemvChoice::kHeuristic;

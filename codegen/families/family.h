@@ -81,6 +81,7 @@ struct LoweredGraph {
   std::vector<PlanWorkspace> workspaces;
   std::vector<PlanAlias> aliases;
   std::vector<PlanConstant> constants;
+  std::optional<PlanPersistent> persistent;  // codegen/families/persistent_decode.h
 };
 
 /// One argument binding: entry parameter name -> value.

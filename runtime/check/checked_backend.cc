@@ -177,7 +177,10 @@ absl::StatusOr<std::unique_ptr<CheckedBackend>> CheckedBackend::create(CudaBacke
   };
   const Plan& plan = gpu.plan();
   for (const PlanLaunch& l : plan.launches) {
-    if (l.kernel >= 0 && l.kernel < static_cast<int>(plan.kernels.size())) {
+    // The persistent decode kernel spans every node of a decode step; checked steps run its
+    // stages one launch at a time (CudaBackend::run_step_observed), so it implements no node here.
+    if (l.kernel >= 0 && l.kernel < static_cast<int>(plan.kernels.size()) &&
+        plan.kernels[l.kernel].family != KernelFamily::kPersistentDecode) {
       add(l.node, plan.kernels[l.kernel].key);
     }
   }

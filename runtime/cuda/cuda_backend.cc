@@ -145,6 +145,8 @@ struct CudaBackend::Op {
   StepKind when = StepKind::kAlways;
   const StepBound* bound = nullptr;  // the launch rule's or the GEMM's; empty = none
   int bound_expr = -1;               // index into exprs_ of bound->expr, -1 when empty
+  bool persistent_kernel = false;    // the persistent decode kernel's launch (PlanPersistent)
+  bool persistent_stage = false;     // one of the launches it runs as tasks
   GemmShape shape;  // GEMM: m filled per step
   GemmOperands operands;
   /// Indices into exprs_ of every integer expression the op evaluates, in signature order:
@@ -200,6 +202,7 @@ absl::StatusOr<std::unique_ptr<CudaBackend>> CudaBackend::create(const Plan& pla
   b->plan_ = plan;
   b->debug_sync_ = options.debug_sync;
   b->cuda_graphs_ = options.cuda_graphs && !options.debug_sync;
+  b->persistent_ = options.persistent && plan.persistent.has_value();
   b->device_ = std::make_unique<GpuDevice>(std::move(*device));
   absl::StatusOr<std::unique_ptr<Graph>> graph = parse_graph(plan.ir);
   if (!graph.ok()) {
@@ -216,6 +219,7 @@ absl::StatusOr<std::unique_ptr<CudaBackend>> CudaBackend::create(const Plan& pla
   if (absl::Status s = b->allocate_activations(); !s.ok()) return s;
   if (absl::Status s = b->allocate_kv(options); !s.ok()) return s;
   if (absl::Status s = b->prepare_ops(); !s.ok()) return s;
+  if (absl::Status s = b->prepare_persistent(); !s.ok()) return s;
   if (absl::Status s = b->warm_up(); !s.ok()) {
     return absl::Status(s.code(), absl::StrCat("warm-up step: ", s.message()));
   }
@@ -733,6 +737,72 @@ absl::Status CudaBackend::prepare_ops() {
   return absl::OkStatus();
 }
 
+absl::Status CudaBackend::prepare_persistent() {
+  // Address tables, resolved now that every buffer (the KV pool too) has its place.
+  Resolver resolver(*this);
+  for (const PlanWorkspace& w : plan_.workspaces) {
+    if (w.addresses.empty()) continue;
+    std::vector<uint64_t> table;
+    for (size_t i = 0; i < w.addresses.size(); ++i) {
+      const LaunchArg& a = w.addresses[i];
+      absl::StatusOr<uint64_t> p = a.kind == LaunchArg::Kind::kTensor      ? resolver.tensor(a.value)
+                                   : a.kind == LaunchArg::Kind::kWorkspace ? resolver.workspace(a.value)
+                                   : a.kind == LaunchArg::Kind::kRuntime   ? resolver.runtime(a.runtime)
+                                   : absl::InvalidArgumentError("not an address");
+      if (!p.ok()) {
+        return absl::InvalidArgumentError(absl::StrCat("workspace ", w.name, " address ", i, ": ",
+                                                       p.status().message()));
+      }
+      table.push_back(*p);
+    }
+    absl::StatusOr<int64_t> bytes = eval_launch_expr(w.bytes, symbol_bounds_);
+    if (!bytes.ok() || *bytes < static_cast<int64_t>(8 * table.size())) {
+      return absl::InvalidArgumentError(absl::StrCat("workspace ", w.name, " (", w.bytes,
+                                                     " bytes) cannot hold its ", table.size(),
+                                                     " addresses"));
+    }
+    if (absl::Status s = device_->upload(addresses_.at("workspace:" + w.name), table.data(),
+                                         8 * table.size());
+        !s.ok()) {
+      return s;
+    }
+  }
+  if (!plan_.persistent) return absl::OkStatus();
+  const PlanPersistent& ps = *plan_.persistent;
+  for (Op& op : ops_) {
+    if (op.launch == nullptr) continue;
+    const int index = static_cast<int>(op.launch - plan_.launches.data());
+    op.persistent_kernel = index == ps.launch;
+    op.persistent_stage = std::binary_search(ps.stages.begin(), ps.stages.end(), index);
+  }
+  const int stages = static_cast<int>(ps.stages.size());
+  if (!persistent_) {
+    absl::StrAppend(&report_, "; persistent decode kernel off (", stages,
+                    " stages launched one by one)");
+    return absl::OkStatus();
+  }
+  // Every block must be resident at once: the grid is what the GPU holds.
+  const PlanLaunch& l = plan_.launches[ps.launch];
+  absl::StatusOr<int64_t> threads = eval_launch_expr(l.rule.block[0], symbol_bounds_);
+  absl::StatusOr<int64_t> smem = eval_launch_expr(l.rule.dynamic_shared_bytes, symbol_bounds_);
+  if (!threads.ok() || !smem.ok()) {
+    return absl::InvalidArgumentError("the persistent decode kernel's block is not constant");
+  }
+  absl::StatusOr<int> per_sm = device_->resident_blocks_per_sm(
+      kernels_[l.kernel], static_cast<int>(*threads), static_cast<size_t>(*smem));
+  if (!per_sm.ok() || *per_sm < 1) {
+    persistent_ = false;
+    absl::StrAppend(&report_, "; the persistent decode kernel does not fit on this GPU (",
+                    per_sm.ok() ? "0 blocks per SM" : per_sm.status().message(),
+                    "): its stages launch one by one");
+    return absl::OkStatus();
+  }
+  persistent_blocks_ = device_->sm_count() * *per_sm;
+  absl::StrAppend(&report_, "; persistent decode kernel: ", stages, " stages on ",
+                  persistent_blocks_, " blocks (", *per_sm, " per SM)");
+  return absl::OkStatus();
+}
+
 absl::Status CudaBackend::warm_up() {
   // One 2-token prefill and one decode of a throw-away sequence in page 0, so the first real
   // step pays no one-time costs (cuBLASLt's initialization, lazy kernel loading, the first
@@ -910,8 +980,13 @@ absl::StatusOr<std::vector<int64_t>> CudaBackend::launch_signature(bool decode) 
     }
     return values[id];
   };
+  // Which of the two forms of a persistent plan's decode step runs is part of the key.
+  sig.push_back(persistent_step_);
   for (const Op& op : ops_) {
     if (!launch_runs_in(op.when, !decode)) continue;
+    if (op.persistent_kernel != persistent_step_ && (op.persistent_kernel || op.persistent_stage)) {
+      continue;
+    }
     if (op.bound_expr >= 0) {
       // The bound's value is part of the key, so which of two bounded lowerings ran is too.
       absl::StatusOr<int64_t> v = value(op, op.bound_expr);
@@ -930,6 +1005,10 @@ absl::StatusOr<std::vector<int64_t>> CudaBackend::launch_signature(bool decode) 
 
 absl::StatusOr<bool> CudaBackend::op_runs(const Op& op, bool decode) const {
   if (!launch_runs_in(op.when, !decode)) return false;
+  // In a step the persistent decode kernel covers it runs and its stages do not; in others the
+  // reverse (persistent_step_ is set per step from the kernel's own rule).
+  if (op.persistent_kernel) return persistent_step_;
+  if (op.persistent_stage && persistent_step_) return false;
   if (op.bound_expr < 0) return true;
   absl::StatusOr<int64_t> v = eval_launch_expr(op.bound->expr, symbols_);
   if (!v.ok()) return absl::InvalidArgumentError(absl::StrCat(op.label, ": ", v.status().message()));
@@ -982,6 +1061,10 @@ absl::Status CudaBackend::enqueue_ops(bool decode, bool checked, NodeObserver* o
       for (int a = 0; a < 3; ++a) {
         dims.grid[a] = static_cast<unsigned>(g->grid[a]);
         dims.block[a] = static_cast<unsigned>(g->block[a]);
+      }
+      if (op.persistent_kernel) {  // every block resident (prepare_persistent)
+        dims.grid[0] = static_cast<unsigned>(persistent_blocks_);
+        dims.grid[1] = dims.grid[2] = 1;
       }
       dims.dynamic_smem = static_cast<size_t>(g->dynamic_shared_bytes);
       Resolver resolver(*this);
@@ -1092,6 +1175,18 @@ absl::StatusOr<StepResult> CudaBackend::run_step_impl(const StepRequest& step,
   if (absl::Status s = device_->make_current(); !s.ok()) return s;  // see copy_kv_pages
   if (absl::Status s = stage_inputs(step); !s.ok()) return s;
   const bool decode = step.inputs.is_decode();
+  // The persistent decode kernel runs when the plan has it, it is on, the step is not checked
+  // node by node, and its rule admits the step (a decode step of few enough sequences).
+  persistent_step_ = false;
+  if (persistent_ && observer == nullptr && decode) {
+    for (const Op& op : ops_) {
+      if (!op.persistent_kernel) continue;
+      absl::StatusOr<int64_t> v = eval_launch_expr(op.bound->expr, symbols_);
+      if (!v.ok()) return v.status();
+      persistent_step_ = bound_admits(*op.bound, *v);
+    }
+  }
+  last_step_.persistent = persistent_step_;
   const int64_t S = step.inputs.num_sequences();
   if (absl::Status s = device_->upload_async(inputs_.ptr(), host_inputs_, staged_bytes_); !s.ok()) {
     return s;

@@ -32,6 +32,7 @@ struct CudaStepStats {
   int launches = 0;             ///< kernel launches + GEMMs enqueued (or recorded in the graph)
   bool graph_replay = false;    ///< the step was a CUDA-graph replay
   bool graph_captured = false;  ///< this step captured a new graph
+  bool persistent = false;      ///< the step ran the persistent decode kernel
 };
 
 class CudaBackend : public Backend {
@@ -87,6 +88,9 @@ class CudaBackend : public Backend {
   int64_t weight_bytes() const { return weight_bytes_; }
   /// Bytes of one token's K and V over every layer.
   int64_t kv_bytes_per_token() const;
+  /// The persistent decode kernel's grid (every block resident), or 0 when the plan has none or it
+  /// is off (BackendOptions::persistent, or it does not fit this GPU: load_report() says why).
+  int persistent_blocks() const { return persistent_ ? persistent_blocks_ : 0; }
   GpuDevice& device() { return *device_; }
 
  private:
@@ -100,6 +104,9 @@ class CudaBackend : public Backend {
   absl::Status allocate_activations();
   absl::Status allocate_kv(const BackendOptions& options);
   absl::Status prepare_ops();
+  /// Writes the address tables (PlanWorkspace::addresses) and marks the persistent decode
+  /// kernel's launch and stages among ops_, sizing its grid from the occupancy.
+  absl::Status prepare_persistent();
   absl::Status warm_up();
   absl::StatusOr<DevicePtr> address(std::string_view value) const;
 
@@ -144,6 +151,10 @@ class CudaBackend : public Backend {
   int64_t kv_page_bytes_ = 0;  // one page of one layer's K (or V)
   int32_t kv_layers_ = 0;
   int64_t weight_bytes_ = 0;
+
+  bool persistent_ = false;       // the plan has a persistent decode kernel and it is on
+  int persistent_blocks_ = 0;     // its grid
+  bool persistent_step_ = false;  // the current step runs it (in place of its stages)
 
   absl::flat_hash_map<std::vector<int64_t>, void*> graphs_;  // launch signature -> CUgraphExec
   CudaStepStats last_step_;

@@ -58,6 +58,7 @@ struct CudaDriverApi {
   CUresult (*module_get_function)(CUfunction*, CUmodule, const char*) = nullptr;
   CUresult (*func_get_attribute)(int*, CUfunction_attribute, CUfunction) = nullptr;
   CUresult (*func_set_attribute)(CUfunction, CUfunction_attribute, int) = nullptr;
+  CUresult (*occupancy_max_blocks)(int*, CUfunction, int, size_t) = nullptr;
   CUresult (*launch_kernel)(CUfunction, unsigned, unsigned, unsigned, unsigned, unsigned, unsigned,
                             unsigned, CUstream, void**, void**) = nullptr;
   CUresult (*mem_alloc)(CUdeviceptr*, size_t) = nullptr;
@@ -137,6 +138,7 @@ absl::StatusOr<std::shared_ptr<const CudaDriverApi>> load_driver() {
   need(api->module_get_function, "cuModuleGetFunction");
   need(api->func_get_attribute, "cuFuncGetAttribute");
   need(api->func_set_attribute, "cuFuncSetAttribute");
+  need(api->occupancy_max_blocks, "cuOccupancyMaxActiveBlocksPerMultiprocessor");
   need(api->launch_kernel, "cuLaunchKernel");
   need(api->mem_alloc, "cuMemAlloc_v2");
   need(api->mem_free, "cuMemFree_v2");
@@ -363,6 +365,28 @@ absl::StatusOr<GpuKernel> GpuDevice::load_kernel(const std::string& cubin,
   return k;
 }
 
+absl::StatusOr<int> GpuDevice::resident_blocks_per_sm(const GpuKernel& kernel, int threads,
+                                                      size_t dynamic_smem) {
+  CUfunction fn = static_cast<CUfunction>(kernel.function);
+  if (dynamic_smem > 48 * 1024) {
+    if (absl::Status s =
+            check(*api_,
+                  api_->func_set_attribute(fn, CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
+                                           static_cast<int>(dynamic_smem)),
+                  "cuFuncSetAttribute(MAX_DYNAMIC_SHARED_SIZE_BYTES)");
+        !s.ok()) {
+      return absl::Status(s.code(), absl::StrCat(kernel.name, ": ", s.message()));
+    }
+  }
+  int blocks = 0;
+  if (absl::Status s = check(*api_, api_->occupancy_max_blocks(&blocks, fn, threads, dynamic_smem),
+                             "cuOccupancyMaxActiveBlocksPerMultiprocessor");
+      !s.ok()) {
+    return absl::Status(s.code(), absl::StrCat(kernel.name, ": ", s.message()));
+  }
+  return blocks;
+}
+
 absl::Status GpuDevice::launch(const GpuKernel& kernel, const LaunchDims& d, KernelArgs& args) {
   const unsigned threads = d.block[0] * d.block[1] * d.block[2];
   if (d.grid[0] * d.grid[1] * d.grid[2] == 0 || threads == 0) {
@@ -520,6 +544,9 @@ absl::StatusOr<GpuKernel> GpuDevice::load_kernel(const std::string&, const std::
   return no_cuda();
 }
 absl::Status GpuDevice::launch(const GpuKernel&, const LaunchDims&, KernelArgs&) {
+  return no_cuda();
+}
+absl::StatusOr<int> GpuDevice::resident_blocks_per_sm(const GpuKernel&, int, size_t) {
   return no_cuda();
 }
 absl::Status GpuDevice::synchronize() { return no_cuda(); }

@@ -111,6 +111,11 @@ class GpuDevice {
 
   /// Loads `cubin` and resolves `entry`. Modules live until the device is destroyed.
   absl::StatusOr<GpuKernel> load_kernel(const std::string& cubin, const std::string& entry);
+  /// How many blocks of `threads` threads and `dynamic_smem` bytes of dynamic shared memory one SM
+  /// holds at once (cuOccupancyMaxActiveBlocksPerMultiprocessor, after raising the kernel's
+  /// dynamic shared-memory limit as launch() would).
+  absl::StatusOr<int> resident_blocks_per_sm(const GpuKernel& kernel, int threads,
+                                             size_t dynamic_smem);
   /// Launches on the device's stream; raises the kernel's dynamic shared-memory limit first when
   /// `dims.dynamic_smem` exceeds the 48 KB default.
   absl::Status launch(const GpuKernel& kernel, const LaunchDims& dims, KernelArgs& args);

@@ -133,8 +133,10 @@ absl::StatusOr<std::string> make_fixture(const Fixture& f, const std::string& ex
 /// Compiles `model` (an HF folder or a .gguf) for the GPU's arch into `plan_path` and loads it.
 absl::StatusOr<LoadedPlan> compile_plan(const std::string& model, const std::string& plan_path,
                                         GemvChoice gemv = GemvChoice::kHeuristic,
-                                        const std::string& from_ir = "") {
+                                        const std::string& from_ir = "",
+                                        std::optional<PersistentOptions> persistent = {}) {
   CompileOptions o;
+  o.persistent = persistent;
   o.from_ir = from_ir;
   o.gemv.default_choice = gemv;
   o.model = model;
@@ -436,6 +438,67 @@ TEST_P(CudaBackendGpu, GemvPathMatchesReference) {
   absl::StatusOr<Trace> e = drive(**eager, prompts, kDecodes, &*ref);
   ASSERT_TRUE(e.ok()) << e.status();
   EXPECT_EQ(e->logits, out->logits) << f.name << ": replay must run the eager launches exactly";
+}
+
+// The persistent decode kernel (`kiln compile --persistent`) runs the same kernels on the same
+// blocks as the launches it replaces, so a decode step gives the CUDA-graph path's logits bit for
+// bit, replayed from a graph or eager; a step of more sequences than its bound launches the
+// stages instead. The tokens fed are the reference backend's, whose logits bound the error.
+TEST_P(CudaBackendGpu, PersistentDecodeGivesTheGraphPathsBits) {
+  REQUIRE_GPU();
+  const Fixture& f = GetParam();
+  absl::StatusOr<std::string> dir = make_fixture(f);
+  if (!dir.ok()) GTEST_SKIP() << f.name << ": " << dir.status().message();
+  // Bound 4: the 6-prompt batch decodes op by op, a 3-prompt batch in the persistent kernel.
+  absl::StatusOr<LoadedPlan> plan = compile_plan(*dir, plan_path(*dir) + ".persistent",
+                                                 GemvChoice::kHeuristic, "", PersistentOptions{4});
+  ASSERT_TRUE(plan.ok()) << plan.status();
+  ASSERT_TRUE(plan->plan.persistent.has_value());
+  BackendOptions on, on_eager, off;
+  on.kv_pages = on_eager.kv_pages = off.kv_pages = 256;
+  on_eager.cuda_graphs = false;
+  off.persistent = false;
+  absl::StatusOr<std::unique_ptr<ReferenceBackend>> cpu =
+      ReferenceBackend::create(plan->plan, on, blob_reader(*plan));
+  ASSERT_TRUE(cpu.ok()) << cpu.status();
+  absl::StatusOr<std::unique_ptr<CudaBackend>> persistent =
+      CudaBackend::create(plan->plan, on, blob_reader(*plan));
+  ASSERT_TRUE(persistent.ok()) << persistent.status();
+  ASSERT_GT((*persistent)->persistent_blocks(), 0) << (*persistent)->load_report();
+  absl::StatusOr<std::unique_ptr<CudaBackend>> eager =
+      CudaBackend::create(plan->plan, on_eager, blob_reader(*plan));
+  ASSERT_TRUE(eager.ok()) << eager.status();
+  absl::StatusOr<std::unique_ptr<CudaBackend>> graphs =
+      CudaBackend::create(plan->plan, off, blob_reader(*plan));
+  ASSERT_TRUE(graphs.ok()) << graphs.status();
+  EXPECT_EQ((*graphs)->persistent_blocks(), 0);
+  const int64_t vocab = plan->plan.model.vocab_size;
+  std::vector<std::vector<int32_t>> prompts = mixed_prompts(f.prompt_len, vocab, 21);
+  for (size_t batch : {prompts.size(), size_t{3}}) {
+    const std::vector<std::vector<int32_t>> some(prompts.begin(), prompts.begin() + batch);
+    absl::StatusOr<Trace> ref = drive(**cpu, some, kDecodes);
+    ASSERT_TRUE(ref.ok()) << ref.status();
+    absl::StatusOr<Trace> p = drive(**persistent, some, kDecodes, &*ref);
+    ASSERT_TRUE(p.ok()) << p.status();
+    EXPECT_EQ((*persistent)->last_step().persistent, batch <= 4) << batch;
+    EXPECT_TRUE((*persistent)->last_step().graph_replay);
+    absl::StatusOr<Trace> e = drive(**eager, some, kDecodes, &*ref);
+    ASSERT_TRUE(e.ok()) << e.status();
+    EXPECT_EQ((*eager)->last_step().persistent, batch <= 4);
+    absl::StatusOr<Trace> g = drive(**graphs, some, kDecodes, &*ref);
+    ASSERT_TRUE(g.ok()) << g.status();
+    EXPECT_FALSE((*graphs)->last_step().persistent);
+    EXPECT_EQ(p->logits, g->logits) << f.name << " batch " << batch
+                                    << ": the persistent step must compute the graph path's bits";
+    EXPECT_EQ(e->logits, g->logits) << f.name << " batch " << batch << " (eager)";
+    const Agreement a = compare(*p, *ref, vocab);
+    std::printf("[ kiln gpu ] %s persistent decode, batch %zu (%d blocks): max rel error %.3g "
+                "vs reference, argmax equal %d/%d (+%d near-ties)\n",
+                f.name.c_str(), batch, (*persistent)->persistent_blocks(), a.max_rel,
+                a.argmax_equal, a.positions, a.near_ties);
+    EXPECT_LE(a.max_rel, kMaxRelError) << f.name;
+    EXPECT_GE(a.argmax_equal + a.near_ties, kMinArgmaxAgreement * a.positions) << f.name;
+  }
 }
 
 INSTANTIATE_TEST_SUITE_P(Fixtures, CudaBackendGpu, ::testing::ValuesIn(fixtures()),
