@@ -13,6 +13,7 @@
 #include "models/llama_graph.h"
 #include "models/model_config.h"
 #include "passes/pass_manager.h"
+#include "plan/launch_binding.h"
 #include "tests/fixtures.h"
 
 namespace kiln::testing {
@@ -75,5 +76,16 @@ inline std::unique_ptr<Graph> fused_graph(const ModelConfig& config, DType dtype
 
 /// Kernel cache kept in the fixtures folder: keyed by source/arch/NVRTC/flags like the real one.
 inline std::string fixture_kernel_cache() { return fixtures_dir() + "/kernel-cache"; }
+
+/// A launch resolver that puts every buffer at a distinct dummy address (binding checks).
+class AnyAddress : public LaunchResolver {
+ public:
+  absl::StatusOr<uint64_t> tensor(const std::string&) override { return next_ += 256; }
+  absl::StatusOr<uint64_t> workspace(const std::string&) override { return next_ += 256; }
+  absl::StatusOr<uint64_t> runtime(RuntimeInput) override { return next_ += 256; }
+
+ private:
+  uint64_t next_ = 0;
+};
 
 }  // namespace kiln::testing

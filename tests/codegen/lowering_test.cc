@@ -35,16 +35,7 @@ TEST(KernelSpec, KeyIsCanonical) {
   EXPECT_NE(baked, spec_key(KernelFamily::kRope, DType::kF16, {{"d", 64}}, {}, "y"));
 }
 
-// Every buffer at a distinct dummy address.
-class AnyBuffer : public LaunchResolver {
- public:
-  absl::StatusOr<uint64_t> tensor(const std::string&) override { return next_ += 256; }
-  absl::StatusOr<uint64_t> workspace(const std::string&) override { return next_ += 256; }
-  absl::StatusOr<uint64_t> runtime(RuntimeInput) override { return next_ += 256; }
-
- private:
-  uint64_t next_ = 0;
-};
+using testing::AnyAddress;
 
 // An attention's ropes fold into its KV append only when nothing else reads them: a rope result
 // that is also a graph output keeps its own launch, and the attention its kv_append. A slice
@@ -113,7 +104,7 @@ TEST(Lowering, RopesFoldIntoTheKvAppendOnlyWhenTheAttentionIsTheirOnlyReader) {
 }
 
 TEST(Lowering, SmolLM2FusedGraph) {
-  AnyBuffer any;
+  AnyAddress any;
   std::unique_ptr<Graph> g = testing::fused_graph(testing::smollm2_config());
   ASSERT_NE(g, nullptr);
   ASSERT_TRUE(verify(*g).ok());
@@ -208,7 +199,7 @@ TEST(Lowering, GemvLaunchesCarryComplementaryBounds) {
   ASSERT_TRUE(l.ok()) << l.status();
   const std::vector<const PlanLaunch*> gemvs = gemv_launches(*l);
   ASSERT_EQ(gemvs.size(), l->gemms.size());  // every SmolLM2 GEMM is eligible (bf16, K % 8 == 0)
-  AnyBuffer any;
+  AnyAddress any;
   for (const PlanGemm& e : l->gemms) {
     const PlanLaunch* launch = nullptr;
     for (const PlanLaunch* p : gemvs) {

@@ -30,16 +30,7 @@ LoweringOptions persistent_options(int64_t max_sequences = kGemvMaxRows) {
   return o;
 }
 
-// Every buffer at a distinct dummy address.
-class AnyAddress : public LaunchResolver {
- public:
-  absl::StatusOr<uint64_t> tensor(const std::string&) override { return next_ += 256; }
-  absl::StatusOr<uint64_t> workspace(const std::string&) override { return next_ += 256; }
-  absl::StatusOr<uint64_t> runtime(RuntimeInput) override { return next_ += 256; }
-
- private:
-  uint64_t next_ = 0;
-};
+using testing::AnyAddress;
 
 // Whether `l` runs in a decode step of `s` sequences.
 bool runs_at(const PlanLaunch& l, int64_t s) {
