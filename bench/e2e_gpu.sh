@@ -8,7 +8,7 @@
 #     8b      Llama-3-8B shape: compile time, start-up to the first token, batch 1/16/64 decode,
 #             TTFT at prompt 512 and 4096
 # Every shape is also compiled with --persistent (model.persistent.kplan); its batch-1 (and 16)
-# decode is timed with the persistent decode kernel and without it (--no-persistent, the same
+# decode is timed with the persistent decode kernel and without it (--persistent off, the same
 # plan's CUDA-graph path) in the same run. KILN_E2E_NO_PERSISTENT=1 skips that.
 # Deps: .devdeps (scripts/pack-gpu-deps.sh); model shapes from shared/models (or ../shared/models).
 set -uo pipefail
@@ -46,7 +46,7 @@ bench() {  # bench NAME PLAN ARGS...: kiln bench, JSON lines tagged with the sha
   local name=$1 plan=$2; shift 2
   local variant=default
   [[ $plan == *persistent* ]] && variant=persistent
-  [[ " $* " == *" --no-persistent "* ]] && variant=persistent-plan-graphs
+  [[ " $* " == *" --persistent off "* ]] && variant=persistent-plan-graphs
   echo "== kiln bench $name ($variant) $*"
   $kiln bench "$plan" "$@" 2>"$logs/bench-$name.err" | grep '^{' |
     python3 -c "import sys,json
@@ -57,8 +57,8 @@ bench_persistent() {  # bench_persistent NAME ARGS...: the --persistent plan wit
   [ -z "${KILN_E2E_NO_PERSISTENT:-}" ] || return 0
   local p=build/bench-models/$1/model.persistent.kplan name=$1; shift
   [ -f "$p" ] || { echo "== $name: no persistent plan (see compile-$name-persistent.log)"; return 0; }
-  bench "$name" "$p" "$@"
-  bench "$name" "$p" "$@" --no-persistent
+  bench "$name" "$p" "$@" --persistent on
+  bench "$name" "$p" "$@" --persistent off
 }
 peer() {  # peer NAME CONFIG BATCH PROMPT GEN (KILN_E2E_NO_PEERS=1 skips them)
   [ -z "${KILN_E2E_NO_PEERS:-}" ] || return 0

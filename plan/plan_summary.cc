@@ -61,7 +61,7 @@ std::string decode_step_ops(const Plan& p) {
     return v.ok() && bound_admits(bound, *v);
   };
   // Program order: launches and GEMMs by node (GEMMs run where their node does).
-  // Without the persistent decode kernel (`--no-persistent`): its stages, launched one by one.
+  // Without the persistent decode kernel (`--persistent off`): its stages, launched one by one.
   std::vector<std::pair<int64_t, std::string>> ops;
   auto key = [](int node) -> int64_t { return node < 0 ? int64_t{1} << 40 : node; };
   for (const PlanLaunch& l : p.launches) {
@@ -91,7 +91,7 @@ std::string decode_step_ops(const Plan& p) {
     const int rest = static_cast<int>(ops.size()) - stages;
     absl::StrAppend(&out, absl::StrFormat("decode step (batch 1): %d launches with the persistent "
                                           "decode kernel (%d stages as tasks of one launch, %d "
-                                          "other); without it (--no-persistent):\n",
+                                          "other); without it (--persistent off):\n",
                                           rest + 1, stages, rest));
   }
   absl::StrAppend(&out, absl::StrFormat("decode step (batch 1): %d launches, %.1f per layer\n",

@@ -67,9 +67,11 @@ struct BackendOptions {
   bool verify_weights = false;
   bool debug_sync = false;  ///< cuda: synchronize and check after every launch
   bool cuda_graphs = true;  ///< cuda: capture decode steps per batch-size bucket
-  /// cuda: run the plan's persistent decode kernel (`kiln compile --persistent`) in the decode
-  /// steps it covers; off (`--no-persistent`), those steps launch its stages one by one.
-  bool persistent = true;
+  /// cuda: whether the decode steps a plan's persistent decode kernel (`kiln compile
+  /// --persistent`) covers run it or launch its stages one by one: kAuto times a batch-1 decode
+  /// step both ways at load and keeps the faster (the load report says which and why).
+  enum class Persistent : uint8_t { kAuto, kOn, kOff };
+  Persistent persistent = Persistent::kAuto;
 };
 
 class Backend {

@@ -25,6 +25,7 @@
 #include "runtime/kv/page_tables.h"
 #include "runtime/kv/step_metadata.h"
 #include "tools/commands.h"
+#include "tools/run_backend.h"
 
 namespace kiln::tools {
 namespace {
@@ -41,7 +42,7 @@ struct BenchOptions {
   double kv_cache_gb = 0;
   double gpu_memory_fraction = 0.9;
   bool cuda_graphs = true;
-  bool persistent = true;
+  std::string persistent = "auto";
 };
 
 double now_s() {
@@ -143,7 +144,7 @@ int run_bench(const BenchOptions& o) {
   bo.kv_cache_gb = o.kv_cache_gb;
   bo.gpu_memory_fraction = o.gpu_memory_fraction;
   bo.cuda_graphs = o.cuda_graphs;
-  bo.persistent = o.persistent;
+  bo.persistent = persistent_mode(o.persistent);
   bo.num_threads = o.threads;
   bo.native_weights = o.weights_dtype == "native";
   bo.quantize_activations = o.q8_activations;
@@ -323,8 +324,7 @@ void add_bench_command(CLI::App& app, int* exit_code) {
                   "fraction of free GPU memory for the KV pool")
       ->check(CLI::Range(0.01, 1.0));
   cmd->add_flag("!--no-cuda-graphs", o->cuda_graphs, "run decode steps eagerly");
-  cmd->add_flag("!--no-persistent", o->persistent,
-                "launch a persistent plan's decode steps op by op (the CUDA-graph path)");
+  add_persistent_option(*cmd, o->persistent);
   cmd->callback([o, exit_code] { *exit_code = run_bench(*o); });
 }
 

@@ -44,7 +44,7 @@ void add_compile_command(CLI::App& app, int* exit_code) {
   cmd->add_flag("--persistent", *persistent,
                 "add a persistent decode kernel: a decode step of few sequences runs as one launch "
                 "whose resident blocks take every op's blocks as tasks (every matmul of such a "
-                "step then takes the GEMV path); `kiln run/bench --no-persistent` runs without it");
+                "step then takes the GEMV path); `kiln run/bench/serve --persistent off` runs without it");
   cmd->add_option("--persistent-max-batch", *persistent_batch,
                   "decode steps of at most this many sequences run the persistent kernel (1-16)")
       ->check(CLI::Range(int64_t{1}, int64_t{kGemvMaxRows}))

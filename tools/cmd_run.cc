@@ -49,7 +49,7 @@ struct RunOptions {
   double gpu_memory_fraction = 0.9;  // cuda: else this fraction of free memory
   bool debug_sync = false;           // cuda: synchronize and check after every launch
   bool cuda_graphs = true;           // cuda: replay decode steps from CUDA graphs
-  bool persistent = true;            // cuda: the plan's persistent decode kernel, if it has one
+  std::string persistent = "auto";   // cuda: the plan's persistent decode kernel: auto|on|off
   bool check = false;                // cuda: check every node against the reference backend
   std::string check_against;         // --check: the reference's plan (default: the run plan)
   int check_steps = 2;               // --check: steps checked (the prefill, then decode steps)
@@ -164,7 +164,7 @@ int run(const RunOptions& o) {
   bo.gpu_memory_fraction = o.gpu_memory_fraction;
   bo.debug_sync = o.debug_sync;
   bo.cuda_graphs = o.cuda_graphs;
-  bo.persistent = o.persistent;
+  bo.persistent = persistent_mode(o.persistent);
   // --check downloads every KV cache a node reads, twice per node: a small pool keeps that cheap
   // (4096 tokens of pages at the usual page size of 16).
   if (o.check && bo.kv_pages == 0 && bo.kv_cache_gb == 0) bo.kv_pages = 256;
@@ -293,8 +293,7 @@ void add_run_command(CLI::App& app, int* exit_code) {
   cmd->add_flag("--debug-sync", o->debug_sync,
                 "GPU: synchronize and check after every launch, naming the op that failed");
   cmd->add_flag("!--no-cuda-graphs", o->cuda_graphs, "GPU: run decode steps eagerly");
-  cmd->add_flag("!--no-persistent", o->persistent,
-                "GPU: launch a persistent plan's decode steps op by op (the CUDA-graph path)");
+  add_persistent_option(*cmd, o->persistent);
   cmd->add_flag("--check", o->check,
                 "GPU: run the first steps node by node, compare every kernel's and GEMM's result "
                 "with the reference backend's for the same op on the same inputs, print a table "

@@ -34,7 +34,7 @@ struct ServeOptions {
   int64_t max_context = 2048;
   int64_t max_queue = 256;
   bool no_prefix_cache = false;
-  bool no_persistent = false;
+  std::string persistent = "auto";
   int threads = 0;
   std::string device = "auto";  // auto | cuda | cpu (tools/run_backend.h)
   size_t max_body_bytes = 1 << 20;
@@ -114,7 +114,7 @@ int serve(const ServeOptions& o) {
   bo.num_threads = o.threads;
   bo.kv_pages = o.kv_pages;
   bo.kv_cache_gb = o.kv_cache_gb > 0 ? o.kv_cache_gb : o.kv_cache_mb / 1024.0;
-  bo.persistent = !o.no_persistent;
+  bo.persistent = persistent_mode(o.persistent);
   const ServedPlan& served = *sp;
   absl::StatusOr<std::unique_ptr<Backend>> backend = tools::open_backend(
       o.device, plan, bo,
@@ -206,8 +206,7 @@ void add_serve_command(CLI::App& app, int* exit_code) {
   cmd->add_option("--max-queue", o->max_queue, "waiting requests before 429")
       ->capture_default_str();
   cmd->add_flag("--no-prefix-cache", o->no_prefix_cache, "disable prefix caching");
-  cmd->add_flag("--no-persistent", o->no_persistent,
-                "GPU: launch a persistent plan's decode steps op by op");
+  add_persistent_option(*cmd, o->persistent);
   cmd->add_option("--threads", o->threads, "CPU threads (0 = all cores)")->capture_default_str();
   cmd->add_option("--device", o->device, "auto (the GPU when present), cuda or cpu")
       ->check(CLI::IsMember({"auto", "cuda", "cpu"}))

@@ -31,4 +31,19 @@ absl::StatusOr<std::unique_ptr<Backend>> open_backend(const std::string& device,
   return std::unique_ptr<Backend>(std::move(*cpu));
 }
 
+void add_persistent_option(CLI::App& cmd, std::string& mode) {
+  cmd.add_option("--persistent", mode,
+                 "GPU, a plan compiled with --persistent: run its small-batch decode steps as one "
+                 "persistent kernel (on), launch them op by op (off), or time both at load and keep "
+                 "the faster (auto)")
+      ->check(CLI::IsMember({"auto", "on", "off"}))
+      ->capture_default_str();
+}
+
+BackendOptions::Persistent persistent_mode(const std::string& mode) {
+  if (mode == "on") return BackendOptions::Persistent::kOn;
+  if (mode == "off") return BackendOptions::Persistent::kOff;
+  return BackendOptions::Persistent::kAuto;
+}
+
 }  // namespace kiln::tools

@@ -6,6 +6,7 @@
 #include <memory>
 #include <string>
 
+#include <CLI/CLI.hpp>
 #include "absl/status/statusor.h"
 #include "plan/plan.h"
 #include "runtime/backend.h"
@@ -21,5 +22,9 @@ namespace kiln::tools {
 absl::StatusOr<std::unique_ptr<Backend>> open_backend(const std::string& device, const Plan& plan,
                                                       const BackendOptions& options,
                                                       const PlanBlobReader& blobs);
+
+/// `--persistent auto|on|off` for the commands that run a plan (BackendOptions::persistent).
+void add_persistent_option(CLI::App& cmd, std::string& mode);
+BackendOptions::Persistent persistent_mode(const std::string& mode);
 
 }  // namespace kiln::tools

@@ -155,6 +155,7 @@ class CudaBackend : public Backend {
   bool persistent_ = false;       // the plan has a persistent decode kernel and it is on
   int persistent_blocks_ = 0;     // its grid
   bool persistent_step_ = false;  // the current step runs it (in place of its stages)
+  bool persistent_auto_ = false;  // warm_up times it against its stages and keeps the faster
 
   absl::flat_hash_map<std::vector<int64_t>, void*> graphs_;  // launch signature -> CUgraphExec
   CudaStepStats last_step_;

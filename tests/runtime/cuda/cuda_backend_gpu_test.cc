@@ -457,7 +457,8 @@ TEST_P(CudaBackendGpu, PersistentDecodeGivesTheGraphPathsBits) {
   BackendOptions on, on_eager, off;
   on.kv_pages = on_eager.kv_pages = off.kv_pages = 256;
   on_eager.cuda_graphs = false;
-  off.persistent = false;
+  on.persistent = on_eager.persistent = BackendOptions::Persistent::kOn;
+  off.persistent = BackendOptions::Persistent::kOff;
   absl::StatusOr<std::unique_ptr<ReferenceBackend>> cpu =
       ReferenceBackend::create(plan->plan, on, blob_reader(*plan));
   ASSERT_TRUE(cpu.ok()) << cpu.status();
