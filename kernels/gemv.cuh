@@ -244,7 +244,15 @@ __device__ __forceinline__ void gemv(OUT* out, const T* __restrict__ a, const T*
   // acc[r][j] holds features (g, g + 8) x tokens (8j + 2t, 8j + 2t + 1) of row tile r. Sum the
   // warps' tiles in shared memory: part[warp][feature][token] (rows padded to 17 floats, so the
   // epilogue's feature-major reads do not all hit two banks).
+#ifdef KILN_PERSISTENT
+  // Inside the persistent kernel the buffer is dynamic shared memory, which every task reuses
+  // (static arrays of all its kinds would add up past the 48 KB a block may declare statically):
+  // gemv_partial_bytes() of it (codegen/families/gemv.h).
+  extern __shared__ __align__(16) char kiln_gemv_smem[];
+  float(&part)[WARPS][kRows][17] = *reinterpret_cast<float(*)[WARPS][kRows][17]>(kiln_gemv_smem);
+#else
   __shared__ float part[WARPS][kRows][17];
+#endif
 #pragma unroll
   for (int r = 0; r < ROW_TILES; ++r)
 #pragma unroll

@@ -45,6 +45,9 @@ struct KernelTemplate {
   /// (its weight rows), made by the persistent kernel before a task waits on the tasks it depends
   /// on; "" = none.
   std::string prefetch_call, prefetch_args;
+  /// Dynamic shared memory the template takes when compiled into the persistent decode kernel
+  /// (KILN_PERSISTENT), where it declares as dynamic what it otherwise declares statically.
+  int64_t persistent_shared_bytes = 0;
 };
 
 /// One kernel specialization. Each family's spec struct derives from this and holds only that

@@ -62,6 +62,7 @@ absl::StatusOr<KernelTemplate> GemvSpec::kernel_template() const {
   t.prefetch_call = absl::StrCat("kiln_k::gemv_prefetch_l2<kiln_t, ", n, ", ", k, ", ", row_tiles,
                                  ", ", swiglu ? "true" : "false", ">");
   t.prefetch_args = "w";
+  t.persistent_shared_bytes = warps * 16 * row_tiles * 17 * 4;  // gemv.cuh's `part`
   return t;
 }
 

@@ -335,8 +335,12 @@ absl::Status add_persistent_decode(LoweredGraph& l, const PersistentOptions& o) 
   if (stages.empty()) {
     return absl::InvalidArgumentError("no launch runs in a decode step: nothing to make persistent");
   }
-  // The block: the widest kind's; grid-stride families must have exactly it.
-  for (const PersistentKind& k : spec->kinds) {
+  // The block: the widest kind's; grid-stride families must have exactly it. Dynamic shared
+  // memory: the most any kind takes (every task reuses it).
+  for (PersistentKind& k : spec->kinds) {
+    absl::StatusOr<KernelTemplate> t = k.spec->kernel_template();
+    if (!t.ok()) return t.status();
+    k.dynamic_shared_bytes = std::max(k.dynamic_shared_bytes, t->persistent_shared_bytes);
     spec->threads = std::max(spec->threads, k.threads);
     spec->dynamic_shared_bytes = std::max(spec->dynamic_shared_bytes, k.dynamic_shared_bytes);
   }

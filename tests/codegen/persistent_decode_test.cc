@@ -143,7 +143,11 @@ TEST(PersistentDecode, TheSourceCompilesWithoutSpills) {
   EXPECT_LE(k.registers, 255);
   // One block of 256 threads per SM at least: registers and static shared memory fit.
   EXPECT_LE(k.registers * 256, 65536);
-  EXPECT_LE(k.shared_bytes, 227 * 1024);
+  // Static shared memory within the 48 KB a block may declare (the GEMV's partial sums are
+  // dynamic here), and the dynamic part what the largest kind needs.
+  EXPECT_LE(k.shared_bytes, 48 * 1024);
+  const auto& ps = static_cast<const PersistentDecodeSpec&>(spec);
+  EXPECT_GE(ps.dynamic_shared_bytes, 8 * 32 * 17 * 4);  // a two-row-tile GEMV's `part`
   EXPECT_NE(k.ptx.find("globaltimer"), std::string::npos);  // the wait's watchdog
   EXPECT_NE(k.ptx.find("prefetch.global.L2"), std::string::npos);
 }
