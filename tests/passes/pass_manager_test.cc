@@ -34,7 +34,8 @@ constexpr char kSwiGlu[] = R"(graph @g {
 
 TEST(PassRegistry, DefaultPipelineNamesAreRegistered) {
   EXPECT_EQ(default_pipeline(),
-            (std::vector<std::string>{"canonicalize", "fuse-horizontal", "fuse-rope", "fuse-rmsnorm-residual",
+            (std::vector<std::string>{"canonicalize", "shard-tensor-parallel", "fuse-horizontal",
+                                      "fuse-rope", "fuse-rmsnorm-residual",
                                       "fuse-attention", "fuse-elementwise", "gemm-epilogue",
                                       "plan-memory", "plan-kv"}));
   for (const std::string& name : default_pipeline()) {
