@@ -19,7 +19,9 @@
 namespace kiln {
 
 inline constexpr char kPlanMagic[5] = {'K', 'P', 'L', 'A', 'N'};
-inline constexpr uint32_t kPlanFormatVersion = 2;
+// 3: tensor parallelism (ranks, collectives, per-rank weights, column parts); a version-2 reader
+// would ignore those fields and misread a TP plan, so it is told to rebuild instead.
+inline constexpr uint32_t kPlanFormatVersion = 3;
 inline constexpr uint64_t kPlanAlignment = 256;
 
 /// One blob to write: a name for messages and look-ups ("<key>.cubin", "weight:embed") and its

@@ -189,6 +189,15 @@ absl::StatusOr<std::unique_ptr<CudaBackend>> CudaBackend::create(const Plan& pla
         plan.model_path.empty() ? "<model>" : plan.model_path, " --arch ", device->arch(),
         " -o <plan>.kplan`"));
   }
+  if (plan.ranks > 1) {
+    // The plan's collectives are where its ranks meet; one GPU running one rank's program alone
+    // would compute a wrong (partial) result, so it is refused rather than run.
+    return absl::FailedPreconditionError(absl::StrCat(
+        "the plan is tensor-parallel over ", plan.ranks, " ranks (kiln compile --tp ", plan.ranks,
+        "): its multi-GPU execution (one thread, stream and NCCL communicator per GPU) is not "
+        "implemented in this build; run it on the CPU with --device cpu, or compile it without "
+        "--tp for one GPU"));
+  }
   if (plan.launches.empty()) {
     return absl::FailedPreconditionError(absl::StrCat(
         "the plan has no GPU kernels (it was built for the CPU reference backend only, e.g. at "

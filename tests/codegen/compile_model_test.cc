@@ -101,7 +101,7 @@ TEST(CompileModel, InMemoryPlanWithoutKernels) {
   ASSERT_EQ(qkv->parts.size(), 3u);
   EXPECT_EQ(qkv->parts[0].source, "layers.0.q_proj");
   EXPECT_EQ(qkv->parts[2].source, "layers.0.v_proj");
-  EXPECT_EQ(qkv->shape[0], qkv->parts[0].row_end + qkv->parts[1].row_end + qkv->parts[2].row_end);
+  EXPECT_EQ(qkv->shape[0], qkv->parts[0].end + qkv->parts[1].end + qkv->parts[2].end);
   EXPECT_NE(plan.ir.find("param @layers.0.q_proj_k_proj_v_proj"), std::string::npos);
   EXPECT_EQ(plan.ir.find("param @layers.0.q_proj :"), std::string::npos);
   EXPECT_EQ(built->blob(0), "");
