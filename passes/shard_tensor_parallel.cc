@@ -119,7 +119,7 @@ class ShardAnalysis {
     restart_ = restart;
     for (const auto& node : g_.nodes()) {
       if (absl::Status s = visit(*node); !s.ok()) {
-        return invalid("shard-tensor-parallel over ", n_, " ranks: ", where(*node), ": ",
+        return invalid("tensor parallelism over ", n_, " ranks: ", where(*node), ": ",
                        s.message());
       }
       if (restart_->first != nullptr) return std::nullopt;
@@ -129,7 +129,7 @@ class ShardAnalysis {
       const Sharding s = of(o.value);
       if (!s.is_split()) continue;
       if (s.blocks != n_) {
-        return invalid("shard-tensor-parallel over ", n_, " ranks: output ", o.name,
+        return invalid("tensor parallelism over ", n_, " ranks: output ", o.name,
                        " is split into ", s.blocks, " blocks replicated over the ranks, which an "
                        "all_gather cannot reassemble");
       }
@@ -489,7 +489,7 @@ class ShardTensorParallel : public Pass {
       for (int d = 1; d < p.param->type.rank(); ++d) row *= p.param->type.shape[d].value;
       const int64_t values = p.axis == SliceAxis::kRows ? len * row : len;
       if (values % block != 0) {
-        return invalid("shard-tensor-parallel: a rank's ", slice_axis_name(p.axis), " [0:", len,
+        return invalid("tensor parallelism: a rank's ", slice_axis_name(p.axis), " [0:", len,
                        ") of @", p.param->name, " split a ", dtype_name(it->second), " block of ",
                        block, " values; use fewer ranks, or a checkpoint whose quantization "
                        "blocks fit the shards (or an unquantized one)");
