@@ -53,12 +53,12 @@ absl::StatusOr<std::unique_ptr<ReferenceBackend>> ReferenceBackend::create(
     return absl::InvalidArgumentError(absl::StrCat(
         "the plan's IR does not parse (", graph.status().message(), "); ", recompile_hint(plan)));
   }
-  if (absl::Status s = b->load_weights(**graph, options, blobs); !s.ok()) return s;
   if ((*graph)->ranks() != std::max(1, plan.ranks)) {
     return absl::InvalidArgumentError(absl::StrCat("the plan declares ", plan.ranks,
                                                    " tensor-parallel ranks but its IR runs on ",
                                                    (*graph)->ranks(), "; ", recompile_hint(plan)));
   }
+  if (absl::Status s = b->load_weights(**graph, options, blobs); !s.ok()) return s;
   absl::StatusOr<std::unique_ptr<ReferenceExecutor>> exec =
       ReferenceExecutor::create_ranks(**graph, b->params_, options.num_threads,
                                       options.quantize_activations);

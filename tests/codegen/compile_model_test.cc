@@ -8,6 +8,7 @@
 
 #include <fstream>
 #include <set>
+#include <utility>
 
 #include "absl/strings/str_cat.h"
 #include "codegen/nvrtc_compiler.h"
@@ -77,6 +78,71 @@ TEST(CompileModel, TinyModelRoundTripsThroughAPlanFile) {
   // A bad arch is refused up front.
   o.arch = "sm_70";
   EXPECT_FALSE(compile_model(o).ok());
+}
+
+// kiln compile --tp 2: one plan file holding every rank's kernels (the same for each rank: the
+// program is SPMD) compiled by NVRTC, per-rank GEMM shapes, the collectives as plan entries, and
+// each rank's weight slices referenced into the checkpoint; `kiln inspect` shows a rank's memory.
+TEST(CompileModel, TensorParallelPlanCompilesPerRankKernelsAndCollectives) {
+  if (!nvrtc_available()) GTEST_SKIP() << "built without NVRTC";
+  CompileOptions o;
+  o.model = testing::fixture("tiny-gqa");  // hidden 64, 4 query heads, 2 KV heads, tied
+  o.output = testing::unique_temp_path("tiny-tp2.kplan");
+  o.arch = "sm_80";
+  o.cache_dir = testing::fixture_kernel_cache();
+  o.tensor_parallel = 2;
+  absl::StatusOr<CompileReport> r = compile_model(o);
+  ASSERT_TRUE(r.ok()) << r.status();
+  PlanLoadOptions lo;
+  lo.weights = WeightCheck::kChecksum;
+  absl::StatusOr<LoadedPlan> p = read_plan(o.output, lo);
+  ASSERT_TRUE(p.ok()) << p.status();
+  const Plan& plan = p->plan;
+  EXPECT_EQ(plan.ranks, 2);
+  EXPECT_NE(plan.ir.find("\n  ranks 2\n"), std::string::npos);
+  for (const PlanKernel& k : plan.kernels) EXPECT_GT(p->blob(k.cubin_blob).size(), 0u) << k.key;
+  // Each rank's KV cache holds its one KV head; its GEMMs are a rank's share.
+  EXPECT_EQ(plan.kv.num_kv_heads, 1);
+  std::multiset<std::pair<int64_t, int64_t>> nk;
+  for (const PlanGemm& g : plan.gemms) nk.insert({g.n, g.k});
+  EXPECT_EQ(nk.count({32 + 16 + 16, 64}), 2u);  // q (2 heads) + k + v (1 head each) of 16
+  EXPECT_EQ(nk.count({64, 32}), 2u);            // o_proj: row-parallel, K split
+  EXPECT_EQ(nk.count({96, 64}), 2u);            // gate + up, 48 each
+  EXPECT_EQ(nk.count({64, 48}), 2u);            // down: row-parallel
+  EXPECT_EQ(nk.count({256, 64}), 1u);           // the LM head's half of the vocabulary
+  ASSERT_EQ(plan.collectives.size(), 5u);
+  int reduces = 0;
+  for (const PlanCollective& c : plan.collectives) {
+    if (c.kind == CollectiveKind::kAllReduce) {
+      ++reduces;
+      EXPECT_EQ(c.dtype, DType::kBF16);
+      EXPECT_EQ(c.outer, "T");
+      EXPECT_EQ(c.inner, 64);
+    } else {
+      EXPECT_EQ(c.dtype, DType::kF32);  // the logits, after their cast
+      EXPECT_EQ(c.outer, "S");
+      EXPECT_EQ(c.inner, 256);
+    }
+  }
+  EXPECT_EQ(reduces, 4);
+  // Every sharded param has one derived weight per rank, over the checkpoint's tensors.
+  const PlanWeight* o0 = plan.find_weight("layers.0.o_proj.shard", 0);
+  const PlanWeight* o1 = plan.find_weight("layers.0.o_proj.shard", 1);
+  ASSERT_NE(o0, nullptr);
+  ASSERT_NE(o1, nullptr);
+  EXPECT_EQ(o1->parts, (std::vector<PlanWeightPart>{
+                           {"layers.0.o_proj", SliceAxis::kCols, 32, 64}}));
+  EXPECT_EQ(o1->shape, (std::vector<int64_t>{64, 32}));
+  EXPECT_EQ(plan.find_weight("layers.0.o_proj.shard"), nullptr);
+  const PlanWeight* qkv = plan.find_weight("layers.0.q_proj_k_proj_v_proj.shard", 1);
+  ASSERT_NE(qkv, nullptr);
+  EXPECT_EQ(qkv->parts[0], (PlanWeightPart{"layers.0.q_proj", SliceAxis::kRows, 32, 64}));
+  EXPECT_EQ(plan.find_weight("embed", 1)->rank, -1);  // the embedding: whole on every rank
+  const std::string summary = plan_summary(*p);
+  EXPECT_THAT(summary, ::testing::HasSubstr("tensor parallel: 2 ranks"));
+  EXPECT_THAT(summary, ::testing::HasSubstr("(1 of the model's 2 KV heads)"));
+  EXPECT_THAT(summary, ::testing::HasSubstr("4 x all_reduce bf16 of T x 64 per step"));
+  EXPECT_THAT(summary, ::testing::HasSubstr("1 x all_gather f32 of S x 256 per step"));
 }
 
 TEST(CompileModel, InMemoryPlanWithoutKernels) {
