@@ -152,6 +152,16 @@ TEST(RoundTrip, TensorParallelGraph) {
   EXPECT_EQ(print_graph(*(*again)->clone()), printed);
 }
 
+TEST(RoundTrip, TensorParallelTestdata) {
+  auto g = parse_graph(testing::read_source_file("tests/ir/testdata/tensor_parallel.kir"));
+  ASSERT_TRUE(g.ok()) << g.status();
+  ASSERT_TRUE(verify(**g).ok()) << verify(**g);
+  const std::string printed = print_graph(**g);
+  auto again = parse_graph(printed);
+  ASSERT_TRUE(again.ok()) << again.status();
+  EXPECT_EQ(print_graph(**again), printed);
+}
+
 // A graph of one rank prints no `ranks` line, so every existing dump keeps its text.
 TEST(RoundTrip, OneRankPrintsNoRanksLine) {
   auto g = parse_graph(testing::read_source_file("tests/ir/testdata/all_ops.kir"));
