@@ -110,8 +110,8 @@ absl::Status add_kernels(const LoweredGraph& lowered, const CompileOptions& o, C
 // (plan/weight_parts.h): held by every rank (`rank` -1) or by one.
 absl::Status add_derived_weight(const Value& param, const std::vector<ParamPart>& parts, int rank,
                                 const WeightSet& weights, Plan& p) {
-  const std::string who =
-      rank < 0 ? absl::StrCat("@", param.name) : absl::StrCat("@", param.name, " (rank ", rank, ")");
+  const std::string who = rank < 0 ? absl::StrCat("@", param.name)
+                                   : absl::StrCat("@", param.name, " (rank ", rank, ")");
   const Weight* first = weights.find(parts[0].source);
   if (first == nullptr) {
     return absl::InvalidArgumentError(absl::StrCat(who, " takes ", slice_axis_name(parts[0].axis),
@@ -127,7 +127,8 @@ absl::Status add_derived_weight(const Value& param, const std::vector<ParamPart>
   if (along < w.shape.size() && static_cast<size_t>(param.type.rank()) > along) {
     w.shape[along] = param.type.shape[along].value;
   }
-  for (const ParamPart& part : parts) w.parts.push_back({part.source, part.axis, part.begin, part.end});
+  for (const ParamPart& part : parts)
+    w.parts.push_back({part.source, part.axis, part.begin, part.end});
   // The load-time layout rules (plan/weight_parts.h), applied now so that an edited IR fails at
   // compile time naming the part; then the IR param's dims against the checkpoint's.
   if (absl::StatusOr<std::vector<WeightByteRange>> ranges = weight_byte_ranges(p, w);
@@ -192,8 +193,8 @@ absl::Status add_weights(const CompileOptions& o, const WeightSet& weights, cons
       }
     }
     for (size_t r = 0; r < param->rank_parts.size(); ++r) {
-      absl::Status s = add_derived_weight(*param, param->rank_parts[r], static_cast<int>(r),
-                                          weights, out.plan);
+      absl::Status s =
+          add_derived_weight(*param, param->rank_parts[r], static_cast<int>(r), weights, out.plan);
       if (!s.ok()) return s;
     }
   }

@@ -364,8 +364,8 @@ class Parser {
       if (!end.ok()) return end.status();
       if (absl::Status s = expect_punct("]"); !s.ok()) return s;
       if (*begin < 0 || *end <= *begin) {
-        return expected(absl::StrCat("a ", slice_axis_name(axis),
-                                     " range [begin:end] with 0 <= begin < end"));
+        return expected(
+            absl::StrCat("a ", slice_axis_name(axis), " range [begin:end] with 0 <= begin < end"));
       }
       p.begin = *begin;
       p.end = *end;

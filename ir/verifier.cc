@@ -45,8 +45,8 @@ absl::Status check_param_parts(const Value& v, const std::vector<ParamPart>& par
           absl::StrCat(where, ": its parts mix rows and columns (one axis per param)"));
     }
     if (p.begin < 0 || p.end <= p.begin) {
-      return absl::InvalidArgumentError(absl::StrCat(where, ": part \"", p.source, "\" has an empty ",
-                                                     slice_axis_name(axis), " range"));
+      return absl::InvalidArgumentError(absl::StrCat(
+          where, ": part \"", p.source, "\" has an empty ", slice_axis_name(axis), " range"));
     }
     extent += p.end - p.begin;
   }
@@ -93,16 +93,16 @@ absl::Status verify(const Graph& graph) {
       }
       if (v->sharded()) {
         if (static_cast<int>(v->rank_parts.size()) != graph.ranks()) {
-          return absl::InvalidArgumentError(
-              absl::StrCat(where, " has ", v->rank_parts.size(), " shards but the graph runs on ",
-                           graph.ranks(), " rank(s)"));
+          return absl::InvalidArgumentError(absl::StrCat(where, " has ", v->rank_parts.size(),
+                                                         " shards but the graph runs on ",
+                                                         graph.ranks(), " rank(s)"));
         }
         for (size_t r = 0; r < v->rank_parts.size(); ++r) {
           if (v->rank_parts[r].empty()) {
             return absl::InvalidArgumentError(absl::StrCat(where, ": rank ", r, " has no parts"));
           }
-          if (absl::Status s = check_param_parts(*v, v->rank_parts[r],
-                                                 absl::StrCat(where, " (rank ", r, ")"));
+          if (absl::Status s =
+                  check_param_parts(*v, v->rank_parts[r], absl::StrCat(where, " (rank ", r, ")"));
               !s.ok()) {
             return s;
           }

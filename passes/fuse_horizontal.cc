@@ -159,7 +159,8 @@ Value* stack_params(Graph& g, absl::flat_hash_set<std::string>& taken,
   }
   Type t = members[0]->type;
   t.shape[0] = Dim::constant(rows);  // the same on every rank: each member's rows are
-  if (sharded) return g.add_sharded_param(merged_name(taken, members), std::move(t), std::move(stacks));
+  if (sharded)
+    return g.add_sharded_param(merged_name(taken, members), std::move(t), std::move(stacks));
   return g.add_param(merged_name(taken, members), std::move(t), std::move(stacks[0]));
 }
 

@@ -119,8 +119,7 @@ class ShardAnalysis {
     restart_ = restart;
     for (const auto& node : g_.nodes()) {
       if (absl::Status s = visit(*node); !s.ok()) {
-        return invalid("tensor parallelism over ", n_, " ranks: ", where(*node), ": ",
-                       s.message());
+        return invalid("tensor parallelism over ", n_, " ranks: ", where(*node), ": ", s.message());
       }
       if (restart_->first != nullptr) return std::nullopt;
     }
@@ -129,8 +128,9 @@ class ShardAnalysis {
       const Sharding s = of(o.value);
       if (!s.is_split()) continue;
       if (s.blocks != n_) {
-        return invalid("tensor parallelism over ", n_, " ranks: output ", o.name,
-                       " is split into ", s.blocks, " blocks replicated over the ranks, which an "
+        return invalid("tensor parallelism over ", n_, " ranks: output ", o.name, " is split into ",
+                       s.blocks,
+                       " blocks replicated over the ranks, which an "
                        "all_gather cannot reassemble");
       }
       plan_.gathered_outputs.push_back(static_cast<int>(i));
@@ -165,11 +165,13 @@ class ShardAnalysis {
   absl::Status split_param(Node& node, int operand, SliceAxis axis, int64_t blocks) {
     const Value* p = node.inputs[operand];
     if (p->kind != ValueKind::kParam) {
-      return invalid("operand ", operand, " would need a per-rank slice, but it is computed, not "
+      return invalid("operand ", operand,
+                     " would need a per-rank slice, but it is computed, not "
                      "a param");
     }
     if (!p->parts.empty() || p->sharded()) {
-      return invalid("param @", p->name, " is already derived from other tensors: "
+      return invalid("param @", p->name,
+                     " is already derived from other tensors: "
                      "shard-tensor-parallel runs before fuse-horizontal");
     }
     plan_.params.push_back({&node, operand, p, axis, blocks});
@@ -262,8 +264,9 @@ class ShardAnalysis {
       case OpKind::kFlashAttention:
       case OpKind::kFusedElementwise:
       case OpKind::kGemm:
-        return invalid("a fused op: shard-tensor-parallel runs on the primitive graph, before the "
-                       "fusions (compile the model with --tp, not a fused IR dump)");
+        return invalid(
+            "a fused op: shard-tensor-parallel runs on the primitive graph, before the "
+            "fusions (compile the model with --tp, not a fused IR dump)");
       case OpKind::kAllReduce:
       case OpKind::kAllGather:
         return invalid("the graph already has collectives but declares one rank");
@@ -332,8 +335,8 @@ class ShardAnalysis {
       if (axis > 1 || (axis == 1 && v->type.rank() != 2)) {
         return invalid("operand ", i, " is whole on every rank along the split axis");
       }
-      absl::Status s = split_param(node, i, axis == 0 ? SliceAxis::kRows : SliceAxis::kCols,
-                                   split->blocks);
+      absl::Status s =
+          split_param(node, i, axis == 0 ? SliceAxis::kRows : SliceAxis::kCols, split->blocks);
       if (!s.ok()) return s;
     }
     return set(out, *split);
@@ -385,8 +388,7 @@ class ShardAnalysis {
         return invalid(s.blocks, " ranks do not divide the ", d.value, " heads of ",
                        node.outputs[0]->type.to_string(), ", nor do they divide the ranks");
       }
-      return set(node.outputs[0],
-                 Sharding::split(static_cast<int>(out_axis), s.blocks, s.origin));
+      return set(node.outputs[0], Sharding::split(static_cast<int>(out_axis), s.blocks, s.origin));
     }
     return invalid("a reshape whose split axis was not found");
   }
@@ -402,8 +404,8 @@ class ShardAnalysis {
     }
     const int64_t kv_heads = cache->type.shape[2].value;
     if (!(sq.blocks == sc.blocks || (sc.blocks == kv_heads && sq.blocks % sc.blocks == 0))) {
-      return invalid(sq.blocks, " query-head blocks cannot read ", sc.blocks,
-                     " KV-head blocks of ", kv_heads, " KV heads");
+      return invalid(sq.blocks, " query-head blocks cannot read ", sc.blocks, " KV-head blocks of ",
+                     kv_heads, " KV heads");
     }
     return set(node.outputs[0], sq);
   }
@@ -429,9 +431,10 @@ absl::Status check_heads(const Graph& g, int n, PassContext& context, const std:
                      " does not divide the ", hq.value, " query heads");
     }
     if (hkv.value % n != 0 && n % hkv.value != 0) {
-      return invalid("tensor parallelism over ", n, " ranks: ", n, " must divide the ",
-                     hkv.value, " KV heads, or be a multiple of them (each rank then holds one KV "
-                     "head, replicated on ", n, " / ", hkv.value, " ranks)");
+      return invalid("tensor parallelism over ", n, " ranks: ", n, " must divide the ", hkv.value,
+                     " KV heads, or be a multiple of them (each rank then holds one KV "
+                     "head, replicated on ",
+                     n, " / ", hkv.value, " ranks)");
     }
     context.stats[pass]["query heads per rank"] = hq.value / n;
     context.stats[pass]["KV heads per rank"] = std::max<int64_t>(1, hkv.value / n);
@@ -464,8 +467,7 @@ class ShardTensorParallel : public Pass {
     for (int attempt = 0; !plan; ++attempt) {
       if (attempt > graph.num_nodes()) return absl::InternalError("shard analysis does not settle");
       std::pair<const Value*, int64_t> restart = {nullptr, 0};
-      absl::StatusOr<std::optional<ShardPlan>> p =
-          ShardAnalysis(graph, n, blocks).run(&restart);
+      absl::StatusOr<std::optional<ShardPlan>> p = ShardAnalysis(graph, n, blocks).run(&restart);
       if (!p.ok()) return p.status();
       plan = std::move(*p);
       if (!plan) blocks[restart.first] = restart.second;
@@ -491,7 +493,8 @@ class ShardTensorParallel : public Pass {
       if (values % block != 0) {
         return invalid("tensor parallelism: a rank's ", slice_axis_name(p.axis), " [0:", len,
                        ") of @", p.param->name, " split a ", dtype_name(it->second), " block of ",
-                       block, " values; use fewer ranks, or a checkpoint whose quantization "
+                       block,
+                       " values; use fewer ranks, or a checkpoint whose quantization "
                        "blocks fit the shards (or an unquantized one)");
       }
     }
@@ -549,8 +552,8 @@ class ShardTensorParallel : public Pass {
     ranks_attr.set("ranks", int64_t{n});
     for (Node* mm : plan.partial) {
       Value* partial = mm->outputs[0];
-      Node* reduce = g.add_node(OpKind::kAllReduce, {partial}, ranks_attr, {partial->type},
-                                g.next(mm));
+      Node* reduce =
+          g.add_node(OpKind::kAllReduce, {partial}, ranks_attr, {partial->type}, g.next(mm));
       g.replace_all_uses(partial, reduce->outputs[0]);
       g.set_input(reduce, 0, partial);
       context.count(pass, "all_reduce inserted");

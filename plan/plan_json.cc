@@ -45,8 +45,8 @@ constexpr EnumName<GemmEpilogue> kEpilogues[] = {{GemmEpilogue::kNone, "none"},
                                                  {GemmEpilogue::kResidual, "residual"},
                                                  {GemmEpilogue::kBiasResidual, "bias_residual"}};
 constexpr EnumName<KvPageLayout> kPageLayouts[] = {{KvPageLayout::kNHD, "NHD"}};
-constexpr EnumName<CollectiveKind> kCollectiveKinds[] = {{CollectiveKind::kAllReduce, "all_reduce"},
-                                                         {CollectiveKind::kAllGather, "all_gather"}};
+constexpr EnumName<CollectiveKind> kCollectiveKinds[] = {
+    {CollectiveKind::kAllReduce, "all_reduce"}, {CollectiveKind::kAllGather, "all_gather"}};
 
 template <class E, size_t N>
 const char* name_in(const EnumName<E> (&table)[N], E value) {
@@ -397,7 +397,8 @@ json weight_json(const PlanWeight& w) {
   if (w.derived()) {
     json parts = json::array();
     for (const PlanWeightPart& part : w.parts) {
-      parts.push_back({{"source", part.source}, {slice_axis_name(part.axis), {part.begin, part.end}}});
+      parts.push_back(
+          {{"source", part.source}, {slice_axis_name(part.axis), {part.begin, part.end}}});
     }
     j["parts"] = std::move(parts);
   } else if (w.packed()) {

@@ -158,9 +158,10 @@ std::string tensor_parallel_summary(const Plan& p) {
   if (g.ok()) {
     for (const Value* param : (*g)->params()) {
       double n = 1;  // in double: a plan's numbers are untrusted, and this only reports
-      for (const Dim& d : param->type.shape) n *= d.is_symbolic() ? 0 : static_cast<double>(d.value);
-      const double bytes =
-          n / std::max<int64_t>(1, block_elements(param->type.dtype)) * block_bytes(param->type.dtype);
+      for (const Dim& d : param->type.shape)
+        n *= d.is_symbolic() ? 0 : static_cast<double>(d.value);
+      const double bytes = n / std::max<int64_t>(1, block_elements(param->type.dtype)) *
+                           block_bytes(param->type.dtype);
       (param->sharded() ? own : whole) += bytes;
     }
   }
@@ -170,8 +171,7 @@ std::string tensor_parallel_summary(const Plan& p) {
   absl::StrAppend(&out, ", KV ", bytes_str(p.kv.bytes_per_page()), " per page (", p.kv.num_kv_heads,
                   " of the model's ", p.model.num_kv_heads, " KV heads)\n");
   absl::StrAppend(&out, "  all ranks: weights ", bytes_str((own + whole) * p.ranks), ", KV ",
-                  bytes_str(static_cast<double>(p.kv.bytes_per_page()) * p.ranks),
-                  " per page\n");
+                  bytes_str(static_cast<double>(p.kv.bytes_per_page()) * p.ranks), " per page\n");
   std::map<std::string, int> kinds;
   for (const PlanCollective& c : p.collectives) {
     kinds[absl::StrCat(collective_kind_name(c.kind), " ", dtype_name(c.dtype), " of ", c.outer,

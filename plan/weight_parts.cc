@@ -72,7 +72,8 @@ absl::StatusOr<std::vector<WeightByteRange>> weight_byte_ranges(const Plan& plan
     // The source's shape must describe its recorded bytes (a plan is read from a file: its
     // numbers are checked before they size anything).
     std::optional<int64_t> elements = 1;
-    for (int64_t d : src->shape) elements = d < 0 || !elements ? std::nullopt : checked_mul(*elements, d);
+    for (int64_t d : src->shape)
+      elements = d < 0 || !elements ? std::nullopt : checked_mul(*elements, d);
     if (!elements || *elements % block != 0 ||
         (!src->packed() && static_cast<uint64_t>(*elements / block) * bb != src->size)) {
       return bad(i, absl::StrCat("source '", part.source, "' of shape ", shape_str(src->shape),
@@ -88,9 +89,9 @@ absl::StatusOr<std::vector<WeightByteRange>> weight_byte_ranges(const Plan& plan
                                  dtype_name(w.dtype), " blocks"));
     }
     if ((part.begin * unit) % block != 0 || ((part.end - part.begin) * unit) % block != 0) {
-      return bad(i, absl::StrCat(slice_axis_name(axis), " [", part.begin, ", ", part.end,
-                                 ") split a ", dtype_name(w.dtype), " block of ", block,
-                                 " values"));
+      return bad(i,
+                 absl::StrCat(slice_axis_name(axis), " [", part.begin, ", ", part.end, ") split a ",
+                              dtype_name(w.dtype), " block of ", block, " values"));
     }
     parts.push_back({src, part.begin * unit / block, part.end * unit / block});
     extent += part.end - part.begin;

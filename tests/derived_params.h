@@ -78,8 +78,8 @@ inline void bind_params(const Graph& g, const WeightSet& weights, ParamViews& pa
 /// Rank `rank`'s ParamViews of every param of a tensor-parallel graph `g`: a param every rank
 /// holds whole is its checkpoint tensor; a sharded one is that rank's slices (kept in `storage`,
 /// which must outlive the views). The checkpoint's tensors are f32.
-inline void bind_rank_params(const Graph& g, int rank, const WeightSet& weights,
-                             ParamViews& params, std::vector<std::vector<uint8_t>>& storage) {
+inline void bind_rank_params(const Graph& g, int rank, const WeightSet& weights, ParamViews& params,
+                             std::vector<std::vector<uint8_t>>& storage) {
   storage.reserve(storage.size() + g.params().size());
   for (const Value* p : g.params()) {
     const std::vector<ParamPart>& parts = p->parts_of_rank(rank);

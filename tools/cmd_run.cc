@@ -169,9 +169,10 @@ int run(const RunOptions& o) {
   if (o.check && plan.ranks > 1) {
     // --check runs one GPU's kernels node by node against the reference; a TP plan's nodes are
     // split over several GPUs and meet in collectives.
-    return fail(absl::UnimplementedError(absl::StrCat(
-        "--check compares one GPU's kernels with the reference backend; this plan is "
-        "tensor-parallel over ", plan.ranks, " ranks: check the plan compiled without --tp")));
+    return fail(absl::UnimplementedError(
+        absl::StrCat("--check compares one GPU's kernels with the reference backend; this plan is "
+                     "tensor-parallel over ",
+                     plan.ranks, " ranks: check the plan compiled without --tp")));
   }
   absl::StatusOr<std::unique_ptr<Backend>> backend =
       open_backend(o.check ? "cuda" : o.device, plan, bo,

@@ -181,9 +181,10 @@ absl::StatusOr<std::unique_ptr<CudaBackend>> CudaBackend::create(const Plan& pla
   return create_rank(plan, options, blobs, {});
 }
 
-absl::StatusOr<std::unique_ptr<CudaBackend>> CudaBackend::create_rank(
-    const Plan& plan, const BackendOptions& options, const PlanBlobReader& blobs,
-    TensorParallelRank tp) {
+absl::StatusOr<std::unique_ptr<CudaBackend>> CudaBackend::create_rank(const Plan& plan,
+                                                                      const BackendOptions& options,
+                                                                      const PlanBlobReader& blobs,
+                                                                      TensorParallelRank tp) {
   const auto t0 = std::chrono::steady_clock::now();
   absl::StatusOr<GpuDevice> device = open_gpu(tp.rank);
   if (!device.ok()) {
@@ -290,9 +291,9 @@ absl::Status CudaBackend::upload_weights(const PlanBlobReader& blobs,
   for (const Value* p : graph_->params()) {
     const PlanWeight* w = plan_.find_weight(p->name, plan_.ranks > 1 ? tp_.rank : -1);
     if (w == nullptr) {
-      return absl::NotFoundError(absl::StrCat("the plan has no weight for parameter @", p->name,
-                                              plan_.ranks > 1 ? absl::StrCat(" of rank ", tp_.rank)
-                                                              : ""));
+      return absl::NotFoundError(
+          absl::StrCat("the plan has no weight for parameter @", p->name,
+                       plan_.ranks > 1 ? absl::StrCat(" of rank ", tp_.rank) : ""));
     }
     absl::StatusOr<int64_t> n = graph_->symbols().max_elements(p->type.shape);
     if (!n.ok()) return n.status();
@@ -727,8 +728,8 @@ absl::Status CudaBackend::prepare_ops() {
     Op op;
     op.collective = &c;
     op.node = c.node;
-    op.label = absl::StrCat("node ", c.node, " ", collective_kind_name(c.kind), " ", c.out, " = ",
-                            c.in);
+    op.label =
+        absl::StrCat("node ", c.node, " ", collective_kind_name(c.kind), " ", c.out, " = ", c.in);
     if (plan_.ranks < 2 || tp_.comm == nullptr) {
       return absl::FailedPreconditionError(
           absl::StrCat(op.label, ": a collective in a plan of one rank"));
@@ -740,7 +741,8 @@ absl::Status CudaBackend::prepare_ops() {
     }
     if (c.kind == CollectiveKind::kAllGather && c.outer != "1") {
       absl::StatusOr<int64_t> rows = eval_launch_expr(c.outer, symbol_bounds_);
-      if (!rows.ok()) return absl::InvalidArgumentError(absl::StrCat(op.label, ": ", rows.status().message()));
+      if (!rows.ok())
+        return absl::InvalidArgumentError(absl::StrCat(op.label, ": ", rows.status().message()));
       gather_bytes = std::max(gather_bytes, *rows * c.inner * plan_.ranks * elem_bytes(c.dtype));
     }
     order.emplace_back(key(c.node) * 2, std::move(op));
@@ -1083,8 +1085,8 @@ absl::Status CudaBackend::run_collective(const PlanCollective& c) {
   }
   // Several rows (the logits of S sequences): gather rank-major into scratch, then move each
   // rank's row o to out[(o * ranks + r) * inner].
-  if (absl::Status s =
-          tp_.nccl->all_gather(*tp_.comm, *in, gather_rows_.ptr(), count, c.dtype, device_->stream());
+  if (absl::Status s = tp_.nccl->all_gather(*tp_.comm, *in, gather_rows_.ptr(), count, c.dtype,
+                                            device_->stream());
       !s.ok()) {
     return s;
   }

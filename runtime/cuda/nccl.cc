@@ -130,9 +130,9 @@ absl::StatusOr<NcclComm> Nccl::init_rank(const NcclUniqueId& id, int rank, int r
 absl::StatusOr<std::vector<NcclComm>> Nccl::init_all(const std::vector<int>& devices) const {
   if (devices.empty()) return absl::InvalidArgumentError("NCCL communicator of no devices");
   std::vector<ncclComm_t> comms(devices.size(), nullptr);
-  absl::Status s = check(
-      api_->comm_init_all(comms.data(), static_cast<int>(devices.size()), devices.data()),
-      "ncclCommInitAll");
+  absl::Status s =
+      check(api_->comm_init_all(comms.data(), static_cast<int>(devices.size()), devices.data()),
+            "ncclCommInitAll");
   if (!s.ok()) return s;
   std::vector<NcclComm> out;
   for (size_t i = 0; i < comms.size(); ++i) {
@@ -145,22 +145,22 @@ absl::Status Nccl::all_reduce_sum(const NcclComm& comm, DevicePtr send, DevicePt
                                   size_t count, DType dtype, void* stream) const {
   absl::StatusOr<int> type = nccl_data_type(dtype);
   if (!type.ok()) return type.status();
-  return check(api_->all_reduce(reinterpret_cast<const void*>(send), reinterpret_cast<void*>(recv),
-                                count, static_cast<ncclDataType_t>(*type), ncclSum,
-                                static_cast<ncclComm_t>(comm.handle()),
-                                static_cast<cudaStream_t>(stream)),
-               "ncclAllReduce");
+  return check(
+      api_->all_reduce(reinterpret_cast<const void*>(send), reinterpret_cast<void*>(recv), count,
+                       static_cast<ncclDataType_t>(*type), ncclSum,
+                       static_cast<ncclComm_t>(comm.handle()), static_cast<cudaStream_t>(stream)),
+      "ncclAllReduce");
 }
 
 absl::Status Nccl::all_gather(const NcclComm& comm, DevicePtr send, DevicePtr recv, size_t count,
                               DType dtype, void* stream) const {
   absl::StatusOr<int> type = nccl_data_type(dtype);
   if (!type.ok()) return type.status();
-  return check(api_->all_gather(reinterpret_cast<const void*>(send), reinterpret_cast<void*>(recv),
-                                count, static_cast<ncclDataType_t>(*type),
-                                static_cast<ncclComm_t>(comm.handle()),
-                                static_cast<cudaStream_t>(stream)),
-               "ncclAllGather");
+  return check(
+      api_->all_gather(reinterpret_cast<const void*>(send), reinterpret_cast<void*>(recv), count,
+                       static_cast<ncclDataType_t>(*type), static_cast<ncclComm_t>(comm.handle()),
+                       static_cast<cudaStream_t>(stream)),
+      "ncclAllGather");
 }
 
 absl::Status Nccl::group_start() const { return check(api_->group_start(), "ncclGroupStart"); }
@@ -190,9 +190,10 @@ absl::StatusOr<int> nccl_data_type(DType dtype) {
   return absl::UnavailableError("this kiln was built without nccl.h");
 }
 absl::StatusOr<std::shared_ptr<const Nccl>> Nccl::load(const std::string& library) {
-  return absl::UnavailableError(absl::StrCat(
-      "NCCL is not available: this kiln was built without nccl.h (the PyPI wheel "
-      "nvidia-nccl-cu13 carries it), so it cannot load ", library));
+  return absl::UnavailableError(
+      absl::StrCat("NCCL is not available: this kiln was built without nccl.h (the PyPI wheel "
+                   "nvidia-nccl-cu13 carries it), so it cannot load ",
+                   library));
 }
 std::string Nccl::version() const { return "unknown"; }
 std::string Nccl::error_string(int) const { return "NCCL unavailable"; }

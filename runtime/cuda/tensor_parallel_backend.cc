@@ -113,8 +113,8 @@ absl::StatusOr<std::unique_ptr<TensorParallelBackend>> TensorParallelBackend::cr
   absl::Status joined = b->on_every_rank([&](int r) -> absl::Status {
     absl::StatusOr<GpuDevice> gpu = open_gpu(r);
     if (!gpu.ok()) {
-      return absl::UnavailableError(absl::StrCat("the plan needs ", self->plan_.ranks,
-                                                 " GPUs: ", gpu.status().message()));
+      return absl::UnavailableError(
+          absl::StrCat("the plan needs ", self->plan_.ranks, " GPUs: ", gpu.status().message()));
     }
     self->devices_[r] = std::make_unique<GpuDevice>(std::move(*gpu));
     absl::StatusOr<NcclComm> comm = self->nccl_->init_rank(*id, r, self->plan_.ranks);
@@ -138,9 +138,9 @@ absl::StatusOr<std::unique_ptr<TensorParallelBackend>> TensorParallelBackend::cr
   if (!loaded.ok()) return loaded;
   b->kv_pages_ = b->ranks_[0]->kv_pages();
   for (const auto& r : b->ranks_) b->kv_pages_ = std::min(b->kv_pages_, r->kv_pages());
-  b->report_ = absl::StrCat(plan.ranks, " GPUs, tensor-parallel over NCCL ",
-                            b->nccl_->version(), " (", b->kv_pages_, " KV pages per rank); rank 0: ",
-                            b->ranks_[0]->load_report());
+  b->report_ =
+      absl::StrCat(plan.ranks, " GPUs, tensor-parallel over NCCL ", b->nccl_->version(), " (",
+                   b->kv_pages_, " KV pages per rank); rank 0: ", b->ranks_[0]->load_report());
   return b;
 }
 
@@ -161,7 +161,8 @@ absl::StatusOr<StepResult> TensorParallelBackend::run_step(const StepRequest& st
   // means the collectives did not make the logits whole.
   for (size_t r = 1; r < results.size(); ++r) {
     if (results[r].tokens != results[0].tokens) {
-      return absl::InternalError(absl::StrCat("rank ", r, " sampled other tokens than rank 0: the "
+      return absl::InternalError(absl::StrCat("rank ", r,
+                                              " sampled other tokens than rank 0: the "
                                               "ranks' logits differ"));
     }
   }

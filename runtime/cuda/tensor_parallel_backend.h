@@ -46,9 +46,9 @@ class TensorParallelBackend : public Backend {
   Plan plan_;
   std::shared_ptr<const Nccl> nccl_;
   std::vector<std::unique_ptr<Worker>> workers_;
-  std::vector<std::unique_ptr<GpuDevice>> devices_;    // by rank: holds each primary context
-  std::vector<NcclComm> comms_;                        // by rank
-  std::vector<std::unique_ptr<CudaBackend>> ranks_;    // by rank, each used on its own thread
+  std::vector<std::unique_ptr<GpuDevice>> devices_;  // by rank: holds each primary context
+  std::vector<NcclComm> comms_;                      // by rank
+  std::vector<std::unique_ptr<CudaBackend>> ranks_;  // by rank, each used on its own thread
   int64_t kv_pages_ = 0;
   std::string report_;
 };

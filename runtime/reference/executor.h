@@ -72,7 +72,7 @@ class ReferenceExecutor {
   float* alloc_floats(RunState& st, const Value* v);
 
   std::unique_ptr<Graph> graph_;
-  std::vector<ParamViews> params_;                  // by rank
+  std::vector<ParamViews> params_;                       // by rank
   std::vector<std::vector<HostTensor>> widened_params_;  // by rank, then value id; fp32 copies
                                                          // of small bf16/f16 params
   std::vector<int> last_use_;               // by value id: last node index reading it

@@ -59,9 +59,8 @@ absl::StatusOr<std::unique_ptr<ReferenceBackend>> ReferenceBackend::create(
                                                    (*graph)->ranks(), "; ", recompile_hint(plan)));
   }
   if (absl::Status s = b->load_weights(**graph, options, blobs); !s.ok()) return s;
-  absl::StatusOr<std::unique_ptr<ReferenceExecutor>> exec =
-      ReferenceExecutor::create_ranks(**graph, b->params_, options.num_threads,
-                                      options.quantize_activations);
+  absl::StatusOr<std::unique_ptr<ReferenceExecutor>> exec = ReferenceExecutor::create_ranks(
+      **graph, b->params_, options.num_threads, options.quantize_activations);
   if (!exec.ok()) return exec.status();
   b->executor_ = std::move(*exec);
   if (absl::Status s = b->allocate_kv(options); !s.ok()) return s;
@@ -195,10 +194,10 @@ absl::Status ReferenceBackend::load_weights(const Graph& graph, const BackendOpt
     for (const Value* p : graph.params()) {
       const PlanWeight* w = plan_.find_weight(p->name, rank);
       if (w == nullptr) {
-        return absl::InvalidArgumentError(absl::StrCat(
-            "the plan's IR reads @", p->name, " but the plan lists no such weight",
-            graph.ranks() > 1 ? absl::StrCat(" for rank ", rank) : "", "; ",
-            recompile_hint(plan_)));
+        return absl::InvalidArgumentError(
+            absl::StrCat("the plan's IR reads @", p->name, " but the plan lists no such weight",
+                         graph.ranks() > 1 ? absl::StrCat(" for rank ", rank) : "", "; ",
+                         recompile_hint(plan_)));
       }
       auto done = loaded.find(w);
       if (done == loaded.end()) {
@@ -287,7 +286,8 @@ std::string ReferenceBackend::load_report() const {
       params_[0].size(), weight_bytes_ / 1048576.0, kv_pages_, plan_.kv.page_size,
       kv_pages_ * plan_.kv.page_size, kv_bytes / 1048576.0, executor_->num_threads());
   if (ranks() > 1) {
-    absl::StrAppend(&out, "; ", ranks(), " tensor-parallel ranks in this process (weights over "
+    absl::StrAppend(&out, "; ", ranks(),
+                    " tensor-parallel ranks in this process (weights over "
                     "all ranks, KV pool per rank)");
   }
   return out;

@@ -73,7 +73,7 @@ class ReferenceBackend : public Backend {
   Plan plan_;
   std::vector<std::unique_ptr<MappedFile>> files_;
   std::vector<std::vector<uint8_t>> converted_;  // weights converted from their stored dtype
-  std::vector<ParamViews> params_;                // by tensor-parallel rank
+  std::vector<ParamViews> params_;               // by tensor-parallel rank
   int64_t weight_bytes_ = 0;
   std::unique_ptr<ReferenceExecutor> executor_;
   int64_t kv_pages_ = 0;

@@ -130,8 +130,8 @@ TEST(CompileModel, TensorParallelPlanCompilesPerRankKernelsAndCollectives) {
   const PlanWeight* o1 = plan.find_weight("layers.0.o_proj.shard", 1);
   ASSERT_NE(o0, nullptr);
   ASSERT_NE(o1, nullptr);
-  EXPECT_EQ(o1->parts, (std::vector<PlanWeightPart>{
-                           {"layers.0.o_proj", SliceAxis::kCols, 32, 64}}));
+  EXPECT_EQ(o1->parts,
+            (std::vector<PlanWeightPart>{{"layers.0.o_proj", SliceAxis::kCols, 32, 64}}));
   EXPECT_EQ(o1->shape, (std::vector<int64_t>{64, 32}));
   EXPECT_EQ(plan.find_weight("layers.0.o_proj.shard"), nullptr);
   const PlanWeight* qkv = plan.find_weight("layers.0.q_proj_k_proj_v_proj.shard", 1);

@@ -103,7 +103,6 @@ TEST(RoundTrip, ManySymbolsParseInLinearTime) {
   EXPECT_LT(large / std::max(small, 1e-3), 30) << small << " s vs " << large << " s";
 }
 
-
 // A tensor-parallel program: `ranks`, derived params of rows and of columns, per-rank shards
 // (one part list per rank, printed one per line) and the collectives, through print and parse.
 TEST(RoundTrip, TensorParallelGraph) {
@@ -140,8 +139,7 @@ TEST(RoundTrip, TensorParallelGraph) {
   EXPECT_EQ(o->parts_of_rank(1), o->parts);  // not sharded: the same on every rank
   const std::string printed = print_graph(**g);
   EXPECT_NE(printed.find("  ranks 2\n"), std::string::npos) << printed;
-  EXPECT_NE(printed.find("param @o : f32[8,2] = cols(\"o\"[2:4])\n"), std::string::npos)
-      << printed;
+  EXPECT_NE(printed.find("param @o : f32[8,2] = cols(\"o\"[2:4])\n"), std::string::npos) << printed;
   EXPECT_NE(printed.find("param @down.shard : f32[8,2] = shards(\n      cols(\"down\"[0:2]),\n"
                          "      cols(\"down\"[2:4]))\n"),
             std::string::npos)

@@ -148,7 +148,6 @@ TEST(Verifier, FusedElementwiseExpressionIsChecked) {
   EXPECT_THAT(verify(**garbage).message(), ::testing::HasSubstr("expr:"));
 }
 
-
 // Derived params: parts share one axis and tile the param; a sharded param has one part list per
 // rank; a collective spans every rank of the program.
 TEST(Verifier, DerivedAndShardedParams) {
@@ -167,8 +166,9 @@ TEST(Verifier, DerivedAndShardedParams) {
               HasSubstr("@w has 2 shards but the graph runs on 1 rank(s)"));
   EXPECT_EQ(err("  ranks 2\n  param @w : f32[3,4] = shards(rows(\"a\"[0:3]), rows(\"a\"[3:6]))\n"),
             "");
-  EXPECT_THAT(err("  ranks 3\n  param @w : f32[3,4] = shards(rows(\"a\"[0:3]), rows(\"a\"[3:6]))\n"),
-              HasSubstr("@w has 2 shards but the graph runs on 3 rank(s)"));
+  EXPECT_THAT(
+      err("  ranks 3\n  param @w : f32[3,4] = shards(rows(\"a\"[0:3]), rows(\"a\"[3:6]))\n"),
+      HasSubstr("@w has 2 shards but the graph runs on 3 rank(s)"));
   EXPECT_THAT(
       err("  ranks 2\n  param @w : f32[3,4] = shards(rows(\"a\"[0:3]), cols(\"a\"[0:3]))\n"),
       HasSubstr("@w (rank 1): its parts hold 3 cols but its type is f32[3,4]"));

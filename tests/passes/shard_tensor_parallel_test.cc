@@ -17,8 +17,8 @@
 #include "ir/verifier.h"
 #include "models/llama_graph.h"
 #include "models/model_source.h"
-#include "passes/pass_registry.h"
 #include "models/weights.h"
+#include "passes/pass_registry.h"
 #include "runtime/reference/executor.h"
 #include "tests/derived_params.h"
 #include "tests/fixtures.h"
@@ -27,8 +27,8 @@
 namespace kiln {
 namespace {
 
-using ::testing::HasSubstr;
 using testing::canonical;
+using ::testing::HasSubstr;
 
 // Runs shard-tensor-parallel over `ranks` on IR text.
 absl::StatusOr<testing::PassRun> shard(std::string_view ir, int ranks,
@@ -260,8 +260,7 @@ TEST_P(ShardedNumerics, MatchesTheUnshardedGraphOnTheReferenceBackend) {
   context.tensor_parallel = ranks;
   ASSERT_TRUE(run_default_pipeline(*sharded, context).ok());
   ASSERT_EQ(sharded->ranks(), ranks);
-  EXPECT_EQ(context.stats["shard-tensor-parallel"]["all_reduce inserted"],
-            2 * config->num_layers);
+  EXPECT_EQ(context.stats["shard-tensor-parallel"]["all_reduce inserted"], 2 * config->num_layers);
 
   auto weights = load_safetensors_weights(path);
   ASSERT_TRUE(weights.ok()) << weights.status();
@@ -288,9 +287,9 @@ TEST_P(ShardedNumerics, MatchesTheUnshardedGraphOnTheReferenceBackend) {
                                            config->num_kv_heads, config->head_dim};
   const std::vector<int64_t> rank_shape = {limits.max_pool_pages, limits.page_size, rank_heads,
                                            config->head_dim};
-  std::vector<std::vector<float>> full(2 * config->num_layers,
-                                       std::vector<float>(limits.max_pool_pages * page_elems *
-                                                          config->num_kv_heads));
+  std::vector<std::vector<float>> full(
+      2 * config->num_layers,
+      std::vector<float>(limits.max_pool_pages * page_elems * config->num_kv_heads));
   std::vector<std::vector<float>> per_rank(
       ranks * 2 * config->num_layers,
       std::vector<float>(limits.max_pool_pages * page_elems * rank_heads));
@@ -352,9 +351,9 @@ TEST_P(ShardedNumerics, MatchesTheUnshardedGraphOnTheReferenceBackend) {
     }
     ASSERT_GT(max_abs, 0);
     worst = std::max(worst, max_diff / max_abs);
-    EXPECT_LE(max_diff / max_abs, 1e-5) << preset << " x" << ranks << " step " << step
-                                        << ": max |diff| " << max_diff << ", max |logit| "
-                                        << max_abs;
+    EXPECT_LE(max_diff / max_abs, 1e-5)
+        << preset << " x" << ranks << " step " << step << ": max |diff| " << max_diff
+        << ", max |logit| " << max_abs;
     tokens.clear();
     for (int s = 0; s < 2; ++s) {
       auto row = a.begin() + s * config->vocab_size;
@@ -366,15 +365,17 @@ TEST_P(ShardedNumerics, MatchesTheUnshardedGraphOnTheReferenceBackend) {
   RecordProperty("max_relative_difference", absl::StrFormat("%.3g", worst));
 }
 
-INSTANTIATE_TEST_SUITE_P(
-    Models, ShardedNumerics,
-    ::testing::Combine(::testing::Values("tiny", "tiny-gqa", "tiny-qwen2", "tiny-llama3"),
-                       ::testing::Values(2, 4)),
-    [](const auto& info) {
-      std::string n = absl::StrCat(std::get<0>(info.param), "_tp", std::get<1>(info.param));
-      for (char& c : n) c = std::isalnum(static_cast<unsigned char>(c)) ? c : '_';
-      return n;
-    });
+INSTANTIATE_TEST_SUITE_P(Models, ShardedNumerics,
+                         ::testing::Combine(::testing::Values("tiny", "tiny-gqa", "tiny-qwen2",
+                                                              "tiny-llama3"),
+                                            ::testing::Values(2, 4)),
+                         [](const auto& info) {
+                           std::string n = absl::StrCat(std::get<0>(info.param), "_tp",
+                                                        std::get<1>(info.param));
+                           for (char& c : n)
+                             c = std::isalnum(static_cast<unsigned char>(c)) ? c : '_';
+                           return n;
+                         });
 
 }  // namespace
 }  // namespace kiln

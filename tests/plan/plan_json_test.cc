@@ -240,9 +240,13 @@ TEST(PlanJson, TensorParallelFieldsRoundTripAndAreChecked) {
             "manifest.weights[3].rank: must be -1 (every rank) or a rank below 2");
   EXPECT_EQ(error_with([](json& b) { b["ranks"] = 0; }),
             "manifest.ranks: must be in [1, 1024], got 0");
-  EXPECT_EQ(error_with([](json& b) { b["weights"][2]["parts"][0]["rows"] = {0, 1}; }),
+  EXPECT_EQ(error_with([](json& b) {
+              b["weights"][2]["parts"][0]["rows"] = {0, 1};
+            }),
             "manifest.weights[2].parts[0].rows: a part is rows or cols");
-  EXPECT_EQ(error_with([](json& b) { b["weights"][2]["parts"][0]["cols"] = {5, 1}; }),
+  EXPECT_EQ(error_with([](json& b) {
+              b["weights"][2]["parts"][0]["cols"] = {5, 1};
+            }),
             "manifest.weights[2].parts[0].cols: must be [begin, end] with 0 <= begin <= end");
   EXPECT_EQ(error_with([](json& b) { b["collectives"][0]["kind"] = "all_to_all"; }),
             "manifest.collectives[0].kind: expected one of all_reduce, all_gather, got "

@@ -51,8 +51,8 @@ std::vector<std::pair<uint64_t, uint64_t>> spans(const std::vector<WeightByteRan
 TEST(WeightParts, RowsAreOneRangeEach) {
   const Plan p = sources();
   auto r = weight_byte_ranges(
-      p, derived(DType::kF32, {3, 8},
-                 {{"a", SliceAxis::kRows, 1, 2}, {"a", SliceAxis::kRows, 2, 4}}));
+      p,
+      derived(DType::kF32, {3, 8}, {{"a", SliceAxis::kRows, 1, 2}, {"a", SliceAxis::kRows, 2, 4}}));
   ASSERT_TRUE(r.ok()) << r.status();
   EXPECT_EQ(spans(*r), (std::vector<std::pair<uint64_t, uint64_t>>{{32, 32}, {64, 64}}));
   EXPECT_EQ((*r)[0].source, &p.weights[0]);
@@ -63,11 +63,12 @@ TEST(WeightParts, ColumnsAreOneRangePerRowAndPart) {
   // Columns [2, 6) of a [4, 8] f32 matrix: 16 bytes at 8 + 32 r.
   auto r = weight_byte_ranges(p, derived(DType::kF32, {4, 4}, {{"a", SliceAxis::kCols, 2, 6}}));
   ASSERT_TRUE(r.ok()) << r.status();
-  EXPECT_EQ(spans(*r), (std::vector<std::pair<uint64_t, uint64_t>>{
-                           {8, 16}, {40, 16}, {72, 16}, {104, 16}}));
+  EXPECT_EQ(spans(*r),
+            (std::vector<std::pair<uint64_t, uint64_t>>{{8, 16}, {40, 16}, {72, 16}, {104, 16}}));
   // Two column parts interleave row by row: columns [6, 8) then [0, 1).
-  r = weight_byte_ranges(p, derived(DType::kF32, {4, 3},
-                                    {{"a", SliceAxis::kCols, 6, 8}, {"a", SliceAxis::kCols, 0, 1}}));
+  r = weight_byte_ranges(
+      p,
+      derived(DType::kF32, {4, 3}, {{"a", SliceAxis::kCols, 6, 8}, {"a", SliceAxis::kCols, 0, 1}}));
   ASSERT_TRUE(r.ok()) << r.status();
   ASSERT_EQ(r->size(), 8u);
   EXPECT_EQ(spans(*r)[0], (std::pair<uint64_t, uint64_t>{24, 8}));
@@ -99,8 +100,8 @@ TEST(WeightParts, PartsAreCheckedAgainstTheirSources) {
               HasSubstr("column parts make a matrix, not [8]"));
   Plan lying = sources();
   lying.weights[0].shape = {4, int64_t{1} << 62};  // a hostile plan: the shape overflows
-  EXPECT_THAT(std::string(weight_byte_ranges(lying, derived(DType::kF32, {4, 1},
-                                                            {{"a", SliceAxis::kCols, 0, 1}}))
+  EXPECT_THAT(std::string(weight_byte_ranges(
+                              lying, derived(DType::kF32, {4, 1}, {{"a", SliceAxis::kCols, 0, 1}}))
                               .status()
                               .message()),
               HasSubstr("does not match its 128 stored bytes"));

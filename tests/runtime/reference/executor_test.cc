@@ -137,7 +137,6 @@ TEST(ReferenceExecutorTest, AllOpsSmoke) {
   EXPECT_EQ((*again)[0].f, (*out)[0].f);
 }
 
-
 // The collectives over two ranks in one process: all_reduce sums the ranks' buffers (every rank
 // gets the sum), all_gather concatenates them along its axis in rank order; each rank binds its
 // own inputs and params.

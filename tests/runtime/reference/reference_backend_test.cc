@@ -6,8 +6,8 @@
 #include <filesystem>
 #include <vector>
 
-#include "absl/strings/str_cat.h"
 #include <fstream>
+#include "absl/strings/str_cat.h"
 
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
@@ -159,17 +159,18 @@ TEST_P(TensorParallelPlanRuns, LikeTheOneRankPlan) {
   EXPECT_EQ(got, want);
 }
 
-INSTANTIATE_TEST_SUITE_P(
-    Models, TensorParallelPlanRuns,
-    ::testing::Values(TpCase{"tiny", 2}, TpCase{"tiny-gqa", 2}, TpCase{"tiny-gqa", 4},
-                      TpCase{"tiny-qwen2", 4}, TpCase{"tiny/model.q8_0.gguf", 2},
-                      TpCase{"tiny/model.q8_0.gguf", 2, true}),
-    [](const auto& info) {
-      std::string n = absl::StrCat(info.param.model, "_tp", info.param.ranks,
-                                   info.param.native ? "_native" : "");
-      for (char& ch : n) ch = std::isalnum(static_cast<unsigned char>(ch)) ? ch : '_';
-      return n;
-    });
+INSTANTIATE_TEST_SUITE_P(Models, TensorParallelPlanRuns,
+                         ::testing::Values(TpCase{"tiny", 2}, TpCase{"tiny-gqa", 2},
+                                           TpCase{"tiny-gqa", 4}, TpCase{"tiny-qwen2", 4},
+                                           TpCase{"tiny/model.q8_0.gguf", 2},
+                                           TpCase{"tiny/model.q8_0.gguf", 2, true}),
+                         [](const auto& info) {
+                           std::string n = absl::StrCat(info.param.model, "_tp", info.param.ranks,
+                                                        info.param.native ? "_native" : "");
+                           for (char& ch : n)
+                             ch = std::isalnum(static_cast<unsigned char>(ch)) ? ch : '_';
+                           return n;
+                         });
 
 // A plan whose IR and rank count disagree, or that lacks a rank's shard, says so.
 TEST(ReferenceBackend, TensorParallelPlanMismatchesAreNamed) {
