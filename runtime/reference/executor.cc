@@ -483,9 +483,12 @@ absl::Status ReferenceExecutor::collective(const Node& node, std::vector<RunStat
   const Value* y = node.outputs[0];
   const int n = static_cast<int>(ranks.size());
   const std::vector<int64_t>& in_shape = ranks[0].slots[x->id].shape;
+  const int64_t count = num_elements(in_shape);
   for (int r = 0; r < n; ++r) {
     const Slot& s = ranks[r].slots[x->id];
-    if (s.f == nullptr) return invalid("input ", value_ref(x), " has no float data on rank ", r);
+    if (s.f == nullptr && count > 0) {
+      return invalid("input ", value_ref(x), " has no float data on rank ", r);
+    }
     if (s.shape != in_shape) {
       return invalid("rank ", r, " holds ", dims_to_string(s.shape), " but rank 0 holds ",
                      dims_to_string(in_shape), ": the ranks disagree");
@@ -494,7 +497,10 @@ absl::Status ReferenceExecutor::collective(const Node& node, std::vector<RunStat
     if (!shape.ok()) return shape.status();
     ranks[r].slots[y->id].shape = *shape;
   }
-  const int64_t count = num_elements(in_shape);
+  if (count == 0) {  // an empty step (no rows): nothing to exchange
+    for (int r = 0; r < n; ++r) alloc_floats(ranks[r], y);
+    return absl::OkStatus();
+  }
   if (node.op == OpKind::kAllReduce) {
     // The sum in rank order, the same on every rank (as a ring or tree all-reduce is not, in
     // general: NCCL's order differs, so the GPU's sums may differ in the last bits).
