@@ -129,9 +129,8 @@ class ShardAnalysis {
       if (!s.is_split()) continue;
       if (s.blocks != n_) {
         return invalid("tensor parallelism over ", n_, " ranks: output ", o.name, " is split into ",
-                       s.blocks,
-                       " blocks replicated over the ranks, which an "
-                       "all_gather cannot reassemble");
+                       s.blocks, " blocks replicated over the ranks, which an all_gather cannot "
+                       "reassemble");
       }
       plan_.gathered_outputs.push_back(static_cast<int>(i));
     }
@@ -165,13 +164,11 @@ class ShardAnalysis {
   absl::Status split_param(Node& node, int operand, SliceAxis axis, int64_t blocks) {
     const Value* p = node.inputs[operand];
     if (p->kind != ValueKind::kParam) {
-      return invalid("operand ", operand,
-                     " would need a per-rank slice, but it is computed, not "
-                     "a param");
+      return invalid("operand ", operand, " would need a per-rank slice, but it is computed, not a "
+                     "param");
     }
     if (!p->parts.empty() || p->sharded()) {
-      return invalid("param @", p->name,
-                     " is already derived from other tensors: "
+      return invalid("param @", p->name, " is already derived from other tensors: "
                      "shard-tensor-parallel runs before fuse-horizontal");
     }
     plan_.params.push_back({&node, operand, p, axis, blocks});
