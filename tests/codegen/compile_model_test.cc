@@ -145,6 +145,34 @@ TEST(CompileModel, TensorParallelPlanCompilesPerRankKernelsAndCollectives) {
   EXPECT_THAT(summary, ::testing::HasSubstr("1 x all_gather f32 of S x 256 per step"));
 }
 
+// A sharded IR dump (the final IR of a --tp 2 plan) compiles again with --from-ir, with or without
+// --tp 2: the graph says its ranks, so the plan is the same tensor-parallel plan.
+TEST(CompileModel, ShardedIrDumpRecompiles) {
+  CompileOptions o;
+  o.model = testing::fixture("tiny-qwen2");
+  o.build_kernels = false;
+  o.tensor_parallel = 2;
+  absl::StatusOr<CompiledPlan> built = build_plan(o);
+  ASSERT_TRUE(built.ok()) << built.status();
+  const std::string path = testing::unique_temp_path("tp2.kir");
+  std::ofstream(path) << built->plan.ir;
+  for (int tp : {1, 2}) {
+    CompileOptions again = o;
+    again.from_ir = path;
+    again.tensor_parallel = tp;
+    absl::StatusOr<CompiledPlan> rebuilt = build_plan(again);
+    ASSERT_TRUE(rebuilt.ok()) << rebuilt.status();
+    EXPECT_EQ(rebuilt->plan.ranks, 2);
+    EXPECT_EQ(rebuilt->plan.ir, built->plan.ir);
+    EXPECT_EQ(rebuilt->plan.weights.size(), built->plan.weights.size());
+  }
+  CompileOptions four = o;
+  four.from_ir = path;
+  four.tensor_parallel = 4;
+  EXPECT_THAT(build_plan(four).status().message(),
+              ::testing::HasSubstr("already sharded over 2 ranks, not 4"));
+}
+
 TEST(CompileModel, InMemoryPlanWithoutKernels) {
   CompileOptions o;
   o.model = testing::fixture("tiny-gqa");
