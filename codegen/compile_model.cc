@@ -74,6 +74,7 @@ absl::Status add_kernels(const LoweredGraph& lowered, const CompileOptions& o, C
   p.workspaces = lowered.workspaces;
   p.aliases = lowered.aliases;
   p.constants = lowered.constants;
+  p.collectives = lowered.collectives;
   p.kernels = lowered.kernels;
   p.persistent = lowered.persistent;
   if (!o.build_kernels) return absl::OkStatus();
@@ -105,36 +106,43 @@ absl::Status add_kernels(const LoweredGraph& lowered, const CompileOptions& o, C
   return absl::OkStatus();
 }
 
-// A derived param of the final IR (a stack of checkpoint rows, e.g. fuse-horizontal's Q/K/V) as
-// a plan weight whose parts the runtimes assemble at load (plan/weight_parts.h).
-absl::Status add_derived_weight(const Value& param, const WeightSet& weights, Plan& p) {
-  const Weight* first = weights.find(param.parts[0].source);
+// A derived param of the final IR (a stack of checkpoint rows, e.g. fuse-horizontal's Q/K/V, or
+// a tensor-parallel rank's slice) as a plan weight whose parts the runtimes assemble at load
+// (plan/weight_parts.h): held by every rank (`rank` -1) or by one.
+absl::Status add_derived_weight(const Value& param, const std::vector<ParamPart>& parts, int rank,
+                                const WeightSet& weights, Plan& p) {
+  const std::string who = rank < 0 ? absl::StrCat("@", param.name)
+                                   : absl::StrCat("@", param.name, " (rank ", rank, ")");
+  const Weight* first = weights.find(parts[0].source);
   if (first == nullptr) {
-    return absl::InvalidArgumentError(absl::StrCat("@", param.name, " stacks rows of \"",
-                                                   param.parts[0].source,
+    return absl::InvalidArgumentError(absl::StrCat(who, " takes ", slice_axis_name(parts[0].axis),
+                                                   " of \"", parts[0].source,
                                                    "\", which the checkpoint does not hold"));
   }
   PlanWeight& w = p.weights.emplace_back();
   w.name = param.name;
+  w.rank = rank;
   w.dtype = first->dtype;
   w.shape = first->shape;
-  w.shape[0] = param.type.shape[0].value;
-  for (const ParamPart& part : param.parts) {
-    w.parts.push_back({part.source, part.row_begin, part.row_end});
+  const size_t along = parts[0].axis == SliceAxis::kRows ? 0 : 1;
+  if (along < w.shape.size() && static_cast<size_t>(param.type.rank()) > along) {
+    w.shape[along] = param.type.shape[along].value;
   }
+  for (const ParamPart& part : parts)
+    w.parts.push_back({part.source, part.axis, part.begin, part.end});
   // The load-time layout rules (plan/weight_parts.h), applied now so that an edited IR fails at
-  // compile time naming the part; then the IR param's trailing dims against the checkpoint's.
+  // compile time naming the part; then the IR param's dims against the checkpoint's.
   if (absl::StatusOr<std::vector<WeightByteRange>> ranges = weight_byte_ranges(p, w);
       !ranges.ok()) {
-    return absl::InvalidArgumentError(absl::StrCat("@", param.name, ": ", ranges.status().message()));
+    return absl::InvalidArgumentError(absl::StrCat(who, ": ", ranges.status().message()));
   }
   bool same = static_cast<size_t>(param.type.rank()) == w.shape.size();
-  for (size_t d = 1; same && d < w.shape.size(); ++d) {
+  for (size_t d = 0; same && d < w.shape.size(); ++d) {
     same = !param.type.shape[d].is_symbolic() && param.type.shape[d].value == w.shape[d];
   }
   if (!same) {
-    return absl::InvalidArgumentError(absl::StrCat("@", param.name, " is ",
-                                                   param.type.to_string(), " but its parts stack [",
+    return absl::InvalidArgumentError(absl::StrCat(who, " is ", param.type.to_string(),
+                                                   " but its parts make [",
                                                    absl::StrJoin(w.shape, ","), "]"));
   }
   return absl::OkStatus();
@@ -179,8 +187,17 @@ absl::Status add_weights(const CompileOptions& o, const WeightSet& weights, cons
     }
   }
   for (const Value* param : graph.params()) {
-    if (param->parts.empty()) continue;
-    if (absl::Status s = add_derived_weight(*param, weights, out.plan); !s.ok()) return s;
+    if (!param->parts.empty()) {
+      if (absl::Status s = add_derived_weight(*param, param->parts, -1, weights, out.plan);
+          !s.ok()) {
+        return s;
+      }
+    }
+    for (size_t r = 0; r < param->rank_parts.size(); ++r) {
+      absl::Status s =
+          add_derived_weight(*param, param->rank_parts[r], static_cast<int>(r), weights, out.plan);
+      if (!s.ok()) return s;
+    }
   }
   return absl::OkStatus();
 }
@@ -218,6 +235,7 @@ absl::StatusOr<CompiledPlan> build_plan(const CompileOptions& o) {
   if (!weights.ok()) return weights.status();
   PassContext ctx;
   for (const Weight& w : weights->all()) ctx.weight_dtypes[w.name] = w.dtype;
+  ctx.tensor_parallel = o.tensor_parallel;
   if (absl::Status s = run_compile_pipeline(**graph, ctx, o.dump_ir_dir); !s.ok()) return s;
   if (!ctx.kv_layout) {
     return absl::InvalidArgumentError(
@@ -236,6 +254,7 @@ absl::StatusOr<CompiledPlan> build_plan(const CompileOptions& o) {
   p.ir = print_graph(**graph);
   p.memory = ctx.memory_plan;
   p.kv = *ctx.kv_layout;
+  p.ranks = (*graph)->ranks();
   p.limits.page_size = p.kv.page_size;
   if (!o.dump_ir_dir.empty()) {
     if (absl::Status s = dump(o.dump_ir_dir, "99-final.kir", p.ir); !s.ok()) return s;

@@ -25,6 +25,9 @@ struct CompileOptions {
   std::string arch = "sm_90a";  // sm_90a, sm_89, sm_80
   StepLimits limits;            // limits.page_size feeds plan-kv; the plan's KvLayout holds it
   std::string from_ir;          // compile this (fused) .kir instead of the model's own graph
+  /// Tensor-parallel ranks (`--tp N`): shard-tensor-parallel splits the graph over them and the
+  /// plan holds every rank's weight slices. 1 = one GPU.
+  int tensor_parallel = 1;
   std::string dump_ir_dir;      // write the IR before and after the pipeline here
   bool pack_weights = false;
   /// Emit and NVRTC-compile the kernels. Off, the plan still lists every kernel (key, family,

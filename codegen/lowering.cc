@@ -108,6 +108,39 @@ absl::Status lower_gemm(int index, const Node& n, const GemvOptions& gemv, Lower
   return absl::OkStatus();
 }
 
+// all_reduce / all_gather: a plan collective the CUDA backend runs through NCCL on the step's
+// stream, over each rank's input as `outer` rows of `inner` contiguous elements (all_gather: the
+// dims from its axis on, whose rows NCCL gathers rank-major).
+absl::Status lower_collective(int index, const Node& n, LoweringContext& ctx) {
+  const Value* x = n.inputs[0];
+  const Shape& shape = x->type.shape;
+  if (!ctx.contiguous(x)) {
+    return ctx.unsupported(absl::StrCat("NCCL reads its buffer contiguously, and ", ctx.name(x),
+                                        " is a strided view (a slice; ir/view.h)"));
+  }
+  size_t axis = shape.empty() ? 0 : shape.size() - 1;  // all_reduce: rows of the last dim
+  if (n.op == OpKind::kAllGather) {
+    int64_t a = n.attrs.int_or("axis", 0);
+    if (a < 0) a += static_cast<int64_t>(shape.size());
+    axis = static_cast<size_t>(a);
+  }
+  PlanCollective c;
+  c.node = index;
+  c.kind = n.op == OpKind::kAllReduce ? CollectiveKind::kAllReduce : CollectiveKind::kAllGather;
+  c.dtype = x->type.dtype;
+  c.in = ctx.name(x);
+  c.out = ctx.name(n.outputs[0]);
+  c.outer = product_expr(shape, 0, axis);
+  c.inner = 1;
+  for (size_t d = axis; d < shape.size(); ++d) {
+    absl::StatusOr<int64_t> v = const_dim(shape[d], "the dims a collective moves as a row");
+    if (!v.ok()) return ctx.unsupported(std::string(v.status().message()));
+    c.inner *= *v;
+  }
+  ctx.add_collective(std::move(c));
+  return absl::OkStatus();
+}
+
 absl::Status lower_node(int index, const Node& n, const LoweringOptions& options,
                         LoweringContext& ctx) {
   switch (n.op) {
@@ -146,6 +179,8 @@ absl::Status lower_node(int index, const Node& n, const LoweringOptions& options
         ctx.bound_node_launches(gemm_rows_above_gemv(*ng->gemm));
       }
       break;
+    case OpKind::kAllReduce:
+    case OpKind::kAllGather: return lower_collective(index, n, ctx);
     default: break;
   }
   if (const FamilyLowering* family = find_family_lowering(n.op)) return family->lower(n, ctx);

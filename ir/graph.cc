@@ -31,6 +31,16 @@ Value* Graph::add_param(const std::string& name, Type type, std::vector<ParamPar
   return v;
 }
 
+Value* Graph::add_sharded_param(const std::string& name, Type type,
+                                std::vector<std::vector<ParamPart>> rank_parts) {
+  Value* v = new_value(ValueKind::kParam, std::move(type), name);
+  v->rank_parts = std::move(rank_parts);
+  params_.push_back(v);
+  return v;
+}
+
+const char* slice_axis_name(SliceAxis axis) { return axis == SliceAxis::kCols ? "cols" : "rows"; }
+
 int Graph::erase_unread_params(const std::function<bool(const Value*)>& drop) {
   // The Values stay owned by values_ (ids stay dense and stable); only the list changes.
   const size_t before = params_.size();
@@ -261,10 +271,14 @@ int Graph::remove_dead_nodes() {
 std::unique_ptr<Graph> Graph::clone() const {
   auto g = std::make_unique<Graph>(name_);
   g->symbols_ = symbols_;
+  g->ranks_ = ranks_;
   std::unordered_map<const Value*, Value*> map;
   for (Value* v : inputs_) map[v] = g->add_input(v->name, v->type);
-  for (Value* v : params_) map[v] = g->add_param(v->name, v->type, v->parts);
-  for (const auto& n : nodes_) {
+  for (Value* v : params_) {
+    map[v] = g->add_param(v->name, v->type, v->parts);
+    map[v]->rank_parts = v->rank_parts;
+  }
+  for (const auto& n : nodes()) {
     std::vector<Value*> ins;
     for (Value* in : n->inputs) ins.push_back(map.at(in));
     std::vector<Type> types;

@@ -22,15 +22,24 @@ class Graph;
 
 enum class ValueKind : uint8_t { kInput, kParam, kResult };
 
-/// Rows [row_begin, row_end) (along the first axis) of the checkpoint tensor named `source`.
-/// A param with parts is derived: the concatenation of its parts in order, assembled when the
-/// weights are loaded (fuse-horizontal's merged Q/K/V and gate/up weights; a tensor-parallel
-/// rank's slice is one part).
+/// Which axis of a checkpoint tensor a ParamPart slices: its rows (axis 0) or, of a matrix, its
+/// columns (axis 1).
+enum class SliceAxis : uint8_t { kRows, kCols };
+
+/// [begin, end) along `axis` of the checkpoint tensor named `source`: rows with every trailing
+/// dim, or columns of a [N, K] matrix with every row. A param with parts is derived: the
+/// concatenation of its parts along their one shared axis, assembled when the weights are loaded
+/// (fuse-horizontal's merged Q/K/V and gate/up weights stack rows; a tensor-parallel rank's slice
+/// of a row-parallel weight is one column part).
 struct ParamPart {
   std::string source;
-  int64_t row_begin = 0, row_end = 0;
+  SliceAxis axis = SliceAxis::kRows;
+  int64_t begin = 0, end = 0;
   bool operator==(const ParamPart&) const = default;
 };
+
+/// "rows" or "cols": the IR text's name of a part list along `axis`.
+const char* slice_axis_name(SliceAxis axis);
 
 /// An SSA value: a graph input (`%tokens`), a parameter (`@layers.0.q_proj`) or a node result.
 struct Value {
@@ -40,9 +49,21 @@ struct Value {
   std::string name;          // required for inputs and params; optional for results
   Node* producer = nullptr;  // set for results
   int output_index = 0;
-  /// Params only: the checkpoint rows this param concatenates; empty for a param that is the
-  /// checkpoint tensor named `name`.
+  /// Params only: the checkpoint slices this param concatenates, the same on every rank; empty
+  /// for a param that is the checkpoint tensor named `name` (or that is sharded).
   std::vector<ParamPart> parts;
+  /// Params of a tensor-parallel graph only: rank r's slices of the checkpoint (rank_parts[r]),
+  /// one list per rank of the graph (Graph::ranks()); empty for a param every rank holds whole
+  /// (or derives alike, through `parts`). Set by shard-tensor-parallel.
+  std::vector<std::vector<ParamPart>> rank_parts;
+
+  /// Whether the param's bytes differ per tensor-parallel rank.
+  bool sharded() const { return !rank_parts.empty(); }
+  /// The parts rank `rank` assembles this param from: rank_parts[rank] when sharded, else
+  /// `parts` (empty: the checkpoint tensor `name` itself).
+  const std::vector<ParamPart>& parts_of_rank(int rank) const {
+    return sharded() ? rank_parts[rank] : parts;
+  }
 
  private:
   friend class Graph;
@@ -100,9 +121,17 @@ class Graph {
   void set_name(std::string name) { name_ = std::move(name); }
   SymbolTable& symbols() { return symbols_; }
   const SymbolTable& symbols() const { return symbols_; }
+  /// Tensor-parallel ranks that each run this program (SPMD: one program, each rank on its own
+  /// weight slices and KV cache, meeting at all_reduce / all_gather nodes); 1 for a graph that is
+  /// not sharded. Printed as `ranks N` when above 1.
+  int ranks() const { return ranks_; }
+  void set_ranks(int ranks) { ranks_ = ranks; }
 
   Value* add_input(const std::string& name, Type type);
   Value* add_param(const std::string& name, Type type, std::vector<ParamPart> parts = {});
+  /// A param whose slice of the checkpoint differs per tensor-parallel rank (Value::rank_parts).
+  Value* add_sharded_param(const std::string& name, Type type,
+                           std::vector<std::vector<ParamPart>> rank_parts);
   /// Removes the params for which `drop(param)` holds and that nothing reads (e.g. the weights
   /// a derived param replaced); returns how many. O(params).
   int erase_unread_params(const std::function<bool(const Value*)>& drop);
@@ -163,6 +192,7 @@ class Graph {
   void materialize() const;
 
   std::string name_;
+  int ranks_ = 1;
   SymbolTable symbols_;
   std::vector<std::unique_ptr<Value>> values_;
   std::vector<Value*> inputs_;

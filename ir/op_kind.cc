@@ -40,6 +40,8 @@ static const char* op_name_cstr(OpKind kind) {
     case OpKind::kFlashAttention: return "flash_attention";
     case OpKind::kFusedElementwise: return "fused_elementwise";
     case OpKind::kGemm: return "gemm";
+    case OpKind::kAllReduce: return "all_reduce";
+    case OpKind::kAllGather: return "all_gather";
   }
   return "?";
 }
@@ -48,7 +50,7 @@ const std::string& op_name(OpKind v) {
   // Interned names: comparing with == compares text, and StrCat accepts them.
   static const std::vector<std::string> names = [] {
     std::vector<std::string> out;
-    for (int i = 0; i <= static_cast<int>(OpKind::kGemm); ++i) {
+    for (int i = 0; i < kNumOpKinds; ++i) {
       out.emplace_back(op_name_cstr(static_cast<OpKind>(i)));
     }
     return out;
@@ -130,6 +132,11 @@ OpTraits op_traits(OpKind kind) {
       t.elementwise = true;
       break;
     case OpKind::kGemm: t.fused = true; break;
+    case OpKind::kAllReduce:
+    case OpKind::kAllGather:
+      t.num_inputs = 1;
+      t.collective = true;
+      break;
   }
   return t;
 }

@@ -75,9 +75,18 @@ enum class OpKind : uint8_t {
   kFusedElementwise,
   /// (x[..., K], w[N, K][, bias[N]][, residual[..., N]]) {epilogue} -> [..., N].
   kGemm,
+  // --- collectives (created by shard-tensor-parallel). A graph with `ranks N` is one program
+  // that N tensor-parallel ranks each run on their own weight slices (SPMD); a collective is where
+  // they meet, and every rank takes part in each one in program order.
+  /// (x) {ranks} -> x summed element-wise over the `ranks` ranks; every rank gets the sum (the
+  /// partial products of a row-parallel matmul become the full product).
+  kAllReduce,
+  /// (x[..., n, ...]) {axis, ranks} -> [..., ranks*n, ...]: the ranks' x concatenated along
+  /// `axis` in rank order, on every rank (the vocabulary-split logits become whole).
+  kAllGather,
 };
 
-inline constexpr int kNumOpKinds = static_cast<int>(OpKind::kGemm) + 1;
+inline constexpr int kNumOpKinds = static_cast<int>(OpKind::kAllGather) + 1;
 
 /// Group traits of an op kind.
 struct OpTraits {
@@ -91,6 +100,8 @@ struct OpTraits {
   bool side_effect = false;
   /// Changes only how data is indexed (reshape, slice).
   bool view = false;
+  /// Exchanges data between the tensor-parallel ranks (all_reduce, all_gather).
+  bool collective = false;
   /// Fixed input count, or -1 for variadic / optional inputs.
   int num_inputs = -1;
   int num_outputs = 1;

@@ -277,6 +277,7 @@ class Parser {
   absl::Status statement() {
     if (tok_.kind == Tok::kIdent) {
       if (tok_.text == "symbol") return symbol_decl();
+      if (tok_.text == "ranks") return ranks_decl();
       if (tok_.text == "input" || tok_.text == "param") return value_decl();
       if (tok_.text == "output") return output_decl();
       return expected("'symbol', 'input', 'param', 'output' or a result like %0");
@@ -314,12 +315,22 @@ class Parser {
       if (params_.count(name.text))
         return error_at(name, absl::StrCat("@", name.text, " is declared twice"));
       std::vector<ParamPart> parts;
+      std::vector<std::vector<ParamPart>> rank_parts;
       if (is_punct("=")) {
-        absl::StatusOr<std::vector<ParamPart>> p = param_parts();
-        if (!p.ok()) return p.status();
-        parts = *std::move(p);
+        bump();
+        if (is_ident("shards")) {
+          absl::StatusOr<std::vector<std::vector<ParamPart>>> p = param_shards();
+          if (!p.ok()) return p.status();
+          rank_parts = *std::move(p);
+        } else {
+          absl::StatusOr<std::vector<ParamPart>> p = param_parts();
+          if (!p.ok()) return p.status();
+          parts = *std::move(p);
+        }
       }
-      params_[name.text] = graph_->add_param(name.text, *type, std::move(parts));
+      Value* param = graph_->add_param(name.text, *type, std::move(parts));
+      param->rank_parts = std::move(rank_parts);
+      params_[name.text] = param;
     } else {
       if (locals_.count(name.text))
         return error_at(name, absl::StrCat("%", name.text, " is defined twice"));
@@ -328,16 +339,22 @@ class Parser {
     return absl::OkStatus();
   }
 
-  // `= rows("tensor"[begin:end], ...)` after a param's type.
+  // `rows("tensor"[begin:end], ...)` or `cols(...)` after a param's `=`.
   absl::StatusOr<std::vector<ParamPart>> param_parts() {
+    SliceAxis axis = SliceAxis::kRows;
+    if (is_ident("cols")) {
+      axis = SliceAxis::kCols;
+    } else if (!is_ident("rows")) {
+      return expected("rows(...), cols(...) or shards(...)");
+    }
     bump();
-    if (absl::Status s = expect_ident("rows"); !s.ok()) return s;
     if (absl::Status s = expect_punct("("); !s.ok()) return s;
     std::vector<ParamPart> parts;
     while (true) {
       if (tok_.kind != Tok::kString) return expected("a checkpoint tensor name like \"w.q\"");
       ParamPart& p = parts.emplace_back();
       p.source = tok_.text;
+      p.axis = axis;
       bump();
       if (absl::Status s = expect_punct("["); !s.ok()) return s;
       absl::StatusOr<int64_t> begin = parse_int();
@@ -346,14 +363,51 @@ class Parser {
       absl::StatusOr<int64_t> end = parse_int();
       if (!end.ok()) return end.status();
       if (absl::Status s = expect_punct("]"); !s.ok()) return s;
-      if (*begin < 0 || *end <= *begin) return expected("a row range [begin:end] with 0 <= begin < end");
-      p.row_begin = *begin;
-      p.row_end = *end;
+      if (*begin < 0 || *end <= *begin) {
+        return expected(
+            absl::StrCat("a ", slice_axis_name(axis), " range [begin:end] with 0 <= begin < end"));
+      }
+      p.begin = *begin;
+      p.end = *end;
       if (!is_punct(",")) break;
       bump();
     }
     if (absl::Status s = expect_punct(")"); !s.ok()) return s;
     return parts;
+  }
+
+  // `shards(<parts of rank 0>, <parts of rank 1>, ...)`: one rows(...) / cols(...) per rank.
+  absl::StatusOr<std::vector<std::vector<ParamPart>>> param_shards() {
+    bump();
+    if (absl::Status s = expect_punct("("); !s.ok()) return s;
+    std::vector<std::vector<ParamPart>> ranks;
+    while (true) {
+      if (static_cast<int>(ranks.size()) >= kMaxRanks) {
+        return error_at(tok_, absl::StrCat("more than ", kMaxRanks, " shards"));
+      }
+      absl::StatusOr<std::vector<ParamPart>> parts = param_parts();
+      if (!parts.ok()) return parts.status();
+      ranks.push_back(*std::move(parts));
+      if (!is_punct(",")) break;
+      bump();
+    }
+    if (absl::Status s = expect_punct(")"); !s.ok()) return s;
+    return ranks;
+  }
+
+  // `ranks N`: the tensor-parallel ranks that run the program.
+  absl::Status ranks_decl() {
+    bump();
+    Token at = tok_;
+    absl::StatusOr<int64_t> n = parse_int();
+    if (!n.ok()) return n.status();
+    if (*n < 1 || *n > kMaxRanks) {
+      return error_at(at, absl::StrCat("ranks must be in [1, ", kMaxRanks, "], got ", *n));
+    }
+    if (ranks_declared_) return error_at(at, "ranks is declared twice");
+    ranks_declared_ = true;
+    graph_->set_ranks(static_cast<int>(*n));
+    return absl::OkStatus();
   }
 
   absl::Status output_decl() {
@@ -560,9 +614,14 @@ class Parser {
     return type;
   }
 
+  // A bound on `ranks N` and on a param's shard count, far above any GPU count one program
+  // spans, so that hostile text cannot make the parser build millions of part lists.
+  static constexpr int kMaxRanks = 1024;
+
   Lexer lexer_;
   Token tok_;
   Graph* graph_ = nullptr;
+  bool ranks_declared_ = false;
   std::unordered_map<std::string, Value*> locals_;
   std::unordered_map<std::string, Value*> params_;
 };

@@ -64,9 +64,27 @@ std::string print_node(const Node& node, const ValueNames& names) {
   return line;
 }
 
+std::string print_param_parts(const std::vector<ParamPart>& parts) {
+  // Every part of one list shares an axis (the verifier checks it); a mixed list prints each
+  // part's own axis so that the verifier, not the printer, reports it.
+  std::string out;
+  for (size_t i = 0; i < parts.size(); ++i) {
+    const ParamPart& p = parts[i];
+    if (i == 0 || p.axis != parts[i - 1].axis) {
+      absl::StrAppend(&out, i ? "), " : "", slice_axis_name(p.axis), "(");
+    } else {
+      out += ", ";
+    }
+    absl::StrAppend(&out, attribute_to_string(Attribute(p.source)), "[", p.begin, ":", p.end, "]");
+  }
+  if (!parts.empty()) out += ")";
+  return out;
+}
+
 std::string print_graph(const Graph& graph) {
   ValueNames names(graph);
   std::string out = absl::StrCat("graph @", graph.name(), " {\n");
+  if (graph.ranks() != 1) absl::StrAppend(&out, "  ranks ", graph.ranks(), "\n");
   for (const Symbol& s : graph.symbols().symbols()) {
     absl::StrAppend(&out, "  symbol ", s.name, " <= ", s.upper_bound, "\n");
   }
@@ -76,12 +94,13 @@ std::string print_graph(const Graph& graph) {
   for (const Value* v : graph.params()) {
     absl::StrAppend(&out, "  param ", names(v), " : ", v->type.to_string());
     if (!v->parts.empty()) {
-      // A derived param: `= rows("<checkpoint tensor>"[begin:end], ...)`.
-      absl::StrAppend(&out, " = rows(");
-      for (size_t i = 0; i < v->parts.size(); ++i) {
-        const ParamPart& p = v->parts[i];
-        absl::StrAppend(&out, i ? ", " : "", attribute_to_string(Attribute(p.source)), "[", p.row_begin,
-                        ":", p.row_end, "]");
+      // A derived param: `= rows("<checkpoint tensor>"[begin:end], ...)` (or cols(...)).
+      absl::StrAppend(&out, " = ", print_param_parts(v->parts));
+    } else if (v->sharded()) {
+      // One derivation per rank, in rank order, one per line.
+      absl::StrAppend(&out, " = shards(");
+      for (size_t r = 0; r < v->rank_parts.size(); ++r) {
+        absl::StrAppend(&out, r ? "," : "", "\n      ", print_param_parts(v->rank_parts[r]));
       }
       absl::StrAppend(&out, ")");
     }

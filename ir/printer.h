@@ -7,6 +7,7 @@
 
 #include <string>
 #include <unordered_map>
+#include <vector>
 
 #include "ir/graph.h"
 
@@ -23,6 +24,9 @@ class ValueNames {
 };
 
 std::string print_graph(const Graph& graph);
+/// A derived param's part list as printed after `=`: `rows("q"[0:4], "k"[0:2])`,
+/// `cols("o"[0:32])`.
+std::string print_param_parts(const std::vector<ParamPart>& parts);
 /// One node's line (without indentation), with names as in print_graph.
 std::string print_node(const Node& node, const ValueNames& names);
 

@@ -2,6 +2,7 @@
 #include "ir/type_inference.h"
 
 #include <algorithm>
+#include <limits>
 
 #include "absl/strings/str_cat.h"
 #include "ir/expr.h"
@@ -455,6 +456,26 @@ absl::StatusOr<std::vector<Type>> infer_types(OpKind op, absl::Span<const Type> 
         }
       }
       return mm;
+    }
+    case OpKind::kAllReduce:
+    case OpKind::kAllGather: {
+      absl::StatusOr<int64_t> ranks = attrs.get_int("ranks");
+      if (!ranks.ok()) return ranks.status();
+      if (*ranks < 1) return invalid("attribute 'ranks' must be positive, got ", *ranks);
+      if (absl::Status s = expect_float(in[0], 0); !s.ok()) return s;
+      if (op == OpKind::kAllReduce) return std::vector<Type>{in[0]};
+      absl::StatusOr<int64_t> axis = attrs.get_int("axis");
+      if (!axis.ok()) return axis.status();
+      absl::StatusOr<int> a = normalize_axis(*axis, in[0].rank());
+      if (!a.ok()) return a.status();
+      Type out = in[0];
+      Dim& d = out.shape[*a];
+      if (d.is_symbolic()) return invalid("all_gather along symbolic dim ", d.to_string());
+      if (d.value > std::numeric_limits<int64_t>::max() / *ranks) {
+        return invalid("all_gather of ", *ranks, " x ", d.value, " overflows");
+      }
+      d.value *= *ranks;
+      return std::vector<Type>{out};
     }
   }
   return invalid("unknown op kind");

@@ -33,9 +33,43 @@ absl::Status check_type_symbols(const Type& type, const SymbolTable& symbols,
   return absl::OkStatus();
 }
 
+// A derived param's parts (one rank's, for a sharded param) share one axis and tile the param
+// along it: rows stack into a constant first dim, columns join into the second dim of a matrix.
+absl::Status check_param_parts(const Value& v, const std::vector<ParamPart>& parts,
+                               const std::string& where) {
+  const SliceAxis axis = parts[0].axis;
+  int64_t extent = 0;
+  for (const ParamPart& p : parts) {
+    if (p.axis != axis) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(where, ": its parts mix rows and columns (one axis per param)"));
+    }
+    if (p.begin < 0 || p.end <= p.begin) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          where, ": part \"", p.source, "\" has an empty ", slice_axis_name(axis), " range"));
+    }
+    extent += p.end - p.begin;
+  }
+  const int dim = axis == SliceAxis::kRows ? 0 : 1;
+  if (axis == SliceAxis::kCols && v.type.rank() != 2) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(where, ": column parts make a matrix, but its type is ", v.type.to_string()));
+  }
+  if (v.type.rank() <= dim || v.type.shape[dim].is_symbolic() ||
+      v.type.shape[dim].value != extent) {
+    return absl::InvalidArgumentError(absl::StrCat(where, ": its parts hold ", extent, " ",
+                                                   slice_axis_name(axis), " but its type is ",
+                                                   v.type.to_string()));
+  }
+  return absl::OkStatus();
+}
+
 }  // namespace
 
 absl::Status verify(const Graph& graph) {
+  if (graph.ranks() < 1) {
+    return absl::InvalidArgumentError(absl::StrCat("graph runs on ", graph.ranks(), " ranks"));
+  }
   ValueNames names(graph);
   std::unordered_set<const Value*> defined;
   std::unordered_set<std::string> declared_names;
@@ -50,21 +84,28 @@ absl::Status verify(const Graph& graph) {
         return absl::InvalidArgumentError(absl::StrCat(where, " is declared twice"));
       }
       if (absl::Status s = check_type_symbols(v->type, graph.symbols(), where); !s.ok()) return s;
+      if (!v->parts.empty() && v->sharded()) {
+        return absl::InvalidArgumentError(
+            absl::StrCat(where, " has both parts and per-rank shards"));
+      }
       if (!v->parts.empty()) {
-        // A derived param stacks whole rows: a constant-shape tensor whose first dim is the sum
-        // of its parts' row counts.
-        int64_t rows = 0;
-        for (const ParamPart& p : v->parts) {
-          if (p.row_begin < 0 || p.row_end <= p.row_begin) {
-            return absl::InvalidArgumentError(absl::StrCat(where, ": part \"", p.source,
-                                                           "\" has an empty row range"));
-          }
-          rows += p.row_end - p.row_begin;
+        if (absl::Status s = check_param_parts(*v, v->parts, where); !s.ok()) return s;
+      }
+      if (v->sharded()) {
+        if (static_cast<int>(v->rank_parts.size()) != graph.ranks()) {
+          return absl::InvalidArgumentError(absl::StrCat(where, " has ", v->rank_parts.size(),
+                                                         " shards but the graph runs on ",
+                                                         graph.ranks(), " rank(s)"));
         }
-        if (v->type.rank() == 0 || v->type.shape[0].is_symbolic() ||
-            v->type.shape[0].value != rows) {
-          return absl::InvalidArgumentError(absl::StrCat(
-              where, ": its parts hold ", rows, " rows but its type is ", v->type.to_string()));
+        for (size_t r = 0; r < v->rank_parts.size(); ++r) {
+          if (v->rank_parts[r].empty()) {
+            return absl::InvalidArgumentError(absl::StrCat(where, ": rank ", r, " has no parts"));
+          }
+          if (absl::Status s =
+                  check_param_parts(*v, v->rank_parts[r], absl::StrCat(where, " (rank ", r, ")"));
+              !s.ok()) {
+            return s;
+          }
         }
       }
       defined.insert(v);
@@ -112,6 +153,11 @@ absl::Status verify(const Graph& graph) {
                                  " but ", op_name(node->op), " produces ",
                                  (*inferred)[i].to_string()));
       }
+    }
+    if (op_traits(node->op).collective && node->attrs.int_or("ranks", 0) != graph.ranks()) {
+      // A collective spans the whole group: every rank of the program, no subset.
+      return fail(absl::StrCat("spans ", node->attrs.int_or("ranks", 0),
+                               " ranks but the graph runs on ", graph.ranks()));
     }
     for (const Value* out : node->outputs) defined.insert(out);
   }

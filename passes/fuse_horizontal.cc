@@ -14,6 +14,7 @@
 // Qwen2's q/k/v biases merge with their weights: when every member's result is read only by
 // `add(·, @bias[N])`, one `add(merged, @merged_bias)` follows the merged matmul (which
 // gemm-epilogue folds into the GEMM) and the slices replace the adds.
+#include <algorithm>
 #include <map>
 #include <string>
 #include <vector>
@@ -45,6 +46,12 @@ std::string member_problem(const Node& matmul) {
   if (w->kind != ValueKind::kParam) return "weight is not a param";
   if (w->type.rank() != 2 || w->type.shape[0].is_symbolic() || w->type.shape[1].is_symbolic()) {
     return "weight is not a constant-shape matrix";
+  }
+  // Stacking adds rows; a weight made of column slices (a row-parallel shard) has no rows of a
+  // checkpoint tensor to name.
+  for (int r = 0; r < std::max<int>(1, static_cast<int>(w->rank_parts.size())); ++r) {
+    const std::vector<ParamPart>& parts = w->parts_of_rank(r);
+    if (!parts.empty() && parts[0].axis != SliceAxis::kRows) return "weight is a column slice";
   }
   return "";
 }
@@ -78,16 +85,19 @@ absl::StatusOr<Value*> add_before(Graph& g, Node* before, OpKind op, std::vector
   return g.add_node(op, std::move(inputs), std::move(attrs), *out, before)->outputs[0];
 }
 
-/// The checkpoint rows `param` stands for: its parts, or all rows of the tensor it names.
-std::vector<ParamPart> rows_of(const Value& param) {
-  if (!param.parts.empty()) return param.parts;
-  return {{param.name, 0, param.type.shape[0].value}};
+/// The checkpoint rows `param` stands for on tensor-parallel rank `rank`: its parts, or all rows
+/// of the tensor it names.
+std::vector<ParamPart> rows_of(const Value& param, int rank) {
+  const std::vector<ParamPart>& parts = param.parts_of_rank(rank);
+  if (!parts.empty()) return parts;
+  return {{param.name, SliceAxis::kRows, 0, param.type.shape[0].value}};
 }
 
 /// The stored format of `param` when the caller said (PassContext::weight_dtypes), else its IR
 /// dtype; a derived param's is its first part's (its parts share one by construction).
 DType storage_dtype(const Value& param, const PassContext& context) {
-  const std::string& source = param.parts.empty() ? param.name : param.parts[0].source;
+  const std::vector<ParamPart>& parts = param.parts_of_rank(0);
+  const std::string& source = parts.empty() ? param.name : parts[0].source;
   auto it = context.weight_dtypes.find(source);
   return it == context.weight_dtypes.end() ? param.type.dtype : it->second;
 }
@@ -129,20 +139,29 @@ std::string merged_name(absl::flat_hash_set<std::string>& taken,
   return name;
 }
 
-/// A derived param stacking `members`' rows (all rank-2 [n_i, K] or all rank-1 [n_i]).
+/// A derived param stacking `members`' rows (all rank-2 [n_i, K] or all rank-1 [n_i]); in a
+/// tensor-parallel graph with a sharded member, one stack per rank of that rank's rows.
 Value* stack_params(Graph& g, absl::flat_hash_set<std::string>& taken,
                     const std::vector<const Value*>& members) {
-  std::vector<ParamPart> parts;
+  bool sharded = false;
+  for (const Value* m : members) sharded |= m->sharded();
+  const int ranks = sharded ? g.ranks() : 1;
+  std::vector<std::vector<ParamPart>> stacks(ranks);
   int64_t rows = 0;
-  for (const Value* m : members) {
-    for (ParamPart& p : rows_of(*m)) {
-      rows += p.row_end - p.row_begin;
-      parts.push_back(std::move(p));
+  for (int r = 0; r < ranks; ++r) {
+    rows = 0;
+    for (const Value* m : members) {
+      for (ParamPart& p : rows_of(*m, r)) {
+        rows += p.end - p.begin;
+        stacks[r].push_back(std::move(p));
+      }
     }
   }
   Type t = members[0]->type;
-  t.shape[0] = Dim::constant(rows);
-  return g.add_param(merged_name(taken, members), std::move(t), std::move(parts));
+  t.shape[0] = Dim::constant(rows);  // the same on every rank: each member's rows are
+  if (sharded)
+    return g.add_sharded_param(merged_name(taken, members), std::move(t), std::move(stacks));
+  return g.add_param(merged_name(taken, members), std::move(t), std::move(stacks[0]));
 }
 
 class FuseHorizontal : public Pass {

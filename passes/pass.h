@@ -25,6 +25,9 @@ struct PassContext {
   /// weights: fuse-horizontal merges only weights stored alike, so that a derived param is one
   /// run of bytes in one format (a Q4_K_M file keeps some V projections in Q6_K).
   std::map<std::string, DType> weight_dtypes;
+  /// Tensor-parallel ranks shard-tensor-parallel splits the graph over (`kiln compile --tp N`);
+  /// 1 leaves the graph whole.
+  int tensor_parallel = 1;
 
   void count(const std::string& pass, const std::string& counter, int64_t n = 1) {
     stats[pass][counter] += n;

@@ -12,10 +12,10 @@ std::vector<RegisteredPass>& registry() {
   static std::vector<RegisteredPass>* passes = [] {
     auto* out = new std::vector<RegisteredPass>;
     for (PassFactory f :
-         {PassFactory(make_canonicalize_pass), PassFactory(make_fuse_rope_pass),
-          PassFactory(make_fuse_rmsnorm_residual_pass), PassFactory(make_fuse_attention_pass),
-          PassFactory(make_fuse_elementwise_pass), PassFactory(make_fuse_horizontal_pass),
-          PassFactory(make_gemm_epilogue_pass),
+         {PassFactory(make_canonicalize_pass), PassFactory(make_shard_tensor_parallel_pass),
+          PassFactory(make_fuse_rope_pass), PassFactory(make_fuse_rmsnorm_residual_pass),
+          PassFactory(make_fuse_attention_pass), PassFactory(make_fuse_elementwise_pass),
+          PassFactory(make_fuse_horizontal_pass), PassFactory(make_gemm_epilogue_pass),
           PassFactory(make_plan_memory_pass), PassFactory(make_plan_kv_pass)}) {
       std::unique_ptr<Pass> p = f();
       out->push_back({p->name(), p->description(), f});
@@ -52,8 +52,9 @@ absl::StatusOr<std::unique_ptr<Pass>> create_pass(std::string_view name) {
 
 const std::vector<std::string>& default_pipeline() {
   static const std::vector<std::string> pipeline = {
-      "canonicalize",   "fuse-horizontal", "fuse-rope",     "fuse-rmsnorm-residual",
-      "fuse-attention", "fuse-elementwise", "gemm-epilogue", "plan-memory",
+      "canonicalize",     "shard-tensor-parallel", "fuse-horizontal",
+      "fuse-rope",        "fuse-rmsnorm-residual", "fuse-attention",
+      "fuse-elementwise", "gemm-epilogue",         "plan-memory",
       "plan-kv"};
   return pipeline;
 }

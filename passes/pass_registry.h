@@ -31,12 +31,13 @@ absl::Status register_pass(PassFactory factory);
 /// A fresh instance of the named pass; InvalidArgument naming the registered passes otherwise.
 absl::StatusOr<std::unique_ptr<Pass>> create_pass(std::string_view name);
 
-/// canonicalize → fuse-rope → fuse-rmsnorm-residual → fuse-attention → fuse-elementwise →
-/// gemm-epilogue → plan-memory → plan-kv (DESIGN.md: passes/).
+/// canonicalize → shard-tensor-parallel → fuse-horizontal → fuse-rope → fuse-rmsnorm-residual →
+/// fuse-attention → fuse-elementwise → gemm-epilogue → plan-memory → plan-kv (DESIGN.md: passes/).
 const std::vector<std::string>& default_pipeline();
 
 // Factories of kiln's passes, one per file of passes/.
 std::unique_ptr<Pass> make_canonicalize_pass();
+std::unique_ptr<Pass> make_shard_tensor_parallel_pass();
 std::unique_ptr<Pass> make_fuse_rope_pass();
 std::unique_ptr<Pass> make_fuse_rmsnorm_residual_pass();
 std::unique_ptr<Pass> make_fuse_attention_pass();

@@ -10,9 +10,9 @@ int Plan::find_kernel(std::string_view key) const {
   return -1;
 }
 
-const PlanWeight* Plan::find_weight(std::string_view name) const {
+const PlanWeight* Plan::find_weight(std::string_view name, int rank) const {
   for (const PlanWeight& w : weights) {
-    if (w.name == name) return &w;
+    if (w.name == name && (w.rank == -1 || w.rank == rank)) return &w;
   }
   return nullptr;
 }

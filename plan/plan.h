@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "ir/dtype.h"
+#include "ir/graph.h"             // SliceAxis
 #include "models/llama_graph.h"   // StepLimits
 #include "models/model_config.h"  // ModelConfig
 #include "plan/kernel_family.h"
@@ -170,21 +171,27 @@ struct PlanConstant {
   double scalar = 0;
 };
 
-/// Rows [row_begin, row_end) (along the first axis) of another, stored plan weight.
+/// [begin, end) along `axis` of another, stored plan weight: rows (with every trailing dim), or
+/// columns of a matrix (with every row).
 struct PlanWeightPart {
   std::string source;  ///< the PlanWeight::name of a weight with a file reference or a blob
-  int64_t row_begin = 0, row_end = 0;
+  SliceAxis axis = SliceAxis::kRows;
+  int64_t begin = 0, end = 0;
   bool operator==(const PlanWeightPart&) const = default;
 };
 
 /// One weight the plan's IR reads as a param (`@name`). Either a reference into the source
 /// checkpoint (file + byte range + checksum; the default), a blob packed into the plan, or
-/// derived: the concatenation along the first axis of row ranges of other weights (`parts`), which
+/// derived: the concatenation of row ranges (or column ranges) of other weights (`parts`), which
 /// the runtime assembles at upload. Derived weights keep the plan referencing the checkpoint
 /// instead of copying it: horizontal fusion's merged Q/K/V and gate/up matrices are derived, and
-/// so is a tensor-parallel rank's slice of a weight (one part). plan/weight_parts.h resolves them.
+/// so is a tensor-parallel rank's slice of a weight (rows of a column-parallel weight, columns of
+/// a row-parallel one). plan/weight_parts.h resolves them.
 struct PlanWeight {
   std::string name;  ///< the IR param name ("layers.0.q_proj")
+  /// The tensor-parallel rank that holds this weight, or -1 for every rank. A sharded IR param
+  /// (Value::rank_parts) has one derived PlanWeight of its name per rank.
+  int32_t rank = -1;
   DType dtype = DType::kBF16;
   std::vector<int64_t> shape;
   // Reference into the checkpoint:
@@ -200,6 +207,26 @@ struct PlanWeight {
   bool packed() const { return blob >= 0; }
   bool derived() const { return !parts.empty(); }
 };
+
+/// A collective of a tensor-parallel plan: an all_reduce or all_gather node, which the CUDA
+/// backend runs through NCCL on the step's stream (inside the step's CUDA graph) and the
+/// reference backend as sums / concatenations over the ranks' buffers.
+enum class CollectiveKind : uint8_t { kAllReduce, kAllGather };
+
+struct PlanCollective {
+  int node = -1;  ///< node index in the final IR's program order
+  CollectiveKind kind = CollectiveKind::kAllReduce;
+  DType dtype = DType::kBF16;
+  std::string in, out;  ///< value names ("%12")
+  /// `in` (each rank's) as `outer` rows of `inner` contiguous elements: all_reduce sums
+  /// outer * inner elements; all_gather puts rank r's row o at out[(o * ranks + r) * inner] (NCCL
+  /// gathers rank-major, so for outer > 1 the runtime reorders the rows).
+  std::string outer;  ///< an expression of the step's symbols ("T", "S", "1")
+  int64_t inner = 0;
+};
+
+/// The most tensor-parallel ranks a plan may declare (a bound for readers of untrusted plans).
+inline constexpr int kMaxPlanRanks = 1024;
 
 /// Everything `kiln compile` decided. The final IR text is the program; launches and GEMMs are
 /// its GPU lowering in program order (ascending `node`; within one node, launches in list order).
@@ -226,11 +253,18 @@ struct Plan {
   std::optional<MemoryPlan> memory;
   KvLayout kv;
   std::vector<PlanWeight> weights;
+  /// Tensor parallelism (`kiln compile --tp N`): the IR is one program (`ranks N`) that `ranks`
+  /// ranks each run on their own GPU, with their own weight slices (PlanWeight::rank), KV cache
+  /// and arena. Kernels, launches, GEMMs, `memory` and `kv` are each rank's, the same on every
+  /// rank (each rank's KV cache holds its own KV heads: kv.num_kv_heads of them).
+  int32_t ranks = 1;
+  std::vector<PlanCollective> collectives;
 
   /// Index of the kernel with `key`, or -1.
   int find_kernel(std::string_view key) const;
-  /// Weight named `name`, or null.
-  const PlanWeight* find_weight(std::string_view name) const;
+  /// The weight named `name` that rank `rank` holds: its own shard, or one every rank holds
+  /// (rank -1: only the latter); null when there is none.
+  const PlanWeight* find_weight(std::string_view name, int rank = -1) const;
 };
 
 }  // namespace kiln

@@ -19,7 +19,10 @@
 namespace kiln {
 
 inline constexpr char kPlanMagic[5] = {'K', 'P', 'L', 'A', 'N'};
-// 3: the decode attention merges in its own launch (no flash_attention_merge; zeroed workspaces).
+// 3: the decode attention merges in its own launch (no flash_attention_merge; zeroed workspaces),
+// the persistent decode kernel, and tensor parallelism (ranks, collectives, per-rank weights,
+// column parts); a version-2 reader would ignore those fields and misread such a plan, so it is
+// told to rebuild instead.
 inline constexpr uint32_t kPlanFormatVersion = 3;
 inline constexpr uint64_t kPlanAlignment = 256;
 

@@ -45,6 +45,8 @@ constexpr EnumName<GemmEpilogue> kEpilogues[] = {{GemmEpilogue::kNone, "none"},
                                                  {GemmEpilogue::kResidual, "residual"},
                                                  {GemmEpilogue::kBiasResidual, "bias_residual"}};
 constexpr EnumName<KvPageLayout> kPageLayouts[] = {{KvPageLayout::kNHD, "NHD"}};
+constexpr EnumName<CollectiveKind> kCollectiveKinds[] = {
+    {CollectiveKind::kAllReduce, "all_reduce"}, {CollectiveKind::kAllGather, "all_gather"}};
 
 template <class E, size_t N>
 const char* name_in(const EnumName<E> (&table)[N], E value) {
@@ -157,6 +159,9 @@ std::optional<std::string> read_value(const json& j, GemmEpilogue& out) {
 }
 std::optional<std::string> read_value(const json& j, KvPageLayout& out) {
   return read_enum(j, kPageLayouts, out);
+}
+std::optional<std::string> read_value(const json& j, CollectiveKind& out) {
+  return read_enum(j, kCollectiveKinds, out);
 }
 
 template <class T>
@@ -388,10 +393,12 @@ json kv_json(const KvLayout& kv) {
 
 json weight_json(const PlanWeight& w) {
   json j = {{"name", w.name}, {"dtype", dtype_name(w.dtype)}, {"shape", w.shape}};
+  if (w.rank >= 0) j["rank"] = w.rank;  // absent: every rank holds it
   if (w.derived()) {
     json parts = json::array();
     for (const PlanWeightPart& part : w.parts) {
-      parts.push_back({{"source", part.source}, {"rows", {part.row_begin, part.row_end}}});
+      parts.push_back(
+          {{"source", part.source}, {slice_axis_name(part.axis), {part.begin, part.end}}});
     }
     j["parts"] = std::move(parts);
   } else if (w.packed()) {
@@ -606,24 +613,49 @@ void read_plan_fields(ObjectReader& m, Plan& p) {
     r.req("head_dim", p.kv.head_dim);
     p.limits.page_size = p.kv.page_size;  // the one home of the page size is the KV layout
   }
+  m.opt("ranks", p.ranks);
+  if (m.ok() && (p.ranks < 1 || p.ranks > kMaxPlanRanks)) {
+    m.fail(m.field("ranks"), absl::StrCat("must be in [1, ", kMaxPlanRanks, "], got ", p.ranks));
+  }
+  if (m.has("collectives")) {
+    m.objects("collectives", [&](ObjectReader& r) {
+      PlanCollective& c = p.collectives.emplace_back();
+      r.req("node", c.node);
+      r.req("kind", c.kind);
+      r.req("dtype", c.dtype);
+      r.req("in", c.in);
+      r.req("out", c.out);
+      r.req("outer", c.outer);
+      r.req("inner", c.inner);
+      if (r.ok() && c.inner < 0) r.fail(r.field("inner"), "must be >= 0");
+    });
+  }
   m.objects("weights", [&](ObjectReader& r) {
     PlanWeight& w = p.weights.emplace_back();
     r.req("name", w.name);
     r.req("dtype", w.dtype);
     r.req("shape", w.shape);
+    r.opt("rank", w.rank);
+    if (r.ok() && (w.rank < -1 || w.rank >= p.ranks)) {
+      r.fail(r.field("rank"), absl::StrCat("must be -1 (every rank) or a rank below ", p.ranks));
+    }
     if (r.has("parts")) {
       r.objects("parts", [&](ObjectReader& pr) {
         PlanWeightPart& part = w.parts.emplace_back();
         pr.req("source", part.source);
-        std::vector<int64_t> rows;
-        pr.req("rows", rows);
+        const bool cols = pr.has("cols");
+        part.axis = cols ? SliceAxis::kCols : SliceAxis::kRows;
+        const char* key = slice_axis_name(part.axis);
+        std::vector<int64_t> range;
+        pr.req(key, range);
         if (!pr.ok()) return;
-        if (rows.size() != 2 || rows[0] < 0 || rows[1] < rows[0]) {
-          pr.fail(pr.field("rows"), "must be [begin, end] with 0 <= begin <= end");
+        if (cols && pr.has("rows")) return pr.fail(pr.field("rows"), "a part is rows or cols");
+        if (range.size() != 2 || range[0] < 0 || range[1] < range[0]) {
+          pr.fail(pr.field(key), "must be [begin, end] with 0 <= begin <= end");
           return;
         }
-        part.row_begin = rows[0];
-        part.row_end = rows[1];
+        part.begin = range[0];
+        part.end = range[1];
       });
       if (r.ok() && w.parts.empty()) r.fail(r.field("parts"), "must list at least one part");
     } else if (r.has("blob")) {
@@ -647,6 +679,7 @@ const char* runtime_input_name(RuntimeInput input) { return name_in(kRuntimeInpu
 const char* step_kind_name(StepKind kind) { return name_in(kStepKinds, kind); }
 const char* gemm_epilogue_name(GemmEpilogue epilogue) { return name_in(kEpilogues, epilogue); }
 const char* kv_page_layout_name(KvPageLayout layout) { return name_in(kPageLayouts, layout); }
+const char* collective_kind_name(CollectiveKind kind) { return name_in(kCollectiveKinds, kind); }
 std::optional<GemmEpilogue> parse_gemm_epilogue(std::string_view name) {
   return parse_in(kEpilogues, name);
 }
@@ -674,6 +707,16 @@ json manifest_to_json(const Plan& p, const std::vector<BlobRecord>& blobs) {
         {{"value", c.value}, {"dtype", dtype_name(c.dtype)}, {"scalar", number(c.scalar)}});
   }
   for (const PlanWeight& w : p.weights) weights.push_back(weight_json(w));
+  json collectives = json::array();
+  for (const PlanCollective& c : p.collectives) {
+    collectives.push_back({{"node", c.node},
+                           {"kind", name_in(kCollectiveKinds, c.kind)},
+                           {"dtype", dtype_name(c.dtype)},
+                           {"in", c.in},
+                           {"out", c.out},
+                           {"outer", c.outer},
+                           {"inner", c.inner}});
+  }
   for (const BlobRecord& b : blobs) {
     blob_table.push_back(
         {{"name", b.name}, {"offset", b.offset}, {"size", b.size}, {"xxh3", b.xxh3}});
@@ -702,6 +745,8 @@ json manifest_to_json(const Plan& p, const std::vector<BlobRecord>& blobs) {
           {"constants", constants},
           {"memory_plan", memory_json(p.memory)},
           {"kv_layout", kv_json(p.kv)},
+          {"ranks", p.ranks},
+          {"collectives", collectives},
           {"weights", weights},
           {"blobs", blob_table}};
   if (p.persistent) {

@@ -47,6 +47,7 @@ const char* runtime_input_name(RuntimeInput input);      // "sampled_ids", "temp
 const char* step_kind_name(StepKind kind);               // "always", "prefill", "decode"
 const char* gemm_epilogue_name(GemmEpilogue epilogue);   // "none", "bias", "residual", ...
 const char* kv_page_layout_name(KvPageLayout layout);    // "NHD"
+const char* collective_kind_name(CollectiveKind kind);   // "all_reduce", "all_gather"
 /// The epilogue named `name` (the IR's `gemm {epilogue = ...}` attribute), or nullopt.
 std::optional<GemmEpilogue> parse_gemm_epilogue(std::string_view name);
 

@@ -7,6 +7,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
+#include "ir/parser.h"
 #include "plan/launch_binding.h"
 #include "plan/launch_expr.h"
 
@@ -72,6 +73,9 @@ std::string decode_step_ops(const Plan& p) {
   }
   for (const PlanGemm& g : p.gemms) {
     if (runs(StepKind::kAlways, g.bound)) ops.emplace_back(key(g.node), "cuBLASLt");
+  }
+  for (const PlanCollective& c : p.collectives) {
+    ops.emplace_back(key(c.node), absl::StrCat(collective_kind_name(c.kind), " (NCCL)"));
   }
   std::stable_sort(ops.begin(), ops.end(),
                    [](const auto& a, const auto& b) { return a.first < b.first; });
@@ -148,9 +152,44 @@ std::string plan_summary(const LoadedPlan& loaded) {
                   ", ", packed > 0 ? "packed in the plan" : "referenced from the checkpoint");
   if (derived > 0) {
     absl::StrAppend(&out, "; ", derived,
-                    " derived (stacked rows of those, assembled at load: fuse-horizontal)");
+                    " derived (rows or columns of those, assembled at load: fuse-horizontal's "
+                    "stacks, tensor-parallel ranks' slices)");
   }
   absl::StrAppend(&out, "\n");
+  if (p.ranks > 1) absl::StrAppend(&out, tensor_parallel_summary(p));
+  return out;
+}
+
+std::string tensor_parallel_summary(const Plan& p) {
+  std::string out = absl::StrCat("tensor parallel: ", p.ranks,
+                                 " ranks, one GPU each, running the same program\n");
+  // Weights as each rank holds them on its GPU: the IR params in their IR dtype (the same shapes
+  // on every rank), its own slices apart from the tensors every rank holds whole.
+  absl::StatusOr<std::unique_ptr<Graph>> g = parse_graph(p.ir);
+  double own = 0, whole = 0;
+  if (g.ok()) {
+    for (const Value* param : (*g)->params()) {
+      double n = 1;  // in double: a plan's numbers are untrusted, and this only reports
+      for (const Dim& d : param->type.shape)
+        n *= d.is_symbolic() ? 0 : static_cast<double>(d.value);
+      const double bytes = n / std::max<int64_t>(1, block_elements(param->type.dtype)) *
+                           block_bytes(param->type.dtype);
+      (param->sharded() ? own : whole) += bytes;
+    }
+  }
+  absl::StrAppend(&out, "  per rank: weights ", bytes_str(own + whole), " (", bytes_str(own),
+                  " its own slices, ", bytes_str(whole), " whole on every rank)");
+  if (p.memory) absl::StrAppend(&out, ", arena ", bytes_str(p.memory->arena_bytes));
+  absl::StrAppend(&out, ", KV ", bytes_str(p.kv.bytes_per_page()), " per page (", p.kv.num_kv_heads,
+                  " of the model's ", p.model.num_kv_heads, " KV heads)\n");
+  absl::StrAppend(&out, "  all ranks: weights ", bytes_str((own + whole) * p.ranks), ", KV ",
+                  bytes_str(static_cast<double>(p.kv.bytes_per_page()) * p.ranks), " per page\n");
+  std::map<std::string, int> kinds;
+  for (const PlanCollective& c : p.collectives) {
+    kinds[absl::StrCat(collective_kind_name(c.kind), " ", dtype_name(c.dtype), " of ", c.outer,
+                       " x ", c.inner)]++;
+  }
+  for (const auto& [what, n] : kinds) absl::StrAppend(&out, "  ", n, " x ", what, " per step\n");
   return out;
 }
 

@@ -19,10 +19,13 @@ struct WeightByteRange {
   uint64_t size = 0;
 };
 
-/// The byte ranges whose concatenation is the derived weight `w` of `plan`. InvalidArgument,
-/// naming the weight and the part, when a source is missing or itself derived, its dtype or
-/// trailing dims differ from `w`'s, a row range is out of the source's rows or does not cover
-/// whole quantization blocks, or the parts' rows do not add up to `w.shape[0]`.
+/// The byte ranges whose concatenation is the derived weight `w` of `plan`. Row parts are one
+/// range each, a run of the checkpoint's bytes. Column parts of a row-major matrix are strided:
+/// one range per row and part, in row-major order of `w` (row 0 of every part, then row 1, ...),
+/// which the runtimes copy together at load. InvalidArgument, naming the weight and the part,
+/// when a source is missing or itself derived, its dtype differs from `w`'s, its other dims
+/// differ from `w`'s, a range is out of the source or does not cover whole quantization blocks,
+/// the parts mix rows and columns, or they do not add up to `w`'s shape.
 absl::StatusOr<std::vector<WeightByteRange>> weight_byte_ranges(const Plan& plan,
                                                                 const PlanWeight& w);
 

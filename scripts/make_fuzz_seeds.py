@@ -57,6 +57,16 @@ PLAN_MANIFEST = {
 }
 
 
+# A tensor-parallel manifest's own fields: ranks, collectives, per-rank weights of column parts.
+PLAN_TP_MANIFEST = dict(PLAN_MANIFEST, format_version=3, ranks=2, collectives=[
+    {"node": 3, "kind": "all_reduce", "dtype": "bf16", "in": "%2", "out": "%3", "outer": "T",
+     "inner": 8},
+    {"node": 7, "kind": "all_gather", "dtype": "f32", "in": "%6", "out": "%7", "outer": "S",
+     "inner": 16}], weights=PLAN_MANIFEST["weights"] + [
+    {"name": "o.shard", "rank": r, "dtype": "f32", "shape": [4, 2],
+     "parts": [{"source": "lm_head", "cols": [2 * r, 2 * r + 2]}]} for r in (0, 1)])
+
+
 def write(path, data):
     with open(path, "wb") as f:
         f.write(data if isinstance(data, bytes) else data.encode())
@@ -101,6 +111,7 @@ def main():
     write(os.path.join(dirs["ir_text"], "small.kir"), SMALL_IR)
     # Even first byte: the rest is a manifest the target wraps with valid checksums.
     write(os.path.join(dirs["plan"], "manifest"), b"\0" + json.dumps(PLAN_MANIFEST).encode())
+    write(os.path.join(dirs["plan"], "manifest_tp"), b"\0" + json.dumps(PLAN_TP_MANIFEST).encode())
     regressions = os.path.join(ROOT, "tests", "fuzz_regressions")
     for target, d in dirs.items():
         src = os.path.join(regressions, target)

@@ -28,6 +28,11 @@ void add_compile_command(CLI::App& app, int* exit_code) {
       ->capture_default_str();
   cmd->add_option("--dtype", *dtype, "activation / KV dtype (bf16, f16)")->capture_default_str();
   cmd->add_option("--from-ir", o->from_ir, "compile this (fused) .kir instead of the model graph");
+  cmd->add_option("--tp", o->tensor_parallel,
+                  "tensor-parallel ranks (GPUs): one plan holding every rank's kernels and weight "
+                  "slices (attention split by heads, MLP by columns then rows)")
+      ->check(CLI::Range(1, 1024))
+      ->capture_default_str();
   cmd->add_option("--dump-ir", o->dump_ir_dir, "write the IR before/after the passes here");
   cmd->add_flag("--pack-weights", o->pack_weights, "store the weights inside the plan");
   cmd->add_option("--cache-dir", o->cache_dir, "kernel cache folder (default $KILN_CACHE/kernels)");

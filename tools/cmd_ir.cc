@@ -34,7 +34,8 @@ struct IrOptions {
   std::string dump_ir_dir;
   bool list_passes = false;
   bool stats = false;
-  PlanIrOptions plan;  // for a .kplan input
+  int tensor_parallel = 1;  // --tp N: ranks for shard-tensor-parallel
+  PlanIrOptions plan;       // for a .kplan input
 };
 
 int list_passes() {
@@ -62,9 +63,12 @@ int run_passes(const IrOptions& opts, Graph& graph, bool* printed) {
     }
     for (const Weight& w : weights->all()) context.weight_dtypes[w.name] = w.dtype;
   }
+  context.tensor_parallel = opts.tensor_parallel;
   std::vector<std::string> names;
   if (opts.default_pipeline) {
     names = default_pipeline();
+  } else if (opts.passes.empty()) {
+    names = {"shard-tensor-parallel"};  // --tp N alone: the sharded primitive graph
   } else {
     for (absl::string_view n : absl::StrSplit(opts.passes, ',', absl::SkipWhitespace())) {
       names.emplace_back(n);
@@ -173,7 +177,7 @@ int run_ir(const IrOptions& opts) {
     return 1;
   }
   bool printed = false;
-  if (opts.default_pipeline || !opts.passes.empty()) {
+  if (opts.default_pipeline || !opts.passes.empty() || opts.tensor_parallel != 1) {
     if (int rc = run_passes(opts, *graph, &printed); rc != 0) return rc;
   } else if (opts.stats) {
     std::cerr << "kiln ir: --stats needs --passes or --default-pipeline\n";
@@ -206,6 +210,11 @@ void add_ir_command(CLI::App& app, int* exit_code) {
       ->delimiter(',');
   cmd->add_option("--dump-ir", opts->dump_ir_dir,
                   "write numbered .kir files (00-input.kir, 03-fuse-attention.kir, ...) here");
+  cmd->add_option("--tp", opts->tensor_parallel,
+                  "tensor-parallel ranks: shard the graph over N GPUs (alone: print the sharded "
+                  "primitive graph; with --default-pipeline: the whole pipeline over N ranks)")
+      ->check(CLI::Range(1, 1024))
+      ->capture_default_str();
   cmd->add_flag("--list-passes", opts->list_passes, "list the registered passes");
   cmd->add_flag("--stats", opts->stats, "print per-pass statistics and the plans to stderr");
   cmd->add_flag("--kernels", opts->plan.kernels, "(.kplan) list the plan's kernels");

@@ -168,6 +168,14 @@ int run(const RunOptions& o) {
   // --check downloads every KV cache a node reads, twice per node: a small pool keeps that cheap
   // (4096 tokens of pages at the usual page size of 16).
   if (o.check && bo.kv_pages == 0 && bo.kv_cache_gb == 0) bo.kv_pages = 256;
+  if (o.check && plan.ranks > 1) {
+    // --check runs one GPU's kernels node by node against the reference; a TP plan's nodes are
+    // split over several GPUs and meet in collectives.
+    return fail(absl::UnimplementedError(
+        absl::StrCat("--check compares one GPU's kernels with the reference backend; this plan is "
+                     "tensor-parallel over ",
+                     plan.ranks, " ranks: check the plan compiled without --tp")));
+  }
   absl::StatusOr<std::unique_ptr<Backend>> backend =
       open_backend(o.check ? "cuda" : o.device, plan, bo,
                    [&](int i) -> absl::StatusOr<std::string_view> { return runnable->blob(i); });
@@ -180,7 +188,7 @@ int run(const RunOptions& o) {
     }
     return fail(backend.status());
   }
-  if ((*backend)->name() == "cuda") std::cerr << "kiln run: " << (*backend)->load_report() << "\n";
+  if ((*backend)->name() != "cpu") std::cerr << "kiln run: " << (*backend)->load_report() << "\n";
   absl::StatusOr<Tokenizer> tok = load_tokenizer(plan.tokenizer_path);
   if (!tok.ok()) return fail(tok.status());
   absl::StatusOr<GenerationRequest> req = make_request(o, *tok, plan.model);

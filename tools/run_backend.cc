@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <iostream>
 
+#include "runtime/cuda/tensor_parallel_backend.h"
 #include "runtime/reference/reference_backend.h"
 
 namespace kiln::tools {
@@ -14,7 +15,16 @@ absl::StatusOr<std::unique_ptr<Backend>> open_backend(const std::string& device,
   const bool has_kernels = !plan.kernels.empty() && blobs != nullptr &&
                            std::all_of(plan.kernels.begin(), plan.kernels.end(),
                                        [](const PlanKernel& k) { return k.cubin_blob >= 0; });
-  if (device == "cuda" || (device == "auto" && has_kernels)) {
+  if (plan.ranks > 1 && (device == "cuda" || (device == "auto" && has_kernels))) {
+    // A tensor-parallel plan: one GPU per rank (runtime/cuda/tensor_parallel_backend.h).
+    absl::StatusOr<std::unique_ptr<TensorParallelBackend>> gpus =
+        TensorParallelBackend::create(plan, options, blobs);
+    if (gpus.ok()) return std::unique_ptr<Backend>(std::move(*gpus));
+    if (device == "cuda" || gpus.status().code() != absl::StatusCode::kUnavailable) {
+      return gpus.status();
+    }
+    std::cerr << "kiln: " << gpus.status().message() << "; using the CPU reference backend\n";
+  } else if (device == "cuda" || (device == "auto" && has_kernels)) {
     absl::StatusOr<std::unique_ptr<CudaBackend>> gpu = CudaBackend::create(plan, options, blobs);
     if (gpu.ok()) return std::unique_ptr<Backend>(std::move(*gpu));
     // auto falls back only when there is no GPU; a GPU that cannot run the plan is an error.

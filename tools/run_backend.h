@@ -18,7 +18,8 @@ namespace kiln::tools {
 /// arch), "cpu", or "auto" (the GPU when there is one and `plan` has cubins, else the CPU; the
 /// choice is printed on stderr). `blobs` reads the plan file's blobs (null for a plan built in
 /// memory without kernels). With options.kv_pages 0 each backend sizes its own pool (the GPU from
-/// kv_cache_gb or gpu_memory_fraction).
+/// kv_cache_gb or gpu_memory_fraction). A tensor-parallel plan takes one GPU per rank
+/// (TensorParallelBackend; untested on GPUs), or runs all its ranks on the CPU.
 absl::StatusOr<std::unique_ptr<Backend>> open_backend(const std::string& device, const Plan& plan,
                                                       const BackendOptions& options,
                                                       const PlanBlobReader& blobs);

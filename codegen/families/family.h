@@ -85,6 +85,7 @@ struct LoweredGraph {
   std::vector<PlanAlias> aliases;
   std::vector<PlanConstant> constants;
   std::optional<PlanPersistent> persistent;  // codegen/families/persistent_decode.h
+  std::vector<PlanCollective> collectives;
 };
 
 /// One argument binding: entry parameter name -> value.
@@ -122,6 +123,7 @@ class LoweringContext {
   void add_alias(PlanAlias a) { out_.aliases.push_back(std::move(a)); }
   void add_gemm(PlanGemm g) { out_.gemms.push_back(std::move(g)); }
   void add_constant(PlanConstant c) { out_.constants.push_back(std::move(c)); }
+  void add_collective(PlanCollective c) { out_.collectives.push_back(std::move(c)); }
 
   /// "no GPU lowering for `<node>`: <why>" (Unimplemented), for a node a family cannot lower.
   absl::Status unsupported(const std::string& why) const;

@@ -269,6 +269,11 @@ absl::Status add_persistent_decode(LoweredGraph& l, const PersistentOptions& o) 
     }
   }
 
+  if (!l.collectives.empty()) {
+    return absl::InvalidArgumentError(
+        "a tensor-parallel plan has no persistent decode kernel: its collectives are NCCL calls "
+        "between launches, which one kernel cannot wait for");
+  }
   if (o.blocks_per_sm < 1 || o.blocks_per_sm > 4) {
     return absl::InvalidArgumentError(
         absl::StrCat("--persistent-blocks-per-sm must be 1 to 4, not ", o.blocks_per_sm));

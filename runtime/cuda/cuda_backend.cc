@@ -40,6 +40,7 @@
 #include "models/weights.h"
 #include "plan/launch_binding.h"
 #include "plan/launch_expr.h"
+#include "plan/plan_json.h"
 #include "plan/weight_parts.h"
 
 namespace kiln {
@@ -137,11 +138,12 @@ struct CudaBackend::InputRegion {
 };
 
 struct CudaBackend::Op {
-  // A kernel launch when kernel >= 0, else a GEMM.
+  // A kernel launch when kernel >= 0, else a GEMM, or a collective.
   int kernel = -1;
   int node = -1;  // the IR node it implements; -1 for runtime-added launches (sampling)
   const PlanLaunch* launch = nullptr;
   const PlanGemm* gemm = nullptr;
+  const PlanCollective* collective = nullptr;
   StepKind when = StepKind::kAlways;
   const StepBound* bound = nullptr;  // the launch rule's or the GEMM's; empty = none
   int bound_expr = -1;               // index into exprs_ of bound->expr, -1 when empty
@@ -178,8 +180,15 @@ struct CudaBackend::Resolver : LaunchResolver {
 absl::StatusOr<std::unique_ptr<CudaBackend>> CudaBackend::create(const Plan& plan,
                                                                  const BackendOptions& options,
                                                                  const PlanBlobReader& blobs) {
+  return create_rank(plan, options, blobs, {});
+}
+
+absl::StatusOr<std::unique_ptr<CudaBackend>> CudaBackend::create_rank(const Plan& plan,
+                                                                      const BackendOptions& options,
+                                                                      const PlanBlobReader& blobs,
+                                                                      TensorParallelRank tp) {
   const auto t0 = std::chrono::steady_clock::now();
-  absl::StatusOr<GpuDevice> device = open_gpu(0);
+  absl::StatusOr<GpuDevice> device = open_gpu(tp.rank);
   if (!device.ok()) {
     return absl::Status(device.status().code(),
                         absl::StrCat("no GPU found: ", device.status().message()));
@@ -191,6 +200,19 @@ absl::StatusOr<std::unique_ptr<CudaBackend>> CudaBackend::create(const Plan& pla
         plan.model_path.empty() ? "<model>" : plan.model_path, " --arch ", device->arch(),
         " -o <plan>.kplan`"));
   }
+  if (plan.ranks > 1 && tp.comm == nullptr) {
+    // The plan's collectives are where its ranks meet; one GPU running one rank's program alone
+    // would compute a wrong (partial) result, so it is refused rather than run.
+    return absl::FailedPreconditionError(absl::StrCat(
+        "the plan is tensor-parallel over ", plan.ranks, " ranks (kiln compile --tp ", plan.ranks,
+        "): it runs on ", plan.ranks, " GPUs through TensorParallelBackend, not on one"));
+  }
+  if (tp.comm != nullptr &&
+      (tp.comm->ranks() != plan.ranks || tp.comm->rank() != tp.rank || tp.nccl == nullptr)) {
+    return absl::InvalidArgumentError(absl::StrCat("rank ", tp.rank, " of a ", plan.ranks,
+                                                   "-rank plan given communicator rank ",
+                                                   tp.comm->rank(), " of ", tp.comm->ranks()));
+  }
   if (plan.launches.empty()) {
     return absl::FailedPreconditionError(absl::StrCat(
         "the plan has no GPU kernels (it was built for the CPU reference backend only, e.g. at "
@@ -200,6 +222,7 @@ absl::StatusOr<std::unique_ptr<CudaBackend>> CudaBackend::create(const Plan& pla
   }
   std::unique_ptr<CudaBackend> b(new CudaBackend());
   b->plan_ = plan;
+  b->tp_ = std::move(tp);
   b->debug_sync_ = options.debug_sync;
   b->cuda_graphs_ = options.cuda_graphs && !options.debug_sync;
   b->persistent_ =
@@ -272,9 +295,11 @@ absl::Status CudaBackend::upload_weights(const PlanBlobReader& blobs,
   std::vector<Slot> slots;
   int64_t total = 0;
   for (const Value* p : graph_->params()) {
-    const PlanWeight* w = plan_.find_weight(p->name);
+    const PlanWeight* w = plan_.find_weight(p->name, plan_.ranks > 1 ? tp_.rank : -1);
     if (w == nullptr) {
-      return absl::NotFoundError(absl::StrCat("the plan has no weight for parameter @", p->name));
+      return absl::NotFoundError(
+          absl::StrCat("the plan has no weight for parameter @", p->name,
+                       plan_.ranks > 1 ? absl::StrCat(" of rank ", tp_.rank) : ""));
     }
     absl::StatusOr<int64_t> n = graph_->symbols().max_elements(p->type.shape);
     if (!n.ok()) return n.status();
@@ -713,6 +738,35 @@ absl::Status CudaBackend::prepare_ops() {
     }
     order.emplace_back(key(g.node) * 2, std::move(op));
   }
+  int64_t gather_bytes = 0;  // the largest all_gather of several rows, as NCCL returns it
+  for (const PlanCollective& c : plan_.collectives) {
+    Op op;
+    op.collective = &c;
+    op.node = c.node;
+    op.label =
+        absl::StrCat("node ", c.node, " ", collective_kind_name(c.kind), " ", c.out, " = ", c.in);
+    if (plan_.ranks < 2 || tp_.comm == nullptr) {
+      return absl::FailedPreconditionError(
+          absl::StrCat(op.label, ": a collective in a plan of one rank"));
+    }
+    for (const std::string* v : {&c.in, &c.out}) {
+      if (absl::StatusOr<DevicePtr> a = address(*v); !a.ok()) {
+        return absl::NotFoundError(absl::StrCat(op.label, ": ", a.status().message()));
+      }
+    }
+    if (c.kind == CollectiveKind::kAllGather && c.outer != "1") {
+      absl::StatusOr<int64_t> rows = eval_launch_expr(c.outer, symbol_bounds_);
+      if (!rows.ok())
+        return absl::InvalidArgumentError(absl::StrCat(op.label, ": ", rows.status().message()));
+      gather_bytes = std::max(gather_bytes, *rows * c.inner * plan_.ranks * elem_bytes(c.dtype));
+    }
+    order.emplace_back(key(c.node) * 2, std::move(op));
+  }
+  if (gather_bytes > 0) {
+    absl::StatusOr<DeviceBuffer> buf = device_->alloc(gather_bytes);
+    if (!buf.ok()) return buf.status();
+    gather_rows_ = std::move(*buf);
+  }
   absl::flat_hash_map<std::string, int> expr_ids;
   auto expr = [&](const std::string& e) {
     auto [it, added] = expr_ids.emplace(e, static_cast<int>(exprs_.size()));
@@ -723,6 +777,10 @@ absl::Status CudaBackend::prepare_ops() {
     if (op.bound != nullptr && !op.bound->empty()) op.bound_expr = expr(op.bound->expr);
     if (op.gemm != nullptr) {
       op.exprs.push_back(expr(op.gemm->m));
+      continue;
+    }
+    if (op.collective != nullptr) {
+      op.exprs.push_back(expr(op.collective->outer));
       continue;
     }
     const LaunchRule& r = op.launch->rule;
@@ -1069,7 +1127,11 @@ absl::Status CudaBackend::enqueue_ops(bool decode, bool checked, NodeObserver* o
         }
       }
     }
-    if (op.gemm != nullptr) {
+    if (op.collective != nullptr) {
+      if (absl::Status s = run_collective(*op.collective); !s.ok()) {
+        return absl::Status(s.code(), absl::StrCat(op.label, ": ", s.message()));
+      }
+    } else if (op.gemm != nullptr) {
       absl::StatusOr<int64_t> m = eval_launch_expr(op.gemm->m, symbols_);
       if (!m.ok())
         return absl::InvalidArgumentError(absl::StrCat(op.label, ": ", m.status().message()));
@@ -1123,6 +1185,37 @@ absl::Status CudaBackend::enqueue_ops(bool decode, bool checked, NodeObserver* o
     if (absl::Status s = close_node(); !s.ok()) return s;
   }
   last_step_.launches = launches;
+  return absl::OkStatus();
+}
+
+absl::Status CudaBackend::run_collective(const PlanCollective& c) {
+  absl::StatusOr<int64_t> outer = eval_launch_expr(c.outer, symbols_);
+  if (!outer.ok()) return outer.status();
+  absl::StatusOr<DevicePtr> in = address(c.in), out = address(c.out);
+  if (!in.ok()) return in.status();
+  if (!out.ok()) return out.status();
+  const size_t count = static_cast<size_t>(*outer * c.inner);
+  if (c.kind == CollectiveKind::kAllReduce) {
+    return tp_.nccl->all_reduce_sum(*tp_.comm, *in, *out, count, c.dtype, device_->stream());
+  }
+  if (*outer == 1) {  // one row per rank: NCCL's rank-major result is the concatenation
+    return tp_.nccl->all_gather(*tp_.comm, *in, *out, count, c.dtype, device_->stream());
+  }
+  // Several rows (the logits of S sequences): gather rank-major into scratch, then move each
+  // rank's row o to out[(o * ranks + r) * inner].
+  if (absl::Status s = tp_.nccl->all_gather(*tp_.comm, *in, gather_rows_.ptr(), count, c.dtype,
+                                            device_->stream());
+      !s.ok()) {
+    return s;
+  }
+  const int64_t row = c.inner * elem_bytes(c.dtype);
+  for (int64_t r = 0; r < plan_.ranks; ++r) {
+    for (int64_t o = 0; o < *outer; ++o) {
+      const DevicePtr src = gather_rows_.ptr() + (r * *outer + o) * row;
+      const DevicePtr dst = *out + (o * plan_.ranks + r) * row;
+      if (absl::Status s = device_->copy_async(dst, src, row); !s.ok()) return s;
+    }
+  }
   return absl::OkStatus();
 }
 

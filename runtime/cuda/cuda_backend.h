@@ -21,6 +21,7 @@
 #include "runtime/backend.h"
 #include "runtime/cuda/driver.h"
 #include "runtime/cuda/gemm.h"
+#include "runtime/cuda/nccl.h"
 #include "runtime/reference/host_tensor.h"
 
 namespace kiln {
@@ -48,13 +49,31 @@ class CudaBackend : public Backend {
     virtual absl::Status after(const Node& node) = 0;
   };
 
+  /// One rank of a tensor-parallel plan: which rank (its GPU is device `rank`), and the NCCL
+  /// communicator its collectives run on (which must outlive the backend).
+  struct TensorParallelRank {
+    int rank = 0;
+    std::shared_ptr<const Nccl> nccl;
+    const NcclComm* comm = nullptr;
+  };
+
   /// Opens GPU 0 and loads `plan` onto it. Unavailable when there is no usable
   /// GPU (the message says why); FailedPrecondition when the plan was compiled
-  /// for another arch (the message says how to recompile); other errors name
+  /// for another arch (the message says how to recompile), or is tensor-parallel
+  /// (runtime/cuda/tensor_parallel_backend.h runs those); other errors name
   /// the weight, kernel or buffer.
   static absl::StatusOr<std::unique_ptr<CudaBackend>> create(const Plan& plan,
                                                              const BackendOptions& options,
                                                              const PlanBlobReader& blobs);
+  /// create() for rank `tp.rank` of a tensor-parallel plan, on GPU `tp.rank`: that rank's weight
+  /// slices, its own KV pool and arena, and the plan's collectives through `tp.comm` on the
+  /// step's stream (so a captured decode graph holds them). Every rank must be created at once,
+  /// each on its own thread: the warm-up step's collectives wait for all of them. UNTESTED on
+  /// GPUs: no multi-GPU machine was available when it was written.
+  static absl::StatusOr<std::unique_ptr<CudaBackend>> create_rank(const Plan& plan,
+                                                                  const BackendOptions& options,
+                                                                  const PlanBlobReader& blobs,
+                                                                  TensorParallelRank tp);
   ~CudaBackend() override;
 
   std::string name() const override { return "cuda"; }
@@ -108,6 +127,8 @@ class CudaBackend : public Backend {
   /// kernel's launch and stages among ops_, sizing its grid from the occupancy.
   absl::Status prepare_persistent();
   absl::Status warm_up();
+  /// Enqueues one PlanCollective on the stream through NCCL.
+  absl::Status run_collective(const PlanCollective& c);
   absl::StatusOr<DevicePtr> address(std::string_view value) const;
 
   /// Checks the step against the plan's bounds and the pool, binds the symbols,
@@ -125,6 +146,8 @@ class CudaBackend : public Backend {
   absl::StatusOr<bool> op_runs(const Op& op, bool decode) const;
 
   Plan plan_;
+  TensorParallelRank tp_;     // rank 0 with no communicator for a one-GPU plan
+  DeviceBuffer gather_rows_;  // all_gather of several rows: NCCL's rank-major result, reordered
   std::unique_ptr<Graph> graph_;
   std::unique_ptr<GpuDevice> device_;
   std::unique_ptr<GemmRunner> gemm_;

@@ -148,10 +148,26 @@ bool is_kv_cache_operand(const Node& n, size_t i) {
 
 absl::StatusOr<std::unique_ptr<ReferenceExecutor>> ReferenceExecutor::create(
     const Graph& graph, ParamViews params, int num_threads, bool quantize_activations) {
+  if (graph.ranks() != 1) {
+    return invalid("the graph runs on ", graph.ranks(),
+                   " tensor-parallel ranks: bind each rank's params (create_ranks)");
+  }
+  std::vector<ParamViews> ranks;
+  ranks.push_back(std::move(params));
+  return create_ranks(graph, std::move(ranks), num_threads, quantize_activations);
+}
+
+absl::StatusOr<std::unique_ptr<ReferenceExecutor>> ReferenceExecutor::create_ranks(
+    const Graph& graph, std::vector<ParamViews> rank_params, int num_threads,
+    bool quantize_activations) {
   if (absl::Status s = verify(graph); !s.ok()) return s;
+  if (static_cast<int>(rank_params.size()) != graph.ranks()) {
+    return invalid("the graph runs on ", graph.ranks(), " rank(s) but ", rank_params.size(),
+                   " param sets are bound");
+  }
   std::unique_ptr<ReferenceExecutor> ex(new ReferenceExecutor());
   ex->graph_ = graph.clone();
-  ex->params_ = std::move(params);
+  ex->params_ = std::move(rank_params);
   const Graph& g = *ex->graph_;
 
   int num_values = 0;
@@ -164,7 +180,7 @@ absl::StatusOr<std::unique_ptr<ReferenceExecutor>> ReferenceExecutor::create(
   ex->last_use_.assign(num_values, -1);
   ex->is_cache_input_.assign(num_values, false);
   ex->is_output_.assign(num_values, false);
-  ex->widened_params_.resize(num_values);
+  ex->widened_params_.assign(ex->params_.size(), std::vector<HostTensor>(num_values));
   std::vector<bool> read_elementwise(num_values, false);
   for (int idx = 0; idx < g.num_nodes(); ++idx) {
     const Node& n = *g.nodes()[idx];
@@ -177,52 +193,58 @@ absl::StatusOr<std::unique_ptr<ReferenceExecutor>> ReferenceExecutor::create(
   }
   for (const GraphOutput& o : g.outputs()) ex->is_output_[o.value->id] = true;
 
-  for (const Value* p : g.params()) {
-    auto it = ex->params_.find(p->name);
-    if (it == ex->params_.end()) {
-      return absl::NotFoundError(
-          absl::StrCat("param @", p->name, " (", p->type.to_string(), ") is not bound"));
+  for (size_t rank = 0; rank < ex->params_.size(); ++rank) {
+    const ParamViews& params = ex->params_[rank];
+    // "param @w" alone for one rank; "rank 1: param @w" for a tensor-parallel graph.
+    const std::string who = g.ranks() > 1 ? absl::StrCat("rank ", rank, ": param @") : "param @";
+    for (const Value* p : g.params()) {
+      auto it = params.find(p->name);
+      if (it == params.end()) {
+        return absl::NotFoundError(
+            absl::StrCat(who, p->name, " (", p->type.to_string(), ") is not bound"));
+      }
+      const ParamView& view = it->second;
+      if (p->type.dtype != DType::kF32 && p->type.dtype != DType::kBF16 &&
+          p->type.dtype != DType::kF16) {
+        return invalid(who, p->name, ": dtype ", dtype_name(p->type.dtype),
+                       " is not supported by the reference backend (f32, bf16, f16)");
+      }
+      // A float param may be bound to its GGUF blocks as stored (--weights-dtype native): matmul
+      // and gather read them block-wise; other readers get an f32 copy made once, below.
+      const bool stored_blocks = is_quantized(view.dtype);
+      if (view.dtype != p->type.dtype && !stored_blocks) {
+        return invalid(who, p->name, " is bound as ", dtype_name(view.dtype),
+                       " but the graph declares ", p->type.to_string());
+      }
+      std::vector<int64_t> declared;
+      for (const Dim& d : p->type.shape) {
+        if (d.is_symbolic()) return invalid(who, p->name, " has a symbolic shape");
+        declared.push_back(d.value);
+      }
+      if (view.shape != declared) {
+        return invalid(who, p->name, " is bound with shape ", dims_to_string(view.shape),
+                       " but the graph declares ", p->type.to_string());
+      }
+      if (view.data == nullptr && num_elements(declared) > 0) {
+        return invalid(who, p->name, " is bound to null data");
+      }
+      if (stored_blocks &&
+          (declared.empty() || declared.back() % block_elements(view.dtype) != 0)) {
+        return invalid(who, p->name, " ", p->type.to_string(), " is bound as ",
+                       dtype_name(view.dtype), " blocks of ", block_elements(view.dtype),
+                       " values, which do not tile its rows");
+      }
+      if (view.dtype != DType::kF32 && read_elementwise[p->id]) {
+        // Small weights read elementwise (norm weights, biases): widen once, not every step.
+        HostTensor& w = ex->widened_params_[rank][p->id];
+        w.shape = declared;
+        w.f.resize(num_elements(declared));
+        widen_to_f32(view.dtype, view.data, 0, w.numel(), w.f.data());
+      }
     }
-    const ParamView& view = it->second;
-    if (p->type.dtype != DType::kF32 && p->type.dtype != DType::kBF16 &&
-        p->type.dtype != DType::kF16) {
-      return invalid("param @", p->name, ": dtype ", dtype_name(p->type.dtype),
-                     " is not supported by the reference backend (f32, bf16, f16)");
+    for (const auto& [name, view] : params) {
+      if (g.find_param(name) == nullptr) return invalid("binding for unknown ", who, name);
     }
-    // A float param may be bound to its GGUF blocks as stored (--weights-dtype native): matmul
-    // and gather read them block-wise; other readers get an f32 copy made once, below.
-    const bool stored_blocks = is_quantized(view.dtype);
-    if (view.dtype != p->type.dtype && !stored_blocks) {
-      return invalid("param @", p->name, " is bound as ", dtype_name(view.dtype),
-                     " but the graph declares ", p->type.to_string());
-    }
-    std::vector<int64_t> declared;
-    for (const Dim& d : p->type.shape) {
-      if (d.is_symbolic()) return invalid("param @", p->name, " has a symbolic shape");
-      declared.push_back(d.value);
-    }
-    if (view.shape != declared) {
-      return invalid("param @", p->name, " is bound with shape ", dims_to_string(view.shape),
-                     " but the graph declares ", p->type.to_string());
-    }
-    if (view.data == nullptr && num_elements(declared) > 0) {
-      return invalid("param @", p->name, " is bound to null data");
-    }
-    if (stored_blocks && (declared.empty() || declared.back() % block_elements(view.dtype) != 0)) {
-      return invalid("param @", p->name, " ", p->type.to_string(), " is bound as ",
-                     dtype_name(view.dtype), " blocks of ", block_elements(view.dtype),
-                     " values, which do not tile its rows");
-    }
-    if (view.dtype != DType::kF32 && read_elementwise[p->id]) {
-      // Small weights read elementwise (norm weights, biases): widen once, not every step.
-      HostTensor& w = ex->widened_params_[p->id];
-      w.shape = declared;
-      w.f.resize(num_elements(declared));
-      widen_to_f32(view.dtype, view.data, 0, w.numel(), w.f.data());
-    }
-  }
-  for (const auto& [name, view] : ex->params_) {
-    if (g.find_param(name) == nullptr) return invalid("binding for unknown param @", name);
   }
   ex->pool_ = std::make_unique<ThreadPool>(num_threads);
   ex->quantize_activations_ = quantize_activations;
@@ -319,37 +341,76 @@ absl::Status ReferenceExecutor::bind_inputs(const InputBindings& in, RunState& s
   return absl::OkStatus();
 }
 
-absl::StatusOr<std::vector<HostTensor>> ReferenceExecutor::run(const InputBindings& inputs) {
-  const double t_run = profile_ ? now_ns() : 0;
-  const Graph& g = *graph_;
-  RunState st;
-  st.slots.resize(last_use_.size());
-  for (const Value* p : g.params()) {
+absl::Status ReferenceExecutor::bind_params(int rank, RunState& st) const {
+  for (const Value* p : graph_->params()) {
     Slot& s = st.slots[p->id];
-    const ParamView& view = params_.find(p->name)->second;
+    const ParamView& view = params_[rank].find(p->name)->second;
     s.shape = view.shape;
     s.param = &view;
     if (view.dtype == DType::kF32) {
       s.f = static_cast<const float*>(view.data);
-    } else if (!widened_params_[p->id].f.empty()) {
-      s.f = widened_params_[p->id].f.data();
+    } else if (!widened_params_[rank][p->id].f.empty()) {
+      s.f = widened_params_[rank][p->id].f.data();
     }
   }
-  if (absl::Status s = bind_inputs(inputs, st); !s.ok()) return s;
+  return absl::OkStatus();
+}
 
+absl::StatusOr<std::vector<HostTensor>> ReferenceExecutor::run(const InputBindings& inputs) {
+  if (graph_->ranks() != 1) {
+    return invalid("the graph runs on ", graph_->ranks(),
+                   " tensor-parallel ranks: bind each rank's inputs (run_ranks)");
+  }
+  return run_ranks(absl::MakeConstSpan(&inputs, 1));
+}
+
+absl::StatusOr<std::vector<HostTensor>> ReferenceExecutor::run_ranks(
+    absl::Span<const InputBindings> rank_inputs) {
+  const double t_run = profile_ ? now_ns() : 0;
+  const Graph& g = *graph_;
+  const int ranks = g.ranks();
+  if (static_cast<int>(rank_inputs.size()) != ranks) {
+    return invalid("the graph runs on ", ranks, " rank(s) but ", rank_inputs.size(),
+                   " input sets are bound");
+  }
+  std::vector<RunState> states(ranks);
   auto recycle = [&](Slot& s) {
     give_spare(spare_f_, std::move(s.owned.f));
     give_spare(spare_i_, std::move(s.owned.i));
     s = Slot();
   };
+  auto recycle_all = [&] {
+    for (RunState& st : states) {
+      for (Slot& s : st.slots) recycle(s);
+    }
+  };
+  for (int r = 0; r < ranks; ++r) {
+    RunState& st = states[r];
+    st.slots.resize(last_use_.size());
+    if (absl::Status s = bind_params(r, st); !s.ok()) return s;
+    if (absl::Status s = bind_inputs(rank_inputs[r], st); !s.ok()) {
+      return ranks > 1 ? absl::Status(s.code(), absl::StrCat("rank ", r, ": ", s.message())) : s;
+    }
+  }
+
   for (int idx = 0; idx < g.num_nodes(); ++idx) {
     const Node& node = *g.nodes()[idx];
     const double t_node = profile_ ? now_ns() : 0;
-    absl::Status status = execute(node, st);
+    absl::Status status;
+    if (op_traits(node.op).collective) {
+      status = collective(node, states);
+    } else {
+      for (int r = 0; r < ranks && status.ok(); ++r) {
+        status = execute(node, states[r]);
+        if (!status.ok() && ranks > 1) {
+          status = absl::Status(status.code(), absl::StrCat("rank ", r, ": ", status.message()));
+        }
+      }
+    }
     if (profile_) {
       std::string key = op_name(node.op);
       if (node.op == OpKind::kMatmul || node.op == OpKind::kGemm) {
-        const Slot& w = st.slots[node.inputs[GemmOp::kWeight]->id];
+        const Slot& w = states[0].slots[node.inputs[GemmOp::kWeight]->id];
         absl::StrAppend(&key, " ", dims_to_string(w.shape), " ",
                         dtype_name(w.param != nullptr ? w.param->dtype : DType::kF32));
       }
@@ -358,21 +419,26 @@ absl::StatusOr<std::vector<HostTensor>> ReferenceExecutor::run(const InputBindin
       e.ns += now_ns() - t_node;
     }
     if (absl::Status s = std::move(status); !s.ok()) {
+      recycle_all();
       std::string outs;
       for (const Value* o : node.outputs)
         absl::StrAppend(&outs, outs.empty() ? "" : ", ", value_ref(o));
       return absl::Status(s.code(), absl::StrCat(outs, " = ", op_name(node.op), ": ", s.message()));
     }
     // Free what no later node reads (keeps the footprint at the live set, not the whole graph).
-    auto release = [&](const Value* v) {
-      if (v->kind == ValueKind::kResult && last_use_[v->id] <= idx && !is_output_[v->id]) {
-        recycle(st.slots[v->id]);
-      }
-    };
-    for (const Value* v : node.inputs) release(v);
-    for (const Value* v : node.outputs) release(v);
+    for (RunState& st : states) {
+      auto release = [&](const Value* v) {
+        if (v->kind == ValueKind::kResult && last_use_[v->id] <= idx && !is_output_[v->id]) {
+          recycle(st.slots[v->id]);
+        }
+      };
+      for (const Value* v : node.inputs) release(v);
+      for (const Value* v : node.outputs) release(v);
+    }
   }
 
+  // Rank 0's outputs: after the collectives every rank holds the same logits.
+  RunState& st = states[0];
   std::vector<HostTensor> out;
   for (const GraphOutput& o : g.outputs()) {
     const Slot& s = st.slots[o.value->id];
@@ -393,12 +459,73 @@ absl::StatusOr<std::vector<HostTensor>> ReferenceExecutor::run(const InputBindin
     }
     out.push_back(std::move(t));
   }
-  for (Slot& s : st.slots) recycle(s);
+  recycle_all();
   if (profile_) {
     ++profile_->runs;
     profile_->run_ns += now_ns() - t_run;
   }
   return out;
+}
+
+float* ReferenceExecutor::alloc_floats(RunState& st, const Value* v) {
+  Slot& s = st.slots[v->id];
+  HostTensor& h = s.owned;
+  h.dtype = v->type.dtype;
+  h.shape = s.shape;
+  if (h.f.capacity() == 0) h.f = take_spare(spare_f_, h.numel());
+  h.f.assign(h.numel(), 0.0f);
+  s.f = h.f.data();
+  return h.f.data();
+}
+
+absl::Status ReferenceExecutor::collective(const Node& node, std::vector<RunState>& ranks) {
+  const Value* x = node.inputs[0];
+  const Value* y = node.outputs[0];
+  const int n = static_cast<int>(ranks.size());
+  const std::vector<int64_t>& in_shape = ranks[0].slots[x->id].shape;
+  const int64_t count = num_elements(in_shape);
+  for (int r = 0; r < n; ++r) {
+    const Slot& s = ranks[r].slots[x->id];
+    if (s.f == nullptr && count > 0) {
+      return invalid("input ", value_ref(x), " has no float data on rank ", r);
+    }
+    if (s.shape != in_shape) {
+      return invalid("rank ", r, " holds ", dims_to_string(s.shape), " but rank 0 holds ",
+                     dims_to_string(in_shape), ": the ranks disagree");
+    }
+    absl::StatusOr<std::vector<int64_t>> shape = ranks[r].symbols.resolve(y->type.shape);
+    if (!shape.ok()) return shape.status();
+    ranks[r].slots[y->id].shape = *shape;
+  }
+  if (count == 0) {  // an empty step (no rows): nothing to exchange
+    for (int r = 0; r < n; ++r) alloc_floats(ranks[r], y);
+    return absl::OkStatus();
+  }
+  if (node.op == OpKind::kAllReduce) {
+    // The sum in rank order, the same on every rank (as a ring or tree all-reduce is not, in
+    // general: NCCL's order differs, so the GPU's sums may differ in the last bits).
+    float* first = alloc_floats(ranks[0], y);
+    for (int r = 0; r < n; ++r) {
+      const float* xr = ranks[r].slots[x->id].f;
+      for (int64_t k = 0; k < count; ++k) first[k] += xr[k];
+    }
+    for (int r = 1; r < n; ++r) std::memcpy(alloc_floats(ranks[r], y), first, count * 4);
+    return absl::OkStatus();
+  }
+  // all_gather along `axis`: each rank's block of `inner` elements per outer index.
+  int64_t axis = node.attrs.int_or("axis", 0);
+  if (axis < 0) axis += static_cast<int64_t>(in_shape.size());
+  int64_t outer = 1;
+  for (int64_t d = 0; d < axis; ++d) outer *= in_shape[d];
+  const int64_t inner = outer == 0 ? 0 : count / outer;
+  float* first = alloc_floats(ranks[0], y);
+  for (int64_t o = 0; o < outer; ++o) {
+    for (int r = 0; r < n; ++r) {
+      std::memcpy(first + (o * n + r) * inner, ranks[r].slots[x->id].f + o * inner, inner * 4);
+    }
+  }
+  for (int r = 1; r < n; ++r) std::memcpy(alloc_floats(ranks[r], y), first, count * n * 4);
+  return absl::OkStatus();
 }
 
 absl::Status ReferenceExecutor::execute(const Node& node, RunState& st) {
@@ -716,6 +843,9 @@ absl::Status ReferenceExecutor::execute(const Node& node, RunState& st) {
       }
       return absl::OkStatus();
     }
+    case OpKind::kAllReduce:
+    case OpKind::kAllGather:
+      return absl::InternalError("a collective runs across the ranks (run_ranks), not per rank");
   }
   return invalid("op kind not handled by the reference backend");
 }

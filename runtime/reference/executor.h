@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "absl/types/span.h"
 #include "ir/graph.h"
 #include "runtime/reference/host_tensor.h"
 #include "runtime/reference/thread_pool.h"
@@ -36,12 +37,24 @@ class ReferenceExecutor {
   static absl::StatusOr<std::unique_ptr<ReferenceExecutor>> create(
       const Graph& graph, ParamViews params, int num_threads = 0,
       bool quantize_activations = false);
+  /// create() for a tensor-parallel graph (`ranks N`): `rank_params[r]` binds rank r's params
+  /// (its weight slices; a param every rank holds whole may point at the same bytes in each).
+  /// There must be one entry per rank of the graph.
+  static absl::StatusOr<std::unique_ptr<ReferenceExecutor>> create_ranks(
+      const Graph& graph, std::vector<ParamViews> rank_params, int num_threads = 0,
+      bool quantize_activations = false);
   ~ReferenceExecutor();
 
   /// Runs one step and returns the graph outputs in order. KV caches bound in `inputs.caches` are
   /// updated in place. Errors (missing/extra/mis-shaped bindings, out-of-range indices,
   /// inconsistent page metadata) name the input or the op and leave no partial outputs.
+  /// For a graph of one rank.
   absl::StatusOr<std::vector<HostTensor>> run(const InputBindings& inputs);
+  /// Runs one step of every rank of a tensor-parallel graph in this process: the ranks execute
+  /// each node in turn (rank 0 first), and a collective combines the ranks' buffers (all_reduce
+  /// sums them in rank order, all_gather concatenates them). `rank_inputs[r]` binds rank r's
+  /// inputs (its own KV caches). Returns rank 0's outputs.
+  absl::StatusOr<std::vector<HostTensor>> run_ranks(absl::Span<const InputBindings> rank_inputs);
 
   const Graph& graph() const { return *graph_; }
   int num_threads() const { return pool_->num_threads(); }
@@ -51,11 +64,17 @@ class ReferenceExecutor {
   struct RunState;
   ReferenceExecutor() = default;
   absl::Status bind_inputs(const InputBindings& inputs, RunState& st) const;
+  absl::Status bind_params(int rank, RunState& st) const;
   absl::Status execute(const Node& node, RunState& st);
+  /// all_reduce / all_gather over every rank's state.
+  absl::Status collective(const Node& node, std::vector<RunState>& ranks);
+  /// The zero-filled float buffer of result `v` (its shape already resolved in `st`).
+  float* alloc_floats(RunState& st, const Value* v);
 
   std::unique_ptr<Graph> graph_;
-  ParamViews params_;
-  std::vector<HostTensor> widened_params_;  // by value id; fp32 copies of small bf16/f16 params
+  std::vector<ParamViews> params_;                       // by rank
+  std::vector<std::vector<HostTensor>> widened_params_;  // by rank, then value id; fp32 copies
+                                                         // of small bf16/f16 params
   std::vector<int> last_use_;               // by value id: last node index reading it
   std::vector<bool> is_cache_input_;        // by value id
   std::vector<bool> is_output_;             // by value id

@@ -53,10 +53,14 @@ absl::StatusOr<std::unique_ptr<ReferenceBackend>> ReferenceBackend::create(
     return absl::InvalidArgumentError(absl::StrCat(
         "the plan's IR does not parse (", graph.status().message(), "); ", recompile_hint(plan)));
   }
+  if ((*graph)->ranks() != std::max(1, plan.ranks)) {
+    return absl::InvalidArgumentError(absl::StrCat("the plan declares ", plan.ranks,
+                                                   " tensor-parallel ranks but its IR runs on ",
+                                                   (*graph)->ranks(), "; ", recompile_hint(plan)));
+  }
   if (absl::Status s = b->load_weights(**graph, options, blobs); !s.ok()) return s;
-  absl::StatusOr<std::unique_ptr<ReferenceExecutor>> exec =
-      ReferenceExecutor::create(**graph, b->params_, options.num_threads,
-                                options.quantize_activations);
+  absl::StatusOr<std::unique_ptr<ReferenceExecutor>> exec = ReferenceExecutor::create_ranks(
+      **graph, b->params_, options.num_threads, options.quantize_activations);
   if (!exec.ok()) return exec.status();
   b->executor_ = std::move(*exec);
   if (absl::Status s = b->allocate_kv(options); !s.ok()) return s;
@@ -72,8 +76,6 @@ absl::StatusOr<std::unique_ptr<ReferenceBackend>> ReferenceBackend::create(
 
 absl::Status ReferenceBackend::load_weights(const Graph& graph, const BackendOptions& options,
                                             const PlanBlobReader& blobs) {
-  absl::flat_hash_map<std::string_view, const PlanWeight*> by_name;
-  for (const PlanWeight& w : plan_.weights) by_name[w.name] = &w;
   absl::flat_hash_map<std::string, const MappedFile*> opened;
   // The bytes of a weight stored in the checkpoint or the plan file.
   auto stored = [&](const PlanWeight& w) -> absl::StatusOr<absl::Span<const uint8_t>> {
@@ -122,14 +124,9 @@ absl::Status ReferenceBackend::load_weights(const Graph& graph, const BackendOpt
     }
     return bytes;
   };
-  for (const Value* p : graph.params()) {
-    auto it = by_name.find(p->name);
-    if (it == by_name.end()) {
-      return absl::InvalidArgumentError(absl::StrCat("the plan's IR reads @", p->name,
-                                                     " but the plan lists no such weight; ",
-                                                     recompile_hint(plan_)));
-    }
-    const PlanWeight& w = *it->second;
+  // One param's weight as the executor reads it: stored bytes mapped, or assembled and/or
+  // converted into converted_.
+  auto load_param = [&](const Value* p, const PlanWeight& w) -> absl::StatusOr<ParamView> {
     std::vector<int64_t> shape;
     for (const Dim& d : p->type.shape) shape.push_back(d.value);
     if (w.shape != shape) {
@@ -139,14 +136,21 @@ absl::Status ReferenceBackend::load_weights(const Graph& graph, const BackendOpt
     }
     absl::Span<const uint8_t> bytes;
     if (w.derived()) {
-      // Assembled from row ranges of stored weights (plan/weight_parts.h).
+      // Assembled from row (or column) ranges of stored weights (plan/weight_parts.h); column
+      // parts give one range per row, so each source's bytes are looked up (and checked) once.
       absl::StatusOr<std::vector<WeightByteRange>> ranges = weight_byte_ranges(plan_, w);
       if (!ranges.ok()) return ranges.status();
       std::vector<uint8_t>& buf = converted_.emplace_back();
+      absl::flat_hash_map<const PlanWeight*, absl::Span<const uint8_t>> sources;
       for (const WeightByteRange& r : *ranges) {
-        absl::StatusOr<absl::Span<const uint8_t>> src = stored(*r.source);
-        if (!src.ok()) return src.status();
-        buf.insert(buf.end(), src->begin() + r.offset, src->begin() + r.offset + r.size);
+        auto it = sources.find(r.source);
+        if (it == sources.end()) {
+          absl::StatusOr<absl::Span<const uint8_t>> src = stored(*r.source);
+          if (!src.ok()) return src.status();
+          it = sources.emplace(r.source, *src).first;
+        }
+        buf.insert(buf.end(), it->second.begin() + r.offset,
+                   it->second.begin() + r.offset + r.size);
       }
       bytes = buf;
     } else {
@@ -165,8 +169,7 @@ absl::Status ReferenceBackend::load_weights(const Graph& graph, const BackendOpt
       view.dtype = w.dtype;  // the executor's matmul and gather read the blocks in place
       view.data = bytes.data();
       weight_bytes_ += static_cast<int64_t>(bytes.size());
-      params_.emplace(p->name, std::move(view));
-      continue;
+      return view;
     } else if (want == DType::kF32 || want == DType::kBF16) {
       Weight src{w.name, w.dtype, w.shape, bytes, w.file, w.offset, w.source_name};
       std::vector<uint8_t>& buf = converted_.emplace_back(n * block_bytes(want));
@@ -182,7 +185,28 @@ absl::Status ReferenceBackend::load_weights(const Graph& graph, const BackendOpt
           " to ", dtype_name(want), "; compile the plan with --dtype bf16 or f32"));
     }
     weight_bytes_ += n * block_bytes(want);
-    params_.emplace(p->name, std::move(view));
+    return view;
+  };
+  // A weight every rank holds is loaded once, its view shared by the ranks.
+  absl::flat_hash_map<const PlanWeight*, ParamView> loaded;
+  params_.assign(graph.ranks(), ParamViews());
+  for (int rank = 0; rank < graph.ranks(); ++rank) {
+    for (const Value* p : graph.params()) {
+      const PlanWeight* w = plan_.find_weight(p->name, rank);
+      if (w == nullptr) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("the plan's IR reads @", p->name, " but the plan lists no such weight",
+                         graph.ranks() > 1 ? absl::StrCat(" for rank ", rank) : "", "; ",
+                         recompile_hint(plan_)));
+      }
+      auto done = loaded.find(w);
+      if (done == loaded.end()) {
+        absl::StatusOr<ParamView> view = load_param(p, *w);
+        if (!view.ok()) return view.status();
+        done = loaded.emplace(w, *std::move(view)).first;
+      }
+      params_[rank].emplace(p->name, done->second);
+    }
   }
   return absl::OkStatus();
 }
@@ -227,13 +251,13 @@ absl::Status ReferenceBackend::allocate_kv(const BackendOptions& options) {
   }
   const size_t floats = static_cast<size_t>(kv_pages_ * floats_per_page());
   for (auto* arrays : {&k_, &v_}) {
-    arrays->resize(kv.num_layers);
+    arrays->resize(static_cast<size_t>(kv.num_layers) * ranks());
     for (HostArray& a : *arrays) {
       a.data.reset(static_cast<float*>(std::calloc(floats, sizeof(float))));
       if (!a.data) {
         return absl::ResourceExhaustedError(
             absl::StrCat("cannot allocate ", kv_pages_, " KV pages (",
-                         floats * sizeof(float) * 2 * kv.num_layers,
+                         floats * sizeof(float) * 2 * kv.num_layers * ranks(),
                          " bytes of host memory); ask for fewer with --kv-pages"));
       }
     }
@@ -241,22 +265,32 @@ absl::Status ReferenceBackend::allocate_kv(const BackendOptions& options) {
   return absl::OkStatus();
 }
 
-float* ReferenceBackend::k_data(int32_t layer) {
-  return layer >= 0 && layer < static_cast<int32_t>(k_.size()) ? k_[layer].data.get() : nullptr;
+float* ReferenceBackend::k_data(int32_t layer, int rank) {
+  const int32_t layers = plan_.kv.num_layers;
+  if (layer < 0 || layer >= layers || rank < 0 || rank >= ranks()) return nullptr;
+  return k_[static_cast<size_t>(rank) * layers + layer].data.get();
 }
-float* ReferenceBackend::v_data(int32_t layer) {
-  return layer >= 0 && layer < static_cast<int32_t>(v_.size()) ? v_[layer].data.get() : nullptr;
+float* ReferenceBackend::v_data(int32_t layer, int rank) {
+  const int32_t layers = plan_.kv.num_layers;
+  if (layer < 0 || layer >= layers || rank < 0 || rank >= ranks()) return nullptr;
+  return v_[static_cast<size_t>(rank) * layers + layer].data.get();
 }
 
 std::string ReferenceBackend::load_report() const {
   KvLayout host = plan_.kv;
   host.dtype = DType::kF32;
   const int64_t kv_bytes = kv_pages_ * host.bytes_per_page();
-  return absl::StrFormat(
+  std::string out = absl::StrFormat(
       "cpu reference backend: %d weights (%.1f MiB), KV pool %d pages of %d tokens (%d tokens, "
       "%.1f MiB f32, allocated as written), %d threads",
-      params_.size(), weight_bytes_ / 1048576.0, kv_pages_, plan_.kv.page_size,
+      params_[0].size(), weight_bytes_ / 1048576.0, kv_pages_, plan_.kv.page_size,
       kv_pages_ * plan_.kv.page_size, kv_bytes / 1048576.0, executor_->num_threads());
+  if (ranks() > 1) {
+    absl::StrAppend(&out, "; ", ranks(),
+                    " tensor-parallel ranks in this process (weights over "
+                    "all ranks, KV pool per rank)");
+  }
+  return out;
 }
 
 absl::Status ReferenceBackend::copy_kv_pages(absl::Span<const PageCopy> copies) {
@@ -297,14 +331,18 @@ absl::StatusOr<StepResult> ReferenceBackend::run_step(const StepRequest& step) {
   b.tensors["kv_page_indptr"] = ints(m.kv_page_indptr);
   b.tensors["kv_page_indices"] = ints(m.kv_page_indices);
   b.tensors["kv_last_page_len"] = ints(m.kv_last_page_len);
+  b.symbols.set("K", m.max_kv_len);
+  // Each rank reads the same step and its own KV cache.
   const KvLayout& kv = plan_.kv;
   const std::vector<int64_t> cache_shape = {kv_pages_, kv.page_size, kv.num_kv_heads, kv.head_dim};
-  for (int32_t l = 0; l < kv.num_layers; ++l) {
-    b.caches[absl::StrCat("k_cache.", l)] = KvCacheView{k_data(l), cache_shape};
-    b.caches[absl::StrCat("v_cache.", l)] = KvCacheView{v_data(l), cache_shape};
+  std::vector<InputBindings> ranks(this->ranks(), b);
+  for (int r = 0; r < this->ranks(); ++r) {
+    for (int32_t l = 0; l < kv.num_layers; ++l) {
+      ranks[r].caches[absl::StrCat("k_cache.", l)] = KvCacheView{k_data(l, r), cache_shape};
+      ranks[r].caches[absl::StrCat("v_cache.", l)] = KvCacheView{v_data(l, r), cache_shape};
+    }
   }
-  b.symbols.set("K", m.max_kv_len);
-  absl::StatusOr<std::vector<HostTensor>> out = executor_->run(b);
+  absl::StatusOr<std::vector<HostTensor>> out = executor_->run_ranks(ranks);
   if (!out.ok()) return out.status();
   HostTensor& logits = (*out)[0];  // f32[S, vocab]
   const int64_t vocab = logits.shape.back();

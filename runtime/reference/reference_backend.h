@@ -1,6 +1,8 @@
 // ReferenceBackend: the CPU Backend. It parses a plan's final IR (no passes, no recompile), maps
 // the weights the plan references and converts them to the IR params' dtype, keeps the paged KV
-// storage in host memory, and runs each step through the ReferenceExecutor.
+// storage in host memory, and runs each step through the ReferenceExecutor. A tensor-parallel
+// plan runs all its ranks in this process: each rank's weight slices and KV cache, the
+// collectives as sums and concatenations over the ranks' buffers.
 #pragma once
 
 #include <cstdint>
@@ -43,18 +45,23 @@ class ReferenceBackend : public Backend {
   absl::Status copy_kv_pages(absl::Span<const PageCopy> copies) override;
   absl::StatusOr<StepResult> run_step(const StepRequest& step) override;
 
-  /// Layer `layer`'s K (or V) storage, f32[kv_pages, page_size, kv_heads, head_dim] (the graph's
-  /// cache input layout); null for a layer out of range.
-  float* k_data(int32_t layer);
-  float* v_data(int32_t layer);
+  /// Layer `layer`'s K (or V) storage on tensor-parallel rank `rank`, f32[kv_pages, page_size,
+  /// kv_heads, head_dim] (the graph's cache input layout: a rank's own KV heads); null for a layer
+  /// or rank out of range.
+  float* k_data(int32_t layer, int rank = 0);
+  float* v_data(int32_t layer, int rank = 0);
   /// Floats of one page of one layer's K (or V): page_size * kv_heads * head_dim.
   int64_t floats_per_page() const;
   /// The plan's IR as the executor runs it.
   const Graph& graph() const { return executor_->graph(); }
-  /// The weights as loaded (the executor's views; `kiln run --check` runs single nodes on them).
-  const ParamViews& params() const { return params_; }
-  /// Bytes of weights one step reads, in their compute dtype.
+  /// Rank 0's weights as loaded (the executor's views; `kiln run --check` runs single nodes on
+  /// them).
+  const ParamViews& params() const { return params_[0]; }
+  /// Bytes of weights one step reads, in their compute dtype (over every rank of a
+  /// tensor-parallel plan, each weight every rank holds counted once).
   int64_t weight_bytes() const { return weight_bytes_; }
+  /// Tensor-parallel ranks the plan runs on (all of them in this process).
+  int ranks() const { return static_cast<int>(params_.size()); }
 
  private:
   struct HostArray;
@@ -66,11 +73,11 @@ class ReferenceBackend : public Backend {
   Plan plan_;
   std::vector<std::unique_ptr<MappedFile>> files_;
   std::vector<std::vector<uint8_t>> converted_;  // weights converted from their stored dtype
-  ParamViews params_;
+  std::vector<ParamViews> params_;               // by tensor-parallel rank
   int64_t weight_bytes_ = 0;
   std::unique_ptr<ReferenceExecutor> executor_;
   int64_t kv_pages_ = 0;
-  std::vector<HostArray> k_, v_;  // [layer]
+  std::vector<HostArray> k_, v_;  // [rank * layers + layer]
   Sampler sampler_;
 };
 

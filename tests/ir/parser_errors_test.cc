@@ -106,5 +106,25 @@ TEST(ParserErrors, NegativeDim) {
             "4:22: dims must not be negative");
 }
 
+TEST(ParserErrors, ParamPartsAndShards) {
+  const std::string head = "graph @g {\n  symbol T <= 8\n";
+  EXPECT_THAT(error_of(head + "  param @w : f32[4,4] = slab(\"a\"[0:4])\n}"),
+              HasSubstr("expected rows(...), cols(...) or shards(...), got 'slab'"));
+  EXPECT_THAT(error_of(head + "  param @w : f32[4,4] = cols(\"a\"[4:4])\n}"),
+              HasSubstr("expected a cols range [begin:end] with 0 <= begin < end"));
+  EXPECT_THAT(
+      error_of(head + "  param @w : f32[4,4] = shards(rows(\"a\"[0:4]) rows(\"a\"[4:8]))\n}"),
+      HasSubstr("expected ')'"));
+  EXPECT_THAT(error_of(head + "  param @w : f32[4,4] = shards()\n}"),
+              HasSubstr("expected rows(...), cols(...) or shards(...), got ')'"));
+  EXPECT_THAT(error_of("graph @g {\n  ranks 0\n}"), HasSubstr("ranks must be in [1, 1024], got 0"));
+  EXPECT_THAT(error_of("graph @g {\n  ranks 2000\n}"), HasSubstr("ranks must be in [1, 1024]"));
+  EXPECT_THAT(error_of("graph @g {\n  ranks 2\n  ranks 2\n}"),
+              HasSubstr("ranks is declared twice"));
+  std::string many = head + "  param @w : f32[1,4] = shards(";
+  for (int i = 0; i < 1025; ++i) many += std::string(i ? ", " : "") + "rows(\"a\"[0:1])";
+  EXPECT_THAT(error_of(many + ")\n}"), HasSubstr("more than 1024 shards"));
+}
+
 }  // namespace
 }  // namespace kiln

@@ -136,6 +136,30 @@ TEST_F(TypeInference, GemmEpilogues) {
               HasSubstr("unknown gemm epilogue"));
 }
 
+TEST_F(TypeInference, Collectives) {
+  Attributes r2;
+  r2.set("ranks", int64_t{2});
+  auto reduced = infer(OpKind::kAllReduce, {{DType::kBF16, {T(), C(576)}}}, r2);
+  ASSERT_TRUE(reduced.ok()) << reduced.status();
+  EXPECT_EQ((*reduced)[0].to_string(), "bf16[T,576]");
+  Attributes g = r2;
+  g.set("axis", int64_t{-1});
+  auto gathered = infer(OpKind::kAllGather, {{DType::kF32, {Dim::symbolic("S"), C(256)}}}, g);
+  ASSERT_TRUE(gathered.ok()) << gathered.status();
+  EXPECT_EQ((*gathered)[0].to_string(), "f32[S,512]");
+  g.set("axis", int64_t{0});
+  EXPECT_THAT(infer(OpKind::kAllGather, {{DType::kF32, {T(), C(4)}}}, g).status().message(),
+              HasSubstr("all_gather along symbolic dim T"));
+  EXPECT_THAT(infer(OpKind::kAllReduce, {{DType::kF32, {T()}}}).status().message(),
+              HasSubstr("ranks"));
+  Attributes zero;
+  zero.set("ranks", int64_t{0});
+  EXPECT_THAT(infer(OpKind::kAllReduce, {{DType::kF32, {T()}}}, zero).status().message(),
+              HasSubstr("'ranks' must be positive"));
+  EXPECT_THAT(infer(OpKind::kAllReduce, {{DType::kI32, {T()}}}, r2).status().message(),
+              HasSubstr("must be a float tensor"));
+}
+
 TEST(GraphBuilder, KeepsTheFirstErrorAndNamesTheOp) {
   Graph g;
   GraphBuilder b(g);

@@ -148,5 +148,44 @@ TEST(Verifier, FusedElementwiseExpressionIsChecked) {
   EXPECT_THAT(verify(**garbage).message(), ::testing::HasSubstr("expr:"));
 }
 
+// Derived params: parts share one axis and tile the param; a sharded param has one part list per
+// rank; a collective spans every rank of the program.
+TEST(Verifier, DerivedAndShardedParams) {
+  auto err = [](const std::string& decls, const std::string& body = "") {
+    auto g = parse_ok("graph @g {\n" + decls + "  symbol T <= 8\n  input %x : f32[T,4]\n" + body +
+                      "  output x = %x\n}");
+    return std::string(verify(*g).message());
+  };
+  EXPECT_EQ(err("  param @w : f32[3,4] = rows(\"a\"[0:1], \"b\"[0:2])\n"), "");
+  EXPECT_EQ(err("  param @w : f32[3,4] = cols(\"a\"[0:4])\n"), "");
+  EXPECT_THAT(err("  param @w : f32[3,4] = cols(\"a\"[0:3])\n"),
+              HasSubstr("@w: its parts hold 3 cols but its type is f32[3,4]"));
+  EXPECT_THAT(err("  param @w : f32[4] = cols(\"a\"[0:4])\n"),
+              HasSubstr("@w: column parts make a matrix, but its type is f32[4]"));
+  EXPECT_THAT(err("  param @w : f32[3,4] = shards(rows(\"a\"[0:3]), rows(\"a\"[3:6]))\n"),
+              HasSubstr("@w has 2 shards but the graph runs on 1 rank(s)"));
+  EXPECT_EQ(err("  ranks 2\n  param @w : f32[3,4] = shards(rows(\"a\"[0:3]), rows(\"a\"[3:6]))\n"),
+            "");
+  EXPECT_THAT(
+      err("  ranks 3\n  param @w : f32[3,4] = shards(rows(\"a\"[0:3]), rows(\"a\"[3:6]))\n"),
+      HasSubstr("@w has 2 shards but the graph runs on 3 rank(s)"));
+  EXPECT_THAT(
+      err("  ranks 2\n  param @w : f32[3,4] = shards(rows(\"a\"[0:3]), cols(\"a\"[0:3]))\n"),
+      HasSubstr("@w (rank 1): its parts hold 3 cols but its type is f32[3,4]"));
+  EXPECT_THAT(err("  ranks 2\n", "  %s = all_reduce(%x) {ranks = 4} : f32[T,4]\n"),
+              HasSubstr("spans 4 ranks but the graph runs on 2"));
+  EXPECT_EQ(err("  ranks 2\n", "  %s = all_reduce(%x) {ranks = 2} : f32[T,4]\n"), "");
+}
+
+TEST(Verifier, MixedAxesInOneParam) {
+  Graph g;
+  g.symbols().add({"T", 8}).IgnoreError();
+  Value* x = g.add_input("x", {DType::kF32, {Dim::symbolic("T"), Dim::constant(4)}});
+  g.add_param("w", {DType::kF32, {Dim::constant(3), Dim::constant(4)}},
+              {{"a", SliceAxis::kRows, 0, 2}, {"b", SliceAxis::kCols, 0, 4}});
+  g.add_output("x", x);
+  EXPECT_THAT(verify(g).message(), HasSubstr("@w: its parts mix rows and columns"));
+}
+
 }  // namespace
 }  // namespace kiln

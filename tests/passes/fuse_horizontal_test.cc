@@ -159,7 +159,8 @@ TEST(FuseHorizontal, DerivedParamsRoundTripAndAreVerified) {
   EXPECT_EQ(print_graph(**g), merged);
   const Value* p = (*g)->find_param("q_k");
   ASSERT_NE(p, nullptr);
-  EXPECT_EQ(p->parts, (std::vector<ParamPart>{{"q", 0, 4}, {"k", 0, 2}}));
+  EXPECT_EQ(p->parts,
+            (std::vector<ParamPart>{{"q", SliceAxis::kRows, 0, 4}, {"k", SliceAxis::kRows, 0, 2}}));
   EXPECT_TRUE(verify(**g).ok());
   // Rows that do not add up to the declared first dim are refused by name.
   absl::StatusOr<std::unique_ptr<Graph>> bad =

@@ -33,10 +33,11 @@ constexpr char kSwiGlu[] = R"(graph @g {
 })";
 
 TEST(PassRegistry, DefaultPipelineNamesAreRegistered) {
-  EXPECT_EQ(default_pipeline(),
-            (std::vector<std::string>{"canonicalize", "fuse-horizontal", "fuse-rope", "fuse-rmsnorm-residual",
-                                      "fuse-attention", "fuse-elementwise", "gemm-epilogue",
-                                      "plan-memory", "plan-kv"}));
+  EXPECT_EQ(
+      default_pipeline(),
+      (std::vector<std::string>{"canonicalize", "shard-tensor-parallel", "fuse-horizontal",
+                                "fuse-rope", "fuse-rmsnorm-residual", "fuse-attention",
+                                "fuse-elementwise", "gemm-epilogue", "plan-memory", "plan-kv"}));
   for (const std::string& name : default_pipeline()) {
     auto pass = create_pass(name);
     ASSERT_TRUE(pass.ok()) << pass.status();

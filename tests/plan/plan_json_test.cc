@@ -196,6 +196,71 @@ TEST(PlanJson, StepBoundsRoundTripAndAreChecked) {
   EXPECT_TRUE(unbounded->plan.gemms[0].bound.empty());
 }
 
+// A tensor-parallel plan: its rank count, collectives, per-rank weights and column parts survive
+// the round trip; a rank outside the plan's, a part naming both axes, an unknown collective and
+// a rank count out of range are errors naming the field.
+TEST(PlanJson, TensorParallelFieldsRoundTripAndAreChecked) {
+  Plan p = testing::make_sample_plan().plan;
+  p.ranks = 2;
+  p.collectives.push_back({7, CollectiveKind::kAllReduce, DType::kBF16, "%6", "%7", "T", 64});
+  p.collectives.push_back({9, CollectiveKind::kAllGather, DType::kF32, "%8", "%9", "S", 16});
+  for (int r = 0; r < 2; ++r) {
+    PlanWeight w;
+    w.name = "o.shard";
+    w.rank = r;
+    w.dtype = DType::kBF16;
+    w.shape = {32, 32};
+    w.parts = {{"embed", SliceAxis::kCols, 32 * r, 32 * r + 32}};
+    p.weights.push_back(w);
+  }
+  const json j = manifest_to_json(p, kBlobs);
+  absl::StatusOr<Manifest> m = manifest_from_json(j);
+  ASSERT_TRUE(m.ok()) << m.status();
+  EXPECT_EQ(manifest_to_json(m->plan, m->blobs), j);
+  const Plan& r = m->plan;
+  EXPECT_EQ(r.ranks, 2);
+  ASSERT_EQ(r.collectives.size(), 2u);
+  EXPECT_EQ(r.collectives[1].kind, CollectiveKind::kAllGather);
+  EXPECT_EQ(r.collectives[1].outer, "S");
+  EXPECT_EQ(r.collectives[0].inner, 64);
+  EXPECT_EQ(r.weights[0].rank, -1);  // every rank holds the embedding
+  EXPECT_EQ(r.find_weight("o.shard", 1), &r.weights[3]);
+  EXPECT_EQ(r.find_weight("o.shard", 0)->parts[0],
+            (PlanWeightPart{"embed", SliceAxis::kCols, 0, 32}));
+  EXPECT_EQ(r.find_weight("o.shard"), nullptr);  // no rank-independent weight of that name
+  EXPECT_EQ(r.find_weight("embed", 1), &r.weights[0]);
+  EXPECT_EQ(j["weights"][2]["parts"][0]["cols"], json::array({0, 32}));
+
+  auto error_with = [&](const std::function<void(json&)>& edit) {
+    json bad = j;
+    edit(bad);
+    return std::string(manifest_from_json(bad).status().message());
+  };
+  EXPECT_EQ(error_with([](json& b) { b["weights"][3]["rank"] = 2; }),
+            "manifest.weights[3].rank: must be -1 (every rank) or a rank below 2");
+  EXPECT_EQ(error_with([](json& b) { b["ranks"] = 0; }),
+            "manifest.ranks: must be in [1, 1024], got 0");
+  EXPECT_EQ(error_with([](json& b) {
+              b["weights"][2]["parts"][0]["rows"] = {0, 1};
+            }),
+            "manifest.weights[2].parts[0].rows: a part is rows or cols");
+  EXPECT_EQ(error_with([](json& b) {
+              b["weights"][2]["parts"][0]["cols"] = {5, 1};
+            }),
+            "manifest.weights[2].parts[0].cols: must be [begin, end] with 0 <= begin <= end");
+  EXPECT_EQ(error_with([](json& b) { b["collectives"][0]["kind"] = "all_to_all"; }),
+            "manifest.collectives[0].kind: expected one of all_reduce, all_gather, got "
+            "\"all_to_all\"");
+  EXPECT_EQ(error_with([](json& b) { b["collectives"][0]["inner"] = -1; }),
+            "manifest.collectives[0].inner: must be >= 0");
+  // A plan of one rank reads back with no collectives.
+  const Plan one = testing::make_sample_plan().plan;
+  absl::StatusOr<Manifest> m1 = manifest_from_json(manifest_to_json(one, kBlobs));
+  ASSERT_TRUE(m1.ok());
+  EXPECT_EQ(m1->plan.ranks, 1);
+  EXPECT_TRUE(m1->plan.collectives.empty());
+}
+
 TEST(PlanJson, DumpReplacesInvalidUtf8) {
   Plan p = testing::make_sample_plan().plan;
   p.model.source_architecture = std::string("llama\xff\xfe", 7);

@@ -123,6 +123,49 @@ TEST(KilnCli, RunAPlanFileLikeTheModel) {
   }
 }
 
+// `kiln compile --tp N` writes one plan holding every rank's kernels and weight slices, and
+// `kiln run x.kplan --device cpu` runs all its ranks on the CPU with the tokens of the plan
+// compiled for one GPU; `kiln ir --tp N` shows the shards and the collectives; `kiln inspect`
+// each rank's memory; a --tp the heads do not allow is refused with what divides.
+TEST(KilnCli, TensorParallelPlanRunsOnTheCpuLikeOneRank) {
+  const std::string model = testing::fixture("tiny-gqa");
+  const std::string cache = " --cache-dir " + testing::fixtures_dir() + "/kernel-cache";
+  const std::string args = " --prompt 'hello world' -n 12 --device cpu";
+  std::string want;
+  for (int tp : {1, 2, 4}) {
+    const std::string plan = testing::unique_temp_path("tp" + std::to_string(tp) + ".kplan");
+    Result c = kiln("compile " + model + " -o " + plan + " --tp " + std::to_string(tp) + cache);
+    ASSERT_EQ(c.exit_code, 0) << c.output;
+    Result r = kiln("run " + plan + args, /*stdout_only=*/true);
+    ASSERT_EQ(r.exit_code, 0) << r.output;
+    EXPECT_GT(r.output.size(), 1u);
+    if (tp == 1) {
+      want = r.output;
+    } else {
+      EXPECT_EQ(r.output, want) << "--tp " << tp;
+      Result i = kiln("inspect " + plan);
+      ASSERT_EQ(i.exit_code, 0) << i.output;
+      EXPECT_THAT(i.output, HasSubstr("tensor parallel: " + std::to_string(tp) + " ranks"));
+      EXPECT_THAT(i.output, HasSubstr("per rank: weights "));
+    }
+    std::filesystem::remove(plan);
+  }
+  Result ir = kiln("ir " + model + " --tp 2");
+  ASSERT_EQ(ir.exit_code, 0) << ir.output;
+  EXPECT_THAT(ir.output, HasSubstr("  ranks 2\n"));
+  EXPECT_THAT(ir.output, HasSubstr("param @layers.0.o_proj.shard : bf16[64,32] = shards(\n"
+                                   "      cols(\"layers.0.o_proj\"[0:32]),\n"
+                                   "      cols(\"layers.0.o_proj\"[32:64]))"));
+  EXPECT_THAT(ir.output, HasSubstr(" = all_reduce("));
+  EXPECT_THAT(ir.output, HasSubstr(" = all_gather("));
+  Result bad = kiln("ir " + model + " --tp 3");
+  EXPECT_NE(bad.exit_code, 0);
+  EXPECT_THAT(bad.output, HasSubstr("3 does not divide the 4 query heads"));
+  bad = kiln("compile " + model + " -o " + testing::unique_temp_path("x.kplan") + " --tp 0");
+  EXPECT_NE(bad.exit_code, 0);
+  EXPECT_THAT(bad.output, HasSubstr("--tp"));
+}
+
 TEST(KilnCli, RunAPlanWhoseWeightsAreGone) {
   const std::string dir = testing::unique_temp_path("tiny");
   std::filesystem::copy(testing::fixture("tiny"), dir, std::filesystem::copy_options::recursive);

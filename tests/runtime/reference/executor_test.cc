@@ -4,6 +4,7 @@
 
 #include <cmath>
 
+#include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "ir/parser.h"
 #include "tests/ir/test_util.h"
@@ -134,6 +135,50 @@ TEST(ReferenceExecutorTest, AllOpsSmoke) {
   auto again = (*ex)->run(in);
   ASSERT_TRUE(again.ok()) << again.status();
   EXPECT_EQ((*again)[0].f, (*out)[0].f);
+}
+
+// The collectives over two ranks in one process: all_reduce sums the ranks' buffers (every rank
+// gets the sum), all_gather concatenates them along its axis in rank order; each rank binds its
+// own inputs and params.
+TEST(ReferenceExecutorTest, CollectivesSumAndConcatenateOverTheRanks) {
+  auto g = parse_graph(R"(graph @c {
+  ranks 2
+  input %x : f32[3,2]
+  param @w : f32[2,2] = shards(rows("w"[0:2]), rows("w"[2:4]))
+  %y = matmul(%x, @w) : f32[3,2]
+  %s = all_reduce(%y) {ranks = 2} : f32[3,2]
+  %c = all_gather(%x) {axis = 1, ranks = 2} : f32[3,4]
+  %r = all_gather(%x) {axis = 0, ranks = 2} : f32[6,2]
+  output s = %s
+  output c = %c
+  output r = %r
+})");
+  ASSERT_TRUE(g.ok()) << g.status();
+  std::vector<float> w0 = {1, 0, 0, 1}, w1 = {2, 0, 0, 3};  // rank 0: identity; rank 1: diag(2, 3)
+  std::vector<ParamViews> params(2);
+  params[0]["w"] = ParamView{DType::kF32, {2, 2}, w0.data()};
+  params[1]["w"] = ParamView{DType::kF32, {2, 2}, w1.data()};
+  auto ex = ReferenceExecutor::create_ranks(**g, params, 1);
+  ASSERT_TRUE(ex.ok()) << ex.status();
+  std::vector<InputBindings> in(2);
+  in[0].tensors["x"] = HostTensor::floats({3, 2}, {1, 2, 3, 4, 5, 6});
+  in[1].tensors["x"] = HostTensor::floats({3, 2}, {10, 20, 30, 40, 50, 60});
+  auto out = (*ex)->run_ranks(in);
+  ASSERT_TRUE(out.ok()) << out.status();
+  // x0·I + x1·diag(2, 3)
+  EXPECT_EQ((*out)[0].f, (std::vector<float>{21, 62, 63, 124, 105, 186}));
+  EXPECT_EQ((*out)[1].f, (std::vector<float>{1, 2, 10, 20, 3, 4, 30, 40, 5, 6, 50, 60}));
+  EXPECT_EQ((*out)[2].f, (std::vector<float>{1, 2, 3, 4, 5, 6, 10, 20, 30, 40, 50, 60}));
+  // One rank's bindings for a two-rank graph, and the one-rank entry points, are refused.
+  EXPECT_THAT(std::string((*ex)->run(in[0]).status().message()),
+              ::testing::HasSubstr("bind each rank's inputs (run_ranks)"));
+  EXPECT_THAT(std::string((*ex)->run_ranks({in[0]}).status().message()),
+              ::testing::HasSubstr("runs on 2 rank(s) but 1 input sets are bound"));
+  EXPECT_THAT(std::string(ReferenceExecutor::create(**g, params[0], 1).status().message()),
+              ::testing::HasSubstr("create_ranks"));
+  params[1].erase("w");
+  EXPECT_THAT(std::string(ReferenceExecutor::create_ranks(**g, params, 1).status().message()),
+              ::testing::HasSubstr("rank 1: param @w (f32[2,2]) is not bound"));
 }
 
 }  // namespace

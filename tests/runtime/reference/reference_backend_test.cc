@@ -4,13 +4,17 @@
 #include "runtime/reference/reference_backend.h"
 
 #include <filesystem>
+#include <vector>
+
 #include <fstream>
+#include "absl/strings/str_cat.h"
 
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
 #include "codegen/compile_model.h"
 #include "codegen/nvrtc_compiler.h"
+#include "models/tokenizer_source.h"
 #include "plan/plan_file.h"
 #include "runtime/engine/engine.h"
 #include "tests/fixtures.h"
@@ -99,6 +103,91 @@ TEST(PlanFileRunsSmolLM2, LikeTheModelCompiledInMemory) {
   const std::string path = testing::smollm2_gguf();
   if (path.empty()) KILN_SKIP_OUTSIDE_CI("SmolLM2 GGUF not in the cache (scripts/fetch-model.sh)");
   expect_plan_file_runs_like_the_model(path, 16);
+}
+
+// A tensor-parallel plan (kiln compile --tp N) runs all its ranks on the CPU, each on its own
+// weight slices and KV heads, and gives the greedy tokens of the plan compiled for one GPU: from a
+// plan file, for an HF checkpoint (MHA, GQA with tied embeddings; 4 ranks over 2 KV heads
+// replicate them) and a Q8_0 GGUF (column slices assembled from whole blocks, converted at load
+// or kept as blocks with --weights-dtype native).
+struct TpCase {
+  std::string model;
+  int ranks;
+  bool native = false;
+};
+
+class TensorParallelPlanRuns : public ::testing::TestWithParam<TpCase> {};
+
+TEST_P(TensorParallelPlanRuns, LikeTheOneRankPlan) {
+  const TpCase& c = GetParam();
+  auto plan_file = [&](int ranks) -> absl::StatusOr<LoadedPlan> {
+    CompileOptions co;
+    co.model = testing::fixture(c.model);
+    co.tensor_parallel = ranks;
+    co.limits.max_seqs = 2;
+    co.build_kernels = false;  // the CPU runs the IR; compiling kernels is another test's
+    co.output = testing::unique_temp_path(absl::StrCat("tp", ranks, ".kplan"));
+    absl::StatusOr<CompileReport> r = compile_model(co);
+    if (!r.ok()) return r.status();
+    return read_plan(co.output);
+  };
+  auto one = plan_file(1);
+  ASSERT_TRUE(one.ok()) << one.status();
+  auto many = plan_file(c.ranks);
+  ASSERT_TRUE(many.ok()) << many.status();
+  EXPECT_EQ(many->plan.ranks, c.ranks);
+  // Two all_reduces per layer and the logits' all_gather, lowered for the GPU.
+  EXPECT_EQ(many->plan.collectives.size(), 2 * many->plan.model.num_layers + 1);
+  BackendOptions bo;
+  bo.num_threads = 2;
+  bo.native_weights = c.native;
+  auto a = ReferenceBackend::create(*one, bo);
+  ASSERT_TRUE(a.ok()) << a.status();
+  auto b = ReferenceBackend::create(*many, bo);
+  ASSERT_TRUE(b.ok()) << b.status();
+  EXPECT_EQ((*b)->ranks(), c.ranks);
+  EXPECT_THAT((*b)->load_report(), HasSubstr(absl::StrCat(c.ranks, " tensor-parallel ranks")));
+  auto tok = load_tokenizer(one->plan.tokenizer_path);
+  ASSERT_TRUE(tok.ok()) << tok.status();
+  std::vector<GenerationRequest> reqs = {
+      greedy(tok->encode("The capital of France is", true, tok->add_bos()), 10),
+      greedy(tok->encode("1, 2, 3,", true, tok->add_bos()), 10)};
+  auto want = generate(**a, *tok, reqs);
+  auto got = generate(**b, *tok, reqs);
+  ASSERT_EQ(want.size(), 2u);
+  EXPECT_EQ(want[0].size(), 10u);
+  EXPECT_EQ(got, want);
+}
+
+INSTANTIATE_TEST_SUITE_P(Models, TensorParallelPlanRuns,
+                         ::testing::Values(TpCase{"tiny", 2}, TpCase{"tiny-gqa", 2},
+                                           TpCase{"tiny-gqa", 4}, TpCase{"tiny-qwen2", 4},
+                                           TpCase{"tiny/model.q8_0.gguf", 2},
+                                           TpCase{"tiny/model.q8_0.gguf", 2, true}),
+                         [](const auto& info) {
+                           std::string n = absl::StrCat(info.param.model, "_tp", info.param.ranks,
+                                                        info.param.native ? "_native" : "");
+                           for (char& ch : n)
+                             ch = std::isalnum(static_cast<unsigned char>(ch)) ? ch : '_';
+                           return n;
+                         });
+
+// A plan whose IR and rank count disagree, or that lacks a rank's shard, says so.
+TEST(ReferenceBackend, TensorParallelPlanMismatchesAreNamed) {
+  CompileOptions co;
+  co.model = testing::fixture("tiny");
+  co.tensor_parallel = 2;
+  co.build_kernels = false;
+  auto built = build_plan(co);
+  ASSERT_TRUE(built.ok()) << built.status();
+  Plan wrong = built->plan;
+  wrong.ranks = 1;
+  EXPECT_THAT(ReferenceBackend::create(wrong).status().message(),
+              HasSubstr("declares 1 tensor-parallel ranks but its IR runs on 2"));
+  Plan missing = built->plan;
+  std::erase_if(missing.weights, [](const PlanWeight& w) { return w.rank == 1; });
+  EXPECT_THAT(ReferenceBackend::create(missing).status().message(),
+              HasSubstr("lists no such weight for rank 1"));
 }
 
 // A copy of the "tiny" fixture (HF directory) that a test may damage, and its plan.
