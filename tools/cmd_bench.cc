@@ -25,6 +25,7 @@
 #include "runtime/kv/page_tables.h"
 #include "runtime/kv/step_metadata.h"
 #include "tools/commands.h"
+#include "tools/kv_dtype_flag.h"
 
 namespace kiln::tools {
 namespace {
@@ -35,6 +36,7 @@ struct BenchOptions {
   int threads = 0;                       // cpu: 0 = all cores
   std::string weights_dtype = "bf16";    // cpu, a model compiled in memory: bf16, f32 or native
   bool q8_activations = false;           // cpu, native: llama.cpp-style 8-bit activations
+  std::string kv_dtype = "auto";         // cpu, a model compiled in memory: the KV cache's dtype
   int batch = 1;
   int prompt_len = 128;
   int gen_len = 64;
@@ -119,6 +121,7 @@ absl::StatusOr<std::variant<LoadedPlan, CompiledPlan>> cpu_plan(const BenchOptio
                                                  absl::EndsWith(o.plan, ".gguf"))
                         ? DType::kF32
                         : DType::kBF16;
+  co.limits.kv_dtype = kv_dtype_of(o.kv_dtype);
   absl::StatusOr<CompiledPlan> built = build_plan(co);
   if (!built.ok()) return built.status();
   return std::variant<LoadedPlan, CompiledPlan>(std::move(*built));
@@ -306,6 +309,7 @@ void add_bench_command(CLI::App& app, int* exit_code) {
       ->check(CLI::IsMember({"cuda", "cpu"}))
       ->capture_default_str();
   cmd->add_option("--threads", o->threads, "cpu: threads (0 = all cores)")->capture_default_str();
+  add_kv_dtype_option(cmd, &o->kv_dtype);
   cmd->add_option("--weights-dtype", o->weights_dtype,
                   "cpu, a model compiled in memory: bf16, f32 or native (a GGUF's blocks as stored)")
       ->check(CLI::IsMember({"bf16", "f32", "native"}))

@@ -196,7 +196,7 @@ TEST(NodeCheck, AnEditedEpsilonIsTheOnlyNodeOverItsTolerance) {
     for (size_t j = 0; j < n.outputs.size(); ++j) {
       auto e = compare_tensors(results[i][j], (*want)[j]);
       ASSERT_TRUE(e.ok()) << e.status();
-      if (e->relative > node_tolerance(n)) diverged.push_back(i);
+      if (e->relative > result_tolerance(n, j)) diverged.push_back(i);
     }
   }
   ASSERT_FALSE(diverged.empty());
@@ -234,8 +234,8 @@ TEST(NodeCheck, ToleranceFollowsTheLowestPrecisionDtype) {
   Value* bf16_add = b.add(x16, x16);
   b.output("a", f32_add);
   b.output("b", bf16_add);
-  EXPECT_DOUBLE_EQ(node_tolerance(*f32_add->producer), 1e-3);
-  EXPECT_DOUBLE_EQ(node_tolerance(*bf16_add->producer), 2e-2);
+  EXPECT_DOUBLE_EQ(result_tolerance(*f32_add->producer, 0), 1e-3);
+  EXPECT_DOUBLE_EQ(result_tolerance(*bf16_add->producer, 0), 2e-2);
 }
 
 }  // namespace
