@@ -5,7 +5,8 @@
 // (its partly filled last page included), then several prompts that reuse it from the prefix
 // cache (full pages shared, the partial page copied on write with its scales) and go on token by
 // token. Every position's next-token distribution of the fp8e4m3 run is compared with the
-// baseline's: KL divergence (nats) and argmax agreement; each run's perplexity of the text too.
+// baseline's: KL divergence (nats) and argmax agreement (and, where the argmax moved, how far
+// apart the baseline put the two tokens); each run's perplexity of the text too.
 // Prints one JSON object (bench/cpu_fp8_kv_accuracy.sh writes the results file from it).
 //
 // The baseline is the reference backend's KV as it keeps a bf16 plan's cache: f32 values (it does
@@ -191,7 +192,7 @@ int run(const Options& o) {
 
   const Scored a = score(base.plan, prefix, prompts, o.threads);
   const Scored b = score(fp8.plan, prefix, prompts, o.threads);
-  std::vector<double> kl;
+  std::vector<double> kl, gaps;
   int64_t agree = 0, scored_next = 0;
   double nll_a = 0, nll_b = 0;
   int64_t top1_a = 0, top1_b = 0;
@@ -203,6 +204,8 @@ int run(const Options& o) {
     const int64_t am = std::max_element(la.begin(), la.end()) - la.begin();
     const int64_t bm = std::max_element(lb.begin(), lb.end()) - lb.begin();
     agree += am == bm;
+    // Where the argmax moved: how far apart the baseline put its pick and fp8's (probability).
+    if (am != bm) gaps.push_back(std::exp(la[am]) - std::exp(la[bm]));
     if (a.next[r] >= 0) {
       ++scored_next;
       nll_a -= la[a.next[r]];
@@ -221,7 +224,8 @@ int run(const Options& o) {
       "%.6g, \"kl_p99\": %.6g, \"kl_max\": %.6g, \"argmax_agreement\": %.6f, \"ppl_baseline\": "
       "%.6g, \"ppl_fp8\": %.6g, \"top1_baseline\": %.6f, \"top1_fp8\": %.6f, \"seconds_baseline\": "
       "%.1f, \"seconds_fp8\": %.1f, \"kv_bytes_per_token_baseline\": %lld, "
-      "\"kv_bytes_per_token_fp8\": %lld}\n",
+      "\"kv_bytes_per_token_fp8\": %lld, \"flips\": %zu, \"flip_gap_median\": %.4g, "
+      "\"flip_gap_max\": %.4g}\n",
       o.model.c_str(), kl.size(), o.prefix_tokens, prompts.size(), o.prompt_tokens,
       static_cast<long long>(b.prefix_hits), dtype_name(base.plan.kv.dtype).c_str(), kl_mean,
       percentile(kl, 0.5), percentile(kl, 0.99), percentile(kl, 1.0),
@@ -231,7 +235,8 @@ int run(const Options& o) {
       static_cast<double>(top1_a) / static_cast<double>(scored_next),
       static_cast<double>(top1_b) / static_cast<double>(scored_next), a.seconds, b.seconds,
       static_cast<long long>(base.plan.kv.bytes_per_token()),
-      static_cast<long long>(fp8.plan.kv.bytes_per_token()));
+      static_cast<long long>(fp8.plan.kv.bytes_per_token()), gaps.size(),
+      gaps.empty() ? 0.0 : percentile(gaps, 0.5), gaps.empty() ? 0.0 : percentile(gaps, 1.0));
   std::fprintf(stderr, "baseline: %s\nfp8e4m3:  %s\n", a.report.c_str(), b.report.c_str());
   return 0;
 }

@@ -238,5 +238,33 @@ TEST(NodeCheck, ToleranceFollowsTheLowestPrecisionDtype) {
   EXPECT_DOUBLE_EQ(result_tolerance(*bf16_add->producer, 0), 2e-2);
 }
 
+
+// `kiln run --check` over an fp8e4m3 KV plan: an attention reads the same codes on both sides, so
+// its output keeps its activations' tolerance (bf16 here), not fp8's 3 mantissa bits; the caches'
+// codes get one top-binade e4m3 step, their scales f32's.
+TEST(NodeCheck, Fp8KvToleranceIsTheActivationsForOutputsAndPerPartForTheCache) {
+  StepLimits limits;
+  limits.max_tokens = 64;
+  limits.max_seqs = 4;
+  limits.max_context = 64;
+  limits.kv_dtype = DType::kFP8E4M3;
+  auto plan = testing::plan_for_model(testing::fixture("tiny"), limits);
+  ASSERT_TRUE(plan.ok()) << plan.status();
+  auto g = parse_graph(plan->ir);
+  ASSERT_TRUE(g.ok()) << g.status();
+  int attentions = 0;
+  for (const auto& n : (*g)->nodes()) {
+    if (n->op != OpKind::kFlashAttention) continue;
+    ++attentions;
+    ASSERT_EQ(n->outputs.size(), 5u);
+    EXPECT_DOUBLE_EQ(result_tolerance(*n, 0), 2e-2);                // out: bf16
+    EXPECT_DOUBLE_EQ(result_tolerance(*n, 1), kFp8CodeTolerance);  // K codes
+    EXPECT_DOUBLE_EQ(result_tolerance(*n, 2), kFp8CodeTolerance);  // V codes
+    EXPECT_DOUBLE_EQ(result_tolerance(*n, 3), 1e-3);               // K scales
+    EXPECT_DOUBLE_EQ(result_tolerance(*n, 4), 1e-3);               // V scales
+  }
+  EXPECT_GT(attentions, 0);
+}
+
 }  // namespace
 }  // namespace kiln
