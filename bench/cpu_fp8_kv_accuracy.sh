@@ -13,8 +13,8 @@ cd "$(dirname "$0")/.."
 BUILD=${BUILD:-build}
 THREADS=${THREADS:-2}
 OUT=${OUT:-bench/results/$(date +%F)-cpu-fp8-kv-accuracy.jsonl}
-MODEL=${KILN_CACHE:-$HOME/.cache/kiln}/models/SmolLM2-135M-Instruct.Q4_1.gguf
-[ -f "$MODEL" ] || bash scripts/fetch-model.sh
+MODEL=${MODEL:-${KILN_CACHE:-$HOME/.cache/kiln}/models/SmolLM2-135M-Instruct.Q4_1.gguf}
+[ -f "$MODEL" ] || bash scripts/fetch-model.sh  # MODEL=<.gguf or HF dir> measures another
 cmake --build "$BUILD" --target fp8_kv_accuracy >/dev/null
 FIXTURE=$BUILD/fp8-kv-accuracy-fixture
 if [ ! -f "$FIXTURE/.complete" ]; then

@@ -89,7 +89,9 @@ class KvWriteOp : public OpView<OpKind::kKvWrite, 3, 1> {
   /// The cache's scale array; null for a cache without one (not fp8e4m3).
   Value* scales() const { return has_scales() ? operand(kScales) : nullptr; }
   Value* cache_out() const { return result(kCacheOut); }
-  Value* scales_out() const { return has_scales() ? result(kScalesOut) : nullptr; }
+  Value* scales_out() const {
+    return has_scales() && node().outputs.size() > kScalesOut ? result(kScalesOut) : nullptr;
+  }
 
   /// The operand list; `scales` null for a cache without scales.
   static std::vector<Value*> operands(Value* cache, Value* rows, Value* slot_mapping,
@@ -214,8 +216,13 @@ class FlashAttentionOp : public OpView<OpKind::kFlashAttention, 11, 2> {
   /// The caches after the writes: the inputs updated in place (they alias them).
   Value* k_cache_out() const { return result(kKCacheOut); }
   Value* v_cache_out() const { return result(kVCacheOut); }
-  Value* k_scales_out() const { return has_scales() ? result(kKScalesOut) : nullptr; }
-  Value* v_scales_out() const { return has_scales() ? result(kVScalesOut) : nullptr; }
+  // (Null too for an unverified node whose results do not include them.)
+  Value* k_scales_out() const {
+    return has_scales() && node().outputs.size() > kVScalesOut ? result(kKScalesOut) : nullptr;
+  }
+  Value* v_scales_out() const {
+    return has_scales() && node().outputs.size() > kVScalesOut ? result(kVScalesOut) : nullptr;
+  }
   /// True for results that are a KV cache (or its scale array) updated in place rather than a
   /// buffer of their own.
   static bool result_aliases_cache(int result) { return result != kOutput; }
