@@ -555,7 +555,8 @@ TEST_P(CudaBackendGpu, Fp8KvLogitsMatchReference) {
 }
 
 // The same KV budget holds 2D / (D + 4) times the tokens with an fp8e4m3 cache (codes of 1 byte
-// and a 4-byte scale per row of D, against 2 bytes per element).
+// and a 4-byte scale per row of D, against 2 bytes per element): each backend sizes its pool from
+// its plan's KvLayout, floor(budget / bytes per page), and says so in its report.
 TEST_P(CudaBackendGpu, Fp8KvPoolHoldsAboutTwiceTheTokens) {
   REQUIRE_GPU();
   const Fixture& f = GetParam();
@@ -567,17 +568,25 @@ TEST_P(CudaBackendGpu, Fp8KvPoolHoldsAboutTwiceTheTokens) {
                                                 GemvChoice::kHeuristic, "", {}, DType::kFP8E4M3);
   ASSERT_TRUE(fp8.ok()) << fp8.status();
   BackendOptions opts;
-  opts.kv_cache_gb = 0.125;
+  opts.kv_cache_gb = 1.0 / 512;  // 2 MiB: under the plans' 1024-page bound for every fixture
+  const int64_t budget = static_cast<int64_t>(opts.kv_cache_gb * (1 << 30));
+  const int64_t want_bf16 = budget / bf16->plan.kv.bytes_per_page();
+  const int64_t want_fp8 = budget / fp8->plan.kv.bytes_per_page();
+  ASSERT_LE(want_fp8, fp8->plan.limits.max_pool_pages) << "the NP bound would cap the pool";
   auto a = CudaBackend::create(bf16->plan, opts, blob_reader(*bf16));
   ASSERT_TRUE(a.ok()) << a.status();
   auto b = CudaBackend::create(fp8->plan, opts, blob_reader(*fp8));
   ASSERT_TRUE(b.ok()) << b.status();
+  std::printf("[ kiln gpu ] %s: %lld bf16 pages, %lld fp8e4m3 pages in %.4f GiB: %s\n",
+              f.name.c_str(), static_cast<long long>((*a)->kv_pages()),
+              static_cast<long long>((*b)->kv_pages()), opts.kv_cache_gb,
+              (*b)->load_report().c_str());
+  EXPECT_EQ((*a)->kv_pages(), want_bf16);
+  EXPECT_EQ((*b)->kv_pages(), want_fp8);
   const double d = fp8->plan.kv.head_dim;
-  const double want = static_cast<double>((*a)->kv_pages()) * 2 * d / (d + 4);
-  std::printf("[ kiln gpu ] %s: %lld bf16 pages, %lld fp8e4m3 pages in %.3f GiB\n", f.name.c_str(),
-              static_cast<long long>((*a)->kv_pages()), static_cast<long long>((*b)->kv_pages()),
-              opts.kv_cache_gb);
-  EXPECT_NEAR(static_cast<double>((*b)->kv_pages()), want, 2.0) << (*b)->load_report();
+  EXPECT_NEAR(static_cast<double>(want_fp8) / want_bf16, 2 * d / (d + 4), 0.02);
+  EXPECT_NE((*b)->load_report().find(absl::StrCat(want_fp8 * fp8->plan.kv.page_size, " tokens")),
+            std::string::npos);
 }
 
 // Prefix reuse on the GPU with an fp8e4m3 cache: a 21-token prefix (one full page of 16 and 5
