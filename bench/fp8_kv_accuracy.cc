@@ -36,9 +36,9 @@ namespace {
 
 struct Options {
   std::string model;
-  std::string text;          // paragraphs separated by blank lines: the prefix, then the prompts
-  int prefix_tokens = 200;   // not a multiple of the page size: a partial page is shared
-  int prompt_tokens = 220;   // per prompt, after the prefix
+  std::string text;         // paragraphs separated by blank lines: the prefix, then the prompts
+  int prefix_tokens = 200;  // not a multiple of the page size: a partial page is shared
+  int prompt_tokens = 220;  // per prompt, after the prefix
   int threads = 2;
 };
 
@@ -79,8 +79,8 @@ Scored score(const Plan& plan, const std::vector<int32_t>& prefix,
   for (const auto& p : prompts) pages += (static_cast<int64_t>(p.size()) + ps) / ps + 1;
   bo.kv_pages = pages;
   std::unique_ptr<ReferenceBackend> backend = check(ReferenceBackend::create(plan, bo));
-  KvPageTables tables = check(KvPageTables::create(
-      {static_cast<int32_t>(ps), static_cast<int32_t>(backend->kv_pages())}));
+  KvPageTables tables = check(
+      KvPageTables::create({static_cast<int32_t>(ps), static_cast<int32_t>(backend->kv_pages())}));
   PrefixCache cache(tables);
   Scored out;
   out.report = backend->load_report();
@@ -91,8 +91,8 @@ Scored score(const Plan& plan, const std::vector<int32_t>& prefix,
     for (SeqId s : seqs) batch.push_back({s, 1});
     StepMetadata meta = check(build_step_metadata(tables, batch));
     if (absl::Status s = backend->copy_kv_pages(tables.take_pending_copies()); !s.ok()) die(s);
-    StepRequest req{StepInputs{tokens, std::move(meta)},
-                    std::vector<SequenceSampling>(seqs.size()), true};
+    StepRequest req{StepInputs{tokens, std::move(meta)}, std::vector<SequenceSampling>(seqs.size()),
+                    true};
     StepResult r = check(backend->run_step(req));
     for (size_t i = 0; i < seqs.size(); ++i) {
       out.rows.emplace_back(r.logits.begin() + i * vocab, r.logits.begin() + (i + 1) * vocab);

@@ -356,8 +356,10 @@ absl::StatusOr<std::vector<Type>> infer_types(OpKind op, absl::Span<const Type> 
       if (absl::Status s = check_cache_scales(in, Op::kCache, scaled, Op::kScales); !s.ok())
         return s;
       if (scaled && rows.dtype == DType::kFP8E4M3) {
-        return invalid("the rows written to an fp8e4m3 cache are quantized by kv_write: pass them "
-                       "unquantized, not as ", rows.to_string());
+        return invalid(
+            "the rows written to an fp8e4m3 cache are quantized by kv_write: pass them "
+            "unquantized, not as ",
+            rows.to_string());
       }
       if (scaled) return std::vector<Type>{cache, in[Op::kScales]};
       return std::vector<Type>{cache};
@@ -371,8 +373,8 @@ absl::StatusOr<std::vector<Type>> infer_types(OpKind op, absl::Span<const Type> 
       const Type& cache = in[Op::kKCache];
       if (absl::Status s = expect_rank(q, Op::kQ, 3); !s.ok()) return s;
       if (absl::Status s = check_cache(cache, Op::kKCache); !s.ok()) return s;
-      if (absl::Status s =
-              check_cache_scales(in, Op::kKCache, in.size() > size_t{Op::kNumOperands}, Op::kKScales);
+      if (absl::Status s = check_cache_scales(in, Op::kKCache, in.size() > size_t{Op::kNumOperands},
+                                              Op::kKScales);
           !s.ok())
         return s;
       if (absl::Status s = check_page_metadata(in, Op::kPageTable); !s.ok()) return s;
@@ -404,8 +406,8 @@ absl::StatusOr<std::vector<Type>> infer_types(OpKind op, absl::Span<const Type> 
       const Type& cache = in[Op::kVCache];
       if (absl::Status s = expect_rank(p, Op::kProbs, 3); !s.ok()) return s;
       if (absl::Status s = check_cache(cache, Op::kVCache); !s.ok()) return s;
-      if (absl::Status s =
-              check_cache_scales(in, Op::kVCache, in.size() > size_t{Op::kNumOperands}, Op::kVScales);
+      if (absl::Status s = check_cache_scales(in, Op::kVCache, in.size() > size_t{Op::kNumOperands},
+                                              Op::kVScales);
           !s.ok())
         return s;
       if (absl::Status s = check_page_metadata(in, Op::kPageTable); !s.ok()) return s;

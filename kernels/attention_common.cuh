@@ -177,10 +177,10 @@ __device__ __forceinline__ void load_kv_tile(T* tile, const T* cache, const int*
 /// row's scale (scales [NP * PS, Hkv]) from global memory and stores their 16 dequantized values
 /// (fp8.cuh) into the shared tile of T. Rows past `kv_len` are zeros.
 template <class T, int D, int ROWS, int THREADS>
-__device__ __forceinline__ void load_kv_tile_fp8(T* tile, const fp8e4m3* cache,
-                                                 const float* scales, const int* page_indices,
-                                                 int page_begin, int page_size, int num_kv_heads,
-                                                 int kv_head, int kv_base, int kv_len, int tid) {
+__device__ __forceinline__ void load_kv_tile_fp8(T* tile, const fp8e4m3* cache, const float* scales,
+                                                 const int* page_indices, int page_begin,
+                                                 int page_size, int num_kv_heads, int kv_head,
+                                                 int kv_base, int kv_len, int tid) {
   constexpr int kS = TileStride<D>::value;
   constexpr int kPieces = D / 16;  // 16 codes per piece
 #pragma unroll
@@ -191,8 +191,7 @@ __device__ __forceinline__ void load_kv_tile_fp8(T* tile, const fp8e4m3* cache,
     float s = 0.f;
     if (j < kv_len) {
       const int page = page_indices[page_begin + j / page_size];
-      const long long r =
-          ((long long)page * page_size + j % page_size) * num_kv_heads + kv_head;
+      const long long r = ((long long)page * page_size + j % page_size) * num_kv_heads + kv_head;
       codes = *reinterpret_cast<const Bytes16*>(reinterpret_cast<const unsigned char*>(cache) +
                                                 r * D + piece * 16);
       s = scales[r];

@@ -81,8 +81,8 @@ struct DecodeSmem {
   static constexpr int kTiles = kRing + kDequantized;
   static constexpr int kMerge = WARPS * 16 * D * 4;
   static constexpr int kQ = 16 * kS * (int)sizeof(T);
-  static constexpr int kBytes =
-      kTiles > kMerge ? (kTiles > kQ ? kTiles : kQ) : (kMerge > kQ ? kMerge : kQ);
+  static constexpr int kBytes = kTiles > kMerge ? (kTiles > kQ ? kTiles : kQ)
+                                                : (kMerge > kQ ? kMerge : kQ);
 };
 
 /// The decode-only tile step: like warp_attend_tile (attention_common.cuh) but masking only by the
@@ -225,24 +225,22 @@ __device__ __forceinline__ float merge_splits(const float* o_partial, const floa
   return den > 0.f ? num / den : 0.f;
 }
 
-/// Attention of split z for sequence x, KV head y (the task's block coordinates), into out[T, Hq, D].
-/// The cache's elements are C: T, or fp8e4m3 codes with scales k_scales / v_scales [NP * PS, Hkv]
-/// (null for a T cache).
-/// With one split the block writes `out` directly. With more, it writes its partial:
-/// o_partial: f32[num_splits, S, Hq, D] (normalized within the split). lse_partial: f32[num_splits,
-/// S, Hq] log-sum-exps in log2 units (-inf for an empty split); in the unified variant followed by
-/// a second [num_splits, S, Hq] array of the splits' weights 2^(lse - phi) (-1: the split's max is
-/// not phi); then counts itself in split_counters[S, Hkv], and the split that counts last merges
-/// (merge_splits) and puts the counter back to 0: split_counters must be zero when the launch
-/// begins (a zero-filled workspace), and is zero again when it ends. Requires G <= 16. Dynamic
-/// shared memory: DecodeSmem<...>::kBytes.
+/// Attention of split z for sequence x, KV head y (the task's block coordinates), into out[T, Hq,
+/// D]. The cache's elements are C: T, or fp8e4m3 codes with scales k_scales / v_scales [NP * PS,
+/// Hkv] (null for a T cache). With one split the block writes `out` directly. With more, it writes
+/// its partial: o_partial: f32[num_splits, S, Hq, D] (normalized within the split). lse_partial:
+/// f32[num_splits, S, Hq] log-sum-exps in log2 units (-inf for an empty split); in the unified
+/// variant followed by a second [num_splits, S, Hq] array of the splits' weights 2^(lse - phi) (-1:
+/// the split's max is not phi); then counts itself in split_counters[S, Hkv], and the split that
+/// counts last merges (merge_splits) and puts the counter back to 0: split_counters must be zero
+/// when the launch begins (a zero-filled workspace), and is zero again when it ends. Requires G
+/// <= 16. Dynamic shared memory: DecodeSmem<...>::kBytes.
 template <class T, class C, int D, int G, int TILE_KV, int WARPS, int STAGES, bool SOFTMAX_UNIFIED>
 __device__ __forceinline__ void flash_attention_decode(
     T* __restrict__ out, float* __restrict__ o_partial, float* __restrict__ lse_partial,
-    int* __restrict__ split_counters, const T* __restrict__ q,
-    const C* __restrict__ k_cache, const C* __restrict__ v_cache,
-    const float* __restrict__ k_scales, const float* __restrict__ v_scales,
-    const int* __restrict__ positions,
+    int* __restrict__ split_counters, const T* __restrict__ q, const C* __restrict__ k_cache,
+    const C* __restrict__ v_cache, const float* __restrict__ k_scales,
+    const float* __restrict__ v_scales, const int* __restrict__ positions,
     const int* __restrict__ qo_indptr, const int* __restrict__ kv_page_indptr,
     const int* __restrict__ kv_page_indices, const int* __restrict__ kv_last_page_len, int num_seqs,
     int num_kv_heads, int page_size, float scale, float phi) {
@@ -421,8 +419,8 @@ __device__ __forceinline__ void flash_attention_decode(
       kt = k_deq;
       vt = v_deq;
     }
-    decode_attend_tile<T, D, TILE_KV, SOFTMAX_UNIFIED>(qf, kt, vt, first_base + t * kStride,
-                                                       kv_end, valid, scale_log2, phi, first, st);
+    decode_attend_tile<T, D, TILE_KV, SOFTMAX_UNIFIED>(qf, kt, vt, first_base + t * kStride, kv_end,
+                                                       valid, scale_log2, phi, first, st);
     __syncwarp();  // the slot is refilled by the next iteration's issue
   }
   cp_async_wait_all();

@@ -101,10 +101,10 @@ __device__ __forceinline__ void flash_attention_prefill(
                                                 page_begin, page_size, num_kv_heads, kv_head,
                                                 kv_base, kv_len, tid);
     } else {
-      load_kv_tile<T, D, TILE_KV, kThreads>(k_tile, k_cache, kv_page_indices, page_begin,
-                                            page_size, num_kv_heads, kv_head, kv_base, kv_len, tid);
-      load_kv_tile<T, D, TILE_KV, kThreads>(v_tile, v_cache, kv_page_indices, page_begin,
-                                            page_size, num_kv_heads, kv_head, kv_base, kv_len, tid);
+      load_kv_tile<T, D, TILE_KV, kThreads>(k_tile, k_cache, kv_page_indices, page_begin, page_size,
+                                            num_kv_heads, kv_head, kv_base, kv_len, tid);
+      load_kv_tile<T, D, TILE_KV, kThreads>(v_tile, v_cache, kv_page_indices, page_begin, page_size,
+                                            num_kv_heads, kv_head, kv_base, kv_len, tid);
       cp_async_commit();
       cp_async_wait_all();
     }

@@ -251,16 +251,15 @@ __device__ __forceinline__ void flash_attention_prefill_pipelined(
       unsigned char* st = stage8 + (t % STAGES) * kStageBytes;
       float* scales = reinterpret_cast<float*>(st + 2 * TILE_KV * D);
       load_kv_codes<D, TILE_KV, kThreads>(st, scales, k_cache, k_scales, kv_page_indices,
-                                          page_begin, page_size, num_kv_heads, kv_head,
-                                          t * TILE_KV, kv_len, tid);
+                                          page_begin, page_size, num_kv_heads, kv_head, t * TILE_KV,
+                                          kv_len, tid);
       load_kv_codes<D, TILE_KV, kThreads>(st + TILE_KV * D, scales + TILE_KV, v_cache, v_scales,
                                           kv_page_indices, page_begin, page_size, num_kv_heads,
                                           kv_head, t * TILE_KV, kv_len, tid);
     } else {
       T* k_dst = kv_s + 2 * (t % STAGES) * TILE_KV * kS;
-      load_kv_tile<T, D, TILE_KV, kThreads>(k_dst, k_cache, kv_page_indices, page_begin,
-                                            page_size, num_kv_heads, kv_head, t * TILE_KV, kv_len,
-                                            tid);
+      load_kv_tile<T, D, TILE_KV, kThreads>(k_dst, k_cache, kv_page_indices, page_begin, page_size,
+                                            num_kv_heads, kv_head, t * TILE_KV, kv_len, tid);
       load_kv_tile<T, D, TILE_KV, kThreads>(k_dst + TILE_KV * kS, v_cache, kv_page_indices,
                                             page_begin, page_size, num_kv_heads, kv_head,
                                             t * TILE_KV, kv_len, tid);

@@ -26,7 +26,7 @@ constexpr float kFp8E4M3Max = 448.f;
 __device__ __forceinline__ u32 fp8_encode_soft(float x) {
   const u32 sign = (__float_as_uint(x) >> 24) & 0x80u;
   const float a = fabsf(x);
-  if (a != a) return 0x7fu;                 // NaN
+  if (a != a) return 0x7fu;                   // NaN
   if (a >= kFp8E4M3Max) return sign | 0x7eu;  // satfinite (infinities too)
   // Below 2^-6 the steps are 2^-9 (subnormals, and 8 * 2^-9 is the smallest normal's code).
   if (a < 0.015625f) return sign | static_cast<u32>(__float2int_rn(a * 512.f));

@@ -81,13 +81,10 @@ __device__ __forceinline__ void kv_append(T* __restrict__ k_cache, T* __restrict
 /// (fp8.cuh: scale = amax / 448 over the row) into codes at cache[slot, h, :] and the scale at
 /// scales[slot, h], the slot's own place in the scale array beside the pages.
 template <class T, int D, long long KS, long long VS>
-__device__ __forceinline__ void kv_append_fp8(fp8e4m3* __restrict__ k_cache,
-                                              fp8e4m3* __restrict__ v_cache,
-                                              float* __restrict__ k_scales,
-                                              float* __restrict__ v_scales, const T* __restrict__ k,
-                                              const T* __restrict__ v,
-                                              const int* __restrict__ slot_mapping, int num_tokens,
-                                              int num_kv_heads) {
+__device__ __forceinline__ void kv_append_fp8(
+    fp8e4m3* __restrict__ k_cache, fp8e4m3* __restrict__ v_cache, float* __restrict__ k_scales,
+    float* __restrict__ v_scales, const T* __restrict__ k, const T* __restrict__ v,
+    const int* __restrict__ slot_mapping, int num_tokens, int num_kv_heads) {
   static_assert(D % 2 == 0, "pairs");
   constexpr int kPairs = (D / 2 + 31) / 32;  // per lane
   const int lane = threadIdx.x % 32, warps_per_block = blockDim.x / 32;
@@ -129,8 +126,8 @@ __device__ __forceinline__ void kv_append_fp8(fp8e4m3* __restrict__ k_cache,
 /// and their values rounded to T. `p` indexes the D/2 pairs; pairs from ROT/2 on are pass-through.
 template <class T, int D, int ROT, bool HALF>
 __device__ __forceinline__ void rope_pair_values(const T* __restrict__ xr, int p, int position,
-                                                 const float* __restrict__ inv_freq, int& a,
-                                                 int& b, T& ya, T& yb) {
+                                                 const float* __restrict__ inv_freq, int& a, int& b,
+                                                 T& ya, T& yb) {
   if (p >= ROT / 2) {
     a = ROT + 2 * (p - ROT / 2);
     b = a + 1;

@@ -187,7 +187,7 @@ uint8_t f32_to_fp8e4m3(float f) {
   const float frac = std::frexp(a, &e);  // a = frac * 2^e, frac in [0.5, 1)
   // Mantissa steps of 2^(e-1-3): round a's 3 fraction bits to nearest even (exact scaling).
   int q = static_cast<int>(std::nearbyint(std::ldexp(frac, 4)));  // in [8, 16]
-  if (q == 16) {  // rounded up into the next binade
+  if (q == 16) {                                                  // rounded up into the next binade
     q = 8;
     ++e;
   }

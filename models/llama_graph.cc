@@ -164,18 +164,19 @@ class LlamaBuilder {
     }
     Attributes qk_attrs;
     qk_attrs.set("kv_dim", std::string("K"));
-    std::vector<Value*> qk_in = {q,         k_cache,          qo_indptr_, kv_page_indptr_,
-                                 kv_page_indices_, kv_last_page_len_};
+    std::vector<Value*> qk_in = {
+        q, k_cache, qo_indptr_, kv_page_indptr_, kv_page_indices_, kv_last_page_len_};
     if (scaled) qk_in.push_back(k_scales);
-    Value* scores = b_.op1(OpKind::kPagedQk, std::move(qk_in), std::move(qk_attrs));  // f32[T, Hq, K]
+    Value* scores =
+        b_.op1(OpKind::kPagedQk, std::move(qk_in), std::move(qk_attrs));  // f32[T, Hq, K]
     scores = b_.mul(scores, b_.constant(1.0 / std::sqrt(static_cast<double>(d)), DType::kF32));
     scores = b_.op1(OpKind::kCausalMask, {scores, positions_});
     // softmax over the KV axis: max, sub, exp, sum, div
     Value* shifted = b_.sub(scores, b_.reduce_max(scores));
     Value* e = b_.exp(shifted);
     Value* probs = b_.div(e, b_.reduce_sum(e));
-    std::vector<Value*> pv_in = {probs,           v_cache, qo_indptr_, kv_page_indptr_,
-                                 kv_page_indices_, kv_last_page_len_};
+    std::vector<Value*> pv_in = {probs,           v_cache,          qo_indptr_,
+                                 kv_page_indptr_, kv_page_indices_, kv_last_page_len_};
     Attributes pv_attrs;
     if (scaled) {
       pv_in.push_back(v_scales);
@@ -250,9 +251,9 @@ absl::Status build_llama(const ModelConfig& config, const StepLimits& limits, Gr
   }
   const DType kv = limits.cache_dtype();
   if (kv != limits.dtype && kv != DType::kFP8E4M3) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "KV cache dtype ", dtype_name(kv), ": the cache holds the activations' dtype (",
-        dtype_name(limits.dtype), ") or fp8e4m3"));
+    return absl::InvalidArgumentError(absl::StrCat("KV cache dtype ", dtype_name(kv),
+                                                   ": the cache holds the activations' dtype (",
+                                                   dtype_name(limits.dtype), ") or fp8e4m3"));
   }
   if (graph.num_nodes() > 0 || !graph.inputs().empty()) {
     return absl::InvalidArgumentError("build_llama needs an empty graph");

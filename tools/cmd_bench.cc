@@ -20,10 +20,10 @@
 #include "nlohmann/json.hpp"
 #include "plan/plan_file.h"
 #include "runtime/cuda/cuda_backend.h"
-#include "runtime/reference/matmul.h"
-#include "runtime/reference/reference_backend.h"
 #include "runtime/kv/page_tables.h"
 #include "runtime/kv/step_metadata.h"
+#include "runtime/reference/matmul.h"
+#include "runtime/reference/reference_backend.h"
 #include "tools/commands.h"
 #include "tools/kv_dtype_flag.h"
 

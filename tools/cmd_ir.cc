@@ -17,8 +17,8 @@
 #include "passes/pass_registry.h"
 #include "plan/plan_json.h"
 #include "tools/commands.h"
-#include "tools/kv_dtype_flag.h"
 #include "tools/example_graph.h"
+#include "tools/kv_dtype_flag.h"
 
 namespace kiln::tools {
 namespace {

@@ -57,9 +57,8 @@ absl::Status lower_flash_attention(const Node& n, LoweringContext& ctx) {
   if (cache.dtype != dt && cache_kind != KvCacheKind::kFp8E4M3) {
     return ctx.unsupported("KV cache dtype differs from q (and is not fp8e4m3)");
   }
-  if (cache_kind == KvCacheKind::kFp8E4M3 &&
-      (op.k_scales == nullptr || op.v_scales == nullptr ||
-       kv_cache_kind(op.v_cache) != KvCacheKind::kFp8E4M3)) {
+  if (cache_kind == KvCacheKind::kFp8E4M3 && (op.k_scales == nullptr || op.v_scales == nullptr ||
+                                              kv_cache_kind(op.v_cache) != KvCacheKind::kFp8E4M3)) {
     return ctx.unsupported("an fp8e4m3 KV cache needs fp8e4m3 K and V caches with scale arrays");
   }
   absl::StatusOr<int64_t> hq = const_dim(q.shape[1], "query heads");
@@ -130,8 +129,8 @@ absl::Status lower_flash_attention(const Node& n, LoweringContext& ctx) {
   // Every step: the new rows go into the cache first (here, or in the q rope's rope_kv_append
   // when this attention absorbs its ropes); the cache results are the caches in place.
   if (!ropes_absorbed_by(ctx.graph(), n)) {
-    if (absl::Status s = launch_kv_append(ctx, dt, op.k, op.v, op.k_cache, op.v_cache,
-                                          op.k_scales, op.v_scales, op.slot_mapping);
+    if (absl::Status s = launch_kv_append(ctx, dt, op.k, op.v, op.k_cache, op.v_cache, op.k_scales,
+                                          op.v_scales, op.slot_mapping);
         !s.ok()) {
       return s;
     }

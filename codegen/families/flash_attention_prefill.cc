@@ -67,9 +67,9 @@ absl::StatusOr<KernelTemplate> FlashAttentionPrefillSpec::kernel_template() cons
     // sm_90a); the occupancy this kernel gets is set by its shared memory anyway.
     KernelTemplate t{"flash_attention_prefill_pipelined.cuh", dtype, kv_cache_typedef(cache),
                      32 * warps};
-    t.call = absl::StrCat("kiln_k::flash_attention_prefill_pipelined<kiln_t, ", cache_t, ", ",
-                          head_dim, ", ", group, ", ", tile_q, ", ", tile_kv, ", ", warps, ", ",
-                          stages, ">");
+    t.call =
+        absl::StrCat("kiln_k::flash_attention_prefill_pipelined<kiln_t, ", cache_t, ", ", head_dim,
+                     ", ", group, ", ", tile_q, ", ", tile_kv, ", ", warps, ", ", stages, ">");
     t.call_args = call_args;
     t.min_blocks = 1;
     return t;

@@ -69,9 +69,9 @@ std::string KvAppendSpec::key() const {
 
 std::vector<EntryDecl> KvAppendSpec::entry() const {
   if (cache == KvCacheKind::kFp8E4M3) {
-    return {{"kiln_kv_t*", "k_cache"},    {"kiln_kv_t*", "v_cache"}, {"float*", "k_scales"},
-            {"float*", "v_scales"},       {"const kiln_t*", "k"},    {"const kiln_t*", "v"},
-            {"const int*", "slot_mapping"}, {"int", "num_tokens"},   {"int", "num_kv_heads"}};
+    return {{"kiln_kv_t*", "k_cache"},      {"kiln_kv_t*", "v_cache"}, {"float*", "k_scales"},
+            {"float*", "v_scales"},         {"const kiln_t*", "k"},    {"const kiln_t*", "v"},
+            {"const int*", "slot_mapping"}, {"int", "num_tokens"},     {"int", "num_kv_heads"}};
   }
   return {{"kiln_t*", "k_cache"}, {"kiln_t*", "v_cache"},         {"const kiln_t*", "k"},
           {"const kiln_t*", "v"}, {"const int*", "slot_mapping"}, {"int", "num_tokens"},
@@ -101,13 +101,11 @@ std::string RopeKvAppendSpec::key() const {
 
 std::vector<EntryDecl> RopeKvAppendSpec::entry() const {
   if (cache == KvCacheKind::kFp8E4M3) {
-    return {{"kiln_t*", "q_out"},           {"kiln_t*", "k_out"},
-            {"kiln_kv_t*", "k_cache"},      {"kiln_kv_t*", "v_cache"},
-            {"float*", "k_scales"},         {"float*", "v_scales"},
-            {"const kiln_t*", "q"},         {"const kiln_t*", "k"},
-            {"const kiln_t*", "v"},         {"const int*", "positions"},
-            {"const int*", "slot_mapping"}, {"int", "num_tokens"},
-            {"int", "num_q_heads"},         {"int", "num_kv_heads"}};
+    return {{"kiln_t*", "q_out"},        {"kiln_t*", "k_out"},           {"kiln_kv_t*", "k_cache"},
+            {"kiln_kv_t*", "v_cache"},   {"float*", "k_scales"},         {"float*", "v_scales"},
+            {"const kiln_t*", "q"},      {"const kiln_t*", "k"},         {"const kiln_t*", "v"},
+            {"const int*", "positions"}, {"const int*", "slot_mapping"}, {"int", "num_tokens"},
+            {"int", "num_q_heads"},      {"int", "num_kv_heads"}};
   }
   return {{"kiln_t*", "q_out"},        {"kiln_t*", "k_out"},     {"kiln_t*", "k_cache"},
           {"kiln_t*", "v_cache"},      {"const kiln_t*", "q"},   {"const kiln_t*", "k"},
@@ -121,9 +119,10 @@ absl::StatusOr<KernelTemplate> RopeKvAppendSpec::kernel_template() const {
   if (!table.ok()) return table.status();
   const bool fp8 = cache == KvCacheKind::kFp8E4M3;
   KernelTemplate t{"rope.cuh", dtype, kv_cache_typedef(cache) + *table, kKvAppendThreads};
-  t.call = absl::StrCat(fp8 ? "kiln_k::rope_kv_append_fp8<kiln_t, " : "kiln_k::rope_kv_append<kiln_t, ",
-                        head_dim, ", ", rotary_dim, ", ", rotate_half ? "true" : "false", ", ",
-                        q_row_stride, "LL, ", k_row_stride, "LL, ", v_row_stride, "LL>");
+  t.call =
+      absl::StrCat(fp8 ? "kiln_k::rope_kv_append_fp8<kiln_t, " : "kiln_k::rope_kv_append<kiln_t, ",
+                   head_dim, ", ", rotary_dim, ", ", rotate_half ? "true" : "false", ", ",
+                   q_row_stride, "LL, ", k_row_stride, "LL, ", v_row_stride, "LL>");
   t.call_args = fp8 ? "q_out, k_out, k_cache, v_cache, k_scales, v_scales, q, k, v, positions, "
                       "slot_mapping, kiln_rope_inv_freq, num_tokens, num_q_heads, num_kv_heads"
                     : "q_out, k_out, k_cache, v_cache, q, k, v, positions, slot_mapping, "

@@ -102,8 +102,7 @@ double result_tolerance(const Node& node, size_t result) {
   const Value* out = node.outputs[result];
   if (out->type.dtype == DType::kFP8E4M3) return kFp8CodeTolerance;  // an fp8e4m3 cache's codes
   // An fp8e4m3 cache's scale array: amax / 448 of the same rows on both sides.
-  if (const std::optional<KvWriteOp> w = op_view<KvWriteOp>(&node);
-      w && out == w->scales_out()) {
+  if (const std::optional<KvWriteOp> w = op_view<KvWriteOp>(&node); w && out == w->scales_out()) {
     return 1e-3;
   }
   if (const std::optional<FlashAttentionOp> a = op_view<FlashAttentionOp>(&node);

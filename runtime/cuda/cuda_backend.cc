@@ -577,7 +577,8 @@ absl::Status CudaBackend::allocate_kv(const BackendOptions& options) {
     return absl::FailedPreconditionError(absl::StrCat(
         "the plan's KV cache is ", dtype_name(kv.dtype),
         ": the CUDA backend keeps bf16, f16 or fp8e4m3 (with scales) caches; recompile it with "
-        "--dtype bf16 (and --kv-dtype fp8e4m3 for half the KV bytes), or run it with --device cpu"));
+        "--dtype bf16 (and --kv-dtype fp8e4m3 for half the KV bytes), or run it with --device "
+        "cpu"));
   }
   int layers = 0, scale_arrays = 0;
   for (const Value* in : graph_->inputs()) {
@@ -596,22 +597,23 @@ absl::Status CudaBackend::allocate_kv(const BackendOptions& options) {
     const int64_t want = c->scales ? kv.scale_bytes_per_page() : kv.data_bytes_per_page();
     const DType want_dtype = c->scales ? DType::kF32 : kv.dtype;
     if (per_page != want || in->type.dtype != want_dtype) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "cache input %", in->name, " is ", in->type.to_string(), " (", per_page,
-          " bytes per page) but the plan's KV layout says ", dtype_name(want_dtype), ", ", want,
-          " bytes per page: the plan is inconsistent, recompile it"));
+      return absl::InvalidArgumentError(
+          absl::StrCat("cache input %", in->name, " is ", in->type.to_string(), " (", per_page,
+                       " bytes per page) but the plan's KV layout says ", dtype_name(want_dtype),
+                       ", ", want, " bytes per page: the plan is inconsistent, recompile it"));
     }
   }
   if (layers > 0 && layers != kv.num_layers) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "the plan's IR has KV caches for ", layers, " layers, its KV layout ", kv.num_layers,
-        ": the plan is inconsistent, recompile it"));
+    return absl::InvalidArgumentError(absl::StrCat("the plan's IR has KV caches for ", layers,
+                                                   " layers, its KV layout ", kv.num_layers,
+                                                   ": the plan is inconsistent, recompile it"));
   }
   if (scale_arrays != (kv.has_scales() ? 2 * layers : 0)) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "the plan's KV cache is ", dtype_name(kv.dtype), " but its IR has ", scale_arrays,
-        " scale arrays for ", layers, " layers (an fp8e4m3 cache has a K and a V scale array per "
-        "layer, no other cache has any): the plan is inconsistent, recompile it"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("the plan's KV cache is ", dtype_name(kv.dtype), " but its IR has ",
+                     scale_arrays, " scale arrays for ", layers,
+                     " layers (an fp8e4m3 cache has a K and a V scale array per "
+                     "layer, no other cache has any): the plan is inconsistent, recompile it"));
   }
   kv_layers_ = layers;
   kv_page_bytes_ = kv.data_bytes_per_page();
@@ -889,8 +891,7 @@ absl::Status CudaBackend::copy_kv_pages(absl::Span<const PageCopy> copies) {
       for (auto [base, bytes] : {std::pair{kv_array(half, false), kv_page_bytes_},
                                  std::pair{kv_array(half, true), kv_scale_page_bytes_}}) {
         if (bytes == 0) continue;
-        if (absl::Status s =
-                device_->copy_async(base + c.dst * bytes, base + c.src * bytes, bytes);
+        if (absl::Status s = device_->copy_async(base + c.dst * bytes, base + c.src * bytes, bytes);
             !s.ok()) {
           return s;
         }

@@ -7,8 +7,8 @@
 
 #include "absl/strings/str_cat.h"
 #include "models/dequantize.h"
-#include "runtime/reference/ops.h"
 #include "runtime/reference/fast_exp.h"
+#include "runtime/reference/ops.h"
 #include "runtime/reference/thread_pool.h"
 
 namespace kiln {
@@ -127,8 +127,8 @@ absl::Status kv_write(const KvCacheView& cache, const FView& rows, const IView& 
     // fp8e4m3: each KV head's row gets its own scale, stored at the same slot of the scale
     // array, so whatever moves the page (prefix sharing, copy-on-write) moves its scales too.
     for (int64_t h = 0; h < heads; ++h) {
-      cache.scales[slot * heads + h] = quantize_row_fp8e4m3(
-          rows.data + t * row + h * d, d, cache.data + slot * row + h * d);
+      cache.scales[slot * heads + h] =
+          quantize_row_fp8e4m3(rows.data + t * row + h * d, d, cache.data + slot * row + h * d);
     }
   }
   return absl::OkStatus();

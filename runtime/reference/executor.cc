@@ -653,8 +653,7 @@ absl::Status ReferenceExecutor::execute(const Node& node, RunState& st) {
                        columns, " columns");
       }
       float* y = out_f(0);
-      paged_pv(st.fview(op.probs()), st.cache(op.v_cache(), op.v_scales()), *batch, y,
-               pool_.get());
+      paged_pv(st.fview(op.probs()), st.cache(op.v_cache(), op.v_scales()), *batch, y, pool_.get());
       return absl::OkStatus();
     }
     case OpKind::kRmsNorm: {

@@ -211,8 +211,8 @@ absl::Status ReferenceBackend::allocate_kv(const BackendOptions& options) {
     const int64_t context = lim.max_context > 0 ? std::min(lim.max_context, plan_.model.max_context)
                                                 : plan_.model.max_context;
     const int64_t per_seq = (std::max<int64_t>(context, 1) + kv.page_size - 1) / kv.page_size;
-    kv_pages_ = std::min(std::max<int64_t>(lim.max_seqs, 1) * per_seq,
-                         (int64_t{4} << 30) / page_bytes);
+    kv_pages_ =
+        std::min(std::max<int64_t>(lim.max_seqs, 1) * per_seq, (int64_t{4} << 30) / page_bytes);
   }
   if (plan_.limits.max_pool_pages > 0) kv_pages_ = std::min(kv_pages_, plan_.limits.max_pool_pages);
   if (kv_pages_ <= 0) {
@@ -224,18 +224,18 @@ absl::Status ReferenceBackend::allocate_kv(const BackendOptions& options) {
         absl::StrCat(kv_pages_, " KV pages of ", kv.page_size,
                      " tokens do not fit the int32 slot_mapping; use fewer pages"));
   }
-  for (auto [arrays, per_page] : {std::pair{&k_, floats_per_page()}, std::pair{&v_, floats_per_page()},
-                                  std::pair{&k_scales_, scales_per_page()},
-                                  std::pair{&v_scales_, scales_per_page()}}) {
+  for (auto [arrays, per_page] :
+       {std::pair{&k_, floats_per_page()}, std::pair{&v_, floats_per_page()},
+        std::pair{&k_scales_, scales_per_page()}, std::pair{&v_scales_, scales_per_page()}}) {
     if (per_page == 0) continue;  // no scale arrays: not an fp8e4m3 cache
     const size_t floats = static_cast<size_t>(kv_pages_ * per_page);
     arrays->resize(kv.num_layers);
     for (HostArray& a : *arrays) {
       a.data.reset(static_cast<float*>(std::calloc(floats, sizeof(float))));
       if (!a.data) {
-        return absl::ResourceExhaustedError(absl::StrCat(
-            "cannot allocate ", kv_pages_, " KV pages (", kv_pages_ * page_bytes,
-            " bytes of host memory); ask for fewer with --kv-pages"));
+        return absl::ResourceExhaustedError(
+            absl::StrCat("cannot allocate ", kv_pages_, " KV pages (", kv_pages_ * page_bytes,
+                         " bytes of host memory); ask for fewer with --kv-pages"));
       }
     }
   }
@@ -258,11 +258,11 @@ float* ReferenceBackend::v_data(int32_t layer) {
 }
 float* ReferenceBackend::k_scales(int32_t layer) {
   return layer >= 0 && layer < static_cast<int32_t>(k_scales_.size()) ? k_scales_[layer].data.get()
-                                                                       : nullptr;
+                                                                      : nullptr;
 }
 float* ReferenceBackend::v_scales(int32_t layer) {
   return layer >= 0 && layer < static_cast<int32_t>(v_scales_.size()) ? v_scales_[layer].data.get()
-                                                                       : nullptr;
+                                                                      : nullptr;
 }
 
 std::string ReferenceBackend::load_report() const {
@@ -273,10 +273,10 @@ std::string ReferenceBackend::load_report() const {
   return absl::StrFormat(
       "cpu reference backend: %d weights (%.1f MiB), KV pool %d pages of %d tokens (%d tokens, "
       "%s KV%s held as %.1f MiB f32, allocated as written; %.1f MiB in %s), %d threads",
-      params_.size(), weight_bytes_ / 1048576.0, kv_pages_, kv.page_size,
-      kv_pages_ * kv.page_size, dtype_name(kv.dtype),
-      kv.has_scales() ? " with per-(slot, KV head) scales," : "", kv_bytes / 1048576.0,
-      kv_pages_ * kv.bytes_per_page() / 1048576.0, dtype_name(kv.dtype), executor_->num_threads());
+      params_.size(), weight_bytes_ / 1048576.0, kv_pages_, kv.page_size, kv_pages_ * kv.page_size,
+      dtype_name(kv.dtype), kv.has_scales() ? " with per-(slot, KV head) scales," : "",
+      kv_bytes / 1048576.0, kv_pages_ * kv.bytes_per_page() / 1048576.0, dtype_name(kv.dtype),
+      executor_->num_threads());
 }
 
 absl::Status ReferenceBackend::copy_kv_pages(absl::Span<const PageCopy> copies) {
@@ -289,9 +289,9 @@ absl::Status ReferenceBackend::copy_kv_pages(absl::Span<const PageCopy> copies) 
   // A page's scales (fp8e4m3) are copied with its codes: the copy of a shared partly filled page
   // must dequantize exactly as the original.
   for (const PageCopy& c : copies) {
-    for (auto [arrays, n] : {std::pair{&k_, floats_per_page()}, std::pair{&v_, floats_per_page()},
-                             std::pair{&k_scales_, scales_per_page()},
-                             std::pair{&v_scales_, scales_per_page()}}) {
+    for (auto [arrays, n] :
+         {std::pair{&k_, floats_per_page()}, std::pair{&v_, floats_per_page()},
+          std::pair{&k_scales_, scales_per_page()}, std::pair{&v_scales_, scales_per_page()}}) {
       for (HostArray& a : *arrays) {
         std::memcpy(a.data.get() + c.dst * n, a.data.get() + c.src * n, n * sizeof(float));
       }

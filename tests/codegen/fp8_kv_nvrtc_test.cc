@@ -164,7 +164,8 @@ TEST_P(Fp8KvCompile, EveryCacheKernelCompilesWithoutSpills) {
     } else {
       EXPECT_EQ(k.stack_bytes, 0) << k.name << "\n" << k.log;
     }
-    const bool appends = k.name.rfind("kv_append", 0) == 0 || k.name.rfind("rope_kv_append", 0) == 0;
+    const bool appends =
+        k.name.rfind("kv_append", 0) == 0 || k.name.rfind("rope_kv_append", 0) == 0;
     if (appends) {
       // sm_89+ converts with the hardware instruction; sm_80 has none (fp8_encode_soft).
       const bool hw = k.ptx.find("cvt.rn.satfinite.e4m3x2.f32") != std::string::npos;
@@ -214,8 +215,11 @@ TEST(Fp8KvNvrtc, SharedMemorySizesAreTheKernels) {
       "\"flash_attention_prefill_pipelined.cuh\"\n";
   for (KvCacheKind cache : {KvCacheKind::kSameAsRows, KvCacheKind::kFp8E4M3}) {
     const char* c = cache == KvCacheKind::kFp8E4M3 ? "kiln_k::fp8e4m3" : "kiln_k::bf16";
-    for (auto [d, tile, warps, stages] : {std::tuple{64, 16, 4, 2}, {128, 16, 4, 2},
-                                          {128, 64, 2, 4}, {80, 32, 8, 3}, {256, 16, 4, 1}}) {
+    for (auto [d, tile, warps, stages] : {std::tuple{64, 16, 4, 2},
+                                          {128, 16, 4, 2},
+                                          {128, 64, 2, 4},
+                                          {80, 32, 8, 3},
+                                          {256, 16, 4, 1}}) {
       FlashAttentionDecodeSpec s;
       s.cache = cache;
       s.head_dim = d, s.tile_kv = tile, s.warps = warps, s.stages = stages;
@@ -229,8 +233,8 @@ TEST(Fp8KvNvrtc, SharedMemorySizesAreTheKernels) {
       s.kernel = PrefillKernel::kPipelined;
       s.cache = cache;
       s.head_dim = d, s.tile_q = tq, s.tile_kv = tkv, s.stages = stages;
-      absl::StrAppend(&src, "static_assert(kiln_k::prefill_pipelined_smem_bytes<kiln_k::bf16, ",
-                      c, ", ", d, ", ", tq, ", ", tkv, ", ", stages,
+      absl::StrAppend(&src, "static_assert(kiln_k::prefill_pipelined_smem_bytes<kiln_k::bf16, ", c,
+                      ", ", d, ", ", tq, ", ", tkv, ", ", stages,
                       ">() == ", s.dynamic_shared_bytes(), ", \"prefill d", d, "\");\n");
     }
   }

@@ -104,7 +104,6 @@ TEST(RoundTrip, ManySymbolsParseInLinearTime) {
   EXPECT_LT(large / std::max(small, 1e-3), 30) << small << " s vs " << large << " s";
 }
 
-
 // The fp8e4m3 KV cache forms (issue 14): caches of e4m3 codes with their scale arrays as trailing
 // operands, kv_write and flash_attention returning the scales written, paged_pv's dtype. They
 // print, parse back to the same text and verify; a wrong result count or a missing scale array
@@ -163,10 +162,11 @@ TEST(RoundTrip, Fp8KvCacheFormErrorsSayWhatIsExpected) {
     EXPECT_NE(s.message().find(want), std::string::npos) << s;
   };
   // flash_attention over fp8e4m3 caches declared with three results: it has five.
-  expect_error({{"%att, %kc2, %vc2, %ks2, %vs2 = flash_attention", "%att, %kc2, %vc2 = flash_attention"},
-                {"fp8e4m3[NP,4,2,16], fp8e4m3[NP,4,2,16], f32[NP,4,2], f32[NP,4,2]\n",
-                 "fp8e4m3[NP,4,2,16], fp8e4m3[NP,4,2,16]\n"}},
-               "has 3 results, flash_attention with these operands has 5");
+  expect_error(
+      {{"%att, %kc2, %vc2, %ks2, %vs2 = flash_attention", "%att, %kc2, %vc2 = flash_attention"},
+       {"fp8e4m3[NP,4,2,16], fp8e4m3[NP,4,2,16], f32[NP,4,2], f32[NP,4,2]\n",
+        "fp8e4m3[NP,4,2,16], fp8e4m3[NP,4,2,16]\n"}},
+      "has 3 results, flash_attention with these operands has 5");
   // paged_pv of an fp8e4m3 cache without its scale array.
   expect_error({{"%kv_last_page_len, %v_scales) {dtype", "%kv_last_page_len) {dtype"}},
                "fp8e4m3 KV cache, which needs its scale array f32[NP,4,2]");

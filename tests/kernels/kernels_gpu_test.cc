@@ -819,10 +819,10 @@ Case attention_case(DType dt, int64_t d, int64_t hq, int64_t hkv, int64_t page_s
       fp8_kv ? ", %k_scales_out, %v_scales_out" : "",
       " = flash_attention(%q, %k, %v, %k_cache, %v_cache, %positions, "
       "%slot_mapping, %qo_indptr, %kv_page_indptr, %kv_page_indices, %kv_last_page_len",
-      fp8_kv ? ", %k_scales, %v_scales" : "", ") {scale = ",
-      absl::StrFormat("%.17g", 1.0 / std::sqrt(static_cast<double>(d))), extra_attrs, "} : ", q_ty,
-      ", ", cache_ty, ", ", cache_ty, fp8_kv ? absl::StrCat(", ", scale_ty, ", ", scale_ty) : "",
-      "\n  output o = %o\n}\n");
+      fp8_kv ? ", %k_scales, %v_scales" : "",
+      ") {scale = ", absl::StrFormat("%.17g", 1.0 / std::sqrt(static_cast<double>(d))), extra_attrs,
+      "} : ", q_ty, ", ", cache_ty, ", ", cache_ty,
+      fp8_kv ? absl::StrCat(", ", scale_ty, ", ", scale_ty) : "", "\n  output o = %o\n}\n");
   c.inputs["q"] = random_floats({tokens, hq, d}, dt, rng, -q_amp, q_amp);
   c.inputs["k"] = random_floats({tokens, hkv, d}, dt, rng, -2, 2);
   c.inputs["v"] = random_floats({tokens, hkv, d}, dt, rng, -1, 1);
@@ -867,9 +867,9 @@ Case attention_case(DType dt, int64_t d, int64_t hq, int64_t hkv, int64_t page_s
 // codes on both sides; the GPU dequantizes code * scale into its 16-bit tile (one more rounding of
 // 2^-9 relative for bf16, 2^-12 for f16, on |k| <= 2, |v| <= 1) before the same mma path, so the
 // output bound is the 16-bit attention bound above (bf16 |err| <= 2e-2, f16 <= 4e-3) plus that
-// rounding's effect: a score moves by at most 2^-9 * Σ|q_i k_i| * scale <= 2^-9 * 2 * 2 * d / sqrt(d)
-// (0.125 at d = 128, ~0.02 for random signs), an output by about as much relatively: so 3e-2 for
-// bf16 and 5e-3 for f16.
+// rounding's effect: a score moves by at most 2^-9 * Σ|q_i k_i| * scale <= 2^-9 * 2 * 2 * d /
+// sqrt(d) (0.125 at d = 128, ~0.02 for random signs), an output by about as much relatively: so
+// 3e-2 for bf16 and 5e-3 for f16.
 Case fp8_attention_case(DType dt, int64_t d, int64_t hq, int64_t hkv, int64_t page_size,
                         const std::vector<SeqSpec>& seqs, bool decode, uint32_t seed,
                         const std::string& extra_attrs = "") {
@@ -907,8 +907,8 @@ std::vector<Case> decode_fp8_sweep() {
   return {
       // Batch 1, 2k context: split-KV and the merge; batch 5 with lengths 1 to 2047.
       fp8_attention_case(DT::kBF16, 64, 9, 3, 16, {{1999, 1}}, true, 151),
-      fp8_attention_case(DT::kBF16, 128, 8, 2, 16, {{0, 1}, {16, 1}, {299, 1}, {1023, 1}, {2046, 1}},
-                         true, 152),
+      fp8_attention_case(DT::kBF16, 128, 8, 2, 16,
+                         {{0, 1}, {16, 1}, {299, 1}, {1023, 1}, {2046, 1}}, true, 152),
       fp8_attention_case(DT::kF16, 128, 4, 4, 1, {{1, 1}, {32, 1}, {699, 1}}, true, 153),
       fp8_attention_case(DT::kBF16, 128, 32, 8, 16, {{8191, 1}}, true, 154),
       // The knobs: 8 warps and 3 stages (unified max), tile 32, tile 64 with 2 warps and 4
@@ -1430,10 +1430,9 @@ class FakeResolver : public LaunchResolver {
 // kernel compiles for sm_90a, so a harness mistake shows up before the GPU run.
 TEST(KernelsGpuHarness, CasesLowerRunOnReferenceAndCompile) {
   std::vector<Case> all;
-  for (auto sweep :
-       {rmsnorm_sweep, rope_sweep, gather_sweep, elementwise_sweep, prefill_sweep,
-        pipelined_prefill_sweep, decode_sweep, prefill_fp8_sweep, decode_fp8_sweep,
-        rope_attention_fp8_sweep}) {
+  for (auto sweep : {rmsnorm_sweep, rope_sweep, gather_sweep, elementwise_sweep, prefill_sweep,
+                     pipelined_prefill_sweep, decode_sweep, prefill_fp8_sweep, decode_fp8_sweep,
+                     rope_attention_fp8_sweep}) {
     for (Case& c : sweep()) all.push_back(std::move(c));
   }
   std::vector<KernelJob> jobs;

@@ -172,22 +172,23 @@ TEST(Dequantize, RandomBlocksMatchGgufPy) {
 // between normals, between subnormals, and between the largest subnormal and the smallest
 // normal, saturation (satfinite, as PTX cvt.rn.satfinite.e4m3x2.f32), NaN.
 TEST(Fp8E4M3, TableOfValues) {
-  const std::pair<float, uint8_t> table[] = {
-      {0.0f, 0x00},           {-0.0f, 0x80},          {1.0f, 0x38},
-      {-1.0f, 0xb8},          {1.125f, 0x39},         {1.0625f, 0x38},   // tie -> even (1.0)
-      {1.1875f, 0x3a},                                                    // tie -> even (1.25)
-      {2.0f, 0x40},           {0.3f, 0x2a},           {240.0f, 0x77},
-      {256.0f, 0x78},         {448.0f, 0x7e},         {-448.0f, 0xfe},
-      {449.0f, 0x7e},         {464.0f, 0x7e},         {1e9f, 0x7e},      // satfinite
-      {-1e9f, 0xfe},          {INFINITY, 0x7e},       {-INFINITY, 0xfe},
-      {0.015625f, 0x08},                               // 2^-6: the smallest normal
-      {0.001953125f, 0x01},                            // 2^-9: the smallest subnormal
-      {0.0009765625f, 0x00},                           // 2^-10: tie 0 / 2^-9 -> even (0)
-      {0.0029296875f, 0x02},                           // 1.5 * 2^-9: tie -> even (2)
-      {0.013671875f, 0x07},                            // 7 * 2^-9: the largest subnormal
-      {0.0146484375f, 0x08},                           // 7.5 * 2^-9: tie -> even (smallest normal)
-      {-0.0001f, 0x80},                                // underflows to -0
-  };
+  const std::pair<float, uint8_t> table[] =
+      {
+          {0.0f, 0x00},          {-0.0f, 0x80},    {1.0f, 0x38},
+          {-1.0f, 0xb8},         {1.125f, 0x39},   {1.0625f, 0x38},  // tie -> even (1.0)
+          {1.1875f, 0x3a},                                           // tie -> even (1.25)
+          {2.0f, 0x40},          {0.3f, 0x2a},     {240.0f, 0x77},
+          {256.0f, 0x78},        {448.0f, 0x7e},   {-448.0f, 0xfe},
+          {449.0f, 0x7e},        {464.0f, 0x7e},   {1e9f, 0x7e},  // satfinite
+          {-1e9f, 0xfe},         {INFINITY, 0x7e}, {-INFINITY, 0xfe},
+          {0.015625f, 0x08},      // 2^-6: the smallest normal
+          {0.001953125f, 0x01},   // 2^-9: the smallest subnormal
+          {0.0009765625f, 0x00},  // 2^-10: tie 0 / 2^-9 -> even (0)
+          {0.0029296875f, 0x02},  // 1.5 * 2^-9: tie -> even (2)
+          {0.013671875f, 0x07},   // 7 * 2^-9: the largest subnormal
+          {0.0146484375f, 0x08},  // 7.5 * 2^-9: tie -> even (smallest normal)
+          {-0.0001f, 0x80},       // underflows to -0
+      };
   for (auto [x, code] : table) {
     EXPECT_EQ(f32_to_fp8e4m3(x), code) << x;
   }
@@ -245,7 +246,8 @@ TEST(Fp8E4M3, EncoderIsRoundToNearestEvenSaturating) {
   for (int i = 0; i < 200000; ++i) {
     state = state * 1664525u + 1013904223u;
     // Magnitudes from 2^-14 to 2^10: subnormals, every binade, and past 448.
-    const float x = std::ldexp(1.0f + (state >> 8) / 16777216.0f, static_cast<int>(state % 25) - 14);
+    const float x =
+        std::ldexp(1.0f + (state >> 8) / 16777216.0f, static_cast<int>(state % 25) - 14);
     probes.push_back((state & 1) ? -x : x);
   }
   int bad = 0;

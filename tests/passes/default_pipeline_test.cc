@@ -152,7 +152,8 @@ TEST_P(DefaultPipeline, Fp8KvCachesFuseWithTheirScaleArrays) {
     if (!a) continue;
     ASSERT_TRUE(a->has_scales());
     ASSERT_NE(a->k_scales_out(), nullptr);
-    for (const Value* v : {a->k_cache_out(), a->v_cache_out(), a->k_scales_out(), a->v_scales_out()}) {
+    for (const Value* v :
+         {a->k_cache_out(), a->v_cache_out(), a->k_scales_out(), a->v_scales_out()}) {
       in_place.insert(names(v));
     }
     EXPECT_EQ(a->k_scales()->name, absl::StrCat("k_scales.", layer));

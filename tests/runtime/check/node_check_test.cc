@@ -238,7 +238,6 @@ TEST(NodeCheck, ToleranceFollowsTheLowestPrecisionDtype) {
   EXPECT_DOUBLE_EQ(result_tolerance(*bf16_add->producer, 0), 2e-2);
 }
 
-
 // `kiln run --check` over an fp8e4m3 KV plan: an attention reads the same codes on both sides, so
 // its output keeps its activations' tolerance (bf16 here), not fp8's 3 mantissa bits; the caches'
 // codes get one top-binade e4m3 step, their scales f32's.
@@ -257,7 +256,7 @@ TEST(NodeCheck, Fp8KvToleranceIsTheActivationsForOutputsAndPerPartForTheCache) {
     if (n->op != OpKind::kFlashAttention) continue;
     ++attentions;
     ASSERT_EQ(n->outputs.size(), 5u);
-    EXPECT_DOUBLE_EQ(result_tolerance(*n, 0), 2e-2);                // out: bf16
+    EXPECT_DOUBLE_EQ(result_tolerance(*n, 0), 2e-2);               // out: bf16
     EXPECT_DOUBLE_EQ(result_tolerance(*n, 1), kFp8CodeTolerance);  // K codes
     EXPECT_DOUBLE_EQ(result_tolerance(*n, 2), kFp8CodeTolerance);  // V codes
     EXPECT_DOUBLE_EQ(result_tolerance(*n, 3), 1e-3);               // K scales

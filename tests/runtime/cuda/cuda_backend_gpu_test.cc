@@ -522,8 +522,8 @@ TEST_P(CudaBackendGpu, Fp8KvLogitsMatchReference) {
   absl::StatusOr<std::string> dir = make_fixture(f);
   if (!dir.ok()) GTEST_SKIP() << f.name << ": " << dir.status().message();
   absl::StatusOr<LoadedPlan> plan =
-      compile_plan(*dir, plan_path(*dir) + ".fp8", GemvChoice::kHeuristic, "",
-                   PersistentOptions{4}, DType::kFP8E4M3);
+      compile_plan(*dir, plan_path(*dir) + ".fp8", GemvChoice::kHeuristic, "", PersistentOptions{4},
+                   DType::kFP8E4M3);
   ASSERT_TRUE(plan.ok()) << plan.status();
   ASSERT_EQ(plan->plan.kv.dtype, DType::kFP8E4M3);
   BackendOptions opts;
@@ -546,9 +546,10 @@ TEST_P(CudaBackendGpu, Fp8KvLogitsMatchReference) {
     ASSERT_TRUE(out.ok()) << out.status();
     EXPECT_EQ((*gpu)->last_step().persistent, batch <= 4);
     const Agreement a = compare(*out, *ref, vocab);
-    std::printf("[ kiln gpu ] %s fp8e4m3 KV, batch %zu: max rel error %.3g, argmax equal %d/%d "
-                "(+%d near-ties)\n",
-                f.name.c_str(), batch, a.max_rel, a.argmax_equal, a.positions, a.near_ties);
+    std::printf(
+        "[ kiln gpu ] %s fp8e4m3 KV, batch %zu: max rel error %.3g, argmax equal %d/%d "
+        "(+%d near-ties)\n",
+        f.name.c_str(), batch, a.max_rel, a.argmax_equal, a.positions, a.near_ties);
     EXPECT_LE(a.max_rel, kMaxRelErrorFp8) << f.name;
     EXPECT_GE(a.argmax_equal + a.near_ties, kMinArgmaxAgreementFp8 * a.positions) << f.name;
   }

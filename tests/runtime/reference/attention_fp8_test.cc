@@ -20,7 +20,7 @@ const double kScale = 1.0 / std::sqrt(static_cast<double>(kD));
 
 struct Inputs {
   Value *q, *k, *v, *k_cache, *v_cache, *k_scales = nullptr, *v_scales = nullptr, *positions,
-      *slots;
+                                        *slots;
   PageTableOperands pages;
 };
 
@@ -43,17 +43,19 @@ Inputs declare(GraphBuilder& b, bool fp8) {
   }
   in.positions = b.input("positions", i32({sym("T")}));
   in.slots = b.input("slot_mapping", i32({sym("T")}));
-  in.pages = {b.input("qo_indptr", i32({sym("S", 1)})), b.input("kv_page_indptr", i32({sym("S", 1)})),
-              b.input("kv_page_indices", i32({sym("P")})),
-              b.input("kv_last_page_len", i32({sym("S")}))};
+  in.pages = {
+      b.input("qo_indptr", i32({sym("S", 1)})), b.input("kv_page_indptr", i32({sym("S", 1)})),
+      b.input("kv_page_indices", i32({sym("P")})), b.input("kv_last_page_len", i32({sym("S")}))};
   return in;
 }
 
 void build_primitive(Graph& g, bool fp8) {
   GraphBuilder b(g);
   Inputs in = declare(b, fp8);
-  std::vector<Value*> kw = b.op(OpKind::kKvWrite, KvWriteOp::operands(in.k_cache, in.k, in.slots, in.k_scales));
-  std::vector<Value*> vw = b.op(OpKind::kKvWrite, KvWriteOp::operands(in.v_cache, in.v, in.slots, in.v_scales));
+  std::vector<Value*> kw =
+      b.op(OpKind::kKvWrite, KvWriteOp::operands(in.k_cache, in.k, in.slots, in.k_scales));
+  std::vector<Value*> vw =
+      b.op(OpKind::kKvWrite, KvWriteOp::operands(in.v_cache, in.v, in.slots, in.v_scales));
   ASSERT_TRUE(b.status().ok()) << b.status();
   ASSERT_EQ(kw.size(), fp8 ? 2u : 1u);
   Attributes kv_dim;
@@ -63,8 +65,8 @@ void build_primitive(Graph& g, bool fp8) {
   for (Value* p : in.pages.list()) qk.push_back(p), pv_tail.push_back(p);
   if (fp8) qk.push_back(kw[1]);
   Value* scores = b.op1(OpKind::kPagedQk, qk, kv_dim);
-  Value* masked = b.op1(OpKind::kCausalMask, {b.mul(scores, b.constant(kScale, DType::kF32)),
-                                              in.positions});
+  Value* masked =
+      b.op1(OpKind::kCausalMask, {b.mul(scores, b.constant(kScale, DType::kF32)), in.positions});
   Value* e = b.exp(b.sub(masked, b.reduce_max(masked)));
   std::vector<Value*> pv = {b.div(e, b.reduce_sum(e)), vw[0]};
   pv.insert(pv.end(), pv_tail.begin(), pv_tail.end());
@@ -82,11 +84,11 @@ void build_flash(Graph& g) {
   Inputs in = declare(b, true);
   Attributes scale;
   scale.set("scale", kScale);
-  std::vector<Value*> r = b.op(
-      OpKind::kFlashAttention,
-      FlashAttentionOp::operands({in.q, in.k, in.v, in.k_cache, in.v_cache, in.positions, in.slots,
-                                  in.pages, in.k_scales, in.v_scales}),
-      scale);
+  std::vector<Value*> r =
+      b.op(OpKind::kFlashAttention,
+           FlashAttentionOp::operands({in.q, in.k, in.v, in.k_cache, in.v_cache, in.positions,
+                                       in.slots, in.pages, in.k_scales, in.v_scales}),
+           scale);
   ASSERT_TRUE(b.status().ok()) << b.status();
   ASSERT_EQ(r.size(), 5u);
   b.output("out", r[FlashAttentionOp::kOutput]);
@@ -99,8 +101,8 @@ struct Step {
   std::vector<float> k_cache, v_cache, k_scales, v_scales;  // fp8: codes' values and scales
   std::vector<float> k_exact, v_exact;                      // the same rows unquantized (f32)
   static constexpr int64_t T = 6;
-  std::vector<int32_t> slots = {4 * kPS, 4 * kPS + 1, 4 * kPS + 2, 4 * kPS + 3, 1 * kPS,
-                                2 * kPS + 3};
+  std::vector<int32_t> slots = {4 * kPS,     4 * kPS + 1, 4 * kPS + 2,
+                                4 * kPS + 3, 1 * kPS,     2 * kPS + 3};
 
   explicit Step(bool fp8) {
     const int64_t rows = kNP * kPS * kHkv;
@@ -166,7 +168,8 @@ TEST(ReferenceFp8Attention, KvWriteQuantizesEachRowWithItsOwnScale) {
     for (int64_t h = 0; h < kHkv; ++h) {
       const int64_t r = slot * kHkv + h;
       EXPECT_EQ(step.k_scales[r], scales_before[r]);
-      for (int64_t i = 0; i < kD; ++i) EXPECT_EQ(step.k_cache[r * kD + i], codes_before[r * kD + i]);
+      for (int64_t i = 0; i < kD; ++i)
+        EXPECT_EQ(step.k_cache[r * kD + i], codes_before[r * kD + i]);
     }
   }
 }

@@ -92,8 +92,9 @@ TEST(ReferenceBackendFp8, PageCopiesCarryTheScales) {
 
 // Runs a step of `seqs` (each with its new tokens) after the pending copy-on-write copies, and
 // returns the last token's logits of every sequence.
-std::vector<std::vector<float>> run(ReferenceBackend& b, KvPageTables& tables,
-                                    const std::vector<std::pair<SeqId, std::vector<int32_t>>>& seqs) {
+std::vector<std::vector<float>> run(
+    ReferenceBackend& b, KvPageTables& tables,
+    const std::vector<std::pair<SeqId, std::vector<int32_t>>>& seqs) {
   std::vector<StepSequence> step;
   std::vector<int32_t> tokens;
   for (const auto& [seq, toks] : seqs) {
@@ -118,7 +119,8 @@ std::vector<std::vector<float>> run(ReferenceBackend& b, KvPageTables& tables,
 
 double max_abs_diff(const std::vector<float>& a, const std::vector<float>& b) {
   double d = 0;
-  for (size_t i = 0; i < a.size(); ++i) d = std::max(d, static_cast<double>(std::fabs(a[i] - b[i])));
+  for (size_t i = 0; i < a.size(); ++i)
+    d = std::max(d, static_cast<double>(std::fabs(a[i] - b[i])));
   return d;
 }
 
@@ -141,8 +143,7 @@ TEST_P(Fp8PrefixReuse, GivesTheLogitsOfRecomputingThePrefix) {
   const int64_t vocab = plan->model.vocab_size;
   std::vector<int32_t> prefix;
   for (int i = 0; i < 21; ++i) prefix.push_back(static_cast<int32_t>((i * 37 + 11) % vocab));
-  const std::vector<std::vector<int32_t>> suffixes = {{5, 9, 200, 13, 77, 3, 41},
-                                                      {301, 8, 8, 150}};
+  const std::vector<std::vector<int32_t>> suffixes = {{5, 9, 200, 13, 77, 3, 41}, {301, 8, 8, 150}};
 
   // The prefix, computed once and cached with its partly filled page.
   SeqId first = tables->add_sequence();
