@@ -265,6 +265,7 @@ int run_bench(const BenchOptions& o) {
                       {"batch", o.batch},
                       {"prompt", o.prompt_len},
                       {"gen", o.gen_len},
+                      {"kv_dtype", dtype_name(p.kv.dtype)},
                       {"load_s", std::round(load_s * 100) / 100},
                       {"ttft_ms", std::round(ttft_s * 1e5) / 100},
                       {"prefill_ms", std::round(prefill_s * 1e5) / 100},
