@@ -256,6 +256,9 @@ absl::StatusOr<CompiledPlan> build_plan(const CompileOptions& o) {
   p.kv = *ctx.kv_layout;
   p.ranks = (*graph)->ranks();
   p.limits.page_size = p.kv.page_size;
+  // The KV layout is the home of the cache's dtype (a --from-ir graph decides its own).
+  p.limits.kv_dtype.reset();
+  if (p.kv.has_scales()) p.limits.kv_dtype = p.kv.dtype;
   if (!o.dump_ir_dir.empty()) {
     if (absl::Status s = dump(o.dump_ir_dir, "99-final.kir", p.ir); !s.ok()) return s;
   }

@@ -102,12 +102,14 @@ OpTraits op_traits(OpKind kind) {
       t.reduction = true;
       break;
     case OpKind::kKvWrite:
-      t.num_inputs = KvWriteOp::kNumOperands;
+      // The cache's scale array is an optional operand and result (fp8e4m3 caches).
+      t.num_inputs = -1;
+      t.num_outputs = -1;
       t.side_effect = true;
       break;
-    case OpKind::kPagedQk: t.num_inputs = PagedQkOp::kNumOperands; break;
+    case OpKind::kPagedQk: t.num_inputs = -1; break;
     case OpKind::kCausalMask: t.num_inputs = CausalMaskOp::kNumOperands; break;
-    case OpKind::kPagedPv: t.num_inputs = PagedPvOp::kNumOperands; break;
+    case OpKind::kPagedPv: t.num_inputs = -1; break;
     case OpKind::kRmsNorm:
       t.num_inputs = RmsNormOp::kNumOperands;
       t.fused = true;
@@ -122,8 +124,8 @@ OpTraits op_traits(OpKind kind) {
       t.fused = true;
       break;
     case OpKind::kFlashAttention:
-      t.num_inputs = FlashAttentionOp::kNumOperands;
-      t.num_outputs = 3;
+      t.num_inputs = -1;  // 11, or 13 with the caches' scale arrays (then 5 results)
+      t.num_outputs = -1;
       t.fused = true;
       t.side_effect = true;
       break;

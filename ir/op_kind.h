@@ -49,16 +49,23 @@ enum class OpKind : uint8_t {
   kReduceMean,
   kReduceMax,
   // --- primitive: paged attention pieces
-  /// (cache[NP, PS, Hkv, D], rows[T, Hkv, D], slot_mapping i32[T]) -> cache, written in place.
+  // A KV cache of dtype fp8e4m3 is e4m3 codes with one f32 scale per (slot, KV head), kept in a
+  // scale array scales[NP, PS, Hkv] with the cache's page structure: the value of element
+  // (slot, h, i) is code * scales[slot, h]. Every op that reads or writes such a cache takes its
+  // scale array as a trailing operand (and kv_write / flash_attention return it written).
+  /// (cache[NP, PS, Hkv, D], rows[T, Hkv, D], slot_mapping i32[T][, scales f32[NP, PS, Hkv]])
+  ///   -> cache[, scales], written in place. With an fp8e4m3 cache each row (token, KV head) gets
+  ///   scale = max|row| / 448 and codes e4m3(row / scale) (round to nearest even, saturating).
   kKvWrite,
-  /// (q[T, Hq, D], k_cache, qo_indptr, kv_page_indptr, kv_page_indices, kv_last_page_len)
-  /// {kv_dim} -> f32[T, Hq, K]: q·k per KV position of the token's sequence (GQA: head h reads
-  /// KV head h / (Hq / Hkv)).
+  /// (q[T, Hq, D], k_cache, qo_indptr, kv_page_indptr, kv_page_indices, kv_last_page_len
+  /// [, k_scales]) {kv_dim} -> f32[T, Hq, K]: q·k per KV position of the token's sequence (GQA:
+  /// head h reads KV head h / (Hq / Hkv)).
   kPagedQk,
   /// (scores[T, H, K], positions i32[T]) -> scores with -inf where kv position > token position.
   kCausalMask,
-  /// (p f32[T, Hq, K], v_cache, qo_indptr, kv_page_indptr, kv_page_indices, kv_last_page_len)
-  ///   -> [T, Hq, D] in v_cache's dtype.
+  /// (p f32[T, Hq, K], v_cache, qo_indptr, kv_page_indptr, kv_page_indices, kv_last_page_len
+  /// [, v_scales]) [{dtype}] -> [T, Hq, D] in v_cache's dtype, or in `dtype` (required for an
+  /// fp8e4m3 cache, whose dequantized values are no e4m3 tensor).
   kPagedPv,
   // --- fused (created by passes only)
   /// (x[..., H], w[H]) {eps} -> x / rms(x) * w.
@@ -68,8 +75,9 @@ enum class OpKind : uint8_t {
   /// (x[T, Hh, D], positions i32[T]) {theta, rotary_dim, layout[, scaling_*]} -> x rotated.
   kRope,
   /// (q[T,Hq,D], k[T,Hkv,D], v[T,Hkv,D], k_cache, v_cache, positions, slot_mapping, qo_indptr,
-  /// kv_page_indptr, kv_page_indices, kv_last_page_len) {scale} -> (out[T, Hq, D], k_cache,
-  /// v_cache): writes the k/v rows, then causal attention over each sequence's pages.
+  /// kv_page_indptr, kv_page_indices, kv_last_page_len[, k_scales, v_scales]) {scale} ->
+  /// (out[T, Hq, D], k_cache, v_cache[, k_scales, v_scales]): writes the k/v rows (as kv_write),
+  /// then causal attention over each sequence's pages.
   kFlashAttention,
   /// (x0, x1, ...) {expr, dtype} -> the broadcast shape; expr over $0, $1, ... (ir/expr.h).
   kFusedElementwise,
@@ -104,6 +112,8 @@ struct OpTraits {
   bool collective = false;
   /// Fixed input count, or -1 for variadic / optional inputs.
   int num_inputs = -1;
+  /// Fixed result count, or -1 when it depends on the inputs (type inference says how many: the
+  /// KV writes return their scale arrays too for fp8e4m3 caches).
   int num_outputs = 1;
 };
 

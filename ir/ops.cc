@@ -27,6 +27,10 @@ PageTableOperands FlashAttentionOp::pages() const { return pages_at(node(), kPag
 std::vector<Value*> FlashAttentionOp::operands(const Operands& o) {
   std::vector<Value*> out = {o.q, o.k, o.v, o.k_cache, o.v_cache, o.positions, o.slot_mapping};
   for (Value* v : o.pages.list()) out.push_back(v);
+  if (o.k_scales != nullptr || o.v_scales != nullptr) {
+    out.push_back(o.k_scales);
+    out.push_back(o.v_scales);
+  }
   return out;
 }
 

@@ -34,19 +34,29 @@ struct PageTableOperands {
 /// node (or one with too few operands, e.g. unverified IR).
 std::optional<PageTableOperands> page_table_of(const Node& node);
 
-/// Common base of the op views: the node, its kind, and checked construction.
-template <OpKind K, int NumOperands>
+/// Common base of the op views: the node, its kind, and checked construction. `NumScales`: the
+/// KV-cache ops take one scale array per fp8e4m3 cache as trailing operands (and, when they write
+/// the cache, return it updated as trailing results); a node has all of them or none.
+template <OpKind K, int NumOperands, int NumScales = 0>
 class OpView {
  public:
   static constexpr OpKind kKind = K;
   static constexpr int kNumOperands = NumOperands;
+  static constexpr int kNumScales = NumScales;
 
   const Node& node() const { return *node_; }
   Value* operand(int i) const { return node_->inputs[i]; }
+  /// Whether the node carries its caches' scale arrays (its caches are fp8e4m3).
+  bool has_scales() const {
+    return NumScales > 0 && static_cast<int>(node_->inputs.size()) == NumOperands + NumScales;
+  }
 
-  /// True when `node` has this kind and this op's operand count, so every accessor is in range.
+  /// True when `node` has this kind and this op's operand count (with or without the scale
+  /// operands), so every accessor is in range.
   static bool matches(const Node* node) {
-    return node != nullptr && node->op == K && static_cast<int>(node->inputs.size()) == NumOperands;
+    if (node == nullptr || node->op != K) return false;
+    const int n = static_cast<int>(node->inputs.size());
+    return n == NumOperands || (NumScales > 0 && n == NumOperands + NumScales);
   }
 
  protected:
@@ -65,29 +75,43 @@ std::optional<V> op_view(const Node* node) {
   return V(*node);
 }
 
-/// kv_write(cache[NP, PS, Hkv, D], rows[T, Hkv, D], slot_mapping i32[T]) -> cache written in place.
-class KvWriteOp : public OpView<OpKind::kKvWrite, 3> {
+/// kv_write(cache[NP, PS, Hkv, D], rows[T, Hkv, D], slot_mapping i32[T][, scales f32[NP, PS,
+/// Hkv]]) -> cache[, scales] written in place. An fp8e4m3 cache takes its scale array (and
+/// returns it written): each row is stored as e4m3 codes of rows / scale, scale = amax / 448.
+class KvWriteOp : public OpView<OpKind::kKvWrite, 3, 1> {
  public:
-  enum Operand { kCache, kRows, kSlotMapping };
+  enum Operand { kCache, kRows, kSlotMapping, kScales };
+  enum Result { kCacheOut, kScalesOut };
   explicit KvWriteOp(const Node& node) : OpView(node) {}
   Value* cache() const { return operand(kCache); }
   Value* rows() const { return operand(kRows); }
   Value* slot_mapping() const { return operand(kSlotMapping); }
-  Value* cache_out() const { return result(0); }
+  /// The cache's scale array; null for a cache without one (not fp8e4m3).
+  Value* scales() const { return has_scales() ? operand(kScales) : nullptr; }
+  Value* cache_out() const { return result(kCacheOut); }
+  Value* scales_out() const {
+    return has_scales() && node().outputs.size() > kScalesOut ? result(kScalesOut) : nullptr;
+  }
 
-  static std::vector<Value*> operands(Value* cache, Value* rows, Value* slot_mapping) {
-    return {cache, rows, slot_mapping};
+  /// The operand list; `scales` null for a cache without scales.
+  static std::vector<Value*> operands(Value* cache, Value* rows, Value* slot_mapping,
+                                      Value* scales = nullptr) {
+    std::vector<Value*> out = {cache, rows, slot_mapping};
+    if (scales != nullptr) out.push_back(scales);
+    return out;
   }
 };
 
-/// paged_qk(q[T, Hq, D], k_cache, page table...) {kv_dim} -> f32[T, Hq, K].
-class PagedQkOp : public OpView<OpKind::kPagedQk, 6> {
+/// paged_qk(q[T, Hq, D], k_cache, page table...[, k_scales]) {kv_dim} -> f32[T, Hq, K].
+class PagedQkOp : public OpView<OpKind::kPagedQk, 6, 1> {
  public:
-  enum Operand { kQ, kKCache, kPageTable };  // kPageTable: the first of the four
+  enum Operand { kQ, kKCache, kPageTable, kKScales = kPageTable + PageTableOperands::kCount };
   explicit PagedQkOp(const Node& node) : OpView(node) {}
   Value* q() const { return operand(kQ); }
   Value* k_cache() const { return operand(kKCache); }
   PageTableOperands pages() const;
+  /// The K cache's scale array (an fp8e4m3 cache); null otherwise.
+  Value* k_scales() const { return has_scales() ? operand(kKScales) : nullptr; }
   Value* scores() const { return result(0); }
 };
 
@@ -100,14 +124,16 @@ class CausalMaskOp : public OpView<OpKind::kCausalMask, 2> {
   Value* positions() const { return operand(kPositions); }
 };
 
-/// paged_pv(p f32[T, Hq, K], v_cache, page table...) -> [T, Hq, D].
-class PagedPvOp : public OpView<OpKind::kPagedPv, 6> {
+/// paged_pv(p f32[T, Hq, K], v_cache, page table...[, v_scales]) [{dtype}] -> [T, Hq, D].
+class PagedPvOp : public OpView<OpKind::kPagedPv, 6, 1> {
  public:
-  enum Operand { kProbs, kVCache, kPageTable };  // kPageTable: the first of the four
+  enum Operand { kProbs, kVCache, kPageTable, kVScales = kPageTable + PageTableOperands::kCount };
   explicit PagedPvOp(const Node& node) : OpView(node) {}
   Value* probs() const { return operand(kProbs); }
   Value* v_cache() const { return operand(kVCache); }
   PageTableOperands pages() const;
+  /// The V cache's scale array (an fp8e4m3 cache); null otherwise.
+  Value* v_scales() const { return has_scales() ? operand(kVScales) : nullptr; }
   Value* output() const { return result(0); }
 };
 
@@ -156,9 +182,10 @@ class RopeOp : public OpView<OpKind::kRope, 2> {
 };
 
 /// flash_attention(q[T,Hq,D], k[T,Hkv,D], v[T,Hkv,D], k_cache, v_cache, positions, slot_mapping,
-/// page table...) {scale} -> (out[T, Hq, D], k_cache', v_cache'): writes the k/v rows, then causal
+/// page table...[, k_scales, v_scales]) {scale} -> (out[T, Hq, D], k_cache', v_cache'[,
+/// k_scales', v_scales']): writes the k/v rows (quantized, for fp8e4m3 caches), then causal
 /// attention over each sequence's pages.
-class FlashAttentionOp : public OpView<OpKind::kFlashAttention, 11> {
+class FlashAttentionOp : public OpView<OpKind::kFlashAttention, 11, 2> {
  public:
   enum Operand {
     kQ,
@@ -169,8 +196,10 @@ class FlashAttentionOp : public OpView<OpKind::kFlashAttention, 11> {
     kPositions,
     kSlotMapping,
     kPageTable,  // the first of the four page table operands
+    kKScales = kPageTable + PageTableOperands::kCount,
+    kVScales,
   };
-  enum Result { kOutput, kKCacheOut, kVCacheOut };
+  enum Result { kOutput, kKCacheOut, kVCacheOut, kKScalesOut, kVScalesOut };
   explicit FlashAttentionOp(const Node& node) : OpView(node) {}
   Value* q() const { return operand(kQ); }
   Value* k() const { return operand(kK); }
@@ -181,13 +210,22 @@ class FlashAttentionOp : public OpView<OpKind::kFlashAttention, 11> {
   Value* slot_mapping() const { return operand(kSlotMapping); }
   PageTableOperands pages() const;
   Value* output() const { return result(kOutput); }
+  /// The caches' scale arrays (fp8e4m3 caches); null otherwise.
+  Value* k_scales() const { return has_scales() ? operand(kKScales) : nullptr; }
+  Value* v_scales() const { return has_scales() ? operand(kVScales) : nullptr; }
   /// The caches after the writes: the inputs updated in place (they alias them).
   Value* k_cache_out() const { return result(kKCacheOut); }
   Value* v_cache_out() const { return result(kVCacheOut); }
-  /// True for results that are a KV cache updated in place rather than a buffer of their own.
-  static bool result_aliases_cache(int result) {
-    return result == kKCacheOut || result == kVCacheOut;
+  // (Null too for an unverified node whose results do not include them.)
+  Value* k_scales_out() const {
+    return has_scales() && node().outputs.size() > kVScalesOut ? result(kKScalesOut) : nullptr;
   }
+  Value* v_scales_out() const {
+    return has_scales() && node().outputs.size() > kVScalesOut ? result(kVScalesOut) : nullptr;
+  }
+  /// True for results that are a KV cache (or its scale array) updated in place rather than a
+  /// buffer of their own.
+  static bool result_aliases_cache(int result) { return result != kOutput; }
 
   struct Operands {
     Value* q = nullptr;
@@ -198,6 +236,8 @@ class FlashAttentionOp : public OpView<OpKind::kFlashAttention, 11> {
     Value* positions = nullptr;
     Value* slot_mapping = nullptr;
     PageTableOperands pages;
+    Value* k_scales = nullptr;  // both, for fp8e4m3 caches, or neither
+    Value* v_scales = nullptr;
   };
   /// The operand list in this op's order.
   static std::vector<Value*> operands(const Operands& o);

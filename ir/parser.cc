@@ -507,8 +507,9 @@ class Parser {
       return error_at(op_tok, absl::StrCat(op_name(*op), " declares ", results.size(),
                                            " results but ", types.size(), " types"));
     }
+    // An op whose result count depends on its operands is checked by the verifier.
     const int want_outputs = op_traits(*op).num_outputs;
-    if (static_cast<int>(results.size()) != want_outputs) {
+    if (want_outputs >= 0 && static_cast<int>(results.size()) != want_outputs) {
       return error_at(results[0], absl::StrCat(op_name(*op), " has ", want_outputs,
                                                " result(s), got ", results.size()));
     }

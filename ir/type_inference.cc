@@ -90,6 +90,42 @@ absl::Status check_cache(const Type& cache, size_t i) {
 
 int64_t static_or(const Dim& d, int64_t fallback) { return d.is_symbolic() ? fallback : d.value; }
 
+// The scale array operand `i` of the KV cache `cache` (operand `cache_i`), which an fp8e4m3 cache
+// needs (f32[NP, PS, Hkv]: one scale per slot and KV head) and any other cache must not have.
+// `has_scales`: whether the node carries scale operands.
+absl::Status check_cache_scales(absl::Span<const Type> in, size_t cache_i, bool has_scales,
+                                size_t i) {
+  const Type& cache = in[cache_i];
+  const bool fp8 = cache.dtype == DType::kFP8E4M3;
+  if (fp8 && !has_scales) {
+    return invalid(ordinal(cache_i), " is an fp8e4m3 KV cache, which needs its scale array f32[",
+                   cache.shape[0].to_string(), ",", cache.shape[1].to_string(), ",",
+                   cache.shape[2].to_string(), "] as a trailing operand");
+  }
+  if (!fp8 && has_scales) {
+    return invalid(ordinal(cache_i), " is a ", dtype_name(cache.dtype),
+                   " KV cache: only fp8e4m3 caches take scale arrays");
+  }
+  if (!has_scales) return absl::OkStatus();
+  const Type& scales = in[i];
+  if (scales.dtype != DType::kF32 || scales.rank() != 3 || !(scales.shape[0] == cache.shape[0]) ||
+      !(scales.shape[1] == cache.shape[1]) || !(scales.shape[2] == cache.shape[2])) {
+    return invalid(ordinal(i), " must be the scale array f32[", cache.shape[0].to_string(), ",",
+                   cache.shape[1].to_string(), ",", cache.shape[2].to_string(), "] of ",
+                   ordinal(cache_i), ", got ", scales.to_string());
+  }
+  return absl::OkStatus();
+}
+
+// Operand count of an op whose caches may carry scale arrays: `base`, or `base + scales`.
+absl::Status check_operand_count(OpKind op, size_t n, size_t base, size_t scales) {
+  if (n != base && n != base + scales) {
+    return invalid(op_name(op), " takes ", base, " inputs (", base + scales,
+                   " with the scale arrays of fp8e4m3 caches), got ", n);
+  }
+  return absl::OkStatus();
+}
+
 absl::Status check_gqa(const Dim& hq, const Dim& hkv) {
   int64_t q = static_or(hq, 0), kv = static_or(hkv, 0);
   if (q <= 0 || kv <= 0 || q % kv != 0) {
@@ -300,6 +336,10 @@ absl::StatusOr<std::vector<Type>> infer_types(OpKind op, absl::Span<const Type> 
     }
     case OpKind::kKvWrite: {
       using Op = KvWriteOp;
+      if (absl::Status s = check_operand_count(op, in.size(), Op::kNumOperands, Op::kNumScales);
+          !s.ok())
+        return s;
+      const bool scaled = in.size() > size_t{Op::kNumOperands};
       const Type& cache = in[Op::kCache];
       const Type& rows = in[Op::kRows];
       const Type& slots = in[Op::kSlotMapping];
@@ -314,14 +354,30 @@ absl::StatusOr<std::vector<Type>> infer_types(OpKind op, absl::Span<const Type> 
       if (absl::Status s = expect_same_dim(rows.shape[0], slots.shape[0], "rows vs slot_mapping");
           !s.ok())
         return s;
+      if (absl::Status s = check_cache_scales(in, Op::kCache, scaled, Op::kScales); !s.ok())
+        return s;
+      if (scaled && rows.dtype == DType::kFP8E4M3) {
+        return invalid(
+            "the rows written to an fp8e4m3 cache are quantized by kv_write: pass them "
+            "unquantized, not as ",
+            rows.to_string());
+      }
+      if (scaled) return std::vector<Type>{cache, in[Op::kScales]};
       return std::vector<Type>{cache};
     }
     case OpKind::kPagedQk: {
       using Op = PagedQkOp;
+      if (absl::Status s = check_operand_count(op, in.size(), Op::kNumOperands, Op::kNumScales);
+          !s.ok())
+        return s;
       const Type& q = in[Op::kQ];
       const Type& cache = in[Op::kKCache];
       if (absl::Status s = expect_rank(q, Op::kQ, 3); !s.ok()) return s;
       if (absl::Status s = check_cache(cache, Op::kKCache); !s.ok()) return s;
+      if (absl::Status s = check_cache_scales(in, Op::kKCache, in.size() > size_t{Op::kNumOperands},
+                                              Op::kKScales);
+          !s.ok())
+        return s;
       if (absl::Status s = check_page_metadata(in, Op::kPageTable); !s.ok()) return s;
       if (absl::Status s = expect_same_dim(q.shape[2], cache.shape[3], "head_dim"); !s.ok())
         return s;
@@ -344,13 +400,33 @@ absl::StatusOr<std::vector<Type>> infer_types(OpKind op, absl::Span<const Type> 
     }
     case OpKind::kPagedPv: {
       using Op = PagedPvOp;
+      if (absl::Status s = check_operand_count(op, in.size(), Op::kNumOperands, Op::kNumScales);
+          !s.ok())
+        return s;
       const Type& p = in[Op::kProbs];
       const Type& cache = in[Op::kVCache];
       if (absl::Status s = expect_rank(p, Op::kProbs, 3); !s.ok()) return s;
       if (absl::Status s = check_cache(cache, Op::kVCache); !s.ok()) return s;
+      if (absl::Status s = check_cache_scales(in, Op::kVCache, in.size() > size_t{Op::kNumOperands},
+                                              Op::kVScales);
+          !s.ok())
+        return s;
       if (absl::Status s = check_page_metadata(in, Op::kPageTable); !s.ok()) return s;
       if (absl::Status s = check_gqa(p.shape[1], cache.shape[2]); !s.ok()) return s;
-      return std::vector<Type>{{cache.dtype, {p.shape[0], p.shape[1], cache.shape[3]}}};
+      // The result's dtype: the cache's, or `dtype` (an fp8e4m3 cache's values are code * scale,
+      // no e4m3 numbers, so its readers say what they want).
+      DType out = cache.dtype;
+      if (attrs.has("dtype")) {
+        absl::StatusOr<DType> d = attrs.get_dtype("dtype");
+        if (!d.ok()) return d.status();
+        if (*d != DType::kF32 && *d != DType::kBF16 && *d != DType::kF16) {
+          return invalid("paged_pv dtype must be f32, bf16 or f16, got ", dtype_name(*d));
+        }
+        out = *d;
+      } else if (cache.dtype == DType::kFP8E4M3) {
+        return invalid("paged_pv over an fp8e4m3 V cache needs a `dtype` attribute (its result's)");
+      }
+      return std::vector<Type>{{out, {p.shape[0], p.shape[1], cache.shape[3]}}};
     }
     case OpKind::kRmsNorm:
     case OpKind::kRmsNormResidual: {
@@ -387,6 +463,10 @@ absl::StatusOr<std::vector<Type>> infer_types(OpKind op, absl::Span<const Type> 
     }
     case OpKind::kFlashAttention: {
       using Op = FlashAttentionOp;
+      if (absl::Status s = check_operand_count(op, in.size(), Op::kNumOperands, Op::kNumScales);
+          !s.ok())
+        return s;
+      const bool scaled = in.size() > size_t{Op::kNumOperands};
       const Type& q = in[Op::kQ];
       const Type& k = in[Op::kK];
       const Type& v = in[Op::kV];
@@ -399,6 +479,10 @@ absl::StatusOr<std::vector<Type>> infer_types(OpKind op, absl::Span<const Type> 
       }
       if (absl::Status s = check_cache(k_cache, Op::kKCache); !s.ok()) return s;
       if (absl::Status s = check_cache(v_cache, Op::kVCache); !s.ok()) return s;
+      if (absl::Status s = check_cache_scales(in, Op::kKCache, scaled, Op::kKScales); !s.ok())
+        return s;
+      if (absl::Status s = check_cache_scales(in, Op::kVCache, scaled, Op::kVScales); !s.ok())
+        return s;
       if (absl::Status s = expect_index_vector(in[Op::kPositions], Op::kPositions); !s.ok())
         return s;
       if (absl::Status s = expect_index_vector(in[Op::kSlotMapping], Op::kSlotMapping); !s.ok())
@@ -409,10 +493,18 @@ absl::StatusOr<std::vector<Type>> infer_types(OpKind op, absl::Span<const Type> 
       if (absl::Status s = expect_same_dim(k.shape[1], k_cache.shape[2], "KV heads"); !s.ok())
         return s;
       if (absl::Status s = check_gqa(q.shape[1], k.shape[1]); !s.ok()) return s;
-      std::vector<Type> out(3);
+      if (scaled && k.dtype == DType::kFP8E4M3) {
+        return invalid("k and v are quantized by the cache write: pass them unquantized, not as ",
+                       k.to_string());
+      }
+      std::vector<Type> out(scaled ? 5 : 3);
       out[Op::kOutput] = q;
       out[Op::kKCacheOut] = k_cache;
       out[Op::kVCacheOut] = v_cache;
+      if (scaled) {
+        out[Op::kKScalesOut] = in[Op::kKScales];
+        out[Op::kVScalesOut] = in[Op::kVScales];
+      }
       return out;
     }
     case OpKind::kFusedElementwise: {

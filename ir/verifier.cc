@@ -117,7 +117,7 @@ absl::Status verify(const Graph& graph) {
           absl::StrCat(clip_for_message(print_node(*node, names)), ": ", clip_for_message(msg)));
     };
     const OpTraits traits = op_traits(node->op);
-    if (static_cast<int>(node->outputs.size()) != traits.num_outputs) {
+    if (traits.num_outputs >= 0 && static_cast<int>(node->outputs.size()) != traits.num_outputs) {
       return fail(absl::StrCat("has ", node->outputs.size(), " results, ", op_name(node->op),
                                " has ", traits.num_outputs));
     }
@@ -147,6 +147,10 @@ absl::Status verify(const Graph& graph) {
     absl::StatusOr<std::vector<Type>> inferred =
         infer_types(node->op, input_types, node->attrs, graph.symbols());
     if (!inferred.ok()) return fail(inferred.status().message());
+    if (inferred->size() != node->outputs.size()) {
+      return fail(absl::StrCat("has ", node->outputs.size(), " results, ", op_name(node->op),
+                               " with these operands has ", inferred->size()));
+    }
     for (size_t i = 0; i < node->outputs.size(); ++i) {
       if (!((*inferred)[i] == node->outputs[i]->type)) {
         return fail(absl::StrCat("result ", i, " is declared ", node->outputs[i]->type.to_string(),

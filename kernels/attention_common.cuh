@@ -6,6 +6,7 @@
 #pragma once
 
 #include "common.cuh"
+#include "fp8.cuh"
 
 namespace kiln_k {
 
@@ -169,6 +170,59 @@ __device__ __forceinline__ void load_kv_tile(T* tile, const T* cache, const int*
     }
     cp_async_16(tile + row * kS + chunk * (16 / (int)sizeof(T)),
                 reinterpret_cast<const char*>(src) + (valid ? chunk * 16 : 0), valid);
+  }
+}
+
+/// load_kv_tile for an fp8e4m3 cache, synchronously: each thread reads 16 codes of a row and the
+/// row's scale (scales [NP * PS, Hkv]) from global memory and stores their 16 dequantized values
+/// (fp8.cuh) into the shared tile of T. Rows past `kv_len` are zeros.
+template <class T, int D, int ROWS, int THREADS>
+__device__ __forceinline__ void load_kv_tile_fp8(T* tile, const fp8e4m3* cache, const float* scales,
+                                                 const int* page_indices, int page_begin,
+                                                 int page_size, int num_kv_heads, int kv_head,
+                                                 int kv_base, int kv_len, int tid) {
+  constexpr int kS = TileStride<D>::value;
+  constexpr int kPieces = D / 16;  // 16 codes per piece
+#pragma unroll
+  for (int i = tid; i < ROWS * kPieces; i += THREADS) {
+    const int row = i / kPieces, piece = i % kPieces;
+    const int j = kv_base + row;
+    Bytes16 codes = {{0u, 0u, 0u, 0u}};
+    float s = 0.f;
+    if (j < kv_len) {
+      const int page = page_indices[page_begin + j / page_size];
+      const long long r = ((long long)page * page_size + j % page_size) * num_kv_heads + kv_head;
+      codes = *reinterpret_cast<const Bytes16*>(reinterpret_cast<const unsigned char*>(cache) +
+                                                r * D + piece * 16);
+      s = scales[r];
+    }
+    dequantize16<T>(codes, s, tile + row * kS + piece * 16);
+  }
+}
+
+/// The codes and scales of KV rows [kv_base, kv_base + ROWS) of one KV head of an fp8e4m3 cache
+/// into shared memory with cp.async (codes [ROWS][D] bytes, scales [ROWS] f32); THREADS threads
+/// cooperate. Rows past `kv_len` are zero-filled. dequantize_tile turns them into a tile of T.
+template <int D, int ROWS, int THREADS>
+__device__ __forceinline__ void load_kv_codes(unsigned char* codes, float* row_scales,
+                                              const fp8e4m3* cache, const float* scales,
+                                              const int* page_indices, int page_begin,
+                                              int page_size, int num_kv_heads, int kv_head,
+                                              int kv_base, int kv_len, int tid) {
+  constexpr int kPieces = D / 16;
+  const unsigned char* c = reinterpret_cast<const unsigned char*>(cache);
+#pragma unroll
+  for (int i = tid; i < ROWS * kPieces; i += THREADS) {
+    const int row = i / kPieces, piece = i % kPieces;
+    const int j = kv_base + row;
+    const bool valid = j < kv_len;
+    long long r = 0;
+    if (valid) {
+      const int page = page_indices[page_begin + j / page_size];
+      r = ((long long)page * page_size + j % page_size) * num_kv_heads + kv_head;
+    }
+    cp_async_16(codes + row * D + piece * 16, c + (valid ? r * D + piece * 16 : 0), valid);
+    if (piece == 0) cp_async_4(row_scales + row, scales + r, valid);
   }
 }
 

@@ -22,9 +22,14 @@
 //    lies far below phi (where 2^(s - phi) would lose precision) starts from its own max instead,
 //    and a split whose max is not phi marks its weight -1 so the merge falls back to the
 //    log-sum-exp path for that row.
+//
+// An fp8e4m3 cache (C = fp8e4m3): each warp's ring stages hold the tile's e4m3 codes and per-row
+// scales (half the bytes in flight of a bf16 tile); once a stage has landed the warp dequantizes
+// it (fp8.cuh) into a 16-bit K and V tile of its own, which the mma path reads as before.
 #pragma once
 
 #include "attention_common.cuh"
+#include "fp8.cuh"
 
 namespace kiln_k {
 
@@ -58,17 +63,26 @@ __device__ __forceinline__ void decode_ldsm_x4_trans(u32 (&r)[4], const void* ro
 /// (log2 units) would have P values near the f16 subnormal range, so it uses its own max.
 constexpr float kUnifiedLowMargin = 12.f;
 
-/// Dynamic shared memory of the decode kernel: the K/V rings (or the warp-merge buffer, which
-/// reuses them), never less than the Q staging tile.
-template <class T, int D, int TILE_KV, int WARPS, int STAGES>
+/// Dynamic shared memory of the decode kernel: the K/V rings (with an fp8e4m3 cache C, rings of
+/// codes and scales, then each warp's dequantized K and V tile), or the warp-merge buffer, which
+/// reuses them, never less than the Q staging tile. codegen's FlashAttentionDecodeSpec::
+/// shared_bytes() computes the same sum.
+template <class T, class C, int D, int TILE_KV, int WARPS, int STAGES>
 struct DecodeSmem {
+  static constexpr bool kFp8 = sizeof(C) == 1;
   static constexpr int kS = TileStride<D>::value;
   static constexpr int kTileElems = TILE_KV * kS;
-  static constexpr int kRing = STAGES * 2 * WARPS * kTileElems * (int)sizeof(T);
+  // One stage of one warp: K and V tiles of T, or K codes, V codes [TILE_KV][D], K scales, V
+  // scales [TILE_KV].
+  static constexpr int kStage =
+      kFp8 ? 2 * TILE_KV * D + 2 * TILE_KV * 4 : 2 * kTileElems * (int)sizeof(T);
+  static constexpr int kRing = STAGES * WARPS * kStage;
+  static constexpr int kDequantized = kFp8 ? WARPS * 2 * kTileElems * (int)sizeof(T) : 0;
+  static constexpr int kTiles = kRing + kDequantized;
   static constexpr int kMerge = WARPS * 16 * D * 4;
   static constexpr int kQ = 16 * kS * (int)sizeof(T);
-  static constexpr int kBytes =
-      kRing > kMerge ? (kRing > kQ ? kRing : kQ) : (kMerge > kQ ? kMerge : kQ);
+  static constexpr int kBytes = kTiles > kMerge ? (kTiles > kQ ? kTiles : kQ)
+                                                : (kMerge > kQ ? kMerge : kQ);
 };
 
 /// The decode-only tile step: like warp_attend_tile (attention_common.cuh) but masking only by the
@@ -211,27 +225,31 @@ __device__ __forceinline__ float merge_splits(const float* o_partial, const floa
   return den > 0.f ? num / den : 0.f;
 }
 
-/// Attention of split z for sequence x, KV head y (the task's block coordinates), into out[T, Hq, D].
-/// With one split the block writes `out` directly. With more, it writes its partial:
-/// o_partial: f32[num_splits, S, Hq, D] (normalized within the split). lse_partial: f32[num_splits,
-/// S, Hq] log-sum-exps in log2 units (-inf for an empty split); in the unified variant followed by
-/// a second [num_splits, S, Hq] array of the splits' weights 2^(lse - phi) (-1: the split's max is
-/// not phi); then counts itself in split_counters[S, Hkv], and the split that counts last merges
-/// (merge_splits) and puts the counter back to 0: split_counters must be zero when the launch
-/// begins (a zero-filled workspace), and is zero again when it ends. Requires G <= 16. Dynamic
-/// shared memory: DecodeSmem<...>::kBytes.
-template <class T, int D, int G, int TILE_KV, int WARPS, int STAGES, bool SOFTMAX_UNIFIED>
+/// Attention of split z for sequence x, KV head y (the task's block coordinates), into out[T, Hq,
+/// D]. The cache's elements are C: T, or fp8e4m3 codes with scales k_scales / v_scales [NP * PS,
+/// Hkv] (null for a T cache). With one split the block writes `out` directly. With more, it writes
+/// its partial: o_partial: f32[num_splits, S, Hq, D] (normalized within the split). lse_partial:
+/// f32[num_splits, S, Hq] log-sum-exps in log2 units (-inf for an empty split); in the unified
+/// variant followed by a second [num_splits, S, Hq] array of the splits' weights 2^(lse - phi) (-1:
+/// the split's max is not phi); then counts itself in split_counters[S, Hkv], and the split that
+/// counts last merges (merge_splits) and puts the counter back to 0: split_counters must be zero
+/// when the launch begins (a zero-filled workspace), and is zero again when it ends. Requires G
+/// <= 16. Dynamic shared memory: DecodeSmem<...>::kBytes.
+template <class T, class C, int D, int G, int TILE_KV, int WARPS, int STAGES, bool SOFTMAX_UNIFIED>
 __device__ __forceinline__ void flash_attention_decode(
     T* __restrict__ out, float* __restrict__ o_partial, float* __restrict__ lse_partial,
-    int* __restrict__ split_counters, const T* __restrict__ q,
-    const T* __restrict__ k_cache, const T* __restrict__ v_cache, const int* __restrict__ positions,
+    int* __restrict__ split_counters, const T* __restrict__ q, const C* __restrict__ k_cache,
+    const C* __restrict__ v_cache, const float* __restrict__ k_scales,
+    const float* __restrict__ v_scales, const int* __restrict__ positions,
     const int* __restrict__ qo_indptr, const int* __restrict__ kv_page_indptr,
     const int* __restrict__ kv_page_indices, const int* __restrict__ kv_last_page_len, int num_seqs,
     int num_kv_heads, int page_size, float scale, float phi) {
   static_assert(G >= 1 && G <= 16, "the query heads of a group fill one 16-row mma tile");
   static_assert(TILE_KV % 16 == 0 && D % 16 == 0, "mma tiles are 16 wide");
   static_assert(STAGES >= 1 && STAGES <= 4, "1 to 4 tiles in flight per warp");
-  using Smem = DecodeSmem<T, D, TILE_KV, WARPS, STAGES>;
+  using Smem = DecodeSmem<T, C, D, TILE_KV, WARPS, STAGES>;
+  constexpr bool kFp8 = Smem::kFp8;
+  static_assert(kFp8 || sizeof(C) == sizeof(T), "the cache holds T or fp8e4m3 codes");
   constexpr int kThreads = 32 * WARPS;
   constexpr int kS = Smem::kS;
   constexpr int kTileElems = Smem::kTileElems;
@@ -270,8 +288,12 @@ __device__ __forceinline__ void flash_attention_decode(
   const bool valid[2] = {lane / 4 < G, lane / 4 + 8 < G};
   block_sync<kThreads>();
 
-  // The warp's ring: stage i holds K then V of one TILE_KV tile.
+  // The warp's ring: stage i holds K then V of one TILE_KV tile (fp8e4m3: their codes, then
+  // their scales), and, for an fp8e4m3 cache, the warp's dequantized K and V tiles after the rings.
   T* ring = reinterpret_cast<T*>(smem) + warp * STAGES * 2 * kTileElems;
+  unsigned char* ring8 = reinterpret_cast<unsigned char*>(smem) + warp * STAGES * Smem::kStage;
+  T* k_deq = reinterpret_cast<T*>(smem + Smem::kRing) + warp * 2 * kTileElems;
+  T* v_deq = k_deq + kTileElems;
   const int first_base = kv_begin + warp * TILE_KV;
   constexpr int kStride = WARPS * TILE_KV;
   const int num_tiles = first_base < kv_end ? (kv_end - first_base + kStride - 1) / kStride : 0;
@@ -293,7 +315,53 @@ __device__ __forceinline__ void flash_attention_decode(
                   : 0;
     }
   };
-  auto issue = [&](int t) {
+  // fp8e4m3: a stage's codes (16-byte pieces, D / 16 per row: with some head sizes not a whole
+  // number of pieces per lane, so every lane runs every round of the page shuffles) and scales
+  // (lane l copies row l's, whose page it holds itself).
+  auto issue_fp8 = [&](int t) {
+    if (t < num_tiles) {
+      unsigned char* st = ring8 + (t % STAGES) * Smem::kStage;
+      const int base = first_base + t * kStride;
+      constexpr int kRowPieces = D / 16;
+      constexpr int kCodePieces = TILE_KV * kRowPieces;
+      const unsigned char* kc = reinterpret_cast<const unsigned char*>(k_cache);
+      const unsigned char* vc = reinterpret_cast<const unsigned char*>(v_cache);
+#pragma unroll
+      for (int i0 = 0; i0 < kCodePieces; i0 += 32) {
+        const int i = i0 + lane;
+        const int row = (i < kCodePieces ? i : 0) / kRowPieces, piece = i % kRowPieces;
+        int page = __shfl_sync(0xffffffffu, pg[0], row % 32);
+        if (kPageRegs > 1) {
+          const int hi = __shfl_sync(0xffffffffu, pg[kPageRegs - 1], row % 32);
+          page = row >= 32 ? hi : page;
+        }
+        if (i >= kCodePieces) continue;
+        const int j = base + row;
+        const bool ok = j < kv_end;
+        const long long off =
+            ok ? ((long long)page * page_size + j % page_size) * num_kv_heads * D +
+                     (long long)kv_head * D + piece * 16
+               : 0;
+        unsigned char* dst = st + row * D + piece * 16;
+        cp_async_16(dst, kc + off, ok);
+        cp_async_16(dst + TILE_KV * D, vc + off, ok);
+      }
+#pragma unroll
+      for (int r0 = 0; r0 < TILE_KV; r0 += 32) {
+        const int row = r0 + lane, j = base + row;
+        if (row >= TILE_KV) continue;
+        const bool ok = j < kv_end;
+        const long long so =
+            ok ? ((long long)pg[r0 / 32] * page_size + j % page_size) * num_kv_heads + kv_head : 0;
+        float* scales = reinterpret_cast<float*>(st + 2 * TILE_KV * D);
+        cp_async_4(scales + row, k_scales + so, ok);
+        cp_async_4(scales + TILE_KV + row, v_scales + so, ok);
+      }
+    }
+    cp_async_commit();  // an empty group past the end keeps the wait counts uniform
+    fetch_pages(t + 1);
+  };
+  auto issue_t = [&](int t) {
     if (t < num_tiles) {
       T* kt = ring + (t % STAGES) * 2 * kTileElems;
       const int base = first_base + t * kStride;
@@ -312,12 +380,19 @@ __device__ __forceinline__ void flash_attention_decode(
                      (long long)kv_head * D + piece * (16 / (int)sizeof(T))
                : 0;
         T* dst = kt + row * kS + piece * (16 / (int)sizeof(T));
-        cp_async_16(dst, k_cache + off, ok);
-        cp_async_16(dst + kTileElems, v_cache + off, ok);
+        cp_async_16(dst, reinterpret_cast<const T*>(k_cache) + off, ok);
+        cp_async_16(dst + kTileElems, reinterpret_cast<const T*>(v_cache) + off, ok);
       }
     }
     cp_async_commit();  // an empty group past the end keeps the wait counts uniform
     fetch_pages(t + 1);
+  };
+  auto issue = [&](int t) {
+    if constexpr (kFp8) {
+      issue_fp8(t);
+    } else {
+      issue_t(t);
+    }
   };
   fetch_pages(0);
 #pragma unroll
@@ -332,9 +407,20 @@ __device__ __forceinline__ void flash_attention_decode(
     cp_async_wait_group<STAGES - 1>();
     __syncwarp();
     const T* kt = ring + (t % STAGES) * 2 * kTileElems;
-    decode_attend_tile<T, D, TILE_KV, SOFTMAX_UNIFIED>(qf, kt, kt + kTileElems,
-                                                       first_base + t * kStride, kv_end, valid,
-                                                       scale_log2, phi, first, st);
+    const T* vt = kt + kTileElems;
+    if constexpr (kFp8) {
+      // Codes * scales -> the warp's 16-bit tiles (rows past the sequence end are zero codes
+      // with zero scales, masked anyway).
+      const unsigned char* s8 = ring8 + (t % STAGES) * Smem::kStage;
+      const float* scales = reinterpret_cast<const float*>(s8 + 2 * TILE_KV * D);
+      dequantize_tile<T, D, TILE_KV, 32>(k_deq, s8, scales, lane);
+      dequantize_tile<T, D, TILE_KV, 32>(v_deq, s8 + TILE_KV * D, scales + TILE_KV, lane);
+      __syncwarp();
+      kt = k_deq;
+      vt = v_deq;
+    }
+    decode_attend_tile<T, D, TILE_KV, SOFTMAX_UNIFIED>(qf, kt, vt, first_base + t * kStride, kv_end,
+                                                       valid, scale_log2, phi, first, st);
     __syncwarp();  // the slot is refilled by the next iteration's issue
   }
   cp_async_wait_all();

@@ -13,12 +13,15 @@
 namespace kiln_k {
 
 /// out[T, Hq, D] = softmax(scale · q·kᵀ + causal mask) · v over each token's sequence in the
-/// paged cache (which already holds this step's K/V rows: kv_append runs first).
+/// paged cache (which already holds this step's K/V rows: kv_append runs first). The cache holds
+/// C: T, or fp8e4m3 codes with scales k_scales / v_scales [NP * PS, Hkv] (null for a T cache),
+/// dequantized into the shared tiles as they are loaded.
 /// Requires TILE_Q == 16 * WARPS (a warp owns 16 rows), TILE_KV % 16 == 0, D % 16 == 0.
-template <class T, int D, int G, int TILE_Q, int TILE_KV, int WARPS>
+template <class T, class C, int D, int G, int TILE_Q, int TILE_KV, int WARPS>
 __device__ __forceinline__ void flash_attention_prefill(
-    T* __restrict__ out, const T* __restrict__ q, const T* __restrict__ k_cache,
-    const T* __restrict__ v_cache, const int* __restrict__ positions,
+    T* __restrict__ out, const T* __restrict__ q, const C* __restrict__ k_cache,
+    const C* __restrict__ v_cache, const float* __restrict__ k_scales,
+    const float* __restrict__ v_scales, const int* __restrict__ positions,
     const int* __restrict__ qo_indptr, const int* __restrict__ kv_page_indptr,
     const int* __restrict__ kv_page_indices, const int* __restrict__ kv_last_page_len, int num_seqs,
     int num_kv_heads, int page_size, float scale) {
@@ -90,12 +93,21 @@ __device__ __forceinline__ void flash_attention_prefill(
   const float scale_log2 = scale * 1.4426950408889634f;
   for (int kv_base = 0; kv_base < kv_end; kv_base += TILE_KV) {
     // One stage for clarity; a cp.async double buffer (or TMA on sm_90a) is the next tuning step.
-    load_kv_tile<T, D, TILE_KV, kThreads>(k_tile, k_cache, kv_page_indices, page_begin, page_size,
-                                          num_kv_heads, kv_head, kv_base, kv_len, tid);
-    load_kv_tile<T, D, TILE_KV, kThreads>(v_tile, v_cache, kv_page_indices, page_begin, page_size,
-                                          num_kv_heads, kv_head, kv_base, kv_len, tid);
-    cp_async_commit();
-    cp_async_wait_all();
+    if constexpr (sizeof(C) == 1) {  // fp8e4m3 codes: dequantized on the way into the tiles
+      load_kv_tile_fp8<T, D, TILE_KV, kThreads>(k_tile, k_cache, k_scales, kv_page_indices,
+                                                page_begin, page_size, num_kv_heads, kv_head,
+                                                kv_base, kv_len, tid);
+      load_kv_tile_fp8<T, D, TILE_KV, kThreads>(v_tile, v_cache, v_scales, kv_page_indices,
+                                                page_begin, page_size, num_kv_heads, kv_head,
+                                                kv_base, kv_len, tid);
+    } else {
+      load_kv_tile<T, D, TILE_KV, kThreads>(k_tile, k_cache, kv_page_indices, page_begin, page_size,
+                                            num_kv_heads, kv_head, kv_base, kv_len, tid);
+      load_kv_tile<T, D, TILE_KV, kThreads>(v_tile, v_cache, kv_page_indices, page_begin, page_size,
+                                            num_kv_heads, kv_head, kv_base, kv_len, tid);
+      cp_async_commit();
+      cp_async_wait_all();
+    }
     __syncthreads();
     warp_attend_tile<T, D, TILE_KV>(qf, k_tile, v_tile, kv_base, kv_end, pos, scale_log2, st);
     __syncthreads();

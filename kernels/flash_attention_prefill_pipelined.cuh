@@ -14,16 +14,28 @@
 //
 // Shared memory (dynamic; the launch rule passes prefill_pipelined_smem_bytes(), and the kernel
 // traps when given less): Q [TILE_Q][D+8], then STAGES x (K [TILE_KV][D+8], V [TILE_KV][D+8]).
+// With an fp8e4m3 cache (C = fp8e4m3) the stages hold codes and scales instead (K, V codes
+// [TILE_KV][D] bytes, K, V scales [TILE_KV] f32: half the bytes in flight), and one 16-bit K and V
+// tile after them receives each landed stage dequantized (fp8.cuh), one extra barrier per tile.
 #pragma once
 
 #include "attention_common.cuh"
 
 namespace kiln_k {
 
+/// Bytes of one pipeline stage: a K and a V tile of T, or their fp8e4m3 codes and scales.
+template <class T, class C, int D, int TILE_KV>
+__host__ __device__ constexpr int prefill_pipelined_stage_bytes() {
+  return sizeof(C) == 1 ? 2 * TILE_KV * D + 2 * TILE_KV * 4
+                        : 2 * TILE_KV * TileStride<D>::value * (int)sizeof(T);
+}
+
 /// Dynamic shared bytes of flash_attention_prefill_pipelined (codegen computes the same sum).
-template <class T, int D, int TILE_Q, int TILE_KV, int STAGES>
+template <class T, class C, int D, int TILE_Q, int TILE_KV, int STAGES>
 __host__ __device__ constexpr int prefill_pipelined_smem_bytes() {
-  return (TILE_Q + 2 * STAGES * TILE_KV) * TileStride<D>::value * (int)sizeof(T);
+  return TILE_Q * TileStride<D>::value * (int)sizeof(T) +
+         STAGES * prefill_pipelined_stage_bytes<T, C, D, TILE_KV>() +
+         (sizeof(C) == 1 ? 2 * TILE_KV * TileStride<D>::value * (int)sizeof(T) : 0);
 }
 
 /// Four 8x8 b16 matrices from shared memory; lane l gives the address of row l % 8 of matrix
@@ -155,11 +167,12 @@ __device__ __forceinline__ void pipelined_attend_tile(const u32 (&qf)[D / 16][4]
 /// out[T, Hq, D] = softmax(scale · q·kᵀ + causal mask) · v over each token's sequence in the
 /// paged cache (which already holds this step's K/V rows). Same entry and grid as
 /// flash_attention_prefill: grid.x >= ceil(T * G / TILE_Q) + S blocks (surplus ones exit),
-/// grid.y = KV heads.
-template <class T, int D, int G, int TILE_Q, int TILE_KV, int WARPS, int STAGES>
+/// grid.y = KV heads. The cache holds C: T, or fp8e4m3 codes with scales k_scales / v_scales.
+template <class T, class C, int D, int G, int TILE_Q, int TILE_KV, int WARPS, int STAGES>
 __device__ __forceinline__ void flash_attention_prefill_pipelined(
-    T* __restrict__ out, const T* __restrict__ q, const T* __restrict__ k_cache,
-    const T* __restrict__ v_cache, const int* __restrict__ positions,
+    T* __restrict__ out, const T* __restrict__ q, const C* __restrict__ k_cache,
+    const C* __restrict__ v_cache, const float* __restrict__ k_scales,
+    const float* __restrict__ v_scales, const int* __restrict__ positions,
     const int* __restrict__ qo_indptr, const int* __restrict__ kv_page_indptr,
     const int* __restrict__ kv_page_indices, const int* __restrict__ kv_last_page_len, int num_seqs,
     int num_kv_heads, int page_size, float scale) {
@@ -170,15 +183,23 @@ __device__ __forceinline__ void flash_attention_prefill_pipelined(
   constexpr int kS = TileStride<D>::value;
   constexpr int kChunks = D * (int)sizeof(T) / 16;  // 16-byte pieces per row
   constexpr int kVec = 16 / (int)sizeof(T);
+  constexpr bool kFp8 = sizeof(C) == 1;
+  static_assert(kFp8 || sizeof(C) == sizeof(T), "the cache holds T or fp8e4m3 codes");
+  constexpr int kStageBytes = prefill_pipelined_stage_bytes<T, C, D, TILE_KV>();
   extern __shared__ __align__(128) unsigned char smem_raw[];
   T* const q_s = reinterpret_cast<T*>(smem_raw);
   T* const kv_s = q_s + TILE_Q * kS;  // stage i: K at kv_s + 2*i*TILE_KV*kS, V right after
+  // fp8e4m3: stage i's codes and scales at stage8 + i * kStageBytes (K codes, V codes, K scales,
+  // V scales), then the dequantized K and V tiles.
+  unsigned char* const stage8 = reinterpret_cast<unsigned char*>(kv_s);
+  T* const k_deq = reinterpret_cast<T*>(stage8 + STAGES * kStageBytes);
+  T* const v_deq = k_deq + TILE_KV * kS;
   __shared__ int tile_max_pos;
 
   {
     u32 dyn;
     asm("mov.u32 %0, %%dynamic_smem_size;" : "=r"(dyn));
-    if (dyn < (u32)prefill_pipelined_smem_bytes<T, D, TILE_Q, TILE_KV, STAGES>()) __trap();
+    if (dyn < (u32)prefill_pipelined_smem_bytes<T, C, D, TILE_Q, TILE_KV, STAGES>()) __trap();
   }
 
   const int kv_head = blockIdx.y;
@@ -226,12 +247,23 @@ __device__ __forceinline__ void flash_attention_prefill_pipelined(
   const int num_tiles = (kv_end + TILE_KV - 1) / TILE_KV;
 
   auto load_stage = [&](int t) {
-    T* k_dst = kv_s + 2 * (t % STAGES) * TILE_KV * kS;
-    load_kv_tile<T, D, TILE_KV, kThreads>(k_dst, k_cache, kv_page_indices, page_begin, page_size,
-                                          num_kv_heads, kv_head, t * TILE_KV, kv_len, tid);
-    load_kv_tile<T, D, TILE_KV, kThreads>(k_dst + TILE_KV * kS, v_cache, kv_page_indices,
-                                          page_begin, page_size, num_kv_heads, kv_head,
-                                          t * TILE_KV, kv_len, tid);
+    if constexpr (kFp8) {
+      unsigned char* st = stage8 + (t % STAGES) * kStageBytes;
+      float* scales = reinterpret_cast<float*>(st + 2 * TILE_KV * D);
+      load_kv_codes<D, TILE_KV, kThreads>(st, scales, k_cache, k_scales, kv_page_indices,
+                                          page_begin, page_size, num_kv_heads, kv_head, t * TILE_KV,
+                                          kv_len, tid);
+      load_kv_codes<D, TILE_KV, kThreads>(st + TILE_KV * D, scales + TILE_KV, v_cache, v_scales,
+                                          kv_page_indices, page_begin, page_size, num_kv_heads,
+                                          kv_head, t * TILE_KV, kv_len, tid);
+    } else {
+      T* k_dst = kv_s + 2 * (t % STAGES) * TILE_KV * kS;
+      load_kv_tile<T, D, TILE_KV, kThreads>(k_dst, k_cache, kv_page_indices, page_begin, page_size,
+                                            num_kv_heads, kv_head, t * TILE_KV, kv_len, tid);
+      load_kv_tile<T, D, TILE_KV, kThreads>(k_dst + TILE_KV * kS, v_cache, kv_page_indices,
+                                            page_begin, page_size, num_kv_heads, kv_head,
+                                            t * TILE_KV, kv_len, tid);
+    }
   };
   // Prologue: tiles 0 .. STAGES-2 in flight, one commit group each (empty groups past the end
   // keep the group count, and so the waits below, uniform).
@@ -275,10 +307,21 @@ __device__ __forceinline__ void flash_attention_prefill_pipelined(
     __syncthreads();
     if (t + STAGES - 1 < num_tiles) load_stage(t + STAGES - 1);
     cp_async_commit();
-    const int kv_base = t * TILE_KV;
-    if (kv_base > warp_max) continue;  // wholly in the future of every row of this warp
     const T* k_t = kv_s + 2 * (t % STAGES) * TILE_KV * kS;
     const T* v_t = k_t + TILE_KV * kS;
+    if constexpr (kFp8) {
+      // Every warp is done with the previous tile's dequantized K/V (the barrier above): fill
+      // them with this one's, then a barrier before any warp reads them.
+      const unsigned char* st = stage8 + (t % STAGES) * kStageBytes;
+      const float* scales = reinterpret_cast<const float*>(st + 2 * TILE_KV * D);
+      dequantize_tile<T, D, TILE_KV, kThreads>(k_deq, st, scales, tid);
+      dequantize_tile<T, D, TILE_KV, kThreads>(v_deq, st + TILE_KV * D, scales + TILE_KV, tid);
+      __syncthreads();
+      k_t = k_deq;
+      v_t = v_deq;
+    }
+    const int kv_base = t * TILE_KV;
+    if (kv_base > warp_max) continue;  // wholly in the future of every row of this warp
     if (kv_base + TILE_KV - 1 > warp_min || kv_base + TILE_KV > kv_len) {
       pipelined_attend_tile<T, D, TILE_KV, true>(qf, k_t, v_t, kv_base, kv_len, pos, scale_log2,
                                                  st);

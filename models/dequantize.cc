@@ -1,7 +1,9 @@
 // ggml block formats decoded exactly as ggml-quants.c does (see the block layouts below).
 #include "models/dequantize.h"
 
+#include <cmath>
 #include <cstring>
+#include <limits>
 
 #include "absl/strings/str_cat.h"
 
@@ -158,6 +160,41 @@ uint16_t f32_to_bf16(float f) {
   }
   bits += 0x7FFFu + ((bits >> 16) & 1u);  // round to nearest, ties to even
   return static_cast<uint16_t>(bits >> 16);
+}
+
+float fp8e4m3_to_f32(uint8_t b) {
+  const int e = (b >> 3) & 0xf, m = b & 7;
+  float a;
+  if (e == 0xf && m == 7) {
+    a = std::numeric_limits<float>::quiet_NaN();
+  } else if (e == 0) {
+    a = std::ldexp(static_cast<float>(m), -9);  // subnormal: m/8 * 2^-6
+  } else {
+    a = std::ldexp(1.0f + m / 8.0f, e - 7);
+  }
+  return (b & 0x80) ? -a : a;
+}
+
+uint8_t f32_to_fp8e4m3(float f) {
+  if (std::isnan(f)) return 0x7f;
+  const uint8_t sign = std::signbit(f) ? 0x80 : 0;
+  const float a = std::fabs(f);
+  if (a >= kFp8E4M3Max) return sign | 0x7e;  // satfinite: ±448 (infinities too)
+  // Subnormal binade and below: a multiple of 2^-9, rounded to nearest even (the scaling by a
+  // power of two is exact); m == 8 is the smallest normal, whose code is 8 too.
+  if (a < 0x1p-6f) return sign | static_cast<uint8_t>(std::nearbyint(std::ldexp(a, 9)));
+  int e = 0;
+  const float frac = std::frexp(a, &e);  // a = frac * 2^e, frac in [0.5, 1)
+  // Mantissa steps of 2^(e-1-3): round a's 3 fraction bits to nearest even (exact scaling).
+  int q = static_cast<int>(std::nearbyint(std::ldexp(frac, 4)));  // in [8, 16]
+  if (q == 16) {                                                  // rounded up into the next binade
+    q = 8;
+    ++e;
+  }
+  const int biased = e - 1 + 7;  // a = (q / 8) * 2^(e-1)
+  const int code = (biased << 3) | (q - 8);
+  if (code > 0x7e) return sign | 0x7e;  // 464 and above round past 448: saturate
+  return sign | static_cast<uint8_t>(code);
 }
 
 absl::Status dequantize_row(DType dtype, const uint8_t* blocks, int64_t n, float* out) {

@@ -6,6 +6,7 @@
 #include "absl/strings/str_cat.h"
 #include "ir/builder.h"
 #include "ir/checked_arithmetic.h"
+#include "ir/ops.h"
 
 namespace kiln {
 namespace {
@@ -34,10 +35,19 @@ class LlamaBuilder {
     kv_page_indptr_ = b_.input("kv_page_indptr", {DType::kI32, {sym("S", 1)}});
     kv_page_indices_ = b_.input("kv_page_indices", {DType::kI32, {sym("P")}});
     kv_last_page_len_ = b_.input("kv_last_page_len", {DType::kI32, {sym("S")}});
-    const Type cache{dt_, {sym("NP"), c(lim_.page_size), c(cfg_.num_kv_heads), c(cfg_.head_dim)}};
+    const Type cache{lim_.cache_dtype(),
+                     {sym("NP"), c(lim_.page_size), c(cfg_.num_kv_heads), c(cfg_.head_dim)}};
+    // An fp8e4m3 cache's scales: one per (slot, KV head), with the pages' structure, so a page
+    // (shared by the prefix cache, or copied on write) carries its own scales.
+    const Type scales{DType::kF32, {sym("NP"), c(lim_.page_size), c(cfg_.num_kv_heads)}};
+    const bool scaled = lim_.cache_dtype() == DType::kFP8E4M3;
     for (int64_t l = 0; l < cfg_.num_layers; ++l) {
       k_caches_.push_back(b_.input(absl::StrCat("k_cache.", l), cache));
       v_caches_.push_back(b_.input(absl::StrCat("v_cache.", l), cache));
+      if (scaled) {
+        k_scales_.push_back(b_.input(absl::StrCat("k_scales.", l), scales));
+        v_scales_.push_back(b_.input(absl::StrCat("v_scales.", l), scales));
+      }
     }
 
     Value* embed = matrix_param("embed", cfg_.vocab_size, cfg_.hidden_size);
@@ -137,22 +147,42 @@ class LlamaBuilder {
     Value* v = b_.reshape(projection(x, prefix, "v_proj", "v_bias", hkv * d), {0, hkv, d});
     q = rope(q);
     k = rope(k);
-    Value* k_cache = b_.op1(OpKind::kKvWrite, {k_caches_[l], k, slot_mapping_});
-    Value* v_cache = b_.op1(OpKind::kKvWrite, {v_caches_[l], v, slot_mapping_});
+    // An fp8e4m3 cache: the writes quantize and return the scale arrays, the reads take them.
+    const bool scaled = !k_scales_.empty();
+    Value* k_scales = scaled ? k_scales_[l] : nullptr;
+    Value* v_scales = scaled ? v_scales_[l] : nullptr;
+    std::vector<Value*> k_write =
+        b_.op(OpKind::kKvWrite, KvWriteOp::operands(k_caches_[l], k, slot_mapping_, k_scales));
+    std::vector<Value*> v_write =
+        b_.op(OpKind::kKvWrite, KvWriteOp::operands(v_caches_[l], v, slot_mapping_, v_scales));
+    if (k_write.empty() || v_write.empty()) return nullptr;  // b_.status() says why
+    Value* k_cache = k_write[KvWriteOp::kCacheOut];
+    Value* v_cache = v_write[KvWriteOp::kCacheOut];
+    if (scaled) {
+      k_scales = k_write[KvWriteOp::kScalesOut];
+      v_scales = v_write[KvWriteOp::kScalesOut];
+    }
     Attributes qk_attrs;
     qk_attrs.set("kv_dim", std::string("K"));
+    std::vector<Value*> qk_in = {
+        q, k_cache, qo_indptr_, kv_page_indptr_, kv_page_indices_, kv_last_page_len_};
+    if (scaled) qk_in.push_back(k_scales);
     Value* scores =
-        b_.op1(OpKind::kPagedQk,
-               {q, k_cache, qo_indptr_, kv_page_indptr_, kv_page_indices_, kv_last_page_len_},
-               std::move(qk_attrs));  // f32[T, Hq, K]
+        b_.op1(OpKind::kPagedQk, std::move(qk_in), std::move(qk_attrs));  // f32[T, Hq, K]
     scores = b_.mul(scores, b_.constant(1.0 / std::sqrt(static_cast<double>(d)), DType::kF32));
     scores = b_.op1(OpKind::kCausalMask, {scores, positions_});
     // softmax over the KV axis: max, sub, exp, sum, div
     Value* shifted = b_.sub(scores, b_.reduce_max(scores));
     Value* e = b_.exp(shifted);
     Value* probs = b_.div(e, b_.reduce_sum(e));
-    Value* out = b_.op1(OpKind::kPagedPv, {probs, v_cache, qo_indptr_, kv_page_indptr_,
-                                           kv_page_indices_, kv_last_page_len_});
+    std::vector<Value*> pv_in = {probs,           v_cache,          qo_indptr_,
+                                 kv_page_indptr_, kv_page_indices_, kv_last_page_len_};
+    Attributes pv_attrs;
+    if (scaled) {
+      pv_in.push_back(v_scales);
+      pv_attrs.set("dtype", dt_);  // dequantized V rows come out in the compute dtype
+    }
+    Value* out = b_.op1(OpKind::kPagedPv, std::move(pv_in), std::move(pv_attrs));
     out = b_.reshape(out, {0, hq * d});  // [T, Hq*D]
     return b_.matmul(out, b_.param(prefix + "o_proj", {dt_, {c(cfg_.hidden_size), c(hq * d)}}));
   }
@@ -187,6 +217,8 @@ class LlamaBuilder {
   Value* kv_last_page_len_ = nullptr;
   std::vector<Value*> k_caches_;
   std::vector<Value*> v_caches_;
+  std::vector<Value*> k_scales_;  // fp8e4m3 caches only
+  std::vector<Value*> v_scales_;
   Value* cos_ = nullptr;
   Value* sin_ = nullptr;
 };
@@ -216,6 +248,12 @@ absl::Status build_llama(const ModelConfig& config, const StepLimits& limits, Gr
     return absl::InvalidArgumentError(
         "step limits overflow: max sequences x context pages or pool pages x page size exceeds "
         "2^63");
+  }
+  const DType kv = limits.cache_dtype();
+  if (kv != limits.dtype && kv != DType::kFP8E4M3) {
+    return absl::InvalidArgumentError(absl::StrCat("KV cache dtype ", dtype_name(kv),
+                                                   ": the cache holds the activations' dtype (",
+                                                   dtype_name(limits.dtype), ") or fp8e4m3"));
   }
   if (graph.num_nodes() > 0 || !graph.inputs().empty()) {
     return absl::InvalidArgumentError("build_llama needs an empty graph");

@@ -93,6 +93,13 @@ struct AttentionPattern {
     if (!(k_write.rows()->type == v_write.rows()->type)) {
       return R::fail("K and V rows have different types");
     }
+    // fp8e4m3 caches: the reads take exactly the scale arrays the writes return.
+    if (k_write.has_scales() != v_write.has_scales()) {
+      return R::fail("one of the K and V caches has a scale array and the other not");
+    }
+    if (qk_op.k_scales() != k_write.scales_out() || pv.v_scales() != v_write.scales_out()) {
+      return R::fail("paged_qk / paged_pv read scales other than the ones their cache write wrote");
+    }
     if (!(pv.output()->type == qk_op.q()->type)) {
       return R::fail(absl::StrCat("output ", pv.output()->type.to_string(), " differs from q ",
                                   qk_op.q()->type.to_string()));
@@ -112,12 +119,18 @@ struct AttentionPattern {
                                            .v_cache = v_write.cache(),
                                            .positions = CausalMaskOp(*m.mask).positions(),
                                            .slot_mapping = k_write.slot_mapping(),
-                                           .pages = qk.pages()});
+                                           .pages = qk.pages(),
+                                           .k_scales = k_write.scales(),
+                                           .v_scales = v_write.scales()});
     r.attrs.set("scale", m.scale);
-    r.replaces.resize(3);
+    r.replaces.resize(k_write.has_scales() ? 5 : 3);
     r.replaces[FlashAttentionOp::kOutput] = PagedPvOp(*m.pv).output();
     r.replaces[FlashAttentionOp::kKCacheOut] = k_write.cache_out();
     r.replaces[FlashAttentionOp::kVCacheOut] = v_write.cache_out();
+    if (k_write.has_scales()) {
+      r.replaces[FlashAttentionOp::kKScalesOut] = k_write.scales_out();
+      r.replaces[FlashAttentionOp::kVScalesOut] = v_write.scales_out();
+    }
     r.erase = {m.k_write, m.v_write, m.qk, m.mask, m.max, m.sub, m.exp, m.sum, m.div, m.pv};
     if (m.scale_mul != nullptr) r.erase.push_back(m.scale_mul);
     return r;

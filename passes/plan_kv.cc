@@ -13,8 +13,9 @@ namespace {
 
 /// Derives the KvLayout (page size, NHD layout, dtype, heads, head_dim, layers; its byte counts
 /// come from plan/kv_layout.cc) from the graph's KV cache inputs [NP, page_size, kv_heads,
-/// head_dim], which every layer must share. Runs last; the runtime sizes its page pool from the
-/// plan and a memory budget.
+/// head_dim], which every layer must share. An fp8e4m3 cache's scale arrays (type inference
+/// checks that every op on it takes them) are counted in its bytes per page. Runs last; the
+/// runtime sizes its page pool from the plan and a memory budget.
 class PlanKv : public Pass {
  public:
   std::string name() const override { return "plan-kv"; }
@@ -61,6 +62,9 @@ class PlanKv : public Pass {
     kv.num_kv_heads = static_cast<int32_t>(t.shape[2].value);
     kv.head_dim = static_cast<int32_t>(t.shape[3].value);
     context.count(name(), "bytes_per_page_per_layer", kv.bytes_per_page_per_layer());
+    if (kv.has_scales()) {
+      context.count(name(), "scale_bytes_per_page_per_layer", 2 * kv.scale_bytes_per_page());
+    }
     context.count(name(), "bytes_per_page", kv.bytes_per_page());
     context.count(name(), "bytes_per_token", kv.bytes_per_token());
     context.kv_layout = kv;

@@ -75,9 +75,10 @@ class IntervalIndex {
   std::vector<std::vector<int>> cover_;   // segment tree: ids whose interval covers the node
 };
 
-// Results that are the KV cache updated in place: they live in the page pool, not the arena.
+// Results that are the KV cache (or its scale array) updated in place: they live in the page
+// pool, not the arena.
 bool aliases_cache(const Node& n, int output) {
-  return (n.op == OpKind::kKvWrite && output == 0) ||
+  return n.op == OpKind::kKvWrite ||
          (n.op == OpKind::kFlashAttention && FlashAttentionOp::result_aliases_cache(output));
 }
 

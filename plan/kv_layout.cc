@@ -13,9 +13,17 @@ int64_t bytes_of(DType dtype, int64_t elements) {
 
 int64_t KvLayout::element_bytes() const { return bytes_of(dtype, 1); }
 
+int64_t KvLayout::data_bytes_per_page() const {
+  return bytes_of(dtype, int64_t{page_size} * num_kv_heads * head_dim);  // NHD
+}
+
+int64_t KvLayout::scale_bytes_per_page() const {
+  return has_scales() ? int64_t{page_size} * num_kv_heads * 4 : 0;
+}
+
 int64_t KvLayout::bytes_per_page_per_layer() const {
-  // K and V: [page_size, kv_heads, head_dim] each (NHD).
-  return 2 * bytes_of(dtype, int64_t{page_size} * num_kv_heads * head_dim);
+  // K and V: [page_size, kv_heads, head_dim] each, and their scales.
+  return 2 * (data_bytes_per_page() + scale_bytes_per_page());
 }
 
 int64_t KvLayout::bytes_per_page() const {
@@ -23,7 +31,8 @@ int64_t KvLayout::bytes_per_page() const {
 }
 
 int64_t KvLayout::bytes_per_token() const {
-  return 2 * int64_t{num_layers} * bytes_of(dtype, int64_t{num_kv_heads} * head_dim);
+  const int64_t scales = has_scales() ? int64_t{num_kv_heads} * 4 : 0;
+  return 2 * int64_t{num_layers} * (bytes_of(dtype, int64_t{num_kv_heads} * head_dim) + scales);
 }
 
 int64_t KvLayout::pages_for_budget(int64_t budget_bytes) const {

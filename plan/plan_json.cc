@@ -612,6 +612,7 @@ void read_plan_fields(ObjectReader& m, Plan& p) {
     r.req("num_kv_heads", p.kv.num_kv_heads);
     r.req("head_dim", p.kv.head_dim);
     p.limits.page_size = p.kv.page_size;  // the one home of the page size is the KV layout
+    if (p.kv.dtype == DType::kFP8E4M3) p.limits.kv_dtype = p.kv.dtype;  // and of its dtype
   }
   m.opt("ranks", p.ranks);
   if (m.ok() && (p.ranks < 1 || p.ranks > kMaxPlanRanks)) {

@@ -139,8 +139,10 @@ std::string plan_summary(const LoadedPlan& loaded) {
   const KvLayout& kv = p.kv;
   absl::StrAppend(&out, "kv: page ", kv.page_size, " tokens, ", kv_page_layout_name(kv.layout),
                   ", ", dtype_name(kv.dtype), ", ", kv.num_layers, " layers x ", kv.num_kv_heads,
-                  " heads x ", kv.head_dim, "; ", bytes_str(kv.bytes_per_page()),
-                  " per page (all layers), ", bytes_str(kv.bytes_per_token()), " per token\n");
+                  " heads x ", kv.head_dim,
+                  kv.has_scales() ? " + an f32 scale per (slot, KV head)" : "", "; ",
+                  bytes_str(kv.bytes_per_page()), " per page (all layers), ",
+                  bytes_str(kv.bytes_per_token()), " per token\n");
   double wbytes = 0;
   int packed = 0, derived = 0;
   for (const PlanWeight& w : p.weights) {

@@ -20,11 +20,12 @@
 #include "nlohmann/json.hpp"
 #include "plan/plan_file.h"
 #include "runtime/cuda/cuda_backend.h"
-#include "runtime/reference/matmul.h"
-#include "runtime/reference/reference_backend.h"
 #include "runtime/kv/page_tables.h"
 #include "runtime/kv/step_metadata.h"
+#include "runtime/reference/matmul.h"
+#include "runtime/reference/reference_backend.h"
 #include "tools/commands.h"
+#include "tools/kv_dtype_flag.h"
 #include "tools/run_backend.h"
 
 namespace kiln::tools {
@@ -36,6 +37,7 @@ struct BenchOptions {
   int threads = 0;                       // cpu: 0 = all cores
   std::string weights_dtype = "bf16";    // cpu, a model compiled in memory: bf16, f32 or native
   bool q8_activations = false;           // cpu, native: llama.cpp-style 8-bit activations
+  std::string kv_dtype = "auto";         // cpu, a model compiled in memory: the KV cache's dtype
   int batch = 1;
   int prompt_len = 128;
   int gen_len = 64;
@@ -120,6 +122,7 @@ absl::StatusOr<std::variant<LoadedPlan, CompiledPlan>> cpu_plan(const BenchOptio
                                                  absl::EndsWith(o.plan, ".gguf"))
                         ? DType::kF32
                         : DType::kBF16;
+  co.limits.kv_dtype = kv_dtype_of(o.kv_dtype);
   absl::StatusOr<CompiledPlan> built = build_plan(co);
   if (!built.ok()) return built.status();
   return std::variant<LoadedPlan, CompiledPlan>(std::move(*built));
@@ -263,6 +266,7 @@ int run_bench(const BenchOptions& o) {
                       {"batch", o.batch},
                       {"prompt", o.prompt_len},
                       {"gen", o.gen_len},
+                      {"kv_dtype", dtype_name(p.kv.dtype)},
                       {"load_s", std::round(load_s * 100) / 100},
                       {"ttft_ms", std::round(ttft_s * 1e5) / 100},
                       {"prefill_ms", std::round(prefill_s * 1e5) / 100},
@@ -307,6 +311,7 @@ void add_bench_command(CLI::App& app, int* exit_code) {
       ->check(CLI::IsMember({"cuda", "cpu"}))
       ->capture_default_str();
   cmd->add_option("--threads", o->threads, "cpu: threads (0 = all cores)")->capture_default_str();
+  add_kv_dtype_option(cmd, &o->kv_dtype);
   cmd->add_option("--weights-dtype", o->weights_dtype,
                   "cpu, a model compiled in memory: bf16, f32 or native (a GGUF's blocks as stored)")
       ->check(CLI::IsMember({"bf16", "f32", "native"}))

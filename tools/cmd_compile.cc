@@ -9,6 +9,7 @@
 #include "plan/plan_file.h"
 #include "plan/plan_summary.h"
 #include "tools/commands.h"
+#include "tools/kv_dtype_flag.h"
 
 namespace kiln::tools {
 
@@ -27,6 +28,8 @@ void add_compile_command(CLI::App& app, int* exit_code) {
   cmd->add_option("--page-size", o->limits.page_size, "KV page size in tokens")
       ->capture_default_str();
   cmd->add_option("--dtype", *dtype, "activation / KV dtype (bf16, f16)")->capture_default_str();
+  auto kv_dtype = std::make_shared<std::string>("auto");
+  add_kv_dtype_option(cmd, kv_dtype.get());
   cmd->add_option("--from-ir", o->from_ir, "compile this (fused) .kir instead of the model graph");
   cmd->add_option("--tp", o->tensor_parallel,
                   "tensor-parallel ranks (GPUs): one plan holding every rank's kernels and weight "
@@ -63,7 +66,7 @@ void add_compile_command(CLI::App& app, int* exit_code) {
   cmd->add_flag("--tune", *tune,
                 "time the fused kernels' candidate configurations on GPU 0 and write the fastest "
                 "into the IR (cached in <cache dir>/tune.json)");
-  cmd->callback([o, dtype, gemv, tune, persistent, persistent_batch, persistent_blocks,
+  cmd->callback([o, dtype, kv_dtype, gemv, tune, persistent, persistent_batch, persistent_blocks,
                  exit_code] {
     if (*persistent) o->persistent = PersistentOptions{*persistent_batch, *persistent_blocks};
     o->gemv.default_choice = *gemv == "cublas" ? GemvChoice::kCublas
@@ -76,6 +79,7 @@ void add_compile_command(CLI::App& app, int* exit_code) {
       return;
     }
     o->limits.dtype = *dt;
+    o->limits.kv_dtype = kv_dtype_of(*kv_dtype);
     std::unique_ptr<GraphTuner> tuner;
     if (*tune) {
       absl::StatusOr<std::unique_ptr<GraphTuner>> t =

@@ -18,6 +18,7 @@
 #include "plan/plan_json.h"
 #include "tools/commands.h"
 #include "tools/example_graph.h"
+#include "tools/kv_dtype_flag.h"
 
 namespace kiln::tools {
 namespace {
@@ -26,6 +27,7 @@ struct IrOptions {
   std::string input;
   bool example = false;
   std::string dtype = "bf16";
+  std::string kv_dtype = "auto";  // --kv-dtype (tools/kv_dtype_flag.h)
   StepLimits limits;
   std::string passes;  // comma-separated pass names
   bool default_pipeline = false;
@@ -127,6 +129,7 @@ absl::StatusOr<std::unique_ptr<Graph>> graph_from_model(const IrOptions& opts) {
   }
   StepLimits limits = opts.limits;
   limits.dtype = *dtype;
+  limits.kv_dtype = kv_dtype_of(opts.kv_dtype);
   auto graph = std::make_unique<Graph>();
   if (absl::Status s = build_llama(*config, limits, *graph); !s.ok()) return s;
   return graph;
@@ -195,6 +198,7 @@ void add_ir_command(CLI::App& app, int* exit_code) {
   cmd->add_option("input", opts->input, "model directory, .gguf file, or .kir IR text");
   cmd->add_option("--dtype", opts->dtype, "compute dtype of a model's graph (f32, f16, bf16)")
       ->capture_default_str();
+  add_kv_dtype_option(cmd, &opts->kv_dtype);
   cmd->add_option("--max-tokens", opts->limits.max_tokens, "tokens per step (symbol T bound)")
       ->capture_default_str();
   cmd->add_option("--max-seqs", opts->limits.max_seqs, "sequences per step (symbol S bound)")

@@ -22,6 +22,7 @@
 #include "runtime/engine/engine.h"
 #include "runtime/reference/reference_backend.h"
 #include "tools/commands.h"
+#include "tools/kv_dtype_flag.h"
 #include "tools/run_backend.h"
 
 namespace kiln::tools {
@@ -40,6 +41,7 @@ struct RunOptions {
   std::vector<std::string> stop;
   std::string device = "auto";
   std::string weights_dtype = "bf16";
+  std::string kv_dtype = "auto";  // a model compiled in memory: the KV cache's dtype
   int threads = 0;
   int64_t kv_pages = 0;
   int64_t max_context = 0;
@@ -98,6 +100,7 @@ absl::StatusOr<RunnablePlan> load_plan(const RunOptions& o) {
   // native: a GGUF's block weights stay as stored (the backend reads them in place); its other
   // tensors (norms) are f32 in the file and stay f32. A checkpoint's float weights keep bf16.
   if (o.weights_dtype == "native" && absl::EndsWith(o.model, ".gguf")) co.limits.dtype = DType::kF32;
+  co.limits.kv_dtype = kv_dtype_of(o.kv_dtype);
   // For the GPU, the kernels too (NVRTC through the kernel cache), for this GPU's arch.
   if (o.device != "cpu" && co.limits.dtype != DType::kF32) {
     absl::StatusOr<GpuDevice> gpu = open_gpu();
@@ -280,6 +283,7 @@ void add_run_command(CLI::App& app, int* exit_code) {
                   "quantized blocks as stored, the fewest bytes per token); a plan keeps its own")
       ->check(CLI::IsMember({"bf16", "f32", "native"}))
       ->capture_default_str();
+  add_kv_dtype_option(cmd, &o->kv_dtype);
   cmd->add_flag("--q8-activations", o->q8_activations,
                 "CPU, --weights-dtype native: activations rounded to 8 bits per 32 values for the "
                 "quantized matmuls, as llama.cpp does (faster, not exact)");

@@ -16,6 +16,7 @@
 #include "server/engine_loop.h"
 #include "server/http_server.h"
 #include "tools/commands.h"
+#include "tools/kv_dtype_flag.h"
 #include "tools/run_backend.h"
 
 namespace kiln::tools {
@@ -32,6 +33,7 @@ struct ServeOptions {
   int max_running = 16;
   int max_step_tokens = 256;
   int64_t max_context = 2048;
+  std::string kv_dtype = "auto";  // a model compiled at start: the KV cache's dtype
   int64_t max_queue = 256;
   bool no_prefix_cache = false;
   std::string persistent = "auto";
@@ -70,6 +72,7 @@ absl::StatusOr<ServedPlan> load_served_plan(const ServeOptions& o) {
   co.limits.max_tokens = o.max_step_tokens;
   co.limits.max_context = o.max_context;
   co.limits.dtype = DType::kBF16;
+  co.limits.kv_dtype = kv_dtype_of(o.kv_dtype);
   // For the GPU, the kernels too (NVRTC through the kernel cache), for this GPU's arch.
   if (o.device != "cpu") {
     absl::StatusOr<GpuDevice> gpu = open_gpu();
@@ -201,6 +204,7 @@ void add_serve_command(CLI::App& app, int* exit_code) {
   cmd->add_option("--max-step-tokens", o->max_step_tokens, "token budget of one step")
       ->capture_default_str()
       ->check(CLI::PositiveNumber);
+  add_kv_dtype_option(cmd, &o->kv_dtype);
   cmd->add_option("--max-context", o->max_context, "cap the context length (0 = the model's)")
       ->capture_default_str();
   cmd->add_option("--max-queue", o->max_queue, "waiting requests before 429")

@@ -14,12 +14,14 @@ namespace {
 struct AttentionOperands {
   const Value *q, *k, *v, *k_cache, *v_cache, *positions, *slot_mapping, *qo_indptr,
       *kv_page_indptr, *kv_page_indices, *kv_last_page_len;
+  const Value *k_scales, *v_scales;  // fp8e4m3 caches' scale arrays; null otherwise
   const Value *out, *k_cache_out, *v_cache_out;
 
   explicit AttentionOperands(const Node& n) {
     const FlashAttentionOp op(n);
     const PageTableOperands pages = op.pages();
     q = op.q(), k = op.k(), v = op.v(), k_cache = op.k_cache(), v_cache = op.v_cache();
+    k_scales = op.k_scales(), v_scales = op.v_scales();
     positions = op.positions(), slot_mapping = op.slot_mapping();
     qo_indptr = pages.qo_indptr, kv_page_indptr = pages.kv_page_indptr;
     kv_page_indices = pages.kv_page_indices, kv_last_page_len = pages.kv_last_page_len;
@@ -51,7 +53,14 @@ absl::Status lower_flash_attention(const Node& n, LoweringContext& ctx) {
         "flash_attention kernels use bf16/f16 tensor cores (compile the model with --dtype bf16 "
         "or f16)");
   }
-  if (cache.dtype != dt) return ctx.unsupported("KV cache dtype differs from q");
+  const KvCacheKind cache_kind = kv_cache_kind(op.k_cache);
+  if (cache.dtype != dt && cache_kind != KvCacheKind::kFp8E4M3) {
+    return ctx.unsupported("KV cache dtype differs from q (and is not fp8e4m3)");
+  }
+  if (cache_kind == KvCacheKind::kFp8E4M3 && (op.k_scales == nullptr || op.v_scales == nullptr ||
+                                              kv_cache_kind(op.v_cache) != KvCacheKind::kFp8E4M3)) {
+    return ctx.unsupported("an fp8e4m3 KV cache needs fp8e4m3 K and V caches with scale arrays");
+  }
   absl::StatusOr<int64_t> hq = const_dim(q.shape[1], "query heads");
   absl::StatusOr<int64_t> hkv = const_dim(op.k->type.shape[1], "KV heads");
   absl::StatusOr<int64_t> d = const_dim(q.shape[2], "head_dim");
@@ -69,6 +78,7 @@ absl::Status lower_flash_attention(const Node& n, LoweringContext& ctx) {
   // static shared memory up to head_dim 128.
   auto prefill = std::make_shared<FlashAttentionPrefillSpec>();
   prefill->dtype = dt;
+  prefill->cache = cache_kind;
   prefill->head_dim = *d;
   prefill->group = g;
   prefill->warps = n.attrs.int_or("warps", 4);
@@ -110,7 +120,7 @@ absl::Status lower_flash_attention(const Node& n, LoweringContext& ctx) {
     return ctx.unsupported("needs tile_q == 16 * warps <= tile_kv, tile_kv % 16 == 0");
   }
   // Decode knobs (split policy, tiles, pipeline depth, softmax variant): decode_config.
-  absl::StatusOr<DecodeConfig> dc = decode_config(n.attrs, *d);
+  absl::StatusOr<DecodeConfig> dc = decode_config(n.attrs, *d, cache_kind);
   if (!dc.ok()) return ctx.unsupported(std::string(dc.status().message()));
   const bool fixed_split = dc->split_kv > 0;
   const int64_t max_split = fixed_split ? dc->split_kv : kMaxSplitKv;
@@ -119,14 +129,19 @@ absl::Status lower_flash_attention(const Node& n, LoweringContext& ctx) {
   // Every step: the new rows go into the cache first (here, or in the q rope's rope_kv_append
   // when this attention absorbs its ropes); the cache results are the caches in place.
   if (!ropes_absorbed_by(ctx.graph(), n)) {
-    if (absl::Status s =
-            launch_kv_append(ctx, dt, op.k, op.v, op.k_cache, op.v_cache, op.slot_mapping);
+    if (absl::Status s = launch_kv_append(ctx, dt, op.k, op.v, op.k_cache, op.v_cache, op.k_scales,
+                                          op.v_scales, op.slot_mapping);
         !s.ok()) {
       return s;
     }
   }
   ctx.add_alias({ctx.name(op.k_cache_out), ctx.name(op.k_cache)});
   ctx.add_alias({ctx.name(op.v_cache_out), ctx.name(op.v_cache)});
+  if (op.k_scales != nullptr) {
+    const FlashAttentionOp fa(n);
+    ctx.add_alias({ctx.name(fa.k_scales_out()), ctx.name(op.k_scales)});
+    ctx.add_alias({ctx.name(fa.v_scales_out()), ctx.name(op.v_scales)});
+  }
 
   const std::string T = dim_expr(q.shape[0]);
   auto metadata = [&] {
@@ -147,6 +162,12 @@ absl::Status lower_flash_attention(const Node& n, LoweringContext& ctx) {
   args.push_back({"q", ctx.tensor(op.q)});
   args.push_back({"k_cache", ctx.tensor(op.k_cache)});
   args.push_back({"v_cache", ctx.tensor(op.v_cache)});
+  auto add_scales = [&](std::vector<BoundParam>& a) {
+    if (cache_kind != KvCacheKind::kFp8E4M3) return;
+    a.push_back({"k_scales", ctx.tensor(op.k_scales)});
+    a.push_back({"v_scales", ctx.tensor(op.v_scales)});
+  };
+  add_scales(args);
   const LaunchRule prefill_rule = prefill->rule(T, *hkv);
   if (absl::Status s = ctx.launch(prefill, prefill_rule, std::move(args)); !s.ok()) return s;
 
@@ -163,7 +184,8 @@ absl::Status lower_flash_attention(const Node& n, LoweringContext& ctx) {
   const std::string split =
       decode_split_expr(max_split, fixed_split, *hkv,
                         dc->split_blocks > 0 ? dc->split_blocks : kDecodeTargetBlocks);
-  const std::shared_ptr<FlashAttentionDecodeSpec> decode = make_decode_spec(dt, *d, g, *dc);
+  const std::shared_ptr<FlashAttentionDecodeSpec> decode =
+      make_decode_spec(dt, cache_kind, *d, g, *dc);
   LaunchRule dr;
   dr.grid = {"S", absl::StrCat(*hkv), split};
   dr.block = {absl::StrCat(32 * decode->warps), "1", "1"};
@@ -178,6 +200,7 @@ absl::Status lower_flash_attention(const Node& n, LoweringContext& ctx) {
   args.push_back({"q", ctx.tensor(op.q)});
   args.push_back({"k_cache", ctx.tensor(op.k_cache)});
   args.push_back({"v_cache", ctx.tensor(op.v_cache)});
+  add_scales(args);
   return ctx.launch(decode, dr, std::move(args));
 }
 

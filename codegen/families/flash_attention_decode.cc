@@ -13,7 +13,8 @@ const char* decode_softmax_name(DecodeSoftmax s) {
   return s == DecodeSoftmax::kUnifiedMax ? "unified_max" : "lse";
 }
 
-absl::StatusOr<DecodeConfig> decode_config(const Attributes& attrs, int64_t head_dim) {
+absl::StatusOr<DecodeConfig> decode_config(const Attributes& attrs, int64_t head_dim,
+                                           KvCacheKind cache) {
   DecodeConfig c;
   auto get_int = [&](const char* name, int64_t& field) -> absl::Status {
     if (!attrs.has(name)) return absl::OkStatus();
@@ -56,6 +57,7 @@ absl::StatusOr<DecodeConfig> decode_config(const Attributes& attrs, int64_t head
   if (c.split_kv < 0 || c.split_kv > 256) return bad("split_kv must be in [1, 256]");
   if (c.split_blocks < 0 || c.split_blocks > 1 << 20) return bad("split_blocks must be in [1, 2^20]");
   FlashAttentionDecodeSpec probe;
+  probe.cache = cache;
   probe.head_dim = head_dim, probe.tile_kv = c.tile_kv, probe.warps = c.warps, probe.stages = c.stages;
   // The H100/H200 opt-in limit per block; above it the kernel cannot launch anywhere.
   if (probe.shared_bytes() > 227 * 1024) {
@@ -81,44 +83,67 @@ void set_decode_attrs(const DecodeConfig& c, Attributes& attrs) {
 }
 
 std::string FlashAttentionDecodeSpec::key() const {
+  std::vector<std::string> tags;
+  if (unified) tags.push_back("um");
+  for (std::string& t : kv_cache_tags(cache)) tags.push_back(std::move(t));
   return spec_key(family(), dtype,
                   {{"d", head_dim}, {"g", group}, {"kv", tile_kv}, {"w", warps}, {"st", stages}},
-                  unified ? std::vector<std::string>{"um"} : std::vector<std::string>{});
+                  tags);
 }
 
 std::vector<EntryDecl> FlashAttentionDecodeSpec::entry() const {
+  const bool fp8 = cache == KvCacheKind::kFp8E4M3;
   std::vector<EntryDecl> e = {{"kiln_t*", "out"},
                               {"float*", "o_partial"},
                               {"float*", "lse_partial"},
                               {"int*", "split_counters"},
                               {"const kiln_t*", "q"},
-                              {"const kiln_t*", "k_cache"},
-                              {"const kiln_t*", "v_cache"}};
+                              {fp8 ? "const kiln_kv_t*" : "const kiln_t*", "k_cache"},
+                              {fp8 ? "const kiln_kv_t*" : "const kiln_t*", "v_cache"}};
+  if (fp8) {
+    e.push_back({"const float*", "k_scales"});
+    e.push_back({"const float*", "v_scales"});
+  }
   for (EntryDecl& m : attention_metadata_entry()) e.push_back(std::move(m));
   e.push_back({"float", "phi"});
   return e;
 }
 
 int64_t FlashAttentionDecodeSpec::shared_bytes() const {
-  // DecodeSmem<T, D, TILE_KV, WARPS, STAGES>::kBytes (kernels/flash_attention_decode.cuh).
+  // DecodeSmem<T, C, D, TILE_KV, WARPS, STAGES>::kBytes (kernels/flash_attention_decode.cuh).
   const int64_t stride = head_dim + 8;
-  const int64_t ring = stages * 2 * warps * tile_kv * stride * 2;
+  const int64_t tile = tile_kv * stride * 2;  // one 16-bit K (or V) tile
+  int64_t tiles = stages * warps * 2 * tile;
+  if (cache == KvCacheKind::kFp8E4M3) {
+    // Rings of codes and scales, then each warp's dequantized K and V tiles.
+    tiles = stages * warps * (2 * tile_kv * head_dim + 2 * tile_kv * 4) + warps * 2 * tile;
+  }
   const int64_t merge = warps * 16 * head_dim * 4;
   const int64_t q = 16 * stride * 2;
-  return std::max({ring, merge, q});
+  return std::max({tiles, merge, q});
 }
 
 absl::StatusOr<KernelTemplate> FlashAttentionDecodeSpec::kernel_template() const {
-  KernelTemplate t{"flash_attention_decode.cuh", dtype, "", 32 * warps};
-  t.call = absl::StrCat("kiln_k::flash_attention_decode<kiln_t, ", head_dim, ", ", group, ", ",
-                        tile_kv, ", ", warps, ", ", stages, ", ", unified ? "true" : "false", ">");
+  const bool fp8 = cache == KvCacheKind::kFp8E4M3;
+  KernelTemplate t{"flash_attention_decode.cuh", dtype, kv_cache_typedef(cache), 32 * warps};
+  t.call = absl::StrCat("kiln_k::flash_attention_decode<kiln_t, ", fp8 ? "kiln_kv_t" : "kiln_t",
+                        ", ", head_dim, ", ", group, ", ", tile_kv, ", ", warps, ", ", stages, ", ",
+                        unified ? "true" : "false", ">");
+  // A cache of kiln_t has no scales: the template's scale pointers are null.
+  t.call_args = absl::StrCat(
+      "out, o_partial, lse_partial, split_counters, q, k_cache, v_cache, ",
+      fp8 ? "k_scales, v_scales" : "(const float*)0, (const float*)0",
+      ", positions, qo_indptr, kv_page_indptr, kv_page_indices, kv_last_page_len, num_seqs, "
+      "num_kv_heads, page_size, scale, phi");
   return t;
 }
 
-std::shared_ptr<FlashAttentionDecodeSpec> make_decode_spec(DType dtype, int64_t head_dim,
-                                                           int64_t group, const DecodeConfig& c) {
+std::shared_ptr<FlashAttentionDecodeSpec> make_decode_spec(DType dtype, KvCacheKind cache,
+                                                           int64_t head_dim, int64_t group,
+                                                           const DecodeConfig& c) {
   auto s = std::make_shared<FlashAttentionDecodeSpec>();
   s->dtype = dtype;
+  s->cache = cache;
   s->head_dim = head_dim;
   s->group = group;
   s->tile_kv = c.tile_kv;

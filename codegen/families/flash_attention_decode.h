@@ -12,6 +12,7 @@
 #include <string>
 
 #include "codegen/families/family.h"
+#include "codegen/families/kv_cache.h"
 
 namespace kiln {
 
@@ -34,13 +35,16 @@ struct DecodeConfig {
 };
 
 /// Reads the tuning attributes of a flash_attention node (defaults for absent ones); an error
-/// names the attribute with an invalid value.
-absl::StatusOr<DecodeConfig> decode_config(const Attributes& attrs, int64_t head_dim);
+/// names the attribute with an invalid value (or a layout whose shared memory, for a `cache` of
+/// this kind, exceeds what a block may have).
+absl::StatusOr<DecodeConfig> decode_config(const Attributes& attrs, int64_t head_dim,
+                                           KvCacheKind cache = KvCacheKind::kSameAsRows);
 /// Writes `c` as the node attributes decode_config reads (every knob, so a dump shows them).
 void set_decode_attrs(const DecodeConfig& c, Attributes& attrs);
 
 struct FlashAttentionDecodeSpec final : KernelSpec {
   DType dtype = DType::kBF16;
+  KvCacheKind cache = KvCacheKind::kSameAsRows;  // fp8e4m3: codes + scales, dequantized per tile
   int64_t head_dim = 0;
   int64_t group = 1;
   int64_t tile_kv = 16;
@@ -49,7 +53,7 @@ struct FlashAttentionDecodeSpec final : KernelSpec {
   bool unified = false;  // DecodeSoftmax::kUnifiedMax
 
   KernelFamily family() const override { return KernelFamily::kFlashAttentionDecode; }
-  /// flash_attention_decode_<dt>_d<d>_g<g>_kv<tkv>_w<w>_st<stages>[_um]
+  /// flash_attention_decode_<dt>_d<d>_g<g>_kv<tkv>_w<w>_st<stages>[_um][_fp8kv]
   std::string key() const override;
   std::vector<EntryDecl> entry() const override;
   absl::StatusOr<KernelTemplate> kernel_template() const override;
@@ -58,8 +62,9 @@ struct FlashAttentionDecodeSpec final : KernelSpec {
 };
 
 /// The decode spec of a flash_attention node with these shapes and knobs.
-std::shared_ptr<FlashAttentionDecodeSpec> make_decode_spec(DType dtype, int64_t head_dim,
-                                                           int64_t group, const DecodeConfig& c);
+std::shared_ptr<FlashAttentionDecodeSpec> make_decode_spec(DType dtype, KvCacheKind cache,
+                                                           int64_t head_dim, int64_t group,
+                                                           const DecodeConfig& c);
 
 /// The most splits the decode kernel may use (the workspaces are sized for it) when the node
 /// does not fix split_kv.

@@ -16,41 +16,68 @@ std::optional<PrefillKernel> parse_prefill_kernel(std::string_view name) {
 std::string FlashAttentionPrefillSpec::key() const {
   std::vector<std::pair<std::string, int64_t>> params = {
       {"d", head_dim}, {"g", group}, {"q", tile_q}, {"kv", tile_kv}, {"w", warps}};
-  if (kernel == PrefillKernel::kSimple) return spec_key(family(), dtype, params);
-  params.push_back({"st", stages});
-  return spec_key(family(), dtype, params, {"pipe"});
+  std::vector<std::string> tags;
+  if (kernel == PrefillKernel::kPipelined) {
+    params.push_back({"st", stages});
+    tags.push_back("pipe");
+  }
+  for (std::string& t : kv_cache_tags(cache)) tags.push_back(std::move(t));
+  return spec_key(family(), dtype, params, tags);
 }
 
 int64_t FlashAttentionPrefillSpec::dynamic_shared_bytes() const {
   if (kernel == PrefillKernel::kSimple) return 0;
-  // kernels/flash_attention_prefill_pipelined.cuh: Q [tile_q][d+8], then `stages` x (K, V)
-  // [tile_kv][d+8] (16-bit elements); the kernel traps when launched with less.
-  return (tile_q + 2 * stages * tile_kv) * (head_dim + 8) * 2;
+  // kernels/flash_attention_prefill_pipelined.cuh (prefill_pipelined_smem_bytes): Q
+  // [tile_q][d+8], then `stages` x (K, V) [tile_kv][d+8] (16-bit elements), or for an fp8e4m3
+  // cache `stages` x (K, V codes [tile_kv][d] bytes, K, V scales [tile_kv] f32) and one
+  // dequantized (K, V) [tile_kv][d+8]; the kernel traps when launched with less.
+  const int64_t tile = tile_kv * (head_dim + 8) * 2;
+  const int64_t q = tile_q * (head_dim + 8) * 2;
+  if (cache == KvCacheKind::kFp8E4M3) {
+    return q + stages * (2 * tile_kv * head_dim + 2 * tile_kv * 4) + 2 * tile;
+  }
+  return q + stages * 2 * tile;
 }
 
 std::vector<EntryDecl> FlashAttentionPrefillSpec::entry() const {
+  const bool fp8 = cache == KvCacheKind::kFp8E4M3;
   std::vector<EntryDecl> e = {{"kiln_t*", "out"},
                               {"const kiln_t*", "q"},
-                              {"const kiln_t*", "k_cache"},
-                              {"const kiln_t*", "v_cache"}};
+                              {fp8 ? "const kiln_kv_t*" : "const kiln_t*", "k_cache"},
+                              {fp8 ? "const kiln_kv_t*" : "const kiln_t*", "v_cache"}};
+  if (fp8) {
+    e.push_back({"const float*", "k_scales"});
+    e.push_back({"const float*", "v_scales"});
+  }
   for (EntryDecl& m : attention_metadata_entry()) e.push_back(std::move(m));
   return e;
 }
 
 absl::StatusOr<KernelTemplate> FlashAttentionPrefillSpec::kernel_template() const {
+  const bool fp8 = cache == KvCacheKind::kFp8E4M3;
+  const char* cache_t = fp8 ? "kiln_kv_t" : "kiln_t";
+  // A cache of kiln_t has no scales: the template's scale pointers are null.
+  const std::string call_args = absl::StrCat(
+      "out, q, k_cache, v_cache, ", fp8 ? "k_scales, v_scales" : "(const float*)0, (const float*)0",
+      ", positions, qo_indptr, kv_page_indptr, kv_page_indices, kv_last_page_len, num_seqs, "
+      "num_kv_heads, page_size, scale");
   if (kernel == PrefillKernel::kPipelined) {
     // __launch_bounds__(threads, 1): without the explicit minimum, ptxas squeezes some
     // configurations into 96 or 128 registers by spilling (seen for head_dim 64 on sm_80 and
     // sm_90a); the occupancy this kernel gets is set by its shared memory anyway.
-    KernelTemplate t{"flash_attention_prefill_pipelined.cuh", dtype, "", 32 * warps};
-    t.call = absl::StrCat("kiln_k::flash_attention_prefill_pipelined<kiln_t, ", head_dim, ", ",
-                          group, ", ", tile_q, ", ", tile_kv, ", ", warps, ", ", stages, ">");
+    KernelTemplate t{"flash_attention_prefill_pipelined.cuh", dtype, kv_cache_typedef(cache),
+                     32 * warps};
+    t.call =
+        absl::StrCat("kiln_k::flash_attention_prefill_pipelined<kiln_t, ", cache_t, ", ", head_dim,
+                     ", ", group, ", ", tile_q, ", ", tile_kv, ", ", warps, ", ", stages, ">");
+    t.call_args = call_args;
     t.min_blocks = 1;
     return t;
   }
-  KernelTemplate t{"flash_attention_prefill.cuh", dtype, "", 32 * warps};
-  t.call = absl::StrCat("kiln_k::flash_attention_prefill<kiln_t, ", head_dim, ", ", group, ", ",
-                        tile_q, ", ", tile_kv, ", ", warps, ">");
+  KernelTemplate t{"flash_attention_prefill.cuh", dtype, kv_cache_typedef(cache), 32 * warps};
+  t.call = absl::StrCat("kiln_k::flash_attention_prefill<kiln_t, ", cache_t, ", ", head_dim, ", ",
+                        group, ", ", tile_q, ", ", tile_kv, ", ", warps, ">");
+  t.call_args = call_args;
   return t;
 }
 

@@ -15,6 +15,7 @@
 #include <string_view>
 
 #include "codegen/families/family.h"
+#include "codegen/families/kv_cache.h"
 
 namespace kiln {
 
@@ -26,6 +27,7 @@ std::optional<PrefillKernel> parse_prefill_kernel(std::string_view name);
 struct FlashAttentionPrefillSpec final : KernelSpec {
   PrefillKernel kernel = PrefillKernel::kSimple;
   DType dtype = DType::kBF16;
+  KvCacheKind cache = KvCacheKind::kSameAsRows;  // fp8e4m3: codes + scales, dequantized per tile
   int64_t head_dim = 0;
   int64_t group = 1;  // query heads per KV head (GQA)
   int64_t tile_q = 64;
@@ -35,7 +37,7 @@ struct FlashAttentionPrefillSpec final : KernelSpec {
 
   KernelFamily family() const override { return KernelFamily::kFlashAttentionPrefill; }
   /// flash_attention_prefill_<dt>_d<d>_g<g>_q<tq>_kv<tkv>_w<w>, + "_st<stages>_pipe" for
-  /// kPipelined.
+  /// kPipelined, + "_fp8kv" for an fp8e4m3 cache.
   std::string key() const override;
   std::vector<EntryDecl> entry() const override;
   absl::StatusOr<KernelTemplate> kernel_template() const override;

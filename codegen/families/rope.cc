@@ -64,19 +64,25 @@ std::string KvAppendSpec::key() const {
   std::vector<std::pair<std::string, int64_t>> params = {{"d", head_dim}};
   if (k_row_stride != 0) params.emplace_back("ks", k_row_stride);
   if (v_row_stride != 0) params.emplace_back("vs", v_row_stride);
-  return spec_key(KernelFamily::kKvAppend, dtype, params);
+  return spec_key(KernelFamily::kKvAppend, dtype, params, kv_cache_tags(cache));
 }
 
 std::vector<EntryDecl> KvAppendSpec::entry() const {
+  if (cache == KvCacheKind::kFp8E4M3) {
+    return {{"kiln_kv_t*", "k_cache"},      {"kiln_kv_t*", "v_cache"}, {"float*", "k_scales"},
+            {"float*", "v_scales"},         {"const kiln_t*", "k"},    {"const kiln_t*", "v"},
+            {"const int*", "slot_mapping"}, {"int", "num_tokens"},     {"int", "num_kv_heads"}};
+  }
   return {{"kiln_t*", "k_cache"}, {"kiln_t*", "v_cache"},         {"const kiln_t*", "k"},
           {"const kiln_t*", "v"}, {"const int*", "slot_mapping"}, {"int", "num_tokens"},
           {"int", "num_kv_heads"}};
 }
 
 absl::StatusOr<KernelTemplate> KvAppendSpec::kernel_template() const {
-  KernelTemplate t{"rope.cuh", dtype, "", 256};
-  t.call = absl::StrCat("kiln_k::kv_append<kiln_t, ", head_dim, ", ", k_row_stride, "LL, ",
-                        v_row_stride, "LL>");
+  KernelTemplate t{"rope.cuh", dtype, kv_cache_typedef(cache), kKvAppendThreads};
+  t.call = absl::StrCat(cache == KvCacheKind::kFp8E4M3 ? "kiln_k::kv_append_fp8<kiln_t, "
+                                                       : "kiln_k::kv_append<kiln_t, ",
+                        head_dim, ", ", k_row_stride, "LL, ", v_row_stride, "LL>");
   return t;
 }
 
@@ -86,12 +92,21 @@ std::string RopeKvAppendSpec::key() const {
   if (q_row_stride != 0) params.emplace_back("qs", q_row_stride);
   if (k_row_stride != 0) params.emplace_back("ks", k_row_stride);
   if (v_row_stride != 0) params.emplace_back("vs", v_row_stride);
+  std::vector<std::string> tags = {rotate_half ? "half" : "interleaved"};
+  for (std::string& t : kv_cache_tags(cache)) tags.push_back(std::move(t));
   return spec_key(
-      KernelFamily::kRopeKvAppend, dtype, params, {rotate_half ? "half" : "interleaved"},
+      KernelFamily::kRopeKvAppend, dtype, params, tags,
       std::string(reinterpret_cast<const char*>(inv_freq.data()), inv_freq.size() * sizeof(float)));
 }
 
 std::vector<EntryDecl> RopeKvAppendSpec::entry() const {
+  if (cache == KvCacheKind::kFp8E4M3) {
+    return {{"kiln_t*", "q_out"},        {"kiln_t*", "k_out"},           {"kiln_kv_t*", "k_cache"},
+            {"kiln_kv_t*", "v_cache"},   {"float*", "k_scales"},         {"float*", "v_scales"},
+            {"const kiln_t*", "q"},      {"const kiln_t*", "k"},         {"const kiln_t*", "v"},
+            {"const int*", "positions"}, {"const int*", "slot_mapping"}, {"int", "num_tokens"},
+            {"int", "num_q_heads"},      {"int", "num_kv_heads"}};
+  }
   return {{"kiln_t*", "q_out"},        {"kiln_t*", "k_out"},     {"kiln_t*", "k_cache"},
           {"kiln_t*", "v_cache"},      {"const kiln_t*", "q"},   {"const kiln_t*", "k"},
           {"const kiln_t*", "v"},      {"const int*", "positions"},
@@ -102,13 +117,16 @@ std::vector<EntryDecl> RopeKvAppendSpec::entry() const {
 absl::StatusOr<KernelTemplate> RopeKvAppendSpec::kernel_template() const {
   absl::StatusOr<std::string> table = inv_freq_table(inv_freq, rotary_dim);
   if (!table.ok()) return table.status();
-  KernelTemplate t{"rope.cuh", dtype, *table, 256};
-  t.call = absl::StrCat("kiln_k::rope_kv_append<kiln_t, ", head_dim, ", ", rotary_dim, ", ",
-                        rotate_half ? "true" : "false", ", ", q_row_stride, "LL, ", k_row_stride,
-                        "LL, ", v_row_stride, "LL>");
-  t.call_args =
-      "q_out, k_out, k_cache, v_cache, q, k, v, positions, slot_mapping, kiln_rope_inv_freq, "
-      "num_tokens, num_q_heads, num_kv_heads";
+  const bool fp8 = cache == KvCacheKind::kFp8E4M3;
+  KernelTemplate t{"rope.cuh", dtype, kv_cache_typedef(cache) + *table, kKvAppendThreads};
+  t.call =
+      absl::StrCat(fp8 ? "kiln_k::rope_kv_append_fp8<kiln_t, " : "kiln_k::rope_kv_append<kiln_t, ",
+                   head_dim, ", ", rotary_dim, ", ", rotate_half ? "true" : "false", ", ",
+                   q_row_stride, "LL, ", k_row_stride, "LL, ", v_row_stride, "LL>");
+  t.call_args = fp8 ? "q_out, k_out, k_cache, v_cache, k_scales, v_scales, q, k, v, positions, "
+                      "slot_mapping, kiln_rope_inv_freq, num_tokens, num_q_heads, num_kv_heads"
+                    : "q_out, k_out, k_cache, v_cache, q, k, v, positions, slot_mapping, "
+                      "kiln_rope_inv_freq, num_tokens, num_q_heads, num_kv_heads";
   return t;
 }
 
@@ -154,6 +172,7 @@ absl::Status lower_rope_kv_append(const RopePair& pair, const Node& attention,
   if (!f.ok()) return f.status();
   auto spec = std::make_shared<RopeKvAppendSpec>();
   spec->dtype = dt;
+  spec->cache = kv_cache_kind(op.k_cache());
   spec->head_dim = *d;
   spec->rotary_dim = pair.q_rope->attrs.int_or("rotary_dim", *d);
   spec->rotate_half = pair.q_rope->attrs.string_or("layout", "half") == "half";
@@ -161,23 +180,31 @@ absl::Status lower_rope_kv_append(const RopePair& pair, const Node& attention,
   const LaunchArg q_arg = ctx.strided_tensor(q.x(), &spec->q_row_stride);
   const LaunchArg k_arg = ctx.strided_tensor(k.x(), &spec->k_row_stride);
   const LaunchArg v_arg = ctx.strided_tensor(op.v(), &spec->v_row_stride);
-  // One thread per element pair of every (token, q / k / v head).
+  // One thread per element pair of every (token, q / k / v head); with an fp8e4m3 cache, one
+  // warp per (token, head) row, since a K or V row is quantized as a whole.
   const std::string T = dim_expr(qs[0]);
-  return ctx.launch(
-      std::move(spec),
-      rule_1d(absl::StrCat("cdiv(", T, "*", (*hq + 2 * *hkv) * *d / 2, ", 256)"), 256),
-      {{"q_out", ctx.tensor(q.output())},
-       {"k_out", ctx.tensor(k.output())},
-       {"k_cache", ctx.tensor(op.k_cache())},
-       {"v_cache", ctx.tensor(op.v_cache())},
-       {"q", q_arg},
-       {"k", k_arg},
-       {"v", v_arg},
-       {"positions", ctx.tensor(op.positions())},
-       {"slot_mapping", ctx.tensor(op.slot_mapping())},
-       {"num_tokens", LaunchArg::integer(T)},
-       {"num_q_heads", LaunchArg::integer(absl::StrCat(*hq))},
-       {"num_kv_heads", LaunchArg::integer(absl::StrCat(*hkv))}});
+  const bool fp8 = spec->cache == KvCacheKind::kFp8E4M3;
+  const std::string grid =
+      fp8 ? absl::StrCat("cdiv(", T, "*", *hq + 2 * *hkv, ", ", kKvAppendThreads / 32, ")")
+          : absl::StrCat("cdiv(", T, "*", (*hq + 2 * *hkv) * *d / 2, ", ", kKvAppendThreads, ")");
+  std::vector<BoundParam> args = {{"q_out", ctx.tensor(q.output())},
+                                  {"k_out", ctx.tensor(k.output())},
+                                  {"k_cache", ctx.tensor(op.k_cache())},
+                                  {"v_cache", ctx.tensor(op.v_cache())},
+                                  {"q", q_arg},
+                                  {"k", k_arg},
+                                  {"v", v_arg},
+                                  {"positions", ctx.tensor(op.positions())},
+                                  {"slot_mapping", ctx.tensor(op.slot_mapping())},
+                                  {"num_tokens", LaunchArg::integer(T)},
+                                  {"num_q_heads", LaunchArg::integer(absl::StrCat(*hq))},
+                                  {"num_kv_heads", LaunchArg::integer(absl::StrCat(*hkv))}};
+  if (fp8) {
+    if (!op.has_scales()) return ctx.unsupported("an fp8e4m3 cache without its scale arrays");
+    args.push_back({"k_scales", ctx.tensor(op.k_scales())});
+    args.push_back({"v_scales", ctx.tensor(op.v_scales())});
+  }
+  return ctx.launch(std::move(spec), rule_1d(grid, kKvAppendThreads), std::move(args));
 }
 
 }  // namespace
@@ -217,14 +244,19 @@ absl::Status lower_rope(const Node& n, LoweringContext& ctx) {
 }
 
 absl::Status launch_kv_append(LoweringContext& ctx, DType dtype, const Value* k, const Value* v,
-                              const Value* k_cache, const Value* v_cache,
-                              const Value* slot_mapping) {
+                              const Value* k_cache, const Value* v_cache, const Value* k_scales,
+                              const Value* v_scales, const Value* slot_mapping) {
   const Shape& ks = k->type.shape;  // [T, kv_heads, head_dim]
   absl::StatusOr<int64_t> hkv = const_dim(ks[1], "kv heads"), d = const_dim(ks[2], "head_dim");
   if (!hkv.ok() || !d.ok()) return ctx.unsupported("kv heads and head_dim must be constants");
   auto spec = std::make_shared<KvAppendSpec>();
   spec->dtype = dtype;
+  spec->cache = kv_cache_kind(k_cache);
   spec->head_dim = *d;
+  const bool fp8 = spec->cache == KvCacheKind::kFp8E4M3;
+  if (fp8 && (k_scales == nullptr || v_scales == nullptr)) {
+    return ctx.unsupported("an fp8e4m3 cache without its scale arrays");
+  }
   // K and V may be strided rows (slices of the merged QKV GEMM's result); the kernel copies
   // 16-byte chunks, so a view must start and step on 16-byte boundaries.
   const LaunchArg k_arg = ctx.strided_tensor(k, &spec->k_row_stride);
@@ -236,18 +268,25 @@ absl::Status launch_kv_append(LoweringContext& ctx, DType dtype, const Value* k,
       return ctx.unsupported("a K/V view whose rows are not 16-byte aligned");
     }
   }
-  // One thread per 16-byte chunk of every (token, kv head) row of K and V.
+  // One thread per 16-byte chunk of every (token, kv head) row of K and V; with an fp8e4m3 cache,
+  // one warp per row of K and of V (a row is quantized as a whole).
   const int64_t chunks = *d * 2 / 16;
   const std::string T = dim_expr(ks[0]);
-  return ctx.launch(std::move(spec),
-                    rule_1d(absl::StrCat("cdiv(", T, "*", *hkv * chunks, ", 256)"), 256),
-                    {{"k_cache", ctx.tensor(k_cache)},
-                     {"v_cache", ctx.tensor(v_cache)},
-                     {"k", k_arg},
-                     {"v", v_arg},
-                     {"slot_mapping", ctx.tensor(slot_mapping)},
-                     {"num_tokens", LaunchArg::integer(T)},
-                     {"num_kv_heads", LaunchArg::integer(absl::StrCat(*hkv))}});
+  const std::string grid =
+      fp8 ? absl::StrCat("cdiv(", T, "*", 2 * *hkv, ", ", kKvAppendThreads / 32, ")")
+          : absl::StrCat("cdiv(", T, "*", *hkv * chunks, ", ", kKvAppendThreads, ")");
+  std::vector<BoundParam> args = {{"k_cache", ctx.tensor(k_cache)},
+                                  {"v_cache", ctx.tensor(v_cache)},
+                                  {"k", k_arg},
+                                  {"v", v_arg},
+                                  {"slot_mapping", ctx.tensor(slot_mapping)},
+                                  {"num_tokens", LaunchArg::integer(T)},
+                                  {"num_kv_heads", LaunchArg::integer(absl::StrCat(*hkv))}};
+  if (fp8) {
+    args.push_back({"k_scales", ctx.tensor(k_scales)});
+    args.push_back({"v_scales", ctx.tensor(v_scales)});
+  }
+  return ctx.launch(std::move(spec), rule_1d(grid, kKvAppendThreads), std::move(args));
 }
 
 }  // namespace kiln

@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "codegen/families/family.h"
+#include "codegen/families/kv_cache.h"
 
 namespace kiln {
 
@@ -26,13 +27,19 @@ struct RopeSpec final : KernelSpec {
   absl::StatusOr<KernelTemplate> kernel_template() const override;
 };
 
+/// Threads per block of the KV append launches (and of rope_kv_append): 8 warps.
+inline constexpr int64_t kKvAppendThreads = 256;
+
+/// kv_append: the step's K/V rows copied into the cache, or (an fp8e4m3 cache) quantized there,
+/// one warp per row.
 struct KvAppendSpec final : KernelSpec {
   DType dtype = DType::kBF16;
+  KvCacheKind cache = KvCacheKind::kSameAsRows;
   int64_t head_dim = 0;
   int64_t k_row_stride = 0, v_row_stride = 0;  // elements between token rows; 0: contiguous
 
   KernelFamily family() const override { return KernelFamily::kKvAppend; }
-  std::string key() const override;  // kv_append_<dt>_d<d>[_ks<stride>][_vs<stride>]
+  std::string key() const override;  // kv_append_<dt>_d<d>[_ks<stride>][_vs<stride>][_fp8kv]
   std::vector<EntryDecl> entry() const override;
   absl::StatusOr<KernelTemplate> kernel_template() const override;
 };
@@ -40,6 +47,7 @@ struct KvAppendSpec final : KernelSpec {
 /// rope_kv_append: both ropes of an attention and its KV append in one launch (kernels/rope.cuh).
 struct RopeKvAppendSpec final : KernelSpec {
   DType dtype = DType::kBF16;
+  KvCacheKind cache = KvCacheKind::kSameAsRows;
   int64_t head_dim = 0;
   int64_t rotary_dim = 0;
   bool rotate_half = true;
@@ -47,7 +55,7 @@ struct RopeKvAppendSpec final : KernelSpec {
   int64_t q_row_stride = 0, k_row_stride = 0, v_row_stride = 0;  // 0: contiguous
 
   KernelFamily family() const override { return KernelFamily::kRopeKvAppend; }
-  /// rope_kv_append_<dt>_d<d>_r<r>[_qs<n>][_ks<n>][_vs<n>]_<half|interleaved>_h<hash of inv_freq>
+  /// rope_kv_append_<dt>_d<d>_r<r>[_qs<n>][_ks<n>][_vs<n>]_<half|interleaved>[_fp8kv]_h<hash>
   std::string key() const override;
   std::vector<EntryDecl> entry() const override;
   absl::StatusOr<KernelTemplate> kernel_template() const override;
@@ -67,9 +75,10 @@ std::optional<RopePair> ropes_absorbed_by(const Graph& graph, const Node& attent
 /// rope(x [T, heads, head_dim], positions); see RopePair for the ropes of an attention.
 absl::Status lower_rope(const Node& node, LoweringContext& ctx);
 
-/// The kv_append launch writing k, v [T, kv_heads, head_dim] into the caches at slot_mapping[T].
+/// The kv_append launch writing k, v [T, kv_heads, head_dim] into the caches at slot_mapping[T]
+/// (quantized, with their scale arrays k_scales / v_scales, for fp8e4m3 caches; else null).
 absl::Status launch_kv_append(LoweringContext& ctx, DType dtype, const Value* k, const Value* v,
-                              const Value* k_cache, const Value* v_cache,
-                              const Value* slot_mapping);
+                              const Value* k_cache, const Value* v_cache, const Value* k_scales,
+                              const Value* v_scales, const Value* slot_mapping);
 
 }  // namespace kiln

@@ -125,7 +125,7 @@ class CheckedBackend::Observer : public CudaBackend::NodeObserver {
     c.kernel = b_.kernel_of_node_[index];
     c.value = names_(node.outputs[output]);
     c.error = *e;
-    c.tolerance = node_tolerance(*b_.reference_.nodes()[index]);
+    c.tolerance = result_tolerance(*b_.reference_.nodes()[index], output);
     b_.checks_.push_back(std::move(c));
     return absl::OkStatus();
   }

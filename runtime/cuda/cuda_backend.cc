@@ -29,6 +29,7 @@
 #include <cstdio>
 #include <cstring>
 #include <map>
+#include <tuple>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
@@ -99,20 +100,29 @@ StepArray runtime_array(RuntimeInput r) {
                               // caller)
 }
 
-/// "layers.3" style cache input names: "k_cache.<l>" / "v_cache.<l>" -> (layer,
-/// is_v).
-std::optional<std::pair<int, bool>> cache_input(std::string_view name) {
-  for (auto [prefix, is_v] : {std::pair{"k_cache.", false}, std::pair{"v_cache.", true}}) {
+/// A KV cache input of the step graph (models/llama_graph.h): "k_cache.<l>" / "v_cache.<l>", or
+/// an fp8e4m3 cache's scale array "k_scales.<l>" / "v_scales.<l>".
+struct CacheInput {
+  int layer = 0;
+  bool v = false;       // V (else K)
+  bool scales = false;  // the scale array (else the elements)
+  /// Index of its array among the layers' K and V arrays: 2 * layer + v.
+  int64_t half() const { return 2 * int64_t{layer} + (v ? 1 : 0); }
+};
+std::optional<CacheInput> cache_input(std::string_view name) {
+  for (auto [prefix, is_v, scales] :
+       {std::tuple{"k_cache.", false, false}, std::tuple{"v_cache.", true, false},
+        std::tuple{"k_scales.", false, true}, std::tuple{"v_scales.", true, true}}) {
     const std::string_view p(prefix);
     if (name.substr(0, p.size()) != p) continue;
     int layer = 0;
     std::string_view digits = name.substr(p.size());
-    if (digits.empty()) return std::nullopt;
+    if (digits.empty() || digits.size() > 6) return std::nullopt;
     for (char c : digits) {
       if (c < '0' || c > '9') return std::nullopt;
       layer = layer * 10 + (c - '0');
     }
-    return std::pair{layer, is_v};
+    return CacheInput{layer, is_v, scales};
   }
   return std::nullopt;
 }
@@ -260,9 +270,7 @@ CudaBackend::~CudaBackend() {
   device_->free_host(host_out_);
 }
 
-int64_t CudaBackend::kv_bytes_per_token() const {
-  return plan_.kv.page_size > 0 ? 2 * kv_layers_ * kv_page_bytes_ / plan_.kv.page_size : 0;
-}
+int64_t CudaBackend::kv_bytes_per_token() const { return plan_.kv.bytes_per_token(); }
 
 absl::Status CudaBackend::load_kernels(const PlanBlobReader& blobs) {
   for (const PlanKernel& k : plan_.kernels) {
@@ -527,7 +535,7 @@ absl::Status CudaBackend::allocate_activations() {
   int64_t s_max = 1;
   if (const Symbol* s = symtab.find("S")) s_max = s->upper_bound;
   for (const Value* in : graph_->inputs()) {
-    if (cache_input(in->name)) continue;
+    if (cache_input(in->name)) continue;  // in the KV pool
     std::optional<StepArray> a = step_array(in->name);
     if (!a) {
       return absl::UnimplementedError(
@@ -588,14 +596,23 @@ absl::Status CudaBackend::allocate_activations() {
 }
 
 absl::Status CudaBackend::allocate_kv(const BackendOptions& options) {
-  // Page bytes from the cache inputs' own type [NP, page_size, kv_heads,
-  // head_dim], checked against the plan's KvLayout.
-  int64_t page_bytes = 0;
-  int layers = 0;
+  // The pool's bytes per page come from the plan's KvLayout (their one home); the IR's cache
+  // inputs [NP, page_size, kv_heads, head_dim] (and an fp8e4m3 cache's scale arrays [NP,
+  // page_size, kv_heads]) must agree with it.
+  const KvLayout& kv = plan_.kv;
+  if (kv.dtype != DType::kBF16 && kv.dtype != DType::kF16 && kv.dtype != DType::kFP8E4M3) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "the plan's KV cache is ", dtype_name(kv.dtype),
+        ": the CUDA backend keeps bf16, f16 or fp8e4m3 (with scales) caches; recompile it with "
+        "--dtype bf16 (and --kv-dtype fp8e4m3 for half the KV bytes), or run it with --device "
+        "cpu"));
+  }
+  int layers = 0, scale_arrays = 0;
   for (const Value* in : graph_->inputs()) {
-    std::optional<std::pair<int, bool>> c = cache_input(in->name);
+    std::optional<CacheInput> c = cache_input(in->name);
     if (!c) continue;
-    layers = std::max(layers, c->first + 1);
+    layers = std::max(layers, c->layer + 1);
+    scale_arrays += c->scales;
     int64_t per_page = elem_bytes(in->type.dtype);
     for (size_t d = 1; d < in->type.shape.size(); ++d) {
       if (in->type.shape[d].is_symbolic()) {
@@ -604,18 +621,31 @@ absl::Status CudaBackend::allocate_kv(const BackendOptions& options) {
       }
       per_page *= in->type.shape[d].value;
     }
-    page_bytes = per_page;
+    const int64_t want = c->scales ? kv.scale_bytes_per_page() : kv.data_bytes_per_page();
+    const DType want_dtype = c->scales ? DType::kF32 : kv.dtype;
+    if (per_page != want || in->type.dtype != want_dtype) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("cache input %", in->name, " is ", in->type.to_string(), " (", per_page,
+                       " bytes per page) but the plan's KV layout says ", dtype_name(want_dtype),
+                       ", ", want, " bytes per page: the plan is inconsistent, recompile it"));
+    }
+  }
+  if (layers > 0 && layers != kv.num_layers) {
+    return absl::InvalidArgumentError(absl::StrCat("the plan's IR has KV caches for ", layers,
+                                                   " layers, its KV layout ", kv.num_layers,
+                                                   ": the plan is inconsistent, recompile it"));
+  }
+  if (scale_arrays != (kv.has_scales() ? 2 * layers : 0)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("the plan's KV cache is ", dtype_name(kv.dtype), " but its IR has ",
+                     scale_arrays, " scale arrays for ", layers,
+                     " layers (an fp8e4m3 cache has a K and a V scale array per "
+                     "layer, no other cache has any): the plan is inconsistent, recompile it"));
   }
   kv_layers_ = layers;
-  kv_page_bytes_ = page_bytes;
-  if (layers > 0 && 2 * page_bytes * layers != plan_.kv.bytes_per_page()) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("the plan's KV layout says ", plan_.kv.bytes_per_page(),
-                     " bytes per page, its IR's cache "
-                     "inputs ",
-                     2 * page_bytes * layers, ": the plan is inconsistent, recompile it"));
-  }
-  const int64_t per_page = std::max<int64_t>(1, 2 * page_bytes * layers);
+  kv_page_bytes_ = kv.data_bytes_per_page();
+  kv_scale_page_bytes_ = kv.scale_bytes_per_page();
+  const int64_t per_page = std::max<int64_t>(1, layers > 0 ? kv.bytes_per_page() : 0);
   int64_t pages = 0;
   std::string how;
   if (options.kv_pages > 0) {
@@ -650,15 +680,23 @@ absl::Status CudaBackend::allocate_kv(const BackendOptions& options) {
   kv_pages_ = pages;
   const ValueNames names(*graph_);
   for (const Value* in : graph_->inputs()) {
-    if (std::optional<std::pair<int, bool>> c = cache_input(in->name)) {
-      // Layer l's K pages, then its V pages: [layer][K|V][page][page_size,
-      // kv_heads, head_dim].
-      addresses_[names(in)] = kv_.ptr() + (2 * c->first + (c->second ? 1 : 0)) * pages * page_bytes;
+    if (std::optional<CacheInput> c = cache_input(in->name)) {
+      addresses_[names(in)] = kv_array(c->half(), c->scales);
     }
   }
-  absl::StrAppend(&report_, "; KV pool ", pages, " pages x ", plan_.kv.page_size, " = ",
-                  pages * plan_.kv.page_size, " tokens (", mb(pages * per_page), ", ", how, ")");
+  absl::StrAppend(&report_, "; KV pool ", pages, " pages x ", kv.page_size, " = ",
+                  pages * kv.page_size, " tokens (", mb(pages * per_page), " ",
+                  dtype_name(kv.dtype), kv.has_scales() ? " with per-head scales" : "", ", ", how,
+                  ")");
   return absl::OkStatus();
+}
+
+DevicePtr CudaBackend::kv_array(int64_t half, bool scales) const {
+  // [layer][K|V][page][page_size, kv_heads, head_dim] elements, then (fp8e4m3) the scales in the
+  // same order: [layer][K|V][page][page_size, kv_heads] f32, page for page with the elements.
+  const int64_t elements = 2 * int64_t{kv_layers_} * kv_pages_ * kv_page_bytes_;
+  return scales ? kv_.ptr() + elements + half * kv_pages_ * kv_scale_page_bytes_
+                : kv_.ptr() + half * kv_pages_ * kv_page_bytes_;
 }
 
 absl::StatusOr<DevicePtr> CudaBackend::address(std::string_view value) const {
@@ -931,12 +969,16 @@ absl::Status CudaBackend::copy_kv_pages(absl::Span<const PageCopy> copies) {
       return absl::InvalidArgumentError(absl::StrCat(
           "KV page copy ", c.src, " -> ", c.dst, " is outside the pool of ", kv_pages_, " pages"));
     }
+    // A page's scales (fp8e4m3) go with its codes: the copy-on-write copy of a shared partly
+    // filled page must dequantize exactly as the page it was copied from.
     for (int64_t half = 0; half < 2 * kv_layers_; ++half) {
-      const DevicePtr base = kv_.ptr() + half * kv_pages_ * kv_page_bytes_;
-      if (absl::Status s = device_->copy_async(base + c.dst * kv_page_bytes_,
-                                               base + c.src * kv_page_bytes_, kv_page_bytes_);
-          !s.ok()) {
-        return s;
+      for (auto [base, bytes] : {std::pair{kv_array(half, false), kv_page_bytes_},
+                                 std::pair{kv_array(half, true), kv_scale_page_bytes_}}) {
+        if (bytes == 0) continue;
+        if (absl::Status s = device_->copy_async(base + c.dst * bytes, base + c.src * bytes, bytes);
+            !s.ok()) {
+          return s;
+        }
       }
     }
   }
@@ -1248,7 +1290,8 @@ absl::StatusOr<HostTensor> CudaBackend::download_value(const Value& value) {
   HostTensor t;
   t.dtype = dt;
   t.shape = *shape;
-  if (dt != DType::kI32 && dt != DType::kF32 && dt != DType::kBF16 && dt != DType::kF16) {
+  if (dt != DType::kI32 && dt != DType::kF32 && dt != DType::kBF16 && dt != DType::kF16 &&
+      dt != DType::kFP8E4M3) {
     return absl::UnimplementedError(
         absl::StrCat(name, ": reading back a ", dtype_name(dt), " value is not supported"));
   }
@@ -1278,6 +1321,12 @@ absl::StatusOr<HostTensor> CudaBackend::download_value(const Value& value) {
   t.f.resize(n);
   if (dt == DType::kF32) {
     if (absl::Status s = download(t.f.data()); !s.ok()) return s;
+    return t;
+  }
+  if (dt == DType::kFP8E4M3) {  // an fp8e4m3 cache: its codes' values (scales are f32 values)
+    std::vector<uint8_t> codes(n);
+    if (absl::Status s = download(codes.data()); !s.ok()) return s;
+    for (int64_t k = 0; k < n; ++k) t.f[k] = fp8e4m3_to_f32(codes[k]);
     return t;
   }
   std::vector<uint16_t> half(n);

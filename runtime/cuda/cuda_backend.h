@@ -122,6 +122,9 @@ class CudaBackend : public Backend {
   absl::Status upload_weights(const PlanBlobReader& blobs, const BackendOptions& options);
   absl::Status allocate_activations();
   absl::Status allocate_kv(const BackendOptions& options);
+  /// The pool's array of the layers' K and V `half` (2 * layer + is_v): its elements, or its
+  /// scales (fp8e4m3).
+  DevicePtr kv_array(int64_t half, bool scales) const;
   absl::Status prepare_ops();
   /// Writes the address tables (PlanWorkspace::addresses) and marks the persistent decode
   /// kernel's launch and stages among ops_, sizing its grid from the occupancy.
@@ -171,7 +174,8 @@ class CudaBackend : public Backend {
   int64_t vocab_ = 0;
 
   int64_t kv_pages_ = 0;
-  int64_t kv_page_bytes_ = 0;  // one page of one layer's K (or V)
+  int64_t kv_page_bytes_ = 0;        // one page of one layer's K (or V) elements
+  int64_t kv_scale_page_bytes_ = 0;  // the scales of one such page (fp8e4m3; else 0)
   int32_t kv_layers_ = 0;
   int64_t weight_bytes_ = 0;
 

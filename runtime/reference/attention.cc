@@ -6,8 +6,9 @@
 #include <limits>
 
 #include "absl/strings/str_cat.h"
-#include "runtime/reference/ops.h"
+#include "models/dequantize.h"
 #include "runtime/reference/fast_exp.h"
+#include "runtime/reference/ops.h"
 #include "runtime/reference/thread_pool.h"
 
 namespace kiln {
@@ -96,9 +97,22 @@ absl::StatusOr<PagedBatch> make_paged_batch(const IView& qo_indptr, const IView&
   return b;
 }
 
+float quantize_row_fp8e4m3(const float* x, int64_t n, float* codes) {
+  float amax = 0;
+  for (int64_t i = 0; i < n; ++i) amax = std::max(amax, std::fabs(x[i]));
+  if (amax == 0) {
+    std::fill(codes, codes + n, 0.0f);
+    return 0;
+  }
+  const float inv = kFp8E4M3Max / amax;  // x * inv lies in [-448, 448] (or rounds just past it:
+                                         // the conversion saturates)
+  for (int64_t i = 0; i < n; ++i) codes[i] = fp8e4m3_to_f32(f32_to_fp8e4m3(x[i] * inv));
+  return amax / kFp8E4M3Max;
+}
+
 absl::Status kv_write(const KvCacheView& cache, const FView& rows, const IView& slot_mapping) {
   const int64_t slots = cache.shape[0] * cache.shape[1];
-  const int64_t row = cache.shape[2] * cache.shape[3];
+  const int64_t heads = cache.shape[2], d = cache.shape[3], row = heads * d;
   for (int64_t t = 0; t < rows.shape[0]; ++t) {
     const int64_t slot = slot_mapping.data[t];
     if (slot < 0) continue;  // padding token: nothing to write
@@ -106,7 +120,16 @@ absl::Status kv_write(const KvCacheView& cache, const FView& rows, const IView& 
       return absl::OutOfRangeError(absl::StrCat("slot_mapping[", t, "] = ", slot,
                                                 " is outside the cache (NP*PS = ", slots, ")"));
     }
-    std::memcpy(cache.data + slot * row, rows.data + t * row, row * sizeof(float));
+    if (cache.scales == nullptr) {
+      std::memcpy(cache.data + slot * row, rows.data + t * row, row * sizeof(float));
+      continue;
+    }
+    // fp8e4m3: each KV head's row gets its own scale, stored at the same slot of the scale
+    // array, so whatever moves the page (prefix sharing, copy-on-write) moves its scales too.
+    for (int64_t h = 0; h < heads; ++h) {
+      cache.scales[slot * heads + h] =
+          quantize_row_fp8e4m3(rows.data + t * row + h * d, d, cache.data + slot * row + h * d);
+    }
   }
   return absl::OkStatus();
 }
@@ -122,7 +145,9 @@ void paged_qk(const FView& q, const KvCacheView& cache, const PagedBatch& batch,
       const float* qv = q.data + th * d;
       const int64_t len = batch.kv_len[s];
       for (int64_t j = 0; j < len; ++j) {
-        o[j] = dot(qv, cache.data + (batch.row(s, j) * hkv + h / group) * d, d);
+        const int64_t r = batch.row(s, j) * hkv + h / group;
+        // An fp8e4m3 row is codes * scale: the scale factors out of the dot product.
+        o[j] = dot(qv, cache.data + r * d, d) * (cache.scales ? cache.scales[r] : 1.0f);
       }
       std::fill(o + len, o + kv_dim, kNegInf);
     }
@@ -167,8 +192,9 @@ void paged_pv(const FView& p, const KvCacheView& cache, const PagedBatch& batch,
       const float* pr = p.data + th * k;
       const int64_t len = std::min(batch.kv_len[s], k);
       for (int64_t j = 0; j < len; ++j) {
-        const float w = pr[j];
-        const float* v = cache.data + (batch.row(s, j) * hkv + h / group) * d;
+        const int64_t r = batch.row(s, j) * hkv + h / group;
+        const float w = pr[j] * (cache.scales ? cache.scales[r] : 1.0f);  // codes * scale
+        const float* v = cache.data + r * d;
         for (int64_t i = 0; i < d; ++i) o[i] += w * v[i];
       }
     }
@@ -190,6 +216,10 @@ absl::Status flash_attention(const FView& q, const FView& k, const FView& v,
   auto work = [&](int64_t begin, int64_t end) {
     std::vector<float> acc(d), scores(kKeyBlock);
     std::vector<int64_t> rows(kKeyBlock);
+    // fp8e4m3 caches: a row's value is codes * scale; the K scale multiplies its score, the V
+    // scale its probability's weight (not the normalizer).
+    auto k_scale = [&](int64_t r) { return k_cache.scales ? k_cache.scales[r / d] : 1.0f; };
+    auto v_scale = [&](int64_t r) { return v_cache.scales ? v_cache.scales[r / d] : 1.0f; };
     for (int64_t th = begin; th < end; ++th) {
       const int64_t t = th / hq, h = th % hq, s = batch.seq_of_token[t];
       const float* qv = q.data + th * d;
@@ -206,7 +236,7 @@ absl::Status flash_attention(const FView& q, const FView& k, const FView& v,
         float m_block = kNegInf;
         for (int64_t j = 0; j < n; ++j) {
           rows[j] = (batch.row(s, j0 + j) * hkv + h / group) * d;
-          scores[j] = sc * dot(qv, k_cache.data + rows[j], d);
+          scores[j] = sc * dot(qv, k_cache.data + rows[j], d) * k_scale(rows[j]);
           m_block = std::max(m_block, scores[j]);
         }
         const float m_new = std::max(m, m_block);
@@ -219,7 +249,7 @@ absl::Status flash_attention(const FView& q, const FView& k, const FView& v,
         l = l * correction + block_sum;
         for (int64_t i = 0; i < d; ++i) acc[i] *= correction;
         for (int64_t j = 0; j < n; ++j) {
-          const float p = scores[j];
+          const float p = scores[j] * v_scale(rows[j]);
           const float* vv = v_cache.data + rows[j];
           for (int64_t i = 0; i < d; ++i) acc[i] += p * vv[i];
         }

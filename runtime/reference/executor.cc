@@ -127,9 +127,10 @@ struct ReferenceExecutor::RunState {
     const Slot& s = slots[v->id];
     return IView{s.i, s.shape};
   }
-  KvCacheView cache(const Value* v) const {
+  /// The cache `v`, with its scale array `scales` (an fp8e4m3 cache's; null for others).
+  KvCacheView cache(const Value* v, const Value* scales = nullptr) const {
     const Slot& s = slots[v->id];
-    return KvCacheView{s.cache, s.shape};
+    return KvCacheView{s.cache, s.shape, scales != nullptr ? slots[scales->id].cache : nullptr};
   }
 };
 
@@ -137,11 +138,12 @@ ReferenceExecutor::~ReferenceExecutor() = default;
 
 bool is_kv_cache_operand(const Node& n, size_t i) {
   switch (n.op) {
-    case OpKind::kKvWrite: return i == KvWriteOp::kCache;
-    case OpKind::kPagedQk: return i == PagedQkOp::kKCache;
-    case OpKind::kPagedPv: return i == PagedPvOp::kVCache;
+    case OpKind::kKvWrite: return i == KvWriteOp::kCache || i == KvWriteOp::kScales;
+    case OpKind::kPagedQk: return i == PagedQkOp::kKCache || i == PagedQkOp::kKScales;
+    case OpKind::kPagedPv: return i == PagedPvOp::kVCache || i == PagedPvOp::kVScales;
     case OpKind::kFlashAttention:
-      return i == FlashAttentionOp::kKCache || i == FlashAttentionOp::kVCache;
+      return i == FlashAttentionOp::kKCache || i == FlashAttentionOp::kVCache ||
+             i == FlashAttentionOp::kKScales || i == FlashAttentionOp::kVScales;
     default: return false;
   }
 }
@@ -744,21 +746,26 @@ absl::Status ReferenceExecutor::execute(const Node& node, RunState& st) {
       return absl::OkStatus();
     case OpKind::kKvWrite: {
       const KvWriteOp op(node);
-      Slot& y = st.slots[op.cache_out()->id];
-      if (absl::Status s =
-              kv_write(st.cache(op.cache()), st.fview(op.rows()), st.iview(op.slot_mapping()));
+      if (absl::Status s = kv_write(st.cache(op.cache(), op.scales()), st.fview(op.rows()),
+                                    st.iview(op.slot_mapping()));
           !s.ok()) {
         return s;
       }
-      y.cache = st.slots[op.cache()->id].cache;  // the result aliases the cache input
-      y.f = y.cache;
+      // The results alias the cache (and scale array) inputs, written in place.
+      for (auto [out, cache] :
+           {std::pair{op.cache_out(), op.cache()}, std::pair{op.scales_out(), op.scales()}}) {
+        if (out == nullptr) continue;
+        Slot& y = st.slots[out->id];
+        y.cache = st.slots[cache->id].cache;
+        y.f = y.cache;
+      }
       return absl::OkStatus();
     }
     case OpKind::kPagedQk: {
       const PagedQkOp op(node);
       float* y = out_f(0);
-      paged_qk(st.fview(op.q()), st.cache(op.k_cache()), *batch, st.slots[op.scores()->id].shape[2],
-               y, pool_.get());
+      paged_qk(st.fview(op.q()), st.cache(op.k_cache(), op.k_scales()), *batch,
+               st.slots[op.scores()->id].shape[2], y, pool_.get());
       return absl::OkStatus();
     }
     case OpKind::kCausalMask: {
@@ -773,7 +780,7 @@ absl::Status ReferenceExecutor::execute(const Node& node, RunState& st) {
                        columns, " columns");
       }
       float* y = out_f(0);
-      paged_pv(st.fview(op.probs()), st.cache(op.v_cache()), *batch, y, pool_.get());
+      paged_pv(st.fview(op.probs()), st.cache(op.v_cache(), op.v_scales()), *batch, y, pool_.get());
       return absl::OkStatus();
     }
     case OpKind::kRmsNorm: {
@@ -799,15 +806,19 @@ absl::Status ReferenceExecutor::execute(const Node& node, RunState& st) {
       const FlashAttentionOp op(node);
       float* y = out_f(FlashAttentionOp::kOutput);
       if (absl::Status s = flash_attention(
-              st.fview(op.q()), st.fview(op.k()), st.fview(op.v()), st.cache(op.k_cache()),
-              st.cache(op.v_cache()), st.iview(op.positions()), st.iview(op.slot_mapping()), *batch,
+              st.fview(op.q()), st.fview(op.k()), st.fview(op.v()),
+              st.cache(op.k_cache(), op.k_scales()), st.cache(op.v_cache(), op.v_scales()),
+              st.iview(op.positions()), st.iview(op.slot_mapping()), *batch,
               node.attrs.float_or("scale", 1.0), y, pool_.get());
           !s.ok()) {
         return s;
       }
-      // The cache results alias the cache inputs (updated in place).
+      // The cache (and scale array) results alias their inputs (updated in place).
       for (auto [out, cache] :
-           {std::pair{op.k_cache_out(), op.k_cache()}, std::pair{op.v_cache_out(), op.v_cache()}}) {
+           {std::pair{op.k_cache_out(), op.k_cache()}, std::pair{op.v_cache_out(), op.v_cache()},
+            std::pair{op.k_scales_out(), op.k_scales()},
+            std::pair{op.v_scales_out(), op.v_scales()}}) {
+        if (out == nullptr) continue;
         Slot& c = st.slots[out->id];
         c.cache = st.slots[cache->id].cache;
         c.f = c.cache;

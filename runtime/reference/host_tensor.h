@@ -59,10 +59,13 @@ struct ParamView {
 using ParamViews = std::map<std::string, ParamView, std::less<>>;
 
 /// A KV cache [NP, PS, Hkv, D] in fp32, owned by the caller. It persists across steps and
-/// kv_write / flash_attention write into it in place.
+/// kv_write / flash_attention write into it in place. An fp8e4m3 cache holds the e4m3 codes'
+/// values (exact in fp32) in `data` and its scale array f32[NP, PS, Hkv] in `scales`: element
+/// (slot, h, i) is data[slot, h, i] * scales[slot, h]. Other caches have no scales.
 struct KvCacheView {
   float* data = nullptr;
   std::vector<int64_t> shape;
+  float* scales = nullptr;
 };
 
 /// Everything one step binds: ordinary inputs, KV caches (inputs consumed as the cache operand of

@@ -90,7 +90,14 @@ absl::StatusOr<PagedBatch> make_paged_batch(const IView& qo_indptr, const IView&
                                             const IView& kv_last_page_len, int64_t num_tokens,
                                             int64_t num_pool_pages, int64_t page_size);
 /// Writes rows[t] into cache row slot_mapping[t] (flat over NP*PS); negative slots are skipped.
+/// A cache with scales (fp8e4m3) stores each (token, KV head) row x quantized:
+/// quantize_row_fp8e4m3.
 absl::Status kv_write(const KvCacheView& cache, const FView& rows, const IView& slot_mapping);
+/// One row x[n] into an fp8e4m3 cache: returns scale = max|x| / 448 (0 for an all-zero row) and
+/// writes codes[i] = e4m3(x[i] * (448 / max|x|)) as their float values, so x[i] ≈ codes[i] *
+/// scale. The same f32 operations as the GPU's KV append (kernels/fp8.cuh), so both store the
+/// same codes and scale for the same row.
+float quantize_row_fp8e4m3(const float* x, int64_t n, float* codes);
 /// scores[t, h, j] = q[t, h]·k[j, h / group] for j < kv_len(seq(t)), -inf for kv_len <= j < K.
 void paged_qk(const FView& q, const KvCacheView& cache, const PagedBatch& batch, int64_t kv_dim,
               float* out, ThreadPool* pool);

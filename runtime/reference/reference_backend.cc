@@ -222,22 +222,21 @@ absl::Status ReferenceBackend::allocate_kv(const BackendOptions& options) {
         "the plan's KV layout is empty (page size ", kv.page_size, ", ", kv.num_layers, " layers, ",
         kv.num_kv_heads, " KV heads, head dim ", kv.head_dim, "); ", recompile_hint(plan_)));
   }
-  // The host storage is f32 whatever the plan's KV dtype (the executor computes in fp32).
-  KvLayout host = kv;
-  host.dtype = DType::kF32;
-  const int64_t page_bytes = host.bytes_per_page();
+  // The host storage is f32 whatever the plan's KV dtype (the executor computes in fp32; an
+  // fp8e4m3 cache holds its codes' values, exact in f32), plus the f32 scales of an fp8e4m3 cache.
+  const int64_t page_bytes = host_bytes_per_page();
   if (options.kv_pages > 0) {
     kv_pages_ = options.kv_pages;
   } else if (options.kv_cache_gb > 0) {
-    kv_pages_ = host.pages_for_budget(static_cast<int64_t>(options.kv_cache_gb * (1 << 30)));
+    kv_pages_ = static_cast<int64_t>(options.kv_cache_gb * (1 << 30)) / page_bytes;
   } else {
     // Every sequence of a step at the full context, within 4 GiB of (lazily zeroed) memory.
     const StepLimits& lim = plan_.limits;
     const int64_t context = lim.max_context > 0 ? std::min(lim.max_context, plan_.model.max_context)
                                                 : plan_.model.max_context;
     const int64_t per_seq = (std::max<int64_t>(context, 1) + kv.page_size - 1) / kv.page_size;
-    kv_pages_ = std::min(std::max<int64_t>(lim.max_seqs, 1) * per_seq,
-                         host.pages_for_budget(int64_t{4} << 30));
+    kv_pages_ =
+        std::min(std::max<int64_t>(lim.max_seqs, 1) * per_seq, (int64_t{4} << 30) / page_bytes);
   }
   if (plan_.limits.max_pool_pages > 0) kv_pages_ = std::min(kv_pages_, plan_.limits.max_pool_pages);
   if (kv_pages_ <= 0) {
@@ -249,15 +248,19 @@ absl::Status ReferenceBackend::allocate_kv(const BackendOptions& options) {
         absl::StrCat(kv_pages_, " KV pages of ", kv.page_size,
                      " tokens do not fit the int32 slot_mapping; use fewer pages"));
   }
-  const size_t floats = static_cast<size_t>(kv_pages_ * floats_per_page());
-  for (auto* arrays : {&k_, &v_}) {
+  // Per layer and tensor-parallel rank: [rank * layers + layer].
+  for (auto [arrays, per_page] :
+       {std::pair{&k_, floats_per_page()}, std::pair{&v_, floats_per_page()},
+        std::pair{&k_scales_, scales_per_page()}, std::pair{&v_scales_, scales_per_page()}}) {
+    if (per_page == 0) continue;  // no scale arrays: not an fp8e4m3 cache
+    const size_t floats = static_cast<size_t>(kv_pages_ * per_page);
     arrays->resize(static_cast<size_t>(kv.num_layers) * ranks());
     for (HostArray& a : *arrays) {
       a.data.reset(static_cast<float*>(std::calloc(floats, sizeof(float))));
       if (!a.data) {
         return absl::ResourceExhaustedError(
             absl::StrCat("cannot allocate ", kv_pages_, " KV pages (",
-                         floats * sizeof(float) * 2 * kv.num_layers * ranks(),
+                         kv_pages_ * page_bytes * ranks(),
                          " bytes of host memory); ask for fewer with --kv-pages"));
       }
     }
@@ -265,26 +268,49 @@ absl::Status ReferenceBackend::allocate_kv(const BackendOptions& options) {
   return absl::OkStatus();
 }
 
+int64_t ReferenceBackend::scales_per_page() const {
+  return plan_.kv.has_scales() ? int64_t{plan_.kv.page_size} * plan_.kv.num_kv_heads : 0;
+}
+
+int64_t ReferenceBackend::host_bytes_per_page() const {
+  return 2 * int64_t{plan_.kv.num_layers} * (floats_per_page() + scales_per_page()) * 4;
+}
+
+namespace {
+// Layer `layer` of rank `rank` among per-(rank, layer) arrays; null out of range or absent.
+template <class Arrays>
+float* layer_of(Arrays& arrays, int32_t layers, int32_t layer, int rank) {
+  const size_t at = static_cast<size_t>(rank) * layers + layer;
+  if (layer < 0 || layer >= layers || rank < 0 || at >= arrays.size()) return nullptr;
+  return arrays[at].data.get();
+}
+}  // namespace
+
 float* ReferenceBackend::k_data(int32_t layer, int rank) {
-  const int32_t layers = plan_.kv.num_layers;
-  if (layer < 0 || layer >= layers || rank < 0 || rank >= ranks()) return nullptr;
-  return k_[static_cast<size_t>(rank) * layers + layer].data.get();
+  return layer_of(k_, plan_.kv.num_layers, layer, rank);
 }
 float* ReferenceBackend::v_data(int32_t layer, int rank) {
-  const int32_t layers = plan_.kv.num_layers;
-  if (layer < 0 || layer >= layers || rank < 0 || rank >= ranks()) return nullptr;
-  return v_[static_cast<size_t>(rank) * layers + layer].data.get();
+  return layer_of(v_, plan_.kv.num_layers, layer, rank);
+}
+float* ReferenceBackend::k_scales(int32_t layer, int rank) {
+  return layer_of(k_scales_, plan_.kv.num_layers, layer, rank);
+}
+float* ReferenceBackend::v_scales(int32_t layer, int rank) {
+  return layer_of(v_scales_, plan_.kv.num_layers, layer, rank);
 }
 
 std::string ReferenceBackend::load_report() const {
-  KvLayout host = plan_.kv;
-  host.dtype = DType::kF32;
-  const int64_t kv_bytes = kv_pages_ * host.bytes_per_page();
+  const KvLayout& kv = plan_.kv;
+  const int64_t kv_bytes = kv_pages_ * host_bytes_per_page();
+  // The plan's KV dtype is what a GPU pool of this size holds; the host keeps f32 (fp8e4m3
+  // emulated: codes rounded exactly as the GPU stores them, scales beside them).
   std::string out = absl::StrFormat(
       "cpu reference backend: %d weights (%.1f MiB), KV pool %d pages of %d tokens (%d tokens, "
-      "%.1f MiB f32, allocated as written), %d threads",
-      params_[0].size(), weight_bytes_ / 1048576.0, kv_pages_, plan_.kv.page_size,
-      kv_pages_ * plan_.kv.page_size, kv_bytes / 1048576.0, executor_->num_threads());
+      "%s KV%s held as %.1f MiB f32, allocated as written; %.1f MiB in %s), %d threads",
+      params_[0].size(), weight_bytes_ / 1048576.0, kv_pages_, kv.page_size,
+      kv_pages_ * kv.page_size, dtype_name(kv.dtype),
+      kv.has_scales() ? " with per-(slot, KV head) scales," : "", kv_bytes / 1048576.0,
+      kv_pages_ * kv.bytes_per_page() / 1048576.0, dtype_name(kv.dtype), executor_->num_threads());
   if (ranks() > 1) {
     absl::StrAppend(&out, "; ", ranks(),
                     " tensor-parallel ranks in this process (weights over "
@@ -300,9 +326,12 @@ absl::Status ReferenceBackend::copy_kv_pages(absl::Span<const PageCopy> copies) 
                                                      " is outside the pool of ", kv_pages_));
     }
   }
-  const int64_t n = floats_per_page();
+  // A page's scales (fp8e4m3) are copied with its codes: the copy of a shared partly filled page
+  // must dequantize exactly as the original.
   for (const PageCopy& c : copies) {
-    for (auto* arrays : {&k_, &v_}) {
+    for (auto [arrays, n] :
+         {std::pair{&k_, floats_per_page()}, std::pair{&v_, floats_per_page()},
+          std::pair{&k_scales_, scales_per_page()}, std::pair{&v_scales_, scales_per_page()}}) {
       for (HostArray& a : *arrays) {
         std::memcpy(a.data.get() + c.dst * n, a.data.get() + c.src * n, n * sizeof(float));
       }
@@ -335,11 +364,16 @@ absl::StatusOr<StepResult> ReferenceBackend::run_step(const StepRequest& step) {
   // Each rank reads the same step and its own KV cache.
   const KvLayout& kv = plan_.kv;
   const std::vector<int64_t> cache_shape = {kv_pages_, kv.page_size, kv.num_kv_heads, kv.head_dim};
+  const std::vector<int64_t> scale_shape = {kv_pages_, kv.page_size, kv.num_kv_heads};
   std::vector<InputBindings> ranks(this->ranks(), b);
   for (int r = 0; r < this->ranks(); ++r) {
     for (int32_t l = 0; l < kv.num_layers; ++l) {
       ranks[r].caches[absl::StrCat("k_cache.", l)] = KvCacheView{k_data(l, r), cache_shape};
       ranks[r].caches[absl::StrCat("v_cache.", l)] = KvCacheView{v_data(l, r), cache_shape};
+      if (kv.has_scales()) {  // the graph's k_scales.<l> / v_scales.<l> (models/llama_graph.h)
+        ranks[r].caches[absl::StrCat("k_scales.", l)] = KvCacheView{k_scales(l, r), scale_shape};
+        ranks[r].caches[absl::StrCat("v_scales.", l)] = KvCacheView{v_scales(l, r), scale_shape};
+      }
     }
   }
   absl::StatusOr<std::vector<HostTensor>> out = executor_->run_ranks(ranks);

@@ -50,8 +50,14 @@ class ReferenceBackend : public Backend {
   /// or rank out of range.
   float* k_data(int32_t layer, int rank = 0);
   float* v_data(int32_t layer, int rank = 0);
+  /// Layer `layer`'s K (or V) scale array f32[kv_pages, page_size, kv_heads] (an fp8e4m3 cache)
+  /// on rank `rank`; null for a layer or rank out of range or a cache without scales.
+  float* k_scales(int32_t layer, int rank = 0);
+  float* v_scales(int32_t layer, int rank = 0);
   /// Floats of one page of one layer's K (or V): page_size * kv_heads * head_dim.
   int64_t floats_per_page() const;
+  /// Scales of one page of one layer's K (or V): page_size * kv_heads, 0 without scales.
+  int64_t scales_per_page() const;
   /// The plan's IR as the executor runs it.
   const Graph& graph() const { return executor_->graph(); }
   /// Rank 0's weights as loaded (the executor's views; `kiln run --check` runs single nodes on
@@ -69,6 +75,8 @@ class ReferenceBackend : public Backend {
   absl::Status load_weights(const Graph& graph, const BackendOptions& options,
                             const PlanBlobReader& blobs);
   absl::Status allocate_kv(const BackendOptions& options);
+  /// Host bytes of one page over all layers: f32 elements, and f32 scales for fp8e4m3.
+  int64_t host_bytes_per_page() const;
 
   Plan plan_;
   std::vector<std::unique_ptr<MappedFile>> files_;
@@ -77,7 +85,8 @@ class ReferenceBackend : public Backend {
   int64_t weight_bytes_ = 0;
   std::unique_ptr<ReferenceExecutor> executor_;
   int64_t kv_pages_ = 0;
-  std::vector<HostArray> k_, v_;  // [rank * layers + layer]
+  std::vector<HostArray> k_, v_;                // [rank * layers + layer]
+  std::vector<HostArray> k_scales_, v_scales_;  // likewise, fp8e4m3 caches only
   Sampler sampler_;
 };
 

@@ -4,6 +4,7 @@
 #pragma once
 
 #include <memory>
+#include <optional>
 #include <string>
 
 #include <gtest/gtest.h>
@@ -56,12 +57,14 @@ inline ModelConfig d128_llama3_config() {
   return c;
 }
 
-/// The fused graph `kiln compile` lowers for `config` at `dtype`: build_llama, then the default
-/// pipeline. Null (with a test failure) when either fails.
-inline std::unique_ptr<Graph> fused_graph(const ModelConfig& config, DType dtype = DType::kBF16) {
+/// The fused graph `kiln compile` lowers for `config` at `dtype` (and `kv_dtype`, e.g. fp8e4m3):
+/// build_llama, then the default pipeline. Null (with a test failure) when either fails.
+inline std::unique_ptr<Graph> fused_graph(const ModelConfig& config, DType dtype = DType::kBF16,
+                                          std::optional<DType> kv_dtype = std::nullopt) {
   auto g = std::make_unique<Graph>();
   StepLimits limits;
   limits.dtype = dtype;
+  limits.kv_dtype = kv_dtype;
   if (absl::Status s = build_llama(config, limits, *g); !s.ok()) {
     ADD_FAILURE() << "build_llama: " << s;
     return nullptr;

@@ -435,7 +435,7 @@ TEST(Lowering, PrefillKernelAttributeSelectsPipelinedKernel) {
   EXPECT_EQ(p->rule.block[0], "128");
   absl::StatusOr<std::string> src = emit_kernel_source(*pipe->specs[p->kernel]);
   ASSERT_TRUE(src.ok()) << src.status();
-  EXPECT_NE(src->find("flash_attention_prefill_pipelined<kiln_t, 64, 3, 64, 128, 4, 2>"),
+  EXPECT_NE(src->find("flash_attention_prefill_pipelined<kiln_t, kiln_t, 64, 3, 64, 128, 4, 2>"),
             std::string::npos)
       << *src;
   EXPECT_NE(src->find("__launch_bounds__(128, 1)"), std::string::npos) << *src;

@@ -190,5 +190,79 @@ TEST(RoundTrip, CloneAfterMidGraphEdits) {
   EXPECT_TRUE(verify(*graph.clone()).ok());
 }
 
+// The fp8e4m3 KV cache forms (issue 14): caches of e4m3 codes with their scale arrays as trailing
+// operands, kv_write and flash_attention returning the scales written, paged_pv's dtype. They
+// print, parse back to the same text and verify; a wrong result count or a missing scale array
+// is a verifier error that says what is expected.
+constexpr const char* kFp8KvGraph = R"(graph @fp8kv {
+  symbol T <= 32
+  symbol S <= 4
+  symbol P <= 16
+  symbol NP <= 8
+  symbol K <= 64
+  input %q : bf16[T,4,16]
+  input %k : bf16[T,2,16]
+  input %k_cache : fp8e4m3[NP,4,2,16]
+  input %v_cache : fp8e4m3[NP,4,2,16]
+  input %k_scales : f32[NP,4,2]
+  input %v_scales : f32[NP,4,2]
+  input %positions : i32[T]
+  input %slot_mapping : i32[T]
+  input %qo_indptr : i32[S+1]
+  input %kv_page_indptr : i32[S+1]
+  input %kv_page_indices : i32[P]
+  input %kv_last_page_len : i32[S]
+  %kc, %ks = kv_write(%k_cache, %k, %slot_mapping, %k_scales) : fp8e4m3[NP,4,2,16], f32[NP,4,2]
+  %s = paged_qk(%q, %kc, %qo_indptr, %kv_page_indptr, %kv_page_indices, %kv_last_page_len, %ks) {kv_dim = "K"} : f32[T,4,K]
+  %o = paged_pv(%s, %v_cache, %qo_indptr, %kv_page_indptr, %kv_page_indices, %kv_last_page_len, %v_scales) {dtype = bf16} : bf16[T,4,16]
+  %att, %kc2, %vc2, %ks2, %vs2 = flash_attention(%q, %k, %k, %kc, %v_cache, %positions, %slot_mapping, %qo_indptr, %kv_page_indptr, %kv_page_indices, %kv_last_page_len, %ks, %v_scales) {scale = 0.25} : bf16[T,4,16], fp8e4m3[NP,4,2,16], fp8e4m3[NP,4,2,16], f32[NP,4,2], f32[NP,4,2]
+  output o = %o
+  output att = %att
+})";
+
+TEST(RoundTrip, Fp8KvCacheFormsPrintAndParseBack) {
+  auto g = parse_graph(kFp8KvGraph);
+  ASSERT_TRUE(g.ok()) << g.status();
+  ASSERT_TRUE(verify(**g).ok()) << verify(**g);
+  const std::string printed = print_graph(**g);
+  auto again = parse_graph(printed);
+  ASSERT_TRUE(again.ok()) << again.status() << "\n" << printed;
+  EXPECT_EQ(print_graph(**again), printed);
+  EXPECT_NE(printed.find("%kc, %ks = kv_write(%k_cache, %k, %slot_mapping, %k_scales)"),
+            std::string::npos)
+      << printed;
+}
+
+TEST(RoundTrip, Fp8KvCacheFormErrorsSayWhatIsExpected) {
+  using Edits = std::vector<std::pair<std::string, std::string>>;
+  auto expect_error = [](const Edits& edits, const std::string& want) {
+    std::string text = kFp8KvGraph;
+    for (const auto& [from, to] : edits) {
+      const size_t at = text.find(from);
+      ASSERT_NE(at, std::string::npos) << from;
+      text.replace(at, from.size(), to);
+    }
+    auto g = parse_graph(text);
+    const absl::Status s = g.ok() ? verify(**g) : g.status();
+    ASSERT_FALSE(s.ok()) << want;
+    EXPECT_NE(s.message().find(want), std::string::npos) << s;
+  };
+  // flash_attention over fp8e4m3 caches declared with three results: it has five.
+  expect_error(
+      {{"%att, %kc2, %vc2, %ks2, %vs2 = flash_attention", "%att, %kc2, %vc2 = flash_attention"},
+       {"fp8e4m3[NP,4,2,16], fp8e4m3[NP,4,2,16], f32[NP,4,2], f32[NP,4,2]\n",
+        "fp8e4m3[NP,4,2,16], fp8e4m3[NP,4,2,16]\n"}},
+      "has 3 results, flash_attention with these operands has 5");
+  // paged_pv of an fp8e4m3 cache without its scale array.
+  expect_error({{"%kv_last_page_len, %v_scales) {dtype", "%kv_last_page_len) {dtype"}},
+               "fp8e4m3 KV cache, which needs its scale array f32[NP,4,2]");
+  // paged_pv of an fp8e4m3 cache without a dtype.
+  expect_error({{"%v_scales) {dtype = bf16} : bf16[T,4,16]", "%v_scales) : bf16[T,4,16]"}},
+               "needs a `dtype` attribute");
+  // A scale array of the wrong shape.
+  expect_error({{"input %v_scales : f32[NP,4,2]", "input %v_scales : f32[NP,4,3]"}},
+               "must be the scale array f32[NP,4,2]");
+}
+
 }  // namespace
 }  // namespace kiln

@@ -36,6 +36,7 @@
 #include "plan/launch_expr.h"
 #include "runtime/cuda/driver.h"
 #include "runtime/reference/executor.h"
+#include "runtime/reference/ops.h"
 
 namespace kiln {
 namespace {
@@ -58,7 +59,9 @@ uint16_t f32_to_f16(float f) {  // round to nearest even; test data stays far fr
   return static_cast<uint16_t>(h);
 }
 
-size_t elem_bytes(DType dt) { return dt == DType::kBF16 || dt == DType::kF16 ? 2 : 4; }
+size_t elem_bytes(DType dt) {
+  return dt == DType::kFP8E4M3 ? 1 : dt == DType::kBF16 || dt == DType::kF16 ? 2 : 4;
+}
 
 float round_to(DType dt, float x) {
   if (dt == DType::kBF16) return bf16_to_f32(f32_to_bf16(x));
@@ -76,7 +79,9 @@ std::string encode(const HostTensor& t, DType dt) {
   }
   bytes.resize(t.f.size() * elem_bytes(dt));
   for (size_t k = 0; k < t.f.size(); ++k) {
-    if (dt == DType::kF32) {
+    if (dt == DType::kFP8E4M3) {  // an fp8e4m3 cache's codes (their values are e4m3 numbers)
+      bytes[k] = static_cast<char>(f32_to_fp8e4m3(t.f[k]));
+    } else if (dt == DType::kF32) {
       std::memcpy(bytes.data() + 4 * k, &t.f[k], 4);
     } else {
       const uint16_t h = dt == DType::kBF16 ? f32_to_bf16(t.f[k]) : f32_to_f16(t.f[k]);
@@ -90,7 +95,9 @@ std::vector<float> decode(const std::string& bytes, DType dt) {
   const size_t n = bytes.size() / elem_bytes(dt);
   std::vector<float> out(n);
   for (size_t k = 0; k < n; ++k) {
-    if (dt == DType::kF32) {
+    if (dt == DType::kFP8E4M3) {
+      out[k] = fp8e4m3_to_f32(static_cast<uint8_t>(bytes[k]));
+    } else if (dt == DType::kF32) {
       std::memcpy(&out[k], bytes.data() + 4 * k, 4);
     } else {
       uint16_t h;
@@ -213,6 +220,7 @@ struct Case {
   bool prefill = false;        // the step kind: prefill (some sequence has > 1 query) or decode
   std::vector<Tolerance> tol;  // per graph output
   Tolerance cache_tol = Tolerance::exact();  // the KV caches (a rope before the append: not exact)
+  Tolerance scale_tol = Tolerance::exact();  // an fp8e4m3 cache's scale arrays (`*_scales`)
 };
 
 struct Lowered {
@@ -478,8 +486,9 @@ void check_case(const Case& c, const Lowered& l) {
     ASSERT_NE(v, nullptr);
     absl::StatusOr<std::vector<float>> got = run.download("%" + name, v->type.dtype, t.numel());
     ASSERT_TRUE(got.ok()) << got.status();
+    const bool scales = name.find("scales") != std::string::npos;
     expect_close(absl::StrCat(c.name, " [", run.kernels_run(), "] kv_append cache %", name), *got,
-                 ref_caches[name], t.shape, c.cache_tol);
+                 ref_caches[name], t.shape, scales ? c.scale_tol : c.cache_tol);
   }
   // A zeroed workspace (the decode's split counters) must be zero again after the step, or the
   // next step's splits would miscount.
@@ -752,19 +761,20 @@ struct SeqSpec {
   int32_t q_len;   // new tokens this step
 };
 
-// `extra_attrs` is appended to flash_attention's attributes (e.g. ", split_kv = 8").
+// `extra_attrs` is appended to flash_attention's attributes (e.g. ", split_kv = 8"). `fp8_kv`:
+// the caches are fp8e4m3 with their scale arrays (issue 14); see fp8 bounds below.
 Case attention_case(DType dt, int64_t d, int64_t hq, int64_t hkv, int64_t page_size,
                     const std::vector<SeqSpec>& seqs, bool decode, uint32_t seed,
-                    const std::string& extra_attrs = "", float q_amp = 2) {
+                    const std::string& extra_attrs = "", float q_amp = 2, bool fp8_kv = false) {
   std::mt19937 rng(seed);
   Case c;
   const std::string t = dt_name(dt);
   std::vector<std::string> shape;
   for (const SeqSpec& s : seqs) shape.push_back(absl::StrCat(s.cached, "+", s.q_len));
-  c.name = absl::StrCat(decode ? "attention decode " : "attention prefill ", t, " d=", d,
-                        " Hq=", hq, " Hkv=", hkv, " page=", page_size,
-                        " seqs(cached+new)=", absl::StrJoin(shape, ","), extra_attrs,
-                        q_amp != 2 ? absl::StrCat(" |q|<=", q_amp) : "");
+  c.name = absl::StrCat(decode ? "attention decode " : "attention prefill ", t,
+                        fp8_kv ? " fp8e4m3-kv" : "", " d=", d, " Hq=", hq, " Hkv=", hkv,
+                        " page=", page_size, " seqs(cached+new)=", absl::StrJoin(shape, ","),
+                        extra_attrs, q_amp != 2 ? absl::StrCat(" |q|<=", q_amp) : "");
   c.prefill = !decode;
   // Pages: each sequence's pages drawn from a shuffled pool larger than needed (scattered).
   int64_t pages_needed = 0;
@@ -793,25 +803,47 @@ Case attention_case(DType dt, int64_t d, int64_t hq, int64_t hkv, int64_t page_s
   const int64_t tokens = qo_indptr.back(), num_seqs = static_cast<int64_t>(seqs.size());
   const std::string q_ty = absl::StrCat(t, "[T,", hq, ",", d, "]");
   const std::string kv_ty = absl::StrCat(t, "[T,", hkv, ",", d, "]");
-  const std::string cache_ty = absl::StrCat(t, "[NP,", page_size, ",", hkv, ",", d, "]");
+  const std::string cache_ty =
+      absl::StrCat(fp8_kv ? "fp8e4m3" : t, "[NP,", page_size, ",", hkv, ",", d, "]");
+  const std::string scale_ty = absl::StrCat("f32[NP,", page_size, ",", hkv, "]");
   c.ir = graph_header({"T <= 4096", "S <= 64", "P <= 65536", "NP <= 1048576", "K <= 65536"});
   absl::StrAppend(
       &c.ir, "  input %q : ", q_ty, "\n  input %k : ", kv_ty, "\n  input %v : ", kv_ty,
       "\n  input %k_cache : ", cache_ty, "\n  input %v_cache : ", cache_ty,
+      fp8_kv ? absl::StrCat("\n  input %k_scales : ", scale_ty, "\n  input %v_scales : ", scale_ty)
+             : "",
       "\n  input %positions : i32[T]\n  input %slot_mapping : i32[T]\n"
       "  input %qo_indptr : i32[S+1]\n  input %kv_page_indptr : i32[S+1]\n"
       "  input %kv_page_indices : i32[P]\n  input %kv_last_page_len : i32[S]\n"
-      "  %o, %kc, %vc = flash_attention(%q, %k, %v, %k_cache, %v_cache, %positions, "
-      "%slot_mapping, %qo_indptr, %kv_page_indptr, %kv_page_indices, %kv_last_page_len) "
-      "{scale = ",
-      absl::StrFormat("%.17g", 1.0 / std::sqrt(static_cast<double>(d))), extra_attrs, "} : ", q_ty,
-      ", ", cache_ty, ", ", cache_ty, "\n  output o = %o\n}\n");
+      "  %o, %kc, %vc",
+      fp8_kv ? ", %k_scales_out, %v_scales_out" : "",
+      " = flash_attention(%q, %k, %v, %k_cache, %v_cache, %positions, "
+      "%slot_mapping, %qo_indptr, %kv_page_indptr, %kv_page_indices, %kv_last_page_len",
+      fp8_kv ? ", %k_scales, %v_scales" : "",
+      ") {scale = ", absl::StrFormat("%.17g", 1.0 / std::sqrt(static_cast<double>(d))), extra_attrs,
+      "} : ", q_ty, ", ", cache_ty, ", ", cache_ty,
+      fp8_kv ? absl::StrCat(", ", scale_ty, ", ", scale_ty) : "", "\n  output o = %o\n}\n");
   c.inputs["q"] = random_floats({tokens, hq, d}, dt, rng, -q_amp, q_amp);
   c.inputs["k"] = random_floats({tokens, hkv, d}, dt, rng, -2, 2);
   c.inputs["v"] = random_floats({tokens, hkv, d}, dt, rng, -1, 1);
   // The whole pool is random: earlier tokens' K/V, and garbage in slots no sequence owns.
   c.caches["k_cache"] = random_floats({pool, page_size, hkv, d}, dt, rng, -2, 2);
   c.caches["v_cache"] = random_floats({pool, page_size, hkv, d}, dt, rng, -1, 1);
+  if (fp8_kv) {
+    // The pool as earlier KV appends left it: every row quantized (codes, and a scale per row).
+    for (const char* name : {"k", "v"}) {
+      HostTensor& cache = c.caches[absl::StrCat(name, "_cache")];
+      cache.dtype = DType::kFP8E4M3;
+      HostTensor scales =
+          HostTensor::floats({pool, page_size, hkv}, std::vector<float>(pool * page_size * hkv));
+      std::vector<float> row(d);
+      for (int64_t r = 0; r < pool * page_size * hkv; ++r) {
+        std::copy(cache.f.begin() + r * d, cache.f.begin() + (r + 1) * d, row.begin());
+        scales.f[r] = quantize_row_fp8e4m3(row.data(), d, cache.f.data() + r * d);
+      }
+      c.caches[absl::StrCat(name, "_scales")] = std::move(scales);
+    }
+  }
   c.inputs["positions"] = ints(positions);
   c.inputs["slot_mapping"] = ints(slot_mapping);
   c.inputs["qo_indptr"] = ints(qo_indptr);
@@ -827,6 +859,71 @@ Case attention_case(DType dt, int64_t d, int64_t hq, int64_t hkv, int64_t page_s
                {"K", max_kv}};
   c.tol = {{dt == DType::kBF16 ? 2e-2 : 4e-3, 0}};
   return c;
+}
+
+// fp8e4m3 caches (issue 14). The GPU's KV append quantizes exactly the bf16/f16 rows the
+// reference's kv_write gets, with the same f32 operations (scale = amax / 448, x * (448 / amax),
+// round to nearest even): codes and scales must match exactly. Attention then reads the same
+// codes on both sides; the GPU dequantizes code * scale into its 16-bit tile (one more rounding of
+// 2^-9 relative for bf16, 2^-12 for f16, on |k| <= 2, |v| <= 1) before the same mma path, so the
+// output bound is the 16-bit attention bound above (bf16 |err| <= 2e-2, f16 <= 4e-3) plus that
+// rounding's effect: a score moves by at most 2^-9 * Σ|q_i k_i| * scale <= 2^-9 * 2 * 2 * d /
+// sqrt(d) (0.125 at d = 128, ~0.02 for random signs), an output by about as much relatively: so
+// 3e-2 for bf16 and 5e-3 for f16.
+Case fp8_attention_case(DType dt, int64_t d, int64_t hq, int64_t hkv, int64_t page_size,
+                        const std::vector<SeqSpec>& seqs, bool decode, uint32_t seed,
+                        const std::string& extra_attrs = "") {
+  Case c = attention_case(dt, d, hq, hkv, page_size, seqs, decode, seed, extra_attrs, 2, true);
+  c.tol = {{dt == DType::kBF16 ? 3e-2 : 5e-3, 0}};
+  c.cache_tol = Tolerance::exact();
+  c.scale_tol = Tolerance::exact();
+  return c;
+}
+
+std::vector<Case> prefill_fp8_sweep() {
+  using DT = DType;
+  const std::string pipe = ", prefill_kernel = \"pipelined\"";
+  return {
+      // SmolLM2's shape (d64, G=3), chunked prefill beside a 1-token sequence; simple kernel.
+      fp8_attention_case(DT::kBF16, 64, 9, 3, 16, {{0, 37}, {100, 70}, {16, 1}}, false, 141),
+      // d128, G=4, f16; page size 1 (every row on its own scattered page).
+      fp8_attention_case(DT::kF16, 128, 8, 2, 16, {{0, 130}, {33, 50}}, false, 142),
+      fp8_attention_case(DT::kBF16, 128, 4, 4, 1, {{0, 45}, {20, 19}, {0, 3}}, false, 143),
+      // d80: 5 pieces of 16 codes per row.
+      fp8_attention_case(DT::kBF16, 80, 8, 2, 16, {{0, 77}, {40, 9}}, false, 144),
+      // The pipelined kernel: more tiles than stages, G 8 at page 64, d64 with its 128-row KV tile.
+      fp8_attention_case(DT::kBF16, 128, 8, 2, 16, {{0, 301}, {257, 200}, {40, 1}}, false, 145,
+                         pipe),
+      fp8_attention_case(DT::kF16, 128, 32, 4, 64, {{0, 37}, {100, 91}, {7, 1}}, false, 146, pipe),
+      fp8_attention_case(DT::kBF16, 64, 9, 3, 16, {{0, 37}, {100, 70}, {16, 1}}, false, 147, pipe),
+      fp8_attention_case(DT::kBF16, 128, 8, 2, 16, {{0, 150}, {3, 2}}, false, 148,
+                         pipe + ", stages = 4, tile_kv = 32"),
+      fp8_attention_case(DT::kBF16, 80, 8, 2, 16, {{50, 130}}, false, 149, pipe),
+  };
+}
+
+std::vector<Case> decode_fp8_sweep() {
+  using DT = DType;
+  return {
+      // Batch 1, 2k context: split-KV and the merge; batch 5 with lengths 1 to 2047.
+      fp8_attention_case(DT::kBF16, 64, 9, 3, 16, {{1999, 1}}, true, 151),
+      fp8_attention_case(DT::kBF16, 128, 8, 2, 16,
+                         {{0, 1}, {16, 1}, {299, 1}, {1023, 1}, {2046, 1}}, true, 152),
+      fp8_attention_case(DT::kF16, 128, 4, 4, 1, {{1, 1}, {32, 1}, {699, 1}}, true, 153),
+      fp8_attention_case(DT::kBF16, 128, 32, 8, 16, {{8191, 1}}, true, 154),
+      // The knobs: 8 warps and 3 stages (unified max), tile 32, tile 64 with 2 warps and 4
+      // stages (2 page registers per lane), 1 stage, a fixed split count.
+      fp8_attention_case(DT::kF16, 128, 32, 4, 64, {{129, 1}, {2999, 1}}, true, 155,
+                         ", decode_stages = 3, decode_warps = 8, softmax = \"unified_max\""),
+      fp8_attention_case(DT::kBF16, 128, 8, 2, 16, {{1500, 1}, {9, 1}}, true, 159,
+                         ", decode_tile_kv = 32, decode_warps = 4, decode_stages = 2"),
+      fp8_attention_case(DT::kBF16, 64, 8, 8, 1, {{5, 1}, {333, 1}, {1030, 1}}, true, 156,
+                         ", decode_stages = 4, decode_warps = 2, decode_tile_kv = 64"),
+      fp8_attention_case(DT::kBF16, 128, 32, 4, 64, {{0, 1}, {63, 1}, {700, 1}}, true, 157,
+                         ", decode_stages = 1, split_kv = 8"),
+      // head_dim 80: 5 pieces of 16 codes per row, 80 per K tile (not a whole number per lane).
+      fp8_attention_case(DT::kBF16, 80, 8, 2, 16, {{900, 1}, {3, 1}}, true, 158),
+  };
 }
 
 std::vector<Case> prefill_sweep() {
@@ -941,13 +1038,26 @@ TEST(KernelsGpu, FlashAttentionDecode) {
   check_sweep(decode_sweep());
 }
 
+// fp8e4m3 KV caches: kv_append quantizes, the prefill (simple and pipelined) and decode kernels
+// dequantize (bounds at fp8_attention_case).
+TEST(KernelsGpu, FlashAttentionPrefillFp8Kv) {
+  REQUIRE_GPU();
+  check_sweep(prefill_fp8_sweep());
+}
+
+TEST(KernelsGpu, FlashAttentionDecodeFp8Kv) {
+  REQUIRE_GPU();
+  check_sweep(decode_fp8_sweep());
+}
+
 // fuse-horizontal's attention block: q, k, v are strided-rows slices of one [T, (Hq + 2 Hkv) d]
 // QKV result, and the attention's two ropes and its KV append lower to one rope_kv_append launch
 // (then prefill, or decode + merge). The cache rows are rope outputs, so they get rope's bound.
 Case rope_attention_case(DType dt, int64_t d, int64_t hq, int64_t hkv, int64_t page_size,
                          const std::vector<SeqSpec>& seqs, bool decode, const std::string& layout,
-                         uint32_t seed) {
-  Case c = attention_case(dt, d, hq, hkv, page_size, seqs, decode, seed);
+                         uint32_t seed, bool fp8_kv = false) {
+  Case c = fp8_kv ? fp8_attention_case(dt, d, hq, hkv, page_size, seqs, decode, seed)
+                  : attention_case(dt, d, hq, hkv, page_size, seqs, decode, seed);
   c.name = absl::StrCat("rope+", c.name, " ", layout);
   const std::string t = dt_name(dt);
   const int64_t n = (hq + 2 * hkv) * d, tokens = c.inputs["q"].shape[0];
@@ -986,6 +1096,16 @@ Case rope_attention_case(DType dt, int64_t d, int64_t hq, int64_t hkv, int64_t p
   for (const std::string& name : {"q", "k", "v"}) c.inputs.erase(name);
   c.inputs["x_qkv"] = HostTensor::floats({tokens, n}, std::move(qkv), dt);
   c.cache_tol = {2e-3, 2 * unit_roundoff(dt)};  // rope's bound (see rope_case)
+  if (fp8_kv) {
+    // The K rows are rope outputs: the GPU's (rounded to the dtype, within rope's 2 unit
+    // roundoffs of the reference's fp32 rotation) feed its quantizer. A row's scale follows its
+    // amax: within 2 unit roundoffs relatively. A code x * 448 / amax moves by about 4 unit
+    // roundoffs relatively, so it can cross one rounding boundary: one e4m3 step, at most 2^-3 of
+    // its value for normal codes and 2^-9 absolutely for subnormal ones. V rows are copied
+    // unrotated: exact, within the same bound.
+    c.cache_tol = {std::ldexp(1.0, -9), 0.125};
+    c.scale_tol = {0, 2 * unit_roundoff(dt)};
+  }
   return c;
 }
 
@@ -1021,6 +1141,130 @@ TEST(KernelsGpu, RopeKvAppendBeforeAttention) {
   build_all(plans);
   if (::testing::Test::HasFatalFailure()) return;
   for (size_t i = 0; i < cases.size(); ++i) check_case(cases[i], lowered[i]);
+}
+
+std::vector<Case> rope_attention_fp8_sweep() {
+  using DT = DType;
+  return {
+      rope_attention_case(DT::kBF16, 64, 9, 3, 16, {{1999, 1}, {40, 1}}, true, "interleaved", 171,
+                          true),
+      rope_attention_case(DT::kBF16, 64, 9, 3, 16, {{0, 37}, {100, 70}, {16, 1}}, false,
+                          "interleaved", 172, true),
+      rope_attention_case(DT::kBF16, 128, 32, 8, 16, {{3000, 1}, {17, 1}, {0, 1}}, true, "half",
+                          173, true),
+      rope_attention_case(DT::kF16, 128, 8, 2, 1, {{33, 50}, {0, 3}}, false, "half", 174, true),
+  };
+}
+
+// rope_kv_append into an fp8e4m3 cache: the ropes' results exactly as the 16-bit variant writes
+// them, the cache rows quantized from them (bounds at rope_attention_case).
+TEST(KernelsGpu, RopeKvAppendFp8KvBeforeAttention) {
+  REQUIRE_GPU();
+  std::vector<Case> cases = rope_attention_fp8_sweep();
+  std::vector<Lowered> lowered;
+  for (const Case& c : cases) {
+    lowered.push_back(lower_case(c));
+    std::set<std::string> keys;
+    for (const PlanLaunch& l : lowered.back().plan.launches) {
+      keys.insert(lowered.back().plan.kernels[l.kernel].key);
+    }
+    EXPECT_TRUE(std::any_of(keys.begin(), keys.end(), [](const std::string& k) {
+      return k.rfind("rope_kv_append_", 0) == 0 && k.find("_fp8kv") != std::string::npos;
+    })) << c.name;
+  }
+  std::vector<const LoweredGraph*> plans;
+  for (const Lowered& l : lowered) plans.push_back(&l.plan);
+  build_all(plans);
+  if (::testing::Test::HasFatalFailure()) return;
+  for (size_t i = 0; i < cases.size(); ++i) check_case(cases[i], lowered[i]);
+}
+
+// A test kernel over kernels/fp8.cuh: x[n] through the arch's encoder (hw) and the software one
+// (sw), and the 256 codes through the attention kernels' decoder (decoded, scale 1).
+std::string fp8_conversions_source() {
+  return R"(#include "fp8.cuh"
+extern "C" __global__ void fp8_conversions(const float* x, unsigned char* hw, unsigned char* sw,
+                                           float* decoded, int n) {
+  const int i = blockIdx.x * blockDim.x + threadIdx.x;
+  if (2 * i + 1 < n) {
+    const unsigned int c = kiln_k::fp8x2_encode(x[2 * i], x[2 * i + 1]);
+    hw[2 * i] = c & 0xff;
+    hw[2 * i + 1] = c >> 8;
+    sw[2 * i] = kiln_k::fp8_encode_soft(x[2 * i]);
+    sw[2 * i + 1] = kiln_k::fp8_encode_soft(x[2 * i + 1]);
+  }
+  if (i < 128) {  // codes 2i, 2i + 1 through the attention kernels' decoder (scale 1)
+    const unsigned int h = kiln_k::fp8x2_to_f16x2_times_2m8(2 * i | ((2 * i + 1) << 8));
+    decoded[2 * i] = kiln_k::to_float(kiln_k::f16{(unsigned short)(h & 0xffff)}) * 256.f;
+    decoded[2 * i + 1] = kiln_k::to_float(kiln_k::f16{(unsigned short)(h >> 16)}) * 256.f;
+  }
+}
+)";
+}
+
+// kernels/fp8.cuh's conversions on the device against models/dequantize.h's: the encoder the
+// arch compiles (cvt.rn.satfinite.e4m3x2.f32 on sm_89+) and the software encoder sm_80 uses,
+// both on every midpoint between neighbouring codes and the floats one ulp either side, the
+// codes themselves, out-of-range values and random floats; and the decoder on all 256 codes.
+TEST(KernelsGpu, Fp8ConversionsMatchTheReference) {
+  REQUIRE_GPU();
+  GpuContext& ctx = gpu();
+  std::vector<float> probes;
+  for (int c = 0; c < 0x7e; ++c) {
+    const float a = fp8e4m3_to_f32(static_cast<uint8_t>(c)), b = fp8e4m3_to_f32(c + 1);
+    const float mid = (a + b) / 2;
+    for (float x : {a, mid, std::nextafter(mid, 0.0f), std::nextafter(mid, 1e9f)}) {
+      probes.push_back(x);
+      probes.push_back(-x);
+    }
+  }
+  for (float x : {448.0f, 449.0f, 464.0f, 1e30f, INFINITY, -INFINITY, -1e30f}) probes.push_back(x);
+  std::mt19937 rng(7);
+  std::uniform_int_distribution<int> e(-14, 10);
+  std::uniform_real_distribution<float> m(1.0f, 2.0f);
+  while (probes.size() % 2 != 0 || probes.size() < 65536) {
+    probes.push_back(std::ldexp(m(rng), e(rng)) * (rng() % 2 ? 1 : -1));
+  }
+  const int n = static_cast<int>(probes.size());
+  absl::StatusOr<std::vector<CompiledKernel>> built = build_kernels(
+      {{"fp8_conversions", fp8_conversions_source()}}, ctx.device->arch(), ctx.cache.get(), 1);
+  ASSERT_TRUE(built.ok()) << built.status();
+  absl::StatusOr<GpuKernel> k = ctx.device->load_kernel((*built)[0].cubin, "fp8_conversions");
+  ASSERT_TRUE(k.ok()) << k.status();
+  GpuDevice& dev = *ctx.device;
+  auto x = dev.alloc(4 * n), hw = dev.alloc(n), sw = dev.alloc(n), dec = dev.alloc(4 * 256);
+  ASSERT_TRUE(x.ok() && hw.ok() && sw.ok() && dec.ok());
+  ASSERT_TRUE(dev.upload(x->ptr(), probes.data(), 4 * n).ok());
+  KernelArgs a;
+  a.ptr(x->ptr()).ptr(hw->ptr()).ptr(sw->ptr()).ptr(dec->ptr()).i32(n);
+  LaunchDims d;
+  d.grid[0] = static_cast<unsigned>((n / 2 + 255) / 256);
+  d.block[0] = 256;
+  ASSERT_TRUE(dev.launch(*k, d, a).ok());
+  ASSERT_TRUE(dev.synchronize().ok());
+  std::vector<uint8_t> got_hw(n), got_sw(n);
+  std::vector<float> decoded(256);
+  ASSERT_TRUE(dev.download(got_hw.data(), hw->ptr(), n).ok());
+  ASSERT_TRUE(dev.download(got_sw.data(), sw->ptr(), n).ok());
+  ASSERT_TRUE(dev.download(decoded.data(), dec->ptr(), 4 * 256).ok());
+  int bad_hw = 0, bad_sw = 0;
+  for (int i = 0; i < n; ++i) {
+    const uint8_t want = f32_to_fp8e4m3(probes[i]);
+    if (got_hw[i] != want && bad_hw++ < 5) {
+      ADD_FAILURE() << "encoder " << probes[i] << ": 0x" << std::hex << int{got_hw[i]}
+                    << ", reference 0x" << int{want};
+    }
+    if (got_sw[i] != want && bad_sw++ < 5) {
+      ADD_FAILURE() << "software encoder " << probes[i] << ": 0x" << std::hex << int{got_sw[i]}
+                    << ", reference 0x" << int{want};
+    }
+  }
+  EXPECT_EQ(bad_hw, 0);
+  EXPECT_EQ(bad_sw, 0);
+  for (int c = 0; c < 256; ++c) {
+    if ((c & 0x7f) == 0x7f) continue;  // NaN: never stored (satfinite), decodes as 480
+    EXPECT_EQ(decoded[c], fp8e4m3_to_f32(static_cast<uint8_t>(c))) << "code " << c;
+  }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1186,9 +1430,9 @@ class FakeResolver : public LaunchResolver {
 // kernel compiles for sm_90a, so a harness mistake shows up before the GPU run.
 TEST(KernelsGpuHarness, CasesLowerRunOnReferenceAndCompile) {
   std::vector<Case> all;
-  for (auto sweep :
-       {rmsnorm_sweep, rope_sweep, gather_sweep, elementwise_sweep, prefill_sweep,
-        pipelined_prefill_sweep, decode_sweep}) {
+  for (auto sweep : {rmsnorm_sweep, rope_sweep, gather_sweep, elementwise_sweep, prefill_sweep,
+                     pipelined_prefill_sweep, decode_sweep, prefill_fp8_sweep, decode_fp8_sweep,
+                     rope_attention_fp8_sweep}) {
     for (Case& c : sweep()) all.push_back(std::move(c));
   }
   std::vector<KernelJob> jobs;
@@ -1238,6 +1482,20 @@ TEST(KernelsGpuHarness, CasesLowerRunOnReferenceAndCompile) {
   ASSERT_TRUE(built.ok()) << built.status();
   std::printf("[ kiln gpu ] %zu kernels: %d compiled, %d cache hits, %.1f s\n", jobs.size(),
               stats.compiled, stats.hits, stats.seconds);
+}
+
+// Without a GPU: the fp8 conversion test kernel compiles for sm_80 (software encoder) and
+// sm_90a (the PTX cvt), so the GPU run does not find a mistake in it first.
+TEST(KernelsGpuHarness, Fp8ConversionKernelCompiles) {
+  if (!nvrtc_available()) GTEST_SKIP() << "built without NVRTC: kernels not compiled";
+  for (const char* arch : {"sm_80", "sm_90a"}) {
+    absl::StatusOr<std::vector<CompiledKernel>> built =
+        build_kernels({{"fp8_conversions", fp8_conversions_source()}}, arch, nullptr, 1);
+    ASSERT_TRUE(built.ok()) << arch << ": " << built.status();
+    EXPECT_EQ((*built)[0].ptx.find("cvt.rn.satfinite.e4m3x2.f32") != std::string::npos,
+              std::string(arch) != "sm_80")
+        << arch;
+  }
 }
 
 // Without a GPU: the pipelined prefill kernels the sweep uses compile for both targets the plan

@@ -166,6 +166,99 @@ TEST(Dequantize, RandomBlocksMatchGgufPy) {
   }
   EXPECT_EQ(pos, raw.size());
 }
+// ---- fp8e4m3 (OCP FP8 E4M3 "fn", as the fp8e4m3 KV cache stores it) ---------------------------
+
+// Values whose codes the OCP spec fixes: zeros, the extremes, the binade edges, ties (to even)
+// between normals, between subnormals, and between the largest subnormal and the smallest
+// normal, saturation (satfinite, as PTX cvt.rn.satfinite.e4m3x2.f32), NaN.
+TEST(Fp8E4M3, TableOfValues) {
+  const std::pair<float, uint8_t> table[] =
+      {
+          {0.0f, 0x00},          {-0.0f, 0x80},    {1.0f, 0x38},
+          {-1.0f, 0xb8},         {1.125f, 0x39},   {1.0625f, 0x38},  // tie -> even (1.0)
+          {1.1875f, 0x3a},                                           // tie -> even (1.25)
+          {2.0f, 0x40},          {0.3f, 0x2a},     {240.0f, 0x77},
+          {256.0f, 0x78},        {448.0f, 0x7e},   {-448.0f, 0xfe},
+          {449.0f, 0x7e},        {464.0f, 0x7e},   {1e9f, 0x7e},  // satfinite
+          {-1e9f, 0xfe},         {INFINITY, 0x7e}, {-INFINITY, 0xfe},
+          {0.015625f, 0x08},      // 2^-6: the smallest normal
+          {0.001953125f, 0x01},   // 2^-9: the smallest subnormal
+          {0.0009765625f, 0x00},  // 2^-10: tie 0 / 2^-9 -> even (0)
+          {0.0029296875f, 0x02},  // 1.5 * 2^-9: tie -> even (2)
+          {0.013671875f, 0x07},   // 7 * 2^-9: the largest subnormal
+          {0.0146484375f, 0x08},  // 7.5 * 2^-9: tie -> even (smallest normal)
+          {-0.0001f, 0x80},       // underflows to -0
+      };
+  for (auto [x, code] : table) {
+    EXPECT_EQ(f32_to_fp8e4m3(x), code) << x;
+  }
+  EXPECT_EQ(f32_to_fp8e4m3(NAN), 0x7f);
+  EXPECT_TRUE(std::isnan(fp8e4m3_to_f32(0x7f)));
+  EXPECT_TRUE(std::isnan(fp8e4m3_to_f32(0xff)));
+  EXPECT_EQ(fp8e4m3_to_f32(0x7e), 448.0f);
+  EXPECT_EQ(fp8e4m3_to_f32(0x01), std::ldexp(1.0f, -9));
+  EXPECT_EQ(fp8e4m3_to_f32(0x07), 7 * std::ldexp(1.0f, -9));
+  EXPECT_EQ(fp8e4m3_to_f32(0x39), 1.125f);
+  EXPECT_TRUE(std::signbit(fp8e4m3_to_f32(0x80)));
+}
+
+// Decoding: every finite code round-trips through the encoder and the finite values increase
+// with the code.
+TEST(Fp8E4M3, EveryCodeRoundTrips) {
+  float previous = -1;
+  for (int c = 0; c < 0x7f; ++c) {
+    const float v = fp8e4m3_to_f32(static_cast<uint8_t>(c));
+    EXPECT_GT(v, previous) << c;
+    previous = v;
+    EXPECT_EQ(f32_to_fp8e4m3(v), c) << v;
+    EXPECT_EQ(f32_to_fp8e4m3(-v), c | 0x80) << -v;
+    EXPECT_EQ(fp8e4m3_to_f32(static_cast<uint8_t>(c | 0x80)), -v);
+  }
+}
+
+// The encoder against a brute-force oracle that knows nothing of exponents and mantissas: the
+// nearest of the 127 finite codes of x's sign, ties to the even code, |x| > 448 to ±448. Over
+// every midpoint between neighbouring codes and the floats one ulp either side of it, and random
+// floats over the whole range (subnormals and beyond 448 included).
+TEST(Fp8E4M3, EncoderIsRoundToNearestEvenSaturating) {
+  std::vector<float> values(0x7f);
+  for (int c = 0; c < 0x7f; ++c) values[c] = fp8e4m3_to_f32(static_cast<uint8_t>(c));
+  auto oracle = [&](float x) -> uint8_t {
+    const uint8_t sign = std::signbit(x) ? 0x80 : 0;
+    const double a = std::fabs(static_cast<double>(x));
+    if (a >= 448) return sign | 0x7e;
+    int best = 0;
+    for (int c = 1; c < 0x7f; ++c) {
+      const double d = std::fabs(values[c] - a), db = std::fabs(values[best] - a);
+      if (d < db || (d == db && c % 2 == 0)) best = c;
+    }
+    return sign | static_cast<uint8_t>(best);
+  };
+  std::vector<float> probes;
+  for (int c = 0; c + 1 < 0x7f; ++c) {
+    const float mid = (values[c] + values[c + 1]) / 2;  // exact: a few bits past the codes'
+    for (float x : {mid, std::nextafter(mid, 0.0f), std::nextafter(mid, 1e9f), values[c]}) {
+      probes.push_back(x);
+      probes.push_back(-x);
+    }
+  }
+  uint32_t state = 12345;
+  for (int i = 0; i < 200000; ++i) {
+    state = state * 1664525u + 1013904223u;
+    // Magnitudes from 2^-14 to 2^10: subnormals, every binade, and past 448.
+    const float x =
+        std::ldexp(1.0f + (state >> 8) / 16777216.0f, static_cast<int>(state % 25) - 14);
+    probes.push_back((state & 1) ? -x : x);
+  }
+  int bad = 0;
+  for (float x : probes) {
+    const uint8_t want = oracle(x), got = f32_to_fp8e4m3(x);
+    if (got != want && bad++ < 10) {
+      ADD_FAILURE() << x << ": got 0x" << std::hex << int{got} << ", want 0x" << int{want};
+    }
+  }
+  EXPECT_EQ(bad, 0);
+}
 
 }  // namespace
 }  // namespace kiln

@@ -69,6 +69,28 @@ TEST(PlanJson, RoundTripKeepsEveryField) {
   EXPECT_EQ(r.find_weight("nope"), nullptr);
 }
 
+// An fp8e4m3 KV cache: the layout's dtype is the one record of it; reading the plan gives the
+// limits the same KV dtype, and the byte counts (computed, never stored) count the scales.
+TEST(PlanJson, Fp8KvCacheRoundTrips) {
+  Plan p = testing::make_sample_plan().plan;
+  p.kv.dtype = DType::kFP8E4M3;
+  p.limits.kv_dtype = DType::kFP8E4M3;
+  absl::StatusOr<Manifest> m = manifest_from_json(manifest_to_json(p, kBlobs));
+  ASSERT_TRUE(m.ok()) << m.status();
+  EXPECT_EQ(m->plan.kv, p.kv);
+  ASSERT_TRUE(m->plan.limits.kv_dtype.has_value());
+  EXPECT_EQ(*m->plan.limits.kv_dtype, DType::kFP8E4M3);
+  EXPECT_EQ(m->plan.limits.cache_dtype(), DType::kFP8E4M3);
+  const KvLayout& kv = m->plan.kv;
+  EXPECT_EQ(kv.bytes_per_page_per_layer(),
+            2 * int64_t{kv.page_size} * kv.num_kv_heads * (kv.head_dim + 4));
+  // A bf16 plan reads back without a KV dtype of its own.
+  absl::StatusOr<Manifest> plain =
+      manifest_from_json(manifest_to_json(testing::make_sample_plan().plan, kBlobs));
+  ASSERT_TRUE(plain.ok());
+  EXPECT_FALSE(plain->plan.limits.kv_dtype.has_value());
+}
+
 TEST(PlanJson, NoMemoryPlanAndNoRopeScaling) {
   Plan p = testing::make_sample_plan().plan;
   p.memory.reset();

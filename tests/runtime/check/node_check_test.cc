@@ -196,7 +196,7 @@ TEST(NodeCheck, AnEditedEpsilonIsTheOnlyNodeOverItsTolerance) {
     for (size_t j = 0; j < n.outputs.size(); ++j) {
       auto e = compare_tensors(results[i][j], (*want)[j]);
       ASSERT_TRUE(e.ok()) << e.status();
-      if (e->relative > node_tolerance(n)) diverged.push_back(i);
+      if (e->relative > result_tolerance(n, j)) diverged.push_back(i);
     }
   }
   ASSERT_FALSE(diverged.empty());
@@ -234,8 +234,35 @@ TEST(NodeCheck, ToleranceFollowsTheLowestPrecisionDtype) {
   Value* bf16_add = b.add(x16, x16);
   b.output("a", f32_add);
   b.output("b", bf16_add);
-  EXPECT_DOUBLE_EQ(node_tolerance(*f32_add->producer), 1e-3);
-  EXPECT_DOUBLE_EQ(node_tolerance(*bf16_add->producer), 2e-2);
+  EXPECT_DOUBLE_EQ(result_tolerance(*f32_add->producer, 0), 1e-3);
+  EXPECT_DOUBLE_EQ(result_tolerance(*bf16_add->producer, 0), 2e-2);
+}
+
+// `kiln run --check` over an fp8e4m3 KV plan: an attention reads the same codes on both sides, so
+// its output keeps its activations' tolerance (bf16 here), not fp8's 3 mantissa bits; the caches'
+// codes get one top-binade e4m3 step, their scales f32's.
+TEST(NodeCheck, Fp8KvToleranceIsTheActivationsForOutputsAndPerPartForTheCache) {
+  StepLimits limits;
+  limits.max_tokens = 64;
+  limits.max_seqs = 4;
+  limits.max_context = 64;
+  limits.kv_dtype = DType::kFP8E4M3;
+  auto plan = testing::plan_for_model(testing::fixture("tiny"), limits);
+  ASSERT_TRUE(plan.ok()) << plan.status();
+  auto g = parse_graph(plan->ir);
+  ASSERT_TRUE(g.ok()) << g.status();
+  int attentions = 0;
+  for (const auto& n : (*g)->nodes()) {
+    if (n->op != OpKind::kFlashAttention) continue;
+    ++attentions;
+    ASSERT_EQ(n->outputs.size(), 5u);
+    EXPECT_DOUBLE_EQ(result_tolerance(*n, 0), 2e-2);               // out: bf16
+    EXPECT_DOUBLE_EQ(result_tolerance(*n, 1), kFp8CodeTolerance);  // K codes
+    EXPECT_DOUBLE_EQ(result_tolerance(*n, 2), kFp8CodeTolerance);  // V codes
+    EXPECT_DOUBLE_EQ(result_tolerance(*n, 3), 1e-3);               // K scales
+    EXPECT_DOUBLE_EQ(result_tolerance(*n, 4), 1e-3);               // V scales
+  }
+  EXPECT_GT(attentions, 0);
 }
 
 }  // namespace

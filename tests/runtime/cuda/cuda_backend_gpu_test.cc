@@ -36,6 +36,7 @@
 #include "plan/plan_file.h"
 #include "runtime/check/checked_backend.h"
 #include "runtime/kv/page_tables.h"
+#include "runtime/kv/prefix_cache.h"
 #include "runtime/kv/step_metadata.h"
 #include "runtime/reference/reference_backend.h"
 
@@ -134,8 +135,10 @@ absl::StatusOr<std::string> make_fixture(const Fixture& f, const std::string& ex
 absl::StatusOr<LoadedPlan> compile_plan(const std::string& model, const std::string& plan_path,
                                         GemvChoice gemv = GemvChoice::kHeuristic,
                                         const std::string& from_ir = "",
-                                        std::optional<PersistentOptions> persistent = {}) {
+                                        std::optional<PersistentOptions> persistent = {},
+                                        std::optional<DType> kv_dtype = {}) {
   CompileOptions o;
+  o.limits.kv_dtype = kv_dtype;
   o.persistent = persistent;
   o.from_ir = from_ir;
   o.gemv.default_choice = gemv;
@@ -502,6 +505,150 @@ TEST_P(CudaBackendGpu, PersistentDecodeGivesTheGraphPathsBits) {
   }
 }
 
+// An fp8e4m3 KV cache (`--kv-dtype fp8e4m3`, issue 14): CudaBackend against the reference backend
+// on the same fp8e4m3 plan, the same inputs, one prefill and 16 decodes (the persistent decode
+// kernel on for batches of up to 4). Bound: each side quantizes its own K/V rows, and the GPU's
+// (from bf16 GEMMs) differ from the reference's fp32 rows by bf16 rounding, 2^-8 relatively; a
+// code then lands one e4m3 step (2^-3 of it at most) away where that nudge crosses a rounding
+// boundary, for about 2^-8 / 2^-4 = 1/16 of the elements: an expected relative perturbation of
+// the K/V rows of 2^-4 * 2^-4 = 2^-8, as large again as the bf16 rounding the 16-bit bound
+// covers. So twice the bf16 bound for the logits' relative error, and 97% argmax agreement (the
+// fixtures' random weights make near-ties common) with near-ties counted as in the bf16 test.
+constexpr double kMaxRelErrorFp8 = 2 * kMaxRelError;
+constexpr double kMinArgmaxAgreementFp8 = 0.97;
+
+TEST_P(CudaBackendGpu, Fp8KvLogitsMatchReference) {
+  REQUIRE_GPU();
+  const Fixture& f = GetParam();
+  absl::StatusOr<std::string> dir = make_fixture(f);
+  if (!dir.ok()) GTEST_SKIP() << f.name << ": " << dir.status().message();
+  absl::StatusOr<LoadedPlan> plan =
+      compile_plan(*dir, plan_path(*dir) + ".fp8", GemvChoice::kHeuristic, "", PersistentOptions{4},
+                   DType::kFP8E4M3);
+  ASSERT_TRUE(plan.ok()) << plan.status();
+  ASSERT_EQ(plan->plan.kv.dtype, DType::kFP8E4M3);
+  BackendOptions opts;
+  opts.kv_pages = 256;
+  absl::StatusOr<std::unique_ptr<ReferenceBackend>> cpu =
+      ReferenceBackend::create(plan->plan, opts, blob_reader(*plan));
+  ASSERT_TRUE(cpu.ok()) << cpu.status();
+  absl::StatusOr<std::unique_ptr<CudaBackend>> gpu =
+      CudaBackend::create(plan->plan, opts, blob_reader(*plan));
+  ASSERT_TRUE(gpu.ok()) << gpu.status();
+  std::printf("[ kiln gpu ] %s fp8e4m3 KV: %s\n", f.name.c_str(), (*gpu)->load_report().c_str());
+  EXPECT_NE((*gpu)->load_report().find("fp8e4m3 with per-head scales"), std::string::npos);
+  const int64_t vocab = plan->plan.model.vocab_size;
+  for (size_t batch : {size_t{6}, size_t{3}}) {  // op by op, then the persistent kernel
+    std::vector<std::vector<int32_t>> prompts = mixed_prompts(f.prompt_len, vocab, 7);
+    prompts.resize(batch);
+    absl::StatusOr<Trace> ref = drive(**cpu, prompts, kDecodes);
+    ASSERT_TRUE(ref.ok()) << ref.status();
+    absl::StatusOr<Trace> out = drive(**gpu, prompts, kDecodes, &*ref);
+    ASSERT_TRUE(out.ok()) << out.status();
+    EXPECT_EQ((*gpu)->last_step().persistent, batch <= 4);
+    const Agreement a = compare(*out, *ref, vocab);
+    std::printf(
+        "[ kiln gpu ] %s fp8e4m3 KV, batch %zu: max rel error %.3g, argmax equal %d/%d "
+        "(+%d near-ties)\n",
+        f.name.c_str(), batch, a.max_rel, a.argmax_equal, a.positions, a.near_ties);
+    EXPECT_LE(a.max_rel, kMaxRelErrorFp8) << f.name;
+    EXPECT_GE(a.argmax_equal + a.near_ties, kMinArgmaxAgreementFp8 * a.positions) << f.name;
+  }
+}
+
+// The same KV budget holds 2D / (D + 4) times the tokens with an fp8e4m3 cache (codes of 1 byte
+// and a 4-byte scale per row of D, against 2 bytes per element): each backend sizes its pool from
+// its plan's KvLayout, floor(budget / bytes per page), and says so in its report.
+TEST_P(CudaBackendGpu, Fp8KvPoolHoldsAboutTwiceTheTokens) {
+  REQUIRE_GPU();
+  const Fixture& f = GetParam();
+  absl::StatusOr<std::string> dir = make_fixture(f);
+  if (!dir.ok()) GTEST_SKIP() << f.name << ": " << dir.status().message();
+  absl::StatusOr<LoadedPlan> bf16 = compile_plan(*dir, plan_path(*dir));
+  ASSERT_TRUE(bf16.ok()) << bf16.status();
+  absl::StatusOr<LoadedPlan> fp8 = compile_plan(*dir, plan_path(*dir) + ".fp8pool",
+                                                GemvChoice::kHeuristic, "", {}, DType::kFP8E4M3);
+  ASSERT_TRUE(fp8.ok()) << fp8.status();
+  BackendOptions opts;
+  opts.kv_cache_gb = 1.0 / 512;  // 2 MiB: under the plans' 1024-page bound for every fixture
+  const int64_t budget = static_cast<int64_t>(opts.kv_cache_gb * (1 << 30));
+  const int64_t want_bf16 = budget / bf16->plan.kv.bytes_per_page();
+  const int64_t want_fp8 = budget / fp8->plan.kv.bytes_per_page();
+  ASSERT_LE(want_fp8, fp8->plan.limits.max_pool_pages) << "the NP bound would cap the pool";
+  auto a = CudaBackend::create(bf16->plan, opts, blob_reader(*bf16));
+  ASSERT_TRUE(a.ok()) << a.status();
+  auto b = CudaBackend::create(fp8->plan, opts, blob_reader(*fp8));
+  ASSERT_TRUE(b.ok()) << b.status();
+  std::printf("[ kiln gpu ] %s: %lld bf16 pages, %lld fp8e4m3 pages in %.4f GiB: %s\n",
+              f.name.c_str(), static_cast<long long>((*a)->kv_pages()),
+              static_cast<long long>((*b)->kv_pages()), opts.kv_cache_gb,
+              (*b)->load_report().c_str());
+  EXPECT_EQ((*a)->kv_pages(), want_bf16);
+  EXPECT_EQ((*b)->kv_pages(), want_fp8);
+  const double d = fp8->plan.kv.head_dim;
+  EXPECT_NEAR(static_cast<double>(want_fp8) / want_bf16, 2 * d / (d + 4), 0.02);
+  EXPECT_NE((*b)->load_report().find(absl::StrCat(want_fp8 * fp8->plan.kv.page_size, " tokens")),
+            std::string::npos);
+}
+
+// Prefix reuse on the GPU with an fp8e4m3 cache: a 21-token prefix (one full page of 16 and 5
+// tokens of the next) computed, cached, and reused by a prompt (the full page shared, the partial
+// page copied on write with its scales by copy_kv_pages) gives the logits of the same prompt
+// computed from scratch, within the 16-bit bound (the two runs batch the prefix differently), and
+// the same greedy token, then the same decode.
+TEST_P(CudaBackendGpu, Fp8KvPrefixReuseGivesTheLogitsOfRecomputing) {
+  REQUIRE_GPU();
+  const Fixture& f = GetParam();
+  absl::StatusOr<std::string> dir = make_fixture(f);
+  if (!dir.ok()) GTEST_SKIP() << f.name << ": " << dir.status().message();
+  absl::StatusOr<LoadedPlan> plan = compile_plan(*dir, plan_path(*dir) + ".fp8reuse",
+                                                 GemvChoice::kHeuristic, "", {}, DType::kFP8E4M3);
+  ASSERT_TRUE(plan.ok()) << plan.status();
+  ASSERT_EQ(plan->plan.kv.page_size, 16);
+  BackendOptions opts;
+  opts.kv_pages = 64;
+  auto gpu = CudaBackend::create(plan->plan, opts, blob_reader(*plan));
+  ASSERT_TRUE(gpu.ok()) << gpu.status();
+  auto tables = KvPageTables::create({16, static_cast<int32_t>((*gpu)->kv_pages())});
+  ASSERT_TRUE(tables.ok());
+  PrefixCache cache(*tables);
+  const int64_t vocab = plan->plan.model.vocab_size;
+  auto step = [&](SeqId seq, const std::vector<int32_t>& toks) -> std::vector<float> {
+    auto meta = build_step_metadata(*tables, {{seq, static_cast<int32_t>(toks.size())}});
+    EXPECT_TRUE(meta.ok()) << meta.status();
+    if (!meta.ok()) return {};
+    EXPECT_TRUE((*gpu)->copy_kv_pages(tables->take_pending_copies()).ok());
+    StepRequest req{StepInputs{toks, *meta}, {SequenceSampling{}}, true};
+    auto r = (*gpu)->run_step(req);
+    EXPECT_TRUE(r.ok()) << r.status();
+    return r.ok() ? r->logits : std::vector<float>{};
+  };
+  const std::vector<int32_t> prefix = random_prompt(21, vocab, 31);
+  const std::vector<int32_t> suffix = random_prompt(9, vocab, 32);
+  SeqId first = tables->add_sequence();
+  step(first, prefix);
+  ASSERT_TRUE(cache.insert(prefix, first, 21, /*include_partial_page=*/true).ok());
+  ASSERT_TRUE(tables->free(first).ok());
+  std::vector<int32_t> prompt = prefix;
+  prompt.insert(prompt.end(), suffix.begin(), suffix.end());
+  auto hit = cache.acquire(prompt, static_cast<int64_t>(prompt.size()) - 1);
+  ASSERT_TRUE(hit.ok()) << hit.status();
+  ASSERT_EQ(hit->cached_tokens, 21);
+  Trace reused, fresh;
+  reused.logits.push_back(step(hit->seq, suffix));
+  const SeqId again = tables->add_sequence();
+  fresh.logits.push_back(step(again, prompt));
+  const auto& row = fresh.logits[0];
+  const int32_t next = static_cast<int32_t>(std::max_element(row.begin(), row.end()) - row.begin());
+  reused.logits.push_back(step(hit->seq, {next}));
+  fresh.logits.push_back(step(again, {next}));
+  const Agreement a = compare(reused, fresh, vocab);
+  std::printf("[ kiln gpu ] %s fp8e4m3 prefix reuse: max rel error %.3g, argmax equal %d/%d\n",
+              f.name.c_str(), a.max_rel, a.argmax_equal, a.positions);
+  EXPECT_LE(a.max_rel, kMaxRelError) << f.name;
+  EXPECT_EQ(a.argmax_equal + a.near_ties, a.positions) << f.name;
+}
+
 INSTANTIATE_TEST_SUITE_P(Fixtures, CudaBackendGpu, ::testing::ValuesIn(fixtures()),
                          [](const auto& info) {
                            std::string n = info.param.name;
@@ -613,6 +760,46 @@ TEST(CudaBackendGpuCheck, EveryNodeOfACorrectPlanAgrees) {
   absl::StatusOr<Trace> unchecked = drive(**plain, prompts, 2);
   ASSERT_TRUE(unchecked.ok()) << unchecked.status();
   EXPECT_EQ(observed->tokens, unchecked->tokens);
+}
+
+// `kiln run --check` over an fp8e4m3 KV plan: every node agrees with the reference within its
+// FP8-aware tolerance (runtime/check/node_check.h): the attention outputs within their
+// activations' bf16 tolerance (both sides read the same codes), the caches' codes within one
+// e4m3 step, their scales within f32's.
+TEST(CudaBackendGpuCheck, EveryNodeOfAnFp8KvPlanAgrees) {
+  REQUIRE_GPU();
+  absl::StatusOr<std::string> dir = make_fixture(fixtures()[1]);  // GQA, head_dim 128
+  if (!dir.ok()) GTEST_SKIP() << dir.status().message();
+  absl::StatusOr<LoadedPlan> plan = compile_plan(*dir, plan_path(*dir) + ".fp8check",
+                                                 GemvChoice::kHeuristic, "", {}, DType::kFP8E4M3);
+  ASSERT_TRUE(plan.ok()) << plan.status();
+  BackendOptions opts;
+  opts.kv_pages = 64;
+  auto gpu = CudaBackend::create(plan->plan, opts, blob_reader(*plan));
+  ASSERT_TRUE(gpu.ok()) << gpu.status();
+  BackendOptions ro;
+  ro.kv_pages = 1;
+  auto ref = ReferenceBackend::create(plan->plan, ro, blob_reader(*plan));
+  ASSERT_TRUE(ref.ok()) << ref.status();
+  auto checked = CheckedBackend::create(**gpu, (*ref)->graph(), (*ref)->params(), 3);
+  ASSERT_TRUE(checked.ok()) << checked.status();
+  const auto prompts = mixed_prompts(fixtures()[1].prompt_len, plan->plan.model.vocab_size, 7);
+  absl::StatusOr<Trace> observed = drive(**checked, prompts, 2);
+  ASSERT_TRUE(observed.ok()) << observed.status();
+  const std::vector<NodeCheck>& checks = (*checked)->checks();
+  std::printf("%s", format_checks(checks).c_str());
+  EXPECT_EQ((*checked)->first_divergence(), nullptr);
+  int attention_outputs = 0, codes = 0;
+  for (const NodeCheck& c : checks) {
+    if (c.op != "flash_attention") continue;
+    if (c.tolerance == kFp8CodeTolerance) {
+      ++codes;
+    } else if (c.tolerance == 2e-2) {
+      ++attention_outputs;
+    }
+  }
+  EXPECT_GT(attention_outputs, 0) << "attention outputs held to the bf16 tolerance";
+  EXPECT_GT(codes, 0) << "the caches' codes checked";
 }
 
 // A wrong kernel planted in a plan (its first rmsnorm's epsilon edited in the final IR, compiled
