@@ -50,13 +50,13 @@ def median_ms(fn, iters=30, warm=5):
 
 class Plan:
     """Reads a .kplan: magic | u32 version | u64 manifest length | JSON | 256-aligned blobs. The
-    manifest is plan/plan_json.cc's JSON form of the typed plan (format version 2)."""
+    manifest is plan/plan_json.cc's JSON form of the typed plan (format version 3)."""
 
     def __init__(self, path):
         b = open(path, "rb").read()
         assert b[:5] == b"KPLAN", "not a kiln plan"
         version = struct.unpack_from("<I", b, 5)[0]
-        assert version == 2, f"plan format {version}; this script reads 2: recompile the plan"
+        assert version == 3, f"plan format {version}; this script reads 3: recompile the plan"
         n = struct.unpack_from("<Q", b, 9)[0]
         self.m = json.loads(b[17:17 + n])
         self.base = (17 + n + 255) // 256 * 256
