@@ -34,11 +34,13 @@ if [ -f .devdeps/unpack-deps.sh ]; then
 fi
 [ -d .devdeps/python ] && export PYTHONPATH="$(cd .devdeps/python && pwd)${PYTHONPATH:+:$PYTHONPATH}"
 export PATH="/usr/local/cuda/bin:$PATH"
-if [ ! -x build/tools/kiln ]; then
-  cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=Release -DKILN_TESTS=OFF \
-    -DCUDAToolkit_ROOT=/usr/local/cuda >"$logs/configure.log" 2>&1
+if [ -z "${KILN_PREBUILT:-}" ]; then  # else build/tools/kiln was built elsewhere and carried
+  if [ ! -x build/tools/kiln ]; then
+    cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=Release -DKILN_TESTS=OFF \
+      -DCUDAToolkit_ROOT=/usr/local/cuda >"$logs/configure.log" 2>&1
+  fi
+  cmake --build build -j"$(nproc)" --target kiln >"$logs/build.log" 2>&1 || { tail -30 "$logs/build.log"; exit 1; }
 fi
-cmake --build build -j"$(nproc)" --target kiln >"$logs/build.log" 2>&1 || { tail -30 "$logs/build.log"; exit 1; }
 kiln=build/tools/kiln
 python3 "$peers/torch_peers.py" ceilings | tee -a "$jsonl"
 

@@ -19,8 +19,8 @@ keep_json() { grep '^{' | tee -a "$jsonl"; }
 t0=$SECONDS
 
 # 1. Correctness: every decode / rmsnorm case against the reference backend (outputs NaN-poisoned).
-if ctest --test-dir build -L gpu -R 'KernelsGpu\.(FlashAttentionDecode|RmsNorm)$|KernelsGpuHarness' \
-     --output-on-failure >"$OUT/decode-tests.log" 2>&1; then
+if bash bench/gpu/gpu_tests.sh 'KernelsGpu.FlashAttentionDecode:KernelsGpu.RmsNorm:KernelsGpuHarness*' \
+     >"$OUT/decode-tests.log" 2>&1; then
   note "gpu tests (decode, rmsnorm)" "PASS ($(grep -c 'Passed' "$OUT/decode-tests.log") tests)"
 else
   note "gpu tests (decode, rmsnorm)" "FAIL (see $OUT/decode-tests.log)"

@@ -15,8 +15,7 @@ t0=$SECONDS
 declare -a status=()
 
 echo "== gemv: GPU tests"
-timeout 150 ctest --test-dir build -L gpu -R 'GemvGpu|GemvPath' -j4 --output-on-failure \
-  >"$out/gemv-ctest.log" 2>&1
+timeout 150 bash bench/gpu/gpu_tests.sh '*GemvGpu*:*GemvPath*' >"$out/gemv-ctest.log" 2>&1
 rc=$?
 grep -q "No tests were found" "$out/gemv-ctest.log" && rc=1
 grep -E "tests passed|Failed|\*\*\*|Skipped|Not Run" "$out/gemv-ctest.log" | head -20

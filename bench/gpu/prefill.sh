@@ -8,8 +8,7 @@ OUT=${OUT:-build/gpu-logs}; mkdir -p "$OUT"
 log=$OUT/prefill.log; : >"$log"
 t0=$SECONDS
 echo "== prefill: kernel tests (simple + pipelined vs the reference backend)"
-ctest --test-dir build -L gpu -R 'FlashAttentionPrefill|KernelsGpuHarness' --output-on-failure \
-  --timeout 300 2>&1 | tee -a "$log" | grep -E "tests passed|Failed|\*\*\*|FAILED" | head -20
+bash bench/gpu/gpu_tests.sh '*FlashAttentionPrefill*:*KernelsGpuHarness*' 2>&1 | tee -a "$log" | grep -E "tests passed|Failed|\*\*\*|FAILED" | head -20
 if command -v compute-sanitizer >/dev/null; then
   echo "== prefill: compute-sanitizer memcheck, pipelined sweep"
   timeout 120 compute-sanitizer --tool memcheck --error-exitcode 9 \
