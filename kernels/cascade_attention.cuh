@@ -126,7 +126,8 @@ __device__ __forceinline__ void cascade_prefix_attention(
     const int r = wrow + 8 * h;
     if (r >= rows) continue;
     const int seq = prefix_seqs[r / G];
-    const long long slot = split * split_stride + (long long)seq * num_q_heads + kv_head * G + r % G;
+    const long long slot =
+        split * split_stride + (long long)seq * num_q_heads + kv_head * G + r % G;
     const float l = st.l[h];
     const float inv = l > 0.f ? 1.f / l : 0.f;
     float* o = prefix_o + slot * D;

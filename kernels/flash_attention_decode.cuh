@@ -25,8 +25,8 @@
 //
 // Cascade (CASCADE = true, kernels/cascade_attention.cuh): the same kernel attends to a sequence's
 // suffix only, KV positions [kv_start[seq], kv_len) of its own page list, and its last split merges
-// the prefix kernel's partials of the sequence together with its own; a one-split launch then writes
-// a partial and merges too. The plain instantiation compiles none of it.
+// the prefix kernel's partials of the sequence together with its own; a one-split launch then
+// writes a partial and merges too. The plain instantiation compiles none of it.
 //
 // An fp8e4m3 cache (C = fp8e4m3): each warp's ring stages hold the tile's e4m3 codes and per-row
 // scales (half the bytes in flight of a bf16 tile); once a stage has landed the warp dequantizes
@@ -241,8 +241,10 @@ __device__ __forceinline__ float merge_cascade(const float* o_partial, const flo
                                                long long split_stride, int D, int d,
                                                int num_splits) {
   float m = neg_inf();
-  for (int i = 0; i < num_splits; ++i) m = fmaxf(m, __ldcg(lse_partial + row_slot + i * split_stride));
-  for (int i = 0; i < prefix_splits; ++i) m = fmaxf(m, __ldcg(prefix_lse + row_slot + i * split_stride));
+  for (int i = 0; i < num_splits; ++i)
+    m = fmaxf(m, __ldcg(lse_partial + row_slot + i * split_stride));
+  for (int i = 0; i < prefix_splits; ++i)
+    m = fmaxf(m, __ldcg(prefix_lse + row_slot + i * split_stride));
   const float m_use = m == neg_inf() ? 0.f : m;
   float num = 0.f, den = 0.f;
   for (int i = 0; i < num_splits; ++i) {
@@ -283,9 +285,9 @@ __device__ __forceinline__ void flash_attention_decode(
     const float* __restrict__ v_scales, const int* __restrict__ positions,
     const int* __restrict__ qo_indptr, const int* __restrict__ kv_page_indptr,
     const int* __restrict__ kv_page_indices, const int* __restrict__ kv_last_page_len, int num_seqs,
-    int num_kv_heads, int page_size, float scale, float phi, const int* __restrict__ kv_start = nullptr,
-    const float* __restrict__ prefix_o = nullptr, const float* __restrict__ prefix_lse = nullptr,
-    int prefix_splits = 0) {
+    int num_kv_heads, int page_size, float scale, float phi,
+    const int* __restrict__ kv_start = nullptr, const float* __restrict__ prefix_o = nullptr,
+    const float* __restrict__ prefix_lse = nullptr, int prefix_splits = 0) {
   static_assert(G >= 1 && G <= 16, "the query heads of a group fill one 16-row mma tile");
   static_assert(TILE_KV % 16 == 0 && D % 16 == 0, "mma tiles are 16 wide");
   static_assert(STAGES >= 1 && STAGES <= 4, "1 to 4 tiles in flight per warp");

@@ -21,18 +21,17 @@ absl::Status refuse_fp8(KvCacheKind cache) {
 }  // namespace
 
 std::string CascadePrefixSpec::key() const {
-  return spec_key(family(), dtype,
-                  {{"d", head_dim}, {"g", group}, {"kv", tile_kv}, {"w", warps}});
+  return spec_key(family(), dtype, {{"d", head_dim}, {"g", group}, {"kv", tile_kv}, {"w", warps}});
 }
 
 std::vector<EntryDecl> CascadePrefixSpec::entry() const {
-  return {{"float*", "prefix_o"},         {"float*", "prefix_lse"},
-          {"const kiln_t*", "q"},         {"const kiln_t*", "k_cache"},
-          {"const kiln_t*", "v_cache"},   {"const int*", "qo_indptr"},
-          {"const int*", "prefix_seqs"},  {"const int*", "prefix_pages"},
-          {"int", "num_members"},         {"int", "prefix_len"},
-          {"int", "num_seqs"},            {"int", "num_kv_heads"},
-          {"int", "page_size"},           {"float", "scale"}};
+  return {{"float*", "prefix_o"},        {"float*", "prefix_lse"},
+          {"const kiln_t*", "q"},        {"const kiln_t*", "k_cache"},
+          {"const kiln_t*", "v_cache"},  {"const int*", "qo_indptr"},
+          {"const int*", "prefix_seqs"}, {"const int*", "prefix_pages"},
+          {"int", "num_members"},        {"int", "prefix_len"},
+          {"int", "num_seqs"},           {"int", "num_kv_heads"},
+          {"int", "page_size"},          {"float", "scale"}};
 }
 
 int64_t CascadePrefixSpec::shared_bytes() const {
@@ -89,7 +88,8 @@ absl::StatusOr<std::shared_ptr<CascadePrefixSpec>> make_cascade_prefix_spec(
   }
   if (group < 1 || group > 16) return bad("GQA group ", group, " (1 to 16)");
   if (tile_kv != 16 && tile_kv != 32 && tile_kv != 64) return bad("tile_kv must be 16, 32 or 64");
-  if (warps != 1 && warps != 2 && warps != 4 && warps != 8) return bad("warps must be 1, 2, 4 or 8");
+  if (warps != 1 && warps != 2 && warps != 4 && warps != 8)
+    return bad("warps must be 1, 2, 4 or 8");
   auto s = std::make_shared<CascadePrefixSpec>();
   s->dtype = dtype, s->head_dim = head_dim, s->group = group, s->tile_kv = tile_kv;
   s->warps = warps;
@@ -109,8 +109,8 @@ absl::StatusOr<std::shared_ptr<CascadeSuffixSpec>> make_cascade_suffix_spec(
 
 int64_t cascade_prefix_splits(const CascadePrefixSpec& spec, int64_t rows, int64_t kv_heads,
                               int64_t prefix_len, int64_t target_blocks) {
-  const int64_t row_blocks = std::max<int64_t>(1, (rows + spec.rows_per_block() - 1) /
-                                                      spec.rows_per_block());
+  const int64_t row_blocks =
+      std::max<int64_t>(1, (rows + spec.rows_per_block() - 1) / spec.rows_per_block());
   const int64_t want = (target_blocks + row_blocks * kv_heads - 1) / (row_blocks * kv_heads);
   const int64_t most = std::max<int64_t>(1, (prefix_len + 511) / 512);
   return std::clamp<int64_t>(std::min(want, most), 1, kMaxCascadePrefixSplits);

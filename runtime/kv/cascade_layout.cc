@@ -51,11 +51,12 @@ std::optional<CascadeLayout> find_shared_prefix(const StepMetadata& m, int32_t p
       const int32_t begin = m.kv_page_indptr[s];
       const int32_t pages = std::min(ref_pages, m.kv_page_indptr[s + 1] - begin);
       int32_t same = 0;
-      while (same < pages && m.kv_page_indices[begin + same] == m.kv_page_indices[ref_begin + same]) {
+      while (same < pages &&
+             m.kv_page_indices[begin + same] == m.kv_page_indices[ref_begin + same]) {
         ++same;
       }
-      const int32_t tokens = std::min({same * page_size, kv_len(m, page_size, s),
-                                       kv_len(m, page_size, ref)});
+      const int32_t tokens =
+          std::min({same * page_size, kv_len(m, page_size, s), kv_len(m, page_size, ref)});
       shared.emplace_back(tokens, s);
     }
     // Longest first: the i + 1 longest members share shared[i].first tokens.

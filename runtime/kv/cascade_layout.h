@@ -29,10 +29,10 @@ struct CascadeOptions {
 /// from offset kv_start[s] % PS; it is empty when kv_start[s] == kv_len(s). Invariant (what the
 /// kernels rely on): kv_start[s] == prefix_len > 0 for members, 0 for the others.
 struct CascadeLayout {
-  int32_t prefix_len = 0;              ///< shared KV tokens
-  std::vector<int32_t> prefix_pages;   ///< [ceil(prefix_len / PS)] physical pages
-  std::vector<int32_t> prefix_seqs;    ///< [M] member sequences (step indices), ascending
-  std::vector<int32_t> kv_start;       ///< [S] first suffix position per sequence
+  int32_t prefix_len = 0;             ///< shared KV tokens
+  std::vector<int32_t> prefix_pages;  ///< [ceil(prefix_len / PS)] physical pages
+  std::vector<int32_t> prefix_seqs;   ///< [M] member sequences (step indices), ascending
+  std::vector<int32_t> kv_start;      ///< [S] first suffix position per sequence
 
   int32_t num_members() const { return static_cast<int32_t>(prefix_seqs.size()); }
 };

@@ -29,8 +29,8 @@ absl::Status cascade_attention(const FView& q, const KvCacheView& k_cache,
   const int64_t hkv = k_cache.shape[2], group = hq / hkv, ps = batch.page_size;
   if (q.shape[0] != S) {
     return absl::InvalidArgumentError(
-        absl::StrCat("cascade attention is for decode steps: ", q.shape[0], " query tokens for ",
-                     S, " sequences"));
+        absl::StrCat("cascade attention is for decode steps: ", q.shape[0], " query tokens for ", S,
+                     " sequences"));
   }
   if (static_cast<int64_t>(layout.kv_start.size()) != S ||
       static_cast<int64_t>(layout.prefix_pages.size()) != (layout.prefix_len + ps - 1) / ps) {
@@ -38,8 +38,8 @@ absl::Status cascade_attention(const FView& q, const KvCacheView& k_cache,
   }
   for (int64_t s = 0; s < S; ++s) {
     if (layout.kv_start[s] < 0 || layout.kv_start[s] > batch.kv_len[s]) {
-      return absl::InvalidArgumentError(absl::StrCat("cascade attention: kv_start[", s, "] = ",
-                                                     layout.kv_start[s], " outside [0, ",
+      return absl::InvalidArgumentError(absl::StrCat("cascade attention: kv_start[", s,
+                                                     "] = ", layout.kv_start[s], " outside [0, ",
                                                      batch.kv_len[s], "]"));
     }
   }

@@ -30,8 +30,8 @@ TEST(CascadeNvrtc, KernelsCompileWithoutSpills) {
         absl::StatusOr<std::shared_ptr<CascadeSuffixSpec>> s =
             make_cascade_suffix_spec(dt, KvCacheKind::kSameAsRows, d, g, DecodeConfig{});
         ASSERT_TRUE(s.ok()) << s.status();
-        for (const KernelSpec* spec : {static_cast<const KernelSpec*>(p->get()),
-                                       static_cast<const KernelSpec*>(s->get())}) {
+        for (const KernelSpec* spec :
+             {static_cast<const KernelSpec*>(p->get()), static_cast<const KernelSpec*>(s->get())}) {
           absl::StatusOr<std::string> src = emit_kernel_source(*spec);
           ASSERT_TRUE(src.ok()) << src.status();
           jobs.push_back({spec->key(), *src});

@@ -148,8 +148,8 @@ struct DeviceStep {
   absl::Status cascade(Kernels& k, int64_t suffix_splits, int64_t prefix_splits) {
     LaunchDims p;
     const int64_t rows = int64_t{layout->num_members()} * (hq / hkv);
-    p.grid[0] = static_cast<unsigned>((rows + k.prefix->rows_per_block() - 1) /
-                                      k.prefix->rows_per_block());
+    p.grid[0] =
+        static_cast<unsigned>((rows + k.prefix->rows_per_block() - 1) / k.prefix->rows_per_block());
     p.grid[1] = static_cast<unsigned>(hkv), p.grid[2] = static_cast<unsigned>(prefix_splits);
     p.block[0] = static_cast<unsigned>(32 * k.prefix->warps);
     p.dynamic_smem = static_cast<size_t>(k.prefix->shared_bytes());
@@ -277,16 +277,14 @@ void run_case(const Sweep& c, std::mt19937& rng, int trial, bool empty_suffixes)
   // Prefixes from under one page to a few hundred tokens; suffixes up to ~3 pages of 16.
   const int32_t shared_pages = 1 + static_cast<int32_t>(rng() % std::max<int64_t>(1, 256 / c.ps));
   const int32_t suffix_pages = static_cast<int32_t>(std::max<int64_t>(1, 48 / c.ps));
-  testing::SharedStep step = testing::random_shared_step(rng, static_cast<int32_t>(c.ps), seqs,
-                                                         members, shared_pages, suffix_pages,
-                                                         empty_suffixes);
+  testing::SharedStep step = testing::random_shared_step(
+      rng, static_cast<int32_t>(c.ps), seqs, members, shared_pages, suffix_pages, empty_suffixes);
   std::optional<CascadeLayout> layout =
       find_shared_prefix(step.metadata, static_cast<int32_t>(c.ps), {2, 1});
   ASSERT_TRUE(layout.has_value());
-  const std::string what = absl::StrCat(c.dt == DType::kBF16 ? "bf16" : "f16", " d", c.d, " g",
-                                        c.g, " ps", c.ps, " trial ", trial, ": S ", seqs,
-                                        ", members ", layout->num_members(), ", prefix ",
-                                        layout->prefix_len);
+  const std::string what = absl::StrCat(c.dt == DType::kBF16 ? "bf16" : "f16", " d", c.d, " g", c.g,
+                                        " ps", c.ps, " trial ", trial, ": S ", seqs, ", members ",
+                                        layout->num_members(), ", prefix ", layout->prefix_len);
   const size_t nkv = static_cast<size_t>(step.num_pages * c.ps * kHkv * c.d);
   HostStep h = random_values(rng, c.dt, static_cast<size_t>(seqs * hq * c.d), nkv);
   // The CPU reference on the same (rounded) values.
@@ -295,9 +293,8 @@ void run_case(const Sweep& c, std::mt19937& rng, int trial, bool empty_suffixes)
     return IView{v.data(), {static_cast<int64_t>(v.size())}};
   };
   const StepMetadata& m = step.metadata;
-  PagedBatch batch = *make_paged_batch(iv(m.qo_indptr), iv(m.kv_page_indptr),
-                                       iv(m.kv_page_indices), iv(m.kv_last_page_len), seqs,
-                                       step.num_pages, c.ps);
+  PagedBatch batch = *make_paged_batch(iv(m.qo_indptr), iv(m.kv_page_indptr), iv(m.kv_page_indices),
+                                       iv(m.kv_last_page_len), seqs, step.num_pages, c.ps);
   const std::vector<int64_t> cache_shape = {step.num_pages, c.ps, kHkv, c.d};
   ASSERT_TRUE(cascade_attention(FView{h.q.data(), {seqs, hq, c.d}},
                                 KvCacheView{h.k.data(), cache_shape, nullptr},
@@ -331,7 +328,8 @@ TEST(CascadeGpu, EqualsPlainPagedDecodeOverRandomSplits) {
   for (int64_t d : {64, 128}) {
     for (int64_t g : {1, 4, 8}) {
       for (int64_t ps : {1, 16, 64}) {
-        for (int t = 0; t < 3; ++t) run_case({DType::kBF16, d, g, ps}, rng, trial++, t == 0);  // NOLINT
+        for (int t = 0; t < 3; ++t)
+          run_case({DType::kBF16, d, g, ps}, rng, trial++, t == 0);  // NOLINT
       }
     }
   }
@@ -377,13 +375,13 @@ TEST(CascadeGpu, DecodeSpeed) {
       CascadeLayout layout = *find_shared_prefix(step.metadata, kPs);
       std::mt19937 rng(static_cast<uint32_t>(prefix + batch));
       HostStep h = random_values(rng, DType::kBF16, batch * kHq * kD, next * kPs * kHkv * kD);
-      DeviceStep s = make_device_step(DType::kBF16, kHq, kHkv, kD, kPs, step, layout, h,
-                                      kMaxSplitKv);
+      DeviceStep s =
+          make_device_step(DType::kBF16, kHq, kHkv, kD, kPs, step, layout, h, kMaxSplitKv);
       const int64_t K = prefix + kSuffix;
       const int64_t plain_splits = std::min<int64_t>(
-          kMaxSplitKv, std::max<int64_t>(1, std::min((K + 255) / 256,
-                                                     (kDecodeTargetBlocks + batch * kHkv - 1) /
-                                                         (batch * kHkv))));
+          kMaxSplitKv,
+          std::max<int64_t>(1, std::min((K + 255) / 256, (kDecodeTargetBlocks + batch * kHkv - 1) /
+                                                             (batch * kHkv))));
       const int64_t suffix_splits = 1;
       const int64_t prefix_splits =
           cascade_prefix_splits(*k.prefix, batch * (kHq / kHkv), kHkv, prefix);
@@ -395,15 +393,15 @@ TEST(CascadeGpu, DecodeSpeed) {
         return 1000.0 * t[t.size() / 2];
       };
       const double plain = median_us([&] { return s.plain(k, plain_splits); });
-      const double cascade =
-          median_us([&] { return s.cascade(k, suffix_splits, prefix_splits); });
+      const double cascade = median_us([&] { return s.cascade(k, suffix_splits, prefix_splits); });
       // The two paths agree on this step too.
       std::vector<float> c_out = download_out(s);
       ASSERT_TRUE(s.plain(k, plain_splits).ok());
       ASSERT_TRUE(gpu().device->synchronize().ok());
       expect_close(c_out, download_out(s), 2e-2, absl::StrCat("prefix ", prefix, " batch ", batch));
-      std::printf("[ cascade ] %-8lld %-6lld %12.1f %12.1f %8.2fx\n", static_cast<long long>(prefix),
-                  static_cast<long long>(batch), plain, cascade, plain / cascade);
+      std::printf("[ cascade ] %-8lld %-6lld %12.1f %12.1f %8.2fx\n",
+                  static_cast<long long>(prefix), static_cast<long long>(batch), plain, cascade,
+                  plain / cascade);
     }
   }
 }

@@ -68,9 +68,9 @@ TEST(CascadeLayout, PartialSharingTakesTheGroupThatSavesMost) {
   // Sequences 0, 2, 4 share 3 pages; 1 and 3 share 1 page with each other; 5 shares nothing.
   // Sequence 2 shares only 2 pages with 0 and 4: {0, 4} x 12 tokens saves 12 reads, {0, 2, 4} x
   // 8 saves 16, so the three-member prefix of 8 wins.
-  StepMetadata m = decode_step(
-      {{0, 1, 2, 10}, {3, 11}, {0, 1, 12}, {3, 13}, {0, 1, 2, 14}, {4, 15}},
-      {16, 6, 10, 7, 13, 8}, 4);
+  StepMetadata m =
+      decode_step({{0, 1, 2, 10}, {3, 11}, {0, 1, 12}, {3, 13}, {0, 1, 2, 14}, {4, 15}},
+                  {16, 6, 10, 7, 13, 8}, 4);
   std::optional<CascadeLayout> layout = find_shared_prefix(m, 4, kAny);
   ASSERT_TRUE(layout.has_value());
   EXPECT_EQ(layout->prefix_len, 8);

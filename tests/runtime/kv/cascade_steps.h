@@ -39,14 +39,14 @@ inline StepMetadata decode_step(const std::vector<std::vector<int32_t>>& pages,
 /// numbered from 0 and shuffled in the pool so the shared ones are not simply the first.
 struct SharedStep {
   StepMetadata metadata;
-  int32_t num_pages = 0;            // pool pages used
-  int32_t shared_len = 0;           // tokens every member shares: min(pages x PS, members' KV)
+  int32_t num_pages = 0;             // pool pages used
+  int32_t shared_len = 0;            // tokens every member shares: min(pages x PS, members' KV)
   std::vector<int32_t> member_seqs;  // ascending step indices
 };
 
 inline SharedStep random_shared_step(std::mt19937& rng, int32_t page_size, int32_t seqs,
-                                     int32_t members, int32_t shared_pages, int32_t max_suffix_pages,
-                                     bool empty_suffixes = false) {
+                                     int32_t members, int32_t shared_pages,
+                                     int32_t max_suffix_pages, bool empty_suffixes = false) {
   int32_t next_page = 0;
   std::vector<int32_t> prefix(shared_pages);
   for (int32_t& p : prefix) p = next_page++;

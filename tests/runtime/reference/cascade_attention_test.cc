@@ -98,13 +98,12 @@ TEST(CascadeAttention, RejectsALayoutOfAnotherStep) {
   auto iv = [](const std::vector<int32_t>& v) {
     return IView{v.data(), {static_cast<int64_t>(v.size())}};
   };
-  PagedBatch batch = *make_paged_batch(iv(m.qo_indptr), iv(m.kv_page_indptr),
-                                       iv(m.kv_page_indices), iv(m.kv_last_page_len), 3,
-                                       step.num_pages, 4);
+  PagedBatch batch = *make_paged_batch(iv(m.qo_indptr), iv(m.kv_page_indptr), iv(m.kv_page_indices),
+                                       iv(m.kv_last_page_len), 3, step.num_pages, 4);
   std::vector<float> q(3 * 2 * 8), cache(step.num_pages * 4 * 8), out(q.size());
   KvCacheView c{cache.data(), {step.num_pages, 4, 1, 8}, nullptr};
-  EXPECT_FALSE(cascade_attention(FView{q.data(), {3, 2, 8}}, c, c, batch, *layout, 0.35, out.data())
-                   .ok());
+  EXPECT_FALSE(
+      cascade_attention(FView{q.data(), {3, 2, 8}}, c, c, batch, *layout, 0.35, out.data()).ok());
 }
 
 }  // namespace
