@@ -23,6 +23,11 @@
 //    and a split whose max is not phi marks its weight -1 so the merge falls back to the
 //    log-sum-exp path for that row.
 //
+// Cascade (CASCADE = true, kernels/cascade_attention.cuh): the same kernel attends to a sequence's
+// suffix only, KV positions [kv_start[seq], kv_len) of its own page list, and its last split merges
+// the prefix kernel's partials of the sequence together with its own; a one-split launch then
+// writes a partial and merges too. The plain instantiation compiles none of it.
+//
 // An fp8e4m3 cache (C = fp8e4m3): each warp's ring stages hold the tile's e4m3 codes and per-row
 // scales (half the bytes in flight of a bf16 tile); once a stage has landed the warp dequantizes
 // it (fp8.cuh) into a 16-bit K and V tile of its own, which the mma path reads as before.
@@ -225,6 +230,38 @@ __device__ __forceinline__ float merge_splits(const float* o_partial, const floa
   return den > 0.f ? num / den : 0.f;
 }
 
+/// The cascade merge of one output element: the suffix's `num_splits` partials (as merge_splits
+/// lays them out) and, for a sequence that attends to the shared prefix, the prefix kernel's
+/// `prefix_splits` partials (prefix_o [prefix_splits, S, Hq, D], prefix_lse [prefix_splits, S,
+/// Hq], the same slot numbering). Always the log-sum-exp weights: the prefix kernel has no unified
+/// bound, and the first lse array holds every split's log-sum-exp in both softmax variants.
+__device__ __forceinline__ float merge_cascade(const float* o_partial, const float* lse_partial,
+                                               const float* prefix_o, const float* prefix_lse,
+                                               int prefix_splits, long long row_slot,
+                                               long long split_stride, int D, int d,
+                                               int num_splits) {
+  float m = neg_inf();
+  for (int i = 0; i < num_splits; ++i)
+    m = fmaxf(m, __ldcg(lse_partial + row_slot + i * split_stride));
+  for (int i = 0; i < prefix_splits; ++i)
+    m = fmaxf(m, __ldcg(prefix_lse + row_slot + i * split_stride));
+  const float m_use = m == neg_inf() ? 0.f : m;
+  float num = 0.f, den = 0.f;
+  for (int i = 0; i < num_splits; ++i) {
+    const long long slot = row_slot + i * split_stride;
+    const float w = exp2f(__ldcg(lse_partial + slot) - m_use);
+    den += w;
+    num += w * __ldcg(o_partial + slot * D + d);
+  }
+  for (int i = 0; i < prefix_splits; ++i) {
+    const long long slot = row_slot + i * split_stride;
+    const float w = exp2f(__ldcg(prefix_lse + slot) - m_use);
+    den += w;
+    num += w * __ldcg(prefix_o + slot * D + d);
+  }
+  return den > 0.f ? num / den : 0.f;
+}
+
 /// Attention of split z for sequence x, KV head y (the task's block coordinates), into out[T, Hq,
 /// D]. The cache's elements are C: T, or fp8e4m3 codes with scales k_scales / v_scales [NP * PS,
 /// Hkv] (null for a T cache). With one split the block writes `out` directly. With more, it writes
@@ -235,7 +272,12 @@ __device__ __forceinline__ float merge_splits(const float* o_partial, const floa
 /// counts last merges (merge_splits) and puts the counter back to 0: split_counters must be zero
 /// when the launch begins (a zero-filled workspace), and is zero again when it ends. Requires G
 /// <= 16. Dynamic shared memory: DecodeSmem<...>::kBytes.
-template <class T, class C, int D, int G, int TILE_KV, int WARPS, int STAGES, bool SOFTMAX_UNIFIED>
+/// CASCADE: the KV range starts at kv_start[seq] (a sequence's suffix), every launch writes
+/// partials (even with one split), and the last split merges them with the prefix partials
+/// (prefix_o, prefix_lse, prefix_splits; merge_cascade) when kv_start[seq] > 0: a sequence that
+/// attends to the shared prefix is exactly one whose suffix starts after it (CascadeLayout).
+template <class T, class C, int D, int G, int TILE_KV, int WARPS, int STAGES, bool SOFTMAX_UNIFIED,
+          bool CASCADE = false>
 __device__ __forceinline__ void flash_attention_decode(
     T* __restrict__ out, float* __restrict__ o_partial, float* __restrict__ lse_partial,
     int* __restrict__ split_counters, const T* __restrict__ q, const C* __restrict__ k_cache,
@@ -243,7 +285,9 @@ __device__ __forceinline__ void flash_attention_decode(
     const float* __restrict__ v_scales, const int* __restrict__ positions,
     const int* __restrict__ qo_indptr, const int* __restrict__ kv_page_indptr,
     const int* __restrict__ kv_page_indices, const int* __restrict__ kv_last_page_len, int num_seqs,
-    int num_kv_heads, int page_size, float scale, float phi) {
+    int num_kv_heads, int page_size, float scale, float phi,
+    const int* __restrict__ kv_start = nullptr, const float* __restrict__ prefix_o = nullptr,
+    const float* __restrict__ prefix_lse = nullptr, int prefix_splits = 0) {
   static_assert(G >= 1 && G <= 16, "the query heads of a group fill one 16-row mma tile");
   static_assert(TILE_KV % 16 == 0 && D % 16 == 0, "mma tiles are 16 wide");
   static_assert(STAGES >= 1 && STAGES <= 4, "1 to 4 tiles in flight per warp");
@@ -266,9 +310,10 @@ __device__ __forceinline__ void flash_attention_decode(
   const int page_begin = kv_page_indptr[seq];
   const int num_pages = kv_page_indptr[seq + 1] - page_begin;
   const int kv_len = num_pages == 0 ? 0 : (num_pages - 1) * page_size + kv_last_page_len[seq];
-  int chunk = (kv_len + num_splits - 1) / num_splits;
+  const int kv_first = CASCADE ? min(kv_start[seq], kv_len) : 0;
+  int chunk = (kv_len - kv_first + num_splits - 1) / num_splits;
   chunk = (chunk + TILE_KV - 1) / TILE_KV * TILE_KV;
-  const int kv_begin = split * chunk, kv_end = min(kv_len, kv_begin + chunk);
+  const int kv_begin = kv_first + split * chunk, kv_end = min(kv_len, kv_begin + chunk);
 
   // Q rows: the group's G heads, zero-padded to 16.
   T* q_tile = reinterpret_cast<T*>(smem);
@@ -462,7 +507,7 @@ __device__ __forceinline__ void flash_attention_decode(
       l += l_w[w][row] * f;
       o += o_w[(w * 16 + row) * D + d] * f;
     }
-    if (num_splits == 1) {  // the whole KV range: no partial, no merge (same value as a merge)
+    if (!CASCADE && num_splits == 1) {  // the whole KV range: no partial, no merge
       out[((long long)token * num_q_heads + kv_head * G + row) * D + d] =
           from_float<T>(l > 0.f ? o / l : 0.f);
       continue;
@@ -475,7 +520,7 @@ __device__ __forceinline__ void flash_attention_decode(
       if (SOFTMAX_UNIFIED) lse_partial[slots + slot] = l == 0.f ? 0.f : m == phi ? l : -1.f;
     }
   }
-  if (num_splits == 1) return;
+  if (!CASCADE && num_splits == 1) return;
 
   // The last split of this (sequence, KV head) to finish merges. Each thread's partial stores
   // are made visible device-wide before the block counts itself (the threadfence-reduction
@@ -491,10 +536,15 @@ __device__ __forceinline__ void flash_attention_decode(
   block_sync<kThreads>();
   if (!is_last) return;
   __threadfence();
+  const bool with_prefix = CASCADE && kv_start[seq] > 0;
   for (int i = tid; i < G * D; i += kThreads) {
     const int row = i / D, d = i % D;
-    const float v = merge_splits<SOFTMAX_UNIFIED>(o_partial, lse_partial, slots, row_slot0 + row,
-                                                  split_stride, D, d, num_splits);
+    const float v =
+        CASCADE ? merge_cascade(o_partial, lse_partial, prefix_o, prefix_lse,
+                                with_prefix ? prefix_splits : 0, row_slot0 + row, split_stride, D,
+                                d, num_splits)
+                : merge_splits<SOFTMAX_UNIFIED>(o_partial, lse_partial, slots, row_slot0 + row,
+                                                split_stride, D, d, num_splits);
     out[((long long)token * num_q_heads + kv_head * G + row) * D + d] = from_float<T>(v);
   }
 }

@@ -20,6 +20,8 @@ constexpr std::array kFamilies = {
     KernelFamily::kGemv,
     KernelFamily::kRopeKvAppend,
     KernelFamily::kPersistentDecode,
+    KernelFamily::kCascadePrefix,
+    KernelFamily::kCascadeSuffix,
 };
 
 }  // namespace
@@ -39,6 +41,8 @@ const char* family_name(KernelFamily family) {
     case KernelFamily::kGemv: return "gemv";
     case KernelFamily::kRopeKvAppend: return "rope_kv_append";
     case KernelFamily::kPersistentDecode: return "persistent_decode";
+    case KernelFamily::kCascadePrefix: return "cascade_prefix";
+    case KernelFamily::kCascadeSuffix: return "cascade_suffix";
   }
   return "unknown";
 }

@@ -24,6 +24,8 @@ enum class KernelFamily : uint8_t {
   kGemv,                   // gemv.cuh: small-batch GEMM (M <= 16 token rows)
   kRopeKvAppend,           // rope.cuh: rope of q and k + the KV append, one launch
   kPersistentDecode,       // persistent_decode.cuh: a decode step's launches as tasks of one
+  kCascadePrefix,          // cascade_attention.cuh: every member's queries against a shared prefix
+  kCascadeSuffix,          // flash_attention_decode.cuh (CASCADE): suffixes + the prefix merge
 };
 
 /// "flash_attention_prefill", "rmsnorm_residual", ...

@@ -297,7 +297,7 @@ TEST(PlanJson, EnumNames) {
                          GemmEpilogue::kBiasResidual}) {
     EXPECT_EQ(parse_gemm_epilogue(gemm_epilogue_name(e)), e);
   }
-  for (int f = 0; f <= static_cast<int>(KernelFamily::kGemv); ++f) {
+  for (int f = 0; f <= static_cast<int>(KernelFamily::kCascadeSuffix); ++f) {
     const KernelFamily family = static_cast<KernelFamily>(f);
     EXPECT_EQ(family_from_name(family_name(family)), family);
   }
