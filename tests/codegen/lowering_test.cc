@@ -463,10 +463,9 @@ TEST(Lowering, PrefillKernelAttributeSelectsPipelinedKernel) {
 // threads (a producer and two consumer warpgroups), the shared memory its header sums, the same
 // grid as the other prefill kernels; knobs it cannot take and an fp8e4m3 cache are refused.
 TEST(Lowering, PrefillKernelAttributeSelectsHopperKernel) {
-  auto lower_with = [](const ModelConfig& config,
-                       const std::vector<std::pair<std::string, Attribute>>& attrs,
-                       std::optional<DType> kv_dtype = std::nullopt)
-      -> absl::StatusOr<LoweredGraph> {
+  auto lower_with =
+      [](const ModelConfig& config, const std::vector<std::pair<std::string, Attribute>>& attrs,
+         std::optional<DType> kv_dtype = std::nullopt) -> absl::StatusOr<LoweredGraph> {
     std::unique_ptr<Graph> g = testing::fused_graph(config, DType::kBF16, kv_dtype);
     if (g == nullptr) return absl::InternalError("no graph");
     for (const auto& n : g->nodes()) {

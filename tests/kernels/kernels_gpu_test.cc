@@ -1473,9 +1473,8 @@ class FakeResolver : public LaunchResolver {
 TEST(KernelsGpuHarness, CasesLowerRunOnReferenceAndCompile) {
   std::vector<Case> all;
   for (auto sweep : {rmsnorm_sweep, rope_sweep, gather_sweep, elementwise_sweep, prefill_sweep,
-                     pipelined_prefill_sweep, hopper_prefill_sweep, decode_sweep,
-                     prefill_fp8_sweep, decode_fp8_sweep,
-                     rope_attention_fp8_sweep}) {
+                     pipelined_prefill_sweep, hopper_prefill_sweep, decode_sweep, prefill_fp8_sweep,
+                     decode_fp8_sweep, rope_attention_fp8_sweep}) {
     for (Case& c : sweep()) all.push_back(std::move(c));
   }
   std::vector<KernelJob> jobs;
