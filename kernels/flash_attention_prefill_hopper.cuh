@@ -512,11 +512,7 @@ __device__ __forceinline__ void flash_attention_prefill_hopper(
     const u32 v_t = kv_s + (2 * st + 1) * kTileBytes;
 #pragma unroll
     for (int kt = 0; kt < TILE_KV / 16; ++kt) {
-#ifdef KILN_HOPPER_V_SWAP_OFFSETS
-      wgmma_rs_tb<T, D>(o, p[kt], wgmma_desc(v_t + kt * 2048, 1024, TILE_KV * 128));
-#else
       wgmma_rs_tb<T, D>(o, p[kt], wgmma_desc(v_t + kt * 2048, TILE_KV * 128, 1024));
-#endif
     }
   };
   auto pack_p = [&] {
