@@ -2,14 +2,16 @@
 # Prefill attention on the GPU (issue 11 item 1): the kernel tests of the prefill kernels (simple,
 # pipelined, and on sm_90a the hopper one), a memcheck of the pipelined and hopper ones, then
 # attention_bench.py at seq 1k/4k/16k for each kernel variant beside the SDPA peers (FA2, cuDNN).
-# KILN_PREFILL_NO_MEMCHECK=1 skips the memcheck. Run after `source bench/gpu/prelude.sh`; writes $OUT/prefill.jsonl and prints the ratio table
+# KILN_PREFILL_NO_MEMCHECK=1 skips the memcheck, KILN_PREFILL_NO_TESTS=1 the tests;
+# KILN_PREFILL_VARIANTS="pipe:pipelined: hop:hopper:" times only those variants (no spaces inside). Run after `source bench/gpu/prelude.sh`; writes $OUT/prefill.jsonl and prints the ratio table
 # last.
 set -u
 OUT=${OUT:-build/gpu-logs}; mkdir -p "$OUT"
 log=$OUT/prefill.log; : >"$log"
 t0=$SECONDS
 echo "== prefill: kernel tests (simple + pipelined + hopper vs the reference backend)"
-bash bench/gpu/gpu_tests.sh '*FlashAttentionPrefill*:*KernelsGpuHarness*' 2>&1 | tee -a "$log" | grep -E "tests passed|Failed|\*\*\*|FAILED" | head -20
+[ -n "${KILN_PREFILL_NO_TESTS:-}" ] ||
+  bash bench/gpu/gpu_tests.sh '*FlashAttentionPrefill*:*KernelsGpuHarness*' 2>&1 | tee -a "$log" | grep -E "tests passed|Failed|\*\*\*|FAILED" | head -20
 if [ -z "${KILN_PREFILL_NO_MEMCHECK:-}" ] && command -v compute-sanitizer >/dev/null; then
   echo "== prefill: compute-sanitizer memcheck, pipelined and hopper sweeps"
   timeout 150 compute-sanitizer --tool memcheck --error-exitcode 9 \
@@ -33,8 +35,10 @@ plans=("$work/simple.kplan")
 # Variants: name:kernel:extra flash_attention attributes (edited into the final IR, recompiled).
 # The hopper ones (sm_90a only: the kernel traps elsewhere) are FlashAttention-3's 128 x 128 tiles
 # with 2 stages, and 128 x 64 with 3 stages.
-for v in "pipe:pipelined:" "pipe_w4_st3:pipelined:, warps = 4, stages = 3" "hop:hopper:" \
-  "hop_kv64_st3:hopper:, tile_kv = 64, stages = 3"; do
+variants=("pipe:pipelined:" "pipe_w4_st3:pipelined:, warps = 4, stages = 3" "hop:hopper:"
+  "hop_kv64_st3:hopper:, tile_kv = 64, stages = 3")
+[ -n "${KILN_PREFILL_VARIANTS:-}" ] && read -r -a variants <<<"$KILN_PREFILL_VARIANTS"
+for v in "${variants[@]}"; do
   name=${v%%:*}; rest=${v#*:}; kernel=${rest%%:*}; extra=${rest#*:}
   sed "s/{scale = \([0-9.e+-]*\)}/{scale = \1, prefill_kernel = \"$kernel\"$extra}/" \
     "$work/ir/99-final.kir" >"$work/$name.kir"
