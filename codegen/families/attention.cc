@@ -2,6 +2,7 @@
 #include "codegen/families/attention.h"
 
 #include "absl/strings/str_cat.h"
+#include "codegen/families/cascade_attention.h"
 #include "codegen/families/flash_attention_decode.h"
 #include "codegen/families/flash_attention_prefill.h"
 #include "codegen/families/rope.h"
@@ -201,7 +202,12 @@ absl::Status lower_flash_attention(const Node& n, LoweringContext& ctx) {
   args.push_back({"k_cache", ctx.tensor(op.k_cache)});
   args.push_back({"v_cache", ctx.tensor(op.v_cache)});
   add_scales(args);
-  return ctx.launch(decode, dr, std::move(args));
+  // Decode steps whose sequences share a prefix: the cascade forms beside the plain launch.
+  CascadeDecodeLowering cascade{dt,         cache_kind, *d, g, *hq, *hkv, *dc, max_split,
+                                dc->split_blocks > 0 ? dc->split_blocks : kDecodeTargetBlocks,
+                                ctx.num_launches(), args};
+  if (absl::Status s = ctx.launch(decode, dr, std::move(args)); !s.ok()) return s;
+  return lower_cascade_decode(ctx, std::move(cascade));
 }
 
 }  // namespace kiln
