@@ -55,11 +55,11 @@ struct PlanKernel {
 /// Per-step device buffers the runtime supplies beyond the graph's inputs: the sampling inputs
 /// (one value per sequence) and a cascade step's layout (runtime/kv/cascade_layout.h).
 enum class RuntimeInput : uint8_t {
-  kSampledIds,   ///< i32[S] output of the sampling kernel
-  kTemperature,  ///< f32[S]
-  kTopK,         ///< i32[S]
-  kTopP,         ///< f32[S]
-  kUniform,      ///< f32[S] uniform draws in [0, 1) made by the engine
+  kSampledIds,          ///< i32[S] output of the sampling kernel
+  kTemperature,         ///< f32[S]
+  kTopK,                ///< i32[S]
+  kTopP,                ///< f32[S]
+  kUniform,             ///< f32[S] uniform draws in [0, 1) made by the engine
   kCascadePrefixSeqs,   ///< i32[CM] CascadeLayout::prefix_seqs
   kCascadePrefixPages,  ///< i32[cdiv(CL, page size)] CascadeLayout::prefix_pages
   kCascadeKvStart,      ///< i32[S] CascadeLayout::kv_start

@@ -33,19 +33,19 @@ constexpr EnumName<LaunchArg::Kind> kArgKinds[] = {{LaunchArg::Kind::kTensor, "t
                                                    {LaunchArg::Kind::kFloat, "float"},
                                                    {LaunchArg::Kind::kWorkspace, "workspace"},
                                                    {LaunchArg::Kind::kRuntime, "runtime"}};
-constexpr EnumName<RuntimeInput> kRuntimeInputs[] = {{RuntimeInput::kSampledIds, "sampled_ids"},
-                                                     {RuntimeInput::kTemperature, "temperature"},
-                                                     {RuntimeInput::kTopK, "top_k"},
-                                                     {RuntimeInput::kTopP, "top_p"},
-                                                     {RuntimeInput::kUniform, "uniform"},
-                                                     {RuntimeInput::kCascadePrefixSeqs, "cascade_prefix_seqs"},
-                                                     {RuntimeInput::kCascadePrefixPages, "cascade_prefix_pages"},
-                                                     {RuntimeInput::kCascadeKvStart, "cascade_kv_start"}};
-constexpr EnumName<StepKind> kStepKinds[] = {
-    {StepKind::kAlways, "always"},
-    {StepKind::kPrefill, "prefill"},
-    {StepKind::kDecode, "decode"},
-    {StepKind::kCascade, "cascade"}};
+constexpr EnumName<RuntimeInput> kRuntimeInputs[] = {
+    {RuntimeInput::kSampledIds, "sampled_ids"},
+    {RuntimeInput::kTemperature, "temperature"},
+    {RuntimeInput::kTopK, "top_k"},
+    {RuntimeInput::kTopP, "top_p"},
+    {RuntimeInput::kUniform, "uniform"},
+    {RuntimeInput::kCascadePrefixSeqs, "cascade_prefix_seqs"},
+    {RuntimeInput::kCascadePrefixPages, "cascade_prefix_pages"},
+    {RuntimeInput::kCascadeKvStart, "cascade_kv_start"}};
+constexpr EnumName<StepKind> kStepKinds[] = {{StepKind::kAlways, "always"},
+                                             {StepKind::kPrefill, "prefill"},
+                                             {StepKind::kDecode, "decode"},
+                                             {StepKind::kCascade, "cascade"}};
 constexpr EnumName<GemmEpilogue> kEpilogues[] = {{GemmEpilogue::kNone, "none"},
                                                  {GemmEpilogue::kBias, "bias"},
                                                  {GemmEpilogue::kResidual, "residual"},

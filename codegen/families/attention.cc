@@ -203,9 +203,18 @@ absl::Status lower_flash_attention(const Node& n, LoweringContext& ctx) {
   args.push_back({"v_cache", ctx.tensor(op.v_cache)});
   add_scales(args);
   // Decode steps whose sequences share a prefix: the cascade forms beside the plain launch.
-  CascadeDecodeLowering cascade{dt,         cache_kind, *d, g, *hq, *hkv, *dc, max_split,
-                                dc->split_blocks > 0 ? dc->split_blocks : kDecodeTargetBlocks,
-                                ctx.num_launches(), args};
+  CascadeDecodeLowering cascade{
+      .dtype = dt,
+      .cache = cache_kind,
+      .head_dim = *d,
+      .group = g,
+      .q_heads = *hq,
+      .kv_heads = *hkv,
+      .config = *dc,
+      .max_split = max_split,
+      .target_blocks = dc->split_blocks > 0 ? dc->split_blocks : kDecodeTargetBlocks,
+      .decode_launch = ctx.num_launches(),
+      .decode_args = args};
   if (absl::Status s = ctx.launch(decode, dr, std::move(args)); !s.ok()) return s;
   return lower_cascade_decode(ctx, std::move(cascade));
 }

@@ -109,9 +109,8 @@ absl::StatusOr<std::shared_ptr<CascadeSuffixSpec>> make_cascade_suffix_spec(
 
 std::string cascade_prefix_split_expr(const CascadePrefixSpec& spec, int64_t kv_heads,
                                       int64_t target_blocks) {
-  const std::string row_blocks =
-      absl::StrCat("max(1, cdiv(", kCascadeMembersSymbol, "*", spec.group, ", ",
-                   spec.rows_per_block(), "))");
+  const std::string row_blocks = absl::StrCat("max(1, cdiv(", kCascadeMembersSymbol, "*",
+                                              spec.group, ", ", spec.rows_per_block(), "))");
   return absl::StrCat("max(1, min(", kMaxCascadePrefixSplits, ", min(cdiv(", target_blocks, ", ",
                       row_blocks, "*", kv_heads, "), max(1, cdiv(", kCascadePrefixSymbol,
                       ", 512)))))");
@@ -138,14 +137,14 @@ absl::Status lower_cascade_decode(LoweringContext& ctx, CascadeDecodeLowering l)
   const std::string wo = absl::StrCat("cascade_prefix_o_h", l.q_heads, "_d", l.head_dim),
                     wl = absl::StrCat("cascade_prefix_lse_h", l.q_heads);
   if (!ctx.has_workspace(wo)) {
-    ctx.add_workspace({wo, absl::StrCat(kMaxCascadePrefixSplits, "*S*",
-                                        l.q_heads * l.head_dim * 4)});
+    ctx.add_workspace(
+        {wo, absl::StrCat(kMaxCascadePrefixSplits, "*S*", l.q_heads * l.head_dim * 4)});
   }
   if (!ctx.has_workspace(wl)) {
     ctx.add_workspace({wl, absl::StrCat(kMaxCascadePrefixSplits, "*S*", l.q_heads * 4)});
   }
-  const std::string prefix_splits = cascade_prefix_split_expr(**prefix, l.kv_heads,
-                                                              l.target_blocks);
+  const std::string prefix_splits =
+      cascade_prefix_split_expr(**prefix, l.kv_heads, l.target_blocks);
   const std::string kv_heads = absl::StrCat(l.kv_heads);
 
   std::vector<BoundParam> pa = {

@@ -68,7 +68,7 @@ struct CascadeDecodeLowering {
   DecodeConfig config;
   int64_t max_split = 0;  // the split capacity of the decode workspaces the suffix reuses
   int64_t target_blocks = 0;
-  int decode_launch = -1;                // index of the node's plain decode launch
+  int decode_launch = -1;               // index of the node's plain decode launch
   std::vector<BoundParam> decode_args;  // its bindings (the suffix's first parameters)
 };
 

@@ -74,7 +74,7 @@ enum class StepArray : uint8_t {
   kTopK,
   kTopP,
   kUniform,
-  kCascadePrefixSeqs,   // a cascade step's layout (RuntimeInput::kCascade*)
+  kCascadePrefixSeqs,  // a cascade step's layout (RuntimeInput::kCascade*)
   kCascadePrefixPages,
   kCascadeKvStart,
   kKvPageIndices,  // last: the largest, uploaded only up to its used length
@@ -165,7 +165,7 @@ struct CudaBackend::Op {
   int bound_expr = -1;               // index into exprs_ of bound->expr, -1 when empty
   bool persistent_kernel = false;    // the persistent decode kernel's launch (PlanPersistent)
   bool persistent_stage = false;     // one of the launches it runs as tasks
-  bool cascade_replaced = false;     // a plain decode launch a PlanCascade replaces in cascade steps
+  bool cascade_replaced = false;  // a plain decode launch a PlanCascade replaces in cascade steps
   GemmShape shape;  // GEMM: m filled per step
   GemmOperands operands;
   /// Indices into exprs_ of every integer expression the op evaluates, in signature order:
@@ -565,9 +565,9 @@ absl::Status CudaBackend::allocate_activations() {
     if (!n.ok()) return n.status();
     caps.emplace_back(*a, *n);
   }
-  for (StepArray a : {StepArray::kTemperature, StepArray::kTopK, StepArray::kTopP,
-                      StepArray::kUniform, StepArray::kCascadePrefixSeqs,
-                      StepArray::kCascadeKvStart}) {
+  for (StepArray a :
+       {StepArray::kTemperature, StepArray::kTopK, StepArray::kTopP, StepArray::kUniform,
+        StepArray::kCascadePrefixSeqs, StepArray::kCascadeKvStart}) {
     caps.emplace_back(a, s_max);
   }
   // The prefix's pages: at most those of the longest KV range.
@@ -1076,9 +1076,9 @@ absl::Status CudaBackend::stage_inputs(const StepRequest& step) {
     cascade = &*in.cascade;
     cascade_step_ = true;
     for (int64_t s = 0; s < S; ++s) {
-      const int32_t kv_len = (m.kv_page_indptr[s + 1] - m.kv_page_indptr[s] - 1) *
-                                 static_cast<int32_t>(ps) +
-                             m.kv_last_page_len[s];
+      const int32_t kv_len =
+          (m.kv_page_indptr[s + 1] - m.kv_page_indptr[s] - 1) * static_cast<int32_t>(ps) +
+          m.kv_last_page_len[s];
       longest_suffix = std::max(longest_suffix, kv_len - cascade->kv_start[s]);
     }
   }

@@ -61,8 +61,8 @@ TEST(CascadeLowering, EveryDecodeAttentionHasItsCascadeForms) {
   // The launches evaluate under a cascade step's symbols, and the suffix merges exactly the
   // splits the prefix launch writes.
   const PlanCascade& c = plan.cascades.front();
-  const LaunchSymbols step = {{"T", 5},  {"S", 5},  {"P", 100}, {"K", 700}, {"NP", 200},
-                              {"CM", 4}, {"CL", 640}, {"CK", 60}};
+  const LaunchSymbols step = {{"T", 5},    {"S", 5},  {"P", 100},  {"K", 700},
+                              {"NP", 200}, {"CM", 4}, {"CL", 640}, {"CK", 60}};
   absl::StatusOr<LaunchGeometry> prefix = eval_launch_rule(plan.launches[c.prefix].rule, step);
   absl::StatusOr<LaunchGeometry> suffix = eval_launch_rule(plan.launches[c.suffix].rule, step);
   ASSERT_TRUE(prefix.ok()) << prefix.status();

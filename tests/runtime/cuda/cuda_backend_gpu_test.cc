@@ -328,8 +328,8 @@ TEST_P(CudaBackendGpu, LogitsMatchReferenceOverPrefillAndDecodes) {
 /// forced->tokens[d][i] when given, else its own greedy token (the first decode a different token
 /// per sequence, so their suffixes differ). Trace rows: the prefill's, then one per decode step.
 absl::StatusOr<Trace> drive_shared(Backend& backend, const std::vector<int32_t>& prompt,
-                                   int members, int decodes, CascadeMode mode,
-                                   const Trace* forced, int* cascade_steps) {
+                                   int members, int decodes, CascadeMode mode, const Trace* forced,
+                                   int* cascade_steps) {
   const int32_t ps = backend.plan().kv.page_size;
   const int32_t vocab = static_cast<int32_t>(backend.plan().model.vocab_size);
   absl::StatusOr<KvPageTables> tables =
@@ -429,11 +429,11 @@ TEST_P(CudaBackendGpu, CascadeGivesThePlainPathsTokens) {
 
   const Agreement vs_plain = compare(*cascade, *plain, vocab);
   const Agreement vs_ref = compare(*cascade, *ref, vocab);
-  std::printf("[ kiln gpu ] %s cascade: vs plain decode max rel %.3g, argmax %d/%d (+%d "
-              "near-ties); vs reference max rel %.3g, argmax %d/%d (+%d)\n",
-              f.name.c_str(), vs_plain.max_rel, vs_plain.argmax_equal, vs_plain.positions,
-              vs_plain.near_ties, vs_ref.max_rel, vs_ref.argmax_equal, vs_ref.positions,
-              vs_ref.near_ties);
+  std::printf(
+      "[ kiln gpu ] %s cascade: vs plain decode max rel %.3g, argmax %d/%d (+%d "
+      "near-ties); vs reference max rel %.3g, argmax %d/%d (+%d)\n",
+      f.name.c_str(), vs_plain.max_rel, vs_plain.argmax_equal, vs_plain.positions,
+      vs_plain.near_ties, vs_ref.max_rel, vs_ref.argmax_equal, vs_ref.positions, vs_ref.near_ties);
   EXPECT_LE(vs_plain.max_rel, kMaxRelError) << f.name;
   EXPECT_EQ(vs_plain.argmax_equal + vs_plain.near_ties, vs_plain.positions) << f.name;
   EXPECT_LE(vs_ref.max_rel, kMaxRelError) << f.name;

@@ -76,7 +76,8 @@ std::vector<GenerationRequest> shared_prompt_requests() {
 
 // Serves `reqs` through the scheduler with the prefix cache: the first alone until its prompt is
 // cached (its first token), then the others, which find the prompt's pages there.
-std::vector<std::vector<int32_t>> serve(Backend& backend, const std::vector<GenerationRequest>& reqs,
+std::vector<std::vector<int32_t>> serve(Backend& backend,
+                                        const std::vector<GenerationRequest>& reqs,
                                         CascadeMode cascade) {
   std::vector<std::vector<int32_t>> out(reqs.size());
   absl::StatusOr<KvPageTables> kv = page_tables_for(backend);
