@@ -169,12 +169,14 @@ TEST(Lowering, SmolLM2FusedGraph) {
     const KernelSpec& spec = *l->specs[launch.kernel];
     EXPECT_EQ(entry_params(spec), l->kernels[launch.kernel].params);
     EXPECT_EQ(l->kernels[launch.kernel].params.size(), launch.args.size()) << spec.key();
-    // The plan's binding accepts every argument (kinds fit the entry's types, symbols bound).
+    // The plan's binding accepts every argument (kinds fit the entry's types, symbols bound;
+    // the cascade launches' CM, CL and CK too).
+    const LaunchSymbols symbols = {{"T", 100}, {"S", 3},   {"K", 700},
+                                   {"CM", 2},  {"CL", 512}, {"CK", 188}};
     absl::StatusOr<std::vector<BoundArg>> bound =
-        bind_launch(l->kernels[launch.kernel], launch, {{"T", 100}, {"S", 3}, {"K", 700}}, any);
+        bind_launch(l->kernels[launch.kernel], launch, symbols, any);
     EXPECT_TRUE(bound.ok()) << bound.status();
-    absl::StatusOr<LaunchGeometry> dims =
-        eval_launch_rule(launch.rule, {{"T", 100}, {"S", 3}, {"K", 700}});
+    absl::StatusOr<LaunchGeometry> dims = eval_launch_rule(launch.rule, symbols);
     EXPECT_TRUE(dims.ok()) << spec.key() << ": " << dims.status();
   }
 }

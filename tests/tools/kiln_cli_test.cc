@@ -69,7 +69,7 @@ TEST(KilnCli, ServeSaysWhatItCannotServe) {
 // refused by name; `kiln bench --shared-prefix` forks the prompt's pages so that its decode steps
 // run cascade attention under auto (the JSON says so) and plain decode under off.
 TEST(KilnCli, CascadeFlag) {
-  const std::string model = testing::fixture("tiny");
+  const std::string model = testing::fixture("tiny-llama3");  // a context of 1024 tokens
   const std::string args = " --prompt 'hello world' -n 4 --device cpu";
   Result on = kiln("run " + model + args + " --cascade auto", /*stdout_only=*/true);
   Result off = kiln("run " + model + args + " --cascade off", /*stdout_only=*/true);

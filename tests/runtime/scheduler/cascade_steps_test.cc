@@ -1,8 +1,9 @@
-// Cascade attention through the serving path on the CPU reference backend (random-weight
-// fixture): requests on one 320-token prompt share its pages through the prefix cache, so their
+// Cascade attention through the serving path on the CPU reference backend (the random-weight
+// tiny-llama3 fixture, whose context holds 1024 tokens): requests on one 320-token prompt share its pages through the prefix cache, so their
 // decode steps carry a cascade layout (StepInputs::cascade) with `--cascade auto` and none with
 // `off`, and the greedy tokens are the same either way and the same as each request's alone.
 // The reference backend runs the layout it is given (an inconsistent one is refused).
+#include <algorithm>
 #include <map>
 #include <memory>
 #include <optional>
@@ -25,7 +26,7 @@ std::unique_ptr<testing::LoadedModel> load() {
   BackendOptions options;
   options.num_threads = 2;
   options.kv_pages = 192;
-  auto m = testing::load_model(testing::fixture("tiny"), limits, options);
+  auto m = testing::load_model(testing::fixture("tiny-llama3"), limits, options);
   EXPECT_TRUE(m.ok()) << m.status();
   return m.ok() ? std::make_unique<testing::LoadedModel>(std::move(*m)) : nullptr;
 }
