@@ -25,8 +25,8 @@ namespace kiln {
 /// has on the GPU (written by a neighbour's fused kernel) is checked when it is first read.
 class CheckedBackend::Observer : public CudaBackend::NodeObserver {
  public:
-  Observer(CheckedBackend& b, int step, bool decode)
-      : b_(b), step_(step), decode_(decode), names_(b.gpu_.graph()) {}
+  Observer(CheckedBackend& b, int step, bool decode, const CascadeLayout* cascade)
+      : b_(b), step_(step), decode_(decode), cascade_(cascade), names_(b.gpu_.graph()) {}
 
   absl::Status before(const Node& node) override {
     observed_.insert(&node);
@@ -70,7 +70,7 @@ class CheckedBackend::Observer : public CudaBackend::NodeObserver {
                                                         std::vector<HostTensor> operands) {
     const Node& reference = *b_.reference_.nodes()[b_.gpu_.graph().index_of(&node)];
     return run_node_alone(b_.reference_, reference, std::move(operands), b_.params_,
-                          b_.gpu_.step_symbols());
+                          b_.gpu_.step_symbols(), b_.gpu_.last_step().cascade ? cascade_ : nullptr);
   }
 
   // The operand `v` as the GPU holds it, or the reference's result where no launch wrote it.
@@ -138,6 +138,7 @@ class CheckedBackend::Observer : public CudaBackend::NodeObserver {
   CheckedBackend& b_;
   int step_;
   bool decode_;
+  const CascadeLayout* cascade_;  // the step's layout; the reference's when the GPU ran it
   ValueNames names_;
   std::vector<HostTensor> operands_;  // of the node between before() and after()
   std::set<const Node*> observed_;    // nodes checked (or computed) this step
@@ -191,7 +192,8 @@ absl::StatusOr<std::unique_ptr<CheckedBackend>> CheckedBackend::create(CudaBacke
 
 absl::StatusOr<StepResult> CheckedBackend::run_step(const StepRequest& step) {
   if (steps_checked_ >= steps_) return gpu_.run_step(step);
-  Observer observer(*this, steps_checked_, step.inputs.is_decode());
+  Observer observer(*this, steps_checked_, step.inputs.is_decode(),
+                    step.inputs.cascade ? &*step.inputs.cascade : nullptr);
   ++steps_checked_;
   return gpu_.run_step_observed(step, observer);
 }
@@ -222,8 +224,8 @@ std::string format_checks(const std::vector<NodeCheck>& checks) {
     if (first == nullptr && !c.ok()) first = &c;
   }
   if (first != nullptr) {
-    absl::StrAppend(&out, absl::StrFormat(
-                              "first divergent op: node %d %s (%s), step %s: relative error %.3g "
+    absl::StrAppend(
+        &out, absl::StrFormat("first divergent op: node %d %s (%s), step %s: relative error %.3g "
                               "> tolerance %.2g (max abs %.3g, reference max %.3g)\n",
                               first->node, first->op, first->kernel, step_name(*first),
                               first->error.relative, first->tolerance, first->error.max_abs,

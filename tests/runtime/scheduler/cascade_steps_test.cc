@@ -1,8 +1,9 @@
 // Cascade attention through the serving path on the CPU reference backend (the random-weight
-// tiny-llama3 fixture, whose context holds 1024 tokens): requests on one 320-token prompt share its pages through the prefix cache, so their
-// decode steps carry a cascade layout (StepInputs::cascade) with `--cascade auto` and none with
-// `off`, and the greedy tokens are the same either way and the same as each request's alone.
-// The reference backend runs the layout it is given (an inconsistent one is refused).
+// tiny-llama3 fixture, whose context holds 1024 tokens): requests on one 320-token prompt share its
+// pages through the prefix cache, so their decode steps carry a cascade layout
+// (StepInputs::cascade) with `--cascade auto` and none with `off`, and the greedy tokens are the
+// same either way and the same as each request's alone. The reference backend runs the layout it is
+// given (an inconsistent one is refused).
 #include <algorithm>
 #include <map>
 #include <memory>
