@@ -77,7 +77,8 @@ struct CascadeDecodeLowering {
 /// reusing the plain launch's partials and split counters) and the PlanCascade that names them
 /// with the plain launch. Their grids and split counts are expressions of the cascade symbols (CM,
 /// CL, CK in plan.h), so a CUDA graph's launch signature holds the layout's shape. Nothing for an
-/// fp8e4m3 cache (the prefix kernel has no dequantizing tile path; plain decode serves it).
+/// fp8e4m3 cache (the prefix kernel has no dequantizing tile path; plain decode serves it), nor
+/// for a shape the prefix kernel refuses (make_cascade_prefix_spec).
 absl::Status lower_cascade_decode(LoweringContext& ctx, CascadeDecodeLowering l);
 
 /// The prefix kernel's split count as an expression of CM and CL: cascade_prefix_splits for
