@@ -11,8 +11,11 @@ if [ -f build/CTestTestfile.cmake ] && [ -z "${KILN_PREBUILT:-}" ]; then
   regex=$(echo "$filter" | sed -e 's/\*/.*/g' -e 's/:/|/g')
   exec ctest --test-dir build -L gpu -R "$regex" --output-on-failure -j4 --timeout 300
 fi
-logs=${OUT:-build/gpu-logs}/gpu-tests
-mkdir -p "$logs"
+# The logs go to a temporary folder, then as one gpu-tests.tgz into $OUT (the device tool brings
+# back few files).
+logs=$(mktemp -d /tmp/kiln-gpu-tests.XXXXXX)
+out=${OUT:-build/gpu-logs}
+mkdir -p "$out"
 declare -a pids=() names=()
 for t in build/tests/*_gpu_test; do
   [ -x "$t" ] || continue
@@ -34,4 +37,7 @@ for i in "${!pids[@]}"; do
   grep -E "^\[ kiln gpu \]" "$log" | sort -u | head -12
   s=$(grep -cE "^\[  SKIPPED \] [A-Za-z]" "$log"); [ "$s" -gt 0 ] && echo "  $s skipped, e.g.: $(grep -m1 -B1 "^\[  SKIPPED \]" "$log" | head -1)"
 done
+tgz=$out/gpu-tests.tgz n=1
+while [ -e "$tgz" ]; do n=$((n + 1)); tgz=$out/gpu-tests-$n.tgz; done  # a later call's: -2, -3, ...
+tar czf "$tgz" -C "$logs" . 2>/dev/null
 exit $rc

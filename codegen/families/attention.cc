@@ -89,10 +89,35 @@ absl::Status lower_flash_attention(const Node& n, LoweringContext& ctx) {
   const std::optional<PrefillKernel> kind = parse_prefill_kernel(kernel);
   if (!kind) {
     return ctx.unsupported(absl::StrCat("prefill_kernel \"", kernel,
-                                        "\" is not a prefill kernel (simple, pipelined)"));
+                                        "\" is not a prefill kernel (simple, pipelined, hopper)"));
   }
   prefill->kernel = *kind;
-  if (*kind == PrefillKernel::kPipelined) {
+  if (*kind == PrefillKernel::kHopper) {
+    // Fixed by the kernel's structure: a producer warpgroup and two consumer warpgroups of 64
+    // query rows (wgmma's m64) each. The KV tile is wgmma's n for S (FlashAttention-3 uses 128 x
+    // 128 at head_dim 128); a third stage fits at head_dim 64 (112 KB) and hides more latency.
+    prefill->warps = 12;
+    prefill->tile_q = 128;
+    prefill->tile_kv = n.attrs.int_or("tile_kv", 128);
+    prefill->stages = n.attrs.int_or("stages", *d <= 64 ? 3 : 2);
+    if (cache_kind == KvCacheKind::kFp8E4M3) {
+      return ctx.unsupported(
+          "the hopper prefill kernel reads a bf16/f16 KV cache (use prefill_kernel = \"pipelined\" "
+          "with an fp8e4m3 cache)");
+    }
+    if ((*d != 64 && *d != 128) || (prefill->tile_kv != 64 && prefill->tile_kv != 128) ||
+        prefill->stages < 2 || prefill->stages > 4 || n.attrs.int_or("warps", 12) != 12 ||
+        n.attrs.int_or("tile_q", 128) != 128) {
+      return ctx.unsupported(
+          "the hopper prefill kernel needs head_dim 64 or 128, tile_kv 64 or 128, stages in [2, "
+          "4] (its tile_q is 128 and warps 12)");
+    }
+    if (prefill->dynamic_shared_bytes() > 227 * 1024) {
+      return ctx.unsupported(absl::StrCat("the hopper prefill tiles need ",
+                                          prefill->dynamic_shared_bytes(),
+                                          " bytes of shared memory, more than a block gets"));
+    }
+  } else if (*kind == PrefillKernel::kPipelined) {
     // Its K/V tiles live in dynamic shared memory, so the default Q tile is the 128 rows that
     // FlashAttention-2 uses (8 warps); the simple kernel's tile_q <= tile_kv limit does not apply.
     // At head_dim <= 64 the defaults are FlashAttention-2's 64 x 128 tiles instead (4 warps; the

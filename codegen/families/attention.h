@@ -15,7 +15,7 @@ std::vector<EntryDecl> attention_metadata_entry();
 
 /// flash_attention(q, k, v, k_cache, v_cache, positions, slot_mapping, qo_indptr,
 /// kv_page_indptr, kv_page_indices, kv_last_page_len) {scale, tile_q, tile_kv, warps, split_kv,
-/// prefill_kernel ("simple" | "pipelined"), stages}.
+/// prefill_kernel ("simple" | "pipelined" | "hopper"), stages}.
 absl::Status lower_flash_attention(const Node& node, LoweringContext& ctx);
 
 }  // namespace kiln

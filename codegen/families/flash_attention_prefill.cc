@@ -10,6 +10,7 @@ namespace kiln {
 std::optional<PrefillKernel> parse_prefill_kernel(std::string_view name) {
   if (name == "simple") return PrefillKernel::kSimple;
   if (name == "pipelined") return PrefillKernel::kPipelined;
+  if (name == "hopper") return PrefillKernel::kHopper;
   return std::nullopt;
 }
 
@@ -20,13 +21,26 @@ std::string FlashAttentionPrefillSpec::key() const {
   if (kernel == PrefillKernel::kPipelined) {
     params.push_back({"st", stages});
     tags.push_back("pipe");
+  } else if (kernel == PrefillKernel::kHopper) {
+    params.push_back({"st", stages});
+    tags.push_back("hopper");
   }
   for (std::string& t : kv_cache_tags(cache)) tags.push_back(std::move(t));
   return spec_key(family(), dtype, params, tags);
 }
 
+int64_t FlashAttentionPrefillSpec::threads() const {
+  return kernel == PrefillKernel::kHopper ? 384 : 32 * warps;
+}
+
 int64_t FlashAttentionPrefillSpec::dynamic_shared_bytes() const {
   if (kernel == PrefillKernel::kSimple) return 0;
+  if (kernel == PrefillKernel::kHopper) {
+    // kernels/flash_attention_prefill_hopper.cuh (hopper_prefill_smem_bytes): 1024 bytes to align
+    // the 128-byte-swizzled tiles, Q [128][d], `stages` x (K, V) [tile_kv][d] of 16-bit elements,
+    // and 3 mbarriers per stage; the kernel traps when launched with less.
+    return 1024 + 128 * head_dim * 2 + stages * 2 * tile_kv * head_dim * 2 + 3 * stages * 8;
+  }
   // kernels/flash_attention_prefill_pipelined.cuh (prefill_pipelined_smem_bytes): Q
   // [tile_q][d+8], then `stages` x (K, V) [tile_kv][d+8] (16-bit elements), or for an fp8e4m3
   // cache `stages` x (K, V codes [tile_kv][d] bytes, K, V scales [tile_kv] f32) and one
@@ -61,6 +75,17 @@ absl::StatusOr<KernelTemplate> FlashAttentionPrefillSpec::kernel_template() cons
       "out, q, k_cache, v_cache, ", fp8 ? "k_scales, v_scales" : "(const float*)0, (const float*)0",
       ", positions, qo_indptr, kv_page_indptr, kv_page_indices, kv_last_page_len, num_seqs, "
       "num_kv_heads, page_size, scale");
+  if (kernel == PrefillKernel::kHopper) {
+    // __launch_bounds__(384, 1): setmaxnreg moves registers between the producer and consumer
+    // warpgroups only when the kernel starts with a register cap (65536 / 384 -> 168).
+    KernelTemplate t{"flash_attention_prefill_hopper.cuh", dtype, kv_cache_typedef(cache),
+                     threads()};
+    t.call = absl::StrCat("kiln_k::flash_attention_prefill_hopper<kiln_t, ", cache_t, ", ",
+                          head_dim, ", ", group, ", ", tile_kv, ", ", stages, ">");
+    t.call_args = call_args;
+    t.min_blocks = 1;
+    return t;
+  }
   if (kernel == PrefillKernel::kPipelined) {
     // __launch_bounds__(threads, 1): without the explicit minimum, ptxas squeezes some
     // configurations into 96 or 128 registers by spilling (seen for head_dim 64 on sm_80 and
@@ -85,7 +110,7 @@ LaunchRule FlashAttentionPrefillSpec::rule(const std::string& tokens, int64_t kv
   LaunchRule r;
   r.grid = {absl::StrCat("cdiv(", tokens, "*", group, ", ", tile_q, ") + S"),
             absl::StrCat(kv_heads), "1"};
-  r.block = {absl::StrCat(32 * warps), "1", "1"};
+  r.block = {absl::StrCat(threads()), "1", "1"};
   r.dynamic_shared_bytes = absl::StrCat(dynamic_shared_bytes());
   r.when = StepKind::kPrefill;
   return r;

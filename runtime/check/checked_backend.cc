@@ -31,6 +31,8 @@ class CheckedBackend::Observer : public CudaBackend::NodeObserver {
   absl::Status before(const Node& node) override {
     observed_.insert(&node);
     operands_.clear();
+    running_ = &node;
+    folded_.clear();
     for (const Value* v : node.inputs) {
       if (v->kind == ValueKind::kParam) {  // the reference reads its own copy of the weight
         operands_.emplace_back();
@@ -39,6 +41,13 @@ class CheckedBackend::Observer : public CudaBackend::NodeObserver {
       absl::StatusOr<HostTensor> t = operand(*v);
       if (!t.ok()) return annotate(node, t.status());
       operands_.push_back(*std::move(t));
+      // An operand no launch wrote: this node's launch did its producer's work.
+      const Node* p = v->producer;
+      if (stand_in_.count(v) && p != nullptr && p->op != OpKind::kReshape &&
+          p->op != OpKind::kSlice &&
+          std::find(folded_.begin(), folded_.end(), p) == folded_.end()) {
+        folded_.push_back(p);
+      }
     }
     return absl::OkStatus();
   }
@@ -126,6 +135,9 @@ class CheckedBackend::Observer : public CudaBackend::NodeObserver {
     c.value = names_(node.outputs[output]);
     c.error = *e;
     c.tolerance = result_tolerance(*b_.reference_.nodes()[index], output);
+    for (const Node* f : &node == running_ ? folded_ : std::vector<const Node*>{}) {
+      c.folded.push_back(absl::StrCat("node ", b_.gpu_.graph().index_of(f), " ", op_name(f->op)));
+    }
     b_.checks_.push_back(std::move(c));
     return absl::OkStatus();
   }
@@ -141,6 +153,8 @@ class CheckedBackend::Observer : public CudaBackend::NodeObserver {
   const CascadeLayout* cascade_;  // the step's layout; the reference's when the GPU ran it
   ValueNames names_;
   std::vector<HostTensor> operands_;  // of the node between before() and after()
+  const Node* running_ = nullptr;      // the node between before() and after()
+  std::vector<const Node*> folded_;   // its operands' producers that no launch ran (stood in)
   std::set<const Node*> observed_;    // nodes checked (or computed) this step
   std::map<const Value*, HostTensor> stand_in_;  // reference results of values no launch wrote
 };
@@ -224,10 +238,15 @@ std::string format_checks(const std::vector<NodeCheck>& checks) {
     if (first == nullptr && !c.ok()) first = &c;
   }
   if (first != nullptr) {
-    absl::StrAppend(
-        &out, absl::StrFormat("first divergent op: node %d %s (%s), step %s: relative error %.3g "
+    absl::StrAppend(&out, absl::StrFormat(
+                              "first divergent op: node %d %s (%s)%s, step %s: relative error %.3g "
                               "> tolerance %.2g (max abs %.3g, reference max %.3g)\n",
-                              first->node, first->op, first->kernel, step_name(*first),
+                              first->node, first->op, first->kernel,
+                              first->folded.empty()
+                                  ? ""
+                                  : absl::StrCat(" [its launch also did ",
+                                                 absl::StrJoin(first->folded, ", "), "]"),
+                              step_name(*first),
                               first->error.relative, first->tolerance, first->error.max_abs,
                               first->error.max_reference));
   } else {

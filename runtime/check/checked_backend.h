@@ -27,6 +27,10 @@ struct NodeCheck {
   std::string op;          ///< "rmsnorm_residual"
   std::string kernel;      ///< the plan's kernel keys for the node, or "cublasLt"
   std::string value;       ///< the result checked ("%12")
+  /// Nodes with no launch of their own in the step whose work this node's launch did (a GEMV's
+  /// RMSNorm prologue): their results were never written, so the reference's stood in for them,
+  /// and an error of theirs shows up here. "node 1 rmsnorm", in node order.
+  std::vector<std::string> folded;
   OutputError error;
   double tolerance = 0;
   bool ok() const { return error.relative <= tolerance; }

@@ -29,6 +29,7 @@
 #include <cstdio>
 #include <cstring>
 #include <map>
+#include <set>
 #include <tuple>
 
 #include "absl/strings/str_cat.h"
@@ -1220,6 +1221,27 @@ absl::Status CudaBackend::enqueue_ops(bool decode, bool checked, NodeObserver* o
     return observer->after(*n);
   };
   if (observer != nullptr) checked = true;
+  // With an observer, each arena value is poisoned (0xFF) again just before the node that defines
+  // it, unless a launch of this step already bound it (a neighbour's fused kernel writing it
+  // early, as rope_kv_append writes the k rope's result): the arena reuses a dead value's bytes,
+  // so poisoning once per step would let a value no launch writes (the rmsnorm a GEMV does in its
+  // prologue) read back as whatever last lived there instead of as NaN.
+  std::set<std::string> bound_this_step;
+  int poisoned_through = -1;  // buffers defined at nodes <= this one are poisoned
+  auto poison_through = [&](int node) -> absl::Status {
+    for (const MemoryPlan::Buffer& buf : plan_.memory->buffers) {
+      if (buf.first_use <= poisoned_through || buf.first_use > node || !buf.alias_of.empty() ||
+          bound_this_step.count(buf.value)) {
+        continue;
+      }
+      if (absl::Status s = device_->fill_bytes(arena_.ptr() + buf.offset, 0xFF, buf.size);
+          !s.ok()) {
+        return s;
+      }
+    }
+    poisoned_through = std::max(poisoned_through, node);
+    return absl::OkStatus();
+  };
   for (const Op& op : ops_) {
     absl::StatusOr<bool> runs = op_runs(op, decode);
     if (!runs.ok()) return runs.status();
@@ -1231,8 +1253,14 @@ absl::Status CudaBackend::enqueue_ops(bool decode, bool checked, NodeObserver* o
       if (n != open_node) {
         if (absl::Status s = close_node(); !s.ok()) return s;
         if (n != nullptr) {
+          if (absl::Status s = poison_through(op.node); !s.ok()) return s;
           if (absl::Status s = observer->before(*n); !s.ok()) return s;
           open_node = n;
+        }
+      }
+      if (op.launch != nullptr) {
+        for (const LaunchArg& a : op.launch->args) {
+          if (a.kind == LaunchArg::Kind::kTensor) bound_this_step.insert(a.value);
         }
       }
     }

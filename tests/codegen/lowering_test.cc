@@ -463,6 +463,77 @@ TEST(Lowering, PrefillKernelAttributeSelectsPipelinedKernel) {
   EXPECT_NE(big.status().message().find("stages"), std::string::npos) << big.status();
 }
 
+// flash_attention {prefill_kernel = "hopper"} selects the sm_90a kernel: 128-row Q tiles, 384
+// threads (a producer and two consumer warpgroups), the shared memory its header sums, the same
+// grid as the other prefill kernels; knobs it cannot take and an fp8e4m3 cache are refused.
+TEST(Lowering, PrefillKernelAttributeSelectsHopperKernel) {
+  auto lower_with =
+      [](const ModelConfig& config, const std::vector<std::pair<std::string, Attribute>>& attrs,
+         std::optional<DType> kv_dtype = std::nullopt) -> absl::StatusOr<LoweredGraph> {
+    std::unique_ptr<Graph> g = testing::fused_graph(config, DType::kBF16, kv_dtype);
+    if (g == nullptr) return absl::InternalError("no graph");
+    for (const auto& n : g->nodes()) {
+      if (n->op != OpKind::kFlashAttention) continue;
+      for (const auto& [name, value] : attrs) n->attrs.set(name, value);
+    }
+    return lower_graph(*g);
+  };
+  auto prefill_launch = [](const LoweredGraph& l) -> const PlanLaunch* {
+    for (const PlanLaunch& k : l.launches) {
+      if (l.kernels[k.kernel].family == KernelFamily::kFlashAttentionPrefill) return &k;
+    }
+    return nullptr;
+  };
+  const std::pair<std::string, Attribute> hopper = {"prefill_kernel", std::string("hopper")};
+
+  // SmolLM2: head_dim 64, G = 3: the d64 default of 3 stages of 128-row K/V tiles:
+  // 1024 + 128 x 64 x 2 + 3 x 2 x 128 x 64 x 2 + 3 x 3 x 8 bytes.
+  absl::StatusOr<LoweredGraph> d64 = lower_with(testing::smollm2_config(), {hopper});
+  ASSERT_TRUE(d64.ok()) << d64.status();
+  const PlanLaunch* p = prefill_launch(*d64);
+  ASSERT_NE(p, nullptr);
+  EXPECT_EQ(d64->kernels[p->kernel].key,
+            "flash_attention_prefill_bf16_d64_g3_q128_kv128_w12_st3_hopper");
+  EXPECT_EQ(p->rule.dynamic_shared_bytes, std::to_string(1024 + 16384 + 3 * 32768 + 72));
+  EXPECT_EQ(p->rule.block[0], "384");
+  EXPECT_EQ(p->rule.grid[0], "cdiv(T*3, 128) + S");
+  absl::StatusOr<std::string> src = emit_kernel_source(*d64->specs[p->kernel]);
+  ASSERT_TRUE(src.ok()) << src.status();
+  EXPECT_NE(src->find("flash_attention_prefill_hopper<kiln_t, kiln_t, 64, 3, 128, 3>"),
+            std::string::npos)
+      << *src;
+  EXPECT_NE(src->find("__launch_bounds__(384, 1)"), std::string::npos) << *src;
+
+  // head_dim 128 (G = 2): 2 stages by default (160 KB), tile_kv 64 and 4 stages on request.
+  const ModelConfig d128 = testing::d128_llama3_config();
+  absl::StatusOr<LoweredGraph> big = lower_with(d128, {hopper});
+  ASSERT_TRUE(big.ok()) << big.status();
+  p = prefill_launch(*big);
+  EXPECT_EQ(big->kernels[p->kernel].key,
+            "flash_attention_prefill_bf16_d128_g2_q128_kv128_w12_st2_hopper");
+  EXPECT_EQ(p->rule.dynamic_shared_bytes, std::to_string(1024 + 32768 + 2 * 65536 + 48));
+  absl::StatusOr<LoweredGraph> knobs =
+      lower_with(d128, {hopper, {"tile_kv", int64_t{64}}, {"stages", int64_t{4}}});
+  ASSERT_TRUE(knobs.ok()) << knobs.status();
+  EXPECT_EQ(knobs->kernels[prefill_launch(*knobs)->kernel].key,
+            "flash_attention_prefill_bf16_d128_g2_q128_kv64_w12_st4_hopper");
+
+  // Refused: a tile_q or warps other than the kernel's, 4 stages of 128-row tiles at head_dim
+  // 128 (288 KB), an fp8e4m3 cache.
+  for (const auto& attrs : std::vector<std::vector<std::pair<std::string, Attribute>>>{
+           {hopper, {"tile_q", int64_t{64}}},
+           {hopper, {"warps", int64_t{8}}},
+           {hopper, {"tile_kv", int64_t{32}}},
+           {hopper, {"stages", int64_t{4}}}}) {
+    absl::StatusOr<LoweredGraph> bad = lower_with(d128, attrs);
+    ASSERT_FALSE(bad.ok());
+    EXPECT_NE(bad.status().message().find("hopper prefill"), std::string::npos) << bad.status();
+  }
+  absl::StatusOr<LoweredGraph> fp8 = lower_with(d128, {hopper}, DType::kFP8E4M3);
+  ASSERT_FALSE(fp8.ok());
+  EXPECT_NE(fp8.status().message().find("fp8e4m3"), std::string::npos) << fp8.status();
+}
+
 TEST(Lowering, PrimitiveGraphSaysPassesMustRun) {
   Graph prim;
   ASSERT_TRUE(prim.symbols().add({"T", 8}).ok());

@@ -988,6 +988,48 @@ TEST(KernelsGpu, FlashAttentionPrefillPipelined) {
   check_sweep(pipelined_prefill_sweep());
 }
 
+// The Hopper prefill kernel (prefill_kernel = "hopper", sm_90a only): head_dim 64/128, GQA 1/3/4/8,
+// page sizes 1/16/64, odd lengths, pages crossing sequence ends, 1-token rows beside long prompts,
+// cached context long enough for many KV tiles (more tiles than stages, so the producer waits on
+// the ring's empty barriers and both consumers go through many ping-pong turns), query tiles where
+// the second consumer's rows are all padding, and the knobs (tile_kv 64, stages 3 and 4).
+std::vector<Case> hopper_prefill_sweep() {
+  using DT = DType;
+  const std::string hop = ", prefill_kernel = \"hopper\"";
+  return {
+      // d128, G=4 (Llama-3 style), page 16: up to 4 KV tiles of 128, the diagonal mid-tile.
+      attention_case(DT::kBF16, 128, 8, 2, 16, {{0, 301}, {257, 200}, {40, 1}}, false, 81, hop),
+      attention_case(DT::kF16, 128, 8, 2, 16, {{0, 130}, {33, 50}, {0, 1}}, false, 82, hop),
+      // GQA 8 (32/4 heads), page 64, a prompt shorter than one page and one crossing three.
+      attention_case(DT::kBF16, 128, 32, 4, 64, {{0, 37}, {100, 91}, {7, 1}}, false, 83, hop),
+      // No GQA, page size 1 (every KV row on its own scattered page), odd lengths.
+      attention_case(DT::kBF16, 128, 4, 4, 1, {{0, 45}, {20, 19}, {0, 3}, {500, 1}}, false, 84,
+                     hop),
+      // Chunked prefill with a long cached context: 9 KV tiles, 5 unmasked before the diagonal.
+      attention_case(DT::kBF16, 128, 8, 2, 16, {{1000, 129}, {0, 600}}, false, 85, hop),
+      // d64, G=3 and G=1, pages 16 and 64 (the d64 default of 3 stages).
+      attention_case(DT::kBF16, 64, 9, 3, 16, {{0, 37}, {100, 70}, {16, 1}}, false, 86, hop),
+      attention_case(DT::kF16, 64, 3, 3, 64, {{7, 333}, {64, 64}}, false, 87, hop),
+      attention_case(DT::kF16, 64, 12, 3, 16, {{1000, 77}, {0, 129}}, false, 88, hop),
+      // Knobs: tile_kv 64 (wgmma n = 64 for S) with 3 and 4 stages, 2 stages at d64.
+      attention_case(DT::kBF16, 128, 8, 2, 16, {{700, 90}, {0, 5}}, false, 89,
+                     hop + ", tile_kv = 64, stages = 3"),
+      attention_case(DT::kF16, 128, 8, 2, 64, {{190, 267}}, false, 90,
+                     hop + ", tile_kv = 64, stages = 4"),
+      attention_case(DT::kBF16, 64, 8, 1, 16, {{333, 140}, {1, 1}}, false, 91,
+                     hop + ", stages = 2"),
+  };
+}
+
+TEST(KernelsGpu, FlashAttentionPrefillHopper) {
+  REQUIRE_GPU();
+  if (gpu().device->arch() != "sm_90a") {
+    GTEST_SKIP() << "the hopper prefill kernel needs sm_90a (wgmma, setmaxnreg); this GPU is "
+                 << gpu().device->arch();
+  }
+  check_sweep(hopper_prefill_sweep());
+}
+
 std::vector<Case> decode_sweep() {
   using DT = DType;
   return {
@@ -1431,8 +1473,8 @@ class FakeResolver : public LaunchResolver {
 TEST(KernelsGpuHarness, CasesLowerRunOnReferenceAndCompile) {
   std::vector<Case> all;
   for (auto sweep : {rmsnorm_sweep, rope_sweep, gather_sweep, elementwise_sweep, prefill_sweep,
-                     pipelined_prefill_sweep, decode_sweep, prefill_fp8_sweep, decode_fp8_sweep,
-                     rope_attention_fp8_sweep}) {
+                     pipelined_prefill_sweep, hopper_prefill_sweep, decode_sweep, prefill_fp8_sweep,
+                     decode_fp8_sweep, rope_attention_fp8_sweep}) {
     for (Case& c : sweep()) all.push_back(std::move(c));
   }
   std::vector<KernelJob> jobs;
@@ -1535,6 +1577,54 @@ TEST(KernelsGpuHarness, PipelinedPrefillCompilesWithoutSpills) {
       EXPECT_EQ(k.spill_bytes, 0) << arch << " " << k.name << "\n" << k.log;
     }
   }
+}
+
+// Without a GPU: the hopper prefill kernels the sweep uses compile for sm_90a with no stack frame
+// and no spills, and their PTX holds what makes them Hopper kernels (warpgroup MMAs, the register
+// hand-over between producer and consumers, mbarrier waits); the same source built for sm_80 is a
+// trap (no wgmma there), which the plan never selects.
+TEST(KernelsGpuHarness, HopperPrefillCompilesWithWgmmaWithoutSpills) {
+  if (!nvrtc_available()) GTEST_SKIP() << "built without NVRTC: kernels not compiled";
+  std::vector<KernelJob> jobs;
+  std::map<std::string, bool> seen;
+  for (const Case& c : hopper_prefill_sweep()) {
+    Lowered l = lower_case(c);
+    ASSERT_NE(l.graph, nullptr) << c.name;
+    int hopper = 0;
+    for (const auto& spec : l.plan.specs) {
+      if (spec->family() != KernelFamily::kFlashAttentionPrefill) continue;
+      EXPECT_NE(spec->key().find("_hopper"), std::string::npos) << c.name << ": " << spec->key();
+      ++hopper;
+      if (!seen.emplace(spec->key(), true).second) continue;
+      absl::StatusOr<std::string> src = emit_kernel_source(*spec);
+      ASSERT_TRUE(src.ok()) << src.status();
+      jobs.push_back({spec->key(), *src});
+    }
+    EXPECT_EQ(hopper, 1) << c.name;
+  }
+  KernelCache cache(std::string(KILN_BUILD_DIR) + "/gpu-kernel-cache");
+  BuildStats stats;
+  absl::StatusOr<std::vector<CompiledKernel>> built =
+      build_kernels(jobs, "sm_90a", &cache, 0, &stats);
+  ASSERT_TRUE(built.ok()) << built.status();
+  for (const CompiledKernel& k : *built) {
+    std::printf("[ kiln gpu ] sm_90a %s: %d registers, %d B static smem, %d B stack, %d B spills\n",
+                k.name.c_str(), k.registers, k.shared_bytes, k.stack_bytes, k.spill_bytes);
+    EXPECT_EQ(k.stack_bytes, 0) << k.name << "\n" << k.log;
+    EXPECT_EQ(k.spill_bytes, 0) << k.name << "\n" << k.log;
+    // The cap __launch_bounds__(384, 1) sets; setmaxnreg then moves registers between roles.
+    EXPECT_LE(k.registers, 168) << k.name;
+    for (const char* ptx : {"wgmma.mma_async.sync.aligned.m64n", "setmaxnreg.inc.sync.aligned",
+                            "setmaxnreg.dec.sync.aligned", "mbarrier.try_wait.parity",
+                            "cp.async.mbarrier.arrive.noinc"}) {
+      EXPECT_NE(k.ptx.find(ptx), std::string::npos) << k.name << " lacks " << ptx;
+    }
+  }
+  // sm_80 compiles the same source to a trap: no wgmma instruction reaches its PTX.
+  absl::StatusOr<std::vector<CompiledKernel>> old =
+      build_kernels({jobs.front()}, "sm_80", &cache, 1);
+  ASSERT_TRUE(old.ok()) << old.status();
+  EXPECT_EQ((*old)[0].ptx.find("wgmma"), std::string::npos);
 }
 
 }  // namespace

@@ -668,6 +668,9 @@ TEST_P(CudaBackendGpu, Fp8KvLogitsMatchReference) {
   ASSERT_EQ(plan->plan.kv.dtype, DType::kFP8E4M3);
   BackendOptions opts;
   opts.kv_pages = 256;
+  // On, not auto: auto keeps whichever way a timed batch-1 decode was faster, and the persistent
+  // kernel's fp8e4m3 path is under test here whatever the timing says.
+  opts.persistent = BackendOptions::Persistent::kOn;
   absl::StatusOr<std::unique_ptr<ReferenceBackend>> cpu =
       ReferenceBackend::create(plan->plan, opts, blob_reader(*plan));
   ASSERT_TRUE(cpu.ok()) << cpu.status();
@@ -819,10 +822,12 @@ TEST(CudaBackendGpuGguf, QuantizedGgufMatchesItsCpuRun) {
   absl::StatusOr<Trace> out = drive(**gpu, prompts, kDecodes, &*ref);
   ASSERT_TRUE(out.ok()) << out.status();
   const Agreement a = compare(*out, *ref, vocab);
-  std::printf("[ kiln gpu ] q4_1 gguf: max rel error %.3g, argmax equal %d/%d\n", a.max_rel,
-              a.argmax_equal, a.positions);
+  std::printf("[ kiln gpu ] q4_1 gguf: max rel error %.3g, argmax equal %d/%d (+%d near-ties)\n",
+              a.max_rel, a.argmax_equal, a.positions, a.near_ties);
   EXPECT_LE(a.max_rel, kMaxRelError);
-  EXPECT_GE(a.argmax_equal, kMinArgmaxAgreement * a.positions);
+  // Near-ties count as agreement here as in the other fixtures' tests: a random-weight model's
+  // logits have rows whose top two differ by less than the GEMV's reordered sums move them.
+  EXPECT_GE(a.argmax_equal + a.near_ties, kMinArgmaxAgreement * a.positions);
 }
 
 // The first fixture compiled for this GPU; `skip` says why not when the fixture cannot be made
@@ -982,11 +987,19 @@ TEST(CudaBackendGpuCheck, NamesAPlantedWrongEpsilon) {
   ASSERT_TRUE(checked.ok()) << checked.status();
   const auto prompts = mixed_prompts(fixtures()[0].prompt_len, good->plan.model.vocab_size, 9);
   ASSERT_TRUE(drive(**checked, prompts, 0).ok());
+  // The planted node, or (at GEMV sizes, where a GEMV normalizes its input in its prologue and
+  // the rmsnorm launches nothing) the node whose launch did its work.
+  const std::string planted_name =
+      absl::StrCat("node ", planted, " ", op_name((*graph)->nodes()[planted]->op));
+  auto names_planted = [&](const NodeCheck& c) {
+    return c.node == planted ||
+           std::find(c.folded.begin(), c.folded.end(), planted_name) != c.folded.end();
+  };
   const NodeCheck* first = (*checked)->first_divergence();
   ASSERT_NE(first, nullptr) << format_checks((*checked)->checks());
-  EXPECT_EQ(first->node, planted) << format_checks((*checked)->checks());
+  EXPECT_TRUE(names_planted(*first)) << format_checks((*checked)->checks());
   for (const NodeCheck& c : (*checked)->checks()) {
-    if (!c.ok()) EXPECT_EQ(c.node, planted) << "only the planted node diverges: " << c.op;
+    if (!c.ok()) EXPECT_TRUE(names_planted(c)) << "only the planted node diverges: " << c.op;
   }
 
   const std::string out = absl::StrCat(*dir, "/check.", getpid(), ".txt");
@@ -998,7 +1011,9 @@ TEST(CudaBackendGpuCheck, NamesAPlantedWrongEpsilon) {
   std::printf("%s\n", printed.substr(printed.size() > 1500 ? printed.size() - 1500 : 0).c_str());
   ASSERT_TRUE(WIFEXITED(rc));
   EXPECT_EQ(WEXITSTATUS(rc), 3) << printed;
-  EXPECT_NE(printed.find(absl::StrCat("first divergent op: node ", planted, " rmsnorm")),
+  const size_t line = printed.find("first divergent op: ");
+  ASSERT_NE(line, std::string::npos) << printed;
+  EXPECT_NE(printed.substr(line, printed.find('\n', line) - line).find(planted_name),
             std::string::npos)
       << printed;
 }
