@@ -77,6 +77,7 @@ absl::Status add_kernels(const LoweredGraph& lowered, const CompileOptions& o, C
   p.collectives = lowered.collectives;
   p.kernels = lowered.kernels;
   p.persistent = lowered.persistent;
+  p.cascades = lowered.cascades;
   if (!o.build_kernels) return absl::OkStatus();
   std::vector<KernelJob> jobs;
   for (const std::shared_ptr<const KernelSpec>& spec : lowered.specs) {

@@ -73,6 +73,7 @@ bool launch_runs_in(StepKind when, bool prefill_step) {
     case StepKind::kAlways: return true;
     case StepKind::kPrefill: return prefill_step;
     case StepKind::kDecode: return !prefill_step;
+    case StepKind::kCascade: return false;  // only where a runtime runs cascade steps
   }
   return true;
 }

@@ -44,7 +44,8 @@ absl::StatusOr<std::vector<BoundArg>> bind_launch(const PlanKernel& kernel,
                                                   LaunchResolver& resolver);
 
 /// Whether a launch with rule `when` runs in a step: prefill steps have some sequence with more
-/// than one query token, decode steps have exactly one per sequence.
+/// than one query token, decode steps have exactly one per sequence. False for kCascade launches:
+/// they run only where a runtime chooses a cascade step (PlanCascade).
 bool launch_runs_in(StepKind when, bool prefill_step);
 
 /// Whether a StepBound admits a step whose bound expression evaluates to `value` (an empty

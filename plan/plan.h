@@ -52,13 +52,17 @@ struct PlanKernel {
   int source_blob = -1;
 };
 
-/// Sampling inputs the runtime supplies per step (one value per sequence, device buffers).
+/// Per-step device buffers the runtime supplies beyond the graph's inputs: the sampling inputs
+/// (one value per sequence) and a cascade step's layout (runtime/kv/cascade_layout.h).
 enum class RuntimeInput : uint8_t {
-  kSampledIds,   ///< i32[S] output of the sampling kernel
-  kTemperature,  ///< f32[S]
-  kTopK,         ///< i32[S]
-  kTopP,         ///< f32[S]
-  kUniform,      ///< f32[S] uniform draws in [0, 1) made by the engine
+  kSampledIds,          ///< i32[S] output of the sampling kernel
+  kTemperature,         ///< f32[S]
+  kTopK,                ///< i32[S]
+  kTopP,                ///< f32[S]
+  kUniform,             ///< f32[S] uniform draws in [0, 1) made by the engine
+  kCascadePrefixSeqs,   ///< i32[CM] CascadeLayout::prefix_seqs
+  kCascadePrefixPages,  ///< i32[cdiv(CL, page size)] CascadeLayout::prefix_pages
+  kCascadeKvStart,      ///< i32[S] CascadeLayout::kv_start
 };
 
 /// How one launch argument is produced. Exactly one of the fields after `kind` is meaningful.
@@ -85,8 +89,18 @@ struct LaunchArg {
 };
 
 /// Which steps a launch runs in: every step, or only prefill steps (some sequence has more than
-/// one query token), or only decode steps (every sequence has exactly one).
-enum class StepKind : uint8_t { kAlways, kPrefill, kDecode };
+/// one query token), or only decode steps (every sequence has exactly one), or only decode steps
+/// whose inputs carry a cascade layout (StepInputs::cascade), where a PlanCascade names the
+/// launch as the cascade form of a plain decode launch. A runtime that does not run cascade steps
+/// never runs a kCascade launch (launch_runs_in says false for both step kinds).
+enum class StepKind : uint8_t { kAlways, kPrefill, kDecode, kCascade };
+
+/// The symbols a cascade step binds beyond the IR's (T, S, K, ...), for the kCascade launches'
+/// expressions: the members sharing the prefix, the prefix's length, and the longest suffix
+/// (max over the step's sequences of KV length - kv_start). Their upper bounds are S's, K's, K's.
+inline constexpr const char* kCascadeMembersSymbol = "CM";
+inline constexpr const char* kCascadePrefixSymbol = "CL";
+inline constexpr const char* kCascadeSuffixSymbol = "CK";
 
 /// A bound on one integer expression of the step, so that a plan can carry two lowerings of one
 /// op and every step runs exactly one of them. An op runs in a step only when `expr` is empty or
@@ -157,6 +171,18 @@ struct PlanWorkspace {
 struct PlanPersistent {
   int launch = -1;          ///< index into Plan::launches: the persistent kernel's launch
   std::vector<int> stages;  ///< indices into Plan::launches of the launches it runs, in order
+};
+
+/// Cascade attention (codegen/families/cascade_attention.h) for one flash_attention node: in a
+/// decode step whose inputs carry a cascade layout, the runtime runs `prefix` then `suffix` (both
+/// StepKind::kCascade) in place of `decode`, the node's plain decode launch. They write the same
+/// output; the suffix's last split merges the prefix's partials. Plans of fp8e4m3 caches have
+/// none (plain decode serves them).
+struct PlanCascade {
+  int decode = -1;  ///< index into Plan::launches: the plain decode launch (StepKind::kDecode)
+  int prefix = -1;  ///< the cascade_prefix launch
+  int suffix = -1;  ///< the cascade_suffix launch
+  bool operator==(const PlanCascade&) const = default;
 };
 
 /// A value that shares another's bytes (reshape views; the in-place KV cache results).
@@ -250,6 +276,7 @@ struct Plan {
   std::vector<PlanAlias> aliases;
   std::vector<PlanConstant> constants;
   std::optional<PlanPersistent> persistent;  ///< `kiln compile --persistent`
+  std::vector<PlanCascade> cascades;         ///< one per decode attention node (not fp8e4m3)
   std::optional<MemoryPlan> memory;
   KvLayout kv;
   std::vector<PlanWeight> weights;

@@ -7,6 +7,7 @@
 #include <filesystem>
 #include <fstream>
 #include <sstream>
+#include <tuple>
 
 #include "absl/strings/str_cat.h"
 #include "plan/weight_parts.h"
@@ -77,6 +78,31 @@ absl::Status check_blob_indices(const Plan& p, size_t nblobs) {
         return absl::InvalidArgumentError(
             absl::StrCat("manifest.persistent.stages[", i, "] = ", ps.stages[i],
                          ": stages are other launches of the plan, in increasing order"));
+      }
+    }
+  }
+  // Each cascade names a plain decode launch and its two cascade forms, of the same node and of
+  // the families the runtime binds them as; no launch serves two cascades.
+  std::vector<bool> taken(p.launches.size(), false);
+  for (size_t i = 0; i < p.cascades.size(); ++i) {
+    const PlanCascade& c = p.cascades[i];
+    const std::string w = absl::StrCat("manifest.cascades[", i, "]");
+    for (auto [index, field, family, when] :
+         {std::tuple{c.decode, ".decode", KernelFamily::kFlashAttentionDecode, StepKind::kDecode},
+          std::tuple{c.prefix, ".prefix", KernelFamily::kCascadePrefix, StepKind::kCascade},
+          std::tuple{c.suffix, ".suffix", KernelFamily::kCascadeSuffix, StepKind::kCascade}}) {
+      if (index < 0 || static_cast<size_t>(index) >= p.launches.size() || taken[index]) {
+        return absl::InvalidArgumentError(absl::StrCat(w, field, " names launch ", index, " of ",
+                                                       p.launches.size(),
+                                                       " (or one another cascade names)"));
+      }
+      taken[index] = true;
+      const PlanLaunch& l = p.launches[index];
+      if (p.kernels[l.kernel].family != family || l.rule.when != when ||
+          l.node != p.launches[c.decode].node) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            w, field, " = launch ", index, " (", p.kernels[l.kernel].key, ", node ", l.node,
+            ") is not a ", family_name(family), " launch of the decode attention's node"));
       }
     }
   }

@@ -23,7 +23,10 @@ inline constexpr char kPlanMagic[5] = {'K', 'P', 'L', 'A', 'N'};
 // the persistent decode kernel, and tensor parallelism (ranks, collectives, per-rank weights,
 // column parts); a version-2 reader would ignore those fields and misread such a plan, so it is
 // told to rebuild instead.
-inline constexpr uint32_t kPlanFormatVersion = 3;
+// 4: cascade attention (Plan::cascades, StepKind "cascade" launches, the cascade runtime inputs);
+// a version-3 runtime would run no cascade steps but a version-3 plan lacks the launches a
+// version-4 runtime takes for decode steps with a shared prefix, so either is told to rebuild.
+inline constexpr uint32_t kPlanFormatVersion = 4;
 inline constexpr uint64_t kPlanAlignment = 256;
 
 /// One blob to write: a name for messages and look-ups ("<key>.cubin", "weight:embed") and its

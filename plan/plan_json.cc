@@ -33,13 +33,19 @@ constexpr EnumName<LaunchArg::Kind> kArgKinds[] = {{LaunchArg::Kind::kTensor, "t
                                                    {LaunchArg::Kind::kFloat, "float"},
                                                    {LaunchArg::Kind::kWorkspace, "workspace"},
                                                    {LaunchArg::Kind::kRuntime, "runtime"}};
-constexpr EnumName<RuntimeInput> kRuntimeInputs[] = {{RuntimeInput::kSampledIds, "sampled_ids"},
-                                                     {RuntimeInput::kTemperature, "temperature"},
-                                                     {RuntimeInput::kTopK, "top_k"},
-                                                     {RuntimeInput::kTopP, "top_p"},
-                                                     {RuntimeInput::kUniform, "uniform"}};
-constexpr EnumName<StepKind> kStepKinds[] = {
-    {StepKind::kAlways, "always"}, {StepKind::kPrefill, "prefill"}, {StepKind::kDecode, "decode"}};
+constexpr EnumName<RuntimeInput> kRuntimeInputs[] = {
+    {RuntimeInput::kSampledIds, "sampled_ids"},
+    {RuntimeInput::kTemperature, "temperature"},
+    {RuntimeInput::kTopK, "top_k"},
+    {RuntimeInput::kTopP, "top_p"},
+    {RuntimeInput::kUniform, "uniform"},
+    {RuntimeInput::kCascadePrefixSeqs, "cascade_prefix_seqs"},
+    {RuntimeInput::kCascadePrefixPages, "cascade_prefix_pages"},
+    {RuntimeInput::kCascadeKvStart, "cascade_kv_start"}};
+constexpr EnumName<StepKind> kStepKinds[] = {{StepKind::kAlways, "always"},
+                                             {StepKind::kPrefill, "prefill"},
+                                             {StepKind::kDecode, "decode"},
+                                             {StepKind::kCascade, "cascade"}};
 constexpr EnumName<GemmEpilogue> kEpilogues[] = {{GemmEpilogue::kNone, "none"},
                                                  {GemmEpilogue::kBias, "bias"},
                                                  {GemmEpilogue::kResidual, "residual"},
@@ -575,6 +581,14 @@ void read_plan_fields(ObjectReader& m, Plan& p) {
     r.req("launch", ps.launch);
     r.req("stages", ps.stages);
   }
+  if (m.has("cascades")) {
+    m.objects("cascades", [&](ObjectReader& r) {
+      PlanCascade& c = p.cascades.emplace_back();
+      r.req("decode", c.decode);
+      r.req("prefix", c.prefix);
+      r.req("suffix", c.suffix);
+    });
+  }
   m.objects("aliases", [&](ObjectReader& r) {
     PlanAlias& a = p.aliases.emplace_back();
     r.req("value", a.value);
@@ -752,6 +766,13 @@ json manifest_to_json(const Plan& p, const std::vector<BlobRecord>& blobs) {
           {"blobs", blob_table}};
   if (p.persistent) {
     out["persistent"] = {{"launch", p.persistent->launch}, {"stages", p.persistent->stages}};
+  }
+  if (!p.cascades.empty()) {
+    json cascades = json::array();
+    for (const PlanCascade& c : p.cascades) {
+      cascades.push_back({{"decode", c.decode}, {"prefix", c.prefix}, {"suffix", c.suffix}});
+    }
+    out["cascades"] = std::move(cascades);
   }
   return out;
 }

@@ -123,6 +123,18 @@ std::string plan_summary(const LoadedPlan& loaded) {
   absl::StrAppend(&out, "kernels: ", p.kernels.size(), " unique, ", p.launches.size(),
                   " launches\n", plan_kernel_list(loaded));
   absl::StrAppend(&out, decode_step_ops(p));
+  if (!p.cascades.empty()) {
+    // Kernel names of the first cascade (every layer's are alike in a Llama plan).
+    const PlanCascade& c = p.cascades.front();
+    absl::StrAppend(&out, "cascade: ", p.cascades.size(),
+                    " decode attentions; with a shared prefix (kiln run/bench/serve --cascade "
+                    "auto) each runs ",
+                    p.kernels[p.launches[c.prefix].kernel].key, " + ",
+                    p.kernels[p.launches[c.suffix].kernel].key, " in place of ",
+                    p.kernels[p.launches[c.decode].kernel].key, "\n");
+  } else {
+    absl::StrAppend(&out, "cascade: none (plain paged decode in every step)\n");
+  }
   absl::StrAppend(&out, "gemms (cuBLASLt): ", p.gemms.size(), "\n");
   std::map<std::string, int> shapes;
   for (const PlanGemm& g : p.gemms) {

@@ -257,7 +257,8 @@ void EngineLoop::run() {
       std::vector<SamplingStream*> streams;
       streams.reserve(step->requests.size());
       for (RequestId id : step->requests) streams.push_back(&*live_.at(id).sampling);
-      absl::StatusOr<std::vector<int32_t>> tokens = run_scheduled_step(backend_, *step, streams);
+      absl::StatusOr<std::vector<int32_t>> tokens =
+          run_scheduled_step(backend_, *step, streams, options_.cascade);
       events =
           tokens.ok() ? scheduler_.commit(*step, *tokens) : scheduler_.fail(*step, tokens.status());
     }

@@ -73,6 +73,8 @@ class RequestStream {
 struct EngineOptions {
   SchedulerConfig scheduler;
   bool prefix_cache = true;
+  /// Cascade attention for decode steps whose requests share prefix pages (`--cascade`).
+  CascadeMode cascade = CascadeMode::kAuto;
   /// Requests waiting for admission (inbox + scheduler queue) before submit() answers
   /// ResourceExhausted (HTTP 429).
   int64_t max_queue = 256;

@@ -45,6 +45,8 @@ struct BenchOptions {
   double gpu_memory_fraction = 0.9;
   bool cuda_graphs = true;
   std::string persistent = "auto";
+  std::string cascade = "auto";
+  int shared_prefix = 0;  // prompt tokens every sequence shares (forked pages); 0 = none
 };
 
 double now_s() {
@@ -180,16 +182,28 @@ int run_bench(const BenchOptions& o) {
   std::uniform_int_distribution<int32_t> tok(0, static_cast<int32_t>(p.model.vocab_size) - 1);
   std::vector<SeqId> seqs(o.batch);
   std::vector<std::vector<int32_t>> prompts(o.batch);
+  if (o.shared_prefix >= o.prompt_len) {
+    return fail(absl::InvalidArgumentError(absl::StrCat(
+        "--shared-prefix ", o.shared_prefix, " must be below --prompt-len ", o.prompt_len)));
+  }
   for (int i = 0; i < o.batch; ++i) {
     seqs[i] = tables->add_sequence();
-    for (int t = 0; t < o.prompt_len; ++t) prompts[i].push_back(tok(rng));
+    for (int t = 0; t < o.prompt_len; ++t) {
+      prompts[i].push_back(i > 0 && t < o.shared_prefix ? prompts[0][t] : tok(rng));
+    }
   }
+  const CascadeMode cascade = cascade_mode(o.cascade);
+  bool cascade_steps = false;  // some decode step carried a cascade layout
   auto step = [&](const std::vector<StepSequence>& batch,
                   const std::vector<int32_t>& tokens) -> absl::StatusOr<StepResult> {
     absl::StatusOr<StepMetadata> meta = build_step_metadata(*tables, batch);
     if (!meta.ok()) return meta.status();
+    // A forked sequence's first write into its parent's partly filled last page copies it first.
+    if (absl::Status s = b.copy_kv_pages(tables->take_pending_copies()); !s.ok()) return s;
     StepRequest req;
     req.inputs.tokens = tokens;
+    req.inputs.cascade = step_cascade(*meta, p.kv.page_size, cascade);
+    cascade_steps = cascade_steps || req.inputs.cascade.has_value();
     req.inputs.metadata = std::move(*meta);
     req.sampling.assign(batch.size(), SequenceSampling{});
     return b.run_step(req);
@@ -202,8 +216,21 @@ int run_bench(const BenchOptions& o) {
   const double t_prefill = now_s();
   double ttft_s = 0;
   const int64_t chunk = p.limits.max_tokens;
-  for (int i = 0; o.prompt_len > chunk && i < o.batch; ++i) {
-    for (int64_t start = 0; start < o.prompt_len; start += chunk) {
+  // With --shared-prefix every sequence after the first is a fork of the first, cut back to the
+  // shared tokens, as the prefix cache hands requests on one prompt the same pages; each then
+  // prefills its own rest (one sequence per step, in chunks).
+  const bool forked = o.shared_prefix > 0;
+  for (int i = 0; (forked || o.prompt_len > chunk) && i < o.batch; ++i) {
+    int64_t first = 0;
+    if (forked && i > 0) {
+      if (absl::Status s = tables->free(seqs[i]); !s.ok()) return fail(s);
+      absl::StatusOr<SeqId> child = tables->fork(seqs[0]);
+      if (!child.ok()) return fail(child.status());
+      seqs[i] = *child;
+      if (absl::Status s = tables->truncate(seqs[i], o.shared_prefix); !s.ok()) return fail(s);
+      first = o.shared_prefix;
+    }
+    for (int64_t start = first; start < o.prompt_len; start += chunk) {
       const int64_t n = std::min<int64_t>(chunk, o.prompt_len - start);
       std::vector<int32_t> tokens(prompts[i].begin() + start, prompts[i].begin() + start + n);
       absl::StatusOr<StepResult> r = step({{seqs[i], static_cast<int32_t>(n)}}, tokens);
@@ -212,7 +239,7 @@ int run_bench(const BenchOptions& o) {
     }
     if (ttft_s == 0) ttft_s = now_s() - t_prefill;
   }
-  for (int i = o.prompt_len > chunk ? o.batch : 0; i < o.batch;) {
+  for (int i = forked || o.prompt_len > chunk ? o.batch : 0; i < o.batch;) {
     std::vector<StepSequence> batch;
     std::vector<int32_t> tokens;
     std::vector<int> members;
@@ -267,6 +294,8 @@ int run_bench(const BenchOptions& o) {
                       {"prompt", o.prompt_len},
                       {"gen", o.gen_len},
                       {"kv_dtype", dtype_name(p.kv.dtype)},
+                      {"shared_prefix", o.shared_prefix},
+                      {"cascade", cascade_steps},  // decode steps ran cascade attention
                       {"load_s", std::round(load_s * 100) / 100},
                       {"ttft_ms", std::round(ttft_s * 1e5) / 100},
                       {"prefill_ms", std::round(prefill_s * 1e5) / 100},
@@ -330,6 +359,12 @@ void add_bench_command(CLI::App& app, int* exit_code) {
       ->check(CLI::Range(0.01, 1.0));
   cmd->add_flag("!--no-cuda-graphs", o->cuda_graphs, "run decode steps eagerly");
   add_persistent_option(*cmd, o->persistent);
+  add_cascade_option(*cmd, o->cascade);
+  cmd->add_option("--shared-prefix", o->shared_prefix,
+                  "prompt tokens all sequences share (forked KV pages, as the prefix cache "
+                  "shares a prompt's), below --prompt-len; 0 = every prompt its own")
+      ->check(CLI::NonNegativeNumber)
+      ->capture_default_str();
   cmd->callback([o, exit_code] { *exit_code = run_bench(*o); });
 }
 

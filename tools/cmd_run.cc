@@ -52,6 +52,7 @@ struct RunOptions {
   bool debug_sync = false;           // cuda: synchronize and check after every launch
   bool cuda_graphs = true;           // cuda: replay decode steps from CUDA graphs
   std::string persistent = "auto";   // cuda: the plan's persistent decode kernel: auto|on|off
+  std::string cascade = "auto";      // decode steps with a shared prefix: auto|off
   bool check = false;                // cuda: check every node against the reference backend
   std::string check_against;         // --check: the reference's plan (default: the run plan)
   int check_steps = 2;               // --check: steps checked (the prefill, then decode steps)
@@ -228,7 +229,8 @@ int run(const RunOptions& o) {
     checked = std::move(*c);
   }
 
-  Engine engine(checked ? static_cast<Backend&>(*checked) : **backend, *tok);
+  Engine engine(checked ? static_cast<Backend&>(*checked) : **backend, *tok,
+                cascade_mode(o.cascade));
   GenerationStats stats;
   absl::StatusOr<std::vector<GenerationResult>> out = engine.generate(
       {*req},
@@ -306,6 +308,7 @@ void add_run_command(CLI::App& app, int* exit_code) {
                 "GPU: synchronize and check after every launch, naming the op that failed");
   cmd->add_flag("!--no-cuda-graphs", o->cuda_graphs, "GPU: run decode steps eagerly");
   add_persistent_option(*cmd, o->persistent);
+  add_cascade_option(*cmd, o->cascade);
   cmd->add_flag("--check", o->check,
                 "GPU: run the first steps node by node, compare every kernel's and GEMM's result "
                 "with the reference backend's for the same op on the same inputs, print a table "

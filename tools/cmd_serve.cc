@@ -37,6 +37,7 @@ struct ServeOptions {
   int64_t max_queue = 256;
   bool no_prefix_cache = false;
   std::string persistent = "auto";
+  std::string cascade = "auto";
   int threads = 0;
   std::string device = "auto";  // auto | cuda | cpu (tools/run_backend.h)
   size_t max_body_bytes = 1 << 20;
@@ -142,6 +143,7 @@ int serve(const ServeOptions& o) {
   eo.scheduler = {
       .max_running = max_running, .max_step_tokens = max_step_tokens, .max_context = context};
   eo.prefix_cache = !o.no_prefix_cache;
+  eo.cascade = cascade_mode(o.cascade);
   eo.max_queue = o.max_queue;
   EngineLoop engine(eo, *kv, **backend, tok);
 
@@ -211,6 +213,7 @@ void add_serve_command(CLI::App& app, int* exit_code) {
       ->capture_default_str();
   cmd->add_flag("--no-prefix-cache", o->no_prefix_cache, "disable prefix caching");
   add_persistent_option(*cmd, o->persistent);
+  add_cascade_option(*cmd, o->cascade);
   cmd->add_option("--threads", o->threads, "CPU threads (0 = all cores)")->capture_default_str();
   cmd->add_option("--device", o->device, "auto (the GPU when present), cuda or cpu")
       ->check(CLI::IsMember({"auto", "cuda", "cpu"}))

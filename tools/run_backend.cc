@@ -50,6 +50,19 @@ void add_persistent_option(CLI::App& cmd, std::string& mode) {
       ->capture_default_str();
 }
 
+void add_cascade_option(CLI::App& cmd, std::string& mode) {
+  cmd.add_option("--cascade", mode,
+                 "decode steps whose sequences share a prefix of KV pages (a prompt the prefix "
+                 "cache or a fork shares): attend to the prefix once for all of them (auto), or "
+                 "per sequence as plain paged decode (off)")
+      ->check(CLI::IsMember({"auto", "off"}))
+      ->capture_default_str();
+}
+
+CascadeMode cascade_mode(const std::string& mode) {
+  return mode == "off" ? CascadeMode::kOff : CascadeMode::kAuto;
+}
+
 BackendOptions::Persistent persistent_mode(const std::string& mode) {
   if (mode == "on") return BackendOptions::Persistent::kOn;
   if (mode == "off") return BackendOptions::Persistent::kOff;

@@ -28,4 +28,9 @@ absl::StatusOr<std::unique_ptr<Backend>> open_backend(const std::string& device,
 void add_persistent_option(CLI::App& cmd, std::string& mode);
 BackendOptions::Persistent persistent_mode(const std::string& mode);
 
+/// `--cascade auto|off` for the commands that run a plan: whether decode steps whose sequences
+/// share prefix pages run cascade attention (StepInputs::cascade; README "Cascade attention").
+void add_cascade_option(CLI::App& cmd, std::string& mode);
+CascadeMode cascade_mode(const std::string& mode);
+
 }  // namespace kiln::tools

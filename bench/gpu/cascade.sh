@@ -40,6 +40,43 @@ if [ -n "${PEERS:-}" ] && [ -f "$PEERS/torch_peers.py" ]; then
   done
 fi
 
+echo "== cascade: the runtime (CudaBackendGpu.Cascade*: cascade vs plain decode, CUDA graphs on)"
+timeout 200 bash bench/gpu/gpu_tests.sh 'CudaBackendGpu.CascadeGivesThePlainPathsTokens*' \
+  >"$out/cascade-runtime-tests.log" 2>&1
+rc=$?
+grep -q "No tests were found" "$out/cascade-runtime-tests.log" && rc=1
+grep -h "cascade: vs plain" "$out/cascade-runtime-tests.log" "$out"/gpu-tests/*.log 2>/dev/null | sort -u
+status+=("runtime test: $([ $rc -eq 0 ] && echo PASS || echo "FAIL (rc $rc, cascade-runtime-tests.log)")")
+
+# End to end: `kiln bench` on a 1-layer Llama-3-8B shape, the batch's prompts sharing all but their
+# last 64 tokens (forked pages, as the prefix cache shares a prompt's), --cascade auto vs off.
+KILN=${KILN:-build/tools/kiln}
+MODELS=${MODELS:-shared/models}
+: >"$out/cascade-e2e.jsonl"
+if [ -f "$MODELS/llama3-8b.config.json" ] && [ $((SECONDS - t0)) -lt 400 ]; then
+  work=$(mktemp -d /tmp/kiln-cascade.XXXX)
+  python3 - "$MODELS/llama3-8b.config.json" "$work/l8.json" <<'PY'
+import json, sys
+c = json.load(open(sys.argv[1])); c["num_hidden_layers"] = 1
+json.dump(c, open(sys.argv[2], "w"))
+PY
+  if python3 bench/make_bench_model.py --config "$work/l8.json" --out "$work/l8" \
+       >"$out/cascade-e2e.log" 2>&1 &&
+     "$KILN" compile "$work/l8" -o "$work/l8.kplan" --page-size 16 --max-seqs 64 \
+       >>"$out/cascade-e2e.log" 2>&1; then
+    for prompt in 1088 4160; do  # within the model's 8k context
+      for mode in off auto; do
+        timeout 120 "$KILN" bench "$work/l8.kplan" --batch 64 --prompt-len "$prompt" --gen-len 32 \
+          --shared-prefix $((prompt - 64)) --cascade "$mode" 2>>"$out/cascade-e2e.log" |
+          grep '^{' | tee -a "$out/cascade-e2e.jsonl"
+      done
+    done
+  else
+    tail -5 "$out/cascade-e2e.log"
+  fi
+  rm -rf "$work"
+fi
+
 echo "== cascade: table ($((SECONDS - t0)) s)"
 python3 - "$out/cascade-speed.log" "$out/cascade-cudnn.jsonl" <<'PY'
 import json, re, sys

@@ -2,6 +2,7 @@
 #include "codegen/families/attention.h"
 
 #include "absl/strings/str_cat.h"
+#include "codegen/families/cascade_attention.h"
 #include "codegen/families/flash_attention_decode.h"
 #include "codegen/families/flash_attention_prefill.h"
 #include "codegen/families/rope.h"
@@ -226,7 +227,21 @@ absl::Status lower_flash_attention(const Node& n, LoweringContext& ctx) {
   args.push_back({"k_cache", ctx.tensor(op.k_cache)});
   args.push_back({"v_cache", ctx.tensor(op.v_cache)});
   add_scales(args);
-  return ctx.launch(decode, dr, std::move(args));
+  // Decode steps whose sequences share a prefix: the cascade forms beside the plain launch.
+  CascadeDecodeLowering cascade{
+      .dtype = dt,
+      .cache = cache_kind,
+      .head_dim = *d,
+      .group = g,
+      .q_heads = *hq,
+      .kv_heads = *hkv,
+      .config = *dc,
+      .max_split = max_split,
+      .target_blocks = dc->split_blocks > 0 ? dc->split_blocks : kDecodeTargetBlocks,
+      .decode_launch = ctx.num_launches(),
+      .decode_args = args};
+  if (absl::Status s = ctx.launch(decode, dr, std::move(args)); !s.ok()) return s;
+  return lower_cascade_decode(ctx, std::move(cascade));
 }
 
 }  // namespace kiln

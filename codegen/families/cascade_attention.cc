@@ -107,6 +107,92 @@ absl::StatusOr<std::shared_ptr<CascadeSuffixSpec>> make_cascade_suffix_spec(
   return s;
 }
 
+std::string cascade_prefix_split_expr(const CascadePrefixSpec& spec, int64_t kv_heads,
+                                      int64_t target_blocks) {
+  const std::string row_blocks = absl::StrCat("max(1, cdiv(", kCascadeMembersSymbol, "*",
+                                              spec.group, ", ", spec.rows_per_block(), "))");
+  return absl::StrCat("max(1, min(", kMaxCascadePrefixSplits, ", min(cdiv(", target_blocks, ", ",
+                      row_blocks, "*", kv_heads, "), max(1, cdiv(", kCascadePrefixSymbol,
+                      ", 512)))))");
+}
+
+absl::Status lower_cascade_decode(LoweringContext& ctx, CascadeDecodeLowering l) {
+  if (l.cache == KvCacheKind::kFp8E4M3) return absl::OkStatus();
+  // K/V tiles of 32 rows past head_dim 128, so the two stages fit sm_80's 163 KB of shared
+  // memory at head_dim 256 (101 KB; 165 KB with 64 rows).
+  absl::StatusOr<std::shared_ptr<CascadePrefixSpec>> prefix =
+      make_cascade_prefix_spec(l.dtype, l.cache, l.head_dim, l.group, l.head_dim > 128 ? 32 : 64);
+  // A shape the prefix kernel does not take keeps plain decode in every step (no cascade).
+  if (!prefix.ok()) return absl::OkStatus();
+  absl::StatusOr<std::shared_ptr<CascadeSuffixSpec>> suffix =
+      make_cascade_suffix_spec(l.dtype, l.cache, l.head_dim, l.group, l.config);
+  if (!suffix.ok()) return ctx.unsupported(std::string(suffix.status().message()));
+  auto arg = [&](const char* name) -> absl::StatusOr<LaunchArg> {
+    for (const BoundParam& b : l.decode_args) {
+      if (b.first == name) return b.second;
+    }
+    return absl::InternalError(absl::StrCat("cascade lowering: the decode launch binds no ", name));
+  };
+
+  // The prefix partials: [kMaxCascadePrefixSplits, S, Hq, D] outputs and [.., S, Hq] log-sum-exps.
+  // One pair for every layer of these shapes: the layers' attentions run one after another on one
+  // stream, and a layer's suffix has read its prefix partials before the next prefix writes.
+  const std::string wo = absl::StrCat("cascade_prefix_o_h", l.q_heads, "_d", l.head_dim),
+                    wl = absl::StrCat("cascade_prefix_lse_h", l.q_heads);
+  if (!ctx.has_workspace(wo)) {
+    ctx.add_workspace(
+        {wo, absl::StrCat(kMaxCascadePrefixSplits, "*S*", l.q_heads * l.head_dim * 4)});
+  }
+  if (!ctx.has_workspace(wl)) {
+    ctx.add_workspace({wl, absl::StrCat(kMaxCascadePrefixSplits, "*S*", l.q_heads * 4)});
+  }
+  const std::string prefix_splits =
+      cascade_prefix_split_expr(**prefix, l.kv_heads, l.target_blocks);
+  const std::string kv_heads = absl::StrCat(l.kv_heads);
+
+  std::vector<BoundParam> pa = {
+      {"prefix_o", LaunchArg::workspace(wo)},
+      {"prefix_lse", LaunchArg::workspace(wl)},
+      {"prefix_seqs", LaunchArg::runtime_input(RuntimeInput::kCascadePrefixSeqs)},
+      {"prefix_pages", LaunchArg::runtime_input(RuntimeInput::kCascadePrefixPages)},
+      {"num_members", LaunchArg::integer(kCascadeMembersSymbol)},
+      {"prefix_len", LaunchArg::integer(kCascadePrefixSymbol)}};
+  for (const char* name :
+       {"q", "k_cache", "v_cache", "qo_indptr", "num_seqs", "num_kv_heads", "page_size", "scale"}) {
+    absl::StatusOr<LaunchArg> a = arg(name);
+    if (!a.ok()) return a.status();
+    pa.push_back({name, *a});
+  }
+  LaunchRule pr;
+  // Row blocks of (member, query head) rows per KV head, the KV heads, the prefix's splits.
+  pr.grid = {absl::StrCat("max(1, cdiv(", kCascadeMembersSymbol, "*", l.group, ", ",
+                          (*prefix)->rows_per_block(), "))"),
+             kv_heads, prefix_splits};
+  pr.block = {absl::StrCat(32 * (*prefix)->warps), "1", "1"};
+  pr.dynamic_shared_bytes = absl::StrCat((*prefix)->shared_bytes());
+  pr.when = StepKind::kCascade;
+  const int prefix_launch = ctx.num_launches();
+  if (absl::Status s = ctx.launch(*prefix, pr, std::move(pa)); !s.ok()) return s;
+
+  // The suffix: the decode launch's bindings, its KV range from kv_start, the prefix's partials.
+  std::vector<BoundParam> sa = std::move(l.decode_args);
+  sa.push_back({"kv_start", LaunchArg::runtime_input(RuntimeInput::kCascadeKvStart)});
+  sa.push_back({"prefix_o", LaunchArg::workspace(wo)});
+  sa.push_back({"prefix_lse", LaunchArg::workspace(wl)});
+  sa.push_back({"prefix_splits", LaunchArg::integer(prefix_splits)});
+  LaunchRule sr;
+  sr.grid = {"S", kv_heads,
+             decode_split_expr(l.max_split, l.config.split_kv > 0, l.kv_heads, l.target_blocks,
+                               kCascadeSuffixSymbol)};
+  sr.block = {absl::StrCat(32 * (*suffix)->decode.warps), "1", "1"};
+  sr.dynamic_shared_bytes = absl::StrCat((*suffix)->shared_bytes());
+  sr.when = StepKind::kCascade;
+  const int suffix_launch = ctx.num_launches();
+  if (absl::Status s = ctx.launch(*suffix, sr, std::move(sa)); !s.ok()) return s;
+  ctx.add_cascade({l.decode_launch, prefix_launch, suffix_launch});
+  return absl::OkStatus();
+}
+
 int64_t cascade_prefix_splits(const CascadePrefixSpec& spec, int64_t rows, int64_t kv_heads,
                               int64_t prefix_len, int64_t target_blocks) {
   const int64_t row_blocks =

@@ -10,6 +10,7 @@
 
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "absl/status/statusor.h"
 #include "codegen/families/family.h"
@@ -58,6 +59,32 @@ absl::StatusOr<std::shared_ptr<CascadePrefixSpec>> make_cascade_prefix_spec(
 /// The suffix kernel: the decode spec of `c` in its CASCADE form. Unimplemented for fp8e4m3.
 absl::StatusOr<std::shared_ptr<CascadeSuffixSpec>> make_cascade_suffix_spec(
     DType dtype, KvCacheKind cache, int64_t head_dim, int64_t group, const DecodeConfig& c);
+
+/// What the cascade lowering takes from a flash_attention node's decode lowering.
+struct CascadeDecodeLowering {
+  DType dtype = DType::kBF16;
+  KvCacheKind cache = KvCacheKind::kSameAsRows;
+  int64_t head_dim = 0, group = 1, q_heads = 0, kv_heads = 0;
+  DecodeConfig config;
+  int64_t max_split = 0;  // the split capacity of the decode workspaces the suffix reuses
+  int64_t target_blocks = 0;
+  int decode_launch = -1;               // index of the node's plain decode launch
+  std::vector<BoundParam> decode_args;  // its bindings (the suffix's first parameters)
+};
+
+/// Adds the cascade forms of a decode attention (StepKind::kCascade launches: cascade_prefix over
+/// the shared prefix into the prefix workspaces, then cascade_suffix over each sequence's suffix,
+/// reusing the plain launch's partials and split counters) and the PlanCascade that names them
+/// with the plain launch. Their grids and split counts are expressions of the cascade symbols (CM,
+/// CL, CK in plan.h), so a CUDA graph's launch signature holds the layout's shape. Nothing for an
+/// fp8e4m3 cache (the prefix kernel has no dequantizing tile path; plain decode serves it), nor
+/// for a shape the prefix kernel refuses (make_cascade_prefix_spec).
+absl::Status lower_cascade_decode(LoweringContext& ctx, CascadeDecodeLowering l);
+
+/// The prefix kernel's split count as an expression of CM and CL: cascade_prefix_splits for
+/// CM x group query rows per KV head and a prefix of CL tokens.
+std::string cascade_prefix_split_expr(const CascadePrefixSpec& spec, int64_t kv_heads,
+                                      int64_t target_blocks = kDecodeTargetBlocks);
 
 /// The most prefix splits (the prefix workspaces are sized for it).
 inline constexpr int64_t kMaxCascadePrefixSplits = 64;

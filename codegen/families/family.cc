@@ -110,6 +110,11 @@ absl::Status LoweringContext::launch(std::shared_ptr<const KernelSpec> spec, Lau
   return absl::OkStatus();
 }
 
+bool LoweringContext::has_workspace(std::string_view name) const {
+  return std::any_of(out_.workspaces.begin(), out_.workspaces.end(),
+                     [&](const PlanWorkspace& w) { return w.name == name; });
+}
+
 absl::Status LoweringContext::unsupported(const std::string& why) const {
   const std::string what = node_ != nullptr ? print_node(*node_, names_) : "the sampling step";
   return absl::UnimplementedError(absl::StrCat("no GPU lowering for `", what, "`: ", why));

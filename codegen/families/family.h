@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <string_view>
 #include <utility>
 #include <vector>
 
@@ -85,6 +86,7 @@ struct LoweredGraph {
   std::vector<PlanAlias> aliases;
   std::vector<PlanConstant> constants;
   std::optional<PlanPersistent> persistent;  // codegen/families/persistent_decode.h
+  std::vector<PlanCascade> cascades;         // codegen/families/cascade_attention.h
   std::vector<PlanCollective> collectives;
 };
 
@@ -120,6 +122,11 @@ class LoweringContext {
   absl::Status launch(std::shared_ptr<const KernelSpec> spec, LaunchRule rule,
                       std::vector<BoundParam> args);
   void add_workspace(PlanWorkspace w) { out_.workspaces.push_back(std::move(w)); }
+  /// Whether a workspace of this name was added (one shared by several nodes is added once).
+  bool has_workspace(std::string_view name) const;
+  /// Launches added so far: the index the next launch() gets.
+  int num_launches() const { return static_cast<int>(out_.launches.size()); }
+  void add_cascade(PlanCascade c) { out_.cascades.push_back(c); }
   void add_alias(PlanAlias a) { out_.aliases.push_back(std::move(a)); }
   void add_gemm(PlanGemm g) { out_.gemms.push_back(std::move(g)); }
   void add_constant(PlanConstant c) { out_.constants.push_back(std::move(c)); }

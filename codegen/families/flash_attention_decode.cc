@@ -154,11 +154,11 @@ std::shared_ptr<FlashAttentionDecodeSpec> make_decode_spec(DType dtype, KvCacheK
 }
 
 std::string decode_split_expr(int64_t max_split, bool fixed, int64_t kv_heads,
-                              int64_t target_blocks) {
+                              int64_t target_blocks, const std::string& kv_len) {
   if (fixed) return absl::StrCat(max_split);
   // With the default target and 8 KV heads: batch 1 at 32k gets 32 splits, batch 64 at 4k gets 2.
-  return absl::StrCat("min(", max_split, ", max(1, min(cdiv(K, 256), cdiv(", target_blocks,
-                      ", S*", kv_heads, "))))");
+  return absl::StrCat("min(", max_split, ", max(1, min(cdiv(", kv_len, ", 256), cdiv(",
+                      target_blocks, ", S*", kv_heads, "))))");
 }
 
 }  // namespace kiln

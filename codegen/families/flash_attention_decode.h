@@ -74,8 +74,10 @@ inline constexpr int64_t kMaxSplitKv = 32;
 inline constexpr int64_t kDecodeTargetBlocks = 4 * 132;
 
 /// The split count as an expression: `max_split` when fixed, else chosen per step so the grid
-/// (S x kv_heads x splits) reaches `target_blocks` while each split keeps at least 256 KV rows.
+/// (S x kv_heads x splits) reaches `target_blocks` while each split keeps at least 256 KV rows of
+/// the longest KV range, the symbol `kv_len` (K; the cascade suffix's is CK).
 std::string decode_split_expr(int64_t max_split, bool fixed, int64_t kv_heads,
-                              int64_t target_blocks = kDecodeTargetBlocks);
+                              int64_t target_blocks = kDecodeTargetBlocks,
+                              const std::string& kv_len = "K");
 
 }  // namespace kiln

@@ -412,6 +412,9 @@ absl::Status add_persistent_decode(LoweredGraph& l, const PersistentOptions& o) 
   const int at = stages.front();
   l.launches.insert(l.launches.begin() + at, std::move(launch));
   for (int& s : stages) ++s;
+  for (PlanCascade& c : l.cascades) {
+    for (int* i : {&c.decode, &c.prefix, &c.suffix}) *i += *i >= at ? 1 : 0;
+  }
   l.persistent = PlanPersistent{at, std::move(stages)};
   return absl::OkStatus();
 }

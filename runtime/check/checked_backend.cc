@@ -25,8 +25,8 @@ namespace kiln {
 /// has on the GPU (written by a neighbour's fused kernel) is checked when it is first read.
 class CheckedBackend::Observer : public CudaBackend::NodeObserver {
  public:
-  Observer(CheckedBackend& b, int step, bool decode)
-      : b_(b), step_(step), decode_(decode), names_(b.gpu_.graph()) {}
+  Observer(CheckedBackend& b, int step, bool decode, const CascadeLayout* cascade)
+      : b_(b), step_(step), decode_(decode), cascade_(cascade), names_(b.gpu_.graph()) {}
 
   absl::Status before(const Node& node) override {
     observed_.insert(&node);
@@ -79,7 +79,7 @@ class CheckedBackend::Observer : public CudaBackend::NodeObserver {
                                                         std::vector<HostTensor> operands) {
     const Node& reference = *b_.reference_.nodes()[b_.gpu_.graph().index_of(&node)];
     return run_node_alone(b_.reference_, reference, std::move(operands), b_.params_,
-                          b_.gpu_.step_symbols());
+                          b_.gpu_.step_symbols(), b_.gpu_.last_step().cascade ? cascade_ : nullptr);
   }
 
   // The operand `v` as the GPU holds it, or the reference's result where no launch wrote it.
@@ -150,6 +150,7 @@ class CheckedBackend::Observer : public CudaBackend::NodeObserver {
   CheckedBackend& b_;
   int step_;
   bool decode_;
+  const CascadeLayout* cascade_;  // the step's layout; the reference's when the GPU ran it
   ValueNames names_;
   std::vector<HostTensor> operands_;  // of the node between before() and after()
   const Node* running_ = nullptr;      // the node between before() and after()
@@ -205,7 +206,8 @@ absl::StatusOr<std::unique_ptr<CheckedBackend>> CheckedBackend::create(CudaBacke
 
 absl::StatusOr<StepResult> CheckedBackend::run_step(const StepRequest& step) {
   if (steps_checked_ >= steps_) return gpu_.run_step(step);
-  Observer observer(*this, steps_checked_, step.inputs.is_decode());
+  Observer observer(*this, steps_checked_, step.inputs.is_decode(),
+                    step.inputs.cascade ? &*step.inputs.cascade : nullptr);
   ++steps_checked_;
   return gpu_.run_step_observed(step, observer);
 }

@@ -22,7 +22,8 @@ std::string dims(const std::vector<int64_t>& shape) {
 absl::StatusOr<std::vector<HostTensor>> run_node_alone(const Graph& graph, const Node& node,
                                                        std::vector<HostTensor> operands,
                                                        const ParamViews& params,
-                                                       const SymbolBindings& symbols) {
+                                                       const SymbolBindings& symbols,
+                                                       const CascadeLayout* cascade) {
   if (operands.size() != node.inputs.size()) {
     return absl::InvalidArgumentError(absl::StrCat(op_name(node.op), " has ", node.inputs.size(),
                                                    " operands but ", operands.size(),
@@ -34,6 +35,7 @@ absl::StatusOr<std::vector<HostTensor>> run_node_alone(const Graph& graph, const
   }
   InputBindings bindings;
   bindings.symbols = symbols;
+  bindings.cascade = cascade;
   ParamViews used;
   std::vector<Value*> inputs;
   for (size_t i = 0; i < node.inputs.size(); ++i) {

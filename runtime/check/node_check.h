@@ -20,12 +20,14 @@ namespace kiln {
 /// whose inputs are the node's operands. `operands[i]` is operand i's value (KV caches as f32
 /// tensors [NP, PS, Hkv, D], written in place by kv_write and flash_attention); operands that are
 /// params are read from `params` instead and their entry ignored. `symbols` binds what the
-/// operands' lengths cannot (the step's T, S, K, ...). Returns the node's results in order; a
-/// kv_write's result is the cache after the write.
+/// operands' lengths cannot (the step's T, S, K, ...). `cascade`: the step's shared-prefix layout
+/// (a flash_attention of a decode step then computes cascade attention, as the GPU did), or null.
+/// Returns the node's results in order; a kv_write's result is the cache after the write.
 absl::StatusOr<std::vector<HostTensor>> run_node_alone(const Graph& graph, const Node& node,
                                                        std::vector<HostTensor> operands,
                                                        const ParamViews& params,
-                                                       const SymbolBindings& symbols);
+                                                       const SymbolBindings& symbols,
+                                                       const CascadeLayout* cascade = nullptr);
 
 /// How far a computed tensor is from the reference.
 struct OutputError {

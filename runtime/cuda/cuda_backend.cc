@@ -75,6 +75,9 @@ enum class StepArray : uint8_t {
   kTopK,
   kTopP,
   kUniform,
+  kCascadePrefixSeqs,  // a cascade step's layout (RuntimeInput::kCascade*)
+  kCascadePrefixPages,
+  kCascadeKvStart,
   kKvPageIndices,  // last: the largest, uploaded only up to its used length
 };
 
@@ -95,6 +98,9 @@ StepArray runtime_array(RuntimeInput r) {
     case RuntimeInput::kTopK: return StepArray::kTopK;
     case RuntimeInput::kTopP: return StepArray::kTopP;
     case RuntimeInput::kUniform: return StepArray::kUniform;
+    case RuntimeInput::kCascadePrefixSeqs: return StepArray::kCascadePrefixSeqs;
+    case RuntimeInput::kCascadePrefixPages: return StepArray::kCascadePrefixPages;
+    case RuntimeInput::kCascadeKvStart: return StepArray::kCascadeKvStart;
     case RuntimeInput::kSampledIds: break;
   }
   return StepArray::kTokens;  // unreachable for kSampledIds (handled by the
@@ -160,6 +166,7 @@ struct CudaBackend::Op {
   int bound_expr = -1;               // index into exprs_ of bound->expr, -1 when empty
   bool persistent_kernel = false;    // the persistent decode kernel's launch (PlanPersistent)
   bool persistent_stage = false;     // one of the launches it runs as tasks
+  bool cascade_replaced = false;  // a plain decode launch a PlanCascade replaces in cascade steps
   GemmShape shape;  // GEMM: m filled per step
   GemmOperands operands;
   /// Indices into exprs_ of every integer expression the op evaluates, in signature order:
@@ -432,6 +439,16 @@ absl::Status CudaBackend::allocate_activations() {
     }
     symbol_bounds_.emplace_back(s.name, s.upper_bound);
   }
+  // The cascade symbols (plan.h) are bounded by S and K: members are sequences of the step, the
+  // prefix and the longest suffix lie within the longest KV range.
+  int64_t s_bound = 1, k_bound = 1;
+  for (const auto& [name, bound] : symbol_bounds_) {
+    if (name == "S") s_bound = bound;
+    if (name == "K") k_bound = bound;
+  }
+  symbol_bounds_.emplace_back(kCascadeMembersSymbol, s_bound);
+  symbol_bounds_.emplace_back(kCascadePrefixSymbol, k_bound);
+  symbol_bounds_.emplace_back(kCascadeSuffixSymbol, k_bound);
 
   // The arena, every intermediate at its MemoryPlan offset, poisoned (0xFF =
   // NaN) so a read of memory no launch wrote shows up in the logits.
@@ -550,9 +567,13 @@ absl::Status CudaBackend::allocate_activations() {
     caps.emplace_back(*a, *n);
   }
   for (StepArray a :
-       {StepArray::kTemperature, StepArray::kTopK, StepArray::kTopP, StepArray::kUniform}) {
+       {StepArray::kTemperature, StepArray::kTopK, StepArray::kTopP, StepArray::kUniform,
+        StepArray::kCascadePrefixSeqs, StepArray::kCascadeKvStart}) {
     caps.emplace_back(a, s_max);
   }
+  // The prefix's pages: at most those of the longest KV range.
+  caps.emplace_back(StepArray::kCascadePrefixPages,
+                    (k_bound + plan_.kv.page_size - 1) / std::max<int64_t>(1, plan_.kv.page_size));
   std::sort(caps.begin(), caps.end());
   int64_t ibytes = 0;
   for (const auto& [a, n] : caps) {
@@ -866,6 +887,11 @@ absl::Status CudaBackend::prepare_persistent() {
       return s;
     }
   }
+  for (Op& op : ops_) {
+    if (op.launch == nullptr) continue;
+    const int index = static_cast<int>(op.launch - plan_.launches.data());
+    for (const PlanCascade& c : plan_.cascades) op.cascade_replaced |= index == c.decode;
+  }
   if (!plan_.persistent) return absl::OkStatus();
   const PlanPersistent& ps = *plan_.persistent;
   for (Op& op : ops_) {
@@ -1038,11 +1064,33 @@ absl::Status CudaBackend::stage_inputs(const StepRequest& step) {
   for (int32_t t : in.tokens) {
     if (t < 0 || t >= vocab_) return bad("token id ", t, " is outside the vocabulary of ", vocab_);
   }
+  // A decode step's shared-prefix layout, when the plan has the cascade launches: checked against
+  // the step (the kernels index pages and sequences through it), then bound as symbols and
+  // uploaded with the other inputs.
+  cascade_step_ = false;
+  const CascadeLayout* cascade = nullptr;
+  int32_t longest_suffix = 0;
+  if (in.cascade && in.is_decode() && !plan_.cascades.empty()) {
+    if (absl::Status s = check_cascade_layout(*in.cascade, m, static_cast<int32_t>(ps)); !s.ok()) {
+      return s;
+    }
+    cascade = &*in.cascade;
+    cascade_step_ = true;
+    for (int64_t s = 0; s < S; ++s) {
+      const int32_t kv_len =
+          (m.kv_page_indptr[s + 1] - m.kv_page_indptr[s] - 1) * static_cast<int32_t>(ps) +
+          m.kv_last_page_len[s];
+      longest_suffix = std::max(longest_suffix, kv_len - cascade->kv_start[s]);
+    }
+  }
   symbols_ = {{"T", T},
               {"S", S},
               {"P", P},
               {"K", std::max<int32_t>(max_kv, m.max_kv_len)},
-              {"NP", kv_pages_}};
+              {"NP", kv_pages_},
+              {kCascadeMembersSymbol, cascade ? cascade->num_members() : 0},
+              {kCascadePrefixSymbol, cascade ? cascade->prefix_len : 0},
+              {kCascadeSuffixSymbol, longest_suffix}};
   for (const auto& [name, value] : symbols_) {
     for (const auto& [bname, bound] : symbol_bounds_) {
       if (bname == name && value > bound) {
@@ -1058,7 +1106,7 @@ absl::Status CudaBackend::stage_inputs(const StepRequest& step) {
       return absl::OutOfRangeError(
           absl::StrCat("step input of ", n, " elements exceeds the plan's bound of ", r.capacity));
     }
-    std::memcpy(static_cast<char*>(host_inputs_) + r.offset, src, 4 * n);
+    if (n > 0) std::memcpy(static_cast<char*>(host_inputs_) + r.offset, src, 4 * n);
     return absl::OkStatus();
   };
   std::vector<float> temp(S), top_p(S), uniform(S);
@@ -1082,6 +1130,15 @@ absl::Status CudaBackend::stage_inputs(const StepRequest& step) {
         std::tuple{StepArray::kTopK, static_cast<const void*>(top_k.data()), S},
         std::tuple{StepArray::kTopP, static_cast<const void*>(top_p.data()), S},
         std::tuple{StepArray::kUniform, static_cast<const void*>(uniform.data()), S},
+        std::tuple{StepArray::kCascadePrefixSeqs,
+                   static_cast<const void*>(cascade ? cascade->prefix_seqs.data() : nullptr),
+                   cascade ? int64_t{cascade->num_members()} : 0},
+        std::tuple{StepArray::kCascadePrefixPages,
+                   static_cast<const void*>(cascade ? cascade->prefix_pages.data() : nullptr),
+                   cascade ? static_cast<int64_t>(cascade->prefix_pages.size()) : 0},
+        std::tuple{StepArray::kCascadeKvStart,
+                   static_cast<const void*>(cascade ? cascade->kv_start.data() : nullptr),
+                   cascade ? S : 0},
         std::tuple{StepArray::kKvPageIndices, static_cast<const void*>(m.kv_page_indices.data()),
                    P}}) {
     if (absl::Status s = put(a, src, n); !s.ok()) return s;
@@ -1107,10 +1164,13 @@ absl::StatusOr<std::vector<int64_t>> CudaBackend::launch_signature(bool decode) 
     }
     return values[id];
   };
-  // Which of the two forms of a persistent plan's decode step runs is part of the key.
+  // Which of the two forms of a persistent plan's decode step runs is part of the key, and so is
+  // whether the step runs cascade attention (the layout's shape is in the cascade launches'
+  // grids and integer arguments: members, prefix length, split counts).
   sig.push_back(persistent_step_);
+  sig.push_back(cascade_step_);
   for (const Op& op : ops_) {
-    if (!launch_runs_in(op.when, !decode)) continue;
+    if (!step_kind_admits(op, decode)) continue;
     if (op.persistent_kernel != persistent_step_ && (op.persistent_kernel || op.persistent_stage)) {
       continue;
     }
@@ -1130,8 +1190,15 @@ absl::StatusOr<std::vector<int64_t>> CudaBackend::launch_signature(bool decode) 
   return sig;
 }
 
+bool CudaBackend::step_kind_admits(const Op& op, bool decode) const {
+  // A cascade step runs a PlanCascade's prefix and suffix launches in place of its plain decode.
+  if (op.when == StepKind::kCascade) return cascade_step_;
+  if (op.cascade_replaced && cascade_step_) return false;
+  return launch_runs_in(op.when, !decode);
+}
+
 absl::StatusOr<bool> CudaBackend::op_runs(const Op& op, bool decode) const {
-  if (!launch_runs_in(op.when, !decode)) return false;
+  if (!step_kind_admits(op, decode)) return false;
   // In a step the persistent decode kernel covers it runs and its stages do not; in others the
   // reverse (persistent_step_ is set per step from the kernel's own rule).
   if (op.persistent_kernel) return persistent_step_;
@@ -1374,7 +1441,8 @@ absl::StatusOr<StepResult> CudaBackend::run_step_impl(const StepRequest& step,
   // The persistent decode kernel runs when the plan has it, it is on, the step is not checked
   // node by node, and its rule admits the step (a decode step of few enough sequences).
   persistent_step_ = false;
-  if (persistent_ && observer == nullptr && decode) {
+  // A cascade step launches its stages (the persistent kernel has no cascade tasks).
+  if (persistent_ && observer == nullptr && decode && !cascade_step_) {
     for (const Op& op : ops_) {
       if (!op.persistent_kernel) continue;
       absl::StatusOr<int64_t> v = eval_launch_expr(op.bound->expr, symbols_);
@@ -1383,6 +1451,7 @@ absl::StatusOr<StepResult> CudaBackend::run_step_impl(const StepRequest& step,
     }
   }
   last_step_.persistent = persistent_step_;
+  last_step_.cascade = cascade_step_;
   const int64_t S = step.inputs.num_sequences();
   if (absl::Status s = device_->upload_async(inputs_.ptr(), host_inputs_, staged_bytes_); !s.ok()) {
     return s;

@@ -34,6 +34,7 @@ struct CudaStepStats {
   bool graph_replay = false;    ///< the step was a CUDA-graph replay
   bool graph_captured = false;  ///< this step captured a new graph
   bool persistent = false;      ///< the step ran the persistent decode kernel
+  bool cascade = false;         ///< the step ran cascade attention (StepInputs::cascade)
 };
 
 class CudaBackend : public Backend {
@@ -147,6 +148,9 @@ class CudaBackend : public Backend {
   absl::StatusOr<std::vector<int64_t>> launch_signature(bool decode) const;
   /// Whether `op` runs in the current step: its StepKind, then its StepBound (plan/plan.h).
   absl::StatusOr<bool> op_runs(const Op& op, bool decode) const;
+  /// The StepKind part of op_runs: prefill / decode, and in a cascade step the PlanCascade
+  /// launches in place of the plain decode launches they replace.
+  bool step_kind_admits(const Op& op, bool decode) const;
 
   Plan plan_;
   TensorParallelRank tp_;     // rank 0 with no communicator for a one-GPU plan
@@ -183,6 +187,7 @@ class CudaBackend : public Backend {
   int persistent_blocks_ = 0;     // its grid
   bool persistent_step_ = false;  // the current step runs it (in place of its stages)
   bool persistent_auto_ = false;  // warm_up times it against its stages and keeps the faster
+  bool cascade_step_ = false;     // the current step runs the PlanCascade launches
 
   absl::flat_hash_map<std::vector<int64_t>, void*> graphs_;  // launch signature -> CUgraphExec
   CudaStepStats last_step_;

@@ -56,8 +56,10 @@ absl::StatusOr<StepResult> Engine::step(KvPageTables& tables, const std::vector<
   absl::StatusOr<StepMetadata> meta = build_step_metadata(tables, seqs);
   if (!meta.ok()) return meta.status();
   if (absl::Status s = backend_.copy_kv_pages(tables.take_pending_copies()); !s.ok()) return s;
-  StepRequest req{StepInputs{std::move(tokens), std::move(*meta)}, std::move(sampling),
-                  return_logits};
+  std::optional<CascadeLayout> cascade =
+      step_cascade(*meta, backend_.plan().kv.page_size, cascade_);
+  StepRequest req{StepInputs{std::move(tokens), std::move(*meta), std::move(cascade)},
+                  std::move(sampling), return_logits};
   return backend_.run_step(req);
 }
 

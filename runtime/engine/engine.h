@@ -54,7 +54,10 @@ class Engine {
  public:
   /// Both must outlive the engine. The model's config, limits and KV page size come from
   /// `backend.plan()`; the page tables are sized to `backend.kv_pages()`.
-  Engine(Backend& backend, const Tokenizer& tokenizer) : backend_(backend), tokenizer_(tokenizer) {}
+  /// `cascade`: whether decode steps whose sequences share prefix pages carry their cascade
+  /// layout (StepInputs::cascade).
+  Engine(Backend& backend, const Tokenizer& tokenizer, CascadeMode cascade = CascadeMode::kAuto)
+      : backend_(backend), tokenizer_(tokenizer), cascade_(cascade) {}
 
   /// Runs all requests together. Errors: empty prompt, prompt longer than the context, more
   /// requests than a step holds, the KV page pool running out (the message says how many pages
@@ -81,6 +84,7 @@ class Engine {
 
   Backend& backend_;
   const Tokenizer& tokenizer_;
+  CascadeMode cascade_;
 };
 
 }  // namespace kiln

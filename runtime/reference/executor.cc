@@ -16,6 +16,7 @@
 #include "ir/expr.h"
 #include "ir/ops.h"
 #include "ir/verifier.h"
+#include "runtime/reference/cascade_attention.h"
 #include "runtime/reference/matmul.h"
 #include "runtime/reference/ops.h"
 
@@ -118,6 +119,7 @@ struct ReferenceExecutor::RunState {
     PagedBatch batch;
   };
   std::vector<BatchEntry> batches;  // the metadata is shared by every layer: validate it once
+  const CascadeLayout* cascade = nullptr;  // InputBindings::cascade
 
   FView fview(const Value* v) const {
     const Slot& s = slots[v->id];
@@ -259,6 +261,7 @@ absl::StatusOr<std::unique_ptr<ReferenceExecutor>> ReferenceExecutor::create_ran
 absl::Status ReferenceExecutor::bind_inputs(const InputBindings& in, RunState& st) const {
   const Graph& g = *graph_;
   st.symbols = in.symbols;
+  st.cascade = in.cascade;
   for (const auto& [name, t] : in.tensors) {
     if (g.find_input(name) == nullptr) return invalid("binding for unknown input %", name);
   }
@@ -805,14 +808,23 @@ absl::Status ReferenceExecutor::execute(const Node& node, RunState& st) {
     case OpKind::kFlashAttention: {
       const FlashAttentionOp op(node);
       float* y = out_f(FlashAttentionOp::kOutput);
-      if (absl::Status s = flash_attention(
-              st.fview(op.q()), st.fview(op.k()), st.fview(op.v()),
-              st.cache(op.k_cache(), op.k_scales()), st.cache(op.v_cache(), op.v_scales()),
-              st.iview(op.positions()), st.iview(op.slot_mapping()), *batch,
-              node.attrs.float_or("scale", 1.0), y, pool_.get());
-          !s.ok()) {
-        return s;
+      const KvCacheView k_cache = st.cache(op.k_cache(), op.k_scales());
+      const KvCacheView v_cache = st.cache(op.v_cache(), op.v_scales());
+      const double scale = node.attrs.float_or("scale", 1.0);
+      absl::Status s;
+      if (st.cascade != nullptr && st.fview(op.q()).shape[0] == batch->num_seqs) {
+        // A decode step with a shared prefix: the new rows into the cache, then the prefix and
+        // suffix softmaxes merged, as the GPU's cascade launches compute it.
+        s = kv_write(k_cache, st.fview(op.k()), st.iview(op.slot_mapping()));
+        if (s.ok()) s = kv_write(v_cache, st.fview(op.v()), st.iview(op.slot_mapping()));
+        if (s.ok())
+          s = cascade_attention(st.fview(op.q()), k_cache, v_cache, *batch, *st.cascade, scale, y);
+      } else {
+        s = flash_attention(st.fview(op.q()), st.fview(op.k()), st.fview(op.v()), k_cache, v_cache,
+                            st.iview(op.positions()), st.iview(op.slot_mapping()), *batch, scale, y,
+                            pool_.get());
       }
+      if (!s.ok()) return s;
       // The cache (and scale array) results alias their inputs (updated in place).
       for (auto [out, cache] :
            {std::pair{op.k_cache_out(), op.k_cache()}, std::pair{op.v_cache_out(), op.v_cache()},

@@ -9,6 +9,7 @@
 
 #include "ir/dtype.h"
 #include "ir/shape.h"
+#include "runtime/kv/cascade_layout.h"
 
 namespace kiln {
 
@@ -75,6 +76,10 @@ struct InputBindings {
   std::map<std::string, HostTensor, std::less<>> tensors;
   std::map<std::string, KvCacheView, std::less<>> caches;
   SymbolBindings symbols;
+  /// A decode step's shared-prefix layout (StepInputs::cascade), or null: with one, every
+  /// flash_attention node of a decode step computes cascade attention (prefix and suffix
+  /// softmaxes merged, runtime/reference/cascade_attention.h), the GPU's cascade data path.
+  const CascadeLayout* cascade = nullptr;
 };
 
 }  // namespace kiln

@@ -361,6 +361,12 @@ absl::StatusOr<StepResult> ReferenceBackend::run_step(const StepRequest& step) {
   b.tensors["kv_page_indices"] = ints(m.kv_page_indices);
   b.tensors["kv_last_page_len"] = ints(m.kv_last_page_len);
   b.symbols.set("K", m.max_kv_len);
+  if (in.cascade) {
+    if (absl::Status s = check_cascade_layout(*in.cascade, m, plan_.kv.page_size); !s.ok()) {
+      return s;
+    }
+    b.cascade = &*in.cascade;
+  }
   // Each rank reads the same step and its own KV cache.
   const KvLayout& kv = plan_.kv;
   const std::vector<int64_t> cache_shape = {kv_pages_, kv.page_size, kv.num_kv_heads, kv.head_dim};

@@ -6,7 +6,8 @@
 namespace kiln {
 
 absl::StatusOr<std::vector<int32_t>> run_scheduled_step(Backend& backend, const ScheduledStep& step,
-                                                        absl::Span<SamplingStream* const> streams) {
+                                                        absl::Span<SamplingStream* const> streams,
+                                                        CascadeMode cascade) {
   if (static_cast<int32_t>(streams.size()) != step.num_sequences()) {
     return absl::InternalError(absl::StrCat("the step has ", step.num_sequences(),
                                             " sequences but ", streams.size(),
@@ -18,6 +19,7 @@ absl::StatusOr<std::vector<int32_t>> run_scheduled_step(Backend& backend, const 
   StepRequest req;
   req.inputs.tokens = step.tokens;
   req.inputs.metadata = step.metadata;
+  req.inputs.cascade = step_cascade(step.metadata, backend.plan().kv.page_size, cascade);
   req.sampling.resize(step.num_sequences());  // greedy for chunks whose token is dropped
   for (int32_t s = 0; s < step.num_sequences(); ++s) {
     if (step.samples[s] && streams[s] != nullptr) req.sampling[s] = streams[s]->next();

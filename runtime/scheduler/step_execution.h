@@ -18,8 +18,11 @@ namespace kiln {
 /// others (a prefill chunk short of the end of its prompt, whose logits nobody needs). Those draw
 /// nothing from their stream, so a stream's position stays the number of tokens its request
 /// sampled: a preempted request that recomputes gets the same draws it would have had.
+/// With `cascade` kAuto a decode step whose sequences share prefix pages (the prefix cache gives
+/// requests on one prompt the same pages) carries its cascade layout (StepInputs::cascade).
 absl::StatusOr<std::vector<int32_t>> run_scheduled_step(Backend& backend, const ScheduledStep& step,
-                                                        absl::Span<SamplingStream* const> streams);
+                                                        absl::Span<SamplingStream* const> streams,
+                                                        CascadeMode cascade = CascadeMode::kAuto);
 
 /// Page tables sized to the backend's KV storage, with the plan's page size.
 absl::StatusOr<KvPageTables> page_tables_for(const Backend& backend);

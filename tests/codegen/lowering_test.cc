@@ -169,12 +169,14 @@ TEST(Lowering, SmolLM2FusedGraph) {
     const KernelSpec& spec = *l->specs[launch.kernel];
     EXPECT_EQ(entry_params(spec), l->kernels[launch.kernel].params);
     EXPECT_EQ(l->kernels[launch.kernel].params.size(), launch.args.size()) << spec.key();
-    // The plan's binding accepts every argument (kinds fit the entry's types, symbols bound).
+    // The plan's binding accepts every argument (kinds fit the entry's types, symbols bound;
+    // the cascade launches' CM, CL and CK too).
+    const LaunchSymbols symbols = {{"T", 100}, {"S", 3},    {"K", 700},
+                                   {"CM", 2},  {"CL", 512}, {"CK", 188}};
     absl::StatusOr<std::vector<BoundArg>> bound =
-        bind_launch(l->kernels[launch.kernel], launch, {{"T", 100}, {"S", 3}, {"K", 700}}, any);
+        bind_launch(l->kernels[launch.kernel], launch, symbols, any);
     EXPECT_TRUE(bound.ok()) << bound.status();
-    absl::StatusOr<LaunchGeometry> dims =
-        eval_launch_rule(launch.rule, {{"T", 100}, {"S", 3}, {"K", 700}});
+    absl::StatusOr<LaunchGeometry> dims = eval_launch_rule(launch.rule, symbols);
     EXPECT_TRUE(dims.ok()) << spec.key() << ": " << dims.status();
   }
 }
@@ -372,12 +374,14 @@ TEST(Lowering, DecodeSplitFollowsBatchAndContext) {
   EXPECT_EQ(splits(64, 4096), 3);
   // The partial workspaces hold the largest split count for the most sequences; the split
   // counters one int per (sequence, KV head).
+  // The cascade prefix partials (one pair for all layers) hold the prefix kernel's most splits.
   for (const PlanWorkspace& w : l->workspaces) {
     if (w.zeroed) {
       EXPECT_EQ(w.bytes, "S*12");
       continue;
     }
-    EXPECT_EQ(w.bytes.rfind("32*S*", 0), 0u) << w.bytes;
+    const bool prefix = w.name.rfind("cascade_prefix_", 0) == 0;
+    EXPECT_EQ(w.bytes.rfind(prefix ? "64*S*" : "32*S*", 0), 0u) << w.name << ": " << w.bytes;
   }
 }
 

@@ -97,6 +97,9 @@ TEST(LaunchBinding, StepKinds) {
   EXPECT_FALSE(launch_runs_in(StepKind::kPrefill, false));
   EXPECT_TRUE(launch_runs_in(StepKind::kDecode, false));
   EXPECT_FALSE(launch_runs_in(StepKind::kDecode, true));
+  // Cascade launches run only where a runtime chooses a cascade step (PlanCascade).
+  EXPECT_FALSE(launch_runs_in(StepKind::kCascade, true));
+  EXPECT_FALSE(launch_runs_in(StepKind::kCascade, false));
 }
 
 TEST(LaunchBinding, StepBoundsSplitTheStepsBetweenTwoLowerings) {

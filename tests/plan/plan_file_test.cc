@@ -176,6 +176,11 @@ TEST(PlanFile, ArchToolchainAndFormatMismatchSayHowToRebuild) {
   ASSERT_FALSE(p.ok());
   EXPECT_NE(p.status().message().find("format version 1"), std::string::npos);
   EXPECT_NE(p.status().message().find("kiln compile"), std::string::npos);
+  b[5] = 3;  // version 3: before cascade attention's launches (a runtime now takes them)
+  p = parse_plan(b, {});
+  ASSERT_FALSE(p.ok());
+  EXPECT_NE(p.status().message().find("format version 3"), std::string::npos) << p.status();
+  EXPECT_NE(p.status().message().find("kiln compile"), std::string::npos);
 }
 
 TEST(PlanFile, WeightFilesChecked) {

@@ -65,6 +65,38 @@ TEST(KilnCli, ServeSaysWhatItCannotServe) {
   EXPECT_THAT(missing.output, HasSubstr("/nonexistent/model.gguf"));
 }
 
+// --cascade auto|off on run, bench and serve (tools/run_backend.h): both run, other values are
+// refused by name; `kiln bench --shared-prefix` forks the prompt's pages so that its decode steps
+// run cascade attention under auto (the JSON says so) and plain decode under off.
+TEST(KilnCli, CascadeFlag) {
+  const std::string model = testing::fixture("tiny-llama3");  // a context of 1024 tokens
+  const std::string args = " --prompt 'hello world' -n 4 --device cpu";
+  Result on = kiln("run " + model + args + " --cascade auto", /*stdout_only=*/true);
+  Result off = kiln("run " + model + args + " --cascade off", /*stdout_only=*/true);
+  ASSERT_EQ(on.exit_code, 0) << on.output;
+  ASSERT_EQ(off.exit_code, 0) << off.output;
+  EXPECT_EQ(on.output, off.output);
+  for (const std::string cmd : {"run " + model + args, "bench " + model + " --device cpu",
+                                "serve " + model + " --port 0"}) {
+    Result bad = kiln(cmd + " --cascade sometimes");
+    EXPECT_NE(bad.exit_code, 0) << cmd;
+    EXPECT_THAT(bad.output, HasSubstr("--cascade")) << cmd;
+  }
+  const std::string bench = "bench " + model +
+                            " --device cpu --threads 2 --batch 3 --prompt-len 300 --gen-len 3 "
+                            "--shared-prefix 288";
+  Result cascade = kiln(bench + " --cascade auto", /*stdout_only=*/true);
+  ASSERT_EQ(cascade.exit_code, 0) << cascade.output;
+  EXPECT_THAT(cascade.output, HasSubstr("\"cascade\":true"));
+  EXPECT_THAT(cascade.output, HasSubstr("\"shared_prefix\":288"));
+  Result plain = kiln(bench + " --cascade off", /*stdout_only=*/true);
+  ASSERT_EQ(plain.exit_code, 0) << plain.output;
+  EXPECT_THAT(plain.output, HasSubstr("\"cascade\":false"));
+  Result too_long = kiln("bench " + model + " --device cpu --prompt-len 8 --shared-prefix 8");
+  EXPECT_NE(too_long.exit_code, 0);
+  EXPECT_THAT(too_long.output, HasSubstr("--shared-prefix"));
+}
+
 TEST(KilnCli, IrPrintsVerifiedText) {
   Result r = kiln("ir --example");
   EXPECT_EQ(r.exit_code, 0);
