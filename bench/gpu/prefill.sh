@@ -3,8 +3,9 @@
 # pipelined, and on sm_90a the hopper one), a memcheck of the pipelined and hopper ones, then
 # attention_bench.py at seq 1k/4k/16k for each kernel variant beside the SDPA peers (FA2, cuDNN).
 # KILN_PREFILL_NO_MEMCHECK=1 skips the memcheck, KILN_PREFILL_NO_TESTS=1 the tests;
-# KILN_PREFILL_VARIANTS="pipe:pipelined: hop:hopper:" times only those variants (no spaces inside). Run after `source bench/gpu/prelude.sh`; writes $OUT/prefill.jsonl and prints the ratio table
-# last.
+# KILN_PREFILL_VARIANTS="pipe:pipelined: hop:hopper:" times only those variants (no spaces
+# inside one). Run after `source bench/gpu/prelude.sh`; writes $OUT/prefill.jsonl and prints the
+# ratio table last.
 set -u
 OUT=${OUT:-build/gpu-logs}; mkdir -p "$OUT"
 log=$OUT/prefill.log; : >"$log"
