@@ -45,7 +45,7 @@ struct BenchOptions {
   double gpu_memory_fraction = 0.9;
   bool cuda_graphs = true;
   std::string persistent = "auto";
-  std::string cascade = "auto";
+  std::string cascade = "off";  // auto|off; see add_cascade_option for why off by default
   int shared_prefix = 0;  // prompt tokens every sequence shares (forked pages); 0 = none
 };
 

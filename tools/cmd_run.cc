@@ -52,7 +52,7 @@ struct RunOptions {
   bool debug_sync = false;           // cuda: synchronize and check after every launch
   bool cuda_graphs = true;           // cuda: replay decode steps from CUDA graphs
   std::string persistent = "auto";   // cuda: the plan's persistent decode kernel: auto|on|off
-  std::string cascade = "auto";      // decode steps with a shared prefix: auto|off
+  std::string cascade = "off";  // auto|off; see add_cascade_option for why off by default
   bool check = false;                // cuda: check every node against the reference backend
   std::string check_against;         // --check: the reference's plan (default: the run plan)
   int check_steps = 2;               // --check: steps checked (the prefill, then decode steps)

@@ -37,7 +37,7 @@ struct ServeOptions {
   int64_t max_queue = 256;
   bool no_prefix_cache = false;
   std::string persistent = "auto";
-  std::string cascade = "auto";
+  std::string cascade = "off";  // auto|off; see add_cascade_option for why off by default
   int threads = 0;
   std::string device = "auto";  // auto | cuda | cpu (tools/run_backend.h)
   size_t max_body_bytes = 1 << 20;

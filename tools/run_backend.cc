@@ -50,6 +50,10 @@ void add_persistent_option(CLI::App& cmd, std::string& mode) {
       ->capture_default_str();
 }
 
+// Off by default for now: the cascade kernels passed their GPU test, but the runtime's cascade
+// path (layout upload, CUDA-graph key, launch substitution) has not yet run on a GPU
+// (CudaBackendGpu.CascadeGivesThePlainPathsTokens, bench/gpu/cascade.sh). Make auto the default
+// once it has, and has been measured faster than plain decode.
 void add_cascade_option(CLI::App& cmd, std::string& mode) {
   cmd.add_option("--cascade", mode,
                  "decode steps whose sequences share a prefix of KV pages (a prompt the prefix "
