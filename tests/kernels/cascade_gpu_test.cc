@@ -28,6 +28,7 @@
 #include "codegen/nvrtc_compiler.h"
 #include "models/dequantize.h"
 #include "runtime/cuda/driver.h"
+#include "tests/kernels/gpu_context.h"
 #include "runtime/kv/cascade_layout.h"
 #include "runtime/reference/cascade_attention.h"
 #include "tests/runtime/kv/cascade_steps.h"
@@ -35,36 +36,8 @@
 namespace kiln {
 namespace {
 
-struct GpuContext {
-  absl::Status status;
-  std::optional<GpuDevice> device;
-  std::unique_ptr<KernelCache> cache;
-};
-
-GpuContext& gpu() {
-  static GpuContext* ctx = [] {
-    auto* c = new GpuContext;
-    if (!nvrtc_available()) {
-      c->status = absl::UnavailableError("built without NVRTC: GPU kernel tests skip");
-      return c;
-    }
-    absl::StatusOr<GpuDevice> d = open_gpu();
-    if (!d.ok()) {
-      c->status = d.status();
-      return c;
-    }
-    c->device.emplace(std::move(*d));
-    c->cache = std::make_unique<KernelCache>(std::string(KILN_BUILD_DIR) + "/gpu-kernel-cache");
-    std::printf("[ kiln gpu ] %s\n", c->device->describe().c_str());
-    return c;
-  }();
-  return *ctx;
-}
-
-#define REQUIRE_GPU()                                                                      \
-  do {                                                                                     \
-    if (!gpu().status.ok()) GTEST_SKIP() << "GPU unavailable: " << gpu().status.message(); \
-  } while (0)
+using testing::gpu;
+using testing::GpuContext;
 
 uint16_t encode16(DType dt, float x) {
   if (dt == DType::kBF16) return f32_to_bf16(x);

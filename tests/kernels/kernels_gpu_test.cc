@@ -35,6 +35,7 @@
 #include "plan/launch_binding.h"
 #include "plan/launch_expr.h"
 #include "runtime/cuda/driver.h"
+#include "tests/kernels/gpu_context.h"
 #include "runtime/reference/executor.h"
 #include "runtime/reference/ops.h"
 
@@ -176,37 +177,8 @@ void expect_close(const std::string& what, const std::vector<float>& gpu,
 // ---------------------------------------------------------------------------------------------
 // The device, the kernel cache and compiled kernels, shared by the tests of this process.
 
-struct GpuContext {
-  absl::Status status;
-  std::optional<GpuDevice> device;
-  std::unique_ptr<KernelCache> cache;
-  std::map<std::string, GpuKernel> kernels;  // by spec key
-};
-
-GpuContext& gpu() {
-  static GpuContext* ctx = [] {
-    auto* c = new GpuContext;
-    if (!nvrtc_available()) {
-      c->status = absl::UnavailableError("built without NVRTC: GPU kernel tests skip");
-      return c;
-    }
-    absl::StatusOr<GpuDevice> d = open_gpu();
-    if (!d.ok()) {
-      c->status = d.status();
-      return c;
-    }
-    c->device.emplace(std::move(*d));
-    c->cache = std::make_unique<KernelCache>(std::string(KILN_BUILD_DIR) + "/gpu-kernel-cache");
-    std::printf("[ kiln gpu ] %s\n", c->device->describe().c_str());
-    return c;
-  }();
-  return *ctx;
-}
-
-#define REQUIRE_GPU()                                                                      \
-  do {                                                                                     \
-    if (!gpu().status.ok()) GTEST_SKIP() << "GPU unavailable: " << gpu().status.message(); \
-  } while (0)
+using testing::gpu;
+using testing::GpuContext;
 
 // ---------------------------------------------------------------------------------------------
 // A case: one fused node as an IR graph plus its inputs.
